@@ -1,0 +1,108 @@
+//! [`Config::validate`]: every key's rule in one `match`, so the file, the environment and CLI
+//! overrides are held to the same rules.
+
+use std::collections::HashSet;
+
+use crate::error::ConfigError;
+use crate::validate as v;
+use crate::Config;
+
+/// Every dotted key that has a rule, in file order.
+pub(crate) const KEYS: &[&str] = &[
+    "node_id",
+    "role",
+    "region",
+    "data_dir",
+    "http.listen",
+    "http.base_url",
+    "http.pods_domain",
+    "database.url",
+    "database.pool_size",
+    "storage.objects_url",
+    "storage.endpoint",
+    "storage.bucket",
+    "storage.access_key",
+    "storage.secret_key",
+    "storage.region_buckets",
+    "cache.path",
+    "cache.max_size",
+    "routing.enabled",
+    "log.level",
+    "log.format",
+];
+
+impl Config {
+    /// The rule for one key, on its own (no cross-key rules). `Err` lacks the key name.
+    pub(crate) fn check_key(&self, key: &str) -> Result<(), String> {
+        match key {
+            "node_id" => v::node_id_setting(&self.node_id),
+            "region" => v::region(&self.region),
+            "data_dir" => v::non_empty(&self.data_dir.to_string_lossy(), "a directory path"),
+            "http.base_url" => self.http.base_url.as_deref().map_or(Ok(()), v::base_url),
+            "http.pods_domain" => self.http.pods_domain.as_deref().map_or(Ok(()), v::dns_name),
+            "database.url" => self.database.url.as_ref().map_or(Ok(()), |u| {
+                v::secret_url(u.expose(), &["postgres://", "postgresql://", "sqlite://"])
+            }),
+            "database.pool_size" => v::pool_size(self.database.pool_size),
+            "storage.objects_url" => self.storage.objects_url.as_deref().map_or(Ok(()), v::objects_url),
+            "storage.endpoint" => self.storage.endpoint.as_deref().map_or(Ok(()), v::endpoint),
+            "storage.bucket" => self.storage.bucket.as_deref().map_or(Ok(()), v::bucket),
+            "storage.access_key" => {
+                self.storage.access_key.as_deref().map_or(Ok(()), |k| v::non_empty(k, "an access key"))
+            }
+            "storage.secret_key" => self.storage.secret_key.as_ref().map_or(Ok(()), |k| {
+                v::non_empty(k.expose(), "a secret key")
+            }),
+            "storage.region_buckets" => {
+                let mut seen = HashSet::new();
+                for rb in &self.storage.region_buckets {
+                    v::region(&rb.region).and_then(|()| v::bucket(&rb.bucket))?;
+                    if !seen.insert(rb.region.as_str()) {
+                        return Err(format!("region {:?} is listed twice", rb.region));
+                    }
+                }
+                Ok(())
+            }
+            "cache.path" => self
+                .cache
+                .path
+                .as_ref()
+                .map_or(Ok(()), |p| v::non_empty(&p.to_string_lossy(), "a directory path")),
+            "cache.max_size" if self.cache.max_size.bytes() == 0 => {
+                Err("expected a size above zero, like 50GB".into())
+            }
+            "log.level" => v::log_level(&self.log.level),
+            // Enums, bools, the socket address: their type is their rule.
+            _ => Ok(()),
+        }
+    }
+
+    /// Rules that involve more than one key.
+    fn check_cross(&self) -> Result<(), (&'static str, String)> {
+        let s = &self.storage;
+        match (&s.access_key, &s.secret_key) {
+            (Some(_), None) => Err((
+                "storage.secret_key",
+                "required when storage.access_key is set (or remove both)".into(),
+            )),
+            (None, Some(_)) => Err((
+                "storage.access_key",
+                "required when storage.secret_key is set (or remove both)".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks every key; `location` names where the values came from in the error.
+    pub(crate) fn validate_at(&self, location: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::InvalidValue {
+            location: location.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        for key in KEYS {
+            self.check_key(key).map_err(|m| invalid(key, m))?;
+        }
+        self.check_cross().map_err(|(key, m)| invalid(key, m))
+    }
+}

@@ -1,0 +1,288 @@
+//! The configuration types, their defaults and how they deserialize. No I/O here.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::size::ByteSize;
+use crate::validate;
+
+/// The whole configuration of one node. See `config/examples/xpod.toml` for every key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `"auto"` until [`Config::resolve_node_id`]; then a valid id.
+    pub node_id: String,
+    /// What this node does in the cluster.
+    pub role: Role,
+    /// The region this node is in (a DNS-label-like name).
+    pub region: String,
+    /// Where the node keeps its state (`.node-id`, embedded SQLite, local objects).
+    pub data_dir: PathBuf,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[storage]`
+    pub storage: StorageConfig,
+    /// `[cache]`
+    pub cache: CacheConfig,
+    /// `[routing]`
+    pub routing: RoutingConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: "auto".into(),
+            role: Role::default(),
+            region: "local".into(),
+            data_dir: PathBuf::from("./xpod-data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            cache: CacheConfig::default(),
+            routing: RoutingConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The node's role. TOML `"center"` or `"edge"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A center node (the default).
+    #[default]
+    Center,
+    /// An edge node, reached through a tunnel.
+    Edge,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "center" => Ok(Role::Center),
+            "edge" => Ok(Role::Edge),
+            _ => Err(format!("expected \"center\" or \"edge\", got {s:?}")),
+        }
+    }
+}
+
+/// `[http]`: the one listening port.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to bind, an IP and a port. Default `127.0.0.1:8080`.
+    #[serde(deserialize_with = "de_listen")]
+    pub listen: SocketAddr,
+    /// Public URL `http(s)://host[:port]`, no trailing slash.
+    pub base_url: Option<String>,
+    /// Enables subdomain mode: pods are served at `<pod>.<pods_domain>`.
+    pub pods_domain: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            base_url: None,
+            pods_domain: None,
+        }
+    }
+}
+
+fn de_listen<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    validate::listen(&s).map_err(serde::de::Error::custom)
+}
+
+/// `[database]`: where metadata lives.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://`, `postgresql://` or `sqlite://`. `None`: embedded SQLite at `<data_dir>/meta.db`.
+    pub url: Option<Secret>,
+    /// Connection pool size, 1..=1024. Default 16.
+    pub pool_size: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: None, pool_size: 16 }
+    }
+}
+
+/// `[storage]`: where objects live.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `file://...` or `s3://...`. `None`: `file://<data_dir>/objects`.
+    pub objects_url: Option<String>,
+    /// S3 endpoint, `host[:port]` or `http(s)://host[:port]`.
+    pub endpoint: Option<String>,
+    /// Default bucket.
+    pub bucket: Option<String>,
+    /// S3 access key id.
+    pub access_key: Option<String>,
+    /// S3 secret key.
+    pub secret_key: Option<Secret>,
+    /// Per-region buckets. TOML: an array of `{ region, bucket }` tables, or the string form
+    /// `"bj:xpod-bj,gz:xpod-gz"` (the only form in the environment).
+    #[serde(deserialize_with = "de_region_buckets")]
+    pub region_buckets: Vec<RegionBucket>,
+}
+
+/// One entry of `storage.region_buckets`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionBucket {
+    /// Region name, same rule as [`Config::region`].
+    pub region: String,
+    /// Bucket name (S3 rules).
+    pub bucket: String,
+}
+
+/// Parses `REGION:BUCKET[,REGION:BUCKET...]`. Only the form; names are checked by validation.
+pub(crate) fn parse_region_buckets(s: &str) -> Result<Vec<RegionBucket>, String> {
+    s.split(',')
+        .map(|item| match item.trim().split_once(':') {
+            Some((r, b)) if !r.trim().is_empty() && !b.trim().is_empty() => {
+                Ok(RegionBucket { region: r.trim().into(), bucket: b.trim().into() })
+            }
+            _ => Err(format!(
+                "expected REGION:BUCKET[,REGION:BUCKET...] like \"bj:xpod-bj,gz:xpod-gz\", got {s:?} (bad item {:?})",
+                item.trim()
+            )),
+        })
+        .collect()
+}
+
+fn de_region_buckets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RegionBucket>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<RegionBucket>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of { region, bucket } tables or a string \"bj:xpod-bj,gz:xpod-gz\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            parse_region_buckets(s).map_err(E::custom)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(rb) = seq.next_element()? {
+                out.push(rb);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `[cache]`: the local object cache.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache directory. `None`: `<data_dir>/cache` (see [`Config::cache_dir`]).
+    pub path: Option<PathBuf>,
+    /// Upper bound of the cache. Default `50GB`.
+    pub max_size: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { path: None, max_size: ByteSize(50_000_000_000) }
+    }
+}
+
+/// `[routing]`
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Route pods to their home node. Default `true`.
+    pub enabled: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { enabled: true }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive. Default `"info"`.
+    pub level: String,
+    /// Output format. Default text.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::default() }
+    }
+}
+
+/// Log output format. TOML `"text"` or `"json"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected \"text\" or \"json\", got {s:?}")),
+        }
+    }
+}
+
+/// A string that must never reach a log: `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that needs it (a connection, a signature).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}

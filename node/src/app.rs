@@ -1,0 +1,169 @@
+//! The node's shared state and its start-up: open the stores, register this node, make sure a
+//! lone node has an admin key, and run the background loops (heartbeat, blob GC).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use xpod_config::{Config, Role};
+use xpod_routing::TargetConfig;
+use xpod_storage::blobs::BlobStore;
+use xpod_storage::meta::{self, MetaStore, NodeRecord, NodeStatus, NodeType};
+
+use crate::auth;
+use crate::metrics::Metrics;
+
+/// How often this node refreshes its `nodes` row (seed: 15 s).
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How often unreferenced blobs are collected, and the minimum age of a collected blob.
+const GC_EVERY: Duration = Duration::from_secs(600);
+const GC_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// Everything a request handler needs.
+pub struct App {
+    pub config: Config,
+    pub node_id: String,
+    pub meta: Arc<dyn MetaStore>,
+    pub blobs: BlobStore,
+    pub metrics: Metrics,
+    pub target: TargetConfig,
+    /// `http://host:port` as clients reach this node (config or listen address).
+    pub base_url: String,
+    /// Largest accepted resource body.
+    pub max_body: u64,
+}
+
+impl App {
+    /// Opens the stores and registers the node. `config.node_id` must be resolved.
+    pub async fn open(config: Config, base_url: String) -> anyhow::Result<Arc<App>> {
+        let node_id = config.node_id.clone();
+        let db_url = config.database_url();
+        let meta = meta::open(&db_url, config.database.pool_size)
+            .await
+            .with_context(|| format!("opening the metadata store ({})", redact_url(&db_url)))?;
+        let blobs = BlobStore::open(&config.objects_url()).context("opening the object store")?;
+        let target = TargetConfig { pods_domain: config.http.pods_domain.clone() };
+        let app = Arc::new(App {
+            node_id,
+            meta,
+            blobs,
+            metrics: Metrics::default(),
+            target,
+            base_url,
+            max_body: 64 * 1024 * 1024 * 1024,
+            config,
+        });
+        app.heartbeat(NodeStatus::Online).await.context("registering this node in the metadata store")?;
+        Ok(app)
+    }
+
+    /// Writes this node's row with a fresh heartbeat.
+    pub async fn heartbeat(&self, status: NodeStatus) -> anyhow::Result<()> {
+        let node = NodeRecord {
+            node_id: self.node_id.clone(),
+            node_type: match self.config.role {
+                Role::Center => NodeType::Center,
+                Role::Edge => NodeType::Edge,
+            },
+            region: self.config.region.clone(),
+            internal_address: Some(self.base_url.clone()),
+            public_address: Some(self.base_url.clone()),
+            quic_address: None,
+            status,
+            attached_centers: Vec::new(),
+            capacity: serde_json::json!({}),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            last_heartbeat: meta::now_millis(),
+        };
+        self.meta.upsert_node(&node).await?;
+        Ok(())
+    }
+
+    /// The base URL of a pod as clients see it.
+    pub fn pod_base_url(&self, pod_id: &str) -> String {
+        match &self.config.http.pods_domain {
+            Some(domain) => {
+                let scheme = self.base_url.split("://").next().unwrap_or("http");
+                format!("{scheme}://{pod_id}.{domain}/")
+            }
+            None => format!("{}/{pod_id}/", self.base_url),
+        }
+    }
+
+    /// Background loops until `shutdown` fires: heartbeat and blob garbage collection.
+    pub async fn background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        let mut gc = tokio::time::interval(GC_EVERY);
+        beat.tick().await;
+        gc.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = beat.tick() => {
+                    if let Err(e) = self.heartbeat(NodeStatus::Online).await {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
+                }
+                _ = gc.tick() => {
+                    match self.blobs.collect_garbage(self.meta.as_ref(), GC_MIN_AGE).await {
+                        Ok(n) => {
+                            self.metrics.add_blobs_collected(n as u64);
+                            if n > 0 { tracing::info!(deleted = n, "collected unreferenced blobs"); }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "blob garbage collection failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Creates the first admin key of a lone node: only when `<data_dir>/admin.key` does not exist
+/// and the store holds no key at all. Prints it once (stdout, not the log) and writes the file
+/// with mode 0600. Returns the key if one was created.
+pub async fn ensure_admin_key(app: &App) -> anyhow::Result<Option<String>> {
+    let path = app.config.data_dir.join("admin.key");
+    if path.exists() || !app.meta.list_api_keys().await?.is_empty() {
+        return Ok(None);
+    }
+    let key = auth::mint("bootstrap admin", "admin", vec!["admin".into()], meta::now_millis(), None);
+    app.meta.create_api_key(&key.record).await?;
+    write_secret_file(&path, &format!("{}\n", key.full))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(key.full))
+}
+
+/// Writes a file readable by its owner only (temp file + rename, so it is never half written).
+fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite:///x/meta.db"), "sqlite:///x/meta.db");
+    }
+}

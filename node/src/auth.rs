@@ -1,0 +1,218 @@
+//! API keys and the authorization seam.
+//!
+//! A key is `xp_<id>_<secret>`: `id` is 12 lowercase hex digits (the lookup handle, safe to
+//! show), `secret` 64 lowercase hex digits. Only SHA-256 of the whole key is stored; the check
+//! looks the id up and compares hashes in constant time. Keys carry scopes: `admin`, or
+//! `pod:<podId>` (read and write one pod), or `pod:<podId>:read`.
+//!
+//! [`authorize_pod`] is the one place that decides pod access, so WAC/ACP can replace it later.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use xpod_storage::meta::{AccessMode, ApiKeyRecord, MetaStore, Millis};
+
+use crate::http::error::ApiError;
+
+/// A freshly minted key: the full secret (shown once) and its stored record.
+pub struct MintedKey {
+    pub full: String,
+    pub record: ApiKeyRecord,
+}
+
+/// SHA-256 (hex) of a full key string.
+pub fn hash_key(full: &str) -> String {
+    hex::encode(Sha256::digest(full.as_bytes()))
+}
+
+/// Makes a new key. `expires_at` is absolute (Unix ms).
+pub fn mint(name: &str, owner: &str, scopes: Vec<String>, now: Millis, expires_at: Option<Millis>) -> MintedKey {
+    let id = hex::encode(rand::random::<[u8; 6]>());
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let full = format!("xp_{id}_{secret}");
+    let record = ApiKeyRecord {
+        key_id: id,
+        secret_hash: hash_key(&full),
+        name: name.to_string(),
+        owner: owner.to_string(),
+        scopes,
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    MintedKey { full, record }
+}
+
+/// Splits `xp_<id>_<secret>` and checks its shape; `None` for anything else.
+pub fn parse_key(full: &str) -> Option<(&str, &str)> {
+    let rest = full.strip_prefix("xp_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex_ok(id, 12) && hex_ok(secret, 64)).then_some((id, secret))
+}
+
+/// Validates a scope string.
+pub fn validate_scope(scope: &str) -> Result<(), String> {
+    if scope == "admin" {
+        return Ok(());
+    }
+    let Some(rest) = scope.strip_prefix("pod:") else {
+        return Err(format!("scope `{scope}`: expected `admin`, `pod:<podId>` or `pod:<podId>:read`"));
+    };
+    let pod = rest.strip_suffix(":read").unwrap_or(rest);
+    xpod_routing::target::validate_pod_id(pod).map_err(|e| format!("scope `{scope}`: {e}"))
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    Anonymous,
+    Key(ApiKeyRecord),
+}
+
+impl Principal {
+    /// The actor name for the audit log (never the secret).
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Key(k) => format!("key:{}", k.key_id),
+        }
+    }
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Key(k) if k.scopes.iter().any(|s| s == "admin"))
+    }
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::Key(k) => Some(&k.owner),
+        }
+    }
+    fn pod_access(&self, pod_id: &str) -> Option<Access> {
+        let Principal::Key(k) = self else { return None };
+        let mut best = None;
+        for s in &k.scopes {
+            if s == "admin" {
+                return Some(Access::Write);
+            }
+            if let Some(rest) = s.strip_prefix("pod:") {
+                if rest == pod_id {
+                    return Some(Access::Write);
+                }
+                if rest.strip_suffix(":read") == Some(pod_id) {
+                    best = Some(Access::Read);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// What a request wants to do to a pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Finds the key in `Authorization: Bearer` or `X-Api-Key` and checks it. No credentials →
+/// `Anonymous`; bad, unknown, revoked or expired credentials → 401.
+pub async fn authenticate(headers: &http::HeaderMap, meta: &dyn MetaStore, now: Millis) -> Result<Principal, ApiError> {
+    let presented = if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+        let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::unauthorized("Authorization must use the Bearer scheme with an API key"));
+        }
+        Some(token.trim().to_string())
+    } else if let Some(v) = headers.get("x-api-key") {
+        Some(v.to_str().map_err(|_| ApiError::unauthorized("X-Api-Key header is not valid text"))?.trim().to_string())
+    } else {
+        None
+    };
+    let Some(full) = presented else { return Ok(Principal::Anonymous) };
+    let invalid = || ApiError::unauthorized("invalid API key");
+    let (id, _) = parse_key(&full).ok_or_else(|| ApiError::unauthorized("malformed API key: expected xp_<id>_<secret>"))?;
+    let record = meta.get_api_key(id).await?.ok_or_else(invalid)?;
+    let presented_hash = hash_key(&full);
+    if !bool::from(presented_hash.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
+        return Err(invalid());
+    }
+    if record.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("API key revoked"));
+    }
+    if record.expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::unauthorized("API key expired"));
+    }
+    // Best effort; a failure here must not fail the request.
+    if let Err(e) = meta.touch_api_key(&record.key_id, now).await {
+        tracing::debug!(error = %e, "could not record key use");
+    }
+    Ok(Principal::Key(record))
+}
+
+/// Requires an admin key: 401 without credentials, 403 with a non-admin key.
+pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
+    match p {
+        Principal::Anonymous => Err(ApiError::unauthorized("an admin API key is required")),
+        _ if p.is_admin() => Ok(()),
+        _ => Err(ApiError::forbidden("this API key lacks the admin scope")),
+    }
+}
+
+/// The authorization seam for pod resources.
+pub fn authorize_pod(p: &Principal, pod_id: &str, mode: AccessMode, want: Access) -> Result<(), ApiError> {
+    let public = match (mode, want) {
+        (AccessMode::PublicReadWrite, _) => true,
+        (AccessMode::PublicRead, Access::Read) => true,
+        _ => false,
+    };
+    if public {
+        return Ok(());
+    }
+    match p.pod_access(pod_id) {
+        Some(have) if have >= want => Ok(()),
+        Some(_) => Err(ApiError::forbidden(format!("this API key may only read pod {pod_id}"))),
+        None if matches!(p, Principal::Anonymous) => {
+            Err(ApiError::unauthorized(format!("pod {pod_id} is private: an API key with access to it is required")))
+        }
+        None => Err(ApiError::forbidden(format!("this API key has no access to pod {pod_id}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_and_parse() {
+        let k = mint("ci", "admin", vec!["admin".into()], 1, None);
+        let (id, secret) = parse_key(&k.full).unwrap();
+        assert_eq!(id, k.record.key_id);
+        assert_eq!(secret.len(), 64);
+        assert_eq!(k.record.secret_hash, hash_key(&k.full));
+        assert!(!k.record.secret_hash.contains(secret));
+        for bad in ["", "xp_", "xp_abc_def", "yp_0123456789ab_", &k.full.to_uppercase(), &format!("{}0", k.full)] {
+            assert!(parse_key(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scopes_and_access() {
+        assert!(validate_scope("admin").is_ok());
+        assert!(validate_scope("pod:alice").is_ok());
+        assert!(validate_scope("pod:alice:read").is_ok());
+        assert!(validate_scope("pod:Alice").is_err());
+        assert!(validate_scope("root").is_err());
+        let reader = Principal::Key(mint("r", "o", vec!["pod:alice:read".into()], 0, None).record);
+        let writer = Principal::Key(mint("w", "o", vec!["pod:alice".into()], 0, None).record);
+        let private = AccessMode::Private;
+        assert!(authorize_pod(&reader, "alice", private, Access::Read).is_ok());
+        assert_eq!(authorize_pod(&reader, "alice", private, Access::Write).unwrap_err().status, 403);
+        assert!(authorize_pod(&writer, "alice", private, Access::Write).is_ok());
+        assert_eq!(authorize_pod(&writer, "bob", private, Access::Read).unwrap_err().status, 403);
+        assert_eq!(authorize_pod(&Principal::Anonymous, "alice", private, Access::Read).unwrap_err().status, 401);
+        assert!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicRead, Access::Read).is_ok());
+        assert_eq!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicRead, Access::Write).unwrap_err().status, 401);
+        assert!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicReadWrite, Access::Write).is_ok());
+    }
+}

@@ -1,0 +1,287 @@
+//! The command line. `xpod up` runs a node; the other commands talk to a running node's API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+use serde_json::{json, Value};
+use xpod_config::{Config, LogFormat};
+
+use crate::client::ApiClient;
+
+#[derive(Parser)]
+#[command(
+    name = "xpod",
+    version,
+    about = "xpod: a Solid pod server that runs as one binary on every node of a cluster",
+    long_about = "xpod serves Solid pods (LDP resources over HTTP). `xpod up` runs a node: alone it needs \
+nothing external (embedded SQLite metadata, local-filesystem objects, http://127.0.0.1:8080); as a center \
+it shares PostgreSQL with other centers. The other commands manage a running node through its API."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (serves until SIGINT/SIGTERM, then drains in-flight requests).
+    #[command(long_about = "Run a node. Configuration: defaults, then the TOML file (--config or XPOD_CONFIG), \
+then XPOD_* environment variables (and the old CSS_* ones as aliases), then these flags. On the first start \
+of a lone node an admin API key is created, printed once and saved to <data-dir>/admin.key (mode 0600).")]
+    Up(UpArgs),
+    /// Check a configuration and print it as resolved (secrets redacted).
+    Config(ConfigArgs),
+    /// Manage pods on a running node (admin key).
+    #[command(subcommand)]
+    Pods(PodsCmd),
+    /// Manage API keys on a running node (admin key).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "XPOD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where metadata, objects, the node id and the admin key live [default: ./xpod-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "XPOD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct Remote {
+    /// The node to talk to.
+    #[arg(long, env = "XPOD_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Admin API key (xp_<id>_<secret>) [default: the contents of ./xpod-data/admin.key].
+    #[arg(long, env = "XPOD_KEY", hide_env_values = true, global = true)]
+    key: Option<String>,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum PodsCmd {
+    /// Create a pod owned by the node you talk to.
+    Create {
+        /// Pod id: 1–63 of a-z, 0-9 and '-' (it becomes a DNS label in subdomain mode).
+        pod: String,
+        /// private (default: a key with access is needed), public-read or public-read-write.
+        #[arg(long, default_value = "private")]
+        access_mode: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List pods with their owner node and epoch.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one pod (owner, epoch, migration state).
+    Show {
+        pod: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create an API key; its secret is printed once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// admin, pod:<podId> (read+write) or pod:<podId>:read; repeatable.
+        #[arg(long = "scope", default_value = "admin")]
+        scopes: Vec<String>,
+        /// Expire after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a key by its id (the part after `xp_`).
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Parses the command line and runs the command. Errors are one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Up(args) => up(args).await,
+        Command::Config(args) => {
+            let mut config = load_config(args.config.as_deref(), None, None)?;
+            config.resolve_node_id()?;
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Pods(cmd) => pods(cmd).await,
+        Command::Keys(cmd) => keys(cmd).await,
+    }
+}
+
+fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(file, &env)?;
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    if let Some(l) = listen {
+        config.http.listen = l;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(std::env::var("XPOD_LOG").unwrap_or_else(|_| config.log.level.clone()))
+        .context("log.level is not a valid filter (e.g. `info` or `xpod_node=debug,info`)")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    // Load and validate everything before binding a socket.
+    let config = load_config(args.config.as_deref(), args.data_dir, args.listen)?;
+    init_tracing(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    crate::run(config, listener, crate::shutdown_signal()).await
+}
+
+fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
+    let key = match &remote.key {
+        Some(k) => Some(k.trim().to_string()),
+        None => std::fs::read_to_string("xpod-data/admin.key").ok().map(|s| s.trim().to_string()),
+    };
+    ApiClient::new(&remote.server, key)
+}
+
+fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
+    if remote.json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        summary(value);
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn pod_line(p: &Value) {
+    println!(
+        "{:<24} {:<20} {:>5}  {:<18} {}",
+        s(p, "podId"),
+        s(p, "nodeId"),
+        p.get("epoch").and_then(Value::as_i64).unwrap_or(0),
+        s(p, "accessMode"),
+        p.get("migrationStatus").and_then(Value::as_str).unwrap_or("")
+    );
+}
+
+async fn pods(cmd: PodsCmd) -> anyhow::Result<()> {
+    match cmd {
+        PodsCmd::Create { pod, access_mode, remote } => {
+            let (_, v) = client(&remote)?.call(Method::POST, "/.cluster/pods", Some(&json!({"podId": pod, "accessMode": access_mode}))).await?;
+            print(&remote, &v, |v| println!("created pod {} on node {} ({})", s(v, "podId"), s(v, "nodeId"), s(v, "baseUrl")));
+        }
+        PodsCmd::List { remote } => {
+            let (_, v) = client(&remote)?.call(Method::GET, "/.cluster/pods", None).await?;
+            print(&remote, &v, |v| {
+                println!("{:<24} {:<20} {:>5}  {:<18} MIGRATION", "POD", "NODE", "EPOCH", "ACCESS");
+                for p in v["pods"].as_array().into_iter().flatten() {
+                    pod_line(p);
+                }
+            });
+        }
+        PodsCmd::Show { pod, remote } => {
+            xpod_routing::target::validate_pod_id(&pod)?;
+            let (_, v) = client(&remote)?.call(Method::GET, &format!("/.cluster/pods/{pod}"), None).await?;
+            print(&remote, &v, |v| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::Create { name, scopes, expires_in_days, remote } => {
+            let body = json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
+            let (_, v) = client(&remote)?.call(Method::POST, "/api/v1/auth/api-keys", Some(&body)).await?;
+            print(&remote, &v, |v| {
+                println!("created key {} ({}); the secret is shown once:", s(v, "keyId"), s(v, "name"));
+                println!("{}", s(v, "key"));
+            });
+        }
+        KeysCmd::List { remote } => {
+            let (_, v) = client(&remote)?.call(Method::GET, "/api/v1/auth/api-keys", None).await?;
+            print(&remote, &v, |v| {
+                println!("{:<14} {:<24} {:<30} STATE", "ID", "NAME", "SCOPES");
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    let scopes: Vec<&str> = k["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let state = if !k["revokedAt"].is_null() { "revoked" } else { "active" };
+                    println!("{:<14} {:<24} {:<30} {state}", s(k, "keyId"), s(k, "name"), scopes.join(","));
+                }
+            });
+        }
+        KeysCmd::Revoke { key_id, remote } => {
+            if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                anyhow::bail!("key id `{key_id}`: expected the 12 hex digits after `xp_`");
+            }
+            client(&remote)?.call(Method::DELETE, &format!("/api/v1/auth/api-keys/{key_id}"), None).await?;
+            if !remote.json {
+                println!("revoked key {key_id}");
+            }
+        }
+    }
+    Ok(())
+}

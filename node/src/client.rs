@@ -1,0 +1,53 @@
+//! The small HTTP client of the admin commands (`xpod pods …`, `xpod keys …`): JSON in, JSON
+//! out, the key in `Authorization: Bearer`. Plain `http://` for now.
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub struct ApiClient {
+    server: String,
+    key: Option<String>,
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl ApiClient {
+    pub fn new(server: &str, key: Option<String>) -> anyhow::Result<ApiClient> {
+        let server = server.trim_end_matches('/').to_string();
+        if !server.starts_with("http://") {
+            bail!("--server `{server}`: expected http://HOST:PORT (https is not supported by the CLI yet)");
+        }
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        Ok(ApiClient { server, key, http })
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when empty). A JSON error
+    /// body from the server becomes an error naming its message.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.server);
+        let mut req = Request::builder().method(method).uri(&url);
+        if let Some(k) = &self.key {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let bytes = match body {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v)?)
+            }
+            None => Bytes::new(),
+        };
+        let resp = self.http.request(req.body(Full::new(bytes))?).await.with_context(|| format!("cannot reach {}", self.server))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.context("reading the response")?.to_bytes();
+        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        if !status.is_success() {
+            let msg = value.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| value.to_string());
+            bail!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        }
+        Ok((status, value))
+    }
+}

@@ -1,0 +1,109 @@
+//! The one error type of the HTTP layer: every error answers JSON `{code, message, details,
+//! traceId}` with the right status. Handlers return `Result<Response, ApiError>`.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+use xpod_storage::blobs::BlobError;
+use xpod_storage::meta::MetaError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+    /// Extra headers (e.g. `WWW-Authenticate`, `Allow`, `Content-Range`).
+    pub headers: Vec<(http::header::HeaderName, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), details: Value::Null, headers: Vec::new() }
+    }
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+    pub fn with_header(mut self, name: http::header::HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+    }
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", msg)
+            .with_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"xpod\"")
+    }
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", msg)
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+    }
+    pub fn conflict(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", msg)
+    }
+    pub fn precondition_failed() -> Self {
+        Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", "a precondition (If-Match / If-None-Match) did not hold; nothing was changed")
+    }
+    pub fn method_not_allowed(allow: &str) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method not allowed here; allowed: {allow}"))
+            .with_header(http::header::ALLOW, allow)
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+    }
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+    }
+
+    /// The JSON body for a request's trace id.
+    pub fn body(&self, trace_id: &str) -> Value {
+        json!({"code": self.code, "message": self.message, "details": self.details, "traceId": trace_id})
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            MetaError::Conflict(msg) => ApiError::conflict(msg),
+            MetaError::PreconditionFailed => ApiError::precondition_failed(),
+            MetaError::Fenced { pod_id, owner, epoch } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wrong_owner",
+                format!("pod {pod_id} moved to node {owner} (epoch {epoch}) while this write ran; nothing was written, retry"),
+            )
+            .with_details(json!({"podId": pod_id, "owner": owner, "epoch": epoch, "retryable": true}))
+            .with_header(http::header::RETRY_AFTER, "1"),
+            MetaError::Invalid(msg) => ApiError::bad_request(msg),
+            MetaError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "metadata store unavailable");
+                ApiError::unavailable("metadata store unavailable; retry later")
+                    .with_header(http::header::RETRY_AFTER, "2")
+            }
+            MetaError::Backend(msg) => {
+                tracing::error!(error = %msg, "metadata store error");
+                ApiError::internal("metadata store error")
+            }
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::TooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body larger than the limit of {limit} bytes"),
+            ),
+            BlobError::Body(msg) => ApiError::bad_request(format!("request body: {msg}")),
+            other => {
+                tracing::error!(error = %other, "object store error");
+                ApiError::unavailable("object store error; retry later")
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The HTTP front: one pass per request, in one direction —
+//! trace id → classify (routing) → authenticate → the handler for the target → error mapping,
+//! node and trace headers, metrics and a log line.
+
+pub mod api;
+pub mod body;
+pub mod cluster;
+pub mod error;
+pub mod ldp;
+pub mod ops;
+pub mod pods;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
+use xpod_routing::{classify, Target};
+use xpod_storage::meta::{self, NewAudit};
+
+use crate::app::App;
+use crate::auth::{self, Principal};
+use body::Body;
+use error::ApiError;
+
+/// Largest JSON request body of the APIs.
+const MAX_JSON: usize = 1024 * 1024;
+
+/// Per-request context handed to handlers.
+pub struct Ctx {
+    pub app: Arc<App>,
+    pub trace_id: String,
+    pub principal: Principal,
+    pub peer: SocketAddr,
+}
+
+impl Ctx {
+    /// Appends to the audit log; a failure is logged and counted, not returned (the write it
+    /// describes has already happened).
+    pub async fn audit(&self, action: &str, target: &str, details: serde_json::Value) {
+        let entry = NewAudit {
+            at: meta::now_millis(),
+            actor: self.principal.actor(),
+            action: action.to_string(),
+            target: target.to_string(),
+            details,
+            trace_id: self.trace_id.clone(),
+        };
+        if let Err(e) = self.app.meta.append_audit(&entry).await {
+            self.app.metrics.audit_failed();
+            tracing::error!(error = %e, action, target, "audit entry lost");
+        }
+    }
+}
+
+/// The hyper service function.
+pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let trace_id = hex::encode(rand::random::<[u8; 8]>());
+    let started = Instant::now();
+    let _in_flight = app.metrics.start();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", trace_id = %trace_id, method = %method, path = %req.uri().path(), %peer);
+    let result = dispatch(app.clone(), peer, req, &trace_id).instrument(span.clone()).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => error_response(&e, &trace_id),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&app.node_id) {
+        h.insert("x-xpod-node", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        h.insert("x-trace-id", v);
+    }
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    app.metrics.record(method.as_str(), status, elapsed);
+    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_millis() as u64, "served"));
+    Ok(resp)
+}
+
+pub fn error_response(e: &ApiError, trace_id: &str) -> Response<Body> {
+    let mut resp = body::json(e.status, &e.body(trace_id));
+    for (name, value) in &e.headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().append(name.clone(), v);
+        }
+    }
+    resp
+}
+
+async fn dispatch(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>, trace_id: &str) -> Result<Response<Body>, ApiError> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| h.to_str().map_err(|_| ApiError::bad_request("Host header is not valid text")))
+        .transpose()?
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let target = classify(&app.target, host.as_deref(), req.uri().path()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Target::Ops(route) = target {
+        // Probes and scrapes never need credentials, and never touch the key store.
+        return ops::handle(&app, route, &req).await;
+    }
+    let principal = auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
+    let ctx = Ctx { app, trace_id: trace_id.to_string(), principal, peer };
+    match target {
+        Target::Ops(_) => unreachable!("handled above"),
+        Target::Index => Ok(index(&ctx)),
+        Target::Cluster(rest) => cluster::handle(&ctx, &rest, req).await,
+        Target::Api(rest) => api::handle(&ctx, &rest, req).await,
+        Target::Pod { pod_id, path } => pods::handle(&ctx, &pod_id, &path, req).await,
+    }
+}
+
+fn index(ctx: &Ctx) -> Response<Body> {
+    body::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": "xpod",
+            "version": env!("CARGO_PKG_VERSION"),
+            "nodeId": ctx.app.node_id,
+            "links": {"openapi": "/openapi.json", "health": "/health", "pods": "/.cluster/pods", "apiKeys": "/api/v1/auth/api-keys"},
+        }),
+    )
+}
+
+/// Reads a JSON request body (at most 1 MiB) into `T`, naming the problem on failure.
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = read_small_body(req, MAX_JSON).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("a JSON request body is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Reads a small body fully, refusing more than `limit` bytes.
+pub async fn read_small_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body larger than {limit} bytes"));
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    }
+}
+
+/// Splits `/a/b/c` into non-empty segments.
+pub fn segments(rest: &str) -> Vec<&str> {
+    rest.split('/').filter(|s| !s.is_empty()).collect()
+}

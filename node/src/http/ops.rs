@@ -1,0 +1,50 @@
+//! Operations endpoints: `/health`, `/health/detailed`, `/readiness`, `/metrics`,
+//! `/openapi.json`. No credentials needed; they reveal no secrets.
+
+use http::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use xpod_routing::OpsRoute;
+
+use super::body::{self, Body};
+use super::error::ApiError;
+use crate::app::App;
+
+static OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn handle<B>(app: &App, route: OpsRoute, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::method_not_allowed("GET, HEAD"));
+    }
+    Ok(match route {
+        OpsRoute::Health => body::json(StatusCode::OK, &json!({"status": "ok", "nodeId": app.node_id})),
+        OpsRoute::HealthDetailed => {
+            let meta = app.meta.ping().await;
+            let ok = meta.is_ok();
+            body::json(
+                if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+                &json!({
+                    "status": if ok { "ok" } else { "degraded" },
+                    "nodeId": app.node_id,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "region": app.config.region,
+                    "checks": {
+                        "metadata": {"backend": app.meta.backend(), "ok": ok, "error": meta.err().map(|e| e.to_string())},
+                        "objects": {"url": app.blobs.url()},
+                    },
+                }),
+            )
+        }
+        OpsRoute::Readiness => match app.meta.ping().await {
+            Ok(()) => body::json(StatusCode::OK, &json!({"ready": true})),
+            Err(e) => return Err(ApiError::unavailable(format!("not ready: {e}"))),
+        },
+        OpsRoute::Metrics => Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(body::full(app.metrics.render(&app.node_id, app.meta.backend())))
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        OpsRoute::OpenApi => Response::builder()
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body::full(OPENAPI))
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    })
+}

@@ -1,0 +1,77 @@
+//! xpod-node: the `xpod` binary — CLI, listeners, HTTP API and the pod resource store.
+//!
+//! # Layout
+//! - `main.rs`: thin — parse the CLI, hand over to [`cli::main`].
+//! - [`cli`]: the commands (`up`, `pods …`, `keys …`) and their `--help`.
+//! - [`client`]: the small HTTP client the admin commands use.
+//! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
+//!   loops (heartbeat, blob GC).
+//! - [`server`]: accept loop, hyper connections, graceful drain.
+//! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
+//!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
+//! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
+//! - [`metrics`]: Prometheus counters.
+//!
+//! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod http;
+pub mod metrics;
+pub mod server;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use xpod_config::Config;
+
+pub use app::App;
+
+/// Runs a node on `listener` until `shutdown` resolves, then drains in-flight requests and
+/// marks the node offline. `config.node_id` may be `auto` (resolved here).
+pub async fn run(mut config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node_id = config.resolve_node_id()?;
+    let addr = listener.local_addr()?;
+    let base_url = config.http.base_url.clone().unwrap_or_else(|| format!("http://{}", server::reachable(addr)));
+    let app = App::open(config, base_url).await?;
+    if let Some(key) = app::ensure_admin_key(&app).await? {
+        // Deliberately on stdout and not in the log: the secret is shown once, here.
+        println!(
+            "Created the first admin API key (shown once; also saved to {}):\n  {key}",
+            app.config.data_dir.join("admin.key").display()
+        );
+    }
+    tracing::info!(node_id = %node_id, listen = %addr, url = %app.base_url, metadata = app.meta.backend(), objects = %app.blobs.url(), "xpod node serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(app.clone().background(stop_rx));
+    server::serve(app.clone(), listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    if let Err(e) = app.heartbeat(xpod_storage::meta::NodeStatus::Offline).await {
+        tracing::warn!(error = %e, "could not mark this node offline");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,16 @@
+//! xpod routing: what a request is for, and (with later issues) who owns it and where it goes.
+//!
+//! # Layout
+//! - [`path`]: strict parsing of request paths into decoded resource paths (rejects `..`,
+//!   encoded slashes, control characters) and the inverse encoding for URLs we emit.
+//! - [`target`]: classification of a request by Host and path into a pod resource, the cluster
+//!   API, the `/api/v1` API or an operations endpoint (path mode and subdomain mode).
+//!
+//! Parsing never panics: anything that is not a valid name or path is an error that the node
+//! answers with 400.
+
+pub mod path;
+pub mod target;
+
+pub use path::{encode_path, parse_resource_path, PathError};
+pub use target::{classify, OpsRoute, Target, TargetConfig, TargetError};

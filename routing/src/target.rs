@@ -1,0 +1,215 @@
+//! What a request is for, from its Host header and path.
+//!
+//! Order: operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the
+//! cluster API (`/.cluster/…`), the `/api/v1/…` API, then pods. In subdomain mode a Host of
+//! `<pod>.<pods-domain>` selects the pod and the whole path is the resource path; otherwise the
+//! first path segment is the pod (path mode). Pod ids are DNS labels, so the reserved words
+//! below can never be pod ids that collide with API paths.
+
+use crate::path::{parse_resource_path, PathError};
+
+/// Words that cannot be pod ids because path mode would shadow them.
+pub const RESERVED_POD_IDS: &[&str] = &["api", "health", "readiness", "metrics", "static"];
+
+/// Settings that shape classification.
+#[derive(Clone, Debug, Default)]
+pub struct TargetConfig {
+    /// Enables subdomain mode for `<pod>.<pods_domain>` (lowercase, no trailing dot).
+    pub pods_domain: Option<String>,
+}
+
+/// Operations endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpsRoute {
+    Health,
+    HealthDetailed,
+    Readiness,
+    Metrics,
+    OpenApi,
+}
+
+/// What a request is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Ops(OpsRoute),
+    /// `/.cluster/<rest>`: the rest, without the leading `/.cluster`.
+    Cluster(String),
+    /// `/api/v1/<rest>`: the rest, without the leading `/api/v1`.
+    Api(String),
+    /// A resource of a pod: the decoded path within the pod.
+    Pod { pod_id: String, path: String },
+    /// `/` in path mode: the node's landing document.
+    Index,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("invalid pod id `{id}`: {reason}")]
+    BadPodId { id: String, reason: String },
+    #[error("invalid Host header")]
+    BadHost,
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+/// Validates a pod id: a DNS label (1–63 of `a-z0-9-`, no leading/trailing `-`), not reserved.
+pub fn validate_pod_id(id: &str) -> Result<(), TargetError> {
+    let bad = |reason: &str| TargetError::BadPodId { id: truncate(id), reason: reason.to_string() };
+    if let Err(reason) = xpod_config::validate_pod_id(id) {
+        return Err(bad(&reason));
+    }
+    if RESERVED_POD_IDS.contains(&id) {
+        return Err(bad("reserved word"));
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).flat_map(char::escape_default).collect()
+}
+
+/// Classifies a request. `raw_path` is the URI path, still percent-encoded, without the query.
+pub fn classify(cfg: &TargetConfig, host: Option<&str>, raw_path: &str) -> Result<Target, TargetError> {
+    if let Some(pod) = subdomain_pod(cfg, host)? {
+        validate_pod_id(&pod)?;
+        return Ok(Target::Pod { pod_id: pod, path: parse_resource_path(raw_path)? });
+    }
+    match raw_path {
+        "/health" => return Ok(Target::Ops(OpsRoute::Health)),
+        "/health/detailed" => return Ok(Target::Ops(OpsRoute::HealthDetailed)),
+        "/readiness" => return Ok(Target::Ops(OpsRoute::Readiness)),
+        "/metrics" => return Ok(Target::Ops(OpsRoute::Metrics)),
+        "/openapi.json" => return Ok(Target::Ops(OpsRoute::OpenApi)),
+        "" | "/" => return Ok(Target::Index),
+        _ => {}
+    }
+    if let Some(rest) = strip_segment_prefix(raw_path, "/.cluster") {
+        return Ok(Target::Cluster(rest.to_string()));
+    }
+    if let Some(rest) = strip_segment_prefix(raw_path, "/api/v1") {
+        return Ok(Target::Api(rest.to_string()));
+    }
+    // Path mode: /<pod>[/<resource path>]
+    let rest = raw_path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    let (pod_raw, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if pod_raw.contains('%') {
+        return Err(TargetError::BadPodId { id: truncate(pod_raw), reason: "must not be percent-encoded".into() });
+    }
+    if pod_raw == ".." || pod_raw == "." {
+        return Err(PathError::DotSegment.into());
+    }
+    validate_pod_id(pod_raw)?;
+    Ok(Target::Pod { pod_id: pod_raw.to_string(), path: parse_resource_path(tail)? })
+}
+
+/// `/api/v1` matches `/api/v1` and `/api/v1/…`, not `/api/v1x`.
+fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// The pod named by the Host header in subdomain mode, if any.
+fn subdomain_pod(cfg: &TargetConfig, host: Option<&str>) -> Result<Option<String>, TargetError> {
+    let (Some(domain), Some(host)) = (cfg.pods_domain.as_deref(), host) else {
+        return Ok(None);
+    };
+    let name = host_name(host)?;
+    let Some(label) = name.strip_suffix(domain).and_then(|l| l.strip_suffix('.')) else {
+        return Ok(None);
+    };
+    if label.contains('.') {
+        return Err(TargetError::BadPodId { id: truncate(label), reason: "must be a single DNS label".into() });
+    }
+    Ok(Some(label.to_string()))
+}
+
+/// The lowercase host name of a Host header value, without port and trailing dot.
+fn host_name(host: &str) -> Result<String, TargetError> {
+    if host.is_empty() || host.len() > 260 || !host.is_ascii() {
+        return Err(TargetError::BadHost);
+    }
+    let name = if host.starts_with('[') {
+        // IPv6 literal: never a pod name.
+        return Ok(String::new());
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => n,
+            Some(_) => return Err(TargetError::BadHost),
+            None => host,
+        }
+    };
+    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_mode() -> TargetConfig {
+        TargetConfig::default()
+    }
+
+    fn sub() -> TargetConfig {
+        TargetConfig { pods_domain: Some("pods.example.com".into()) }
+    }
+
+    #[test]
+    fn ops_and_apis() {
+        let c = path_mode();
+        assert_eq!(classify(&c, None, "/health").unwrap(), Target::Ops(OpsRoute::Health));
+        assert_eq!(classify(&c, None, "/metrics").unwrap(), Target::Ops(OpsRoute::Metrics));
+        assert_eq!(classify(&c, None, "/openapi.json").unwrap(), Target::Ops(OpsRoute::OpenApi));
+        assert_eq!(classify(&c, None, "/.cluster/pods").unwrap(), Target::Cluster("/pods".into()));
+        assert_eq!(classify(&c, None, "/api/v1/auth/api-keys").unwrap(), Target::Api("/auth/api-keys".into()));
+        assert_eq!(classify(&c, None, "/").unwrap(), Target::Index);
+    }
+
+    #[test]
+    fn path_mode_pods() {
+        let c = path_mode();
+        assert_eq!(
+            classify(&c, Some("127.0.0.1:8080"), "/alice/notes/a.txt").unwrap(),
+            Target::Pod { pod_id: "alice".into(), path: "/notes/a.txt".into() }
+        );
+        assert_eq!(classify(&c, None, "/alice").unwrap(), Target::Pod { pod_id: "alice".into(), path: "/".into() });
+        assert_eq!(classify(&c, None, "/alice/").unwrap(), Target::Pod { pod_id: "alice".into(), path: "/".into() });
+        assert!(matches!(classify(&c, None, "/alice/../etc/passwd"), Err(TargetError::Path(PathError::DotSegment))));
+        assert!(matches!(classify(&c, None, "/../etc/passwd"), Err(TargetError::Path(PathError::DotSegment))));
+        assert!(matches!(classify(&c, None, "/Alice/x"), Err(TargetError::BadPodId { .. })));
+        assert!(matches!(classify(&c, None, "/al%69ce/x"), Err(TargetError::BadPodId { .. })));
+        assert!(matches!(classify(&c, None, "/api/x"), Err(TargetError::BadPodId { .. })));
+        assert!(matches!(classify(&c, None, "/alice/a%2fb"), Err(TargetError::Path(PathError::EncodedSeparator))));
+    }
+
+    #[test]
+    fn subdomain_mode() {
+        let c = sub();
+        assert_eq!(
+            classify(&c, Some("Alice.Pods.Example.com:8443"), "/notes/").unwrap(),
+            Target::Pod { pod_id: "alice".into(), path: "/notes/".into() }
+        );
+        // The whole path belongs to the pod, even /health.
+        assert_eq!(
+            classify(&c, Some("alice.pods.example.com"), "/health").unwrap(),
+            Target::Pod { pod_id: "alice".into(), path: "/health".into() }
+        );
+        // Another host falls back to path mode.
+        assert_eq!(classify(&c, Some("pods.example.com"), "/health").unwrap(), Target::Ops(OpsRoute::Health));
+        assert!(matches!(classify(&c, Some("a.b.pods.example.com"), "/"), Err(TargetError::BadPodId { .. })));
+        assert!(matches!(classify(&c, Some("x:y:z"), "/"), Err(TargetError::BadHost)));
+        assert_eq!(classify(&c, Some("[::1]:80"), "/health").unwrap(), Target::Ops(OpsRoute::Health));
+    }
+
+    #[test]
+    fn never_panics_on_junk() {
+        let c = sub();
+        for p in ["", "/", "//", "/%", "/%%", "/a%", "/a/%zz", "/\u{0}", "/.cluster", "/api/v1"] {
+            let _ = classify(&c, Some("\u{1}"), p);
+            let _ = classify(&c, Some(""), p);
+            let _ = classify(&c, None, p);
+        }
+    }
+}

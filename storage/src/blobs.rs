@@ -1,0 +1,271 @@
+//! Resource bodies under immutable keys.
+//!
+//! Every write goes to a new key (`blobs/<pod>/<32 hex>`); metadata then points at it in a
+//! transaction of its own. A crash before that commit leaves an orphan blob (collected by
+//! [`BlobStore::collect_garbage`]), never a half-written resource, because readers only follow
+//! keys that metadata committed. Bodies stream in and out in chunks; nothing holds a whole body
+//! in memory.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+
+use crate::meta::MetaStore;
+
+/// Bytes buffered before a part is handed to the store.
+const CHUNK: usize = 8 * 1024 * 1024;
+/// Parts in flight at once (bounds memory to about `CHUNK * MAX_INFLIGHT`).
+const MAX_INFLIGHT: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("object store url `{0}`: expected file:///absolute/path")]
+    BadUrl(String),
+    #[error("body larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("request body failed: {0}")]
+    Body(String),
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+/// A blob written by [`BlobStore::put_stream`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The object store of this node's region.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl BlobStore {
+    /// Opens a store by URL. Only `file:///path` for now (created if missing); S3 buckets come
+    /// with region-aware storage.
+    pub fn open(url: &str) -> Result<BlobStore, BlobError> {
+        let path = url
+            .strip_prefix("file://")
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| BlobError::BadUrl(url.to_string()))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| BlobError::Body(format!("cannot create {path}: {e}")))?;
+        let fs = LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true);
+        Ok(BlobStore { store: Arc::new(fs), url: url.to_string() })
+    }
+
+    /// The URL this store was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A fresh immutable key for a pod.
+    fn new_key(pod_id: &str) -> String {
+        format!("blobs/{pod_id}/{}", hex::encode(rand::random::<[u8; 16]>()))
+    }
+
+    /// Streams a body into a new blob. On any error (body error, limit, store) the partial
+    /// upload is aborted and nothing is left under the new key.
+    pub async fn put_stream<S, E>(
+        &self,
+        pod_id: &str,
+        mut body: S,
+        limit: Option<u64>,
+    ) -> Result<StoredBlob, BlobError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let key = Self::new_key(pod_id);
+        let upload = self.store.put_multipart(&ObjPath::from(key.as_str())).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut size: u64 = 0;
+        let failure = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(BlobError::Body(e.to_string())),
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    if let Some(limit) = limit.filter(|l| size > *l) {
+                        break Some(BlobError::TooLarge { limit });
+                    }
+                    if let Err(e) = writer.wait_for_capacity(MAX_INFLIGHT).await {
+                        break Some(e.into());
+                    }
+                    writer.write(&chunk);
+                }
+            }
+        };
+        match failure {
+            Some(err) => {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(%key, error = %e, "aborting a failed upload");
+                }
+                Err(err)
+            }
+            None => {
+                writer.finish().await?;
+                Ok(StoredBlob { key, size })
+            }
+        }
+    }
+
+    /// Streams a blob, or the byte range `range` of it.
+    pub async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let res = self.store.get_opts(&ObjPath::from(key), opts).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_string()),
+            other => BlobError::Store(other),
+        })?;
+        Ok(res.into_stream().map(|r| r.map_err(BlobError::from)).boxed())
+    }
+
+    /// Deletes a blob; a missing blob is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&ObjPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a blob exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        match self.store.head(&ObjPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes blobs older than `min_age` that no live resource points to. The age guard keeps
+    /// blobs of writes still in flight (written, metadata not yet committed). Returns how many
+    /// blobs were deleted.
+    pub async fn collect_garbage(
+        &self,
+        meta: &dyn MetaStore,
+        min_age: Duration,
+    ) -> Result<usize, BlobError> {
+        let cutoff = chrono_cutoff(min_age);
+        let mut listing = self.store.list(Some(&ObjPath::from("blobs")));
+        let mut batch = Vec::new();
+        let mut deleted = 0;
+        while let Some(item) = listing.next().await {
+            let meta_obj = item?;
+            if meta_obj.last_modified.timestamp_millis() > cutoff {
+                continue;
+            }
+            batch.push(meta_obj.location.to_string());
+            if batch.len() >= 500 {
+                deleted += self.delete_unreferenced(meta, std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
+            deleted += self.delete_unreferenced(meta, batch).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_unreferenced(
+        &self,
+        meta: &dyn MetaStore,
+        keys: Vec<String>,
+    ) -> Result<usize, BlobError> {
+        let live = meta
+            .referenced_blobs(&keys)
+            .await
+            .map_err(|e| BlobError::Body(format!("garbage collection skipped: {e}")))?;
+        let mut n = 0;
+        for key in keys.iter().filter(|k| !live.contains(*k)) {
+            self.delete(key).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn chrono_cutoff(min_age: Duration) -> i64 {
+    crate::meta::now_millis() - min_age.as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    fn temp_store() -> (BlobStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xpod-blobs-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let store = BlobStore::open(&format!("file://{}", dir.display())).unwrap();
+        (store, dir)
+    }
+
+    async fn read_all(store: &BlobStore, key: &str, range: Option<Range<u64>>) -> Vec<u8> {
+        let mut s = store.get(key, range).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn round_trip_and_range() {
+        let (store, dir) = temp_store();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
+        let blob = store.put_stream("alice", stream::iter(chunks), None).await.unwrap();
+        assert_eq!(blob.size, 11);
+        assert!(blob.key.starts_with("blobs/alice/"));
+        assert_eq!(read_all(&store, &blob.key, None).await, b"hello world");
+        assert_eq!(read_all(&store, &blob.key, Some(0..4)).await, b"hell");
+        // Each write gets a new key: nothing is overwritten in place.
+        let again = store
+            .put_stream("alice", stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]), None)
+            .await
+            .unwrap();
+        assert_ne!(again.key, blob.key);
+        store.delete(&blob.key).await.unwrap();
+        assert!(!store.exists(&blob.key).await.unwrap());
+        store.delete(&blob.key).await.unwrap();
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn failed_body_leaves_nothing() {
+        let (store, dir) = temp_store();
+        let chunks: Vec<Result<Bytes, String>> =
+            vec![Ok(Bytes::from(vec![7u8; 1000])), Err("client went away".to_string())];
+        let err = store.put_stream("bob", stream::iter(chunks), None).await.unwrap_err();
+        assert!(matches!(err, BlobError::Body(ref m) if m.contains("client went away")), "{err}");
+        let over: Vec<Result<Bytes, String>> = vec![Ok(Bytes::from(vec![1u8; 100]))];
+        let err = store.put_stream("bob", stream::iter(over), Some(10)).await.unwrap_err();
+        assert!(matches!(err, BlobError::TooLarge { limit: 10 }));
+        let mut listing = store.store.list(None);
+        let mut left = Vec::new();
+        while let Some(m) = listing.next().await {
+            left.push(m.unwrap().location.to_string());
+        }
+        assert!(left.is_empty(), "aborted uploads left objects: {left:?}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        assert!(matches!(BlobStore::open("s3://bucket"), Err(BlobError::BadUrl(_))));
+        assert!(matches!(BlobStore::open("file://relative"), Err(BlobError::BadUrl(_))));
+    }
+}

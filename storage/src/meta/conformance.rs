@@ -1,0 +1,721 @@
+//! The conformance suite: the semantics of [`MetaStore`] as executable checks, run against every
+//! backend (SQLite in `tests/meta_sqlite.rs`, PostgreSQL in its own test).
+//!
+//! Each check panics with a message saying what broke. Each one makes its own nodes, pods, keys
+//! and blob keys with a random suffix, so the suite can run twice (or from two processes at
+//! once) against the same database, and assertions over shared tables (pod, node, key and
+//! audit listings) only look at the rows the check made itself.
+//!
+//! Paths and ids are chosen so that their order is the same in bytewise and in
+//! locale-aware collations.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, Fence, FeedEvent, MetaError,
+    MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
+    PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
+};
+
+/// How long a feed event may take before the check fails instead of hanging.
+const FEED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs every check, one after another.
+pub async fn run_all(store: Arc<dyn MetaStore>) {
+    check_ping(&store).await;
+    check_nodes(&store).await;
+    check_pods(&store).await;
+    check_documents_and_containers(&store).await;
+    check_parent_etag(&store).await;
+    check_preconditions(&store).await;
+    check_fencing(&store).await;
+    check_transfer(&store).await;
+    check_deletes(&store).await;
+    check_clashes(&store).await;
+    check_referenced_blobs(&store).await;
+    check_api_keys(&store).await;
+    check_audit(&store).await;
+    check_change_feed(&store).await;
+    check_concurrent_create(&store).await;
+    check_concurrent_members(&store).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A unique id: `prefix-<16 hex>`.
+fn uid(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// Unwraps a result, panicking with what was being done.
+fn ok<T>(res: MetaResult<T>, what: &str) -> T {
+    match res {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: unexpected error: {e:?}"),
+    }
+}
+
+/// Asserts that a result is the expected error and returns it.
+macro_rules! expect_err {
+    ($res:expr, $pat:pat, $what:expr) => {
+        match $res {
+            Err(e @ $pat) => e,
+            other => panic!("{}: expected {}, got {:?}", $what, stringify!($pat), other),
+        }
+    };
+}
+
+fn node(node_id: &str, status: NodeStatus) -> NodeRecord {
+    NodeRecord {
+        node_id: node_id.to_string(),
+        node_type: NodeType::Center,
+        region: "eu-1".into(),
+        internal_address: Some("10.0.0.1:7000".into()),
+        public_address: Some("https://n.example".into()),
+        quic_address: None,
+        status,
+        attached_centers: Vec::new(),
+        capacity: serde_json::json!({}),
+        version: "0.1.0".into(),
+        last_heartbeat: now_millis(),
+    }
+}
+
+/// A pod owned by a fresh online node, with the fence that owner writes under.
+struct Fixture {
+    node: String,
+    pod: String,
+    fence: Fence,
+}
+
+async fn fixture(store: &Arc<dyn MetaStore>, tag: &str) -> Fixture {
+    let node_id = uid(&format!("cf-{tag}-node"));
+    ok(store.upsert_node(&node(&node_id, NodeStatus::Online)).await, "upsert fixture node");
+    let pod_id = uid(&format!("cf-{tag}-pod"));
+    let pod = ok(store.create_pod(&new_pod(&pod_id, &node_id)).await, "create fixture pod");
+    Fixture { fence: Fence { node_id: node_id.clone(), epoch: pod.epoch }, node: node_id, pod: pod_id }
+}
+
+fn new_pod(pod_id: &str, node_id: &str) -> NewPod {
+    NewPod {
+        pod_id: pod_id.to_string(),
+        base_url: format!("https://{pod_id}.example/"),
+        account_id: Some(format!("acct-{pod_id}")),
+        node_id: node_id.to_string(),
+        access_mode: AccessMode::Private,
+    }
+}
+
+fn doc(pod: &str, path: &str, blob: &str) -> PutResource {
+    PutResource {
+        pod_id: pod.to_string(),
+        path: path.to_string(),
+        content_type: Some("text/plain".into()),
+        size: 5,
+        blob_key: Some(blob.to_string()),
+        regions: vec!["eu-1".into()],
+    }
+}
+
+fn container(pod: &str, path: &str) -> PutResource {
+    PutResource {
+        pod_id: pod.to_string(),
+        path: path.to_string(),
+        content_type: None,
+        size: 0,
+        blob_key: None,
+        regions: Vec::new(),
+    }
+}
+
+fn always() -> Precondition {
+    Precondition::default()
+}
+
+fn if_match(etag: &str) -> Precondition {
+    Precondition { if_match: Some(EtagCondition::Tags(vec![etag.to_string()])), ..Default::default() }
+}
+
+fn if_none_match_any() -> Precondition {
+    Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() }
+}
+
+async fn put(store: &Arc<dyn MetaStore>, fx: &Fixture, put: PutResource) -> PutOutcome {
+    let what = format!("put {}", put.path);
+    ok(store.put_resource(&fx.fence, &put, &always()).await, &what)
+}
+
+async fn get(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> Option<ResourceRecord> {
+    ok(store.get_resource(pod, path).await, &format!("get {path}"))
+}
+
+async fn must_get(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> ResourceRecord {
+    get(store, pod, path).await.unwrap_or_else(|| panic!("{path} should be live"))
+}
+
+async fn list(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> Vec<String> {
+    ok(store.list_container(pod, path).await, &format!("list {path}"))
+        .into_iter()
+        .map(|r| r.path)
+        .collect()
+}
+
+/// Awaits `fut`, failing the check instead of hanging when it takes longer than `FEED_TIMEOUT`.
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(FEED_TIMEOUT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {FEED_TIMEOUT:?}"),
+    }
+}
+
+/// The next `PodOwner` event for `pod_id`, skipping other pods' events and resets.
+async fn next_owner_event(feed: &mut ChangeFeed, pod_id: &str) -> i64 {
+    within(&format!("feed event for pod {pod_id}"), async {
+        loop {
+            match feed.next().await {
+                Some(FeedEvent::PodOwner { pod_id: p, epoch }) if p == pod_id => return epoch,
+                Some(_) => continue,
+                None => panic!("change feed closed while waiting for pod {pod_id}"),
+            }
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------------------------
+
+pub async fn check_ping(store: &Arc<dyn MetaStore>) {
+    ok(store.ping().await, "ping");
+    assert!(
+        matches!(store.backend(), "postgres" | "sqlite"),
+        "backend() should be postgres or sqlite, got {}",
+        store.backend()
+    );
+}
+
+/// Nodes: insert, replace, get, list; JSON columns round-trip.
+pub async fn check_nodes(store: &Arc<dyn MetaStore>) {
+    let base = uid("cf-nodes");
+    let (a_id, b_id) = (format!("{base}-a"), format!("{base}-b"));
+    let mut a = node(&a_id, NodeStatus::Online);
+    a.node_type = NodeType::Edge;
+    a.attached_centers = vec!["center-1".into(), "center-2".into()];
+    a.capacity = serde_json::json!({ "freeBytes": 1234, "totalBytes": 5678, "disks": [1, 2] });
+    a.quic_address = Some("203.0.113.5:4433".into());
+    ok(store.upsert_node(&a).await, "insert node a");
+    let b = node(&b_id, NodeStatus::Offline);
+    ok(store.upsert_node(&b).await, "insert node b");
+
+    let got = ok(store.get_node(&a_id).await, "get node a");
+    assert_eq!(got.as_ref(), Some(&a), "node a should round-trip (attached_centers, capacity)");
+
+    let mut a2 = a.clone();
+    a2.status = NodeStatus::Inactive;
+    a2.attached_centers = Vec::new();
+    a2.capacity = serde_json::json!({});
+    a2.public_address = None;
+    a2.version = "0.2.0".into();
+    a2.last_heartbeat += 1000;
+    ok(store.upsert_node(&a2).await, "replace node a");
+    let got = ok(store.get_node(&a_id).await, "get replaced node a");
+    assert_eq!(got.as_ref(), Some(&a2), "upsert should replace every column of node a");
+
+    assert_eq!(ok(store.get_node(&uid("cf-nodes-none")).await, "get unknown node"), None);
+
+    let all = ok(store.list_nodes().await, "list nodes");
+    let mine: Vec<&NodeRecord> = all.iter().filter(|n| n.node_id.starts_with(&base)).collect();
+    assert_eq!(mine, vec![&a2, &b], "list_nodes should hold both nodes, ordered by node_id");
+}
+
+/// Pods: create at epoch 1 with a root container, get, list, duplicate.
+pub async fn check_pods(store: &Arc<dyn MetaStore>) {
+    let node_id = uid("cf-pods-node");
+    ok(store.upsert_node(&node(&node_id, NodeStatus::Online)).await, "upsert node");
+    let base = uid("cf-pods");
+    let (a_id, b_id) = (format!("{base}-a"), format!("{base}-b"));
+
+    let mut new_b = new_pod(&b_id, &node_id);
+    new_b.account_id = None;
+    new_b.access_mode = AccessMode::PublicRead;
+    let b = ok(store.create_pod(&new_b).await, "create pod b");
+    let a = ok(store.create_pod(&new_pod(&a_id, &node_id)).await, "create pod a");
+
+    assert_eq!(a.pod_id, a_id);
+    assert_eq!(a.node_id, node_id, "a new pod is owned by the given node");
+    assert_eq!(a.epoch, 1, "a new pod starts at epoch 1");
+    assert_eq!(a.access_mode, AccessMode::Private);
+    assert_eq!(a.account_id.as_deref(), Some(format!("acct-{a_id}").as_str()));
+    assert_eq!(a.base_url, format!("https://{a_id}.example/"));
+    assert_eq!(
+        (a.migration_status, a.migration_target_node.clone(), a.migration_progress),
+        (None, None, None),
+        "a new pod has no migration state"
+    );
+    assert!(a.created_at > 0, "created_at should be set");
+    assert_eq!(b.access_mode, AccessMode::PublicRead);
+    assert_eq!(b.account_id, None);
+
+    assert_eq!(ok(store.get_pod(&a_id).await, "get pod a").as_ref(), Some(&a), "get_pod == create_pod");
+    assert_eq!(ok(store.get_pod(&uid("cf-pods-none")).await, "get unknown pod"), None);
+
+    let all = ok(store.list_pods().await, "list pods");
+    let mine: Vec<&PodRecord> = all.iter().filter(|p| p.pod_id.starts_with(&base)).collect();
+    assert_eq!(mine, vec![&a, &b], "list_pods should hold both pods, ordered by pod_id");
+
+    let e = expect_err!(store.create_pod(&new_pod(&a_id, &node_id)).await, MetaError::Conflict(_), "duplicate pod");
+    assert!(e.to_string().contains(&a_id), "the conflict should name the pod: {e}");
+    assert_eq!(ok(store.get_pod(&a_id).await, "get pod a").as_ref(), Some(&a), "a duplicate create changes nothing");
+
+    let root = ok(store.get_resource(&a_id, "/").await, "get root").expect("a new pod has a root container /");
+    assert!(root.is_container, "/ is a container");
+    assert_eq!(root.path, "/");
+    assert_eq!(root.pod_id, a_id);
+    assert_eq!(root.blob_key, None);
+    assert!(!root.etag.is_empty(), "the root has an etag");
+    assert!(ok(store.list_container(&a_id, "/").await, "list root").is_empty(), "a new pod's root is empty");
+}
+
+/// Documents, intermediate containers, listings of direct members in path order.
+pub async fn check_documents_and_containers(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "docs").await;
+    let blob = uid("blob");
+    let out = put(store, &fx, doc(&fx.pod, "/notes/a.txt", &blob)).await;
+    assert!(out.created, "the first put creates");
+    assert_eq!(out.replaced_blob, None, "nothing replaced on create");
+    let r = &out.record;
+    assert_eq!((r.pod_id.as_str(), r.path.as_str()), (fx.pod.as_str(), "/notes/a.txt"));
+    assert!(!r.is_container);
+    assert_eq!(r.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(r.size, 5);
+    assert_eq!(r.blob_key.as_deref(), Some(blob.as_str()));
+    assert_eq!(r.regions, vec!["eu-1".to_string()]);
+    assert_eq!(r.version, 1, "a new path starts at version 1");
+    assert!(!r.etag.is_empty() && r.modified_at > 0);
+    assert_eq!(get(store, &fx.pod, "/notes/a.txt").await.as_ref(), Some(r), "get returns what put returned");
+
+    let notes = must_get(store, &fx.pod, "/notes/").await;
+    assert!(notes.is_container, "/notes/ was created as a container");
+    assert_eq!(notes.blob_key, None);
+    assert_eq!(list(store, &fx.pod, "/").await, vec!["/notes/"], "root lists the new container");
+
+    put(store, &fx, doc(&fx.pod, "/notes/c.txt", &uid("blob"))).await;
+    let b = put(store, &fx, container(&fx.pod, "/notes/b/")).await;
+    assert!(b.created && b.record.is_container, "an explicit container put creates a container");
+    put(store, &fx, doc(&fx.pod, "/notes/b/deep.txt", &uid("blob"))).await;
+    assert_eq!(
+        list(store, &fx.pod, "/notes/").await,
+        vec!["/notes/a.txt", "/notes/b/", "/notes/c.txt"],
+        "list_container returns direct members only, ordered by path"
+    );
+    assert_eq!(list(store, &fx.pod, "/notes/b/").await, vec!["/notes/b/deep.txt"]);
+
+    put(store, &fx, doc(&fx.pod, "/x/y/z/w.txt", &uid("blob"))).await;
+    for p in ["/x/", "/x/y/", "/x/y/z/"] {
+        let c = get(store, &fx.pod, p).await.unwrap_or_else(|| panic!("intermediate container {p} should exist"));
+        assert!(c.is_container, "{p} should be a container");
+    }
+    assert_eq!(list(store, &fx.pod, "/x/").await, vec!["/x/y/"]);
+
+    expect_err!(store.list_container(&fx.pod, "/absent/").await, MetaError::NotFound(_), "list an absent container");
+    assert_eq!(get(store, &fx.pod, "/absent.txt").await, None, "get of an absent path is None");
+}
+
+/// A container's etag changes when a direct member is added or removed.
+pub async fn check_parent_etag(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "etag").await;
+    let root0 = must_get(store, &fx.pod, "/").await;
+    put(store, &fx, container(&fx.pod, "/c/")).await;
+    let root1 = must_get(store, &fx.pod, "/").await;
+    assert_ne!(root0.etag, root1.etag, "adding /c/ should change the etag of /");
+
+    let c0 = must_get(store, &fx.pod, "/c/").await;
+    put(store, &fx, doc(&fx.pod, "/c/m.txt", &uid("blob"))).await;
+    let c1 = must_get(store, &fx.pod, "/c/").await;
+    assert_ne!(c0.etag, c1.etag, "adding a member should change the container's etag");
+
+    ok(store.delete_resource(&fx.fence, &fx.pod, "/c/m.txt", &always()).await, "delete /c/m.txt");
+    let c2 = must_get(store, &fx.pod, "/c/").await;
+    assert_ne!(c1.etag, c2.etag, "removing a member should change the container's etag");
+}
+
+/// If-Match / If-None-Match, versions, replaced blobs; a failed precondition changes nothing.
+pub async fn check_preconditions(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "pre").await;
+    let (b1, b2, b3) = (uid("blob"), uid("blob"), uid("blob"));
+    let r1 = put(store, &fx, doc(&fx.pod, "/p.txt", &b1)).await.record;
+
+    let stale = if_match("0000000000000000");
+    expect_err!(
+        store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &stale).await,
+        MetaError::PreconditionFailed,
+        "put with a stale If-Match"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/p.txt").await.as_ref(),
+        Some(&r1),
+        "a failed If-Match must change nothing (etag, version, blob)"
+    );
+
+    let out = ok(store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &if_match(&r1.etag)).await, "put with a current If-Match");
+    assert!(!out.created, "a replace does not create");
+    assert_eq!(out.replaced_blob.as_deref(), Some(b1.as_str()), "a replace returns the old blob");
+    assert_eq!(out.record.version, 2, "a replace increments the version");
+    assert_ne!(out.record.etag, r1.etag, "a replace changes the etag");
+    assert_eq!(out.record.blob_key.as_deref(), Some(b2.as_str()));
+    let r2 = out.record;
+
+    expect_err!(
+        store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b3), &if_none_match_any()).await,
+        MetaError::PreconditionFailed,
+        "If-None-Match: * on an existing resource"
+    );
+    assert_eq!(get(store, &fx.pod, "/p.txt").await.as_ref(), Some(&r2), "a failed If-None-Match must change nothing");
+
+    let r3 = put(store, &fx, doc(&fx.pod, "/p.txt", &b3)).await;
+    assert_eq!(r3.record.version, 3, "every write increments the version");
+    assert_eq!(r3.replaced_blob.as_deref(), Some(b2.as_str()));
+
+    let q = ok(
+        store.put_resource(&fx.fence, &doc(&fx.pod, "/q.txt", &uid("blob")), &if_none_match_any()).await,
+        "If-None-Match: * on an absent resource",
+    );
+    assert!(q.created, "If-None-Match: * on an absent path creates");
+
+    expect_err!(
+        store.put_resource(&fx.fence, &doc(&fx.pod, "/r.txt", &uid("blob")), &if_match(&r1.etag)).await,
+        MetaError::PreconditionFailed,
+        "If-Match on an absent resource"
+    );
+    assert_eq!(get(store, &fx.pod, "/r.txt").await, None, "a failed If-Match must not create");
+
+    expect_err!(
+        store.delete_resource(&fx.fence, &fx.pod, "/p.txt", &stale).await,
+        MetaError::PreconditionFailed,
+        "delete with a stale If-Match"
+    );
+    assert_eq!(get(store, &fx.pod, "/p.txt").await.as_ref(), Some(&r3.record), "a failed conditional delete changes nothing");
+}
+
+/// A write under the wrong owner or a stale epoch is `Fenced` and writes nothing.
+pub async fn check_fencing(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "fence").await;
+    let other = uid("cf-fence-other");
+    ok(store.upsert_node(&node(&other, NodeStatus::Online)).await, "upsert other node");
+
+    let wrong = Fence { node_id: other.clone(), epoch: 1 };
+    let e = store.put_resource(&wrong, &doc(&fx.pod, "/f/a.txt", &uid("blob")), &always()).await;
+    match e {
+        Err(MetaError::Fenced { pod_id, owner, epoch }) => {
+            assert_eq!((pod_id.as_str(), owner.as_str(), epoch), (fx.pod.as_str(), fx.node.as_str(), 1), "Fenced should carry the current owner and epoch");
+        }
+        other => panic!("put from a non-owner: expected Fenced, got {other:?}"),
+    }
+    assert_eq!(get(store, &fx.pod, "/f/a.txt").await, None, "a fenced put must not write the resource");
+    assert_eq!(get(store, &fx.pod, "/f/").await, None, "a fenced put must not create ancestors");
+
+    let future_epoch = Fence { node_id: fx.node.clone(), epoch: 2 };
+    expect_err!(
+        store.put_resource(&future_epoch, &doc(&fx.pod, "/f/a.txt", &uid("blob")), &always()).await,
+        MetaError::Fenced { .. },
+        "put with an epoch the pod has not reached"
+    );
+
+    let kept = put(store, &fx, doc(&fx.pod, "/f/a.txt", &uid("blob"))).await.record;
+    let moved = ok(store.transfer_pod(&fx.pod, &other).await, "transfer to the other node");
+    assert_eq!(moved.epoch, 2);
+
+    match store.put_resource(&fx.fence, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await {
+        Err(MetaError::Fenced { owner, epoch, .. }) => {
+            assert_eq!((owner.as_str(), epoch), (other.as_str(), 2), "Fenced after a transfer names the new owner and epoch");
+        }
+        other => panic!("put by the old owner after a transfer: expected Fenced, got {other:?}"),
+    }
+    expect_err!(
+        store.delete_resource(&fx.fence, &fx.pod, "/f/a.txt", &always()).await,
+        MetaError::Fenced { .. },
+        "delete by the old owner after a transfer"
+    );
+    let stale_new_owner = Fence { node_id: other.clone(), epoch: 1 };
+    expect_err!(
+        store.put_resource(&stale_new_owner, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await,
+        MetaError::Fenced { .. },
+        "put by the new owner at the old epoch"
+    );
+    assert_eq!(get(store, &fx.pod, "/f/a.txt").await.as_ref(), Some(&kept), "fenced writes change nothing");
+    assert_eq!(get(store, &fx.pod, "/f/b.txt").await, None, "fenced writes create nothing");
+
+    let new_fence = Fence { node_id: other.clone(), epoch: 2 };
+    ok(store.put_resource(&new_fence, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await, "put by the new owner at the new epoch");
+
+    expect_err!(
+        store.put_resource(&fx.fence, &doc(&uid("cf-fence-nopod"), "/a.txt", &uid("blob")), &always()).await,
+        MetaError::NotFound(_),
+        "put into an unknown pod"
+    );
+    expect_err!(
+        store.delete_resource(&fx.fence, &uid("cf-fence-nopod"), "/a.txt", &always()).await,
+        MetaError::NotFound(_),
+        "delete in an unknown pod"
+    );
+}
+
+/// transfer_pod's errors and effects; set_migration_state.
+pub async fn check_transfer(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "xfer").await;
+    let target = uid("cf-xfer-target");
+    ok(store.upsert_node(&node(&target, NodeStatus::Online)).await, "upsert target");
+    let offline = uid("cf-xfer-offline");
+    ok(store.upsert_node(&node(&offline, NodeStatus::Offline)).await, "upsert offline node");
+    let before = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
+
+    expect_err!(store.transfer_pod(&uid("cf-xfer-nopod"), &target).await, MetaError::NotFound(_), "transfer of an unknown pod");
+    expect_err!(store.transfer_pod(&fx.pod, &uid("cf-xfer-nonode")).await, MetaError::NotFound(_), "transfer to an unknown node");
+    expect_err!(store.transfer_pod(&fx.pod, &offline).await, MetaError::Conflict(_), "transfer to an offline node");
+    expect_err!(store.transfer_pod(&fx.pod, &fx.node).await, MetaError::Conflict(_), "transfer to the current owner");
+    assert_eq!(ok(store.get_pod(&fx.pod).await, "get pod").as_ref(), Some(&before), "failed transfers change nothing");
+
+    let moved = ok(store.transfer_pod(&fx.pod, &target).await, "transfer");
+    assert_eq!(moved.node_id, target, "the target becomes the owner");
+    assert_eq!(moved.epoch, before.epoch + 1, "a transfer increments the epoch");
+    assert_eq!(moved.migration_status, Some(MigrationStatus::Syncing));
+    assert_eq!(moved.migration_target_node.as_deref(), Some(target.as_str()));
+    assert_eq!(moved.migration_progress, Some(0));
+    assert_eq!(ok(store.get_pod(&fx.pod).await, "get pod").as_ref(), Some(&moved), "get_pod reflects the transfer");
+
+    ok(store.set_migration_state(&fx.pod, Some(MigrationStatus::Syncing), Some(40)).await, "set progress");
+    let p = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
+    assert_eq!((p.migration_status, p.migration_progress), (Some(MigrationStatus::Syncing), Some(40)));
+    ok(store.set_migration_state(&fx.pod, Some(MigrationStatus::Done), Some(100)).await, "set done");
+    let p = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
+    assert_eq!((p.migration_status, p.migration_progress), (Some(MigrationStatus::Done), Some(100)));
+    assert_eq!((p.node_id.as_str(), p.epoch), (target.as_str(), moved.epoch), "set_migration_state leaves owner and epoch alone");
+    assert_eq!(p.migration_target_node.as_deref(), Some(target.as_str()), "set_migration_state leaves the target alone");
+    expect_err!(
+        store.set_migration_state(&uid("cf-xfer-nopod"), Some(MigrationStatus::Failed), Some(0)).await,
+        MetaError::NotFound(_),
+        "set_migration_state of an unknown pod"
+    );
+}
+
+/// Tombstones: invisible, revived by a later put with a higher version; delete's errors.
+pub async fn check_deletes(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "del").await;
+    let blob = uid("blob");
+    let x1 = put(store, &fx, doc(&fx.pod, "/d/x.txt", &blob)).await.record;
+
+    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/d/", &always()).await, MetaError::Conflict(_), "delete of a non-empty container");
+    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/", &always()).await, MetaError::Conflict(_), "delete of the root container");
+    assert!(get(store, &fx.pod, "/d/").await.is_some(), "a refused delete changes nothing");
+
+    let freed = ok(store.delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always()).await, "delete /d/x.txt");
+    assert_eq!(freed.as_deref(), Some(blob.as_str()), "delete returns the blob the row pointed to");
+    assert_eq!(get(store, &fx.pod, "/d/x.txt").await, None, "a tombstone is invisible to get");
+    assert!(list(store, &fx.pod, "/d/").await.is_empty(), "a tombstone is invisible to listings");
+    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always()).await, MetaError::NotFound(_), "delete of a tombstone");
+    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/never.txt", &always()).await, MetaError::NotFound(_), "delete of an absent path");
+
+    let none = ok(store.delete_resource(&fx.fence, &fx.pod, "/d/", &always()).await, "delete the now empty /d/");
+    assert_eq!(none, None, "a container has no blob");
+    expect_err!(store.list_container(&fx.pod, "/d/").await, MetaError::NotFound(_), "list of a deleted container");
+    assert!(list(store, &fx.pod, "/").await.is_empty(), "the deleted container is gone from /");
+
+    let again = put(store, &fx, doc(&fx.pod, "/d/x.txt", &uid("blob"))).await;
+    assert!(again.created, "a put over a tombstone creates");
+    assert_eq!(again.replaced_blob, None, "a tombstone's blob is not replaced again");
+    assert!(again.record.version > x1.version, "a revived path gets a higher version ({} > {})", again.record.version, x1.version);
+    assert_ne!(again.record.etag, x1.etag, "a revived path gets a new etag");
+    assert!(get(store, &fx.pod, "/d/").await.is_some_and(|c| c.is_container), "the deleted container is revived as an ancestor");
+    assert_eq!(list(store, &fx.pod, "/d/").await, vec!["/d/x.txt"]);
+}
+
+/// `/a` vs `/a/` clashes and documents as ancestors are conflicts that write nothing.
+pub async fn check_clashes(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "clash").await;
+    put(store, &fx, doc(&fx.pod, "/a", &uid("blob"))).await;
+    expect_err!(store.put_resource(&fx.fence, &container(&fx.pod, "/a/"), &always()).await, MetaError::Conflict(_), "container /a/ over document /a");
+    let e = expect_err!(
+        store.put_resource(&fx.fence, &doc(&fx.pod, "/a/b/c.txt", &uid("blob")), &always()).await,
+        MetaError::Conflict(_),
+        "a document as an ancestor"
+    );
+    assert!(e.to_string().contains("/a"), "the conflict should name the document: {e}");
+    assert_eq!(get(store, &fx.pod, "/a/").await, None, "a conflicting put creates nothing");
+    assert_eq!(get(store, &fx.pod, "/a/b/").await, None, "a conflicting put creates no ancestors");
+
+    put(store, &fx, container(&fx.pod, "/k/")).await;
+    expect_err!(store.put_resource(&fx.fence, &doc(&fx.pod, "/k", &uid("blob")), &always()).await, MetaError::Conflict(_), "document /k over container /k/");
+    assert_eq!(get(store, &fx.pod, "/k").await, None, "a conflicting put creates nothing");
+    assert_eq!(list(store, &fx.pod, "/").await, vec!["/a", "/k/"]);
+}
+
+/// Only live rows count as references.
+pub async fn check_referenced_blobs(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "gc").await;
+    let (k1, k2, k3, k4) = (uid("blob-1"), uid("blob-2"), uid("blob-3"), uid("blob-4"));
+    put(store, &fx, doc(&fx.pod, "/one.txt", &k1)).await;
+    put(store, &fx, doc(&fx.pod, "/one.txt", &k3)).await;
+    put(store, &fx, doc(&fx.pod, "/two.txt", &k2)).await;
+    ok(store.delete_resource(&fx.fence, &fx.pod, "/two.txt", &always()).await, "delete /two.txt");
+
+    let keys = vec![k1.clone(), k2.clone(), k3.clone(), k4.clone()];
+    let found = ok(store.referenced_blobs(&keys).await, "referenced_blobs");
+    assert_eq!(found, HashSet::from([k3]), "only the live row's blob is referenced (not replaced, deleted or unknown ones)");
+    assert!(ok(store.referenced_blobs(&[]).await, "referenced_blobs of nothing").is_empty());
+}
+
+/// API keys: create, get, list order, duplicate, revoke (idempotent), touch.
+pub async fn check_api_keys(store: &Arc<dyn MetaStore>) {
+    let base = uid("cf-key");
+    let now = now_millis();
+    let key = |suffix: &str, created_at: i64| ApiKeyRecord {
+        key_id: format!("{base}-{suffix}"),
+        secret_hash: "ab".repeat(32),
+        name: format!("key {suffix}"),
+        owner: "acct-1".into(),
+        scopes: vec!["admin".into(), format!("pod:{base}:read")],
+        created_at,
+        expires_at: Some(now + 86_400_000),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    // Created out of order: the list is ordered by created_at, then key_id.
+    let b = key("b", now);
+    let a = key("a", now + 1);
+    let mut c = key("c", now);
+    c.expires_at = None;
+    for k in [&a, &b, &c] {
+        ok(store.create_api_key(k).await, &format!("create api key {}", k.key_id));
+    }
+    assert_eq!(ok(store.get_api_key(&a.key_id).await, "get key a").as_ref(), Some(&a), "an api key round-trips");
+    assert_eq!(ok(store.get_api_key(&c.key_id).await, "get key c").as_ref(), Some(&c));
+    assert_eq!(ok(store.get_api_key(&uid("cf-key-none")).await, "get unknown key"), None);
+    expect_err!(store.create_api_key(&a).await, MetaError::Conflict(_), "duplicate api key");
+
+    let all = ok(store.list_api_keys().await, "list api keys");
+    let mine: Vec<&ApiKeyRecord> = all.iter().filter(|k| k.key_id.starts_with(&base)).collect();
+    assert_eq!(mine, vec![&b, &c, &a], "list_api_keys is ordered by created_at, then key_id");
+
+    ok(store.revoke_api_key(&a.key_id, now + 10).await, "revoke key a");
+    ok(store.revoke_api_key(&a.key_id, now + 20).await, "revoke key a again");
+    let got = ok(store.get_api_key(&a.key_id).await, "get key a").expect("key a exists");
+    assert_eq!(got.revoked_at, Some(now + 10), "revoking again keeps the first time");
+    expect_err!(store.revoke_api_key(&uid("cf-key-none"), now).await, MetaError::NotFound(_), "revoke of an unknown key");
+
+    ok(store.touch_api_key(&b.key_id, now + 30).await, "touch key b");
+    let got = ok(store.get_api_key(&b.key_id).await, "get key b").expect("key b exists");
+    assert_eq!(got.last_used_at, Some(now + 30), "touch sets last_used_at");
+    assert_eq!(got.revoked_at, None);
+    ok(store.touch_api_key(&uid("cf-key-none"), now).await, "touch of an unknown key is best effort");
+}
+
+/// Audit: increasing ids, newest first, limit, `before`.
+pub async fn check_audit(store: &Arc<dyn MetaStore>) {
+    let actor = uid("cf-audit");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let entry = NewAudit {
+            at: now_millis(),
+            actor: actor.clone(),
+            action: "resource.put".into(),
+            target: format!("pod:/{i}.txt"),
+            details: serde_json::json!({ "i": i, "tags": ["a", "b"] }),
+            trace_id: format!("trace-{i}"),
+        };
+        ids.push(ok(store.append_audit(&entry).await, "append audit"));
+    }
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "audit ids increase: {ids:?}");
+
+    let mine = ok(store.list_audit(1000, Some(ids[2] + 1)).await, "list audit");
+    let mine: Vec<_> = mine.into_iter().filter(|e| e.actor == actor).collect();
+    assert_eq!(mine.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]], "newest first");
+    assert_eq!(mine[0].target, "pod:/2.txt");
+    assert_eq!(mine[0].details, serde_json::json!({ "i": 2, "tags": ["a", "b"] }), "details round-trip");
+    assert_eq!(mine[0].trace_id, "trace-2");
+    assert_eq!(mine[0].action, "resource.put");
+
+    let page = ok(store.list_audit(2, Some(ids[2] + 1)).await, "list audit page");
+    assert_eq!(page.len(), 2, "limit caps the page");
+    assert_eq!(page[0].id, ids[2], "the newest entry below `before` comes first");
+    assert!(page[1].id < page[0].id, "descending ids");
+
+    let older = ok(store.list_audit(1000, Some(ids[1])).await, "list audit before");
+    assert!(older.iter().all(|e| e.id < ids[1]), "`before` excludes ids at or above it");
+    assert!(older.iter().any(|e| e.id == ids[0]), "`before` keeps older entries");
+
+    let newest = ok(store.list_audit(3, None).await, "list newest audit");
+    assert!(!newest.is_empty() && newest.len() <= 3, "limit caps the page");
+    assert!(newest[0].id >= ids[2], "without `before` the newest entries come");
+    assert!(newest.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+}
+
+/// The feed starts with Reset; create and transfer announce the pod's epoch.
+pub async fn check_change_feed(store: &Arc<dyn MetaStore>) {
+    let mut feed = store.subscribe();
+    let first = within("the first feed event", feed.next()).await;
+    assert_eq!(first, Some(FeedEvent::Reset), "a subscription starts with Reset");
+
+    let node_a = uid("cf-feed-a");
+    let node_b = uid("cf-feed-b");
+    ok(store.upsert_node(&node(&node_a, NodeStatus::Online)).await, "upsert node a");
+    ok(store.upsert_node(&node(&node_b, NodeStatus::Online)).await, "upsert node b");
+    let pod = uid("cf-feed-pod");
+    ok(store.create_pod(&new_pod(&pod, &node_a)).await, "create pod");
+    assert_eq!(next_owner_event(&mut feed, &pod).await, 1, "create_pod announces epoch 1");
+    ok(store.transfer_pod(&pod, &node_b).await, "transfer pod");
+    assert_eq!(next_owner_event(&mut feed, &pod).await, 2, "transfer_pod announces the new epoch");
+}
+
+/// 20 racing If-None-Match: * creates of one path: exactly one wins, nothing else happens.
+pub async fn check_concurrent_create(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "race").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(store);
+        let fence = fx.fence.clone();
+        let put = doc(&fx.pod, "/race/one.txt", &format!("{}-{i}", uid("blob")));
+        tasks.push(tokio::spawn(async move {
+            let res = store.put_resource(&fence, &put, &if_none_match_any()).await;
+            (put.blob_key, res)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (blob, res) = t.await.expect("racing put task panicked");
+        match res {
+            Ok(out) => winners.push((blob, out)),
+            Err(MetaError::PreconditionFailed) => {}
+            Err(e) => panic!("racing If-None-Match put: expected success or PreconditionFailed, got {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one racing If-None-Match: * put should succeed");
+    let (blob, out) = &winners[0];
+    assert!(out.created);
+    let r = must_get(store, &fx.pod, "/race/one.txt").await;
+    assert_eq!(&r.blob_key, blob, "the winner's blob is stored");
+    assert_eq!(r.version, 1, "losers wrote nothing");
+}
+
+/// 20 concurrent puts of different paths under one new container all succeed.
+pub async fn check_concurrent_members(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "many").await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(store);
+        let fence = fx.fence.clone();
+        let put = doc(&fx.pod, &format!("/many/f{i:02}.txt"), &uid("blob"));
+        tasks.push(tokio::spawn(async move { store.put_resource(&fence, &put, &always()).await }));
+    }
+    for t in tasks {
+        ok(t.await.expect("concurrent put task panicked"), "concurrent put under a new container");
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("/many/f{i:02}.txt")).collect();
+    assert_eq!(list(store, &fx.pod, "/many/").await, expected, "all 20 members are listed, in order");
+    assert_eq!(list(store, &fx.pod, "/").await, vec!["/many/"], "the container was created once");
+}

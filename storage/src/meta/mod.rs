@@ -1,0 +1,511 @@
+//! Metadata: one trait ([`MetaStore`]), two backends.
+//!
+//! - [`postgres`]: shared by centers. A connection pool, numbered migrations applied under an
+//!   advisory lock, and a dedicated LISTEN connection for the change feed.
+//! - [`sqlite`]: embedded, for a lone node or an edge. Same schema, same semantics, same tests
+//!   ([`conformance`]); its change feed is in-process.
+//!
+//! Rules every backend keeps (the conformance suite checks them):
+//! - Timestamps are Unix milliseconds ([`Millis`]) computed by the caller's clock (`now_millis`).
+//! - Every resource write runs in one transaction that first checks the [`Fence`] (this node
+//!   owns the pod at the epoch it believes) and then the [`Precondition`] against the current row,
+//!   so a lost race changes nothing.
+//! - Deletes are tombstones; a tombstoned resource is invisible to reads and listings and is
+//!   revived by a later put (with a new etag and a higher version).
+//! - Paths are absolute within the pod: `/` is the root container, containers end with `/`,
+//!   `parent("/a/b.txt") == "/a/"`. Validation of path syntax happens before the store (routing).
+
+pub mod conformance;
+pub mod feed;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use feed::{ChangeFeed, FeedEvent};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// The current wall-clock time in Unix milliseconds.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh random etag value (without quotes): 16 lowercase hex digits.
+pub fn new_etag() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// The parent container of a path: `/a/b.txt` → `/a/`, `/a/b/` → `/a/`, `/` → `None`.
+pub fn parent_path(path: &str) -> Option<&str> {
+    if path == "/" || !path.starts_with('/') {
+        return None;
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let idx = trimmed.rfind('/')?;
+    Some(&path[..=idx])
+}
+
+/// Errors of the metadata layer. Messages name the thing they are about.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The named thing does not exist (`pod alice`, `node n1`, `resource /a.txt`, `api key k1`).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The write conflicts with existing state (exists already, non-empty container, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// An `If-Match`/`If-None-Match` precondition did not hold; nothing was written.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// This node does not own the pod at the epoch it believed; nothing was written.
+    /// Retryable after refreshing the owner.
+    #[error("pod {pod_id} is owned by node {owner} at epoch {epoch}")]
+    Fenced { pod_id: String, owner: String, epoch: i64 },
+    /// The input is invalid (names the field).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The backend cannot be reached now; retryable.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure.
+    #[error("metadata store error: {0}")]
+    Backend(String),
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeType {
+    Center,
+    Edge,
+}
+
+impl NodeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeType::Center => "center",
+            NodeType::Edge => "edge",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "center" => Some(NodeType::Center),
+            "edge" => Some(NodeType::Edge),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Online,
+    Inactive,
+    Offline,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Online => "online",
+            NodeStatus::Inactive => "inactive",
+            NodeStatus::Offline => "offline",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "online" => Some(NodeStatus::Online),
+            "inactive" => Some(NodeStatus::Inactive),
+            "offline" => Some(NodeStatus::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// A row of `nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub node_id: String,
+    pub node_type: NodeType,
+    pub region: String,
+    pub internal_address: Option<String>,
+    pub public_address: Option<String>,
+    pub quic_address: Option<String>,
+    pub status: NodeStatus,
+    /// For an edge: the center(s) holding its tunnel.
+    pub attached_centers: Vec<String>,
+    /// Free/total capacity as reported (JSON object; empty object if none).
+    pub capacity: serde_json::Value,
+    pub version: String,
+    pub last_heartbeat: Millis,
+}
+
+/// Per-pod access mode. Authorization decisions live behind one seam in the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccessMode {
+    Private,
+    PublicRead,
+    PublicReadWrite,
+}
+
+impl AccessMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Private => "private",
+            AccessMode::PublicRead => "public-read",
+            AccessMode::PublicReadWrite => "public-read-write",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "private" => Some(AccessMode::Private),
+            "public-read" => Some(AccessMode::PublicRead),
+            "public-read-write" => Some(AccessMode::PublicReadWrite),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationStatus {
+    Syncing,
+    Done,
+    Failed,
+}
+
+impl MigrationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationStatus::Syncing => "syncing",
+            MigrationStatus::Done => "done",
+            MigrationStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "syncing" => Some(MigrationStatus::Syncing),
+            "done" => Some(MigrationStatus::Done),
+            "failed" => Some(MigrationStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A row of `pods` (the seed's `identity_pod` plus `epoch` and `access_mode`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    pub pod_id: String,
+    pub base_url: String,
+    pub account_id: Option<String>,
+    /// The owner node.
+    pub node_id: String,
+    /// Fencing token: +1 on every change of owner.
+    pub epoch: i64,
+    pub access_mode: AccessMode,
+    pub migration_status: Option<MigrationStatus>,
+    pub migration_target_node: Option<String>,
+    pub migration_progress: Option<i32>,
+    pub created_at: Millis,
+}
+
+/// Input of [`MetaStore::create_pod`]. The pod starts at epoch 1 with its root container `/`.
+#[derive(Clone, Debug)]
+pub struct NewPod {
+    pub pod_id: String,
+    pub base_url: String,
+    pub account_id: Option<String>,
+    pub node_id: String,
+    pub access_mode: AccessMode,
+}
+
+/// A live (not tombstoned) row of `resources`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRecord {
+    pub pod_id: String,
+    /// Absolute path within the pod; containers end with `/`.
+    pub path: String,
+    pub is_container: bool,
+    /// `None` for containers.
+    pub content_type: Option<String>,
+    /// Strong etag value without quotes; changes on every write (for containers: also when a
+    /// direct member is added or removed).
+    pub etag: String,
+    pub size: i64,
+    /// Immutable blob key; `None` for containers.
+    pub blob_key: Option<String>,
+    /// Regions whose bucket holds the blob.
+    pub regions: Vec<String>,
+    /// +1 on every write of this path (including across tombstones).
+    pub version: i64,
+    pub modified_at: Millis,
+}
+
+/// Who believes they may write: the write fails with [`MetaError::Fenced`] unless the pod's
+/// current owner is `node_id` at exactly `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub node_id: String,
+    pub epoch: i64,
+}
+
+/// An etag condition of `If-Match` / `If-None-Match`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EtagCondition {
+    /// `*`: any current representation.
+    Any,
+    /// A list of etag values (without quotes).
+    Tags(Vec<String>),
+}
+
+impl EtagCondition {
+    fn matches(&self, current: Option<&ResourceRecord>) -> bool {
+        match (self, current) {
+            (_, None) => false,
+            (EtagCondition::Any, Some(_)) => true,
+            (EtagCondition::Tags(tags), Some(r)) => tags.iter().any(|t| t == &r.etag),
+        }
+    }
+}
+
+/// Conditions evaluated inside the write transaction against the current (live) row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Precondition {
+    pub if_match: Option<EtagCondition>,
+    pub if_none_match: Option<EtagCondition>,
+}
+
+impl Precondition {
+    /// True when the write may proceed given the current live row (or `None` if absent).
+    pub fn holds(&self, current: Option<&ResourceRecord>) -> bool {
+        if let Some(c) = &self.if_match {
+            if !c.matches(current) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.if_none_match {
+            if c.matches(current) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Input of [`MetaStore::put_resource`]. A path ending in `/` is a container (then `blob_key`,
+/// `content_type` are `None` and `size` is 0).
+#[derive(Clone, Debug)]
+pub struct PutResource {
+    pub pod_id: String,
+    pub path: String,
+    pub content_type: Option<String>,
+    pub size: i64,
+    pub blob_key: Option<String>,
+    pub regions: Vec<String>,
+}
+
+/// Result of [`MetaStore::put_resource`].
+#[derive(Clone, Debug)]
+pub struct PutOutcome {
+    pub record: ResourceRecord,
+    /// True if the path had no live row before.
+    pub created: bool,
+    /// The blob the previous live row pointed to, now unreferenced (the caller deletes it).
+    pub replaced_blob: Option<String>,
+}
+
+/// A row of `api_keys`. The secret itself is never stored: only its SHA-256 (hex).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    #[serde(skip_serializing)]
+    pub secret_hash: String,
+    pub name: String,
+    /// The account that owns the key (and what it creates).
+    pub owner: String,
+    /// `admin`, or `pod:<podId>` (read/write that pod), or `pod:<podId>:read`.
+    pub scopes: Vec<String>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub revoked_at: Option<Millis>,
+    pub last_used_at: Option<Millis>,
+}
+
+/// Input of [`MetaStore::append_audit`].
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    pub at: Millis,
+    /// Key id (or `anonymous`, `system`).
+    pub actor: String,
+    /// e.g. `pod.create`, `resource.put`, `apikey.revoke`.
+    pub action: String,
+    /// e.g. `alice`, `alice:/notes/a.txt`, `key k1`.
+    pub target: String,
+    pub details: serde_json::Value,
+    pub trace_id: String,
+}
+
+/// A row of `audit_log`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+    pub trace_id: String,
+}
+
+/// The metadata store. Both backends implement exactly these semantics.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip, for `/readiness`.
+    async fn ping(&self) -> MetaResult<()>;
+
+    // ---- nodes ----
+    /// Insert or replace the node's row.
+    async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()>;
+    async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>>;
+    /// Ordered by node_id.
+    async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>>;
+
+    // ---- pods ----
+    /// Creates the pod at epoch 1 and its root container `/`, and notifies the change feed.
+    /// `Conflict` if the pod id exists.
+    async fn create_pod(&self, pod: &NewPod) -> MetaResult<PodRecord>;
+    async fn get_pod(&self, pod_id: &str) -> MetaResult<Option<PodRecord>>;
+    /// Ordered by pod_id.
+    async fn list_pods(&self) -> MetaResult<Vec<PodRecord>>;
+    /// Moves ownership in one transaction: `NotFound` for an unknown pod or node, `Conflict` if
+    /// the target is not online or already the owner; else owner := target, epoch += 1,
+    /// migration_status := syncing, migration_target_node := target, progress := 0; notifies.
+    async fn transfer_pod(&self, pod_id: &str, target_node: &str) -> MetaResult<PodRecord>;
+    /// Updates migration status/progress (no epoch change).
+    async fn set_migration_state(
+        &self,
+        pod_id: &str,
+        status: Option<MigrationStatus>,
+        progress: Option<i32>,
+    ) -> MetaResult<()>;
+
+    // ---- resources ----
+    async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>>;
+    /// Direct live members of a container, ordered by path. `NotFound` if the container is not live.
+    async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>>;
+    /// Fenced, conditional create-or-replace. Creates missing intermediate containers. Errors:
+    /// `NotFound` (pod), `Fenced`, `PreconditionFailed`, `Conflict` (path is a container and the
+    /// put is a document or vice versa, an ancestor is a document, `/a` vs `/a/` clash).
+    async fn put_resource(
+        &self,
+        fence: &Fence,
+        put: &PutResource,
+        pre: &Precondition,
+    ) -> MetaResult<PutOutcome>;
+    /// Fenced, conditional tombstone. Returns the blob the row pointed to (now unreferenced).
+    /// Errors: `NotFound` (pod or resource), `Fenced`, `PreconditionFailed`, `Conflict`
+    /// (non-empty container, or the root container `/`).
+    async fn delete_resource(
+        &self,
+        fence: &Fence,
+        pod_id: &str,
+        path: &str,
+        pre: &Precondition,
+    ) -> MetaResult<Option<String>>;
+    /// The subset of `keys` that a live resource row still points to (for blob GC).
+    async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>>;
+
+    // ---- api keys ----
+    /// `Conflict` if the key id exists.
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()>;
+    async fn get_api_key(&self, key_id: &str) -> MetaResult<Option<ApiKeyRecord>>;
+    /// Ordered by created_at, then key_id.
+    async fn list_api_keys(&self) -> MetaResult<Vec<ApiKeyRecord>>;
+    /// Sets revoked_at (idempotent: keeps the first time). `NotFound` for an unknown key.
+    async fn revoke_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
+    /// Best-effort last_used_at update.
+    async fn touch_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
+
+    // ---- audit ----
+    async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64>;
+    /// Newest first, at most `limit`, only ids below `before` when given.
+    async fn list_audit(&self, limit: i64, before: Option<i64>) -> MetaResult<Vec<AuditEntry>>;
+
+    // ---- change feed ----
+    /// A new subscription. Its first event is [`FeedEvent::Reset`] once the feed is live
+    /// (for PostgreSQL: after LISTEN succeeded), and again after every reconnect.
+    fn subscribe(&self) -> ChangeFeed;
+}
+
+/// Opens a store by URL: `postgres://…` / `postgresql://…`, or `sqlite://PATH` /
+/// `sqlite::memory:`. Applies migrations before returning.
+pub async fn open(url: &str, pool_size: usize) -> MetaResult<Arc<dyn MetaStore>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, pool_size).await?))
+    } else if let Some(rest) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(sqlite::SqliteStore::open(rest).await?))
+    } else if url == "sqlite::memory:" {
+        Ok(Arc::new(sqlite::SqliteStore::open_in_memory().await?))
+    } else {
+        Err(MetaError::Invalid(format!(
+            "database url `{url}`: expected postgres://… or sqlite://PATH"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent_path("/"), None);
+        assert_eq!(parent_path("/a.txt"), Some("/"));
+        assert_eq!(parent_path("/a/"), Some("/"));
+        assert_eq!(parent_path("/a/b.txt"), Some("/a/"));
+        assert_eq!(parent_path("/a/b/"), Some("/a/"));
+    }
+
+    #[test]
+    fn preconditions() {
+        let r = ResourceRecord {
+            pod_id: "p".into(),
+            path: "/a".into(),
+            is_container: false,
+            content_type: None,
+            etag: "e1".into(),
+            size: 0,
+            blob_key: None,
+            regions: vec![],
+            version: 1,
+            modified_at: 0,
+        };
+        let none_star = Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() };
+        assert!(none_star.holds(None));
+        assert!(!none_star.holds(Some(&r)));
+        let m = Precondition { if_match: Some(EtagCondition::Tags(vec!["e1".into()])), ..Default::default() };
+        assert!(m.holds(Some(&r)));
+        assert!(!m.holds(None));
+        let stale = Precondition { if_match: Some(EtagCondition::Tags(vec!["e0".into()])), ..Default::default() };
+        assert!(!stale.holds(Some(&r)));
+    }
+}

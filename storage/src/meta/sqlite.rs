@@ -1,0 +1,1080 @@
+//! Embedded SQLite backend, for a lone node or an edge.
+//!
+//! One connection behind a std [`Mutex`]: SQLite serializes writers anyway, and a single
+//! connection means a write transaction never waits on another connection of this process.
+//! Every call runs in [`tokio::task::spawn_blocking`] so disk I/O (and `fsync` under
+//! `synchronous=FULL`) never blocks the async runtime. Writes use `BEGIN IMMEDIATE`, which takes
+//! the write lock up front: the fence and precondition checks then see the state the write will
+//! commit against, even if another process opened the same file.
+//!
+//! The change feed is in-process: this store is the only writer, so it sends the events itself
+//! after each commit, and the feed is live from the moment the store opens.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use serde::de::DeserializeOwned;
+
+use super::feed::FeedHub;
+use super::{
+    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, Fence,
+    FeedEvent, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
+    NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
+};
+
+/// Numbered schema migrations, applied in order, each in its own IMMEDIATE transaction together
+/// with its `schema_migrations` row, so a crash never leaves a half-applied version. Never edit
+/// an applied entry: append a new version. Columns match the PostgreSQL backend.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE nodes (
+    node_id          TEXT PRIMARY KEY,
+    node_type        TEXT NOT NULL,
+    region           TEXT NOT NULL,
+    internal_address TEXT,
+    public_address   TEXT,
+    quic_address     TEXT,
+    status           TEXT NOT NULL,
+    attached_centers TEXT NOT NULL DEFAULT '[]',
+    capacity         TEXT NOT NULL DEFAULT '{}',
+    version          TEXT NOT NULL,
+    last_heartbeat   INTEGER NOT NULL
+);
+
+CREATE TABLE pods (
+    pod_id                TEXT PRIMARY KEY,
+    base_url              TEXT NOT NULL,
+    account_id            TEXT,
+    node_id               TEXT NOT NULL,
+    epoch                 INTEGER NOT NULL,
+    access_mode           TEXT NOT NULL,
+    migration_status      TEXT,
+    migration_target_node TEXT,
+    migration_progress    INTEGER,
+    created_at            INTEGER NOT NULL
+);
+
+CREATE TABLE resources (
+    pod_id       TEXT NOT NULL REFERENCES pods(pod_id),
+    path         TEXT NOT NULL,
+    parent       TEXT,
+    is_container INTEGER NOT NULL,
+    content_type TEXT,
+    etag         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    blob_key     TEXT,
+    regions      TEXT NOT NULL DEFAULT '[]',
+    version      INTEGER NOT NULL,
+    modified_at  INTEGER NOT NULL,
+    deleted_at   INTEGER,
+    PRIMARY KEY (pod_id, path)
+);
+CREATE INDEX resources_parent ON resources(pod_id, parent);
+CREATE INDEX resources_blob_key ON resources(blob_key);
+
+CREATE TABLE api_keys (
+    key_id       TEXT PRIMARY KEY,
+    secret_hash  TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    scopes       TEXT NOT NULL DEFAULT '[]',
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER,
+    revoked_at   INTEGER,
+    last_used_at INTEGER
+);
+
+CREATE TABLE audit_log (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    details  TEXT NOT NULL DEFAULT '{}',
+    trace_id TEXT NOT NULL
+);
+"#,
+)];
+
+/// The embedded metadata store.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    hub: FeedHub,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the parent directory and the file if needed) and migrates the database
+    /// at `path`.
+    pub async fn open(path: &str) -> MetaResult<SqliteStore> {
+        let path = path.to_string();
+        let conn = blocking(move || {
+            if let Some(dir) = Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        MetaError::Unavailable(format!("create directory {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+            let conn = Connection::open(&path).db()?;
+            configure(&conn, true)?;
+            Ok(conn)
+        })
+        .await?;
+        Self::init(conn).await
+    }
+
+    /// A private in-memory database (tests, throwaway nodes). Gone when the store is dropped.
+    pub async fn open_in_memory() -> MetaResult<SqliteStore> {
+        let conn = blocking(|| {
+            let conn = Connection::open_in_memory().db()?;
+            configure(&conn, false)?;
+            Ok(conn)
+        })
+        .await?;
+        Self::init(conn).await
+    }
+
+    async fn init(conn: Connection) -> MetaResult<SqliteStore> {
+        let store = SqliteStore { conn: Arc::new(Mutex::new(conn)), hub: FeedHub::new() };
+        store.call(migrate).await?;
+        // The in-process feed cannot disconnect: it is live for the store's whole life.
+        store.hub.set_live(true);
+        Ok(store)
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> MetaResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> MetaResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        blocking(move || {
+            // A panic while holding the lock leaves the mutex poisoned. The open transaction
+            // was rolled back when it was dropped during unwinding, but we refuse to guess: the
+            // store reports itself broken instead of panicking every caller in turn.
+            let mut guard = conn
+                .lock()
+                .map_err(|_| MetaError::Backend("sqlite connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+    }
+}
+
+/// Runs blocking work off the async runtime; a panic or cancellation becomes an error.
+async fn blocking<T, F>(f: F) -> MetaResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> MetaResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MetaError::Backend(format!("sqlite task failed: {e}")))?
+}
+
+/// Connection settings. `synchronous=FULL` makes every acknowledged commit durable across
+/// kill -9 and power loss (WAL alone with NORMAL may lose the last commits on power loss).
+fn configure(conn: &Connection, file: bool) -> MetaResult<()> {
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).db()?;
+    // An in-memory database answers `memory`; a file must really be in WAL mode.
+    if file && !mode.eq_ignore_ascii_case("wal") {
+        return Err(MetaError::Backend(format!("journal_mode=WAL refused (got {mode})")));
+    }
+    conn.pragma_update(None, "synchronous", "FULL").db()?;
+    conn.pragma_update(None, "foreign_keys", "ON").db()?;
+    conn.busy_timeout(Duration::from_millis(5000)).db()?;
+    Ok(())
+}
+
+/// Applies every migration not yet recorded in `schema_migrations`. Idempotent: a reopen
+/// applies nothing; the version is re-checked inside the write transaction so two processes
+/// opening the same file at once do not both apply it.
+fn migrate(conn: &mut Connection) -> MetaResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at INTEGER NOT NULL
+         )",
+    )
+    .db()?;
+    for &(version, sql) in MIGRATIONS {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+        let applied = tx
+            .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| Ok(()))
+            .optional()
+            .db()?
+            .is_some();
+        if !applied {
+            tx.execute_batch(sql)
+                .map_err(|e| MetaError::Backend(format!("migration {version}: {e}")))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, now_millis()],
+            )
+            .db()?;
+            tracing::info!(version, "applied sqlite metadata migration");
+        }
+        tx.commit().db()?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error mapping
+// ---------------------------------------------------------------------------------------------
+
+/// Converts rusqlite results into [`MetaResult`] with `.db()?`. A local trait (not a `From`
+/// impl) so the mapping stays private to this backend.
+trait DbResultExt<T> {
+    fn db(self) -> MetaResult<T>;
+}
+
+impl<T> DbResultExt<T> for rusqlite::Result<T> {
+    fn db(self) -> MetaResult<T> {
+        self.map_err(db_error)
+    }
+}
+
+/// Lock contention (another process holds the file past `busy_timeout`) and I/O trouble are
+/// transient: `Unavailable`, so callers retry. Everything else is a `Backend` error.
+fn db_error(e: rusqlite::Error) -> MetaError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::DiskFull
+            ) =>
+        {
+            MetaError::Unavailable(e.to_string())
+        }
+        _ => MetaError::Backend(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row mapping
+// ---------------------------------------------------------------------------------------------
+
+/// A text column holding an enum; an unknown value is a conversion error naming the column.
+fn enum_col<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    parse(&s).ok_or_else(|| conversion_error(idx, format!("unknown value `{s}`")))
+}
+
+fn opt_enum_col<T>(
+    row: &Row<'_>,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    match row.get::<_, Option<String>>(idx)? {
+        None => Ok(None),
+        Some(s) => parse(&s).map(Some).ok_or_else(|| conversion_error(idx, format!("unknown value `{s}`"))),
+    }
+}
+
+/// A text column holding JSON.
+fn json_col<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    serde_json::from_str(&s).map_err(|e| conversion_error(idx, format!("bad json: {e}")))
+}
+
+fn conversion_error(idx: usize, msg: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, msg.into())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> MetaResult<String> {
+    serde_json::to_string(v).map_err(|e| MetaError::Backend(format!("encode json: {e}")))
+}
+
+const NODE_COLS: &str = "node_id, node_type, region, internal_address, public_address, \
+     quic_address, status, attached_centers, capacity, version, last_heartbeat";
+
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<NodeRecord> {
+    Ok(NodeRecord {
+        node_id: row.get(0)?,
+        node_type: enum_col(row, 1, NodeType::parse)?,
+        region: row.get(2)?,
+        internal_address: row.get(3)?,
+        public_address: row.get(4)?,
+        quic_address: row.get(5)?,
+        status: enum_col(row, 6, NodeStatus::parse)?,
+        attached_centers: json_col(row, 7)?,
+        capacity: json_col(row, 8)?,
+        version: row.get(9)?,
+        last_heartbeat: row.get(10)?,
+    })
+}
+
+const POD_COLS: &str = "pod_id, base_url, account_id, node_id, epoch, access_mode, \
+     migration_status, migration_target_node, migration_progress, created_at";
+
+fn pod_from_row(row: &Row<'_>) -> rusqlite::Result<PodRecord> {
+    Ok(PodRecord {
+        pod_id: row.get(0)?,
+        base_url: row.get(1)?,
+        account_id: row.get(2)?,
+        node_id: row.get(3)?,
+        epoch: row.get(4)?,
+        access_mode: enum_col(row, 5, AccessMode::parse)?,
+        migration_status: opt_enum_col(row, 6, MigrationStatus::parse)?,
+        migration_target_node: row.get(7)?,
+        migration_progress: row.get(8)?,
+        created_at: row.get(9)?,
+    })
+}
+
+const RESOURCE_COLS: &str = "pod_id, path, is_container, content_type, etag, size, blob_key, \
+     regions, version, modified_at, deleted_at";
+
+/// A resource row, live or tombstoned.
+struct StoredResource {
+    record: ResourceRecord,
+    deleted: bool,
+}
+
+impl StoredResource {
+    fn live(&self) -> Option<&ResourceRecord> {
+        (!self.deleted).then_some(&self.record)
+    }
+}
+
+fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource> {
+    Ok(StoredResource {
+        record: ResourceRecord {
+            pod_id: row.get(0)?,
+            path: row.get(1)?,
+            is_container: row.get(2)?,
+            content_type: row.get(3)?,
+            etag: row.get(4)?,
+            size: row.get(5)?,
+            blob_key: row.get(6)?,
+            regions: json_col(row, 7)?,
+            version: row.get(8)?,
+            modified_at: row.get(9)?,
+        },
+        deleted: row.get::<_, Option<i64>>(10)?.is_some(),
+    })
+}
+
+const API_KEY_COLS: &str = "key_id, secret_hash, name, owner, scopes, created_at, expires_at, \
+     revoked_at, last_used_at";
+
+fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        key_id: row.get(0)?,
+        secret_hash: row.get(1)?,
+        name: row.get(2)?,
+        owner: row.get(3)?,
+        scopes: json_col(row, 4)?,
+        created_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        revoked_at: row.get(7)?,
+        last_used_at: row.get(8)?,
+    })
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: row.get(1)?,
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        target: row.get(4)?,
+        details: json_col(row, 5)?,
+        trace_id: row.get(6)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction helpers
+// ---------------------------------------------------------------------------------------------
+
+fn load_pod(conn: &Connection, pod_id: &str) -> MetaResult<Option<PodRecord>> {
+    conn.prepare_cached(&format!("SELECT {POD_COLS} FROM pods WHERE pod_id = ?1"))
+        .db()?
+        .query_row([pod_id], pod_from_row)
+        .optional()
+        .db()
+}
+
+/// Loads the pod and checks the fence: the first two steps of every resource write.
+fn check_fence(tx: &Transaction<'_>, pod_id: &str, fence: &Fence) -> MetaResult<PodRecord> {
+    let pod = load_pod(tx, pod_id)?.ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+    if pod.node_id != fence.node_id || pod.epoch != fence.epoch {
+        return Err(MetaError::Fenced {
+            pod_id: pod_id.to_string(),
+            owner: pod.node_id,
+            epoch: pod.epoch,
+        });
+    }
+    Ok(pod)
+}
+
+/// The row at `path`, live or tombstoned.
+fn load_resource(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Option<StoredResource>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RESOURCE_COLS} FROM resources WHERE pod_id = ?1 AND path = ?2"
+    ))
+    .db()?
+    .query_row([pod_id, path], resource_from_row)
+    .optional()
+    .db()
+}
+
+fn load_live(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>> {
+    Ok(load_resource(conn, pod_id, path)?.filter(|r| !r.deleted).map(|r| r.record))
+}
+
+/// The path of the other kind with the same name: `/a` ↔ `/a/` (none for the root).
+fn twin_path(path: &str) -> Option<String> {
+    if path == "/" {
+        None
+    } else if let Some(doc) = path.strip_suffix('/') {
+        Some(doc.to_string())
+    } else {
+        Some(format!("{path}/"))
+    }
+}
+
+/// Inserts or revives the row for `record.path` (clearing any tombstone). `record.version`
+/// must already be the previous version + 1.
+fn upsert_resource(tx: &Transaction<'_>, record: &ResourceRecord) -> MetaResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO resources (pod_id, path, parent, is_container, content_type, etag, size,
+                                blob_key, regions, version, modified_at, deleted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL)
+         ON CONFLICT (pod_id, path) DO UPDATE SET
+             parent = excluded.parent, is_container = excluded.is_container,
+             content_type = excluded.content_type, etag = excluded.etag, size = excluded.size,
+             blob_key = excluded.blob_key, regions = excluded.regions,
+             version = excluded.version, modified_at = excluded.modified_at, deleted_at = NULL",
+    )
+    .db()?
+    .execute(params![
+        record.pod_id,
+        record.path,
+        parent_path(&record.path),
+        record.is_container,
+        record.content_type,
+        record.etag,
+        record.size,
+        record.blob_key,
+        to_json(&record.regions)?,
+        record.version,
+        record.modified_at,
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// A container's etag changes when a direct member is added or removed.
+fn bump_parent(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
+    if let Some(parent) = parent_path(path) {
+        tx.prepare_cached(
+            "UPDATE resources SET etag = ?1, modified_at = ?2
+             WHERE pod_id = ?3 AND path = ?4 AND deleted_at IS NULL",
+        )
+        .db()?
+        .execute(params![new_etag(), now, pod_id, parent])
+        .db()?;
+    }
+    Ok(())
+}
+
+/// A fresh container row at `path`, one version above whatever (tombstone) was there.
+fn new_container(pod_id: &str, path: &str, previous_version: i64, now: i64) -> ResourceRecord {
+    ResourceRecord {
+        pod_id: pod_id.to_string(),
+        path: path.to_string(),
+        is_container: true,
+        content_type: None,
+        etag: new_etag(),
+        size: 0,
+        blob_key: None,
+        regions: Vec::new(),
+        version: previous_version + 1,
+        modified_at: now,
+    }
+}
+
+/// Makes every ancestor of `path` a live container, creating missing ones from the root down
+/// (each creation bumps its own parent). A live document where a container should be is a
+/// `Conflict` naming it.
+fn ensure_ancestors(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
+    let mut ancestors = Vec::new();
+    let mut cur = parent_path(path);
+    while let Some(p) = cur {
+        ancestors.push(p);
+        cur = parent_path(p);
+    }
+    for anc in ancestors.into_iter().rev() {
+        let existing = load_resource(tx, pod_id, anc)?;
+        if existing.as_ref().is_some_and(|r| !r.deleted) {
+            continue;
+        }
+        if let Some(doc) = twin_path(anc) {
+            if load_live(tx, pod_id, &doc)?.is_some() {
+                return Err(MetaError::Conflict(format!("{doc} is a document, not a container")));
+            }
+        }
+        let previous_version = existing.map_or(0, |r| r.record.version);
+        upsert_resource(tx, &new_container(pod_id, anc, previous_version, now))?;
+        bump_parent(tx, pod_id, anc, now)?;
+    }
+    Ok(())
+}
+
+/// The body of [`MetaStore::put_resource`], inside one IMMEDIATE transaction.
+fn put_tx(
+    tx: &Transaction<'_>,
+    fence: &Fence,
+    put: &PutResource,
+    pre: &Precondition,
+) -> MetaResult<PutOutcome> {
+    check_fence(tx, &put.pod_id, fence)?;
+    let is_container = put.path.ends_with('/');
+    if is_container && (put.blob_key.is_some() || put.content_type.is_some() || put.size != 0) {
+        return Err(MetaError::Invalid(format!(
+            "container {}: no blob, content type or size",
+            put.path
+        )));
+    }
+    let existing = load_resource(tx, &put.pod_id, &put.path)?;
+    let live = existing.as_ref().and_then(StoredResource::live);
+    if !pre.holds(live) {
+        return Err(MetaError::PreconditionFailed);
+    }
+    if let Some(twin) = twin_path(&put.path) {
+        if load_live(tx, &put.pod_id, &twin)?.is_some() {
+            return Err(MetaError::Conflict(format!("{twin} exists, clashes with {}", put.path)));
+        }
+    }
+    let now = now_millis();
+    ensure_ancestors(tx, &put.pod_id, &put.path, now)?;
+
+    let created = live.is_none();
+    let replaced_blob = live
+        .and_then(|r| r.blob_key.clone())
+        .filter(|old| put.blob_key.as_ref() != Some(old));
+    let record = ResourceRecord {
+        pod_id: put.pod_id.clone(),
+        path: put.path.clone(),
+        is_container,
+        content_type: put.content_type.clone(),
+        etag: new_etag(),
+        size: put.size,
+        blob_key: put.blob_key.clone(),
+        regions: put.regions.clone(),
+        version: existing.as_ref().map_or(0, |r| r.record.version) + 1,
+        modified_at: now,
+    };
+    upsert_resource(tx, &record)?;
+    // Always, not only on create: a container's representation lists its members' metadata,
+    // so a replaced member changes it too.
+    bump_parent(tx, &put.pod_id, &put.path, now)?;
+    Ok(PutOutcome { record, created, replaced_blob })
+}
+
+/// The body of [`MetaStore::delete_resource`], inside one IMMEDIATE transaction.
+fn delete_tx(
+    tx: &Transaction<'_>,
+    fence: &Fence,
+    pod_id: &str,
+    path: &str,
+    pre: &Precondition,
+) -> MetaResult<Option<String>> {
+    check_fence(tx, pod_id, fence)?;
+    if path == "/" {
+        return Err(MetaError::Conflict("the root container / cannot be deleted".into()));
+    }
+    let live =
+        load_live(tx, pod_id, path)?.ok_or_else(|| MetaError::NotFound(format!("resource {path}")))?;
+    if !pre.holds(Some(&live)) {
+        return Err(MetaError::PreconditionFailed);
+    }
+    if live.is_container {
+        let has_member = tx
+            .prepare_cached(
+                "SELECT 1 FROM resources
+                 WHERE pod_id = ?1 AND parent = ?2 AND deleted_at IS NULL LIMIT 1",
+            )
+            .db()?
+            .query_row([pod_id, path], |_| Ok(()))
+            .optional()
+            .db()?
+            .is_some();
+        if has_member {
+            return Err(MetaError::Conflict(format!("container {path} is not empty")));
+        }
+    }
+    let now = now_millis();
+    // The tombstone keeps its version history (+1: a delete is a write) but drops the blob key,
+    // so it never counts as a reference once the caller deletes the blob.
+    tx.prepare_cached(
+        "UPDATE resources SET deleted_at = ?1, modified_at = ?1, version = version + 1,
+                              blob_key = NULL
+         WHERE pod_id = ?2 AND path = ?3",
+    )
+    .db()?
+    .execute(params![now, pod_id, path])
+    .db()?;
+    bump_parent(tx, pod_id, path, now)?;
+    Ok(live.blob_key)
+}
+
+fn transfer_tx(tx: &Transaction<'_>, pod_id: &str, target: &str) -> MetaResult<PodRecord> {
+    let pod = load_pod(tx, pod_id)?.ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+    let status = tx
+        .prepare_cached("SELECT status FROM nodes WHERE node_id = ?1")
+        .db()?
+        .query_row([target], |r| enum_col(r, 0, NodeStatus::parse))
+        .optional()
+        .db()?
+        .ok_or_else(|| MetaError::NotFound(format!("node {target}")))?;
+    if status != NodeStatus::Online {
+        return Err(MetaError::Conflict(format!("node {target} is {}", status.as_str())));
+    }
+    if pod.node_id == target {
+        return Err(MetaError::Conflict(format!("pod {pod_id} is already owned by node {target}")));
+    }
+    tx.prepare_cached(
+        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
+                         migration_target_node = ?1, migration_progress = 0
+         WHERE pod_id = ?3",
+    )
+    .db()?
+    .execute(params![target, MigrationStatus::Syncing.as_str(), pod_id])
+    .db()?;
+    load_pod(tx, pod_id)?
+        .ok_or_else(|| MetaError::Backend(format!("pod {pod_id} vanished inside its transaction")))
+}
+
+fn immediate(conn: &mut Connection) -> MetaResult<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).db()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trait
+// ---------------------------------------------------------------------------------------------
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> MetaResult<()> {
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).db()).await
+    }
+
+    // ---- nodes ----
+
+    async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()> {
+        let node = node.clone();
+        let centers = to_json(&node.attached_centers)?;
+        let capacity = to_json(&node.capacity)?;
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (node_id) DO UPDATE SET
+                     node_type = excluded.node_type, region = excluded.region,
+                     internal_address = excluded.internal_address,
+                     public_address = excluded.public_address,
+                     quic_address = excluded.quic_address, status = excluded.status,
+                     attached_centers = excluded.attached_centers, capacity = excluded.capacity,
+                     version = excluded.version, last_heartbeat = excluded.last_heartbeat"
+            ))
+            .db()?
+            .execute(params![
+                node.node_id,
+                node.node_type.as_str(),
+                node.region,
+                node.internal_address,
+                node.public_address,
+                node.quic_address,
+                node.status.as_str(),
+                centers,
+                capacity,
+                node.version,
+                node.last_heartbeat,
+            ])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>> {
+        let node_id = node_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes WHERE node_id = ?1"))
+                .db()?
+                .query_row([node_id], node_from_row)
+                .optional()
+                .db()
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!("SELECT {NODE_COLS} FROM nodes ORDER BY node_id"))
+                .db()?
+                .query_map([], node_from_row)
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()
+        })
+        .await
+    }
+
+    // ---- pods ----
+
+    async fn create_pod(&self, pod: &NewPod) -> MetaResult<PodRecord> {
+        let pod = pod.clone();
+        let record = self
+            .call(move |c| {
+                let tx = immediate(c)?;
+                if load_pod(&tx, &pod.pod_id)?.is_some() {
+                    return Err(MetaError::Conflict(format!("pod {} exists", pod.pod_id)));
+                }
+                let now = now_millis();
+                let record = PodRecord {
+                    pod_id: pod.pod_id,
+                    base_url: pod.base_url,
+                    account_id: pod.account_id,
+                    node_id: pod.node_id,
+                    epoch: 1,
+                    access_mode: pod.access_mode,
+                    migration_status: None,
+                    migration_target_node: None,
+                    migration_progress: None,
+                    created_at: now,
+                };
+                tx.prepare_cached(&format!(
+                    "INSERT INTO pods ({POD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, NULL, ?7)"
+                ))
+                .db()?
+                .execute(params![
+                    record.pod_id,
+                    record.base_url,
+                    record.account_id,
+                    record.node_id,
+                    record.epoch,
+                    record.access_mode.as_str(),
+                    record.created_at,
+                ])
+                .db()?;
+                // A tombstoned root of an earlier pod with this id cannot exist: pods are never
+                // deleted and `/` cannot be deleted, so the root is version 1.
+                upsert_resource(&tx, &new_container(&record.pod_id, "/", 0, now))?;
+                tx.commit().db()?;
+                Ok(record)
+            })
+            .await?;
+        self.hub.send(FeedEvent::PodOwner { pod_id: record.pod_id.clone(), epoch: record.epoch });
+        Ok(record)
+    }
+
+    async fn get_pod(&self, pod_id: &str) -> MetaResult<Option<PodRecord>> {
+        let pod_id = pod_id.to_string();
+        self.call(move |c| load_pod(c, &pod_id)).await
+    }
+
+    async fn list_pods(&self) -> MetaResult<Vec<PodRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!("SELECT {POD_COLS} FROM pods ORDER BY pod_id"))
+                .db()?
+                .query_map([], pod_from_row)
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()
+        })
+        .await
+    }
+
+    async fn transfer_pod(&self, pod_id: &str, target_node: &str) -> MetaResult<PodRecord> {
+        let (pod_id, target) = (pod_id.to_string(), target_node.to_string());
+        let record = self
+            .call(move |c| {
+                let tx = immediate(c)?;
+                let record = transfer_tx(&tx, &pod_id, &target)?;
+                tx.commit().db()?;
+                Ok(record)
+            })
+            .await?;
+        self.hub.send(FeedEvent::PodOwner { pod_id: record.pod_id.clone(), epoch: record.epoch });
+        Ok(record)
+    }
+
+    /// Sets both columns as given (`None` clears), leaving owner, epoch and target untouched.
+    async fn set_migration_state(
+        &self,
+        pod_id: &str,
+        status: Option<MigrationStatus>,
+        progress: Option<i32>,
+    ) -> MetaResult<()> {
+        let pod_id = pod_id.to_string();
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE pods SET migration_status = ?1, migration_progress = ?2
+                     WHERE pod_id = ?3",
+                )
+                .db()?
+                .execute(params![status.map(MigrationStatus::as_str), progress, pod_id])
+                .db()?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("pod {pod_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- resources ----
+
+    async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>> {
+        let (pod_id, path) = (pod_id.to_string(), path.to_string());
+        self.call(move |c| load_live(c, &pod_id, &path)).await
+    }
+
+    async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>> {
+        let (pod_id, path) = (pod_id.to_string(), path.to_string());
+        self.call(move |c| {
+            // One read transaction: the existence check and the listing see the same snapshot.
+            let tx = c.transaction().db()?;
+            match load_live(&tx, &pod_id, &path)? {
+                Some(r) if r.is_container => {}
+                _ => return Err(MetaError::NotFound(format!("container {path}"))),
+            }
+            let members = tx
+                .prepare_cached(&format!(
+                    "SELECT {RESOURCE_COLS} FROM resources
+                     WHERE pod_id = ?1 AND parent = ?2 AND deleted_at IS NULL
+                     ORDER BY path"
+                ))
+                .db()?
+                .query_map([&pod_id, &path], resource_from_row)
+                .db()?
+                .map(|r| r.map(|s| s.record))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?;
+            tx.commit().db()?;
+            Ok(members)
+        })
+        .await
+    }
+
+    async fn put_resource(
+        &self,
+        fence: &Fence,
+        put: &PutResource,
+        pre: &Precondition,
+    ) -> MetaResult<PutOutcome> {
+        let (fence, put, pre) = (fence.clone(), put.clone(), pre.clone());
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            let outcome = put_tx(&tx, &fence, &put, &pre)?;
+            tx.commit().db()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn delete_resource(
+        &self,
+        fence: &Fence,
+        pod_id: &str,
+        path: &str,
+        pre: &Precondition,
+    ) -> MetaResult<Option<String>> {
+        let (fence, pod_id, path, pre) =
+            (fence.clone(), pod_id.to_string(), path.to_string(), pre.clone());
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            let blob = delete_tx(&tx, &fence, &pod_id, &path, &pre)?;
+            tx.commit().db()?;
+            Ok(blob)
+        })
+        .await
+    }
+
+    async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>> {
+        let keys = keys.to_vec();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT 1 FROM resources WHERE blob_key = ?1 AND deleted_at IS NULL LIMIT 1",
+                )
+                .db()?;
+            let mut found = HashSet::new();
+            for key in keys {
+                if stmt.query_row([&key], |_| Ok(())).optional().db()?.is_some() {
+                    found.insert(key);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    // ---- api keys ----
+
+    async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()> {
+        let key = key.clone();
+        let scopes = to_json(&key.scopes)?;
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM api_keys WHERE key_id = ?1")
+                .db()?
+                .query_row([&key.key_id], |_| Ok(()))
+                .optional()
+                .db()?
+                .is_some();
+            if exists {
+                return Err(MetaError::Conflict(format!("api key {} exists", key.key_id)));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))
+            .db()?
+            .execute(params![
+                key.key_id,
+                key.secret_hash,
+                key.name,
+                key.owner,
+                scopes,
+                key.created_at,
+                key.expires_at,
+                key.revoked_at,
+                key.last_used_at,
+            ])
+            .db()?;
+            tx.commit().db()
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> MetaResult<Option<ApiKeyRecord>> {
+        let key_id = key_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!("SELECT {API_KEY_COLS} FROM api_keys WHERE key_id = ?1"))
+                .db()?
+                .query_row([key_id], api_key_from_row)
+                .optional()
+                .db()
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> MetaResult<Vec<ApiKeyRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys ORDER BY created_at, key_id"
+            ))
+            .db()?
+            .query_map([], api_key_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
+        let key_id = key_id.to_string();
+        self.call(move |c| {
+            // COALESCE keeps the first revocation time: revoking twice is not an error.
+            let n = c
+                .prepare_cached(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE key_id = ?2",
+                )
+                .db()?
+                .execute(params![at, key_id])
+                .db()?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("api key {key_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
+        let key_id = key_id.to_string();
+        self.call(move |c| {
+            // Best effort: an unknown key is not an error (it may have been removed meanwhile).
+            c.prepare_cached("UPDATE api_keys SET last_used_at = ?1 WHERE key_id = ?2")
+                .db()?
+                .execute(params![at, key_id])
+                .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- audit ----
+
+    async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64> {
+        let entry = entry.clone();
+        let details = to_json(&entry.details)?;
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_log (at, actor, action, target, details, trace_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .db()?
+            .execute(params![entry.at, entry.actor, entry.action, entry.target, details, entry.trace_id])
+            .db()?;
+            // Safe: the connection is ours alone while the mutex is held.
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn list_audit(&self, limit: i64, before: Option<i64>) -> MetaResult<Vec<AuditEntry>> {
+        if limit <= 0 {
+            // SQLite reads a negative LIMIT as "no limit"; the caller asked for nothing.
+            return Ok(Vec::new());
+        }
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT id, at, actor, action, target, details, trace_id FROM audit_log
+                 WHERE ?1 IS NULL OR id < ?1
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .db()?
+            .query_map(params![before, limit], audit_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    // ---- change feed ----
+
+    fn subscribe(&self) -> ChangeFeed {
+        self.hub.subscribe()
+    }
+}
