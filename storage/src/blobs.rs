@@ -25,7 +25,7 @@ const MAX_INFLIGHT: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("object store url `{0}`: expected file:///absolute/path")]
+    #[error("object store url `{0}`: this version supports file:///absolute/path only (S3 buckets arrive with region-aware storage)")]
     BadUrl(String),
     #[error("body larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
