@@ -213,3 +213,42 @@ mod tests {
         }
     }
 }
+
+/// Randomised check of the invariants the pod handler relies on: whatever bytes arrive, an
+/// accepted resource path is absolute, has no empty, `.` or `..` segment, and no control
+/// character or backslash. (cargo-fuzz needs a nightly toolchain, which this project cannot use;
+/// this runs on stable in every test run.)
+#[cfg(test)]
+mod invariants {
+    use super::*;
+    use rand::Rng as _;
+
+    const ALPHABET: &[&str] = &["/", "/", ".", "..", "%", "2", "e", "E", "f", "F", "5", "c", "0", "a", "-", "\\", "\u{0}", "\u{7f}", "é", "%2e", "%2F", "%00", "api", "v1"];
+
+    #[test]
+    fn accepted_paths_are_safe() {
+        let mut rng = rand::rng();
+        let cfg = TargetConfig { pods_domain: Some("pods.example.com".into()) };
+        let mut accepted = 0;
+        for _ in 0..200_000 {
+            let n = rng.random_range(0..12);
+            let raw: String = (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect();
+            let raw = format!("/{raw}");
+            let host = if rng.random_bool(0.5) { Some("a.pods.example.com") } else { None };
+            if let Ok(Target::Pod { pod_id, path }) = classify(&cfg, host, &raw) {
+                accepted += 1;
+                assert!(validate_pod_id(&pod_id).is_ok(), "{raw:?} gave pod {pod_id:?}");
+                assert!(path.starts_with('/'), "{raw:?} → {path:?}");
+                let body = path.strip_suffix('/').unwrap_or(&path);
+                if body.is_empty() {
+                    continue;
+                }
+                for seg in body[1..].split('/') {
+                    assert!(!seg.is_empty() && seg != "." && seg != "..", "{raw:?} → {path:?}");
+                }
+                assert!(!path.chars().any(|c| c.is_control() || c == '\\'), "{raw:?} → {path:?}");
+            }
+        }
+        assert!(accepted > 1000, "the generator should produce valid paths too (got {accepted})");
+    }
+}

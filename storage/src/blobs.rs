@@ -4,7 +4,7 @@
 //! transaction of its own. A crash before that commit leaves an orphan blob (collected by
 //! [`BlobStore::collect_garbage`]), never a half-written resource, because readers only follow
 //! keys that metadata committed. Bodies stream in and out in chunks; nothing holds a whole body
-//! in memory.
+//! in memory. Local files are fsynced (file and directory) before the metadata commit.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -61,7 +61,7 @@ impl BlobStore {
             .ok_or_else(|| BlobError::BadUrl(url.to_string()))?;
         std::fs::create_dir_all(path)
             .map_err(|e| BlobError::Body(format!("cannot create {path}: {e}")))?;
-        let fs = LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true);
+        let fs = LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true).with_fsync(true);
         Ok(BlobStore { store: Arc::new(fs), url: url.to_string() })
     }
 
