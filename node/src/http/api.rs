@@ -1,4 +1,5 @@
-//! The `/api/v1` API. For now: API keys (`/auth/api-keys`), admin key required.
+//! The `/api/v1` API. For now: API keys (`/auth/api-keys`) and the audit log (`/audit`), admin
+//! key required.
 //! A new key's secret is in the creation response only; it is stored as a hash.
 
 use http::{Method, Request, Response, StatusCode};
@@ -51,8 +52,31 @@ pub async fn handle(ctx: &Ctx, rest: &str, req: Request<Incoming>) -> Result<Res
             Ok(Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).unwrap_or_default())
         }
         (["auth", "api-keys", _], _) => Err(ApiError::method_not_allowed("GET, DELETE")),
+        (["audit"], &Method::GET) => {
+            require_admin(&ctx.principal)?;
+            let (limit, before) = audit_query(req.uri().query().unwrap_or(""))?;
+            let entries = ctx.app.meta.list_audit(limit, before).await?;
+            Ok(body::json(StatusCode::OK, &json!({"entries": entries})))
+        }
+        (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
+}
+
+/// `?limit=N&before=ID` of the audit listing (limit 1..=1000, default 100).
+fn audit_query(q: &str) -> Result<(i64, Option<i64>), ApiError> {
+    let (mut limit, mut before) = (100, None);
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n: i64 = v.parse().map_err(|_| ApiError::bad_request(format!("query `{k}`: expected an integer")))?;
+        match k {
+            "limit" if (1..=1000).contains(&n) => limit = n,
+            "limit" => return Err(ApiError::bad_request("query `limit`: expected 1..=1000")),
+            "before" => before = Some(n),
+            _ => return Err(ApiError::bad_request(format!("unknown query parameter `{k}`: expected limit or before"))),
+        }
+    }
+    Ok((limit, before))
 }
 
 async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
