@@ -127,10 +127,16 @@ impl PgServer {
             run(Command::new("chown").arg("postgres:").arg(&dir))?;
         }
         let data = dir.join("data");
-        run(pg_command(as_postgres, initdb)
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale"]))
+        run(pg_command(as_postgres, initdb).arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]))
         .context("initdb")?;
 
         let port = free_port()?;
@@ -171,7 +177,8 @@ impl Drop for PgServer {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Kind::External { admin_url, db_name } => {
-                let drop_sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db_name));
+                let drop_sql =
+                    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db_name));
                 let admin = admin_url.clone();
                 if let Err(e) = block_on_thread(async move { sql(&admin, &drop_sql).await }) {
                     eprintln!("warning: dropping test database {db_name}: {e:#}");
@@ -267,7 +274,8 @@ pub fn redact(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked =
+                if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
             format!("{scheme}://{masked}@{host}{tail}")
         }
         None => url.to_string(),

@@ -121,7 +121,8 @@ async fn concurrent_migrations_apply_each_version_once() {
     }
 
     let versions = || async {
-        let (client, conn) = tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.unwrap();
+        let (client, conn) =
+            tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         let rows = client
             .query("SELECT version, applied_at FROM schema_migrations ORDER BY version", &[])
@@ -183,18 +184,18 @@ async fn change_feed_across_stores_and_reconnect() {
     assert_eq!(next_event(&mut feed_a, "A's initial Reset").await, FeedEvent::Reset);
     let killed = pg.terminate_listeners().await.unwrap();
     assert_eq!(killed, 2, "expected the feed connections of A and B");
-    assert_eq!(next_event(&mut feed, "B's Reset after terminate_listeners").await, FeedEvent::Reset);
-    assert_eq!(next_event(&mut feed_a, "A's Reset after terminate_listeners").await, FeedEvent::Reset);
+    assert_eq!(
+        next_event(&mut feed, "B's Reset after terminate_listeners").await,
+        FeedEvent::Reset
+    );
+    // A's own earlier NOTIFY (epoch 3) may reach A's listener after `feed_a` subscribed.
+    wait_for(&mut feed_a, &FeedEvent::Reset).await;
     a.create_pod(&new_pod("bob", "n1")).await.unwrap();
     wait_for(&mut feed, &FeedEvent::PodOwner { pod_id: "bob".into(), epoch: 1 }).await;
 
     // Dropping the store stops its feed task, which ends its subscriptions.
     drop(b);
-    match tokio::time::timeout(WAIT, async {
-        while feed.next().await.is_some() {}
-    })
-    .await
-    {
+    match tokio::time::timeout(WAIT, async { while feed.next().await.is_some() {} }).await {
         Ok(()) => {}
         Err(_) => panic!("the subscription did not end after its store was dropped"),
     }
@@ -207,7 +208,8 @@ async fn concurrent_create_only_puts_have_one_winner() {
     s.upsert_node(&node("n1")).await.unwrap();
     s.create_pod(&new_pod("carol", "n1")).await.unwrap();
     let fence = Fence { node_id: "n1".into(), epoch: 1 };
-    let create_only = Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() };
+    let create_only =
+        Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() };
 
     let tasks: Vec<_> = (0..8)
         .map(|i| {

@@ -40,10 +40,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::feed::FeedHub;
 use super::{
-    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed,
-    FeedEvent, Fence, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod,
-    NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
-    ResourceRecord,
+    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
+    Fence, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
+    NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
 };
 
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
@@ -158,13 +157,16 @@ pub struct PgStore {
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("feed_app_name", &self.feed_app_name).finish_non_exhaustive()
+        f.debug_struct("PgStore")
+            .field("feed_app_name", &self.feed_app_name)
+            .finish_non_exhaustive()
     }
 }
 
 impl PgStore {
     /// Connects a pool of `pool_size` connections (at least 1), applies the migrations, and
-    /// starts the change-feed task.
+    /// starts the change-feed task. The store uses up to `pool_size + 1` server connections
+    /// (the pool plus the dedicated LISTEN connection).
     ///
     /// TLS to the database is not supported yet (`NoTls`; a later issue): use it only over a
     /// trusted network.
@@ -274,7 +276,9 @@ fn pool_err(e: PoolError) -> MetaError {
         PoolError::Backend(e) => {
             let m = pg_err(e);
             match m {
-                MetaError::Backend(s) => MetaError::Unavailable(format!("opening a connection: {s}")),
+                MetaError::Backend(s) => {
+                    MetaError::Unavailable(format!("opening a connection: {s}"))
+                }
                 other => other,
             }
         }
@@ -341,10 +345,7 @@ async fn execute<C: GenericClient>(
 
 /// Applies the missing [`MIGRATIONS`] on `client`'s session under the advisory lock.
 async fn migrate(client: &Object) -> MetaResult<()> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(pg_err)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_err)?;
     let result = migrate_locked(client).await;
     let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     if let Err(e) = &unlock {
@@ -405,7 +406,11 @@ async fn migrate_locked(client: &Object) -> MetaResult<()> {
 // ---------------------------------------------------------------- change feed
 
 /// Owns the dedicated LISTEN connection; reconnects until the store is dropped.
-async fn feed_task(config: tokio_postgres::Config, hub: FeedHub, mut shutdown: watch::Receiver<()>) {
+async fn feed_task(
+    config: tokio_postgres::Config,
+    hub: FeedHub,
+    mut shutdown: watch::Receiver<()>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         let session = tokio::select! {
@@ -609,9 +614,10 @@ fn audit_from_row(row: &Row) -> MetaResult<AuditEntry> {
 
 /// Locks the pod row (`FOR UPDATE`) and checks the fence.
 async fn lock_pod_fenced<C: GenericClient>(tx: &C, pod_id: &str, fence: &Fence) -> MetaResult<()> {
-    let row = query_opt(tx, "SELECT node_id, epoch FROM pods WHERE pod_id = $1 FOR UPDATE", &[&pod_id])
-        .await?
-        .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+    let row =
+        query_opt(tx, "SELECT node_id, epoch FROM pods WHERE pod_id = $1 FOR UPDATE", &[&pod_id])
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
     let owner: String = col(&row, "node_id")?;
     let epoch: i64 = col(&row, "epoch")?;
     if owner != fence.node_id || epoch != fence.epoch {
@@ -626,7 +632,8 @@ async fn resource_for_update<C: GenericClient>(
     pod_id: &str,
     path: &str,
 ) -> MetaResult<Option<(ResourceRecord, Option<i64>)>> {
-    let sql = format!("SELECT {RES_COLS} FROM resources WHERE pod_id = $1 AND path = $2 FOR UPDATE");
+    let sql =
+        format!("SELECT {RES_COLS} FROM resources WHERE pod_id = $1 AND path = $2 FOR UPDATE");
     match query_opt(tx, &sql, &[&pod_id, &path]).await? {
         Some(row) => Ok(Some(resource_from_row(&row)?)),
         None => Ok(None),
@@ -765,7 +772,14 @@ impl MetaStore for PgStore {
         let row = query_opt(
             &tx,
             &sql,
-            &[&pod.pod_id, &pod.base_url, &pod.account_id, &pod.node_id, &pod.access_mode.as_str(), &now],
+            &[
+                &pod.pod_id,
+                &pod.base_url,
+                &pod.account_id,
+                &pod.node_id,
+                &pod.access_mode.as_str(),
+                &now,
+            ],
         )
         .await?
         .ok_or_else(|| MetaError::Conflict(format!("pod {} exists", pod.pod_id)))?;
@@ -808,24 +822,28 @@ impl MetaStore for PgStore {
                 .await?
                 .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
         let owner: String = col(&owner_row, "node_id")?;
-        let node_row = query_opt(&tx, "SELECT status FROM nodes WHERE node_id = $1", &[&target_node])
-            .await?
-            .ok_or_else(|| MetaError::NotFound(format!("node {target_node}")))?;
+        let node_row =
+            query_opt(&tx, "SELECT status FROM nodes WHERE node_id = $1", &[&target_node])
+                .await?
+                .ok_or_else(|| MetaError::NotFound(format!("node {target_node}")))?;
         let status: String = col(&node_row, "status")?;
         if status != NodeStatus::Online.as_str() {
             return Err(MetaError::Conflict(format!("node {target_node} is {status}, not online")));
         }
         if owner == target_node {
-            return Err(MetaError::Conflict(format!("pod {pod_id} is already owned by node {target_node}")));
+            return Err(MetaError::Conflict(format!(
+                "pod {pod_id} is already owned by node {target_node}"
+            )));
         }
         let sql = format!(
             "UPDATE pods SET node_id = $2, epoch = epoch + 1, migration_status = $3, \
                  migration_target_node = $2, migration_progress = 0 \
              WHERE pod_id = $1 RETURNING {POD_COLS}"
         );
-        let row = query_opt(&tx, &sql, &[&pod_id, &target_node, &MigrationStatus::Syncing.as_str()])
-            .await?
-            .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        let row =
+            query_opt(&tx, &sql, &[&pod_id, &target_node, &MigrationStatus::Syncing.as_str()])
+                .await?
+                .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
         let record = pod_from_row(&row)?;
         notify(&tx, &record.pod_id, record.epoch).await?;
         tx.commit().await.map_err(pg_err)?;
@@ -865,9 +883,17 @@ impl MetaStore for PgStore {
     }
 
     async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // One snapshot for the existence check and the listing.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_err)?;
         let live = query_opt(
-            &client,
+            &tx,
             "SELECT is_container FROM resources \
              WHERE pod_id = $1 AND path = $2 AND deleted_at IS NULL",
             &[&pod_id, &path],
@@ -881,11 +907,13 @@ impl MetaStore for PgStore {
             "SELECT {RES_COLS} FROM resources \
              WHERE pod_id = $1 AND parent = $2 AND deleted_at IS NULL ORDER BY path"
         );
-        query(&client, &sql, &[&pod_id, &path])
+        let members = query(&tx, &sql, &[&pod_id, &path])
             .await?
             .iter()
             .map(|r| resource_from_row(r).map(|(rec, _)| rec))
-            .collect()
+            .collect::<MetaResult<Vec<_>>>()?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(members)
     }
 
     async fn put_resource(
@@ -945,7 +973,9 @@ impl MetaStore for PgStore {
         for a in &ancestors {
             if let Some(doc) = twin(a) {
                 if is_live(&doc) {
-                    return Err(MetaError::Conflict(format!("{doc} is a document, not a container")));
+                    return Err(MetaError::Conflict(format!(
+                        "{doc} is a document, not a container"
+                    )));
                 }
             }
         }
@@ -1016,7 +1046,8 @@ impl MetaStore for PgStore {
         tx.commit().await.map_err(pg_err)?;
 
         let created = live.is_none();
-        let replaced_blob = live.and_then(|r| r.blob_key.clone()).filter(|old| put.blob_key.as_ref() != Some(old));
+        let replaced_blob =
+            live.and_then(|r| r.blob_key.clone()).filter(|old| put.blob_key.as_ref() != Some(old));
         Ok(PutOutcome { record, created, replaced_blob })
     }
 
@@ -1147,8 +1178,12 @@ impl MetaStore for PgStore {
 
     async fn touch_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
         let client = self.client().await?;
-        execute(&client, "UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1", &[&key_id, &at])
-            .await?;
+        execute(
+            &client,
+            "UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1",
+            &[&key_id, &at],
+        )
+        .await?;
         Ok(())
     }
 
