@@ -44,15 +44,23 @@ impl Config {
                 v::secret_url(u.expose(), &["postgres://", "postgresql://", "sqlite://"])
             }),
             "database.pool_size" => v::pool_size(self.database.pool_size),
-            "storage.objects_url" => self.storage.objects_url.as_deref().map_or(Ok(()), v::objects_url),
+            "storage.objects_url" => self
+                .storage
+                .objects_url
+                .as_deref()
+                .map_or(Ok(()), v::objects_url),
             "storage.endpoint" => self.storage.endpoint.as_deref().map_or(Ok(()), v::endpoint),
             "storage.bucket" => self.storage.bucket.as_deref().map_or(Ok(()), v::bucket),
-            "storage.access_key" => {
-                self.storage.access_key.as_deref().map_or(Ok(()), |k| v::non_empty(k, "an access key"))
-            }
-            "storage.secret_key" => self.storage.secret_key.as_ref().map_or(Ok(()), |k| {
-                v::non_empty(k.expose(), "a secret key")
-            }),
+            "storage.access_key" => self
+                .storage
+                .access_key
+                .as_deref()
+                .map_or(Ok(()), |k| v::non_empty(k, "an access key")),
+            "storage.secret_key" => self
+                .storage
+                .secret_key
+                .as_ref()
+                .map_or(Ok(()), |k| v::non_empty(k.expose(), "a secret key")),
             "storage.region_buckets" => {
                 let mut seen = HashSet::new();
                 for rb in &self.storage.region_buckets {
@@ -63,11 +71,9 @@ impl Config {
                 }
                 Ok(())
             }
-            "cache.path" => self
-                .cache
-                .path
-                .as_ref()
-                .map_or(Ok(()), |p| v::non_empty(&p.to_string_lossy(), "a directory path")),
+            "cache.path" => self.cache.path.as_ref().map_or(Ok(()), |p| {
+                v::non_empty(&p.to_string_lossy(), "a directory path")
+            }),
             "cache.max_size" if self.cache.max_size.bytes() == 0 => {
                 Err("expected a size above zero, like 50GB".into())
             }

@@ -22,8 +22,18 @@ struct EnvKey {
     set: Setter,
 }
 
-const fn k(var: &'static str, key: &'static str, aliases: &'static [&'static str], set: Setter) -> EnvKey {
-    EnvKey { var, key, aliases, set }
+const fn k(
+    var: &'static str,
+    key: &'static str,
+    aliases: &'static [&'static str],
+    set: Setter,
+) -> EnvKey {
+    EnvKey {
+        var,
+        key,
+        aliases,
+        set,
+    }
 }
 
 fn some(s: &str) -> Option<String> {
@@ -31,45 +41,145 @@ fn some(s: &str) -> Option<String> {
 }
 
 static TABLE: &[EnvKey] = &[
-    k("XPOD_NODE_ID", "node_id", &["CSS_NODE_ID"], |c, s| Ok(c.node_id = s.trim().into())),
-    k("XPOD_ROLE", "role", &[], |c, s| Ok(c.role = s.parse()?)),
-    k("XPOD_REGION", "region", &["CSS_MINIO_REGION"], |c, s| Ok(c.region = s.trim().into())),
-    k("XPOD_DATA_DIR", "data_dir", &[], |c, s| Ok(c.data_dir = PathBuf::from(s))),
-    k("XPOD_HTTP_LISTEN", "http.listen", &[], |c, s| Ok(c.http.listen = v::listen(s)?)),
-    k("XPOD_HTTP_BASE_URL", "http.base_url", &[], |c, s| Ok(c.http.base_url = some(s))),
-    k("XPOD_HTTP_PODS_DOMAIN", "http.pods_domain", &[], |c, s| Ok(c.http.pods_domain = some(s))),
-    k("XPOD_DATABASE_URL", "database.url", &["CSS_DATABASE_URL"], |c, s| {
-        Ok(c.database.url = Some(Secret::new(s.trim())))
+    k("XPOD_NODE_ID", "node_id", &["CSS_NODE_ID"], |c, s| {
+        c.node_id = s.trim().into();
+        Ok(())
     }),
-    k("XPOD_DATABASE_POOL_SIZE", "database.pool_size", &[], |c, s| {
-        let n = s.trim().parse().map_err(|_| format!("expected an integer from 1 to 1024, got {s:?}"))?;
-        Ok(c.database.pool_size = n)
+    k("XPOD_ROLE", "role", &[], |c, s| {
+        c.role = s.parse()?;
+        Ok(())
     }),
-    k("XPOD_STORAGE_OBJECTS_URL", "storage.objects_url", &[], |c, s| Ok(c.storage.objects_url = some(s))),
-    k("XPOD_STORAGE_ENDPOINT", "storage.endpoint", &["CSS_MINIO_ENDPOINT"], |c, s| {
-        Ok(c.storage.endpoint = some(s))
+    k("XPOD_REGION", "region", &["CSS_MINIO_REGION"], |c, s| {
+        c.region = s.trim().into();
+        Ok(())
     }),
-    k("XPOD_STORAGE_BUCKET", "storage.bucket", &["CSS_MINIO_BUCKET_NAME"], |c, s| {
-        Ok(c.storage.bucket = some(s))
+    k("XPOD_DATA_DIR", "data_dir", &[], |c, s| {
+        c.data_dir = PathBuf::from(s);
+        Ok(())
     }),
-    k("XPOD_STORAGE_ACCESS_KEY", "storage.access_key", &["CSS_MINIO_ACCESS_KEY"], |c, s| {
-        Ok(c.storage.access_key = some(s))
+    k("XPOD_HTTP_LISTEN", "http.listen", &[], |c, s| {
+        c.http.listen = v::listen(s)?;
+        Ok(())
     }),
-    k("XPOD_STORAGE_SECRET_KEY", "storage.secret_key", &["CSS_MINIO_SECRET_KEY"], |c, s| {
-        Ok(c.storage.secret_key = Some(Secret::new(s.trim())))
+    k("XPOD_HTTP_BASE_URL", "http.base_url", &[], |c, s| {
+        c.http.base_url = some(s);
+        Ok(())
     }),
-    k("XPOD_STORAGE_REGION_BUCKETS", "storage.region_buckets", &["CSS_MINIO_REGION_BUCKETS"], |c, s| {
-        Ok(c.storage.region_buckets = parse_region_buckets(s)?)
+    k("XPOD_HTTP_PODS_DOMAIN", "http.pods_domain", &[], |c, s| {
+        c.http.pods_domain = some(s);
+        Ok(())
     }),
-    k("XPOD_CACHE_PATH", "cache.path", &["CSS_CACHE_PATH"], |c, s| Ok(c.cache.path = Some(PathBuf::from(s)))),
-    k("XPOD_CACHE_MAX_SIZE", "cache.max_size", &["CSS_CACHE_MAX_SIZE"], |c, s| {
-        Ok(c.cache.max_size = s.parse()?)
+    k(
+        "XPOD_DATABASE_URL",
+        "database.url",
+        &["CSS_DATABASE_URL"],
+        |c, s| {
+            c.database.url = Some(Secret::new(s.trim()));
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_DATABASE_POOL_SIZE",
+        "database.pool_size",
+        &[],
+        |c, s| {
+            let n = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected an integer from 1 to 1024, got {s:?}"))?;
+            c.database.pool_size = n;
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_OBJECTS_URL",
+        "storage.objects_url",
+        &[],
+        |c, s| {
+            c.storage.objects_url = some(s);
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_ENDPOINT",
+        "storage.endpoint",
+        &["CSS_MINIO_ENDPOINT"],
+        |c, s| {
+            c.storage.endpoint = some(s);
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_BUCKET",
+        "storage.bucket",
+        &["CSS_MINIO_BUCKET_NAME"],
+        |c, s| {
+            c.storage.bucket = some(s);
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_ACCESS_KEY",
+        "storage.access_key",
+        &["CSS_MINIO_ACCESS_KEY"],
+        |c, s| {
+            c.storage.access_key = some(s);
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_SECRET_KEY",
+        "storage.secret_key",
+        &["CSS_MINIO_SECRET_KEY"],
+        |c, s| {
+            c.storage.secret_key = Some(Secret::new(s.trim()));
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_STORAGE_REGION_BUCKETS",
+        "storage.region_buckets",
+        &["CSS_MINIO_REGION_BUCKETS"],
+        |c, s| {
+            c.storage.region_buckets = parse_region_buckets(s)?;
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_CACHE_PATH",
+        "cache.path",
+        &["CSS_CACHE_PATH"],
+        |c, s| {
+            c.cache.path = Some(PathBuf::from(s));
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_CACHE_MAX_SIZE",
+        "cache.max_size",
+        &["CSS_CACHE_MAX_SIZE"],
+        |c, s| {
+            c.cache.max_size = s.parse()?;
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_ROUTING_ENABLED",
+        "routing.enabled",
+        &["CSS_POD_ROUTING_ENABLED"],
+        |c, s| {
+            c.routing.enabled = v::parse_bool(s)?;
+            Ok(())
+        },
+    ),
+    k("XPOD_LOG_LEVEL", "log.level", &[], |c, s| {
+        c.log.level = s.trim().into();
+        Ok(())
     }),
-    k("XPOD_ROUTING_ENABLED", "routing.enabled", &["CSS_POD_ROUTING_ENABLED"], |c, s| {
-        Ok(c.routing.enabled = v::parse_bool(s)?)
+    k("XPOD_LOG_FORMAT", "log.format", &[], |c, s| {
+        c.log.format = s.parse()?;
+        Ok(())
     }),
-    k("XPOD_LOG_LEVEL", "log.level", &[], |c, s| Ok(c.log.level = s.trim().into())),
-    k("XPOD_LOG_FORMAT", "log.format", &[], |c, s| Ok(c.log.format = s.parse()?)),
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.
@@ -90,7 +200,10 @@ pub(crate) fn apply(config: &mut Config, env: &[(String, String)]) -> Result<(),
             && !RESERVED.contains(&name.as_str())
             && !TABLE.iter().any(|e| e.var == name)
         {
-            return Err(ConfigError::UnknownEnv { var: name.clone(), hint: hint(name) });
+            return Err(ConfigError::UnknownEnv {
+                var: name.clone(),
+                hint: hint(name),
+            });
         }
     }
     // Later entries win, as when a variable is set twice.
@@ -102,11 +215,18 @@ pub(crate) fn apply(config: &mut Config, env: &[(String, String)]) -> Result<(),
     for entry in TABLE {
         let chosen = std::iter::once(&entry.var)
             .chain(entry.aliases)
-            .find_map(|var| vars.get(var).filter(|val| !val.trim().is_empty()).map(|val| (*var, *val)));
+            .find_map(|var| {
+                vars.get(var)
+                    .filter(|val| !val.trim().is_empty())
+                    .map(|val| (*var, *val))
+            });
         let Some((var, value)) = chosen else { continue };
         (entry.set)(config, value)
             .and_then(|()| config.check_key(entry.key))
-            .map_err(|message| ConfigError::InvalidEnv { var: var.to_string(), message })?;
+            .map_err(|message| ConfigError::InvalidEnv {
+                var: var.to_string(),
+                message,
+            })?;
     }
     Ok(())
 }
@@ -127,7 +247,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -141,7 +265,11 @@ mod tests {
     #[test]
     fn every_rule_key_has_a_variable_and_back() {
         let vars: Vec<_> = TABLE.iter().map(|e| e.key).collect();
-        assert_eq!(vars, crate::check::KEYS, "env table and check::KEYS must list the same keys in the same order");
+        assert_eq!(
+            vars,
+            crate::check::KEYS,
+            "env table and check::KEYS must list the same keys in the same order"
+        );
         for e in TABLE {
             let suffix = e.key.replace('.', "_").to_ascii_uppercase();
             assert_eq!(e.var, format!("XPOD_{suffix}"), "{}", e.key);

@@ -52,8 +52,10 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 Config::from_toml_str(&text, &path.display().to_string(), env)
             }
             None => {
@@ -66,12 +68,22 @@ impl Config {
     }
 
     /// Like [`Config::load`] with the file's text in hand; `origin` labels errors (a path).
-    pub fn from_toml_str(s: &str, origin: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    pub fn from_toml_str(
+        s: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
         let de = toml::Deserializer::parse(s).map_err(|e| {
             let (line, column) = line_col(s, e.span());
-            ConfigError::Syntax { origin: origin.into(), line, column, message: one_line(e.message()) }
+            ConfigError::Syntax {
+                origin: origin.into(),
+                line,
+                column,
+                message: one_line(e.message()),
+            }
         })?;
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| serde_error(s, origin, e))?;
+        let mut config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| serde_error(s, origin, e))?;
         env::apply(&mut config, env)?;
         config.validate_at(origin)?;
         Ok(config)
@@ -87,7 +99,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) => url.expose().to_string(),
-            None => format!("sqlite://{}", absolute(&self.data_dir).join("meta.db").display()),
+            None => format!(
+                "sqlite://{}",
+                absolute(&self.data_dir).join("meta.db").display()
+            ),
         }
     }
 
@@ -95,13 +110,19 @@ impl Config {
     pub fn objects_url(&self) -> String {
         match &self.storage.objects_url {
             Some(url) => url.clone(),
-            None => format!("file://{}", absolute(&self.data_dir).join("objects").display()),
+            None => format!(
+                "file://{}",
+                absolute(&self.data_dir).join("objects").display()
+            ),
         }
     }
 
     /// `cache.path`, or `<data_dir>/cache`.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache.path.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+        self.cache
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
     }
 }
 
@@ -109,10 +130,16 @@ impl Config {
 fn absolute(p: &Path) -> PathBuf {
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     // `./xpod-data` becomes `/cwd/./xpod-data`; drop the `.` components.
-    abs.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+    abs.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
-fn serde_error(src: &str, origin: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+fn serde_error(
+    src: &str,
+    origin: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
     let path = e.path().to_string();
     let inner = e.into_inner();
     let location = match inner.span() {
@@ -122,17 +149,38 @@ fn serde_error(src: &str, origin: &str, e: serde_path_to_error::Error<toml::de::
         }
         None => origin.to_string(),
     };
-    let message = one_line(inner.message());
-    // serde: "unknown field `bogus`, expected one of `a`, `b`" (path = the enclosing table).
+    let message = friendlier(&one_line(inner.message()));
+    // serde: "unknown field `bogus`, expected one of `a`, `b`"; the path already ends with the
+    // unknown key (serde_path_to_error captures it before the field visitor rejects it).
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {
-            let key = if path == "." { field.to_string() } else { format!("{path}.{field}") };
+            let key = if path == "." { field.to_string() } else { path };
             let expected = expected.trim_start_matches([',', ' ']).to_string();
-            return ConfigError::UnknownKey { location, key, expected };
+            return ConfigError::UnknownKey {
+                location,
+                key,
+                expected,
+            };
         }
     }
-    let key = if path == "." { "(top level)".to_string() } else { path };
-    ConfigError::InvalidValue { location, key, message }
+    let key = if path == "." {
+        "(top level)".to_string()
+    } else {
+        path
+    };
+    ConfigError::InvalidValue {
+        location,
+        key,
+        message,
+    }
+}
+
+/// serde's Rust-flavoured words for the two cases a TOML author can hit.
+fn friendlier(message: &str) -> String {
+    match message.split_once(", expected struct ") {
+        Some((head, _)) => format!("{head}, expected a table"),
+        None => message.replace("expected usize", "expected a non-negative integer"),
+    }
 }
 
 /// 1-based line and column (in characters) of a byte span's start.

@@ -114,7 +114,10 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: None, pool_size: 16 }
+        DatabaseConfig {
+            url: None,
+            pool_size: 16,
+        }
     }
 }
 
@@ -163,17 +166,24 @@ pub(crate) fn parse_region_buckets(s: &str) -> Result<Vec<RegionBucket>, String>
         .collect()
 }
 
-fn de_region_buckets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RegionBucket>, D::Error> {
+fn de_region_buckets<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RegionBucket>, D::Error> {
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {
         type Value = Vec<RegionBucket>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an array of { region, bucket } tables or a string \"bj:xpod-bj,gz:xpod-gz\"")
+            f.write_str(
+                "an array of { region, bucket } tables or a string \"bj:xpod-bj,gz:xpod-gz\"",
+            )
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
             parse_region_buckets(s).map_err(E::custom)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(rb) = seq.next_element()? {
                 out.push(rb);
@@ -196,7 +206,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { path: None, max_size: ByteSize(50_000_000_000) }
+        CacheConfig {
+            path: None,
+            max_size: ByteSize(50_000_000_000),
+        }
     }
 }
 
@@ -226,7 +239,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::default() }
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::default(),
+        }
     }
 }
 

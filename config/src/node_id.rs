@@ -29,8 +29,10 @@ impl Config {
         let id = match fs::read_to_string(&path) {
             Ok(content) => {
                 let id = content.trim();
-                validate_node_id(id)
-                    .map_err(|message| ConfigError::NodeIdFile { path: path.clone(), message })?;
+                validate_node_id(id).map_err(|message| ConfigError::NodeIdFile {
+                    path: path.clone(),
+                    message,
+                })?;
                 id.to_string()
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -38,7 +40,13 @@ impl Config {
                 persist(&self.data_dir, &path, &id)?;
                 id
             }
-            Err(source) => return Err(ConfigError::NodeIdIo { path, action: "cannot read", source }),
+            Err(source) => {
+                return Err(ConfigError::NodeIdIo {
+                    path,
+                    action: "cannot read",
+                    source,
+                })
+            }
         };
         self.node_id = id.clone();
         Ok(id)
@@ -54,7 +62,11 @@ fn generate() -> String {
 /// Write to a temp file in the same directory, fsync, rename: a crash never leaves a torn id.
 fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> ConfigError {
     let path = path.to_path_buf();
-    move |source| ConfigError::NodeIdIo { path, action, source }
+    move |source| ConfigError::NodeIdIo {
+        path,
+        action,
+        source,
+    }
 }
 
 fn persist(dir: &Path, path: &Path, id: &str) -> Result<(), ConfigError> {

@@ -122,7 +122,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "GB", "10 XB", "1.5GB", "-1", "10GBs", "99999999999999999999", "20000000TiB"] {
+        for s in [
+            "",
+            "GB",
+            "10 XB",
+            "1.5GB",
+            "-1",
+            "10GBs",
+            "99999999999999999999",
+            "20000000TiB",
+        ] {
             let err = s.parse::<ByteSize>().unwrap_err();
             assert!(!err.contains('\n'), "{err}");
         }

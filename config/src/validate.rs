@@ -21,8 +21,15 @@ fn dns_label(s: &str) -> Result<(), &'static str> {
     if s.len() > 63 {
         return Err("longer than 63 characters");
     }
-    if let Some(c) = s.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
-        return Err(if c.is_ascii_uppercase() { "uppercase letter" } else { "character other than a-z, 0-9, '-'" });
+    if let Some(c) = s
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+    {
+        return Err(if c.is_ascii_uppercase() {
+            "uppercase letter"
+        } else {
+            "character other than a-z, 0-9, '-'"
+        });
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Err("starts or ends with '-'");
@@ -34,9 +41,8 @@ pub(crate) fn node_id_setting(id: &str) -> Result<(), String> {
     if id == "auto" {
         return Ok(());
     }
-    dns_label(id).map_err(|why| {
-        format!("expected \"auto\" or a node id ({LABEL_FORM}), got {id:?}: {why}")
-    })
+    dns_label(id)
+        .map_err(|why| format!("expected \"auto\" or a node id ({LABEL_FORM}), got {id:?}: {why}"))
 }
 
 pub(crate) fn region(r: &str) -> Result<(), String> {
@@ -46,7 +52,8 @@ pub(crate) fn region(r: &str) -> Result<(), String> {
 /// S3 bucket naming: 3..=63 of `[a-z0-9.-]`, starting and ending with a letter or digit.
 pub(crate) fn bucket(b: &str) -> Result<(), String> {
     let ok = (3..=63).contains(&b.len())
-        && b.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '-'))
+        && b.chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '-'))
         && b.starts_with(|c: char| c.is_ascii_alphanumeric())
         && b.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -73,16 +80,22 @@ pub(crate) fn dns_name(name: &str) -> Result<(), String> {
 }
 
 pub(crate) fn listen(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("expected HOST:PORT with an IP host, e.g. 0.0.0.0:8080 or [::]:8080, got {s:?}"))
+    s.trim().parse().map_err(|_| {
+        format!("expected HOST:PORT with an IP host, e.g. 0.0.0.0:8080 or [::]:8080, got {s:?}")
+    })
 }
 
 /// `http(s)://host[:port]`: no path, no trailing slash.
 pub(crate) fn base_url(u: &str) -> Result<(), String> {
-    let form = "expected http://HOST[:PORT] or https://HOST[:PORT] with no path and no trailing '/'";
-    let Some(rest) = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://")) else {
-        return Err(format!("{form}, got {u:?}: scheme must be http:// or https://"));
+    let form =
+        "expected http://HOST[:PORT] or https://HOST[:PORT] with no path and no trailing '/'";
+    let Some(rest) = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "{form}, got {u:?}: scheme must be http:// or https://"
+        ));
     };
     if u.ends_with('/') {
         return Err(format!("{form}, got {u:?}: remove the trailing '/'"));
@@ -96,10 +109,14 @@ pub(crate) fn base_url(u: &str) -> Result<(), String> {
 fn authority(a: &str) -> Result<(), &'static str> {
     let (host, port) = if let Some(v6) = a.strip_prefix('[') {
         let (ip, after) = v6.split_once(']').ok_or("unclosed '['")?;
-        ip.parse::<std::net::Ipv6Addr>().map_err(|_| "bad IPv6 address")?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "bad IPv6 address")?;
         match after {
             "" => ("v6", None),
-            p => ("v6", Some(p.strip_prefix(':').ok_or("expected ':' after ']'")?)),
+            p => (
+                "v6",
+                Some(p.strip_prefix(':').ok_or("expected ':' after ']'")?),
+            ),
         }
     } else {
         match a.rsplit_once(':') {
@@ -110,11 +127,15 @@ fn authority(a: &str) -> Result<(), &'static str> {
     if host.is_empty() {
         return Err("missing host");
     }
-    if !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
         return Err("host may contain only letters, digits, '.', '-'");
     }
     if let Some(p) = port {
-        p.parse::<u16>().map_err(|_| "port must be a number 0-65535")?;
+        p.parse::<u16>()
+            .map_err(|_| "port must be a number 0-65535")?;
     }
     Ok(())
 }
@@ -124,7 +145,9 @@ pub(crate) fn secret_url(u: &str, schemes: &[&str]) -> Result<(), String> {
     let expected = schemes.join(", ");
     match schemes.iter().find(|s| u.starts_with(**s)) {
         Some(s) if u.len() > s.len() => Ok(()),
-        Some(s) => Err(format!("expected a URL starting with one of {expected}, got only {s:?}")),
+        Some(s) => Err(format!(
+            "expected a URL starting with one of {expected}, got only {s:?}"
+        )),
         None => {
             let scheme = u.split_once("://").map_or("(none)", |(s, _)| s);
             Err(format!("expected a URL starting with one of {expected}, got scheme {scheme:?} (value not shown)"))
@@ -133,11 +156,15 @@ pub(crate) fn secret_url(u: &str, schemes: &[&str]) -> Result<(), String> {
 }
 
 pub(crate) fn objects_url(u: &str) -> Result<(), String> {
-    let ok = ["file://", "s3://"].iter().any(|s| u.len() > s.len() && u.starts_with(s));
+    let ok = ["file://", "s3://"]
+        .iter()
+        .any(|s| u.len() > s.len() && u.starts_with(s));
     if ok && !u.contains(char::is_whitespace) {
         Ok(())
     } else {
-        Err(format!("expected a URL like file:///var/lib/xpod/objects or s3://bucket, got {u:?}"))
+        Err(format!(
+            "expected a URL like file:///var/lib/xpod/objects or s3://bucket, got {u:?}"
+        ))
     }
 }
 
@@ -146,7 +173,11 @@ pub(crate) fn endpoint(e: &str) -> Result<(), String> {
     let form = "expected HOST[:PORT] or http(s)://HOST[:PORT]";
     let rest = match e.split_once("://") {
         Some(("http" | "https", rest)) => rest,
-        Some((scheme, _)) => return Err(format!("{form}, got {e:?}: scheme {scheme:?} is not http or https")),
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{form}, got {e:?}: scheme {scheme:?} is not http or https"
+            ))
+        }
         None => e,
     };
     authority(rest.trim_end_matches('/')).map_err(|why| format!("{form}, got {e:?}: {why}"))
@@ -162,7 +193,9 @@ pub(crate) fn non_empty(s: &str, what: &str) -> Result<(), String> {
 
 pub(crate) fn log_level(s: &str) -> Result<(), String> {
     if s.trim().is_empty() || s.contains(char::is_control) {
-        Err(format!("expected a tracing filter like \"info\" or \"info,xpod_routing=debug\", got {s:?}"))
+        Err(format!(
+            "expected a tracing filter like \"info\" or \"info,xpod_routing=debug\", got {s:?}"
+        ))
     } else {
         Ok(())
     }
@@ -205,7 +238,15 @@ mod tests {
     fn dns_names() {
         assert!(dns_name("pods.example.com").is_ok());
         assert!(dns_name("localhost").is_ok());
-        for bad in ["", "a..b", "a.", ".a", "Pods.example.com", "a_b.com", "-a.com"] {
+        for bad in [
+            "",
+            "a..b",
+            "a.",
+            ".a",
+            "Pods.example.com",
+            "a_b.com",
+            "-a.com",
+        ] {
             assert!(dns_name(bad).is_err(), "{bad}");
         }
         let long = vec!["a".repeat(63); 4].join(".");
@@ -214,10 +255,26 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        for ok in ["http://a", "https://pods.example.com", "http://127.0.0.1:8080", "http://[::1]:80", "https://[::1]"] {
+        for ok in [
+            "http://a",
+            "https://pods.example.com",
+            "http://127.0.0.1:8080",
+            "http://[::1]:80",
+            "https://[::1]",
+        ] {
             assert!(base_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["ftp://a", "a.com", "http://a/", "http://a/x", "http://", "http://a:x", "http://a:99999", "http://[::1", "http://a b"] {
+        for bad in [
+            "ftp://a",
+            "a.com",
+            "http://a/",
+            "http://a/x",
+            "http://",
+            "http://a:x",
+            "http://a:99999",
+            "http://[::1",
+            "http://a b",
+        ] {
             assert!(base_url(bad).is_err(), "{bad}");
         }
     }

@@ -7,7 +7,14 @@ use xpod_config::{validate_node_id, Config, ConfigError};
 
 fn config_in(dir: &std::path::Path, node_id: &str) -> Config {
     let data_dir = dir.join("data").join("nested");
-    Config::load(None, &env(&[("XPOD_DATA_DIR", data_dir.to_str().unwrap()), ("XPOD_NODE_ID", node_id)])).unwrap()
+    Config::load(
+        None,
+        &env(&[
+            ("XPOD_DATA_DIR", data_dir.to_str().unwrap()),
+            ("XPOD_NODE_ID", node_id),
+        ]),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -19,12 +26,18 @@ fn auto_generates_once_and_persists() {
     assert!(validate_node_id(&id).is_ok(), "{id}");
     let hex = id.strip_prefix("node-").expect("node- prefix");
     assert_eq!(hex.len(), 12);
-    assert!(hex.chars().all(|ch| matches!(ch, '0'..='9' | 'a'..='f')), "{id}");
+    assert!(
+        hex.chars().all(|ch| matches!(ch, '0'..='9' | 'a'..='f')),
+        "{id}"
+    );
 
     let file = c.data_dir.join(".node-id");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), id);
     // No temp file left behind.
-    let names: Vec<_> = std::fs::read_dir(&c.data_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&c.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, [std::ffi::OsString::from(".node-id")]);
 
     // A second load of the same data_dir gets the same id; resolving twice is harmless.
@@ -34,7 +47,10 @@ fn auto_generates_once_and_persists() {
 
     // Another data_dir gets another id.
     let other = TempDir::new("gen2");
-    assert_ne!(config_in(other.path(), "auto").resolve_node_id().unwrap(), id);
+    assert_ne!(
+        config_in(other.path(), "auto").resolve_node_id().unwrap(),
+        id
+    );
 }
 
 #[test]

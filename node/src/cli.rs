@@ -164,7 +164,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
 }
 
 fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    // vars_os: a non-UTF-8 variable elsewhere in the environment must not crash the node.
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .collect();
     let mut config = Config::load(file, &env)?;
     if let Some(d) = data_dir {
         config.data_dir = d;

@@ -10,7 +10,8 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n: u64 = rand::random();
-        let dir = std::env::temp_dir().join(format!("xpod-config-{tag}-{}-{n:016x}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("xpod-config-{tag}-{}-{n:016x}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -27,9 +28,15 @@ impl Drop for TempDir {
 }
 
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn assert_one_line(msg: &str) {
-    assert!(!msg.contains('\n') && !msg.contains('\r'), "error message is not one line: {msg:?}");
+    assert!(
+        !msg.contains('\n') && !msg.contains('\r'),
+        "error message is not one line: {msg:?}"
+    );
 }

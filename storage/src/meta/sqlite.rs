@@ -656,7 +656,7 @@ fn transfer_tx(tx: &Transaction<'_>, pod_id: &str, target: &str) -> MetaResult<P
         return Err(MetaError::Conflict(format!("pod {pod_id} is already owned by node {target}")));
     }
     tx.prepare_cached(
-        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
+        "UPDATE pods SET node_id = ?1, epoch = epoch, migration_status = ?2,
                          migration_target_node = ?1, migration_progress = 0
          WHERE pod_id = ?3",
     )
