@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, Fence, FeedEvent, MetaError,
+    now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, FeedEvent, Fence, MetaError,
     MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
     PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
 };
@@ -95,10 +95,23 @@ struct Fixture {
 
 async fn fixture(store: &Arc<dyn MetaStore>, tag: &str) -> Fixture {
     let node_id = uid(&format!("cf-{tag}-node"));
-    ok(store.upsert_node(&node(&node_id, NodeStatus::Online)).await, "upsert fixture node");
+    ok(
+        store.upsert_node(&node(&node_id, NodeStatus::Online)).await,
+        "upsert fixture node",
+    );
     let pod_id = uid(&format!("cf-{tag}-pod"));
-    let pod = ok(store.create_pod(&new_pod(&pod_id, &node_id)).await, "create fixture pod");
-    Fixture { fence: Fence { node_id: node_id.clone(), epoch: pod.epoch }, node: node_id, pod: pod_id }
+    let pod = ok(
+        store.create_pod(&new_pod(&pod_id, &node_id)).await,
+        "create fixture pod",
+    );
+    Fixture {
+        fence: Fence {
+            node_id: node_id.clone(),
+            epoch: pod.epoch,
+        },
+        node: node_id,
+        pod: pod_id,
+    }
 }
 
 fn new_pod(pod_id: &str, node_id: &str) -> NewPod {
@@ -138,11 +151,17 @@ fn always() -> Precondition {
 }
 
 fn if_match(etag: &str) -> Precondition {
-    Precondition { if_match: Some(EtagCondition::Tags(vec![etag.to_string()])), ..Default::default() }
+    Precondition {
+        if_match: Some(EtagCondition::Tags(vec![etag.to_string()])),
+        ..Default::default()
+    }
 }
 
 fn if_none_match_any() -> Precondition {
-    Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() }
+    Precondition {
+        if_none_match: Some(EtagCondition::Any),
+        ..Default::default()
+    }
 }
 
 async fn put(store: &Arc<dyn MetaStore>, fx: &Fixture, put: PutResource) -> PutOutcome {
@@ -155,14 +174,19 @@ async fn get(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> Option<Resour
 }
 
 async fn must_get(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> ResourceRecord {
-    get(store, pod, path).await.unwrap_or_else(|| panic!("{path} should be live"))
+    get(store, pod, path)
+        .await
+        .unwrap_or_else(|| panic!("{path} should be live"))
 }
 
 async fn list(store: &Arc<dyn MetaStore>, pod: &str, path: &str) -> Vec<String> {
-    ok(store.list_container(pod, path).await, &format!("list {path}"))
-        .into_iter()
-        .map(|r| r.path)
-        .collect()
+    ok(
+        store.list_container(pod, path).await,
+        &format!("list {path}"),
+    )
+    .into_iter()
+    .map(|r| r.path)
+    .collect()
 }
 
 /// Awaits `fut`, failing the check instead of hanging when it takes longer than `FEED_TIMEOUT`.
@@ -214,7 +238,11 @@ pub async fn check_nodes(store: &Arc<dyn MetaStore>) {
     ok(store.upsert_node(&b).await, "insert node b");
 
     let got = ok(store.get_node(&a_id).await, "get node a");
-    assert_eq!(got.as_ref(), Some(&a), "node a should round-trip (attached_centers, capacity)");
+    assert_eq!(
+        got.as_ref(),
+        Some(&a),
+        "node a should round-trip (attached_centers, capacity)"
+    );
 
     let mut a2 = a.clone();
     a2.status = NodeStatus::Inactive;
@@ -225,19 +253,39 @@ pub async fn check_nodes(store: &Arc<dyn MetaStore>) {
     a2.last_heartbeat += 1000;
     ok(store.upsert_node(&a2).await, "replace node a");
     let got = ok(store.get_node(&a_id).await, "get replaced node a");
-    assert_eq!(got.as_ref(), Some(&a2), "upsert should replace every column of node a");
+    assert_eq!(
+        got.as_ref(),
+        Some(&a2),
+        "upsert should replace every column of node a"
+    );
 
-    assert_eq!(ok(store.get_node(&uid("cf-nodes-none")).await, "get unknown node"), None);
+    assert_eq!(
+        ok(
+            store.get_node(&uid("cf-nodes-none")).await,
+            "get unknown node"
+        ),
+        None
+    );
 
     let all = ok(store.list_nodes().await, "list nodes");
-    let mine: Vec<&NodeRecord> = all.iter().filter(|n| n.node_id.starts_with(&base)).collect();
-    assert_eq!(mine, vec![&a2, &b], "list_nodes should hold both nodes, ordered by node_id");
+    let mine: Vec<&NodeRecord> = all
+        .iter()
+        .filter(|n| n.node_id.starts_with(&base))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![&a2, &b],
+        "list_nodes should hold both nodes, ordered by node_id"
+    );
 }
 
 /// Pods: create at epoch 1 with a root container, get, list, duplicate.
 pub async fn check_pods(store: &Arc<dyn MetaStore>) {
     let node_id = uid("cf-pods-node");
-    ok(store.upsert_node(&node(&node_id, NodeStatus::Online)).await, "upsert node");
+    ok(
+        store.upsert_node(&node(&node_id, NodeStatus::Online)).await,
+        "upsert node",
+    );
     let base = uid("cf-pods");
     let (a_id, b_id) = (format!("{base}-a"), format!("{base}-b"));
 
@@ -245,16 +293,26 @@ pub async fn check_pods(store: &Arc<dyn MetaStore>) {
     new_b.account_id = None;
     new_b.access_mode = AccessMode::PublicRead;
     let b = ok(store.create_pod(&new_b).await, "create pod b");
-    let a = ok(store.create_pod(&new_pod(&a_id, &node_id)).await, "create pod a");
+    let a = ok(
+        store.create_pod(&new_pod(&a_id, &node_id)).await,
+        "create pod a",
+    );
 
     assert_eq!(a.pod_id, a_id);
     assert_eq!(a.node_id, node_id, "a new pod is owned by the given node");
     assert_eq!(a.epoch, 1, "a new pod starts at epoch 1");
     assert_eq!(a.access_mode, AccessMode::Private);
-    assert_eq!(a.account_id.as_deref(), Some(format!("acct-{a_id}").as_str()));
+    assert_eq!(
+        a.account_id.as_deref(),
+        Some(format!("acct-{a_id}").as_str())
+    );
     assert_eq!(a.base_url, format!("https://{a_id}.example/"));
     assert_eq!(
-        (a.migration_status, a.migration_target_node.clone(), a.migration_progress),
+        (
+            a.migration_status,
+            a.migration_target_node.clone(),
+            a.migration_progress
+        ),
         (None, None, None),
         "a new pod has no migration state"
     );
@@ -262,24 +320,50 @@ pub async fn check_pods(store: &Arc<dyn MetaStore>) {
     assert_eq!(b.access_mode, AccessMode::PublicRead);
     assert_eq!(b.account_id, None);
 
-    assert_eq!(ok(store.get_pod(&a_id).await, "get pod a").as_ref(), Some(&a), "get_pod == create_pod");
-    assert_eq!(ok(store.get_pod(&uid("cf-pods-none")).await, "get unknown pod"), None);
+    assert_eq!(
+        ok(store.get_pod(&a_id).await, "get pod a").as_ref(),
+        Some(&a),
+        "get_pod == create_pod"
+    );
+    assert_eq!(
+        ok(store.get_pod(&uid("cf-pods-none")).await, "get unknown pod"),
+        None
+    );
 
     let all = ok(store.list_pods().await, "list pods");
     let mine: Vec<&PodRecord> = all.iter().filter(|p| p.pod_id.starts_with(&base)).collect();
-    assert_eq!(mine, vec![&a, &b], "list_pods should hold both pods, ordered by pod_id");
+    assert_eq!(
+        mine,
+        vec![&a, &b],
+        "list_pods should hold both pods, ordered by pod_id"
+    );
 
-    let e = expect_err!(store.create_pod(&new_pod(&a_id, &node_id)).await, MetaError::Conflict(_), "duplicate pod");
-    assert!(e.to_string().contains(&a_id), "the conflict should name the pod: {e}");
-    assert_eq!(ok(store.get_pod(&a_id).await, "get pod a").as_ref(), Some(&a), "a duplicate create changes nothing");
+    let e = expect_err!(
+        store.create_pod(&new_pod(&a_id, &node_id)).await,
+        MetaError::Conflict(_),
+        "duplicate pod"
+    );
+    assert!(
+        e.to_string().contains(&a_id),
+        "the conflict should name the pod: {e}"
+    );
+    assert_eq!(
+        ok(store.get_pod(&a_id).await, "get pod a").as_ref(),
+        Some(&a),
+        "a duplicate create changes nothing"
+    );
 
-    let root = ok(store.get_resource(&a_id, "/").await, "get root").expect("a new pod has a root container /");
+    let root = ok(store.get_resource(&a_id, "/").await, "get root")
+        .expect("a new pod has a root container /");
     assert!(root.is_container, "/ is a container");
     assert_eq!(root.path, "/");
     assert_eq!(root.pod_id, a_id);
     assert_eq!(root.blob_key, None);
     assert!(!root.etag.is_empty(), "the root has an etag");
-    assert!(ok(store.list_container(&a_id, "/").await, "list root").is_empty(), "a new pod's root is empty");
+    assert!(
+        ok(store.list_container(&a_id, "/").await, "list root").is_empty(),
+        "a new pod's root is empty"
+    );
 }
 
 /// Documents, intermediate containers, listings of direct members in path order.
@@ -290,7 +374,10 @@ pub async fn check_documents_and_containers(store: &Arc<dyn MetaStore>) {
     assert!(out.created, "the first put creates");
     assert_eq!(out.replaced_blob, None, "nothing replaced on create");
     let r = &out.record;
-    assert_eq!((r.pod_id.as_str(), r.path.as_str()), (fx.pod.as_str(), "/notes/a.txt"));
+    assert_eq!(
+        (r.pod_id.as_str(), r.path.as_str()),
+        (fx.pod.as_str(), "/notes/a.txt")
+    );
     assert!(!r.is_container);
     assert_eq!(r.content_type.as_deref(), Some("text/plain"));
     assert_eq!(r.size, 5);
@@ -298,33 +385,57 @@ pub async fn check_documents_and_containers(store: &Arc<dyn MetaStore>) {
     assert_eq!(r.regions, vec!["eu-1".to_string()]);
     assert_eq!(r.version, 1, "a new path starts at version 1");
     assert!(!r.etag.is_empty() && r.modified_at > 0);
-    assert_eq!(get(store, &fx.pod, "/notes/a.txt").await.as_ref(), Some(r), "get returns what put returned");
+    assert_eq!(
+        get(store, &fx.pod, "/notes/a.txt").await.as_ref(),
+        Some(r),
+        "get returns what put returned"
+    );
 
     let notes = must_get(store, &fx.pod, "/notes/").await;
     assert!(notes.is_container, "/notes/ was created as a container");
     assert_eq!(notes.blob_key, None);
-    assert_eq!(list(store, &fx.pod, "/").await, vec!["/notes/"], "root lists the new container");
+    assert_eq!(
+        list(store, &fx.pod, "/").await,
+        vec!["/notes/"],
+        "root lists the new container"
+    );
 
     put(store, &fx, doc(&fx.pod, "/notes/c.txt", &uid("blob"))).await;
     let b = put(store, &fx, container(&fx.pod, "/notes/b/")).await;
-    assert!(b.created && b.record.is_container, "an explicit container put creates a container");
+    assert!(
+        b.created && b.record.is_container,
+        "an explicit container put creates a container"
+    );
     put(store, &fx, doc(&fx.pod, "/notes/b/deep.txt", &uid("blob"))).await;
     assert_eq!(
         list(store, &fx.pod, "/notes/").await,
         vec!["/notes/a.txt", "/notes/b/", "/notes/c.txt"],
         "list_container returns direct members only, ordered by path"
     );
-    assert_eq!(list(store, &fx.pod, "/notes/b/").await, vec!["/notes/b/deep.txt"]);
+    assert_eq!(
+        list(store, &fx.pod, "/notes/b/").await,
+        vec!["/notes/b/deep.txt"]
+    );
 
     put(store, &fx, doc(&fx.pod, "/x/y/z/w.txt", &uid("blob"))).await;
     for p in ["/x/", "/x/y/", "/x/y/z/"] {
-        let c = get(store, &fx.pod, p).await.unwrap_or_else(|| panic!("intermediate container {p} should exist"));
+        let c = get(store, &fx.pod, p)
+            .await
+            .unwrap_or_else(|| panic!("intermediate container {p} should exist"));
         assert!(c.is_container, "{p} should be a container");
     }
     assert_eq!(list(store, &fx.pod, "/x/").await, vec!["/x/y/"]);
 
-    expect_err!(store.list_container(&fx.pod, "/absent/").await, MetaError::NotFound(_), "list an absent container");
-    assert_eq!(get(store, &fx.pod, "/absent.txt").await, None, "get of an absent path is None");
+    expect_err!(
+        store.list_container(&fx.pod, "/absent/").await,
+        MetaError::NotFound(_),
+        "list an absent container"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/absent.txt").await,
+        None,
+        "get of an absent path is None"
+    );
 }
 
 /// A container's etag changes when a direct member is added or removed.
@@ -333,16 +444,30 @@ pub async fn check_parent_etag(store: &Arc<dyn MetaStore>) {
     let root0 = must_get(store, &fx.pod, "/").await;
     put(store, &fx, container(&fx.pod, "/c/")).await;
     let root1 = must_get(store, &fx.pod, "/").await;
-    assert_ne!(root0.etag, root1.etag, "adding /c/ should change the etag of /");
+    assert_ne!(
+        root0.etag, root1.etag,
+        "adding /c/ should change the etag of /"
+    );
 
     let c0 = must_get(store, &fx.pod, "/c/").await;
     put(store, &fx, doc(&fx.pod, "/c/m.txt", &uid("blob"))).await;
     let c1 = must_get(store, &fx.pod, "/c/").await;
-    assert_ne!(c0.etag, c1.etag, "adding a member should change the container's etag");
+    assert_ne!(
+        c0.etag, c1.etag,
+        "adding a member should change the container's etag"
+    );
 
-    ok(store.delete_resource(&fx.fence, &fx.pod, "/c/m.txt", &always()).await, "delete /c/m.txt");
+    ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/c/m.txt", &always())
+            .await,
+        "delete /c/m.txt",
+    );
     let c2 = must_get(store, &fx.pod, "/c/").await;
-    assert_ne!(c1.etag, c2.etag, "removing a member should change the container's etag");
+    assert_ne!(
+        c1.etag, c2.etag,
+        "removing a member should change the container's etag"
+    );
 }
 
 /// If-Match / If-None-Match, versions, replaced blobs; a failed precondition changes nothing.
@@ -353,7 +478,9 @@ pub async fn check_preconditions(store: &Arc<dyn MetaStore>) {
 
     let stale = if_match("0000000000000000");
     expect_err!(
-        store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &stale).await,
+        store
+            .put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &stale)
+            .await,
         MetaError::PreconditionFailed,
         "put with a stale If-Match"
     );
@@ -363,104 +490,233 @@ pub async fn check_preconditions(store: &Arc<dyn MetaStore>) {
         "a failed If-Match must change nothing (etag, version, blob)"
     );
 
-    let out = ok(store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &if_match(&r1.etag)).await, "put with a current If-Match");
+    let out = ok(
+        store
+            .put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b2), &if_match(&r1.etag))
+            .await,
+        "put with a current If-Match",
+    );
     assert!(!out.created, "a replace does not create");
-    assert_eq!(out.replaced_blob.as_deref(), Some(b1.as_str()), "a replace returns the old blob");
+    assert_eq!(
+        out.replaced_blob.as_deref(),
+        Some(b1.as_str()),
+        "a replace returns the old blob"
+    );
     assert_eq!(out.record.version, 2, "a replace increments the version");
     assert_ne!(out.record.etag, r1.etag, "a replace changes the etag");
     assert_eq!(out.record.blob_key.as_deref(), Some(b2.as_str()));
     let r2 = out.record;
 
     expect_err!(
-        store.put_resource(&fx.fence, &doc(&fx.pod, "/p.txt", &b3), &if_none_match_any()).await,
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/p.txt", &b3),
+                &if_none_match_any()
+            )
+            .await,
         MetaError::PreconditionFailed,
         "If-None-Match: * on an existing resource"
     );
-    assert_eq!(get(store, &fx.pod, "/p.txt").await.as_ref(), Some(&r2), "a failed If-None-Match must change nothing");
+    assert_eq!(
+        get(store, &fx.pod, "/p.txt").await.as_ref(),
+        Some(&r2),
+        "a failed If-None-Match must change nothing"
+    );
 
     let r3 = put(store, &fx, doc(&fx.pod, "/p.txt", &b3)).await;
     assert_eq!(r3.record.version, 3, "every write increments the version");
     assert_eq!(r3.replaced_blob.as_deref(), Some(b2.as_str()));
 
     let q = ok(
-        store.put_resource(&fx.fence, &doc(&fx.pod, "/q.txt", &uid("blob")), &if_none_match_any()).await,
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/q.txt", &uid("blob")),
+                &if_none_match_any(),
+            )
+            .await,
         "If-None-Match: * on an absent resource",
     );
     assert!(q.created, "If-None-Match: * on an absent path creates");
 
     expect_err!(
-        store.put_resource(&fx.fence, &doc(&fx.pod, "/r.txt", &uid("blob")), &if_match(&r1.etag)).await,
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/r.txt", &uid("blob")),
+                &if_match(&r1.etag)
+            )
+            .await,
         MetaError::PreconditionFailed,
         "If-Match on an absent resource"
     );
-    assert_eq!(get(store, &fx.pod, "/r.txt").await, None, "a failed If-Match must not create");
+    assert_eq!(
+        get(store, &fx.pod, "/r.txt").await,
+        None,
+        "a failed If-Match must not create"
+    );
 
     expect_err!(
-        store.delete_resource(&fx.fence, &fx.pod, "/p.txt", &stale).await,
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/p.txt", &stale)
+            .await,
         MetaError::PreconditionFailed,
         "delete with a stale If-Match"
     );
-    assert_eq!(get(store, &fx.pod, "/p.txt").await.as_ref(), Some(&r3.record), "a failed conditional delete changes nothing");
+    assert_eq!(
+        get(store, &fx.pod, "/p.txt").await.as_ref(),
+        Some(&r3.record),
+        "a failed conditional delete changes nothing"
+    );
 }
 
 /// A write under the wrong owner or a stale epoch is `Fenced` and writes nothing.
 pub async fn check_fencing(store: &Arc<dyn MetaStore>) {
     let fx = fixture(store, "fence").await;
     let other = uid("cf-fence-other");
-    ok(store.upsert_node(&node(&other, NodeStatus::Online)).await, "upsert other node");
+    ok(
+        store.upsert_node(&node(&other, NodeStatus::Online)).await,
+        "upsert other node",
+    );
 
-    let wrong = Fence { node_id: other.clone(), epoch: 1 };
-    let e = store.put_resource(&wrong, &doc(&fx.pod, "/f/a.txt", &uid("blob")), &always()).await;
+    let wrong = Fence {
+        node_id: other.clone(),
+        epoch: 1,
+    };
+    let e = store
+        .put_resource(&wrong, &doc(&fx.pod, "/f/a.txt", &uid("blob")), &always())
+        .await;
     match e {
-        Err(MetaError::Fenced { pod_id, owner, epoch }) => {
-            assert_eq!((pod_id.as_str(), owner.as_str(), epoch), (fx.pod.as_str(), fx.node.as_str(), 1), "Fenced should carry the current owner and epoch");
+        Err(MetaError::Fenced {
+            pod_id,
+            owner,
+            epoch,
+        }) => {
+            assert_eq!(
+                (pod_id.as_str(), owner.as_str(), epoch),
+                (fx.pod.as_str(), fx.node.as_str(), 1),
+                "Fenced should carry the current owner and epoch"
+            );
         }
         other => panic!("put from a non-owner: expected Fenced, got {other:?}"),
     }
-    assert_eq!(get(store, &fx.pod, "/f/a.txt").await, None, "a fenced put must not write the resource");
-    assert_eq!(get(store, &fx.pod, "/f/").await, None, "a fenced put must not create ancestors");
+    assert_eq!(
+        get(store, &fx.pod, "/f/a.txt").await,
+        None,
+        "a fenced put must not write the resource"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/f/").await,
+        None,
+        "a fenced put must not create ancestors"
+    );
 
-    let future_epoch = Fence { node_id: fx.node.clone(), epoch: 2 };
+    let future_epoch = Fence {
+        node_id: fx.node.clone(),
+        epoch: 2,
+    };
     expect_err!(
-        store.put_resource(&future_epoch, &doc(&fx.pod, "/f/a.txt", &uid("blob")), &always()).await,
+        store
+            .put_resource(
+                &future_epoch,
+                &doc(&fx.pod, "/f/a.txt", &uid("blob")),
+                &always()
+            )
+            .await,
         MetaError::Fenced { .. },
         "put with an epoch the pod has not reached"
     );
 
-    let kept = put(store, &fx, doc(&fx.pod, "/f/a.txt", &uid("blob"))).await.record;
-    let moved = ok(store.transfer_pod(&fx.pod, &other).await, "transfer to the other node");
+    let kept = put(store, &fx, doc(&fx.pod, "/f/a.txt", &uid("blob")))
+        .await
+        .record;
+    let moved = ok(
+        store.transfer_pod(&fx.pod, &other).await,
+        "transfer to the other node",
+    );
     assert_eq!(moved.epoch, 2);
 
-    match store.put_resource(&fx.fence, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await {
+    match store
+        .put_resource(
+            &fx.fence,
+            &doc(&fx.pod, "/f/b.txt", &uid("blob")),
+            &always(),
+        )
+        .await
+    {
         Err(MetaError::Fenced { owner, epoch, .. }) => {
-            assert_eq!((owner.as_str(), epoch), (other.as_str(), 2), "Fenced after a transfer names the new owner and epoch");
+            assert_eq!(
+                (owner.as_str(), epoch),
+                (other.as_str(), 2),
+                "Fenced after a transfer names the new owner and epoch"
+            );
         }
         other => panic!("put by the old owner after a transfer: expected Fenced, got {other:?}"),
     }
     expect_err!(
-        store.delete_resource(&fx.fence, &fx.pod, "/f/a.txt", &always()).await,
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/f/a.txt", &always())
+            .await,
         MetaError::Fenced { .. },
         "delete by the old owner after a transfer"
     );
-    let stale_new_owner = Fence { node_id: other.clone(), epoch: 1 };
+    let stale_new_owner = Fence {
+        node_id: other.clone(),
+        epoch: 1,
+    };
     expect_err!(
-        store.put_resource(&stale_new_owner, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await,
+        store
+            .put_resource(
+                &stale_new_owner,
+                &doc(&fx.pod, "/f/b.txt", &uid("blob")),
+                &always()
+            )
+            .await,
         MetaError::Fenced { .. },
         "put by the new owner at the old epoch"
     );
-    assert_eq!(get(store, &fx.pod, "/f/a.txt").await.as_ref(), Some(&kept), "fenced writes change nothing");
-    assert_eq!(get(store, &fx.pod, "/f/b.txt").await, None, "fenced writes create nothing");
+    assert_eq!(
+        get(store, &fx.pod, "/f/a.txt").await.as_ref(),
+        Some(&kept),
+        "fenced writes change nothing"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/f/b.txt").await,
+        None,
+        "fenced writes create nothing"
+    );
 
-    let new_fence = Fence { node_id: other.clone(), epoch: 2 };
-    ok(store.put_resource(&new_fence, &doc(&fx.pod, "/f/b.txt", &uid("blob")), &always()).await, "put by the new owner at the new epoch");
+    let new_fence = Fence {
+        node_id: other.clone(),
+        epoch: 2,
+    };
+    ok(
+        store
+            .put_resource(
+                &new_fence,
+                &doc(&fx.pod, "/f/b.txt", &uid("blob")),
+                &always(),
+            )
+            .await,
+        "put by the new owner at the new epoch",
+    );
 
     expect_err!(
-        store.put_resource(&fx.fence, &doc(&uid("cf-fence-nopod"), "/a.txt", &uid("blob")), &always()).await,
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&uid("cf-fence-nopod"), "/a.txt", &uid("blob")),
+                &always()
+            )
+            .await,
         MetaError::NotFound(_),
         "put into an unknown pod"
     );
     expect_err!(
-        store.delete_resource(&fx.fence, &uid("cf-fence-nopod"), "/a.txt", &always()).await,
+        store
+            .delete_resource(&fx.fence, &uid("cf-fence-nopod"), "/a.txt", &always())
+            .await,
         MetaError::NotFound(_),
         "delete in an unknown pod"
     );
@@ -470,35 +726,104 @@ pub async fn check_fencing(store: &Arc<dyn MetaStore>) {
 pub async fn check_transfer(store: &Arc<dyn MetaStore>) {
     let fx = fixture(store, "xfer").await;
     let target = uid("cf-xfer-target");
-    ok(store.upsert_node(&node(&target, NodeStatus::Online)).await, "upsert target");
+    ok(
+        store.upsert_node(&node(&target, NodeStatus::Online)).await,
+        "upsert target",
+    );
     let offline = uid("cf-xfer-offline");
-    ok(store.upsert_node(&node(&offline, NodeStatus::Offline)).await, "upsert offline node");
+    ok(
+        store
+            .upsert_node(&node(&offline, NodeStatus::Offline))
+            .await,
+        "upsert offline node",
+    );
     let before = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
 
-    expect_err!(store.transfer_pod(&uid("cf-xfer-nopod"), &target).await, MetaError::NotFound(_), "transfer of an unknown pod");
-    expect_err!(store.transfer_pod(&fx.pod, &uid("cf-xfer-nonode")).await, MetaError::NotFound(_), "transfer to an unknown node");
-    expect_err!(store.transfer_pod(&fx.pod, &offline).await, MetaError::Conflict(_), "transfer to an offline node");
-    expect_err!(store.transfer_pod(&fx.pod, &fx.node).await, MetaError::Conflict(_), "transfer to the current owner");
-    assert_eq!(ok(store.get_pod(&fx.pod).await, "get pod").as_ref(), Some(&before), "failed transfers change nothing");
+    expect_err!(
+        store.transfer_pod(&uid("cf-xfer-nopod"), &target).await,
+        MetaError::NotFound(_),
+        "transfer of an unknown pod"
+    );
+    expect_err!(
+        store.transfer_pod(&fx.pod, &uid("cf-xfer-nonode")).await,
+        MetaError::NotFound(_),
+        "transfer to an unknown node"
+    );
+    expect_err!(
+        store.transfer_pod(&fx.pod, &offline).await,
+        MetaError::Conflict(_),
+        "transfer to an offline node"
+    );
+    expect_err!(
+        store.transfer_pod(&fx.pod, &fx.node).await,
+        MetaError::Conflict(_),
+        "transfer to the current owner"
+    );
+    assert_eq!(
+        ok(store.get_pod(&fx.pod).await, "get pod").as_ref(),
+        Some(&before),
+        "failed transfers change nothing"
+    );
 
     let moved = ok(store.transfer_pod(&fx.pod, &target).await, "transfer");
     assert_eq!(moved.node_id, target, "the target becomes the owner");
-    assert_eq!(moved.epoch, before.epoch + 1, "a transfer increments the epoch");
+    assert_eq!(
+        moved.epoch,
+        before.epoch + 1,
+        "a transfer increments the epoch"
+    );
     assert_eq!(moved.migration_status, Some(MigrationStatus::Syncing));
-    assert_eq!(moved.migration_target_node.as_deref(), Some(target.as_str()));
+    assert_eq!(
+        moved.migration_target_node.as_deref(),
+        Some(target.as_str())
+    );
     assert_eq!(moved.migration_progress, Some(0));
-    assert_eq!(ok(store.get_pod(&fx.pod).await, "get pod").as_ref(), Some(&moved), "get_pod reflects the transfer");
+    assert_eq!(
+        ok(store.get_pod(&fx.pod).await, "get pod").as_ref(),
+        Some(&moved),
+        "get_pod reflects the transfer"
+    );
 
-    ok(store.set_migration_state(&fx.pod, Some(MigrationStatus::Syncing), Some(40)).await, "set progress");
+    ok(
+        store
+            .set_migration_state(&fx.pod, Some(MigrationStatus::Syncing), Some(40))
+            .await,
+        "set progress",
+    );
     let p = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
-    assert_eq!((p.migration_status, p.migration_progress), (Some(MigrationStatus::Syncing), Some(40)));
-    ok(store.set_migration_state(&fx.pod, Some(MigrationStatus::Done), Some(100)).await, "set done");
+    assert_eq!(
+        (p.migration_status, p.migration_progress),
+        (Some(MigrationStatus::Syncing), Some(40))
+    );
+    ok(
+        store
+            .set_migration_state(&fx.pod, Some(MigrationStatus::Done), Some(100))
+            .await,
+        "set done",
+    );
     let p = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod exists");
-    assert_eq!((p.migration_status, p.migration_progress), (Some(MigrationStatus::Done), Some(100)));
-    assert_eq!((p.node_id.as_str(), p.epoch), (target.as_str(), moved.epoch), "set_migration_state leaves owner and epoch alone");
-    assert_eq!(p.migration_target_node.as_deref(), Some(target.as_str()), "set_migration_state leaves the target alone");
+    assert_eq!(
+        (p.migration_status, p.migration_progress),
+        (Some(MigrationStatus::Done), Some(100))
+    );
+    assert_eq!(
+        (p.node_id.as_str(), p.epoch),
+        (target.as_str(), moved.epoch),
+        "set_migration_state leaves owner and epoch alone"
+    );
+    assert_eq!(
+        p.migration_target_node.as_deref(),
+        Some(target.as_str()),
+        "set_migration_state leaves the target alone"
+    );
     expect_err!(
-        store.set_migration_state(&uid("cf-xfer-nopod"), Some(MigrationStatus::Failed), Some(0)).await,
+        store
+            .set_migration_state(
+                &uid("cf-xfer-nopod"),
+                Some(MigrationStatus::Failed),
+                Some(0)
+            )
+            .await,
         MetaError::NotFound(_),
         "set_migration_state of an unknown pod"
     );
@@ -508,30 +833,100 @@ pub async fn check_transfer(store: &Arc<dyn MetaStore>) {
 pub async fn check_deletes(store: &Arc<dyn MetaStore>) {
     let fx = fixture(store, "del").await;
     let blob = uid("blob");
-    let x1 = put(store, &fx, doc(&fx.pod, "/d/x.txt", &blob)).await.record;
+    let x1 = put(store, &fx, doc(&fx.pod, "/d/x.txt", &blob))
+        .await
+        .record;
 
-    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/d/", &always()).await, MetaError::Conflict(_), "delete of a non-empty container");
-    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/", &always()).await, MetaError::Conflict(_), "delete of the root container");
-    assert!(get(store, &fx.pod, "/d/").await.is_some(), "a refused delete changes nothing");
+    expect_err!(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/d/", &always())
+            .await,
+        MetaError::Conflict(_),
+        "delete of a non-empty container"
+    );
+    expect_err!(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/", &always())
+            .await,
+        MetaError::Conflict(_),
+        "delete of the root container"
+    );
+    assert!(
+        get(store, &fx.pod, "/d/").await.is_some(),
+        "a refused delete changes nothing"
+    );
 
-    let freed = ok(store.delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always()).await, "delete /d/x.txt");
-    assert_eq!(freed.as_deref(), Some(blob.as_str()), "delete returns the blob the row pointed to");
-    assert_eq!(get(store, &fx.pod, "/d/x.txt").await, None, "a tombstone is invisible to get");
-    assert!(list(store, &fx.pod, "/d/").await.is_empty(), "a tombstone is invisible to listings");
-    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always()).await, MetaError::NotFound(_), "delete of a tombstone");
-    expect_err!(store.delete_resource(&fx.fence, &fx.pod, "/never.txt", &always()).await, MetaError::NotFound(_), "delete of an absent path");
+    let freed = ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always())
+            .await,
+        "delete /d/x.txt",
+    );
+    assert_eq!(
+        freed.as_deref(),
+        Some(blob.as_str()),
+        "delete returns the blob the row pointed to"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/d/x.txt").await,
+        None,
+        "a tombstone is invisible to get"
+    );
+    assert!(
+        list(store, &fx.pod, "/d/").await.is_empty(),
+        "a tombstone is invisible to listings"
+    );
+    expect_err!(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/d/x.txt", &always())
+            .await,
+        MetaError::NotFound(_),
+        "delete of a tombstone"
+    );
+    expect_err!(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/never.txt", &always())
+            .await,
+        MetaError::NotFound(_),
+        "delete of an absent path"
+    );
 
-    let none = ok(store.delete_resource(&fx.fence, &fx.pod, "/d/", &always()).await, "delete the now empty /d/");
+    let none = ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/d/", &always())
+            .await,
+        "delete the now empty /d/",
+    );
     assert_eq!(none, None, "a container has no blob");
-    expect_err!(store.list_container(&fx.pod, "/d/").await, MetaError::NotFound(_), "list of a deleted container");
-    assert!(list(store, &fx.pod, "/").await.is_empty(), "the deleted container is gone from /");
+    expect_err!(
+        store.list_container(&fx.pod, "/d/").await,
+        MetaError::NotFound(_),
+        "list of a deleted container"
+    );
+    assert!(
+        list(store, &fx.pod, "/").await.is_empty(),
+        "the deleted container is gone from /"
+    );
 
     let again = put(store, &fx, doc(&fx.pod, "/d/x.txt", &uid("blob"))).await;
     assert!(again.created, "a put over a tombstone creates");
-    assert_eq!(again.replaced_blob, None, "a tombstone's blob is not replaced again");
-    assert!(again.record.version > x1.version, "a revived path gets a higher version ({} > {})", again.record.version, x1.version);
+    assert_eq!(
+        again.replaced_blob, None,
+        "a tombstone's blob is not replaced again"
+    );
+    assert!(
+        again.record.version > x1.version,
+        "a revived path gets a higher version ({} > {})",
+        again.record.version,
+        x1.version
+    );
     assert_ne!(again.record.etag, x1.etag, "a revived path gets a new etag");
-    assert!(get(store, &fx.pod, "/d/").await.is_some_and(|c| c.is_container), "the deleted container is revived as an ancestor");
+    assert!(
+        get(store, &fx.pod, "/d/")
+            .await
+            .is_some_and(|c| c.is_container),
+        "the deleted container is revived as an ancestor"
+    );
     assert_eq!(list(store, &fx.pod, "/d/").await, vec!["/d/x.txt"]);
 }
 
@@ -539,19 +934,52 @@ pub async fn check_deletes(store: &Arc<dyn MetaStore>) {
 pub async fn check_clashes(store: &Arc<dyn MetaStore>) {
     let fx = fixture(store, "clash").await;
     put(store, &fx, doc(&fx.pod, "/a", &uid("blob"))).await;
-    expect_err!(store.put_resource(&fx.fence, &container(&fx.pod, "/a/"), &always()).await, MetaError::Conflict(_), "container /a/ over document /a");
+    expect_err!(
+        store
+            .put_resource(&fx.fence, &container(&fx.pod, "/a/"), &always())
+            .await,
+        MetaError::Conflict(_),
+        "container /a/ over document /a"
+    );
     let e = expect_err!(
-        store.put_resource(&fx.fence, &doc(&fx.pod, "/a/b/c.txt", &uid("blob")), &always()).await,
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/a/b/c.txt", &uid("blob")),
+                &always()
+            )
+            .await,
         MetaError::Conflict(_),
         "a document as an ancestor"
     );
-    assert!(e.to_string().contains("/a"), "the conflict should name the document: {e}");
-    assert_eq!(get(store, &fx.pod, "/a/").await, None, "a conflicting put creates nothing");
-    assert_eq!(get(store, &fx.pod, "/a/b/").await, None, "a conflicting put creates no ancestors");
+    assert!(
+        e.to_string().contains("/a"),
+        "the conflict should name the document: {e}"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/a/").await,
+        None,
+        "a conflicting put creates nothing"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/a/b/").await,
+        None,
+        "a conflicting put creates no ancestors"
+    );
 
     put(store, &fx, container(&fx.pod, "/k/")).await;
-    expect_err!(store.put_resource(&fx.fence, &doc(&fx.pod, "/k", &uid("blob")), &always()).await, MetaError::Conflict(_), "document /k over container /k/");
-    assert_eq!(get(store, &fx.pod, "/k").await, None, "a conflicting put creates nothing");
+    expect_err!(
+        store
+            .put_resource(&fx.fence, &doc(&fx.pod, "/k", &uid("blob")), &always())
+            .await,
+        MetaError::Conflict(_),
+        "document /k over container /k/"
+    );
+    assert_eq!(
+        get(store, &fx.pod, "/k").await,
+        None,
+        "a conflicting put creates nothing"
+    );
     assert_eq!(list(store, &fx.pod, "/").await, vec!["/a", "/k/"]);
 }
 
@@ -562,12 +990,25 @@ pub async fn check_referenced_blobs(store: &Arc<dyn MetaStore>) {
     put(store, &fx, doc(&fx.pod, "/one.txt", &k1)).await;
     put(store, &fx, doc(&fx.pod, "/one.txt", &k3)).await;
     put(store, &fx, doc(&fx.pod, "/two.txt", &k2)).await;
-    ok(store.delete_resource(&fx.fence, &fx.pod, "/two.txt", &always()).await, "delete /two.txt");
+    ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/two.txt", &always())
+            .await,
+        "delete /two.txt",
+    );
 
     let keys = vec![k1.clone(), k2.clone(), k3.clone(), k4.clone()];
     let found = ok(store.referenced_blobs(&keys).await, "referenced_blobs");
-    assert_eq!(found, HashSet::from([k3]), "only the live row's blob is referenced (not replaced, deleted or unknown ones)");
-    assert!(ok(store.referenced_blobs(&[]).await, "referenced_blobs of nothing").is_empty());
+    assert_eq!(
+        found,
+        HashSet::from([k3]),
+        "only the live row's blob is referenced (not replaced, deleted or unknown ones)"
+    );
+    assert!(ok(
+        store.referenced_blobs(&[]).await,
+        "referenced_blobs of nothing"
+    )
+    .is_empty());
 }
 
 /// API keys: create, get, list order, duplicate, revoke (idempotent), touch.
@@ -591,28 +1032,72 @@ pub async fn check_api_keys(store: &Arc<dyn MetaStore>) {
     let mut c = key("c", now);
     c.expires_at = None;
     for k in [&a, &b, &c] {
-        ok(store.create_api_key(k).await, &format!("create api key {}", k.key_id));
+        ok(
+            store.create_api_key(k).await,
+            &format!("create api key {}", k.key_id),
+        );
     }
-    assert_eq!(ok(store.get_api_key(&a.key_id).await, "get key a").as_ref(), Some(&a), "an api key round-trips");
-    assert_eq!(ok(store.get_api_key(&c.key_id).await, "get key c").as_ref(), Some(&c));
-    assert_eq!(ok(store.get_api_key(&uid("cf-key-none")).await, "get unknown key"), None);
-    expect_err!(store.create_api_key(&a).await, MetaError::Conflict(_), "duplicate api key");
+    assert_eq!(
+        ok(store.get_api_key(&a.key_id).await, "get key a").as_ref(),
+        Some(&a),
+        "an api key round-trips"
+    );
+    assert_eq!(
+        ok(store.get_api_key(&c.key_id).await, "get key c").as_ref(),
+        Some(&c)
+    );
+    assert_eq!(
+        ok(
+            store.get_api_key(&uid("cf-key-none")).await,
+            "get unknown key"
+        ),
+        None
+    );
+    expect_err!(
+        store.create_api_key(&a).await,
+        MetaError::Conflict(_),
+        "duplicate api key"
+    );
 
     let all = ok(store.list_api_keys().await, "list api keys");
     let mine: Vec<&ApiKeyRecord> = all.iter().filter(|k| k.key_id.starts_with(&base)).collect();
-    assert_eq!(mine, vec![&b, &c, &a], "list_api_keys is ordered by created_at, then key_id");
+    assert_eq!(
+        mine,
+        vec![&b, &c, &a],
+        "list_api_keys is ordered by created_at, then key_id"
+    );
 
-    ok(store.revoke_api_key(&a.key_id, now + 10).await, "revoke key a");
-    ok(store.revoke_api_key(&a.key_id, now + 20).await, "revoke key a again");
+    ok(
+        store.revoke_api_key(&a.key_id, now + 10).await,
+        "revoke key a",
+    );
+    ok(
+        store.revoke_api_key(&a.key_id, now + 20).await,
+        "revoke key a again",
+    );
     let got = ok(store.get_api_key(&a.key_id).await, "get key a").expect("key a exists");
-    assert_eq!(got.revoked_at, Some(now + 10), "revoking again keeps the first time");
-    expect_err!(store.revoke_api_key(&uid("cf-key-none"), now).await, MetaError::NotFound(_), "revoke of an unknown key");
+    assert_eq!(
+        got.revoked_at,
+        Some(now + 10),
+        "revoking again keeps the first time"
+    );
+    expect_err!(
+        store.revoke_api_key(&uid("cf-key-none"), now).await,
+        MetaError::NotFound(_),
+        "revoke of an unknown key"
+    );
 
-    ok(store.touch_api_key(&b.key_id, now + 30).await, "touch key b");
+    ok(
+        store.touch_api_key(&b.key_id, now + 30).await,
+        "touch key b",
+    );
     let got = ok(store.get_api_key(&b.key_id).await, "get key b").expect("key b exists");
     assert_eq!(got.last_used_at, Some(now + 30), "touch sets last_used_at");
     assert_eq!(got.revoked_at, None);
-    ok(store.touch_api_key(&uid("cf-key-none"), now).await, "touch of an unknown key is best effort");
+    ok(
+        store.touch_api_key(&uid("cf-key-none"), now).await,
+        "touch of an unknown key is best effort",
+    );
 }
 
 /// Audit: increasing ids, newest first, limit, `before`.
@@ -630,28 +1115,60 @@ pub async fn check_audit(store: &Arc<dyn MetaStore>) {
         };
         ids.push(ok(store.append_audit(&entry).await, "append audit"));
     }
-    assert!(ids[0] < ids[1] && ids[1] < ids[2], "audit ids increase: {ids:?}");
+    assert!(
+        ids[0] < ids[1] && ids[1] < ids[2],
+        "audit ids increase: {ids:?}"
+    );
 
     let mine = ok(store.list_audit(1000, Some(ids[2] + 1)).await, "list audit");
     let mine: Vec<_> = mine.into_iter().filter(|e| e.actor == actor).collect();
-    assert_eq!(mine.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]], "newest first");
+    assert_eq!(
+        mine.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]],
+        "newest first"
+    );
     assert_eq!(mine[0].target, "pod:/2.txt");
-    assert_eq!(mine[0].details, serde_json::json!({ "i": 2, "tags": ["a", "b"] }), "details round-trip");
+    assert_eq!(
+        mine[0].details,
+        serde_json::json!({ "i": 2, "tags": ["a", "b"] }),
+        "details round-trip"
+    );
     assert_eq!(mine[0].trace_id, "trace-2");
     assert_eq!(mine[0].action, "resource.put");
 
-    let page = ok(store.list_audit(2, Some(ids[2] + 1)).await, "list audit page");
+    let page = ok(
+        store.list_audit(2, Some(ids[2] + 1)).await,
+        "list audit page",
+    );
     assert_eq!(page.len(), 2, "limit caps the page");
-    assert_eq!(page[0].id, ids[2], "the newest entry below `before` comes first");
+    assert_eq!(
+        page[0].id, ids[2],
+        "the newest entry below `before` comes first"
+    );
     assert!(page[1].id < page[0].id, "descending ids");
 
-    let older = ok(store.list_audit(1000, Some(ids[1])).await, "list audit before");
-    assert!(older.iter().all(|e| e.id < ids[1]), "`before` excludes ids at or above it");
-    assert!(older.iter().any(|e| e.id == ids[0]), "`before` keeps older entries");
+    let older = ok(
+        store.list_audit(1000, Some(ids[1])).await,
+        "list audit before",
+    );
+    assert!(
+        older.iter().all(|e| e.id < ids[1]),
+        "`before` excludes ids at or above it"
+    );
+    assert!(
+        older.iter().any(|e| e.id == ids[0]),
+        "`before` keeps older entries"
+    );
 
     let newest = ok(store.list_audit(3, None).await, "list newest audit");
-    assert!(!newest.is_empty() && newest.len() <= 3, "limit caps the page");
-    assert!(newest[0].id >= ids[2], "without `before` the newest entries come");
+    assert!(
+        !newest.is_empty() && newest.len() <= 3,
+        "limit caps the page"
+    );
+    assert!(
+        newest[0].id >= ids[2],
+        "without `before` the newest entries come"
+    );
     assert!(newest.windows(2).all(|w| w[0].id > w[1].id), "newest first");
 }
 
@@ -659,17 +1176,38 @@ pub async fn check_audit(store: &Arc<dyn MetaStore>) {
 pub async fn check_change_feed(store: &Arc<dyn MetaStore>) {
     let mut feed = store.subscribe();
     let first = within("the first feed event", feed.next()).await;
-    assert_eq!(first, Some(FeedEvent::Reset), "a subscription starts with Reset");
+    assert_eq!(
+        first,
+        Some(FeedEvent::Reset),
+        "a subscription starts with Reset"
+    );
 
     let node_a = uid("cf-feed-a");
     let node_b = uid("cf-feed-b");
-    ok(store.upsert_node(&node(&node_a, NodeStatus::Online)).await, "upsert node a");
-    ok(store.upsert_node(&node(&node_b, NodeStatus::Online)).await, "upsert node b");
+    ok(
+        store.upsert_node(&node(&node_a, NodeStatus::Online)).await,
+        "upsert node a",
+    );
+    ok(
+        store.upsert_node(&node(&node_b, NodeStatus::Online)).await,
+        "upsert node b",
+    );
     let pod = uid("cf-feed-pod");
-    ok(store.create_pod(&new_pod(&pod, &node_a)).await, "create pod");
-    assert_eq!(next_owner_event(&mut feed, &pod).await, 1, "create_pod announces epoch 1");
+    ok(
+        store.create_pod(&new_pod(&pod, &node_a)).await,
+        "create pod",
+    );
+    assert_eq!(
+        next_owner_event(&mut feed, &pod).await,
+        1,
+        "create_pod announces epoch 1"
+    );
     ok(store.transfer_pod(&pod, &node_b).await, "transfer pod");
-    assert_eq!(next_owner_event(&mut feed, &pod).await, 2, "transfer_pod announces the new epoch");
+    assert_eq!(
+        next_owner_event(&mut feed, &pod).await,
+        2,
+        "transfer_pod announces the new epoch"
+    );
 }
 
 /// 20 racing If-None-Match: * creates of one path: exactly one wins, nothing else happens.
@@ -691,10 +1229,16 @@ pub async fn check_concurrent_create(store: &Arc<dyn MetaStore>) {
         match res {
             Ok(out) => winners.push((blob, out)),
             Err(MetaError::PreconditionFailed) => {}
-            Err(e) => panic!("racing If-None-Match put: expected success or PreconditionFailed, got {e:?}"),
+            Err(e) => panic!(
+                "racing If-None-Match put: expected success or PreconditionFailed, got {e:?}"
+            ),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one racing If-None-Match: * put should succeed");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racing If-None-Match: * put should succeed"
+    );
     let (blob, out) = &winners[0];
     assert!(out.created);
     let r = must_get(store, &fx.pod, "/race/one.txt").await;
@@ -710,12 +1254,25 @@ pub async fn check_concurrent_members(store: &Arc<dyn MetaStore>) {
         let store = Arc::clone(store);
         let fence = fx.fence.clone();
         let put = doc(&fx.pod, &format!("/many/f{i:02}.txt"), &uid("blob"));
-        tasks.push(tokio::spawn(async move { store.put_resource(&fence, &put, &always()).await }));
+        tasks.push(tokio::spawn(async move {
+            store.put_resource(&fence, &put, &always()).await
+        }));
     }
     for t in tasks {
-        ok(t.await.expect("concurrent put task panicked"), "concurrent put under a new container");
+        ok(
+            t.await.expect("concurrent put task panicked"),
+            "concurrent put under a new container",
+        );
     }
     let expected: Vec<String> = (0..20).map(|i| format!("/many/f{i:02}.txt")).collect();
-    assert_eq!(list(store, &fx.pod, "/many/").await, expected, "all 20 members are listed, in order");
-    assert_eq!(list(store, &fx.pod, "/").await, vec!["/many/"], "the container was created once");
+    assert_eq!(
+        list(store, &fx.pod, "/many/").await,
+        expected,
+        "all 20 members are listed, in order"
+    );
+    assert_eq!(
+        list(store, &fx.pod, "/").await,
+        vec!["/many/"],
+        "the container was created once"
+    );
 }

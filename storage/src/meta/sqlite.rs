@@ -17,13 +17,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
 use serde::de::DeserializeOwned;
 
 use super::feed::FeedHub;
 use super::{
-    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, Fence,
-    FeedEvent, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
+    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
+    Fence, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
     NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
 };
 
@@ -147,7 +149,10 @@ impl SqliteStore {
     }
 
     async fn init(conn: Connection) -> MetaResult<SqliteStore> {
-        let store = SqliteStore { conn: Arc::new(Mutex::new(conn)), hub: FeedHub::new() };
+        let store = SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            hub: FeedHub::new(),
+        };
         store.call(migrate).await?;
         // The in-process feed cannot disconnect: it is live for the store's whole life.
         store.hub.set_live(true);
@@ -188,11 +193,14 @@ where
 /// Connection settings. `synchronous=FULL` makes every acknowledged commit durable across
 /// kill -9 and power loss (WAL alone with NORMAL may lose the last commits on power loss).
 fn configure(conn: &Connection, file: bool) -> MetaResult<()> {
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).db()?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .db()?;
     // An in-memory database answers `memory`; a file must really be in WAL mode.
     if file && !mode.eq_ignore_ascii_case("wal") {
-        return Err(MetaError::Backend(format!("journal_mode=WAL refused (got {mode})")));
+        return Err(MetaError::Backend(format!(
+            "journal_mode=WAL refused (got {mode})"
+        )));
     }
     conn.pragma_update(None, "synchronous", "FULL").db()?;
     conn.pragma_update(None, "foreign_keys", "ON").db()?;
@@ -212,9 +220,15 @@ fn migrate(conn: &mut Connection) -> MetaResult<()> {
     )
     .db()?;
     for &(version, sql) in MIGRATIONS {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
         let applied = tx
-            .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM schema_migrations WHERE version = ?1",
+                [version],
+                |_| Ok(()),
+            )
             .optional()
             .db()?
             .is_some();
@@ -286,7 +300,9 @@ fn opt_enum_col<T>(
 ) -> rusqlite::Result<Option<T>> {
     match row.get::<_, Option<String>>(idx)? {
         None => Ok(None),
-        Some(s) => parse(&s).map(Some).ok_or_else(|| conversion_error(idx, format!("unknown value `{s}`"))),
+        Some(s) => parse(&s)
+            .map(Some)
+            .ok_or_else(|| conversion_error(idx, format!("unknown value `{s}`"))),
     }
 }
 
@@ -429,7 +445,11 @@ fn check_fence(tx: &Transaction<'_>, pod_id: &str, fence: &Fence) -> MetaResult<
 }
 
 /// The row at `path`, live or tombstoned.
-fn load_resource(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Option<StoredResource>> {
+fn load_resource(
+    conn: &Connection,
+    pod_id: &str,
+    path: &str,
+) -> MetaResult<Option<StoredResource>> {
     conn.prepare_cached(&format!(
         "SELECT {RESOURCE_COLS} FROM resources WHERE pod_id = ?1 AND path = ?2"
     ))
@@ -440,7 +460,9 @@ fn load_resource(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Opti
 }
 
 fn load_live(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>> {
-    Ok(load_resource(conn, pod_id, path)?.filter(|r| !r.deleted).map(|r| r.record))
+    Ok(load_resource(conn, pod_id, path)?
+        .filter(|r| !r.deleted)
+        .map(|r| r.record))
 }
 
 /// The path of the other kind with the same name: `/a` ↔ `/a/` (none for the root).
@@ -532,7 +554,9 @@ fn ensure_ancestors(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) ->
         }
         if let Some(doc) = twin_path(anc) {
             if load_live(tx, pod_id, &doc)?.is_some() {
-                return Err(MetaError::Conflict(format!("{doc} is a document, not a container")));
+                return Err(MetaError::Conflict(format!(
+                    "{doc} is a document, not a container"
+                )));
             }
         }
         let previous_version = existing.map_or(0, |r| r.record.version);
@@ -564,7 +588,10 @@ fn put_tx(
     }
     if let Some(twin) = twin_path(&put.path) {
         if load_live(tx, &put.pod_id, &twin)?.is_some() {
-            return Err(MetaError::Conflict(format!("{twin} exists, clashes with {}", put.path)));
+            return Err(MetaError::Conflict(format!(
+                "{twin} exists, clashes with {}",
+                put.path
+            )));
         }
     }
     let now = now_millis();
@@ -590,7 +617,11 @@ fn put_tx(
     // Always, not only on create: a container's representation lists its members' metadata,
     // so a replaced member changes it too.
     bump_parent(tx, &put.pod_id, &put.path, now)?;
-    Ok(PutOutcome { record, created, replaced_blob })
+    Ok(PutOutcome {
+        record,
+        created,
+        replaced_blob,
+    })
 }
 
 /// The body of [`MetaStore::delete_resource`], inside one IMMEDIATE transaction.
@@ -603,10 +634,12 @@ fn delete_tx(
 ) -> MetaResult<Option<String>> {
     check_fence(tx, pod_id, fence)?;
     if path == "/" {
-        return Err(MetaError::Conflict("the root container / cannot be deleted".into()));
+        return Err(MetaError::Conflict(
+            "the root container / cannot be deleted".into(),
+        ));
     }
-    let live =
-        load_live(tx, pod_id, path)?.ok_or_else(|| MetaError::NotFound(format!("resource {path}")))?;
+    let live = load_live(tx, pod_id, path)?
+        .ok_or_else(|| MetaError::NotFound(format!("resource {path}")))?;
     if !pre.holds(Some(&live)) {
         return Err(MetaError::PreconditionFailed);
     }
@@ -622,7 +655,9 @@ fn delete_tx(
             .db()?
             .is_some();
         if has_member {
-            return Err(MetaError::Conflict(format!("container {path} is not empty")));
+            return Err(MetaError::Conflict(format!(
+                "container {path} is not empty"
+            )));
         }
     }
     let now = now_millis();
@@ -650,13 +685,18 @@ fn transfer_tx(tx: &Transaction<'_>, pod_id: &str, target: &str) -> MetaResult<P
         .db()?
         .ok_or_else(|| MetaError::NotFound(format!("node {target}")))?;
     if status != NodeStatus::Online {
-        return Err(MetaError::Conflict(format!("node {target} is {}", status.as_str())));
+        return Err(MetaError::Conflict(format!(
+            "node {target} is {}",
+            status.as_str()
+        )));
     }
     if pod.node_id == target {
-        return Err(MetaError::Conflict(format!("pod {pod_id} is already owned by node {target}")));
+        return Err(MetaError::Conflict(format!(
+            "pod {pod_id} is already owned by node {target}"
+        )));
     }
     tx.prepare_cached(
-        "UPDATE pods SET node_id = ?1, epoch = epoch, migration_status = ?2,
+        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
                          migration_target_node = ?1, migration_progress = 0
          WHERE pod_id = ?3",
     )
@@ -668,7 +708,8 @@ fn transfer_tx(tx: &Transaction<'_>, pod_id: &str, target: &str) -> MetaResult<P
 }
 
 fn immediate(conn: &mut Connection) -> MetaResult<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate).db()
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -682,7 +723,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn ping(&self) -> MetaResult<()> {
-        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).db()).await
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).db())
+            .await
     }
 
     // ---- nodes ----
@@ -790,7 +832,10 @@ impl MetaStore for SqliteStore {
                 Ok(record)
             })
             .await?;
-        self.hub.send(FeedEvent::PodOwner { pod_id: record.pod_id.clone(), epoch: record.epoch });
+        self.hub.send(FeedEvent::PodOwner {
+            pod_id: record.pod_id.clone(),
+            epoch: record.epoch,
+        });
         Ok(record)
     }
 
@@ -821,7 +866,10 @@ impl MetaStore for SqliteStore {
                 Ok(record)
             })
             .await?;
-        self.hub.send(FeedEvent::PodOwner { pod_id: record.pod_id.clone(), epoch: record.epoch });
+        self.hub.send(FeedEvent::PodOwner {
+            pod_id: record.pod_id.clone(),
+            epoch: record.epoch,
+        });
         Ok(record)
     }
 
@@ -840,7 +888,11 @@ impl MetaStore for SqliteStore {
                      WHERE pod_id = ?3",
                 )
                 .db()?
-                .execute(params![status.map(MigrationStatus::as_str), progress, pod_id])
+                .execute(params![
+                    status.map(MigrationStatus::as_str),
+                    progress,
+                    pod_id
+                ])
                 .db()?;
             if n == 0 {
                 return Err(MetaError::NotFound(format!("pod {pod_id}")));
@@ -907,8 +959,12 @@ impl MetaStore for SqliteStore {
         path: &str,
         pre: &Precondition,
     ) -> MetaResult<Option<String>> {
-        let (fence, pod_id, path, pre) =
-            (fence.clone(), pod_id.to_string(), path.to_string(), pre.clone());
+        let (fence, pod_id, path, pre) = (
+            fence.clone(),
+            pod_id.to_string(),
+            path.to_string(),
+            pre.clone(),
+        );
         self.call(move |c| {
             let tx = immediate(c)?;
             let blob = delete_tx(&tx, &fence, &pod_id, &path, &pre)?;
@@ -928,7 +984,12 @@ impl MetaStore for SqliteStore {
                 .db()?;
             let mut found = HashSet::new();
             for key in keys {
-                if stmt.query_row([&key], |_| Ok(())).optional().db()?.is_some() {
+                if stmt
+                    .query_row([&key], |_| Ok(()))
+                    .optional()
+                    .db()?
+                    .is_some()
+                {
                     found.insert(key);
                 }
             }
@@ -952,7 +1013,10 @@ impl MetaStore for SqliteStore {
                 .db()?
                 .is_some();
             if exists {
-                return Err(MetaError::Conflict(format!("api key {} exists", key.key_id)));
+                return Err(MetaError::Conflict(format!(
+                    "api key {} exists",
+                    key.key_id
+                )));
             }
             tx.prepare_cached(&format!(
                 "INSERT INTO api_keys ({API_KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -978,11 +1042,13 @@ impl MetaStore for SqliteStore {
     async fn get_api_key(&self, key_id: &str) -> MetaResult<Option<ApiKeyRecord>> {
         let key_id = key_id.to_string();
         self.call(move |c| {
-            c.prepare_cached(&format!("SELECT {API_KEY_COLS} FROM api_keys WHERE key_id = ?1"))
-                .db()?
-                .query_row([key_id], api_key_from_row)
-                .optional()
-                .db()
+            c.prepare_cached(&format!(
+                "SELECT {API_KEY_COLS} FROM api_keys WHERE key_id = ?1"
+            ))
+            .db()?
+            .query_row([key_id], api_key_from_row)
+            .optional()
+            .db()
         })
         .await
     }
@@ -1044,7 +1110,14 @@ impl MetaStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .db()?
-            .execute(params![entry.at, entry.actor, entry.action, entry.target, details, entry.trace_id])
+            .execute(params![
+                entry.at,
+                entry.actor,
+                entry.action,
+                entry.target,
+                details,
+                entry.trace_id
+            ])
             .db()?;
             // Safe: the connection is ours alone while the mutex is held.
             Ok(c.last_insert_rowid())
