@@ -32,14 +32,20 @@ pub struct PgServer {
 
 enum Kind {
     /// A throwaway cluster we started.
-    Cluster { dir: PathBuf, pg_ctl: PathBuf, as_postgres: bool },
+    Cluster {
+        dir: PathBuf,
+        pg_ctl: PathBuf,
+        as_postgres: bool,
+    },
     /// A database we created on an external server (`admin_url` points at its original database).
     External { admin_url: String, db_name: String },
 }
 
 impl std::fmt::Debug for PgServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgServer").field("url", &redact(&self.url)).finish_non_exhaustive()
+        f.debug_struct("PgServer")
+            .field("url", &redact(&self.url))
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +79,11 @@ impl PgServer {
     /// `<this database>_<suffix>`).
     pub async fn create_database(&self, suffix: &str) -> anyhow::Result<String> {
         let name = format!("{}_{suffix}", database_of(&self.url)?);
-        sql(&self.url, &format!("CREATE DATABASE {}", quote_ident(&name))).await?;
+        sql(
+            &self.url,
+            &format!("CREATE DATABASE {}", quote_ident(&name)),
+        )
+        .await?;
         with_database(&self.url, &name)
     }
 
@@ -86,7 +96,8 @@ impl PgServer {
     /// Terminates every backend of this database with this `application_name`; returns how
     /// many were terminated.
     pub async fn terminate_application(&self, application_name: &str) -> anyhow::Result<u64> {
-        self.terminate_where("application_name = $1", &[&application_name]).await
+        self.terminate_where("application_name = $1", &[&application_name])
+            .await
     }
 
     async fn terminate_where(
@@ -99,8 +110,14 @@ impl PgServer {
             "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() AND {cond}"
         );
-        let rows = client.query(&q, params).await.context("pg_terminate_backend")?;
-        Ok(rows.iter().filter(|r| r.try_get::<_, bool>("ok").unwrap_or(false)).count() as u64)
+        let rows = client
+            .query(&q, params)
+            .await
+            .context("pg_terminate_backend")?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.try_get::<_, bool>("ok").unwrap_or(false))
+            .count() as u64)
     }
 
     fn external(admin_url: &str) -> anyhow::Result<PgServer> {
@@ -110,7 +127,13 @@ impl PgServer {
         let admin = admin_url.to_string();
         block_on_thread(async move { sql(&admin, &create).await })
             .with_context(|| format!("creating database {db_name} on {}", redact(admin_url)))?;
-        Ok(PgServer { url, kind: Kind::External { admin_url: admin_url.to_string(), db_name } })
+        Ok(PgServer {
+            url,
+            kind: Kind::External {
+                admin_url: admin_url.to_string(),
+                db_name,
+            },
+        })
     }
 
     fn cluster(initdb: &Path, pg_ctl: &Path) -> anyhow::Result<PgServer> {
@@ -120,7 +143,11 @@ impl PgServer {
         // From here on, dropping `server` cleans up whatever exists.
         let mut server = PgServer {
             url: String::new(),
-            kind: Kind::Cluster { dir: dir.clone(), pg_ctl: pg_ctl.to_path_buf(), as_postgres },
+            kind: Kind::Cluster {
+                dir: dir.clone(),
+                pg_ctl: pg_ctl.to_path_buf(),
+                as_postgres,
+            },
         };
         if as_postgres {
             run(Command::new("chmod").arg("755").arg(&dir))?;
@@ -166,7 +193,11 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         match &self.kind {
-            Kind::Cluster { dir, pg_ctl, as_postgres } => {
+            Kind::Cluster {
+                dir,
+                pg_ctl,
+                as_postgres,
+            } => {
                 if dir.join("data").join("postmaster.pid").exists() {
                     let _ = pg_command(*as_postgres, pg_ctl)
                         .arg("-D")
@@ -177,8 +208,10 @@ impl Drop for PgServer {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Kind::External { admin_url, db_name } => {
-                let drop_sql =
-                    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(db_name));
+                let drop_sql = format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(db_name)
+                );
                 let admin = admin_url.clone();
                 if let Err(e) = block_on_thread(async move { sql(&admin, &drop_sql).await }) {
                     eprintln!("warning: dropping test database {db_name}: {e:#}");
@@ -260,7 +293,11 @@ fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}_{nanos:x}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{nanos:x}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn quote_ident(name: &str) -> String {
@@ -269,13 +306,18 @@ fn quote_ident(name: &str) -> String {
 
 /// The URL without its password (for messages).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "<database url>".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<database url>".into();
+    };
     let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            let masked =
-                if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{scheme}://{masked}@{host}{tail}")
         }
         None => url.to_string(),
@@ -284,10 +326,17 @@ pub fn redact(url: &str) -> String {
 
 /// The database name in a `postgres://` URL.
 fn database_of(url: &str) -> anyhow::Result<String> {
-    let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| anyhow!("not a URL"))?;
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("not a URL"))?;
     let path = rest.find('/').map(|i| &rest[i + 1..]).unwrap_or("");
     let db = path.split('?').next().unwrap_or("");
-    Ok(if db.is_empty() { "postgres".into() } else { db.to_string() })
+    Ok(if db.is_empty() {
+        "postgres".into()
+    } else {
+        db.to_string()
+    })
 }
 
 /// The same URL pointing at database `db`.
@@ -314,7 +363,10 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 /// Runs one statement on a new connection.
 pub async fn sql(url: &str, statement: &str) -> anyhow::Result<()> {
     let client = connect(url).await?;
-    client.batch_execute(statement).await.with_context(|| statement.to_string())?;
+    client
+        .batch_execute(statement)
+        .await
+        .with_context(|| statement.to_string())?;
     Ok(())
 }
 
@@ -325,7 +377,9 @@ where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), fut).await })
             .map_err(|_| anyhow!("timed out"))?
     })
@@ -343,7 +397,10 @@ mod tests {
             with_database("postgres://u:p@h:5/db?sslmode=disable", "x").unwrap(),
             "postgres://u:p@h:5/x?sslmode=disable"
         );
-        assert_eq!(with_database("postgresql://h", "x").unwrap(), "postgresql://h/x");
+        assert_eq!(
+            with_database("postgresql://h", "x").unwrap(),
+            "postgresql://h/x"
+        );
         assert_eq!(database_of("postgresql://h:1/abc?x=1").unwrap(), "abc");
         assert_eq!(database_of("postgresql://h:1").unwrap(), "postgres");
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");

@@ -121,18 +121,27 @@ async fn concurrent_migrations_apply_each_version_once() {
     }
 
     let versions = || async {
-        let (client, conn) =
-            tokio_postgres::connect(pg.url(), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let rows = client
-            .query("SELECT version, applied_at FROM schema_migrations ORDER BY version", &[])
+        let (client, conn) = tokio_postgres::connect(pg.url(), tokio_postgres::NoTls)
             .await
             .unwrap();
-        rows.iter().map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1))).collect::<Vec<_>>()
+        tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT version, applied_at FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>()
     };
     let applied = versions().await;
     let expected: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
-    assert_eq!(applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        expected
+    );
 
     // Every store works on the migrated schema.
     for (i, s) in stores.iter().enumerate() {
@@ -153,35 +162,70 @@ async fn change_feed_across_stores_and_reconnect() {
     let a = store(pg.url()).await;
     let b = store(pg.url()).await;
     let mut feed = b.subscribe();
-    assert_eq!(next_event(&mut feed, "the initial Reset").await, FeedEvent::Reset);
+    assert_eq!(
+        next_event(&mut feed, "the initial Reset").await,
+        FeedEvent::Reset
+    );
 
     a.upsert_node(&node("n1")).await.unwrap();
     a.upsert_node(&node("n2")).await.unwrap();
     a.create_pod(&new_pod("alice", "n1")).await.unwrap();
-    wait_for(&mut feed, &FeedEvent::PodOwner { pod_id: "alice".into(), epoch: 1 }).await;
+    wait_for(
+        &mut feed,
+        &FeedEvent::PodOwner {
+            pod_id: "alice".into(),
+            epoch: 1,
+        },
+    )
+    .await;
     let moved = a.transfer_pod("alice", "n2").await.unwrap();
     assert_eq!(moved.epoch, 2);
-    wait_for(&mut feed, &FeedEvent::PodOwner { pod_id: "alice".into(), epoch: 2 }).await;
+    wait_for(
+        &mut feed,
+        &FeedEvent::PodOwner {
+            pod_id: "alice".into(),
+            epoch: 2,
+        },
+    )
+    .await;
 
     // A rolled-back ownership change notifies nobody: transferring to the owner is a Conflict.
-    assert!(matches!(a.transfer_pod("alice", "n2").await, Err(MetaError::Conflict(_))));
+    assert!(matches!(
+        a.transfer_pod("alice", "n2").await,
+        Err(MetaError::Conflict(_))
+    ));
 
     // Kill B's LISTEN connection: B reconnects, and its subscriber must reload (Reset).
-    let killed = pg.terminate_application(b.feed_application_name()).await.unwrap();
-    assert_eq!(killed, 1, "expected exactly one feed connection for store B");
-    assert_eq!(next_event(&mut feed, "a Reset after the feed reconnects").await, FeedEvent::Reset);
+    let killed = pg
+        .terminate_application(b.feed_application_name())
+        .await
+        .unwrap();
+    assert_eq!(
+        killed, 1,
+        "expected exactly one feed connection for store B"
+    );
+    assert_eq!(
+        next_event(&mut feed, "a Reset after the feed reconnects").await,
+        FeedEvent::Reset
+    );
 
     // A later notification from A still reaches B.
     let back = a.transfer_pod("alice", "n1").await.unwrap();
     assert_eq!(back.epoch, 3);
     assert_eq!(
         next_event(&mut feed, "PodOwner epoch 3 after the reconnect").await,
-        FeedEvent::PodOwner { pod_id: "alice".into(), epoch: 3 }
+        FeedEvent::PodOwner {
+            pod_id: "alice".into(),
+            epoch: 3
+        }
     );
 
     // The SQL-only way (as operators would do it) also works: every LISTEN backend goes.
     let mut feed_a = a.subscribe();
-    assert_eq!(next_event(&mut feed_a, "A's initial Reset").await, FeedEvent::Reset);
+    assert_eq!(
+        next_event(&mut feed_a, "A's initial Reset").await,
+        FeedEvent::Reset
+    );
     let killed = pg.terminate_listeners().await.unwrap();
     assert_eq!(killed, 2, "expected the feed connections of A and B");
     assert_eq!(
@@ -191,7 +235,14 @@ async fn change_feed_across_stores_and_reconnect() {
     // A's own earlier NOTIFY (epoch 3) may reach A's listener after `feed_a` subscribed.
     wait_for(&mut feed_a, &FeedEvent::Reset).await;
     a.create_pod(&new_pod("bob", "n1")).await.unwrap();
-    wait_for(&mut feed, &FeedEvent::PodOwner { pod_id: "bob".into(), epoch: 1 }).await;
+    wait_for(
+        &mut feed,
+        &FeedEvent::PodOwner {
+            pod_id: "bob".into(),
+            epoch: 1,
+        },
+    )
+    .await;
 
     // Dropping the store stops its feed task, which ends its subscriptions.
     drop(b);
@@ -207,9 +258,14 @@ async fn concurrent_create_only_puts_have_one_winner() {
     let s = Arc::new(store(pg.url()).await);
     s.upsert_node(&node("n1")).await.unwrap();
     s.create_pod(&new_pod("carol", "n1")).await.unwrap();
-    let fence = Fence { node_id: "n1".into(), epoch: 1 };
-    let create_only =
-        Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() };
+    let fence = Fence {
+        node_id: "n1".into(),
+        epoch: 1,
+    };
+    let create_only = Precondition {
+        if_none_match: Some(EtagCondition::Any),
+        ..Default::default()
+    };
 
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -229,7 +285,11 @@ async fn concurrent_create_only_puts_have_one_winner() {
         .collect();
     let mut wins = 0;
     for t in tasks {
-        match tokio::time::timeout(WAIT, t).await.expect("put timed out").expect("put panicked") {
+        match tokio::time::timeout(WAIT, t)
+            .await
+            .expect("put timed out")
+            .expect("put panicked")
+        {
             Ok(out) => {
                 assert!(out.created);
                 wins += 1;
@@ -247,11 +307,18 @@ async fn concurrent_create_only_puts_have_one_winner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_is_unavailable() {
     // A port nobody listens on (bound then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("postgresql://postgres:s3cret@127.0.0.1:{port}/postgres");
     match tokio::time::timeout(Duration::from_secs(30), PgStore::connect(&url, 1)).await {
         Ok(Err(MetaError::Unavailable(msg))) => {
-            assert!(!msg.contains("s3cret"), "the error leaks the password: {msg}")
+            assert!(
+                !msg.contains("s3cret"),
+                "the error leaks the password: {msg}"
+            )
         }
         Ok(Err(e)) => panic!("expected Unavailable, got {e:?}"),
         Ok(Ok(_)) => panic!("connected to a closed port?"),

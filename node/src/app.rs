@@ -43,7 +43,9 @@ impl App {
             .await
             .with_context(|| format!("opening the metadata store ({})", redact_url(&db_url)))?;
         let blobs = BlobStore::open(&config.objects_url()).context("opening the object store")?;
-        let target = TargetConfig { pods_domain: config.http.pods_domain.clone() };
+        let target = TargetConfig {
+            pods_domain: config.http.pods_domain.clone(),
+        };
         let app = Arc::new(App {
             node_id,
             meta,
@@ -54,7 +56,9 @@ impl App {
             max_body: 64 * 1024 * 1024 * 1024,
             config,
         });
-        app.heartbeat(NodeStatus::Online).await.context("registering this node in the metadata store")?;
+        app.heartbeat(NodeStatus::Online)
+            .await
+            .context("registering this node in the metadata store")?;
         Ok(app)
     }
 
@@ -127,7 +131,13 @@ pub async fn ensure_admin_key(app: &App) -> anyhow::Result<Option<String>> {
     if path.exists() || !app.meta.list_api_keys().await?.is_empty() {
         return Ok(None);
     }
-    let key = auth::mint("bootstrap admin", "admin", vec!["admin".into()], meta::now_millis(), None);
+    let key = auth::mint(
+        "bootstrap admin",
+        "admin",
+        vec!["admin".into()],
+        meta::now_millis(),
+        None,
+    );
     app.meta.create_api_key(&key.record).await?;
     write_secret_file(&path, &format!("{}\n", key.full))
         .with_context(|| format!("writing {}", path.display()))?;
@@ -139,7 +149,12 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -163,7 +178,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite:///x/meta.db"), "sqlite:///x/meta.db");
     }
 }

@@ -25,7 +25,13 @@ pub fn hash_key(full: &str) -> String {
 }
 
 /// Makes a new key. `expires_at` is absolute (Unix ms).
-pub fn mint(name: &str, owner: &str, scopes: Vec<String>, now: Millis, expires_at: Option<Millis>) -> MintedKey {
+pub fn mint(
+    name: &str,
+    owner: &str,
+    scopes: Vec<String>,
+    now: Millis,
+    expires_at: Option<Millis>,
+) -> MintedKey {
     let id = hex::encode(rand::random::<[u8; 6]>());
     let secret = hex::encode(rand::random::<[u8; 32]>());
     let full = format!("xp_{id}_{secret}");
@@ -47,7 +53,11 @@ pub fn mint(name: &str, owner: &str, scopes: Vec<String>, now: Millis, expires_a
 pub fn parse_key(full: &str) -> Option<(&str, &str)> {
     let rest = full.strip_prefix("xp_")?;
     let (id, secret) = rest.split_once('_')?;
-    let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex_ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     (hex_ok(id, 12) && hex_ok(secret, 64)).then_some((id, secret))
 }
 
@@ -57,7 +67,9 @@ pub fn validate_scope(scope: &str) -> Result<(), String> {
         return Ok(());
     }
     let Some(rest) = scope.strip_prefix("pod:") else {
-        return Err(format!("scope `{scope}`: expected `admin`, `pod:<podId>` or `pod:<podId>:read`"));
+        return Err(format!(
+            "scope `{scope}`: expected `admin`, `pod:<podId>` or `pod:<podId>:read`"
+        ));
     };
     let pod = rest.strip_suffix(":read").unwrap_or(rest);
     xpod_routing::target::validate_pod_id(pod).map_err(|e| format!("scope `{scope}`: {e}"))
@@ -116,25 +128,45 @@ pub enum Access {
 
 /// Finds the key in `Authorization: Bearer` or `X-Api-Key` and checks it. No credentials →
 /// `Anonymous`; bad, unknown, revoked or expired credentials → 401.
-pub async fn authenticate(headers: &http::HeaderMap, meta: &dyn MetaStore, now: Millis) -> Result<Principal, ApiError> {
+pub async fn authenticate(
+    headers: &http::HeaderMap,
+    meta: &dyn MetaStore,
+    now: Millis,
+) -> Result<Principal, ApiError> {
     let presented = if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
         let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::unauthorized("Authorization must use the Bearer scheme with an API key"));
+            return Err(ApiError::unauthorized(
+                "Authorization must use the Bearer scheme with an API key",
+            ));
         }
         Some(token.trim().to_string())
     } else if let Some(v) = headers.get("x-api-key") {
-        Some(v.to_str().map_err(|_| ApiError::unauthorized("X-Api-Key header is not valid text"))?.trim().to_string())
+        Some(
+            v.to_str()
+                .map_err(|_| ApiError::unauthorized("X-Api-Key header is not valid text"))?
+                .trim()
+                .to_string(),
+        )
     } else {
         None
     };
-    let Some(full) = presented else { return Ok(Principal::Anonymous) };
+    let Some(full) = presented else {
+        return Ok(Principal::Anonymous);
+    };
     let invalid = || ApiError::unauthorized("invalid API key");
-    let (id, _) = parse_key(&full).ok_or_else(|| ApiError::unauthorized("malformed API key: expected xp_<id>_<secret>"))?;
+    let (id, _) = parse_key(&full)
+        .ok_or_else(|| ApiError::unauthorized("malformed API key: expected xp_<id>_<secret>"))?;
     let record = meta.get_api_key(id).await?.ok_or_else(invalid)?;
     let presented_hash = hash_key(&full);
-    if !bool::from(presented_hash.as_bytes().ct_eq(record.secret_hash.as_bytes())) {
+    if !bool::from(
+        presented_hash
+            .as_bytes()
+            .ct_eq(record.secret_hash.as_bytes()),
+    ) {
         return Err(invalid());
     }
     if record.revoked_at.is_some() {
@@ -160,22 +192,30 @@ pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
 }
 
 /// The authorization seam for pod resources.
-pub fn authorize_pod(p: &Principal, pod_id: &str, mode: AccessMode, want: Access) -> Result<(), ApiError> {
-    let public = match (mode, want) {
-        (AccessMode::PublicReadWrite, _) => true,
-        (AccessMode::PublicRead, Access::Read) => true,
-        _ => false,
-    };
+pub fn authorize_pod(
+    p: &Principal,
+    pod_id: &str,
+    mode: AccessMode,
+    want: Access,
+) -> Result<(), ApiError> {
+    let public = matches!(
+        (mode, want),
+        (AccessMode::PublicReadWrite, _) | (AccessMode::PublicRead, Access::Read)
+    );
     if public {
         return Ok(());
     }
     match p.pod_access(pod_id) {
         Some(have) if have >= want => Ok(()),
-        Some(_) => Err(ApiError::forbidden(format!("this API key may only read pod {pod_id}"))),
-        None if matches!(p, Principal::Anonymous) => {
-            Err(ApiError::unauthorized(format!("pod {pod_id} is private: an API key with access to it is required")))
-        }
-        None => Err(ApiError::forbidden(format!("this API key has no access to pod {pod_id}"))),
+        Some(_) => Err(ApiError::forbidden(format!(
+            "this API key may only read pod {pod_id}"
+        ))),
+        None if matches!(p, Principal::Anonymous) => Err(ApiError::unauthorized(format!(
+            "pod {pod_id} is private: an API key with access to it is required"
+        ))),
+        None => Err(ApiError::forbidden(format!(
+            "this API key has no access to pod {pod_id}"
+        ))),
     }
 }
 
@@ -191,7 +231,14 @@ mod tests {
         assert_eq!(secret.len(), 64);
         assert_eq!(k.record.secret_hash, hash_key(&k.full));
         assert!(!k.record.secret_hash.contains(secret));
-        for bad in ["", "xp_", "xp_abc_def", "yp_0123456789ab_", &k.full.to_uppercase(), &format!("{}0", k.full)] {
+        for bad in [
+            "",
+            "xp_",
+            "xp_abc_def",
+            "yp_0123456789ab_",
+            &k.full.to_uppercase(),
+            &format!("{}0", k.full),
+        ] {
             assert!(parse_key(bad).is_none(), "{bad}");
         }
     }
@@ -207,12 +254,49 @@ mod tests {
         let writer = Principal::Key(mint("w", "o", vec!["pod:alice".into()], 0, None).record);
         let private = AccessMode::Private;
         assert!(authorize_pod(&reader, "alice", private, Access::Read).is_ok());
-        assert_eq!(authorize_pod(&reader, "alice", private, Access::Write).unwrap_err().status, 403);
+        assert_eq!(
+            authorize_pod(&reader, "alice", private, Access::Write)
+                .unwrap_err()
+                .status,
+            403
+        );
         assert!(authorize_pod(&writer, "alice", private, Access::Write).is_ok());
-        assert_eq!(authorize_pod(&writer, "bob", private, Access::Read).unwrap_err().status, 403);
-        assert_eq!(authorize_pod(&Principal::Anonymous, "alice", private, Access::Read).unwrap_err().status, 401);
-        assert!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicRead, Access::Read).is_ok());
-        assert_eq!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicRead, Access::Write).unwrap_err().status, 401);
-        assert!(authorize_pod(&Principal::Anonymous, "alice", AccessMode::PublicReadWrite, Access::Write).is_ok());
+        assert_eq!(
+            authorize_pod(&writer, "bob", private, Access::Read)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert_eq!(
+            authorize_pod(&Principal::Anonymous, "alice", private, Access::Read)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert!(authorize_pod(
+            &Principal::Anonymous,
+            "alice",
+            AccessMode::PublicRead,
+            Access::Read
+        )
+        .is_ok());
+        assert_eq!(
+            authorize_pod(
+                &Principal::Anonymous,
+                "alice",
+                AccessMode::PublicRead,
+                Access::Write
+            )
+            .unwrap_err()
+            .status,
+            401
+        );
+        assert!(authorize_pod(
+            &Principal::Anonymous,
+            "alice",
+            AccessMode::PublicReadWrite,
+            Access::Write
+        )
+        .is_ok());
     }
 }

@@ -29,9 +29,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (serves until SIGINT/SIGTERM, then drains in-flight requests).
-    #[command(long_about = "Run a node. Configuration: defaults, then the TOML file (--config or XPOD_CONFIG), \
+    #[command(
+        long_about = "Run a node. Configuration: defaults, then the TOML file (--config or XPOD_CONFIG), \
 then XPOD_* environment variables (and the old CSS_* ones as aliases), then these flags. On the first start \
-of a lone node an admin API key is created, printed once and saved to <data-dir>/admin.key (mode 0600).")]
+of a lone node an admin API key is created, printed once and saved to <data-dir>/admin.key (mode 0600)."
+    )]
     Up(UpArgs),
     /// Check a configuration and print it as resolved (secrets redacted).
     Config(ConfigArgs),
@@ -66,7 +68,12 @@ struct ConfigArgs {
 #[derive(Args)]
 struct Remote {
     /// The node to talk to.
-    #[arg(long, env = "XPOD_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "XPOD_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// Admin API key (xp_<id>_<secret>) [default: the contents of ./xpod-data/admin.key].
     #[arg(long, env = "XPOD_KEY", hide_env_values = true, global = true)]
@@ -133,7 +140,10 @@ enum KeysCmd {
 /// Parses the command line and runs the command. Errors are one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -163,10 +173,19 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
     }
 }
 
-fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+fn load_config(
+    file: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Config> {
     // vars_os: a non-UTF-8 variable elsewhere in the environment must not crash the node.
     let env: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     let mut config = Config::load(file, &env)?;
     if let Some(d) = data_dir {
@@ -180,9 +199,13 @@ fn load_config(file: Option<&std::path::Path>, data_dir: Option<PathBuf>, listen
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(std::env::var("XPOD_LOG").unwrap_or_else(|_| config.log.level.clone()))
-        .context("log.level is not a valid filter (e.g. `info` or `xpod_node=debug,info`)")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(
+        std::env::var("XPOD_LOG").unwrap_or_else(|_| config.log.level.clone()),
+    )
+    .context("log.level is not a valid filter (e.g. `info` or `xpod_node=debug,info`)")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -203,14 +226,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
     let key = match &remote.key {
         Some(k) => Some(k.trim().to_string()),
-        None => std::fs::read_to_string("xpod-data/admin.key").ok().map(|s| s.trim().to_string()),
+        None => std::fs::read_to_string("xpod-data/admin.key")
+            .ok()
+            .map(|s| s.trim().to_string()),
     };
     ApiClient::new(&remote.server, key)
 }
 
 fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
     if remote.json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         summary(value);
     }
@@ -227,20 +255,44 @@ fn pod_line(p: &Value) {
         s(p, "nodeId"),
         p.get("epoch").and_then(Value::as_i64).unwrap_or(0),
         s(p, "accessMode"),
-        p.get("migrationStatus").and_then(Value::as_str).unwrap_or("")
+        p.get("migrationStatus")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     );
 }
 
 async fn pods(cmd: PodsCmd) -> anyhow::Result<()> {
     match cmd {
-        PodsCmd::Create { pod, access_mode, remote } => {
-            let (_, v) = client(&remote)?.call(Method::POST, "/.cluster/pods", Some(&json!({"podId": pod, "accessMode": access_mode}))).await?;
-            print(&remote, &v, |v| println!("created pod {} on node {} ({})", s(v, "podId"), s(v, "nodeId"), s(v, "baseUrl")));
+        PodsCmd::Create {
+            pod,
+            access_mode,
+            remote,
+        } => {
+            let (_, v) = client(&remote)?
+                .call(
+                    Method::POST,
+                    "/.cluster/pods",
+                    Some(&json!({"podId": pod, "accessMode": access_mode})),
+                )
+                .await?;
+            print(&remote, &v, |v| {
+                println!(
+                    "created pod {} on node {} ({})",
+                    s(v, "podId"),
+                    s(v, "nodeId"),
+                    s(v, "baseUrl")
+                )
+            });
         }
         PodsCmd::List { remote } => {
-            let (_, v) = client(&remote)?.call(Method::GET, "/.cluster/pods", None).await?;
+            let (_, v) = client(&remote)?
+                .call(Method::GET, "/.cluster/pods", None)
+                .await?;
             print(&remote, &v, |v| {
-                println!("{:<24} {:<20} {:>5}  {:<18} MIGRATION", "POD", "NODE", "EPOCH", "ACCESS");
+                println!(
+                    "{:<24} {:<20} {:>5}  {:<18} MIGRATION",
+                    "POD", "NODE", "EPOCH", "ACCESS"
+                );
                 for p in v["pods"].as_array().into_iter().flatten() {
                     pod_line(p);
                 }
@@ -248,8 +300,12 @@ async fn pods(cmd: PodsCmd) -> anyhow::Result<()> {
         }
         PodsCmd::Show { pod, remote } => {
             xpod_routing::target::validate_pod_id(&pod)?;
-            let (_, v) = client(&remote)?.call(Method::GET, &format!("/.cluster/pods/{pod}"), None).await?;
-            print(&remote, &v, |v| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()));
+            let (_, v) = client(&remote)?
+                .call(Method::GET, &format!("/.cluster/pods/{pod}"), None)
+                .await?;
+            print(&remote, &v, |v| {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            });
         }
     }
     Ok(())
@@ -257,22 +313,49 @@ async fn pods(cmd: PodsCmd) -> anyhow::Result<()> {
 
 async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
     match cmd {
-        KeysCmd::Create { name, scopes, expires_in_days, remote } => {
+        KeysCmd::Create {
+            name,
+            scopes,
+            expires_in_days,
+            remote,
+        } => {
             let body = json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
-            let (_, v) = client(&remote)?.call(Method::POST, "/api/v1/auth/api-keys", Some(&body)).await?;
+            let (_, v) = client(&remote)?
+                .call(Method::POST, "/api/v1/auth/api-keys", Some(&body))
+                .await?;
             print(&remote, &v, |v| {
-                println!("created key {} ({}); the secret is shown once:", s(v, "keyId"), s(v, "name"));
+                println!(
+                    "created key {} ({}); the secret is shown once:",
+                    s(v, "keyId"),
+                    s(v, "name")
+                );
                 println!("{}", s(v, "key"));
             });
         }
         KeysCmd::List { remote } => {
-            let (_, v) = client(&remote)?.call(Method::GET, "/api/v1/auth/api-keys", None).await?;
+            let (_, v) = client(&remote)?
+                .call(Method::GET, "/api/v1/auth/api-keys", None)
+                .await?;
             print(&remote, &v, |v| {
                 println!("{:<14} {:<24} {:<30} STATE", "ID", "NAME", "SCOPES");
                 for k in v["keys"].as_array().into_iter().flatten() {
-                    let scopes: Vec<&str> = k["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                    let state = if !k["revokedAt"].is_null() { "revoked" } else { "active" };
-                    println!("{:<14} {:<24} {:<30} {state}", s(k, "keyId"), s(k, "name"), scopes.join(","));
+                    let scopes: Vec<&str> = k["scopes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let state = if !k["revokedAt"].is_null() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<14} {:<24} {:<30} {state}",
+                        s(k, "keyId"),
+                        s(k, "name"),
+                        scopes.join(",")
+                    );
                 }
             });
         }
@@ -280,7 +363,13 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 anyhow::bail!("key id `{key_id}`: expected the 12 hex digits after `xp_`");
             }
-            client(&remote)?.call(Method::DELETE, &format!("/api/v1/auth/api-keys/{key_id}"), None).await?;
+            client(&remote)?
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/auth/api-keys/{key_id}"),
+                    None,
+                )
+                .await?;
             if !remote.json {
                 println!("revoked key {key_id}");
             }

@@ -27,7 +27,12 @@ impl ApiClient {
 
     /// Sends a request; returns the status and the JSON body (`Null` when empty). A JSON error
     /// body from the server becomes an error naming its message.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.server);
         let mut req = Request::builder().method(method).uri(&url);
         if let Some(k) = &self.key {
@@ -40,13 +45,35 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        let resp = self.http.request(req.body(Full::new(bytes))?).await.with_context(|| format!("cannot reach {}", self.server))?;
+        let resp = self
+            .http
+            .request(req.body(Full::new(bytes))?)
+            .await
+            .with_context(|| format!("cannot reach {}", self.server))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the response")?.to_bytes();
-        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         if !status.is_success() {
-            let msg = value.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| value.to_string());
-            bail!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+            let msg = value
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            bail!(
+                "{} {}: {msg}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
         }
         Ok((status, value))
     }

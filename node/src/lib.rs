@@ -31,10 +31,18 @@ pub use app::App;
 
 /// Runs a node on `listener` until `shutdown` resolves, then drains in-flight requests and
 /// marks the node offline. `config.node_id` may be `auto` (resolved here).
-pub async fn run(mut config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let node_id = config.resolve_node_id()?;
     let addr = listener.local_addr()?;
-    let base_url = config.http.base_url.clone().unwrap_or_else(|| format!("http://{}", server::reachable(addr)));
+    let base_url = config
+        .http
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", server::reachable(addr)));
     let app = App::open(config, base_url).await?;
     if let Some(key) = app::ensure_admin_key(&app).await? {
         // Deliberately on stdout and not in the log: the secret is shown once, here.

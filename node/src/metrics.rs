@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request-duration histogram.
-const BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -76,7 +78,10 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, node_id: &str, backend: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP xpod_build_info Build and node information.\n# TYPE xpod_build_info gauge");
+        let _ = writeln!(
+            out,
+            "# HELP xpod_build_info Build and node information.\n# TYPE xpod_build_info gauge"
+        );
         let _ = writeln!(
             out,
             "xpod_build_info{{version=\"{}\",node=\"{}\",metadata=\"{}\"}} 1",
@@ -87,27 +92,60 @@ impl Metrics {
         let _ = writeln!(out, "# HELP xpod_http_requests_total HTTP requests by method and status.\n# TYPE xpod_http_requests_total counter");
         if let Ok(m) = self.requests.lock() {
             for ((method, status), n) in m.iter() {
-                let _ = writeln!(out, "xpod_http_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "xpod_http_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(out, "# HELP xpod_http_request_duration_seconds Time to response headers.\n# TYPE xpod_http_request_duration_seconds histogram");
         if let Ok(h) = self.durations.lock() {
             for (i, b) in BUCKETS.iter().enumerate() {
                 let c = h.counts.get(i).copied().unwrap_or(0);
-                let _ = writeln!(out, "xpod_http_request_duration_seconds_bucket{{le=\"{b}\"}} {c}");
+                let _ = writeln!(
+                    out,
+                    "xpod_http_request_duration_seconds_bucket{{le=\"{b}\"}} {c}"
+                );
             }
-            let _ = writeln!(out, "xpod_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "xpod_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+                h.count
+            );
             let _ = writeln!(out, "xpod_http_request_duration_seconds_sum {}", h.sum);
             let _ = writeln!(out, "xpod_http_request_duration_seconds_count {}", h.count);
         }
         let gauges = [
-            ("xpod_http_in_flight_requests", "gauge", "Requests being served.", self.in_flight.load(Ordering::Relaxed).to_string()),
-            ("xpod_http_body_bytes_received_total", "counter", "Resource body bytes stored.", self.bytes_received.load(Ordering::Relaxed).to_string()),
-            ("xpod_blobs_collected_total", "counter", "Unreferenced blobs deleted.", self.blobs_collected.load(Ordering::Relaxed).to_string()),
-            ("xpod_audit_failures_total", "counter", "Audit entries that could not be written.", self.audit_failures.load(Ordering::Relaxed).to_string()),
+            (
+                "xpod_http_in_flight_requests",
+                "gauge",
+                "Requests being served.",
+                self.in_flight.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_http_body_bytes_received_total",
+                "counter",
+                "Resource body bytes stored.",
+                self.bytes_received.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_blobs_collected_total",
+                "counter",
+                "Unreferenced blobs deleted.",
+                self.blobs_collected.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_audit_failures_total",
+                "counter",
+                "Audit entries that could not be written.",
+                self.audit_failures.load(Ordering::Relaxed).to_string(),
+            ),
         ];
         for (name, kind, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -127,7 +165,10 @@ mod tests {
             m.record("PUT", 412, Duration::from_millis(1));
         }
         let text = m.render("n1", "sqlite");
-        assert!(text.contains("xpod_http_requests_total{method=\"GET\",status=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains("xpod_http_requests_total{method=\"GET\",status=\"200\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("xpod_http_requests_total{method=\"PUT\",status=\"412\"} 1"));
         assert!(text.contains("xpod_http_request_duration_seconds_count 3"));
         assert!(text.contains("xpod_http_request_duration_seconds_bucket{le=\"0.005\"} 2"));

@@ -11,8 +11,12 @@ fn deploy_configs_are_valid() {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
-        xpod_config::Config::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        xpod_config::Config::load(Some(&path), &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         checked += 1;
     }
-    assert!(checked >= 2, "expected the lone and center configs in deploy/, checked {checked}");
+    assert!(
+        checked >= 2,
+        "expected the lone and center configs in deploy/, checked {checked}"
+    );
 }

@@ -64,7 +64,9 @@ fn decode_segment(seg: &str) -> Result<String, PathError> {
     if lower.contains("%2f") || lower.contains("%5c") {
         return Err(PathError::EncodedSeparator);
     }
-    let decoded = percent_decode_str(seg).decode_utf8().map_err(|_| PathError::InvalidUtf8)?;
+    let decoded = percent_decode_str(seg)
+        .decode_utf8()
+        .map_err(|_| PathError::InvalidUtf8)?;
     if decoded == "." || decoded == ".." {
         return Err(PathError::DotSegment);
     }
@@ -114,7 +116,10 @@ mod tests {
         assert_eq!(parse_resource_path("/notes/").unwrap(), "/notes/");
         assert_eq!(parse_resource_path("/notes/a.txt").unwrap(), "/notes/a.txt");
         assert_eq!(parse_resource_path("/a%20b/c%C3%A9").unwrap(), "/a b/cé");
-        assert_eq!(parse_resource_path("/.well-known/x").unwrap(), "/.well-known/x");
+        assert_eq!(
+            parse_resource_path("/.well-known/x").unwrap(),
+            "/.well-known/x"
+        );
         assert_eq!(parse_resource_path("/a..b").unwrap(), "/a..b");
     }
 
@@ -141,14 +146,20 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(parse_resource_path(raw), Err(want.clone()), "{raw}");
         }
-        assert_eq!(parse_resource_path(&format!("/{}", "a".repeat(5000))), Err(PathError::TooLong(MAX_PATH)));
+        assert_eq!(
+            parse_resource_path(&format!("/{}", "a".repeat(5000))),
+            Err(PathError::TooLong(MAX_PATH))
+        );
     }
 
     #[test]
     fn encode_round_trips() {
         for p in ["/", "/a b/c%d", "/x/y?z#w/", "/é/[1]"] {
             let enc = encode_path(p);
-            assert!(!enc.contains(' ') && !enc.contains('?') && !enc.contains('#'), "{enc}");
+            assert!(
+                !enc.contains(' ') && !enc.contains('?') && !enc.contains('#'),
+                "{enc}"
+            );
             assert_eq!(parse_resource_path(&enc).unwrap(), p);
         }
     }

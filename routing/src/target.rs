@@ -37,7 +37,10 @@ pub enum Target {
     /// `/api/v1/<rest>`: the rest, without the leading `/api/v1`.
     Api(String),
     /// A resource of a pod: the decoded path within the pod.
-    Pod { pod_id: String, path: String },
+    Pod {
+        pod_id: String,
+        path: String,
+    },
     /// `/` in path mode: the node's landing document.
     Index,
 }
@@ -54,7 +57,10 @@ pub enum TargetError {
 
 /// Validates a pod id: a DNS label (1–63 of `a-z0-9-`, no leading/trailing `-`), not reserved.
 pub fn validate_pod_id(id: &str) -> Result<(), TargetError> {
-    let bad = |reason: &str| TargetError::BadPodId { id: truncate(id), reason: reason.to_string() };
+    let bad = |reason: &str| TargetError::BadPodId {
+        id: truncate(id),
+        reason: reason.to_string(),
+    };
     if let Err(reason) = xpod_config::validate_pod_id(id) {
         return Err(bad(&reason));
     }
@@ -69,10 +75,17 @@ fn truncate(s: &str) -> String {
 }
 
 /// Classifies a request. `raw_path` is the URI path, still percent-encoded, without the query.
-pub fn classify(cfg: &TargetConfig, host: Option<&str>, raw_path: &str) -> Result<Target, TargetError> {
+pub fn classify(
+    cfg: &TargetConfig,
+    host: Option<&str>,
+    raw_path: &str,
+) -> Result<Target, TargetError> {
     if let Some(pod) = subdomain_pod(cfg, host)? {
         validate_pod_id(&pod)?;
-        return Ok(Target::Pod { pod_id: pod, path: parse_resource_path(raw_path)? });
+        return Ok(Target::Pod {
+            pod_id: pod,
+            path: parse_resource_path(raw_path)?,
+        });
     }
     match raw_path {
         "/health" => return Ok(Target::Ops(OpsRoute::Health)),
@@ -96,13 +109,19 @@ pub fn classify(cfg: &TargetConfig, host: Option<&str>, raw_path: &str) -> Resul
         None => (rest, ""),
     };
     if pod_raw.contains('%') {
-        return Err(TargetError::BadPodId { id: truncate(pod_raw), reason: "must not be percent-encoded".into() });
+        return Err(TargetError::BadPodId {
+            id: truncate(pod_raw),
+            reason: "must not be percent-encoded".into(),
+        });
     }
     if pod_raw == ".." || pod_raw == "." {
         return Err(PathError::DotSegment.into());
     }
     validate_pod_id(pod_raw)?;
-    Ok(Target::Pod { pod_id: pod_raw.to_string(), path: parse_resource_path(tail)? })
+    Ok(Target::Pod {
+        pod_id: pod_raw.to_string(),
+        path: parse_resource_path(tail)?,
+    })
 }
 
 /// `/api/v1` matches `/api/v1` and `/api/v1/…`, not `/api/v1x`.
@@ -121,7 +140,10 @@ fn subdomain_pod(cfg: &TargetConfig, host: Option<&str>) -> Result<Option<String
         return Ok(None);
     };
     if label.contains('.') {
-        return Err(TargetError::BadPodId { id: truncate(label), reason: "must be a single DNS label".into() });
+        return Err(TargetError::BadPodId {
+            id: truncate(label),
+            reason: "must be a single DNS label".into(),
+        });
     }
     Ok(Some(label.to_string()))
 }
@@ -153,17 +175,34 @@ mod tests {
     }
 
     fn sub() -> TargetConfig {
-        TargetConfig { pods_domain: Some("pods.example.com".into()) }
+        TargetConfig {
+            pods_domain: Some("pods.example.com".into()),
+        }
     }
 
     #[test]
     fn ops_and_apis() {
         let c = path_mode();
-        assert_eq!(classify(&c, None, "/health").unwrap(), Target::Ops(OpsRoute::Health));
-        assert_eq!(classify(&c, None, "/metrics").unwrap(), Target::Ops(OpsRoute::Metrics));
-        assert_eq!(classify(&c, None, "/openapi.json").unwrap(), Target::Ops(OpsRoute::OpenApi));
-        assert_eq!(classify(&c, None, "/.cluster/pods").unwrap(), Target::Cluster("/pods".into()));
-        assert_eq!(classify(&c, None, "/api/v1/auth/api-keys").unwrap(), Target::Api("/auth/api-keys".into()));
+        assert_eq!(
+            classify(&c, None, "/health").unwrap(),
+            Target::Ops(OpsRoute::Health)
+        );
+        assert_eq!(
+            classify(&c, None, "/metrics").unwrap(),
+            Target::Ops(OpsRoute::Metrics)
+        );
+        assert_eq!(
+            classify(&c, None, "/openapi.json").unwrap(),
+            Target::Ops(OpsRoute::OpenApi)
+        );
+        assert_eq!(
+            classify(&c, None, "/.cluster/pods").unwrap(),
+            Target::Cluster("/pods".into())
+        );
+        assert_eq!(
+            classify(&c, None, "/api/v1/auth/api-keys").unwrap(),
+            Target::Api("/auth/api-keys".into())
+        );
         assert_eq!(classify(&c, None, "/").unwrap(), Target::Index);
     }
 
@@ -172,16 +211,49 @@ mod tests {
         let c = path_mode();
         assert_eq!(
             classify(&c, Some("127.0.0.1:8080"), "/alice/notes/a.txt").unwrap(),
-            Target::Pod { pod_id: "alice".into(), path: "/notes/a.txt".into() }
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/notes/a.txt".into()
+            }
         );
-        assert_eq!(classify(&c, None, "/alice").unwrap(), Target::Pod { pod_id: "alice".into(), path: "/".into() });
-        assert_eq!(classify(&c, None, "/alice/").unwrap(), Target::Pod { pod_id: "alice".into(), path: "/".into() });
-        assert!(matches!(classify(&c, None, "/alice/../etc/passwd"), Err(TargetError::Path(PathError::DotSegment))));
-        assert!(matches!(classify(&c, None, "/../etc/passwd"), Err(TargetError::Path(PathError::DotSegment))));
-        assert!(matches!(classify(&c, None, "/Alice/x"), Err(TargetError::BadPodId { .. })));
-        assert!(matches!(classify(&c, None, "/al%69ce/x"), Err(TargetError::BadPodId { .. })));
-        assert!(matches!(classify(&c, None, "/api/x"), Err(TargetError::BadPodId { .. })));
-        assert!(matches!(classify(&c, None, "/alice/a%2fb"), Err(TargetError::Path(PathError::EncodedSeparator))));
+        assert_eq!(
+            classify(&c, None, "/alice").unwrap(),
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            classify(&c, None, "/alice/").unwrap(),
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/".into()
+            }
+        );
+        assert!(matches!(
+            classify(&c, None, "/alice/../etc/passwd"),
+            Err(TargetError::Path(PathError::DotSegment))
+        ));
+        assert!(matches!(
+            classify(&c, None, "/../etc/passwd"),
+            Err(TargetError::Path(PathError::DotSegment))
+        ));
+        assert!(matches!(
+            classify(&c, None, "/Alice/x"),
+            Err(TargetError::BadPodId { .. })
+        ));
+        assert!(matches!(
+            classify(&c, None, "/al%69ce/x"),
+            Err(TargetError::BadPodId { .. })
+        ));
+        assert!(matches!(
+            classify(&c, None, "/api/x"),
+            Err(TargetError::BadPodId { .. })
+        ));
+        assert!(matches!(
+            classify(&c, None, "/alice/a%2fb"),
+            Err(TargetError::Path(PathError::EncodedSeparator))
+        ));
     }
 
     #[test]
@@ -189,24 +261,53 @@ mod tests {
         let c = sub();
         assert_eq!(
             classify(&c, Some("Alice.Pods.Example.com:8443"), "/notes/").unwrap(),
-            Target::Pod { pod_id: "alice".into(), path: "/notes/".into() }
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/notes/".into()
+            }
         );
         // The whole path belongs to the pod, even /health.
         assert_eq!(
             classify(&c, Some("alice.pods.example.com"), "/health").unwrap(),
-            Target::Pod { pod_id: "alice".into(), path: "/health".into() }
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/health".into()
+            }
         );
         // Another host falls back to path mode.
-        assert_eq!(classify(&c, Some("pods.example.com"), "/health").unwrap(), Target::Ops(OpsRoute::Health));
-        assert!(matches!(classify(&c, Some("a.b.pods.example.com"), "/"), Err(TargetError::BadPodId { .. })));
-        assert!(matches!(classify(&c, Some("x:y:z"), "/"), Err(TargetError::BadHost)));
-        assert_eq!(classify(&c, Some("[::1]:80"), "/health").unwrap(), Target::Ops(OpsRoute::Health));
+        assert_eq!(
+            classify(&c, Some("pods.example.com"), "/health").unwrap(),
+            Target::Ops(OpsRoute::Health)
+        );
+        assert!(matches!(
+            classify(&c, Some("a.b.pods.example.com"), "/"),
+            Err(TargetError::BadPodId { .. })
+        ));
+        assert!(matches!(
+            classify(&c, Some("x:y:z"), "/"),
+            Err(TargetError::BadHost)
+        ));
+        assert_eq!(
+            classify(&c, Some("[::1]:80"), "/health").unwrap(),
+            Target::Ops(OpsRoute::Health)
+        );
     }
 
     #[test]
     fn never_panics_on_junk() {
         let c = sub();
-        for p in ["", "/", "//", "/%", "/%%", "/a%", "/a/%zz", "/\u{0}", "/.cluster", "/api/v1"] {
+        for p in [
+            "",
+            "/",
+            "//",
+            "/%",
+            "/%%",
+            "/a%",
+            "/a/%zz",
+            "/\u{0}",
+            "/.cluster",
+            "/api/v1",
+        ] {
             let _ = classify(&c, Some("\u{1}"), p);
             let _ = classify(&c, Some(""), p);
             let _ = classify(&c, None, p);
@@ -223,32 +324,55 @@ mod invariants {
     use super::*;
     use rand::Rng as _;
 
-    const ALPHABET: &[&str] = &["/", "/", ".", "..", "%", "2", "e", "E", "f", "F", "5", "c", "0", "a", "-", "\\", "\u{0}", "\u{7f}", "é", "%2e", "%2F", "%00", "api", "v1"];
+    const ALPHABET: &[&str] = &[
+        "/", "/", ".", "..", "%", "2", "e", "E", "f", "F", "5", "c", "0", "a", "-", "\\", "\u{0}",
+        "\u{7f}", "é", "%2e", "%2F", "%00", "api", "v1",
+    ];
 
     #[test]
     fn accepted_paths_are_safe() {
         let mut rng = rand::rng();
-        let cfg = TargetConfig { pods_domain: Some("pods.example.com".into()) };
+        let cfg = TargetConfig {
+            pods_domain: Some("pods.example.com".into()),
+        };
         let mut accepted = 0;
         for _ in 0..200_000 {
             let n = rng.random_range(0..12);
-            let raw: String = (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect();
+            let raw: String = (0..n)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+                .collect();
             let raw = format!("/{raw}");
-            let host = if rng.random_bool(0.5) { Some("a.pods.example.com") } else { None };
+            let host = if rng.random_bool(0.5) {
+                Some("a.pods.example.com")
+            } else {
+                None
+            };
             if let Ok(Target::Pod { pod_id, path }) = classify(&cfg, host, &raw) {
                 accepted += 1;
-                assert!(validate_pod_id(&pod_id).is_ok(), "{raw:?} gave pod {pod_id:?}");
+                assert!(
+                    validate_pod_id(&pod_id).is_ok(),
+                    "{raw:?} gave pod {pod_id:?}"
+                );
                 assert!(path.starts_with('/'), "{raw:?} → {path:?}");
                 let body = path.strip_suffix('/').unwrap_or(&path);
                 if body.is_empty() {
                     continue;
                 }
                 for seg in body[1..].split('/') {
-                    assert!(!seg.is_empty() && seg != "." && seg != "..", "{raw:?} → {path:?}");
+                    assert!(
+                        !seg.is_empty() && seg != "." && seg != "..",
+                        "{raw:?} → {path:?}"
+                    );
                 }
-                assert!(!path.chars().any(|c| c.is_control() || c == '\\'), "{raw:?} → {path:?}");
+                assert!(
+                    !path.chars().any(|c| c.is_control() || c == '\\'),
+                    "{raw:?} → {path:?}"
+                );
             }
         }
-        assert!(accepted > 1000, "the generator should produce valid paths too (got {accepted})");
+        assert!(
+            accepted > 1000,
+            "the generator should produce valid paths too (got {accepted})"
+        );
     }
 }

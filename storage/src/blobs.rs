@@ -61,8 +61,13 @@ impl BlobStore {
             .ok_or_else(|| BlobError::BadUrl(url.to_string()))?;
         std::fs::create_dir_all(path)
             .map_err(|e| BlobError::Body(format!("cannot create {path}: {e}")))?;
-        let fs = LocalFileSystem::new_with_prefix(path)?.with_automatic_cleanup(true).with_fsync(true);
-        Ok(BlobStore { store: Arc::new(fs), url: url.to_string() })
+        let fs = LocalFileSystem::new_with_prefix(path)?
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
+        Ok(BlobStore {
+            store: Arc::new(fs),
+            url: url.to_string(),
+        })
     }
 
     /// The URL this store was opened with.
@@ -88,7 +93,10 @@ impl BlobStore {
         E: std::fmt::Display,
     {
         let key = Self::new_key(pod_id);
-        let upload = self.store.put_multipart(&ObjPath::from(key.as_str())).await?;
+        let upload = self
+            .store
+            .put_multipart(&ObjPath::from(key.as_str()))
+            .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
         let mut size: u64 = 0;
         let failure = loop {
@@ -127,12 +135,22 @@ impl BlobStore {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
-        let opts = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let res = self.store.get_opts(&ObjPath::from(key), opts).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_string()),
-            other => BlobError::Store(other),
-        })?;
-        Ok(res.into_stream().map(|r| r.map_err(BlobError::from)).boxed())
+        let opts = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(&ObjPath::from(key), opts)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => BlobError::NotFound(key.to_string()),
+                other => BlobError::Store(other),
+            })?;
+        Ok(res
+            .into_stream()
+            .map(|r| r.map_err(BlobError::from))
+            .boxed())
     }
 
     /// Deletes a blob; a missing blob is not an error.
@@ -171,7 +189,9 @@ impl BlobStore {
             }
             batch.push(meta_obj.location.to_string());
             if batch.len() >= 500 {
-                deleted += self.delete_unreferenced(meta, std::mem::take(&mut batch)).await?;
+                deleted += self
+                    .delete_unreferenced(meta, std::mem::take(&mut batch))
+                    .await?;
             }
         }
         if !batch.is_empty() {
@@ -208,7 +228,10 @@ mod tests {
     use futures_util::stream;
 
     fn temp_store() -> (BlobStore, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("xpod-blobs-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let dir = std::env::temp_dir().join(format!(
+            "xpod-blobs-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
         let store = BlobStore::open(&format!("file://{}", dir.display())).unwrap();
         (store, dir)
     }
@@ -225,16 +248,25 @@ mod tests {
     #[tokio::test]
     async fn round_trip_and_range() {
         let (store, dir) = temp_store();
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
-        let blob = store.put_stream("alice", stream::iter(chunks), None).await.unwrap();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let blob = store
+            .put_stream("alice", stream::iter(chunks), None)
+            .await
+            .unwrap();
         assert_eq!(blob.size, 11);
         assert!(blob.key.starts_with("blobs/alice/"));
         assert_eq!(read_all(&store, &blob.key, None).await, b"hello world");
         assert_eq!(read_all(&store, &blob.key, Some(0..4)).await, b"hell");
         // Each write gets a new key: nothing is overwritten in place.
         let again = store
-            .put_stream("alice", stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]), None)
+            .put_stream(
+                "alice",
+                stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]),
+                None,
+            )
             .await
             .unwrap();
         assert_ne!(again.key, blob.key);
@@ -247,12 +279,23 @@ mod tests {
     #[tokio::test]
     async fn failed_body_leaves_nothing() {
         let (store, dir) = temp_store();
-        let chunks: Vec<Result<Bytes, String>> =
-            vec![Ok(Bytes::from(vec![7u8; 1000])), Err("client went away".to_string())];
-        let err = store.put_stream("bob", stream::iter(chunks), None).await.unwrap_err();
-        assert!(matches!(err, BlobError::Body(ref m) if m.contains("client went away")), "{err}");
+        let chunks: Vec<Result<Bytes, String>> = vec![
+            Ok(Bytes::from(vec![7u8; 1000])),
+            Err("client went away".to_string()),
+        ];
+        let err = store
+            .put_stream("bob", stream::iter(chunks), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BlobError::Body(ref m) if m.contains("client went away")),
+            "{err}"
+        );
         let over: Vec<Result<Bytes, String>> = vec![Ok(Bytes::from(vec![1u8; 100]))];
-        let err = store.put_stream("bob", stream::iter(over), Some(10)).await.unwrap_err();
+        let err = store
+            .put_stream("bob", stream::iter(over), Some(10))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BlobError::TooLarge { limit: 10 }));
         let mut listing = store.store.list(None);
         let mut left = Vec::new();
@@ -265,7 +308,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        assert!(matches!(BlobStore::open("s3://bucket"), Err(BlobError::BadUrl(_))));
-        assert!(matches!(BlobStore::open("file://relative"), Err(BlobError::BadUrl(_))));
+        assert!(matches!(
+            BlobStore::open("s3://bucket"),
+            Err(BlobError::BadUrl(_))
+        ));
+        assert!(matches!(
+            BlobStore::open("file://relative"),
+            Err(BlobError::BadUrl(_))
+        ));
     }
 }

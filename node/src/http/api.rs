@@ -25,7 +25,11 @@ struct CreateKey {
     owner: Option<String>,
 }
 
-pub async fn handle(ctx: &Ctx, rest: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    ctx: &Ctx,
+    rest: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match (segments(rest).as_slice(), &method) {
         (["auth", "api-keys"], &Method::GET) => {
@@ -41,15 +45,22 @@ pub async fn handle(ctx: &Ctx, rest: &str, req: Request<Incoming>) -> Result<Res
         (["auth", "api-keys", id], &Method::GET) => {
             require_admin(&ctx.principal)?;
             match ctx.app.meta.get_api_key(id).await? {
-                Some(k) => Ok(body::json(StatusCode::OK, &serde_json::to_value(k).unwrap_or_default())),
+                Some(k) => Ok(body::json(
+                    StatusCode::OK,
+                    &serde_json::to_value(k).unwrap_or_default(),
+                )),
                 None => Err(ApiError::not_found(format!("api key {id} not found"))),
             }
         }
         (["auth", "api-keys", id], &Method::DELETE) => {
             require_admin(&ctx.principal)?;
             ctx.app.meta.revoke_api_key(id, meta::now_millis()).await?;
-            ctx.audit("apikey.revoke", &format!("key:{id}"), json!({})).await;
-            Ok(Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).unwrap_or_default())
+            ctx.audit("apikey.revoke", &format!("key:{id}"), json!({}))
+                .await;
+            Ok(Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(body::empty())
+                .unwrap_or_default())
         }
         (["auth", "api-keys", _], _) => Err(ApiError::method_not_allowed("GET, DELETE")),
         (["audit"], &Method::GET) => {
@@ -68,12 +79,18 @@ fn audit_query(q: &str) -> Result<(i64, Option<i64>), ApiError> {
     let (mut limit, mut before) = (100, None);
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let n: i64 = v.parse().map_err(|_| ApiError::bad_request(format!("query `{k}`: expected an integer")))?;
+        let n: i64 = v
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("query `{k}`: expected an integer")))?;
         match k {
             "limit" if (1..=1000).contains(&n) => limit = n,
             "limit" => return Err(ApiError::bad_request("query `limit`: expected 1..=1000")),
             "before" => before = Some(n),
-            _ => return Err(ApiError::bad_request(format!("unknown query parameter `{k}`: expected limit or before"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{k}`: expected limit or before"
+                )))
+            }
         }
     }
     Ok((limit, before))
@@ -83,10 +100,14 @@ async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     let input: CreateKey = read_json(req).await?;
     let name = input.name.trim();
     if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("name: expected 1–200 printable characters"));
+        return Err(ApiError::bad_request(
+            "name: expected 1–200 printable characters",
+        ));
     }
     if input.scopes.is_empty() {
-        return Err(ApiError::bad_request("scopes: expected at least one of admin, pod:<podId>, pod:<podId>:read"));
+        return Err(ApiError::bad_request(
+            "scopes: expected at least one of admin, pod:<podId>, pod:<podId>:read",
+        ));
     }
     for s in &input.scopes {
         auth::validate_scope(s).map_err(ApiError::bad_request)?;
@@ -95,9 +116,15 @@ async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     let expires_at = match input.expires_in_days {
         None => None,
         Some(d) if (1..=MAX_DAYS).contains(&d) => Some(now + d * 86_400_000),
-        Some(d) => return Err(ApiError::bad_request(format!("expiresInDays {d}: expected 1..={MAX_DAYS}"))),
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "expiresInDays {d}: expected 1..={MAX_DAYS}"
+            )))
+        }
     };
-    let owner = input.owner.unwrap_or_else(|| ctx.principal.owner().unwrap_or("admin").to_string());
+    let owner = input
+        .owner
+        .unwrap_or_else(|| ctx.principal.owner().unwrap_or("admin").to_string());
     let minted = auth::mint(name, &owner, input.scopes, now, expires_at);
     ctx.app.meta.create_api_key(&minted.record).await?;
     ctx.audit(

@@ -10,11 +10,15 @@ use hyper::body::Frame;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A streamed body; errors end the response early (the client sees a truncated body, never
@@ -25,7 +29,8 @@ where
     E: std::fmt::Display,
 {
     let frames = s.map(|r| {
-        r.map(Frame::data).map_err(|e| std::io::Error::other(e.to_string()))
+        r.map(Frame::data)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     });
     BodyExt::boxed_unsync(StreamBody::new(frames))
 }

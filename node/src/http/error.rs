@@ -18,7 +18,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: Value::Null, headers: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Value::Null,
+            headers: Vec::new(),
+        }
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = details;
@@ -45,11 +51,19 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", msg)
     }
     pub fn precondition_failed() -> Self {
-        Self::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", "a precondition (If-Match / If-None-Match) did not hold; nothing was changed")
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "a precondition (If-Match / If-None-Match) did not hold; nothing was changed",
+        )
     }
     pub fn method_not_allowed(allow: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method not allowed here; allowed: {allow}"))
-            .with_header(http::header::ALLOW, allow)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method not allowed here; allowed: {allow}"),
+        )
+        .with_header(http::header::ALLOW, allow)
     }
     pub fn unavailable(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)

@@ -52,7 +52,10 @@ pub fn turtle(container: &ResourceRecord, members: &[ResourceRecord]) -> String 
         xsd_datetime(container.modified_at)
     ));
     if !members.is_empty() {
-        let list: Vec<String> = members.iter().map(|m| format!("<{}>", member_iri(m))).collect();
+        let list: Vec<String> = members
+            .iter()
+            .map(|m| format!("<{}>", member_iri(m)))
+            .collect();
         out.push_str(&format!(";\n    ldp:contains {}", list.join(", ")));
     }
     out.push_str(".\n");
@@ -123,7 +126,12 @@ pub fn parse_etags(value: &str, weak_ok: bool) -> Result<EtagCondition, String> 
             .strip_prefix('"')
             .and_then(|q| q.strip_suffix('"'))
             .filter(|t| !t.contains('"'))
-            .ok_or_else(|| format!("malformed entity tag `{}`: expected \"…\" or *", part.chars().take(80).collect::<String>()))?;
+            .ok_or_else(|| {
+                format!(
+                    "malformed entity tag `{}`: expected \"…\" or *",
+                    part.chars().take(80).collect::<String>()
+                )
+            })?;
         if !weak || weak_ok {
             tags.push(tag.to_string());
         }
@@ -146,11 +154,15 @@ pub enum RangeSpec {
 
 /// Parses a single `bytes=` range.
 pub fn parse_range(value: &str, size: u64) -> RangeSpec {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeSpec::Full };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
     if spec.contains(',') {
         return RangeSpec::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return RangeSpec::Full };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Full;
+    };
     let (a, b) = (a.trim(), b.trim());
     let parse = |s: &str| s.parse::<u64>().ok();
     match (a.is_empty(), b.is_empty()) {
@@ -158,20 +170,34 @@ pub fn parse_range(value: &str, size: u64) -> RangeSpec {
         (true, false) => match parse(b) {
             Some(0) => RangeSpec::Unsatisfiable,
             Some(_) if size == 0 => RangeSpec::Unsatisfiable,
-            Some(n) => RangeSpec::Partial { start: size.saturating_sub(n), end: size - 1 },
+            Some(n) => RangeSpec::Partial {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            },
             None => RangeSpec::Full,
         },
         (false, _) => {
-            let Some(start) = parse(a) else { return RangeSpec::Full };
-            let end = if b.is_empty() { Some(u64::MAX) } else { parse(b) };
-            let Some(end) = end else { return RangeSpec::Full };
+            let Some(start) = parse(a) else {
+                return RangeSpec::Full;
+            };
+            let end = if b.is_empty() {
+                Some(u64::MAX)
+            } else {
+                parse(b)
+            };
+            let Some(end) = end else {
+                return RangeSpec::Full;
+            };
             if end < start {
                 return RangeSpec::Full;
             }
             if start >= size {
                 return RangeSpec::Unsatisfiable;
             }
-            RangeSpec::Partial { start, end: end.min(size - 1) }
+            RangeSpec::Partial {
+                start,
+                end: end.min(size - 1),
+            }
         }
     }
 }
@@ -183,7 +209,12 @@ pub fn xsd_datetime(ms: Millis) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Howard Hinnant's days → (year, month, day).
@@ -227,7 +258,10 @@ mod tests {
 
     #[test]
     fn turtle_lists_members() {
-        let t = turtle(&rec("/notes/", true), &[rec("/notes/a.txt", false), rec("/notes/my dir/", true)]);
+        let t = turtle(
+            &rec("/notes/", true),
+            &[rec("/notes/a.txt", false), rec("/notes/my dir/", true)],
+        );
         assert!(t.contains("ldp:contains <a.txt>, <my%20dir/>."), "{t}");
         assert!(t.contains("<> a ldp:Container, ldp:BasicContainer, ldp:Resource"));
         let j = json_ld(&rec("/notes/", true), &[rec("/notes/a.txt", false)]);
@@ -237,9 +271,18 @@ mod tests {
     #[test]
     fn etag_lists() {
         assert_eq!(parse_etags("*", false).unwrap(), EtagCondition::Any);
-        assert_eq!(parse_etags("\"a\", \"b\"", false).unwrap(), EtagCondition::Tags(vec!["a".into(), "b".into()]));
-        assert_eq!(parse_etags("W/\"a\"", true).unwrap(), EtagCondition::Tags(vec!["a".into()]));
-        assert_eq!(parse_etags("W/\"a\"", false).unwrap(), EtagCondition::Tags(vec![]));
+        assert_eq!(
+            parse_etags("\"a\", \"b\"", false).unwrap(),
+            EtagCondition::Tags(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            parse_etags("W/\"a\"", true).unwrap(),
+            EtagCondition::Tags(vec!["a".into()])
+        );
+        assert_eq!(
+            parse_etags("W/\"a\"", false).unwrap(),
+            EtagCondition::Tags(vec![])
+        );
         assert!(parse_etags("abc", false).is_err());
         assert!(parse_etags("", false).is_err());
     }

@@ -60,13 +60,19 @@ impl Ctx {
 }
 
 /// The hyper service function.
-pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let trace_id = hex::encode(rand::random::<[u8; 8]>());
     let started = Instant::now();
     let _in_flight = app.metrics.start();
     let method = req.method().clone();
     let span = tracing::info_span!("request", trace_id = %trace_id, method = %method, path = %req.uri().path(), %peer);
-    let result = dispatch(app.clone(), peer, req, &trace_id).instrument(span.clone()).await;
+    let result = dispatch(app.clone(), peer, req, &trace_id)
+        .instrument(span.clone())
+        .await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => error_response(&e, &trace_id),
@@ -95,21 +101,36 @@ pub fn error_response(e: &ApiError, trace_id: &str) -> Response<Body> {
     resp
 }
 
-async fn dispatch(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>, trace_id: &str) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    trace_id: &str,
+) -> Result<Response<Body>, ApiError> {
     let host = req
         .headers()
         .get(http::header::HOST)
-        .map(|h| h.to_str().map_err(|_| ApiError::bad_request("Host header is not valid text")))
+        .map(|h| {
+            h.to_str()
+                .map_err(|_| ApiError::bad_request("Host header is not valid text"))
+        })
         .transpose()?
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let target = classify(&app.target, host.as_deref(), req.uri().path()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let target = classify(&app.target, host.as_deref(), req.uri().path())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Target::Ops(route) = target {
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
-    let principal = auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
-    let ctx = Ctx { app, trace_id: trace_id.to_string(), principal, peer };
+    let principal =
+        auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
+    let ctx = Ctx {
+        app,
+        trace_id: trace_id.to_string(),
+        principal,
+        peer,
+    };
     match target {
         Target::Ops(_) => unreachable!("handled above"),
         Target::Index => Ok(index(&ctx)),
@@ -137,13 +158,24 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
     if bytes.is_empty() {
         return Err(ApiError::bad_request("a JSON request body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Reads a small body fully, refusing more than `limit` bytes.
 pub async fn read_small_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body larger than {limit} bytes"));
-    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > limit as u64 {
             return Err(too_large());
         }
@@ -151,8 +183,15 @@ pub async fn read_small_body(req: Request<Incoming>, limit: usize) -> Result<Byt
     let limited = http_body_util::Limited::new(req.into_body(), limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 

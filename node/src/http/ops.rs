@@ -11,17 +11,28 @@ use crate::app::App;
 
 static OPENAPI: &str = include_str!("../openapi.json");
 
-pub async fn handle<B>(app: &App, route: OpsRoute, req: &Request<B>) -> Result<Response<Body>, ApiError> {
+pub async fn handle<B>(
+    app: &App,
+    route: OpsRoute,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::method_not_allowed("GET, HEAD"));
     }
     Ok(match route {
-        OpsRoute::Health => body::json(StatusCode::OK, &json!({"status": "ok", "nodeId": app.node_id})),
+        OpsRoute::Health => body::json(
+            StatusCode::OK,
+            &json!({"status": "ok", "nodeId": app.node_id}),
+        ),
         OpsRoute::HealthDetailed => {
             let meta = app.meta.ping().await;
             let ok = meta.is_ok();
             body::json(
-                if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
                 &json!({
                     "status": if ok { "ok" } else { "degraded" },
                     "nodeId": app.node_id,
@@ -40,7 +51,9 @@ pub async fn handle<B>(app: &App, route: OpsRoute, req: &Request<B>) -> Result<R
         },
         OpsRoute::Metrics => Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(body::full(app.metrics.render(&app.node_id, app.meta.backend())))
+            .body(body::full(
+                app.metrics.render(&app.node_id, app.meta.backend()),
+            ))
             .map_err(|e| ApiError::internal(e.to_string()))?,
         OpsRoute::OpenApi => Response::builder()
             .header(http::header::CONTENT_TYPE, "application/json")

@@ -13,7 +13,9 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
 use xpod_routing::encode_path;
-use xpod_storage::meta::{parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord};
+use xpod_storage::meta::{
+    parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
+};
 
 use super::body::{self, Body};
 use super::error::ApiError;
@@ -26,9 +28,17 @@ const ALLOW_CONTAINER: &str = "OPTIONS, HEAD, GET, POST, PUT, DELETE";
 const EXPOSE: &str = "Accept-Patch, Accept-Post, Accept-Put, Accept-Ranges, Allow, Content-Range, ETag, Last-Modified, Link, Location, WWW-Authenticate, X-Xpod-Node, X-Trace-Id";
 
 /// Entry point for a pod request; errors become JSON here so CORS headers apply to them too.
-pub async fn handle(ctx: &Ctx, pod_id: &str, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    ctx: &Ctx,
+    pod_id: &str,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let preflight_headers = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    let preflight_headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
     let mut resp = match serve(ctx, pod_id, path, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e, &ctx.trace_id),
@@ -37,20 +47,41 @@ pub async fn handle(ctx: &Ctx, pod_id: &str, path: &str, req: Request<Incoming>)
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(header::VARY, HeaderValue::from_static("Origin, Accept"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
         if let Some(req_headers) = preflight_headers {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_CONTAINER));
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_CONTAINER),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
         }
     }
     Ok(resp)
 }
 
-async fn serve(ctx: &Ctx, pod_id: &str, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn serve(
+    ctx: &Ctx,
+    pod_id: &str,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let app = &ctx.app;
-    let pod = app.meta.get_pod(pod_id).await?.ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+    let pod = app
+        .meta
+        .get_pod(pod_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
     if pod.node_id != app.node_id {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -63,7 +94,11 @@ async fn serve(ctx: &Ctx, pod_id: &str, path: &str, req: Request<Incoming>) -> R
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
-    let want = if method == Method::GET || method == Method::HEAD { Access::Read } else { Access::Write };
+    let want = if method == Method::GET || method == Method::HEAD {
+        Access::Read
+    } else {
+        Access::Write
+    };
     authorize_pod(&ctx.principal, pod_id, pod.access_mode, want)?;
     match method {
         Method::GET | Method::HEAD => get(ctx, &pod, path, &req, method == Method::HEAD).await,
@@ -95,7 +130,8 @@ fn options(path: &str) -> Response<Body> {
     for l in ldp::type_links(path, path.ends_with('/')) {
         b = b.header(header::LINK, l);
     }
-    b.body(body::empty()).unwrap_or_else(|_| Response::new(body::empty()))
+    b.body(body::empty())
+        .unwrap_or_else(|_| Response::new(body::empty()))
 }
 
 /// `If-Match` / `If-None-Match` from the headers.
@@ -104,16 +140,25 @@ fn preconditions(h: &HeaderMap) -> Result<Precondition, ApiError> {
         let vals: Vec<&str> = h
             .get_all(&name)
             .iter()
-            .map(|v| v.to_str().map_err(|_| ApiError::bad_request(format!("{name} is not valid text"))))
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::bad_request(format!("{name} is not valid text")))
+            })
             .collect::<Result<_, _>>()?;
         Ok((!vals.is_empty()).then(|| vals.join(",")))
     };
     let parse = |name: header::HeaderName, weak_ok: bool| -> Result<_, ApiError> {
         joined(name.clone())?
-            .map(|v| ldp::parse_etags(&v, weak_ok).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
+            .map(|v| {
+                ldp::parse_etags(&v, weak_ok)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+            })
             .transpose()
     };
-    Ok(Precondition { if_match: parse(header::IF_MATCH, false)?, if_none_match: parse(header::IF_NONE_MATCH, true)? })
+    Ok(Precondition {
+        if_match: parse(header::IF_MATCH, false)?,
+        if_none_match: parse(header::IF_NONE_MATCH, true)?,
+    })
 }
 
 fn quoted(etag: &str) -> String {
@@ -128,7 +173,11 @@ fn location(mount: &str, path: &str) -> String {
 
 /// `""` when the request's Host is the pod's own subdomain, else `/<pod>`.
 fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let sub = ctx.app.target.pods_domain.as_deref().is_some_and(|d| {
         let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
         name.trim_end_matches('.') == format!("{pod_id}.{d}")
@@ -149,34 +198,62 @@ fn resource_headers(mut b: http::response::Builder, r: &ResourceRecord) -> http:
         b = b.header(header::LINK, l);
     }
     if r.is_container {
-        b.header("accept-post", "*/*").header(header::VARY, "Accept")
+        b.header("accept-post", "*/*")
+            .header(header::VARY, "Accept")
     } else {
         b.header(header::ACCEPT_RANGES, "bytes")
     }
 }
 
-async fn get(ctx: &Ctx, pod: &PodRecord, path: &str, req: &Request<Incoming>, head: bool) -> Result<Response<Body>, ApiError> {
+async fn get(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: &Request<Incoming>,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
     let app = &ctx.app;
     let current = app.meta.get_resource(&pod.pod_id, path).await?;
     let Some(r) = current else {
-        return Err(ApiError::not_found(format!("{path} not found in pod {}", pod.pod_id)));
+        return Err(ApiError::not_found(format!(
+            "{path} not found in pod {}",
+            pod.pod_id
+        )));
     };
     let pre = preconditions(req.headers())?;
     if let Some(m) = &pre.if_match {
-        if !(Precondition { if_match: Some(m.clone()), if_none_match: None }).holds(Some(&r)) {
+        if !(Precondition {
+            if_match: Some(m.clone()),
+            if_none_match: None,
+        })
+        .holds(Some(&r))
+        {
             return Err(ApiError::precondition_failed());
         }
     }
     if let Some(n) = &pre.if_none_match {
-        if !(Precondition { if_match: None, if_none_match: Some(n.clone()) }).holds(Some(&r)) {
+        if !(Precondition {
+            if_match: None,
+            if_none_match: Some(n.clone()),
+        })
+        .holds(Some(&r))
+        {
             let b = resource_headers(Response::builder().status(StatusCode::NOT_MODIFIED), &r);
-            return b.body(body::empty()).map_err(|e| ApiError::internal(e.to_string()));
+            return b
+                .body(body::empty())
+                .map_err(|e| ApiError::internal(e.to_string()));
         }
     }
     if r.is_container {
         let members = app.meta.list_container(&pod.pod_id, path).await?;
-        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let wants_json = (accept.contains("application/ld+json") || accept.contains("application/json")) && !accept.contains("text/turtle");
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let wants_json = (accept.contains("application/ld+json")
+            || accept.contains("application/json"))
+            && !accept.contains("text/turtle");
         let (ctype, bytes) = if wants_json {
             let mut v = serde_json::to_vec_pretty(&ldp::json_ld(&r, &members)).unwrap_or_default();
             v.push(b'\n');
@@ -187,25 +264,47 @@ async fn get(ctx: &Ctx, pod: &PodRecord, path: &str, req: &Request<Incoming>, he
         let b = resource_headers(Response::builder().status(StatusCode::OK), &r)
             .header(header::CONTENT_TYPE, ctype)
             .header(header::CONTENT_LENGTH, bytes.len());
-        let body = if head { body::empty() } else { body::full(bytes) };
+        let body = if head {
+            body::empty()
+        } else {
+            body::full(bytes)
+        };
         return b.body(body).map_err(|e| ApiError::internal(e.to_string()));
     }
     let size = r.size.max(0) as u64;
-    let mut range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map_or(RangeSpec::Full, |v| ldp::parse_range(v, size));
-    if let Some(if_range) = req.headers().get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+    let mut range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeSpec::Full, |v| ldp::parse_range(v, size));
+    if let Some(if_range) = req
+        .headers()
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
         if if_range.trim() != quoted(&r.etag) {
             range = RangeSpec::Full;
         }
     }
-    let mut b = resource_headers(Response::builder(), &r)
-        .header(header::CONTENT_TYPE, r.content_type.as_deref().unwrap_or("application/octet-stream"));
+    let mut b = resource_headers(Response::builder(), &r).header(
+        header::CONTENT_TYPE,
+        r.content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream"),
+    );
     let byte_range = match range {
         RangeSpec::Unsatisfiable => {
-            return Err(ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", format!("the resource has {size} bytes"))
-                .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the resource has {size} bytes"),
+            )
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
         }
         RangeSpec::Full => {
-            b = b.status(StatusCode::OK).header(header::CONTENT_LENGTH, size);
+            b = b
+                .status(StatusCode::OK)
+                .header(header::CONTENT_LENGTH, size);
             None
         }
         RangeSpec::Partial { start, end } => {
@@ -217,11 +316,17 @@ async fn get(ctx: &Ctx, pod: &PodRecord, path: &str, req: &Request<Incoming>, he
         }
     };
     if head || size == 0 {
-        return b.body(body::empty()).map_err(|e| ApiError::internal(e.to_string()));
+        return b
+            .body(body::empty())
+            .map_err(|e| ApiError::internal(e.to_string()));
     }
-    let key = r.blob_key.as_deref().ok_or_else(|| ApiError::internal(format!("{path} has no blob")))?;
+    let key = r
+        .blob_key
+        .as_deref()
+        .ok_or_else(|| ApiError::internal(format!("{path} has no blob")))?;
     let stream = app.blobs.get(key, byte_range).await?;
-    b.body(body::stream(stream)).map_err(|e| ApiError::internal(e.to_string()))
+    b.body(body::stream(stream))
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The media type of a request body: required for documents, kept as given.
@@ -233,14 +338,22 @@ fn content_type(h: &HeaderMap) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?
         .trim();
     if ct.is_empty() || ct.len() > 255 || !ct.contains('/') {
-        return Err(ApiError::bad_request(format!("Content-Type `{}`: expected type/subtype", ct.chars().take(80).collect::<String>())));
+        return Err(ApiError::bad_request(format!(
+            "Content-Type `{}`: expected type/subtype",
+            ct.chars().take(80).collect::<String>()
+        )));
     }
     Ok(ct.to_string())
 }
 
 fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
     h.get(header::CONTENT_LENGTH)
-        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| ApiError::bad_request("Content-Length is not a number")))
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
+        })
         .transpose()
 }
 
@@ -253,7 +366,10 @@ async fn write_resource(
     pre: &Precondition,
 ) -> Result<(ResourceRecord, bool), ApiError> {
     let app = &ctx.app;
-    let fence = Fence { node_id: app.node_id.clone(), epoch: pod.epoch };
+    let fence = Fence {
+        node_id: app.node_id.clone(),
+        epoch: pod.epoch,
+    };
     let is_container = path.ends_with('/');
     let mut put = PutResource {
         pod_id: pod.pod_id.clone(),
@@ -266,10 +382,17 @@ async fn write_resource(
     if !is_container {
         put.content_type = Some(content_type(req.headers())?);
         if declared_length(req.headers())?.is_some_and(|n| n > app.max_body) {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body larger than the limit of {} bytes", app.max_body)));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body larger than the limit of {} bytes", app.max_body),
+            ));
         }
         let stream = req.into_body().into_data_stream();
-        let blob = app.blobs.put_stream(&pod.pod_id, stream, Some(app.max_body)).await?;
+        let blob = app
+            .blobs
+            .put_stream(&pod.pod_id, stream, Some(app.max_body))
+            .await?;
         app.metrics.add_bytes_received(blob.size);
         put.size = blob.size as i64;
         put.blob_key = Some(blob.key);
@@ -306,7 +429,12 @@ fn delete_blob_later(ctx: &Ctx, key: String) {
     });
 }
 
-async fn put(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn put(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let pre = preconditions(req.headers())?;
     let current = ctx.app.meta.get_resource(&pod.pod_id, path).await?;
     // Fail fast, before a possibly large upload; the transaction checks again.
@@ -314,7 +442,9 @@ async fn put(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) -> 
         return Err(ApiError::precondition_failed());
     }
     if path.ends_with('/') && current.is_some() {
-        return Err(ApiError::conflict(format!("container {path} exists; containers cannot be replaced with PUT")));
+        return Err(ApiError::conflict(format!(
+            "container {path} exists; containers cannot be replaced with PUT"
+        )));
     }
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
     let (record, created) = write_resource(ctx, pod, path, req, &pre).await?;
@@ -324,18 +454,27 @@ async fn put(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) -> 
         json!({"size": record.size, "etag": record.etag, "created": created}),
     )
     .await;
-    let status = if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT };
-    let mut b = Response::builder().status(status).header(header::ETAG, quoted(&record.etag));
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::NO_CONTENT
+    };
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::ETAG, quoted(&record.etag));
     if created {
         b = b.header(header::LOCATION, location(&mount, path));
     }
-    b.body(body::empty()).map_err(|e| ApiError::internal(e.to_string()))
+    b.body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// A `Slug` that can be used as a member name as is.
 fn usable_slug(h: &HeaderMap) -> Option<String> {
     let raw = h.get("slug")?.to_str().ok()?.trim();
-    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
     let s = decoded.trim().trim_end_matches('/');
     let ok = !s.is_empty()
         && s.len() <= 200
@@ -348,21 +487,37 @@ fn usable_slug(h: &HeaderMap) -> Option<String> {
 }
 
 fn wants_container(h: &HeaderMap) -> bool {
-    h.get_all(header::LINK).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|l| {
-            (l.contains("ldp#BasicContainer>") || l.contains("ldp#Container>")) && l.contains("rel=\"type\"")
+    h.get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|l| {
+                (l.contains("ldp#BasicContainer>") || l.contains("ldp#Container>"))
+                    && l.contains("rel=\"type\"")
+            })
         })
-    })
 }
 
-async fn post(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn post(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     if !path.ends_with('/') {
-        return Err(ApiError::method_not_allowed(ALLOW_DOC).with_details(json!({"reason": "POST creates members of a container; this is a document"})));
+        return Err(ApiError::method_not_allowed(ALLOW_DOC).with_details(
+            json!({"reason": "POST creates members of a container; this is a document"}),
+        ));
     }
     let app = &ctx.app;
     match app.meta.get_resource(&pod.pod_id, path).await? {
         Some(r) if r.is_container => {}
-        _ => return Err(ApiError::not_found(format!("container {path} not found in pod {}", pod.pod_id))),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "container {path} not found in pod {}",
+                pod.pod_id
+            )))
+        }
     }
     let container = wants_container(req.headers());
     let base = usable_slug(req.headers()).unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
@@ -370,8 +525,16 @@ async fn post(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) ->
     // Take the slug if free (neither `name` nor `name/` exists), else add a random suffix.
     let mut name = base.clone();
     for _ in 0..3 {
-        let taken_doc = app.meta.get_resource(&pod.pod_id, &format!("{path}{name}")).await?.is_some();
-        let taken_container = app.meta.get_resource(&pod.pod_id, &format!("{path}{name}/")).await?.is_some();
+        let taken_doc = app
+            .meta
+            .get_resource(&pod.pod_id, &format!("{path}{name}"))
+            .await?
+            .is_some();
+        let taken_container = app
+            .meta
+            .get_resource(&pod.pod_id, &format!("{path}{name}/"))
+            .await?
+            .is_some();
         if !taken_doc && !taken_container {
             break;
         }
@@ -380,15 +543,25 @@ async fn post(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) ->
     let target = member(&name);
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
     // If-None-Match: * makes the create atomic: a racing create of the same name fails cleanly.
-    let pre = Precondition { if_match: None, if_none_match: Some(xpod_storage::meta::EtagCondition::Any) };
-    let (record, _) = write_resource(ctx, pod, &target, req, &pre).await.map_err(|e| {
-        if e.status == StatusCode::PRECONDITION_FAILED {
-            ApiError::conflict(format!("{target} was created concurrently; retry the POST"))
-        } else {
-            e
-        }
-    })?;
-    ctx.audit("resource.post", &format!("{}:{target}", pod.pod_id), json!({"size": record.size, "etag": record.etag})).await;
+    let pre = Precondition {
+        if_match: None,
+        if_none_match: Some(xpod_storage::meta::EtagCondition::Any),
+    };
+    let (record, _) = write_resource(ctx, pod, &target, req, &pre)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::PRECONDITION_FAILED {
+                ApiError::conflict(format!("{target} was created concurrently; retry the POST"))
+            } else {
+                e
+            }
+        })?;
+    ctx.audit(
+        "resource.post",
+        &format!("{}:{target}", pod.pod_id),
+        json!({"size": record.size, "etag": record.etag}),
+    )
+    .await;
     Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, location(&mount, &target))
@@ -397,20 +570,45 @@ async fn post(ctx: &Ctx, pod: &PodRecord, path: &str, req: Request<Incoming>) ->
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-async fn delete(ctx: &Ctx, pod: &PodRecord, path: &str, h: &HeaderMap) -> Result<Response<Body>, ApiError> {
+async fn delete(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    h: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
     if path == "/" {
-        return Err(ApiError::method_not_allowed("OPTIONS, HEAD, GET, POST, PUT")
-            .with_details(json!({"reason": "the root container of a pod cannot be deleted"})));
+        return Err(
+            ApiError::method_not_allowed("OPTIONS, HEAD, GET, POST, PUT")
+                .with_details(json!({"reason": "the root container of a pod cannot be deleted"})),
+        );
     }
     let pre = preconditions(h)?;
-    let fence = Fence { node_id: ctx.app.node_id.clone(), epoch: pod.epoch };
-    let freed = ctx.app.meta.delete_resource(&fence, &pod.pod_id, path, &pre).await.map_err(|e| match e {
-        MetaError::NotFound(_) => ApiError::not_found(format!("{path} not found in pod {}", pod.pod_id)),
-        other => other.into(),
-    })?;
+    let fence = Fence {
+        node_id: ctx.app.node_id.clone(),
+        epoch: pod.epoch,
+    };
+    let freed = ctx
+        .app
+        .meta
+        .delete_resource(&fence, &pod.pod_id, path, &pre)
+        .await
+        .map_err(|e| match e {
+            MetaError::NotFound(_) => {
+                ApiError::not_found(format!("{path} not found in pod {}", pod.pod_id))
+            }
+            other => other.into(),
+        })?;
     if let Some(key) = freed {
         delete_blob_later(ctx, key);
     }
-    ctx.audit("resource.delete", &format!("{}:{path}", pod.pod_id), json!({"parent": parent_path(path)})).await;
-    Response::builder().status(StatusCode::NO_CONTENT).body(body::empty()).map_err(|e| ApiError::internal(e.to_string()))
+    ctx.audit(
+        "resource.delete",
+        &format!("{}:{path}", pod.pod_id),
+        json!({"parent": parent_path(path)}),
+    )
+    .await;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
 }

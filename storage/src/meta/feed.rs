@@ -32,7 +32,10 @@ impl FeedEvent {
             return None;
         }
         let epoch = epoch.parse().ok()?;
-        Some(FeedEvent::PodOwner { pod_id: pod_id.to_string(), epoch })
+        Some(FeedEvent::PodOwner {
+            pod_id: pod_id.to_string(),
+            epoch,
+        })
     }
 }
 
@@ -52,7 +55,10 @@ impl Default for FeedHub {
 impl FeedHub {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(1024);
-        Self { tx, live: Arc::new(AtomicBool::new(false)) }
+        Self {
+            tx,
+            live: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the feed live (sends [`FeedEvent::Reset`] to everyone) or down. A backend calls
@@ -111,7 +117,10 @@ mod tests {
         assert_eq!(p, "pod:alice:7");
         assert_eq!(
             FeedEvent::parse_payload(&p),
-            Some(FeedEvent::PodOwner { pod_id: "alice".into(), epoch: 7 })
+            Some(FeedEvent::PodOwner {
+                pod_id: "alice".into(),
+                epoch: 7
+            })
         );
         assert_eq!(FeedEvent::parse_payload("pod::1"), None);
         assert_eq!(FeedEvent::parse_payload("pod:a:x"), None);

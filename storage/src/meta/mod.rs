@@ -69,7 +69,11 @@ pub enum MetaError {
     /// This node does not own the pod at the epoch it believed; nothing was written.
     /// Retryable after refreshing the owner.
     #[error("pod {pod_id} is owned by node {owner} at epoch {epoch}")]
-    Fenced { pod_id: String, owner: String, epoch: i64 },
+    Fenced {
+        pod_id: String,
+        owner: String,
+        epoch: i64,
+    },
     /// The input is invalid (names the field).
     #[error("invalid: {0}")]
     Invalid(String),
@@ -499,13 +503,22 @@ mod tests {
             version: 1,
             modified_at: 0,
         };
-        let none_star = Precondition { if_none_match: Some(EtagCondition::Any), ..Default::default() };
+        let none_star = Precondition {
+            if_none_match: Some(EtagCondition::Any),
+            ..Default::default()
+        };
         assert!(none_star.holds(None));
         assert!(!none_star.holds(Some(&r)));
-        let m = Precondition { if_match: Some(EtagCondition::Tags(vec!["e1".into()])), ..Default::default() };
+        let m = Precondition {
+            if_match: Some(EtagCondition::Tags(vec!["e1".into()])),
+            ..Default::default()
+        };
         assert!(m.holds(Some(&r)));
         assert!(!m.holds(None));
-        let stale = Precondition { if_match: Some(EtagCondition::Tags(vec!["e0".into()])), ..Default::default() };
+        let stale = Precondition {
+            if_match: Some(EtagCondition::Tags(vec!["e0".into()])),
+            ..Default::default()
+        };
         assert!(!stale.holds(Some(&r)));
     }
 }

@@ -184,7 +184,9 @@ impl PgStore {
         let manager = Manager::from_config(
             pool_pg_config,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
@@ -207,7 +209,12 @@ impl PgStore {
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         tokio::spawn(feed_task(feed_config, hub.clone(), shutdown_rx));
 
-        Ok(PgStore { pool, hub, feed_app_name, _shutdown: shutdown_tx })
+        Ok(PgStore {
+            pool,
+            hub,
+            feed_app_name,
+            _shutdown: shutdown_tx,
+        })
     }
 
     /// The `application_name` of this store's dedicated LISTEN connection (unique per store), so
@@ -297,7 +304,8 @@ fn bad(what: &str, value: &str) -> MetaError {
 }
 
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, name: &str) -> MetaResult<T> {
-    row.try_get(name).map_err(|e| MetaError::Backend(format!("column {name}: {}", describe(&e))))
+    row.try_get(name)
+        .map_err(|e| MetaError::Backend(format!("column {name}: {}", describe(&e))))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &Row, name: &str) -> MetaResult<T> {
@@ -327,7 +335,9 @@ async fn query_opt<C: GenericClient>(
 ) -> MetaResult<Option<Row>> {
     let mut rows = query(c, sql, params).await?;
     if rows.len() > 1 {
-        return Err(MetaError::Backend("query returned more than one row".into()));
+        return Err(MetaError::Backend(
+            "query returned more than one row".into(),
+        ));
     }
     Ok(rows.pop())
 }
@@ -345,9 +355,14 @@ async fn execute<C: GenericClient>(
 
 /// Applies the missing [`MIGRATIONS`] on `client`'s session under the advisory lock.
 async fn migrate(client: &Object) -> MetaResult<()> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_err)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err)?;
     let result = migrate_locked(client).await;
-    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
     if let Err(e) = &unlock {
         // The lock is session-scoped: it goes away when this (then broken) connection closes.
         tracing::warn!(error = %describe(e), "releasing the migration lock failed");
@@ -367,7 +382,10 @@ async fn migrate_locked(client: &Object) -> MetaResult<()> {
         )
         .await
         .map_err(pg_err)?;
-    let rows = client.query("SELECT version FROM schema_migrations", &[]).await.map_err(pg_err)?;
+    let rows = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(pg_err)?;
     let mut applied = HashSet::new();
     for row in &rows {
         applied.insert(col::<i32>(row, "version")?);
@@ -614,14 +632,21 @@ fn audit_from_row(row: &Row) -> MetaResult<AuditEntry> {
 
 /// Locks the pod row (`FOR UPDATE`) and checks the fence.
 async fn lock_pod_fenced<C: GenericClient>(tx: &C, pod_id: &str, fence: &Fence) -> MetaResult<()> {
-    let row =
-        query_opt(tx, "SELECT node_id, epoch FROM pods WHERE pod_id = $1 FOR UPDATE", &[&pod_id])
-            .await?
-            .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+    let row = query_opt(
+        tx,
+        "SELECT node_id, epoch FROM pods WHERE pod_id = $1 FOR UPDATE",
+        &[&pod_id],
+    )
+    .await?
+    .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
     let owner: String = col(&row, "node_id")?;
     let epoch: i64 = col(&row, "epoch")?;
     if owner != fence.node_id || epoch != fence.epoch {
-        return Err(MetaError::Fenced { pod_id: pod_id.to_string(), owner, epoch });
+        return Err(MetaError::Fenced {
+            pod_id: pod_id.to_string(),
+            owner,
+            epoch,
+        });
     }
     Ok(())
 }
@@ -684,7 +709,9 @@ fn twin(path: &str) -> Option<String> {
 
 fn check_path(path: &str) -> MetaResult<()> {
     if !path.starts_with('/') {
-        return Err(MetaError::Invalid(format!("path `{path}` must start with /")));
+        return Err(MetaError::Invalid(format!(
+            "path `{path}` must start with /"
+        )));
     }
     Ok(())
 }
@@ -747,13 +774,21 @@ impl MetaStore for PgStore {
     async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {NODE_COLS} FROM nodes WHERE node_id = $1");
-        query_opt(&client, &sql, &[&node_id]).await?.as_ref().map(node_from_row).transpose()
+        query_opt(&client, &sql, &[&node_id])
+            .await?
+            .as_ref()
+            .map(node_from_row)
+            .transpose()
     }
 
     async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {NODE_COLS} FROM nodes ORDER BY node_id");
-        query(&client, &sql, &[]).await?.iter().map(node_from_row).collect()
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
     }
 
     // ---- pods ----
@@ -805,30 +840,46 @@ impl MetaStore for PgStore {
     async fn get_pod(&self, pod_id: &str) -> MetaResult<Option<PodRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {POD_COLS} FROM pods WHERE pod_id = $1");
-        query_opt(&client, &sql, &[&pod_id]).await?.as_ref().map(pod_from_row).transpose()
+        query_opt(&client, &sql, &[&pod_id])
+            .await?
+            .as_ref()
+            .map(pod_from_row)
+            .transpose()
     }
 
     async fn list_pods(&self) -> MetaResult<Vec<PodRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {POD_COLS} FROM pods ORDER BY pod_id");
-        query(&client, &sql, &[]).await?.iter().map(pod_from_row).collect()
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(pod_from_row)
+            .collect()
     }
 
     async fn transfer_pod(&self, pod_id: &str, target_node: &str) -> MetaResult<PodRecord> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let owner_row =
-            query_opt(&tx, "SELECT node_id FROM pods WHERE pod_id = $1 FOR UPDATE", &[&pod_id])
-                .await?
-                .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        let owner_row = query_opt(
+            &tx,
+            "SELECT node_id FROM pods WHERE pod_id = $1 FOR UPDATE",
+            &[&pod_id],
+        )
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
         let owner: String = col(&owner_row, "node_id")?;
-        let node_row =
-            query_opt(&tx, "SELECT status FROM nodes WHERE node_id = $1", &[&target_node])
-                .await?
-                .ok_or_else(|| MetaError::NotFound(format!("node {target_node}")))?;
+        let node_row = query_opt(
+            &tx,
+            "SELECT status FROM nodes WHERE node_id = $1",
+            &[&target_node],
+        )
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("node {target_node}")))?;
         let status: String = col(&node_row, "status")?;
         if status != NodeStatus::Online.as_str() {
-            return Err(MetaError::Conflict(format!("node {target_node} is {status}, not online")));
+            return Err(MetaError::Conflict(format!(
+                "node {target_node} is {status}, not online"
+            )));
         }
         if owner == target_node {
             return Err(MetaError::Conflict(format!(
@@ -840,10 +891,13 @@ impl MetaStore for PgStore {
                  migration_target_node = $2, migration_progress = 0 \
              WHERE pod_id = $1 RETURNING {POD_COLS}"
         );
-        let row =
-            query_opt(&tx, &sql, &[&pod_id, &target_node, &MigrationStatus::Syncing.as_str()])
-                .await?
-                .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        let row = query_opt(
+            &tx,
+            &sql,
+            &[&pod_id, &target_node, &MigrationStatus::Syncing.as_str()],
+        )
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
         let record = pod_from_row(&row)?;
         notify(&tx, &record.pod_id, record.epoch).await?;
         tx.commit().await.map_err(pg_err)?;
@@ -939,7 +993,10 @@ impl MetaStore for PgStore {
         lock_pod_fenced(&tx, pod_id, fence).await?;
 
         let current = resource_for_update(&tx, pod_id, path).await?;
-        let live = current.as_ref().filter(|(_, deleted)| deleted.is_none()).map(|(r, _)| r);
+        let live = current
+            .as_ref()
+            .filter(|(_, deleted)| deleted.is_none())
+            .map(|(r, _)| r);
         if !pre.holds(live) {
             return Err(MetaError::PreconditionFailed);
         }
@@ -967,7 +1024,9 @@ impl MetaStore for PgStore {
 
         if let Some(t) = twin(path) {
             if is_live(&t) {
-                return Err(MetaError::Conflict(format!("{t} exists, clashes with {path}")));
+                return Err(MetaError::Conflict(format!(
+                    "{t} exists, clashes with {path}"
+                )));
             }
         }
         for a in &ancestors {
@@ -1046,9 +1105,14 @@ impl MetaStore for PgStore {
         tx.commit().await.map_err(pg_err)?;
 
         let created = live.is_none();
-        let replaced_blob =
-            live.and_then(|r| r.blob_key.clone()).filter(|old| put.blob_key.as_ref() != Some(old));
-        Ok(PutOutcome { record, created, replaced_blob })
+        let replaced_blob = live
+            .and_then(|r| r.blob_key.clone())
+            .filter(|old| put.blob_key.as_ref() != Some(old));
+        Ok(PutOutcome {
+            record,
+            created,
+            replaced_blob,
+        })
     }
 
     async fn delete_resource(
@@ -1064,10 +1128,15 @@ impl MetaStore for PgStore {
         let tx = client.transaction().await.map_err(pg_err)?;
         lock_pod_fenced(&tx, pod_id, fence).await?;
         if path == "/" {
-            return Err(MetaError::Conflict("the root container / cannot be deleted".into()));
+            return Err(MetaError::Conflict(
+                "the root container / cannot be deleted".into(),
+            ));
         }
         let current = resource_for_update(&tx, pod_id, path).await?;
-        let Some(live) = current.as_ref().filter(|(_, deleted)| deleted.is_none()).map(|(r, _)| r)
+        let Some(live) = current
+            .as_ref()
+            .filter(|(_, deleted)| deleted.is_none())
+            .map(|(r, _)| r)
         else {
             return Err(MetaError::NotFound(format!("resource {path}")));
         };
@@ -1083,7 +1152,9 @@ impl MetaStore for PgStore {
             )
             .await?;
             if member.is_some() {
-                return Err(MetaError::Conflict(format!("container {path} is not empty")));
+                return Err(MetaError::Conflict(format!(
+                    "container {path} is not empty"
+                )));
             }
         }
         // The tombstone keeps its version history (+1: a delete is a write) and drops the blob
@@ -1145,7 +1216,10 @@ impl MetaStore for PgStore {
         )
         .await?;
         if n == 0 {
-            return Err(MetaError::Conflict(format!("api key {} exists", key.key_id)));
+            return Err(MetaError::Conflict(format!(
+                "api key {} exists",
+                key.key_id
+            )));
         }
         Ok(())
     }
@@ -1153,13 +1227,21 @@ impl MetaStore for PgStore {
     async fn get_api_key(&self, key_id: &str) -> MetaResult<Option<ApiKeyRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {KEY_COLS} FROM api_keys WHERE key_id = $1");
-        query_opt(&client, &sql, &[&key_id]).await?.as_ref().map(key_from_row).transpose()
+        query_opt(&client, &sql, &[&key_id])
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
     }
 
     async fn list_api_keys(&self) -> MetaResult<Vec<ApiKeyRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {KEY_COLS} FROM api_keys ORDER BY created_at, key_id");
-        query(&client, &sql, &[]).await?.iter().map(key_from_row).collect()
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
     }
 
     async fn revoke_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
@@ -1196,7 +1278,14 @@ impl MetaStore for PgStore {
             &client,
             "INSERT INTO audit_log (at, actor, action, target, details, trace_id) \
              VALUES ($1, $2, $3, $4, $5::text::jsonb, $6) RETURNING id",
-            &[&entry.at, &entry.actor, &entry.action, &entry.target, &details, &entry.trace_id],
+            &[
+                &entry.at,
+                &entry.actor,
+                &entry.action,
+                &entry.target,
+                &details,
+                &entry.trace_id,
+            ],
         )
         .await?
         .ok_or_else(|| MetaError::Backend("insert returned no id".into()))?;
