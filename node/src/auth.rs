@@ -13,6 +13,9 @@ use xpod_storage::meta::{AccessMode, ApiKeyRecord, MetaStore, Millis};
 
 use crate::http::error::ApiError;
 
+/// How often `last_used_at` is refreshed.
+const TOUCH_EVERY_MS: Millis = 60_000;
+
 /// A freshly minted key: the full secret (shown once) and its stored record.
 pub struct MintedKey {
     pub full: String,
@@ -175,9 +178,12 @@ pub async fn authenticate(
     if record.expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::unauthorized("API key expired"));
     }
-    // Best effort; a failure here must not fail the request.
-    if let Err(e) = meta.touch_api_key(&record.key_id, now).await {
-        tracing::debug!(error = %e, "could not record key use");
+    // Best effort and at most once a minute per key: a write (and an fsync) on every
+    // authenticated GET would cost more than the GET. A failure must not fail the request.
+    if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
+        if let Err(e) = meta.touch_api_key(&record.key_id, now).await {
+            tracing::debug!(error = %e, "could not record key use");
+        }
     }
     Ok(Principal::Key(record))
 }
