@@ -1,10 +1,16 @@
 //! xpod tunnel: the QUIC mesh between centers and the tunnels that edges dial out.
 //!
-//! Not built yet. This crate will own the sans-IO wire protocol (`proto`), the cluster CA and
-//! node identities (join tokens, CSRs), the quinn endpoints with mutual TLS, the session
-//! (control stream + data streams) and the reconnecting dialer. Until then a node runs alone or
-//! as a center that shares PostgreSQL with others; see ARCHITECTURE.md §2, §3, §8.
+//! Built so far: the sans-IO wire protocol ([`proto`]) with its session state machine, and node
+//! identities ([`identity`]: cluster CA, node certificates, CSRs, join tokens, rustls configs for
+//! mutual TLS). The quinn endpoints, the reconnecting dialer and forwarding come next; see
+//! ARCHITECTURE.md §2, §3, §8.
 //!
 //! # Layout
-//! (empty: the crate exists so that the layering `config → tunnel, storage → routing → node`
-//! is fixed from the start.)
+//! - [`proto`]: frames (version preface, length-prefixed, capped), typed control messages, the
+//!   data-stream header, and the session state machine (handshake, heartbeats, liveness) driven
+//!   by an explicit clock.
+//! - [`identity`]: CA creation, certificate issuing and CSR signing, fingerprints, join tokens,
+//!   and the rustls client/server configurations that enforce mutual TLS against the cluster CA.
+
+pub mod identity;
+pub mod proto;
