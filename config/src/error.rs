@@ -8,12 +8,13 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    #[error("cannot read config file {}: {io}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (not a `source`: the message already includes it, and the CLI
+        /// prints source chains, which would say it twice).
+        io: std::io::Error,
     },
     /// The file is not valid TOML.
     #[error("{origin}:{line}:{column}: TOML syntax error: {message}")]
@@ -72,14 +73,15 @@ pub enum ConfigError {
         message: String,
     },
     /// `<data_dir>/.node-id` (or the data dir) could not be read or written.
-    #[error("node-id file {}: {action}: {source}", path.display())]
+    #[error("node-id file {}: {action}: {io}", path.display())]
     NodeIdIo {
         /// The file or directory.
         path: PathBuf,
         /// What was being done, e.g. "cannot write".
         action: &'static str,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (not a `source`: the message already includes it, and the CLI
+        /// prints source chains, which would say it twice).
+        io: std::io::Error,
     },
 }
 

@@ -52,9 +52,9 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    io,
                 })?;
                 Config::from_toml_str(&text, &path.display().to_string(), env)
             }

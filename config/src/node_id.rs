@@ -40,11 +40,11 @@ impl Config {
                 persist(&self.data_dir, &path, &id)?;
                 id
             }
-            Err(source) => {
+            Err(io) => {
                 return Err(ConfigError::NodeIdIo {
                     path,
                     action: "cannot read",
-                    source,
+                    io,
                 })
             }
         };
@@ -62,11 +62,7 @@ fn generate() -> String {
 /// Write to a temp file in the same directory, fsync, rename: a crash never leaves a torn id.
 fn io_err(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> ConfigError {
     let path = path.to_path_buf();
-    move |source| ConfigError::NodeIdIo {
-        path,
-        action,
-        source,
-    }
+    move |io| ConfigError::NodeIdIo { path, action, io }
 }
 
 fn persist(dir: &Path, path: &Path, id: &str) -> Result<(), ConfigError> {

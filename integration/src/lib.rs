@@ -2,5 +2,10 @@
 //!
 //! - [`pg`]: a real PostgreSQL per test (a throwaway cluster, or a fresh database on the server
 //!   named by `XPOD_TEST_PG_URL`), used by the PostgreSQL metadata tests and multi-node tests.
+//! - [`node`]: a real `xpod up` child process on a free port with its own data dir (kill -9,
+//!   SIGTERM, restart), used by the end-to-end and multi-node tests and the benchmarks.
+//! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 
+pub mod curl;
+pub mod node;
 pub mod pg;

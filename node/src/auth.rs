@@ -180,7 +180,10 @@ pub async fn authenticate(
     }
     // Best effort and at most once a minute per key: a write (and an fsync) on every
     // authenticated GET would cost more than the GET. A failure must not fail the request.
-    if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY_MS) {
+    if record
+        .last_used_at
+        .is_none_or(|t| now - t >= TOUCH_EVERY_MS)
+    {
         if let Err(e) = meta.touch_api_key(&record.key_id, now).await {
             tracing::debug!(error = %e, "could not record key use");
         }
