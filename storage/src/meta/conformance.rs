@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, FeedEvent, Fence, MetaError,
-    MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
-    PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
+    now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, FeedEvent, Fence,
+    JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit, NewPod,
+    NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
+    ResourceRecord,
 };
 
 /// How long a feed event may take before the check fails instead of hanging.
@@ -37,10 +38,13 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_clashes(&store).await;
     check_referenced_blobs(&store).await;
     check_api_keys(&store).await;
+    check_join_tokens(&store).await;
+    check_join_token_uses(&store).await;
     check_audit(&store).await;
     check_change_feed(&store).await;
     check_concurrent_create(&store).await;
     check_concurrent_members(&store).await;
+    check_concurrent_join_token_use(&store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -50,6 +54,54 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
 /// A unique id: `prefix-<16 hex>`.
 fn uid(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())
+}
+
+/// A random join token id: 12 lowercase hex digits, as the API makes them.
+fn token_id() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+/// A fresh, unused, unrevoked join token created at `now`, valid for an hour.
+fn join_token(tag: &str, now: Millis, single_use: bool) -> JoinTokenRecord {
+    JoinTokenRecord {
+        token_id: token_id(),
+        secret_hash: hex::encode(rand::random::<[u8; 32]>()),
+        description: format!("{tag} token"),
+        created_by: format!("key:{tag}"),
+        created_at: now,
+        expires_at: now + 3_600_000,
+        single_use,
+        used_at: None,
+        used_by: None,
+        use_count: 0,
+        revoked_at: None,
+    }
+}
+
+async fn create_token(store: &Arc<dyn MetaStore>, t: &JoinTokenRecord) {
+    ok(
+        store.create_join_token(t).await,
+        &format!("create join token {}", t.token_id),
+    );
+}
+
+async fn must_get_token(store: &Arc<dyn MetaStore>, token_id: &str) -> JoinTokenRecord {
+    ok(
+        store.get_join_token(token_id).await,
+        &format!("get join token {token_id}"),
+    )
+    .unwrap_or_else(|| panic!("join token {token_id} should exist"))
+}
+
+/// Asserts a `Conflict` whose message names `token_id` and contains `word`.
+fn expect_token_conflict(res: MetaResult<JoinTokenRecord>, token_id: &str, word: &str, what: &str) {
+    match res {
+        Err(MetaError::Conflict(msg)) => assert!(
+            msg.contains(word) && msg.contains(token_id),
+            "{what}: the conflict should name the token and say `{word}`, got `{msg}`"
+        ),
+        other => panic!("{what}: expected Conflict ({word}), got {other:?}"),
+    }
 }
 
 /// Unwraps a result, panicking with what was being done.
@@ -1274,5 +1326,354 @@ pub async fn check_concurrent_members(store: &Arc<dyn MetaStore>) {
         list(store, &fx.pod, "/").await,
         vec!["/many/"],
         "the container was created once"
+    );
+}
+
+/// Join tokens: create, get, list order, duplicate, the secret hash is never serialized,
+/// revoke (idempotent), unknown ids.
+pub async fn check_join_tokens(store: &Arc<dyn MetaStore>) {
+    let tag = uid("cf-jt");
+    let now = now_millis();
+    // Created out of order: the list is ordered by created_at, then token_id.
+    let mut x = join_token(&tag, now, true);
+    let mut y = join_token(&tag, now, false);
+    if x.token_id > y.token_id {
+        std::mem::swap(&mut x.token_id, &mut y.token_id);
+    }
+    let mut later = join_token(&tag, now + 1, false);
+    later.description = String::new();
+    for t in [&later, &y, &x] {
+        create_token(store, t).await;
+    }
+    assert_eq!(
+        ok(store.get_join_token(&x.token_id).await, "get join token x").as_ref(),
+        Some(&x),
+        "a join token round-trips"
+    );
+    assert_eq!(
+        ok(
+            store.get_join_token(&later.token_id).await,
+            "get join token later"
+        )
+        .as_ref(),
+        Some(&later),
+        "a join token with an empty description round-trips"
+    );
+    assert_eq!(
+        ok(
+            store.get_join_token("000000000000x").await,
+            "get unknown join token"
+        ),
+        None
+    );
+
+    let mut dup = join_token(&tag, now + 5, false);
+    dup.token_id = x.token_id.clone();
+    let e = expect_err!(
+        store.create_join_token(&dup).await,
+        MetaError::Conflict(_),
+        "duplicate join token"
+    );
+    assert!(
+        e.to_string().contains(&x.token_id),
+        "the conflict names the token: {e}"
+    );
+    assert_eq!(
+        must_get_token(store, &x.token_id).await,
+        x,
+        "a duplicate create changes nothing"
+    );
+
+    let mine_ids: HashSet<&str> = [&x, &y, &later]
+        .iter()
+        .map(|t| t.token_id.as_str())
+        .collect();
+    let all = ok(store.list_join_tokens().await, "list join tokens");
+    let mine: Vec<&JoinTokenRecord> = all
+        .iter()
+        .filter(|t| mine_ids.contains(t.token_id.as_str()))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![&x, &y, &later],
+        "list_join_tokens is ordered by created_at, then token_id"
+    );
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].created_at, &w[0].token_id) <= (w[1].created_at, &w[1].token_id)),
+        "the whole listing is ordered by created_at, then token_id"
+    );
+
+    // The secret hash never leaves the store in JSON.
+    let json = serde_json::to_value(&x).expect("serialize a join token");
+    let text = json.to_string();
+    assert!(
+        !text.contains(&x.secret_hash),
+        "the serialized token must not contain the secret hash: {text}"
+    );
+    let obj = json
+        .as_object()
+        .expect("a join token serializes as an object");
+    assert!(
+        !obj.contains_key("secretHash") && !obj.contains_key("secret_hash"),
+        "no secret hash field: {text}"
+    );
+    assert_eq!(
+        obj.get("tokenId"),
+        Some(&serde_json::json!(x.token_id)),
+        "camelCase: {text}"
+    );
+    assert_eq!(
+        obj.get("singleUse"),
+        Some(&serde_json::json!(true)),
+        "camelCase: {text}"
+    );
+    assert_eq!(
+        obj.get("useCount"),
+        Some(&serde_json::json!(0)),
+        "camelCase: {text}"
+    );
+
+    // Revoke: idempotent, keeps the first time, touches nothing else.
+    ok(
+        store.revoke_join_token(&y.token_id, now + 10).await,
+        "revoke join token y",
+    );
+    ok(
+        store.revoke_join_token(&y.token_id, now + 20).await,
+        "revoke join token y again",
+    );
+    let got = must_get_token(store, &y.token_id).await;
+    assert_eq!(
+        got.revoked_at,
+        Some(now + 10),
+        "revoking again keeps the first time"
+    );
+    assert_eq!(
+        JoinTokenRecord {
+            revoked_at: None,
+            ..got
+        },
+        y,
+        "revoke changes only revoked_at"
+    );
+    assert_eq!(
+        must_get_token(store, &x.token_id).await.revoked_at,
+        None,
+        "revoke touches only its token"
+    );
+    expect_err!(
+        store.revoke_join_token(&token_id(), now).await,
+        MetaError::NotFound(_),
+        "revoke of an unknown join token"
+    );
+}
+
+/// Join token uses: multi-use counts and keeps the first user, single-use once, expired,
+/// revoked and unknown tokens fail without changing anything.
+pub async fn check_join_token_uses(store: &Arc<dyn MetaStore>) {
+    let tag = uid("cf-jtu");
+    let now = now_millis();
+    let node_a = uid("cf-jtu-node-a");
+    let node_b = uid("cf-jtu-node-b");
+
+    // Multi-use: every use counts; used_at/used_by record the first one.
+    let multi = join_token(&tag, now, false);
+    create_token(store, &multi).await;
+    let first = ok(
+        store
+            .use_join_token(&multi.token_id, &node_a, now + 1)
+            .await,
+        "first use of a multi-use token",
+    );
+    assert_eq!(first.use_count, 1);
+    assert_eq!(first.used_at, Some(now + 1));
+    assert_eq!(first.used_by.as_deref(), Some(node_a.as_str()));
+    let second = ok(
+        store
+            .use_join_token(&multi.token_id, &node_b, now + 2)
+            .await,
+        "second use of a multi-use token",
+    );
+    assert_eq!(second.use_count, 2, "a multi-use token counts every use");
+    assert_eq!(second.used_at, Some(now + 1), "used_at stays the first use");
+    assert_eq!(
+        second.used_by.as_deref(),
+        Some(node_a.as_str()),
+        "used_by stays the first node"
+    );
+    assert_eq!(
+        must_get_token(store, &multi.token_id).await,
+        second,
+        "use_join_token returns the stored row"
+    );
+    assert_eq!(
+        JoinTokenRecord {
+            used_at: None,
+            used_by: None,
+            use_count: 0,
+            ..second.clone()
+        },
+        multi,
+        "a use changes only used_at, used_by and use_count"
+    );
+
+    // Single-use: once.
+    let single = join_token(&tag, now, true);
+    create_token(store, &single).await;
+    let used = ok(
+        store
+            .use_join_token(&single.token_id, &node_a, now + 1)
+            .await,
+        "first use of a single-use token",
+    );
+    assert_eq!(used.use_count, 1);
+    assert_eq!(used.used_at, Some(now + 1));
+    assert_eq!(used.used_by.as_deref(), Some(node_a.as_str()));
+    expect_token_conflict(
+        store
+            .use_join_token(&single.token_id, &node_b, now + 2)
+            .await,
+        &single.token_id,
+        "already used",
+        "second use of a single-use token",
+    );
+    assert_eq!(
+        must_get_token(store, &single.token_id).await,
+        used,
+        "a refused use changes nothing"
+    );
+
+    // Expiry: usable until just before expires_at, refused at and after it.
+    let expiring = join_token(&tag, now, false);
+    create_token(store, &expiring).await;
+    let before_expiry = ok(
+        store
+            .use_join_token(&expiring.token_id, &node_a, expiring.expires_at - 1)
+            .await,
+        "use just before expiry",
+    );
+    assert_eq!(before_expiry.use_count, 1);
+    for at in [expiring.expires_at, expiring.expires_at + 60_000] {
+        expect_token_conflict(
+            store.use_join_token(&expiring.token_id, &node_b, at).await,
+            &expiring.token_id,
+            "expired",
+            "use at or after expires_at",
+        );
+    }
+    assert_eq!(
+        must_get_token(store, &expiring.token_id).await,
+        before_expiry,
+        "an expired use changes nothing (use_count unchanged)"
+    );
+    let expired = JoinTokenRecord {
+        expires_at: now - 1,
+        ..join_token(&tag, now - 10, true)
+    };
+    create_token(store, &expired).await;
+    expect_token_conflict(
+        store.use_join_token(&expired.token_id, &node_a, now).await,
+        &expired.token_id,
+        "expired",
+        "use of an expired single-use token",
+    );
+    let got = must_get_token(store, &expired.token_id).await;
+    assert_eq!(got, expired, "an expired use changes nothing");
+    assert_eq!(got.use_count, 0);
+    assert_eq!(got.used_at, None);
+
+    // Revoked: refused, and revocation is reported before expiry.
+    let revoked = join_token(&tag, now, false);
+    create_token(store, &revoked).await;
+    ok(
+        store.revoke_join_token(&revoked.token_id, now + 1).await,
+        "revoke a token",
+    );
+    expect_token_conflict(
+        store
+            .use_join_token(&revoked.token_id, &node_a, now + 2)
+            .await,
+        &revoked.token_id,
+        "revoked",
+        "use of a revoked token",
+    );
+    expect_token_conflict(
+        store
+            .use_join_token(&revoked.token_id, &node_a, revoked.expires_at + 1)
+            .await,
+        &revoked.token_id,
+        "revoked",
+        "use of a revoked and expired token",
+    );
+    let got = must_get_token(store, &revoked.token_id).await;
+    assert_eq!(got.use_count, 0, "a revoked use changes nothing");
+    assert_eq!(got.used_at, None);
+    assert_eq!(got.used_by, None);
+    // Revoking a used token stops further uses too.
+    ok(
+        store.revoke_join_token(&multi.token_id, now + 3).await,
+        "revoke the multi-use token",
+    );
+    expect_token_conflict(
+        store
+            .use_join_token(&multi.token_id, &node_b, now + 4)
+            .await,
+        &multi.token_id,
+        "revoked",
+        "use of a revoked multi-use token",
+    );
+    assert_eq!(must_get_token(store, &multi.token_id).await.use_count, 2);
+
+    // Unknown.
+    expect_err!(
+        store.use_join_token(&token_id(), &node_a, now).await,
+        MetaError::NotFound(_),
+        "use of an unknown join token"
+    );
+}
+
+/// 20 racing uses of one single-use token: exactly one wins, 19 see "already used".
+pub async fn check_concurrent_join_token_use(store: &Arc<dyn MetaStore>) {
+    let tag = uid("cf-jtrace");
+    let now = now_millis();
+    let token = join_token(&tag, now, true);
+    create_token(store, &token).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(store);
+        let id = token.token_id.clone();
+        let node_id = format!("{tag}-node-{i:02}");
+        tasks.push(tokio::spawn(async move {
+            let res = store.use_join_token(&id, &node_id, now + 1).await;
+            (node_id, res)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = 0;
+    for t in tasks {
+        let (node_id, res) = t.await.expect("racing join token use panicked");
+        match res {
+            Ok(rec) => winners.push((node_id, rec)),
+            Err(MetaError::Conflict(msg)) if msg.contains("already used") => losers += 1,
+            Err(e) => panic!(
+                "racing single-use join token: expected success or Conflict (already used), \
+                 got {e:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racing use of a single-use token should succeed"
+    );
+    assert_eq!(losers, 19, "the other 19 racing uses are refused");
+    let (winner, rec) = &winners[0];
+    assert_eq!(rec.use_count, 1);
+    assert_eq!(rec.used_by.as_ref(), Some(winner));
+    let stored = must_get_token(store, &token.token_id).await;
+    assert_eq!(
+        &stored, rec,
+        "the winner's use is stored, the losers wrote nothing"
     );
 }

@@ -350,6 +350,33 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<Millis>,
 }
 
+/// A row of `join_tokens`: a token an edge presents to join the cluster. The secret itself is
+/// never stored: only its SHA-256 (hex), which the caller compares in constant time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinTokenRecord {
+    /// 12 lowercase hex digits.
+    pub token_id: String,
+    /// SHA-256 (hex) of the secret. Never serialized.
+    #[serde(skip_serializing)]
+    pub secret_hash: String,
+    pub description: String,
+    /// The actor that created the token, e.g. `key:<id>`.
+    pub created_by: String,
+    pub created_at: Millis,
+    /// A use at or after this time fails.
+    pub expires_at: Millis,
+    /// A single-use token can be used once; a multi-use one until it expires or is revoked.
+    pub single_use: bool,
+    /// The time of the first use.
+    pub used_at: Option<Millis>,
+    /// The node id of the first use.
+    pub used_by: Option<String>,
+    /// How many uses succeeded.
+    pub use_count: i64,
+    pub revoked_at: Option<Millis>,
+}
+
 /// Input of [`MetaStore::append_audit`].
 #[derive(Clone, Debug)]
 pub struct NewAudit {
@@ -448,6 +475,29 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn revoke_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
     /// Best-effort last_used_at update.
     async fn touch_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
+
+    // ---- join tokens ----
+    /// `Conflict` if the token id exists.
+    async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()>;
+    async fn get_join_token(&self, token_id: &str) -> MetaResult<Option<JoinTokenRecord>>;
+    /// Ordered by created_at, then token_id.
+    async fn list_join_tokens(&self) -> MetaResult<Vec<JoinTokenRecord>>;
+    /// Atomically records a use by `node_id` at `now` and returns the updated row. In one
+    /// statement or transaction, checked in this order: `NotFound` (unknown id);
+    /// `Conflict("join token <id> was revoked")`; `Conflict("join token <id> expired")` when
+    /// `now >= expires_at`; `Conflict("join token <id> was already used")` when single-use and
+    /// `used_at` is set. Otherwise used_at := coalesce(used_at, now), used_by :=
+    /// coalesce(used_by, node_id), use_count += 1. A failed use changes nothing. Of racing uses
+    /// of a single-use token exactly one succeeds. The caller has already checked the secret
+    /// hash in constant time.
+    async fn use_join_token(
+        &self,
+        token_id: &str,
+        node_id: &str,
+        now: Millis,
+    ) -> MetaResult<JoinTokenRecord>;
+    /// Sets revoked_at (idempotent: keeps the first time). `NotFound` for an unknown token.
+    async fn revoke_join_token(&self, token_id: &str, at: Millis) -> MetaResult<()>;
 
     // ---- audit ----
     async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64>;

@@ -41,8 +41,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
-    Fence, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
-    NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
+    Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
+    NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
+    ResourceRecord,
 };
 
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
@@ -130,6 +131,25 @@ CREATE TABLE audit_log (
     details  JSONB NOT NULL DEFAULT '{}',
     trace_id TEXT NOT NULL
 );
+"#,
+    ),
+    (
+        4,
+        r#"
+CREATE TABLE join_tokens (
+    token_id    TEXT COLLATE "C" PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    single_use  BOOLEAN NOT NULL,
+    used_at     BIGINT,
+    used_by     TEXT COLLATE "C",
+    use_count   BIGINT NOT NULL DEFAULT 0,
+    revoked_at  BIGINT
+);
+CREATE INDEX join_tokens_created_idx ON join_tokens (created_at, token_id);
 "#,
     ),
 ];
@@ -613,6 +633,25 @@ fn key_from_row(row: &Row) -> MetaResult<ApiKeyRecord> {
         expires_at: col(row, "expires_at")?,
         revoked_at: col(row, "revoked_at")?,
         last_used_at: col(row, "last_used_at")?,
+    })
+}
+
+const JOIN_TOKEN_COLS: &str = "token_id, secret_hash, description, created_by, created_at, \
+     expires_at, single_use, used_at, used_by, use_count, revoked_at";
+
+fn join_token_from_row(row: &Row) -> MetaResult<JoinTokenRecord> {
+    Ok(JoinTokenRecord {
+        token_id: col(row, "token_id")?,
+        secret_hash: col(row, "secret_hash")?,
+        description: col(row, "description")?,
+        created_by: col(row, "created_by")?,
+        created_at: col(row, "created_at")?,
+        expires_at: col(row, "expires_at")?,
+        single_use: col(row, "single_use")?,
+        used_at: col(row, "used_at")?,
+        used_by: col(row, "used_by")?,
+        use_count: col(row, "use_count")?,
+        revoked_at: col(row, "revoked_at")?,
     })
 }
 
@@ -1266,6 +1305,128 @@ impl MetaStore for PgStore {
             &[&key_id, &at],
         )
         .await?;
+        Ok(())
+    }
+
+    // ---- join tokens ----
+
+    async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()> {
+        let client = self.client().await?;
+        let n = execute(
+            &client,
+            "INSERT INTO join_tokens (token_id, secret_hash, description, created_by, \
+                 created_at, expires_at, single_use, used_at, used_by, use_count, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (token_id) DO NOTHING",
+            &[
+                &t.token_id,
+                &t.secret_hash,
+                &t.description,
+                &t.created_by,
+                &t.created_at,
+                &t.expires_at,
+                &t.single_use,
+                &t.used_at,
+                &t.used_by,
+                &t.use_count,
+                &t.revoked_at,
+            ],
+        )
+        .await?;
+        if n == 0 {
+            return Err(MetaError::Conflict(format!(
+                "join token {} exists",
+                t.token_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn get_join_token(&self, token_id: &str) -> MetaResult<Option<JoinTokenRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {JOIN_TOKEN_COLS} FROM join_tokens WHERE token_id = $1");
+        query_opt(&client, &sql, &[&token_id])
+            .await?
+            .as_ref()
+            .map(join_token_from_row)
+            .transpose()
+    }
+
+    async fn list_join_tokens(&self) -> MetaResult<Vec<JoinTokenRecord>> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {JOIN_TOKEN_COLS} FROM join_tokens ORDER BY created_at, token_id");
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(join_token_from_row)
+            .collect()
+    }
+
+    async fn use_join_token(
+        &self,
+        token_id: &str,
+        node_id: &str,
+        now: Millis,
+    ) -> MetaResult<JoinTokenRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The row lock serializes racing uses: a later one waits here for the earlier one to
+        // commit and then reads the row as it committed (READ COMMITTED re-reads a locked row),
+        // so a single-use token is used once. A failed check drops (rolls back) the transaction.
+        let sql =
+            format!("SELECT {JOIN_TOKEN_COLS} FROM join_tokens WHERE token_id = $1 FOR UPDATE");
+        let current = query_opt(&tx, &sql, &[&token_id])
+            .await?
+            .as_ref()
+            .map(join_token_from_row)
+            .transpose()?
+            .ok_or_else(|| MetaError::NotFound(format!("join token {token_id}")))?;
+        if current.revoked_at.is_some() {
+            return Err(MetaError::Conflict(format!(
+                "join token {token_id} was revoked"
+            )));
+        }
+        if now >= current.expires_at {
+            return Err(MetaError::Conflict(format!(
+                "join token {token_id} expired"
+            )));
+        }
+        if current.single_use && current.used_at.is_some() {
+            return Err(MetaError::Conflict(format!(
+                "join token {token_id} was already used"
+            )));
+        }
+        let sql = format!(
+            "UPDATE join_tokens SET used_at = COALESCE(used_at, $2), \
+                 used_by = COALESCE(used_by, $3), use_count = use_count + 1 \
+             WHERE token_id = $1 RETURNING {JOIN_TOKEN_COLS}"
+        );
+        let updated = query_opt(&tx, &sql, &[&token_id, &now, &node_id])
+            .await?
+            .as_ref()
+            .map(join_token_from_row)
+            .transpose()?
+            .ok_or_else(|| {
+                MetaError::Backend(format!(
+                    "join token {token_id} vanished inside its transaction"
+                ))
+            })?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(updated)
+    }
+
+    async fn revoke_join_token(&self, token_id: &str, at: Millis) -> MetaResult<()> {
+        let client = self.client().await?;
+        let n = execute(
+            &client,
+            "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE token_id = $1",
+            &[&token_id, &at],
+        )
+        .await?;
+        if n == 0 {
+            return Err(MetaError::NotFound(format!("join token {token_id}")));
+        }
         Ok(())
     }
 

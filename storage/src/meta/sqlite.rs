@@ -25,16 +25,18 @@ use serde::de::DeserializeOwned;
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
-    Fence, MetaError, MetaResult, MetaStore, MigrationStatus, NewAudit, NewPod, NodeRecord,
-    NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord,
+    Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
+    NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
+    ResourceRecord,
 };
 
 /// Numbered schema migrations, applied in order, each in its own IMMEDIATE transaction together
 /// with its `schema_migrations` row, so a crash never leaves a half-applied version. Never edit
 /// an applied entry: append a new version. Columns match the PostgreSQL backend.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE nodes (
     node_id          TEXT PRIMARY KEY,
     node_type        TEXT NOT NULL,
@@ -102,7 +104,27 @@ CREATE TABLE audit_log (
     trace_id TEXT NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE join_tokens (
+    token_id    TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    single_use  INTEGER NOT NULL,
+    used_at     INTEGER,
+    used_by     TEXT,
+    use_count   INTEGER NOT NULL DEFAULT 0,
+    revoked_at  INTEGER
+);
+CREATE INDEX join_tokens_created ON join_tokens(created_at, token_id);
+"#,
+    ),
+];
 
 /// The embedded metadata store.
 pub struct SqliteStore {
@@ -405,6 +427,35 @@ fn api_key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         revoked_at: row.get(7)?,
         last_used_at: row.get(8)?,
     })
+}
+
+const JOIN_TOKEN_COLS: &str = "token_id, secret_hash, description, created_by, created_at, \
+     expires_at, single_use, used_at, used_by, use_count, revoked_at";
+
+fn join_token_from_row(row: &Row<'_>) -> rusqlite::Result<JoinTokenRecord> {
+    Ok(JoinTokenRecord {
+        token_id: row.get(0)?,
+        secret_hash: row.get(1)?,
+        description: row.get(2)?,
+        created_by: row.get(3)?,
+        created_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        single_use: row.get(6)?,
+        used_at: row.get(7)?,
+        used_by: row.get(8)?,
+        use_count: row.get(9)?,
+        revoked_at: row.get(10)?,
+    })
+}
+
+fn load_join_token(conn: &Connection, token_id: &str) -> MetaResult<Option<JoinTokenRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {JOIN_TOKEN_COLS} FROM join_tokens WHERE token_id = ?1"
+    ))
+    .db()?
+    .query_row([token_id], join_token_from_row)
+    .optional()
+    .db()
 }
 
 fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
@@ -1094,6 +1145,128 @@ impl MetaStore for SqliteStore {
                 .db()?
                 .execute(params![at, key_id])
                 .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- join tokens ----
+
+    async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()> {
+        let t = t.clone();
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            if load_join_token(&tx, &t.token_id)?.is_some() {
+                return Err(MetaError::Conflict(format!(
+                    "join token {} exists",
+                    t.token_id
+                )));
+            }
+            tx.prepare_cached(&format!(
+                "INSERT INTO join_tokens ({JOIN_TOKEN_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))
+            .db()?
+            .execute(params![
+                t.token_id,
+                t.secret_hash,
+                t.description,
+                t.created_by,
+                t.created_at,
+                t.expires_at,
+                t.single_use,
+                t.used_at,
+                t.used_by,
+                t.use_count,
+                t.revoked_at,
+            ])
+            .db()?;
+            tx.commit().db()
+        })
+        .await
+    }
+
+    async fn get_join_token(&self, token_id: &str) -> MetaResult<Option<JoinTokenRecord>> {
+        let token_id = token_id.to_string();
+        self.call(move |c| load_join_token(c, &token_id)).await
+    }
+
+    async fn list_join_tokens(&self) -> MetaResult<Vec<JoinTokenRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {JOIN_TOKEN_COLS} FROM join_tokens ORDER BY created_at, token_id"
+            ))
+            .db()?
+            .query_map([], join_token_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn use_join_token(
+        &self,
+        token_id: &str,
+        node_id: &str,
+        now: Millis,
+    ) -> MetaResult<JoinTokenRecord> {
+        let (token_id, node_id) = (token_id.to_string(), node_id.to_string());
+        self.call(move |c| {
+            // IMMEDIATE: the checks see the state the update commits against, even when another
+            // process has the same file open. A failed check drops (rolls back) the transaction.
+            let tx = immediate(c)?;
+            let current = load_join_token(&tx, &token_id)?
+                .ok_or_else(|| MetaError::NotFound(format!("join token {token_id}")))?;
+            if current.revoked_at.is_some() {
+                return Err(MetaError::Conflict(format!(
+                    "join token {token_id} was revoked"
+                )));
+            }
+            if now >= current.expires_at {
+                return Err(MetaError::Conflict(format!(
+                    "join token {token_id} expired"
+                )));
+            }
+            if current.single_use && current.used_at.is_some() {
+                return Err(MetaError::Conflict(format!(
+                    "join token {token_id} was already used"
+                )));
+            }
+            tx.prepare_cached(
+                "UPDATE join_tokens SET used_at = COALESCE(used_at, ?2),
+                     used_by = COALESCE(used_by, ?3), use_count = use_count + 1
+                 WHERE token_id = ?1",
+            )
+            .db()?
+            .execute(params![token_id, now, node_id])
+            .db()?;
+            let updated = load_join_token(&tx, &token_id)?.ok_or_else(|| {
+                MetaError::Backend(format!(
+                    "join token {token_id} vanished inside its transaction"
+                ))
+            })?;
+            tx.commit().db()?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn revoke_join_token(&self, token_id: &str, at: Millis) -> MetaResult<()> {
+        let token_id = token_id.to_string();
+        self.call(move |c| {
+            // COALESCE keeps the first revocation time: revoking twice is not an error.
+            let n = c
+                .prepare_cached(
+                    "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?1)
+                     WHERE token_id = ?2",
+                )
+                .db()?
+                .execute(params![at, token_id])
+                .db()?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("join token {token_id}")));
+            }
             Ok(())
         })
         .await
