@@ -43,6 +43,75 @@ of a lone node an admin API key is created, printed once and saved to <data-dir>
     /// Manage API keys on a running node (admin key).
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The cluster CA: create it, issue node certificates (local files, no server needed).
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Join tokens for edges on a running node (admin key).
+    #[command(subcommand, alias = "token")]
+    Tokens(TokensCmd),
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create the cluster CA in <data-dir>/ca.crt and ca.key (0600); never replaces one.
+    Init {
+        #[arg(long, default_value = "./xpod-data")]
+        data_dir: PathBuf,
+        /// The cluster's name, written into the CA certificate.
+        #[arg(long, default_value = "xpod")]
+        name: String,
+    },
+    /// Issue a node certificate signed by the CA in <data-dir> into --out (node.crt, node.key, ca.crt).
+    Issue {
+        #[arg(long, default_value = "./xpod-data")]
+        data_dir: PathBuf,
+        /// The node id the certificate proves (1–63 of a-z, 0-9, '-').
+        #[arg(long)]
+        node_id: String,
+        /// center or edge.
+        #[arg(long, default_value = "center")]
+        role: String,
+        /// Extra DNS names or IP addresses of the node; repeatable.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Directory to write into (created; existing key files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the CA fingerprint (what join tokens carry).
+    Fingerprint {
+        #[arg(long, default_value = "./xpod-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCmd {
+    /// Create a join token (shown once). The node must have the cluster CA's ca.crt.
+    Create {
+        /// Lifetime in seconds (60..=2592000).
+        #[arg(long, default_value_t = 86_400)]
+        ttl_seconds: i64,
+        /// Allow several edges to join with this token (default: single use).
+        #[arg(long)]
+        multi_use: bool,
+        /// A note to recognise the token by.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List join tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a join token by its id.
+    Revoke {
+        token_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Args)]
@@ -170,6 +239,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Pods(cmd) => pods(cmd).await,
         Command::Keys(cmd) => keys(cmd).await,
+        Command::Ca(cmd) => ca(cmd),
+        Command::Tokens(cmd) => tokens(cmd).await,
     }
 }
 
@@ -372,6 +443,111 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 .await?;
             if !remote.json {
                 println!("revoked key {key_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ca(cmd: CaCmd) -> anyhow::Result<()> {
+    use crate::cluster_ca;
+    match cmd {
+        CaCmd::Init { data_dir, name } => {
+            let ca = cluster_ca::init(&data_dir, &name)?;
+            println!("created the cluster CA in {}", data_dir.display());
+            println!("fingerprint: {}", ca.fingerprint());
+            println!(
+                "keep {} secret: it signs every node certificate",
+                data_dir.join(cluster_ca::CA_KEY).display()
+            );
+        }
+        CaCmd::Issue {
+            data_dir,
+            node_id,
+            role,
+            sans,
+            out,
+        } => {
+            let role: xpod_tunnel::identity::NodeRole = role
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--role `{role}`: {e}"))?;
+            let ca = cluster_ca::load(&data_dir)?;
+            for path in cluster_ca::issue(&ca, &node_id, role, &sans, &out)? {
+                println!("wrote {}", path.display());
+            }
+        }
+        CaCmd::Fingerprint { data_dir } => match cluster_ca::fingerprint(&data_dir)? {
+            Some(fp) => println!("{fp}"),
+            None => anyhow::bail!(
+                "no cluster CA in {} (run `xpod ca init`)",
+                data_dir.display()
+            ),
+        },
+    }
+    Ok(())
+}
+
+async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokensCmd::Create {
+            ttl_seconds,
+            multi_use,
+            description,
+            remote,
+        } => {
+            let body = json!({"ttlSeconds": ttl_seconds, "singleUse": !multi_use, "description": description});
+            let (_, v) = client(&remote)?
+                .call(Method::POST, "/.cluster/tokens", Some(&body))
+                .await?;
+            print(&remote, &v, |v| {
+                println!("created join token {} (shown once):", s(v, "tokenId"));
+                println!("{}", s(v, "token"));
+            });
+        }
+        TokensCmd::List { remote } => {
+            let (_, v) = client(&remote)?
+                .call(Method::GET, "/.cluster/tokens", None)
+                .await?;
+            print(&remote, &v, |v| {
+                println!(
+                    "{:<14} {:<8} {:>5}  {:<10} DESCRIPTION",
+                    "ID", "SINGLE", "USES", "STATE"
+                );
+                let now = xpod_storage::meta::now_millis();
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    let state = if !t["revokedAt"].is_null() {
+                        "revoked"
+                    } else if t["expiresAt"].as_i64().unwrap_or(0) <= now {
+                        "expired"
+                    } else if t["singleUse"] == true && !t["usedAt"].is_null() {
+                        "used"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<14} {:<8} {:>5}  {:<10} {}",
+                        s(t, "tokenId"),
+                        t["singleUse"].as_bool().unwrap_or(true),
+                        t["useCount"].as_i64().unwrap_or(0),
+                        state,
+                        s(t, "description")
+                    );
+                }
+            });
+        }
+        TokensCmd::Revoke { token_id, remote } => {
+            if token_id.is_empty() || !token_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                anyhow::bail!("token id `{token_id}`: expected the 12 hex digits after `xpt_`");
+            }
+            client(&remote)?
+                .call(
+                    Method::DELETE,
+                    &format!("/.cluster/tokens/{token_id}"),
+                    None,
+                )
+                .await?;
+            if !remote.json {
+                println!("revoked join token {token_id}");
             }
         }
     }

@@ -4,6 +4,7 @@
 //! - `main.rs`: thin — parse the CLI, hand over to [`cli::main`].
 //! - [`cli`]: the commands (`up`, `pods …`, `keys …`) and their `--help`.
 //! - [`client`]: the small HTTP client the admin commands use.
+//! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`server`]: accept loop, hyper connections, graceful drain.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod cluster_ca;
 pub mod http;
 pub mod metrics;
 pub mod server;

@@ -1,11 +1,13 @@
 //! The cluster API under `/.cluster` (admin key on every route):
-//! `GET/POST /pods`, `GET /pods/{podId}`, `GET /nodes`, `GET /nodes/{nodeId}`.
+//! `GET/POST /pods`, `GET /pods/{podId}`, `GET /nodes`, `GET /nodes/{nodeId}`,
+//! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges).
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
-use xpod_storage::meta::{AccessMode, NewPod};
+use xpod_storage::meta::{self, AccessMode, JoinTokenRecord, NewPod};
+use xpod_tunnel::identity::JoinToken;
 
 use super::body::{self, Body};
 use super::error::ApiError;
@@ -54,6 +56,25 @@ pub async fn handle(
             None => Err(ApiError::not_found(format!("node {node_id} not found"))),
         },
         (["nodes"], _) | (["nodes", _], _) => Err(ApiError::method_not_allowed("GET")),
+        (["tokens"], &Method::GET) => {
+            let tokens = ctx.app.meta.list_join_tokens().await?;
+            Ok(body::json(StatusCode::OK, &json!({"tokens": tokens})))
+        }
+        (["tokens"], &Method::POST) => create_token(ctx, req).await,
+        (["tokens"], _) => Err(ApiError::method_not_allowed("GET, POST")),
+        (["tokens", id], &Method::DELETE) => {
+            ctx.app
+                .meta
+                .revoke_join_token(id, meta::now_millis())
+                .await?;
+            ctx.audit("token.revoke", &format!("token:{id}"), json!({}))
+                .await;
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(body::empty())
+                .map_err(|e| ApiError::internal(e.to_string()))
+        }
+        (["tokens", _], _) => Err(ApiError::method_not_allowed("DELETE")),
         _ => Err(ApiError::not_found(format!(
             "no cluster API at /.cluster{rest}"
         ))),
@@ -96,4 +117,68 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateToken {
+    description: Option<String>,
+    ttl_seconds: Option<i64>,
+    single_use: Option<bool>,
+}
+
+/// Longest join-token lifetime (30 days) and the default (24 h).
+const MAX_TOKEN_TTL: i64 = 30 * 86_400;
+const DEFAULT_TOKEN_TTL: i64 = 86_400;
+
+/// Creates a join token for an edge: the secret and the CA fingerprint, shown once; stored hashed.
+async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let input: CreateToken = read_json(req).await?;
+    let ttl = input.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    if !(60..=MAX_TOKEN_TTL).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSeconds {ttl}: expected 60..={MAX_TOKEN_TTL}"
+        )));
+    }
+    let description = input.description.unwrap_or_default();
+    if description.len() > 200 || description.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "description: expected at most 200 printable characters",
+        ));
+    }
+    let fingerprint = crate::cluster_ca::fingerprint(&ctx.app.config.data_dir)
+        .map_err(|e| ApiError::internal(format!("reading the cluster CA: {e:#}")))?
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "this node has no cluster CA: run `xpod ca init --data-dir {}` (or copy the cluster's ca.crt there)",
+                ctx.app.config.data_dir.display()
+            ))
+        })?;
+    let token = JoinToken::generate(&fingerprint).map_err(|e| ApiError::internal(e.to_string()))?;
+    let now = meta::now_millis();
+    let record = JoinTokenRecord {
+        token_id: token.id.clone(),
+        secret_hash: token.secret_hash(),
+        description,
+        created_by: ctx.principal.actor(),
+        created_at: now,
+        expires_at: now + ttl * 1000,
+        single_use: input.single_use.unwrap_or(true),
+        used_at: None,
+        used_by: None,
+        use_count: 0,
+        revoked_at: None,
+    };
+    ctx.app.meta.create_join_token(&record).await?;
+    ctx.audit(
+        "token.create",
+        &format!("token:{}", record.token_id),
+        json!({"expiresAt": record.expires_at, "singleUse": record.single_use}),
+    )
+    .await;
+    let mut value = serde_json::to_value(&record).unwrap_or_default();
+    value["token"] = json!(token.to_text());
+    value["caFingerprint"] = json!(fingerprint);
+    value["warning"] = json!("this is the only time the token is shown; give it to the edge now");
+    Ok(body::json(StatusCode::CREATED, &value))
 }

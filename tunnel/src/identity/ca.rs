@@ -106,6 +106,13 @@ pub fn fingerprint_of(cert_der: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(cert_der)))
 }
 
+/// `sha256:<hex>` of the first certificate in a PEM text (e.g. the cluster CA's `ca.crt`).
+pub fn fingerprint_of_pem(cert_pem: &str) -> Result<String> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| IdentityError::InvalidCertificate(format!("CA: {e}")))?;
+    Ok(fingerprint_of(&der))
+}
+
 /// Parses a CA fingerprint, `sha256:<64 hex>` or bare `<64 hex>` (either case), to its digest.
 pub fn parse_fingerprint(fingerprint: &str) -> Result<[u8; 32]> {
     let invalid = || IdentityError::InvalidFingerprint(fingerprint.to_string());

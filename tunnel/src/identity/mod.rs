@@ -48,7 +48,7 @@ mod token;
 mod tests;
 
 pub use ca::{
-    fingerprint_of, parse_fingerprint, peer_identity, validate_node_id, ClusterCa, NodeIdentity,
+    fingerprint_of, fingerprint_of_pem, parse_fingerprint, peer_identity, validate_node_id, ClusterCa, NodeIdentity,
     NodeRole, PeerIdentity, CA_VALIDITY_DAYS, MAX_NODE_VALIDITY_DAYS, NODE_URI_PREFIX,
     ROLE_URI_PREFIX,
 };
