@@ -29,6 +29,9 @@ pub(crate) const KEYS: &[&str] = &[
     "routing.enabled",
     "log.level",
     "log.format",
+    "tunnel.quic_listen",
+    "tunnel.centers",
+    "tunnel.edge_domain",
 ];
 
 impl Config {
@@ -78,6 +81,20 @@ impl Config {
                 Err("expected a size above zero, like 50GB".into())
             }
             "log.level" => v::log_level(&self.log.level),
+            "tunnel.centers" => {
+                if self.tunnel.centers.len() > 4 {
+                    return Err(format!(
+                        "expected at most 4 centers, got {}",
+                        self.tunnel.centers.len()
+                    ));
+                }
+                self.tunnel.centers.iter().try_for_each(|c| v::host_port(c))
+            }
+            "tunnel.edge_domain" => self
+                .tunnel
+                .edge_domain
+                .as_deref()
+                .map_or(Ok(()), v::dns_name),
             // Enums, bools, the socket address: their type is their rule.
             _ => Ok(()),
         }

@@ -180,6 +180,32 @@ static TABLE: &[EnvKey] = &[
         c.log.format = s.parse()?;
         Ok(())
     }),
+    k(
+        "XPOD_TUNNEL_QUIC_LISTEN",
+        "tunnel.quic_listen",
+        &[],
+        |c, s| {
+            c.tunnel.quic_listen = Some(v::listen(s)?);
+            Ok(())
+        },
+    ),
+    k("XPOD_TUNNEL_CENTERS", "tunnel.centers", &[], |c, s| {
+        c.tunnel.centers = s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+        Ok(())
+    }),
+    k(
+        "XPOD_TUNNEL_EDGE_DOMAIN",
+        "tunnel.edge_domain",
+        &[],
+        |c, s| {
+            c.tunnel.edge_domain = some(s);
+            Ok(())
+        },
+    ),
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.

@@ -33,6 +33,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[tunnel]`
+    pub tunnel: TunnelConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             routing: RoutingConfig::default(),
             log: LogConfig::default(),
+            tunnel: TunnelConfig::default(),
         }
     }
 }
@@ -244,6 +247,20 @@ impl Default for LogConfig {
             format: LogFormat::default(),
         }
     }
+}
+
+/// `[tunnel]`: the QUIC endpoint (centers) and the centers an edge dials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// UDP address of this node's QUIC endpoint (mesh and edge tunnels). `None`: the address
+    /// of `http.listen` (one port number for TCP and UDP). Used only by a node that has a node
+    /// certificate (`<data_dir>/node.crt`).
+    pub quic_listen: Option<SocketAddr>,
+    /// For an edge: the centers it keeps a tunnel to, `HOST:PORT` of their QUIC endpoints (1–4).
+    pub centers: Vec<String>,
+    /// The DNS zone of edge names: `<node>.<edge_domain>`, `<service>.<node>.<edge_domain>`.
+    pub edge_domain: Option<String>,
 }
 
 /// Log output format. TOML `"text"` or `"json"`.

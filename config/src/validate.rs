@@ -79,6 +79,20 @@ pub(crate) fn dns_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `HOST:PORT` of a peer: a DNS name or an IP (IPv6 in brackets) and a port 1–65535.
+pub(crate) fn host_port(s: &str) -> Result<(), String> {
+    let bad = || format!("expected HOST:PORT (e.g. center1.example.com:8443), got {s:?}");
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad()),
+    }
+    dns_name(&host.to_ascii_lowercase()).map_err(|_| bad())
+}
+
 pub(crate) fn listen(s: &str) -> Result<std::net::SocketAddr, String> {
     s.trim().parse().map_err(|_| {
         format!("expected HOST:PORT with an IP host, e.g. 0.0.0.0:8080 or [::]:8080, got {s:?}")
