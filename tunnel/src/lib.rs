@@ -1,8 +1,9 @@
 //! xpod tunnel: the QUIC mesh between centers and the tunnels that edges dial out.
 //!
-//! Built so far: the sans-IO wire protocol ([`proto`]) with its session state machine, and node
+//! Built so far: the sans-IO wire protocol ([`proto`]) with its session state machine, node
 //! identities ([`identity`]: cluster CA, node certificates, CSRs, join tokens, rustls configs for
-//! mutual TLS). The quinn endpoints, the reconnecting dialer and forwarding come next; see
+//! mutual TLS), and the quinn endpoints ([`endpoint`]: the center's port, joining, the
+//! control-stream driver, the edge's reconnecting dialer). Forwarding comes next; see
 //! ARCHITECTURE.md §2, §3, §8.
 //!
 //! # Layout
@@ -11,6 +12,10 @@
 //!   by an explicit clock.
 //! - [`identity`]: CA creation, certificate issuing and CSR signing, fingerprints, join tokens,
 //!   and the rustls client/server configurations that enforce mutual TLS against the cluster CA.
+//! - [`endpoint`]: the quinn endpoints — a center's one UDP port serving `xpod/1` (mutual TLS)
+//!   and `xpod-join/1` (token-authenticated joins), the control-stream driver that runs a
+//!   session over a connection, and the edge's reconnecting dialer (one connection per center).
 
+pub mod endpoint;
 pub mod identity;
 pub mod proto;

@@ -1,0 +1,148 @@
+//! The QUIC endpoints: quinn + rustls around the sans-IO [`proto`](crate::proto) session and
+//! the [`identity`](crate::identity) configs (ARCHITECTURE §2, §3, §8).
+//!
+//! This module owns every socket and task of the tunnel layer. It decides *who may connect on
+//! which ALPN*, runs the one control stream of each `xpod/1` connection, lets a fresh edge join
+//! the cluster, and keeps an edge connected to each of its centers. It encodes no frame itself
+//! (that is `proto`'s job) and never reads a node id from anything but a verified certificate.
+//!
+//! # One UDP port, two ALPNs
+//! A center's QUIC endpoint ([`CenterEndpoint`]) speaks:
+//! - [`ALPN_MESH`] (`xpod/1`): mutual TLS. The client must present a node certificate that
+//!   chains to the cluster CA; the peer's id is read from it with
+//!   [`peer_identity`](crate::identity::peer_identity).
+//! - [`ALPN_JOIN`] (`xpod-join/1`): a joining edge, which has no certificate yet; the join token
+//!   in its request authenticates it ([`join`](join::join), [`JoinAuthority`]).
+//!
+//! quinn takes one rustls `ServerConfig` per endpoint, so the client-certificate verifier
+//! *offers* client auth and verifies any certificate presented (chain to the CA + node
+//! certificate shape) but lets a client without one finish the handshake. Right after the
+//! handshake the endpoint closes every `xpod/1` connection that has no verified certificate with
+//! [`close_code::UNAUTHENTICATED`]. A certificate from another CA still fails the handshake.
+//!
+//! # Close codes
+//! Application close codes used on connections are in [`close_code`]; reasons are short
+//! human-readable strings.
+//!
+//! # Tasks
+//! Every task spawned here ends with the connection or endpoint it serves; [`TaskGauge`] counts
+//! live tasks so tests (and `/metrics`) can prove it.
+//!
+//! # Layout
+//! - `server.rs` — [`CenterEndpoint`]: bind, the ALPN split, the post-handshake certificate
+//!   check, [`Accepted`].
+//! - `join.rs` — the join exchange on `xpod-join/1`: [`JoinAuthority`] (implemented by the node),
+//!   the center's handler, and the edge's [`join`](join::join).
+//! - `driver.rs` — runs a [`Session`](crate::proto::Session) over the first bidirectional
+//!   stream of a connection ([`driver::spawn`], [`DriverHandle`]).
+//! - `dialer.rs` — [`EdgeDialer`]: one connection per center with jittered exponential
+//!   backoff and re-registration ([`DialerHandle`]).
+
+pub mod dialer;
+pub mod driver;
+pub mod join;
+pub mod server;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use dialer::{
+    Backoff, CenterState, CenterStatus, DialerConfig, DialerEvent, DialerHandle, EdgeDialer,
+};
+pub use driver::{DriverError, DriverHandle};
+pub use join::{
+    join, join_with_timeout, BoxFuture, JoinAuthority, JoinError, DEFAULT_EDGE_CERT_DAYS,
+    JOIN_STEP_TIMEOUT, MAX_JOIN_MESSAGE,
+};
+pub use server::{Accepted, CenterEndpoint, EndpointError, MAX_CONCURRENT_JOINS};
+
+/// ALPN of the mesh/tunnel protocol (mutual TLS).
+pub const ALPN_MESH: &[u8] = b"xpod/1";
+/// ALPN of the join exchange (no client certificate; a join token authenticates).
+pub const ALPN_JOIN: &[u8] = b"xpod-join/1";
+
+/// Application error codes this module closes QUIC connections with.
+pub mod close_code {
+    use quinn::VarInt;
+
+    /// Normal end: the session closed, the join finished, or the node shut down.
+    pub const DONE: VarInt = VarInt::from_u32(0);
+    /// An `xpod/1` connection without a verified client certificate.
+    pub const UNAUTHENTICATED: VarInt = VarInt::from_u32(1);
+    /// A protocol error on the connection (bad frame, bad join message, wrong ALPN).
+    pub const PROTOCOL: VarInt = VarInt::from_u32(2);
+    /// The join was refused (bad token, bad CSR, or joins disabled on this center).
+    pub const JOIN_REFUSED: VarInt = VarInt::from_u32(3);
+    /// The node is shutting down.
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(4);
+    /// Too many joins in progress; try again later.
+    pub const BUSY: VarInt = VarInt::from_u32(5);
+}
+
+/// Counts live tasks. Each spawned task holds a [`TaskGuard`]; dropping it (when the task ends,
+/// however it ends) decrements the count.
+#[derive(Debug, Clone, Default)]
+pub struct TaskGauge(Arc<AtomicUsize>);
+
+impl TaskGauge {
+    /// A gauge at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers one live task until the guard is dropped.
+    pub fn guard(&self) -> TaskGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self.0.clone())
+    }
+
+    /// Tasks alive now.
+    pub fn live(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Held by a live task; see [`TaskGauge`].
+#[derive(Debug)]
+pub struct TaskGuard(Arc<AtomicUsize>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Upper bound for a QUIC handshake, here and in the dialer.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Transport settings shared by both ends: a connection without any packet for 30 s is dead,
+/// and a keep-alive every 10 s holds NAT mappings open between heartbeats.
+pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(30))
+            .expect("30 s is a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    Arc::new(t)
+}
+
+/// A quinn client config from a rustls client config.
+pub(crate) fn quinn_client_config(
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<quinn::ClientConfig, String> {
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport_config());
+    Ok(cfg)
+}
+
+/// The unspecified address of `addr`'s family, port 0: where a client endpoint binds.
+pub(crate) fn unspecified_for(addr: &std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr {
+        std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
