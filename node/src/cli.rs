@@ -35,6 +35,12 @@ then XPOD_* environment variables (and the old CSS_* ones as aliases), then thes
 of a lone node an admin API key is created, printed once and saved to <data-dir>/admin.key (mode 0600)."
     )]
     Up(UpArgs),
+    /// Run an edge node: `--join HOST:PORT --token xpt_…` the first time, then just the data dir.
+    #[command(long_about = "Run an edge node (role = \"edge\"). The first start joins the cluster: \
+--join names a center's QUIC endpoint (HOST:PORT), --token a join token from `xpod tokens create`. The \
+edge verifies the center against the token's CA fingerprint, gets a certificate for its node id and \
+saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts need only --data-dir.")]
+    Edge(UpArgs),
     /// Check a configuration and print it as resolved (secrets redacted).
     Config(ConfigArgs),
     /// Manage pods on a running node (admin key).
@@ -125,6 +131,12 @@ struct UpArgs {
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
+    /// Edge only: join the cluster through this center's QUIC endpoint (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "token")]
+    join: Option<String>,
+    /// Edge only: the join token (xpt_<id>.<secret>.<fingerprint>).
+    #[arg(long, requires = "join", hide_env_values = true, env = "XPOD_JOIN_TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -230,7 +242,8 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(args, false).await,
+        Command::Edge(args) => up(args, true).await,
         Command::Config(args) => {
             let mut config = load_config(args.config.as_deref(), None, None)?;
             config.resolve_node_id()?;
@@ -284,10 +297,21 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
     // Load and validate everything before binding a socket.
-    let config = load_config(args.config.as_deref(), args.data_dir, args.listen)?;
+    let mut config = load_config(args.config.as_deref(), args.data_dir, args.listen)?;
+    if edge {
+        config.role = xpod_config::Role::Edge;
+    }
     init_tracing(&config)?;
+    if let (Some(center), Some(token)) = (&args.join, &args.token) {
+        if config.role != xpod_config::Role::Edge {
+            anyhow::bail!("--join is for edges: use `xpod edge --join …` (or set role = \"edge\")");
+        }
+        let node_id = config.resolve_node_id()?;
+        crate::edges::edge::join(&config.data_dir, center, token, &node_id).await?;
+        tracing::info!(node_id = %node_id, center = %center, "joined the cluster; identity saved in the data dir");
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

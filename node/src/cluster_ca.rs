@@ -92,7 +92,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a new file (never replacing one) with `mode`, through a temp file + fsync + rename.
-fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if path.exists() {

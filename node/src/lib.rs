@@ -5,6 +5,7 @@
 //! - [`cli`]: the commands (`up`, `pods …`, `keys …`) and their `--help`.
 //! - [`client`]: the small HTTP client the admin commands use.
 //! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
+//! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`server`]: accept loop, hyper connections, graceful drain.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster_ca;
+pub mod edges;
 pub mod http;
 pub mod metrics;
 pub mod server;
@@ -55,15 +57,78 @@ pub async fn run(
     }
     tracing::info!(node_id = %node_id, listen = %addr, url = %app.base_url, metadata = app.meta.backend(), objects = %app.blobs.url(), "xpod node serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    if let Some(t) = tunnels {
+        let _ = t.await;
+    }
     if let Err(e) = app.heartbeat(xpod_storage::meta::NodeStatus::Offline).await {
         tracing::warn!(error = %e, "could not mark this node offline");
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the QUIC side when this node has an identity (`<data_dir>/node.crt`): a center binds
+/// its endpoint (UDP, same port number as HTTP unless `tunnel.quic_listen` says otherwise) and
+/// accepts edges — and joins, when it holds the CA key; an edge keeps tunnels to its centers.
+async fn start_tunnels(
+    app: &std::sync::Arc<App>,
+    http_addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use anyhow::Context as _;
+    let dir = &app.config.data_dir;
+    let Some(identity) = edges::load_identity(dir)? else {
+        tracing::info!("no node certificate in the data dir: QUIC tunnels are off");
+        return Ok(None);
+    };
+    let cert_id = identity.identity()?.node_id;
+    if cert_id != app.node_id {
+        anyhow::bail!(
+            "{} is for node {cert_id}, but this node is {} (set node_id = \"{cert_id}\" or issue a certificate for {})",
+            dir.join(edges::NODE_CERT).display(),
+            app.node_id,
+            app.node_id
+        );
+    }
+    match app.config.role {
+        xpod_config::Role::Center => {
+            let quic = app.config.tunnel.quic_listen.unwrap_or(http_addr);
+            let authority: Option<std::sync::Arc<dyn xpod_tunnel::endpoint::JoinAuthority>> =
+                if dir.join(cluster_ca::CA_KEY).exists() {
+                    let ca = cluster_ca::load(dir)?;
+                    Some(std::sync::Arc::new(edges::authority::TokenAuthority::new(
+                        app.meta.clone(),
+                        ca,
+                        app.config.region.clone(),
+                    )))
+                } else {
+                    None
+                };
+            let joins = authority.is_some();
+            let endpoint = xpod_tunnel::endpoint::CenterEndpoint::bind(quic, &identity, authority)
+                .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
+            tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges");
+            Ok(Some(tokio::spawn(edges::center::serve(app.clone(), endpoint, stop))))
+        }
+        xpod_config::Role::Edge => {
+            let centers = edges::edge::centers(&app.config.tunnel.centers, dir)?;
+            if centers.is_empty() {
+                tracing::warn!("edge without centers: set tunnel.centers (or join with --join)");
+                return Ok(None);
+            }
+            let node_id = app.node_id.clone();
+            Ok(Some(tokio::spawn(async move {
+                if let Err(e) = edges::edge::run(node_id, identity, centers, stop).await {
+                    tracing::error!(error = %format!("{e:#}"), "edge tunnels stopped");
+                }
+            })))
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

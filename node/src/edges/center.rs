@@ -1,0 +1,179 @@
+//! A center's QUIC endpoint: accept edges' tunnels, run each control session, keep presence.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
+use xpod_storage::meta::{self, NodeRecord, NodeStatus, NodeType};
+use xpod_tunnel::endpoint::{driver, Accepted, CenterEndpoint};
+use xpod_tunnel::identity::{NodeRole, PeerIdentity};
+use xpod_tunnel::proto::{Event, PeerStatus, Register, ServerConfig, Session, Timers};
+
+use crate::app::App;
+
+/// How often the presence sweeper looks at the edges this center holds.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Accepts tunnels until `shutdown`, then closes the endpoint (edges reconnect elsewhere).
+pub async fn serve(app: Arc<App>, mut endpoint: CenterEndpoint, mut shutdown: watch::Receiver<bool>) {
+    let sweeper = tokio::spawn(sweep(app.clone(), shutdown.clone()));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            a = endpoint.accept() => a,
+        };
+        match accepted {
+            Some(Accepted::Node { conn, peer }) if peer.role == NodeRole::Edge => {
+                tokio::spawn(edge_session(app.clone(), conn, peer));
+            }
+            Some(Accepted::Node { conn, peer }) => {
+                // The mesh between centers comes with request routing (issue 4).
+                tracing::info!(peer = %peer.node_id, "center-to-center tunnels are not served yet; closing");
+                conn.close(0u32.into(), b"center mesh not available on this node yet");
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    endpoint.shutdown().await;
+    let _ = sweeper.await;
+}
+
+/// One edge's control session: presence from its registration and heartbeats.
+async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity) {
+    let remote = conn.remote_address();
+    let session = Session::new_server(
+        ServerConfig { center_id: app.node_id.clone(), timers: Timers::default() },
+        peer.node_id.clone(),
+        tokio::time::Instant::now().into_std(),
+    );
+    let (tx, mut rx) = mpsc::channel(64);
+    let handle = driver::spawn(conn, session, tx);
+    let span = tracing::info_span!("edge", node = %peer.node_id, %remote);
+    async move {
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::PeerRegistered(reg) => {
+                tracing::info!(version = %reg.version, os = %reg.os, arch = %reg.arch, "edge registered");
+                update(&app, &peer.node_id, |n| registered(n, &reg, &app, remote)).await;
+            }
+            Event::Heartbeat(hb) => {
+                update(&app, &peer.node_id, |n| {
+                    n.status = NodeStatus::Online;
+                    n.last_heartbeat = meta::now_millis();
+                    if let Some(c) = hb.capacity.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
+                        n.capacity["capacity"] = c;
+                    }
+                })
+                .await;
+            }
+            Event::PeerStatusChanged(s) => {
+                tracing::info!(status = ?s, "edge status changed");
+                update(&app, &peer.node_id, |n| n.status = status_of(s)).await;
+            }
+            Event::CommandReceived(cmd) => {
+                let _ = handle.reply(cmd.id, false, "this center does not handle commands yet").await;
+            }
+            Event::Closed { reason } => {
+                tracing::info!(%reason, "edge tunnel closed");
+                break;
+            }
+            _ => {}
+        }
+    }
+    }
+    .instrument(span)
+    .await
+}
+
+fn status_of(s: PeerStatus) -> NodeStatus {
+    match s {
+        PeerStatus::Online => NodeStatus::Online,
+        PeerStatus::Inactive => NodeStatus::Inactive,
+        PeerStatus::Offline => NodeStatus::Offline,
+    }
+}
+
+/// The node row after a registration: what the edge reported about itself.
+fn registered(n: &mut NodeRecord, reg: &Register, app: &App, remote: std::net::SocketAddr) {
+    n.node_type = NodeType::Edge;
+    n.status = NodeStatus::Online;
+    n.last_heartbeat = meta::now_millis();
+    n.version = reg.version.clone();
+    n.quic_address = Some(remote.to_string());
+    if !n.attached_centers.contains(&app.node_id) {
+        n.attached_centers.push(app.node_id.clone());
+    }
+    let services: Vec<_> = reg
+        .services
+        .iter()
+        .map(|s| serde_json::json!({"name": s.name, "kind": format!("{:?}", s.kind).to_lowercase()}))
+        .collect();
+    n.capacity = serde_json::json!({
+        "os": reg.os, "arch": reg.arch, "addresses": reg.addresses, "services": services, "pods": reg.pods,
+    });
+}
+
+/// Read-modify-write of a node row (created if missing), logging failures.
+async fn update(app: &App, node_id: &str, f: impl FnOnce(&mut NodeRecord)) {
+    let result = async {
+        let mut n = app.meta.get_node(node_id).await?.unwrap_or_else(|| NodeRecord {
+            node_id: node_id.to_string(),
+            node_type: NodeType::Edge,
+            region: app.config.region.clone(),
+            internal_address: None,
+            public_address: None,
+            quic_address: None,
+            status: NodeStatus::Offline,
+            attached_centers: Vec::new(),
+            capacity: serde_json::json!({}),
+            version: String::new(),
+            last_heartbeat: 0,
+        });
+        f(&mut n);
+        app.meta.upsert_node(&n).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(node = node_id, error = %e, "could not record edge presence");
+    }
+}
+
+/// Marks the edges this center holds inactive/offline by the seed's timings, from their last
+/// heartbeat — also for edges whose tunnel is gone, which no session reports any more.
+async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let timers = Timers::default();
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let nodes = match app.meta.list_nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence sweep skipped");
+                continue;
+            }
+        };
+        let now = meta::now_millis();
+        for n in nodes {
+            if n.node_type != NodeType::Edge || n.status == NodeStatus::Offline || !n.attached_centers.contains(&app.node_id) {
+                continue;
+            }
+            let silence = Duration::from_millis((now - n.last_heartbeat).max(0) as u64);
+            let status = status_of(PeerStatus::after_silence(silence, &timers));
+            if status != n.status {
+                tracing::info!(node = %n.node_id, status = status.as_str(), "edge presence changed");
+                update(&app, &n.node_id, |row| {
+                    // Only if no heartbeat arrived meanwhile.
+                    if row.last_heartbeat == n.last_heartbeat {
+                        row.status = status;
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}

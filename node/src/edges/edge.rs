@@ -1,0 +1,122 @@
+//! An edge's side: join once, then keep a tunnel to each configured center.
+//!
+//! `xpod edge --join HOST:PORT --token xpt_…` verifies the center against the token's CA
+//! fingerprint, sends a CSR for this node's id (the key never leaves the edge), stores the
+//! certificate it gets back in the data dir and remembers the center in `<data_dir>/centers`.
+//! Later starts need only the data dir.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use tokio::sync::watch;
+use xpod_tunnel::endpoint::EdgeDialer;
+use xpod_tunnel::identity::{JoinToken, NodeIdentity};
+use xpod_tunnel::proto::{Event, Register, Role, Timers};
+
+use super::{NODE_CERT, NODE_KEY};
+use crate::cluster_ca::{write_new, CA_CERT};
+
+/// The file listing the centers an edge joined through, one `HOST:PORT` per line.
+pub const CENTERS_FILE: &str = "centers";
+
+/// `https://host:port/` or `host:port` → `host:port`.
+fn host_port(center: &str) -> anyhow::Result<String> {
+    let s = center.trim();
+    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("quic://")).unwrap_or(s);
+    let s = s.trim_end_matches('/');
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
+        _ => bail!("center `{center}`: expected HOST:PORT of the center's QUIC endpoint (e.g. center1.example.com:8443)"),
+    }
+}
+
+async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let hp = host_port(center)?;
+    let host = hp.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&hp).to_string();
+    let addr = tokio::net::lookup_host(&hp)
+        .await
+        .with_context(|| format!("resolving center {hp}"))?
+        .next()
+        .with_context(|| format!("center {hp} has no address"))?;
+    Ok((addr, host))
+}
+
+/// Joins through `center` with `token` as `node_id`; saves the identity and the center.
+pub async fn join(data_dir: &Path, center: &str, token: &str, node_id: &str) -> anyhow::Result<NodeIdentity> {
+    if data_dir.join(NODE_CERT).exists() {
+        bail!("{} already holds a node identity; this node has joined before (start it without --join)", data_dir.display());
+    }
+    let token = JoinToken::parse(token.trim()).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    let (addr, host) = resolve(center).await?;
+    let identity = xpod_tunnel::endpoint::join(addr, &host, &token, node_id)
+        .await
+        .with_context(|| format!("joining through {center}"))?;
+    std::fs::create_dir_all(data_dir)?;
+    write_new(&data_dir.join(NODE_KEY), &identity.key_pem, 0o600)?;
+    write_new(&data_dir.join(NODE_CERT), &identity.cert_pem, 0o644)?;
+    if !data_dir.join(CA_CERT).exists() {
+        write_new(&data_dir.join(CA_CERT), &identity.ca_pem, 0o644)?;
+    }
+    let centers = data_dir.join(CENTERS_FILE);
+    if !centers.exists() {
+        write_new(&centers, &format!("{}\n", host_port(center)?), 0o644)?;
+    }
+    Ok(identity)
+}
+
+/// The centers to dial: the config's, else those saved at join.
+pub fn centers(config_centers: &[String], data_dir: &Path) -> anyhow::Result<Vec<String>> {
+    if !config_centers.is_empty() {
+        return Ok(config_centers.to_vec());
+    }
+    let path = data_dir.join(CENTERS_FILE);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+/// Keeps tunnels to `centers` until `shutdown`.
+pub async fn run(
+    node_id: String,
+    identity: NodeIdentity,
+    centers: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut addrs = Vec::new();
+    let mut server_name = String::from("xpod-center");
+    for c in &centers {
+        let (addr, host) = resolve(c).await?;
+        addrs.push(addr);
+        server_name = host;
+    }
+    let register = Register {
+        node_id,
+        role: Role::Edge,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        addresses: Vec::new(),
+        services: Vec::new(),
+        pods: Vec::new(),
+    };
+    let mut dialer = EdgeDialer::spawn(addrs, &server_name, identity, register, Timers::default())?;
+    tracing::info!(centers = ?centers, "keeping tunnels to the centers");
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.changed() => break,
+            ev = dialer.events().recv() => ev,
+        };
+        let Some(ev) = ev else { break };
+        match ev.event {
+            Event::Registered(r) => tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up"),
+            Event::Refused(r) => tracing::error!(center = %ev.center, reason = %r.reason, "the center refused this edge"),
+            Event::Closed { reason } => tracing::warn!(center = %ev.center, %reason, "tunnel closed; reconnecting"),
+            Event::CommandReceived(cmd) => {
+                let _ = dialer.reply(ev.center, cmd.id, false, "this edge does not handle commands yet").await;
+            }
+            _ => {}
+        }
+    }
+    dialer.shutdown().await;
+    Ok(())
+}

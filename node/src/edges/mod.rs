@@ -1,0 +1,37 @@
+//! Edges and their tunnels, node side: what the tunnel crate's endpoints need from a node.
+//!
+//! - [`authority`]: joining — a token from the metadata store admits a node id (hash checked in
+//!   constant time, expiry, single use) and the center's CA signs the edge's CSR.
+//! - [`center`]: a center's QUIC endpoint: accepts edges' tunnels, runs their control sessions and
+//!   keeps their presence in `nodes` (online on register and heartbeat; a sweeper marks edges
+//!   inactive after 60 s and offline after 5 min without a heartbeat, also after a disconnect).
+//! - [`edge`]: an edge's side: join once (identity saved in the data dir), then keep a tunnel to
+//!   each configured center.
+//!
+//! Identity files in the data dir: `node.crt`, `node.key` (0600), `ca.crt`; centers that sign
+//! joins also hold `ca.key`. Forwarding over the tunnels is the next step (issue 3, item 4).
+
+pub mod authority;
+pub mod center;
+pub mod edge;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use xpod_tunnel::identity::NodeIdentity;
+
+pub const NODE_CERT: &str = "node.crt";
+pub const NODE_KEY: &str = "node.key";
+
+/// The node's identity from its data dir, if it has one. A present but unusable identity (key
+/// not matching, certificate from another CA) is an error naming the file.
+pub fn load_identity(data_dir: &Path) -> anyhow::Result<Option<NodeIdentity>> {
+    let (cert, key, ca) = (data_dir.join(NODE_CERT), data_dir.join(NODE_KEY), data_dir.join(crate::cluster_ca::CA_CERT));
+    if !cert.exists() {
+        return Ok(None);
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let id = NodeIdentity::from_pem(&read(&cert)?, &read(&key)?, &read(&ca)?)
+        .with_context(|| format!("loading the node identity in {}", data_dir.display()))?;
+    Ok(Some(id))
+}
