@@ -236,13 +236,23 @@ impl NodeProcess {
             .trim()
             .to_string()
     }
-    /// The node id it persisted in `<data-dir>/.node-id`.
+    /// The node id: the `XPOD_NODE_ID` it was given, else the one it persisted in
+    /// `<data-dir>/.node-id`.
     pub fn node_id(&self) -> String {
+        if let Some(id) = self.given_node_id() {
+            return id;
+        }
         let p = self.data_dir.join(".node-id");
         std::fs::read_to_string(&p)
             .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
             .trim()
             .to_string()
+    }
+    fn given_node_id(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "XPOD_NODE_ID")
+            .map(|(_, v)| v.to_string_lossy().into_owned())
     }
     fn log_path(&self, stream: &str) -> PathBuf {
         self.root.join(format!("node-{}.{stream}", self.starts))
@@ -295,8 +305,9 @@ impl NodeProcess {
             }
             if let Some((200, body)) = http_get(self.addr(), "/health") {
                 // Make sure it is this node answering, not whoever else got the port.
-                let id =
-                    std::fs::read_to_string(self.data_dir.join(".node-id")).unwrap_or_default();
+                let id = self.given_node_id().unwrap_or_else(|| {
+                    std::fs::read_to_string(self.data_dir.join(".node-id")).unwrap_or_default()
+                });
                 if !id.trim().is_empty() && body.contains(id.trim()) {
                     return Ok(());
                 }

@@ -36,10 +36,12 @@ of a lone node an admin API key is created, printed once and saved to <data-dir>
     )]
     Up(UpArgs),
     /// Run an edge node: `--join HOST:PORT --token xpt_…` the first time, then just the data dir.
-    #[command(long_about = "Run an edge node (role = \"edge\"). The first start joins the cluster: \
+    #[command(
+        long_about = "Run an edge node (role = \"edge\"). The first start joins the cluster: \
 --join names a center's QUIC endpoint (HOST:PORT), --token a join token from `xpod tokens create`. The \
 edge verifies the center against the token's CA fingerprint, gets a certificate for its node id and \
-saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts need only --data-dir.")]
+saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts need only --data-dir."
+    )]
     Edge(UpArgs),
     /// Check a configuration and print it as resolved (secrets redacted).
     Config(ConfigArgs),
@@ -135,7 +137,12 @@ struct UpArgs {
     #[arg(long, value_name = "HOST:PORT", requires = "token")]
     join: Option<String>,
     /// Edge only: the join token (xpt_<id>.<secret>.<fingerprint>).
-    #[arg(long, requires = "join", hide_env_values = true, env = "XPOD_JOIN_TOKEN")]
+    #[arg(
+        long,
+        requires = "join",
+        hide_env_values = true,
+        env = "XPOD_JOIN_TOKEN"
+    )]
     token: Option<String>,
 }
 
@@ -309,8 +316,13 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
             anyhow::bail!("--join is for edges: use `xpod edge --join …` (or set role = \"edge\")");
         }
         let node_id = config.resolve_node_id()?;
-        crate::edges::edge::join(&config.data_dir, center, token, &node_id).await?;
-        tracing::info!(node_id = %node_id, center = %center, "joined the cluster; identity saved in the data dir");
+        if config.data_dir.join(crate::edges::NODE_CERT).exists() {
+            // A service unit may keep the join flags; joining once is enough.
+            tracing::info!(node_id = %node_id, "already joined (node.crt in the data dir); --join and --token are ignored");
+        } else {
+            crate::edges::edge::join(&config.data_dir, center, token, &node_id).await?;
+            tracing::info!(node_id = %node_id, center = %center, "joined the cluster; identity saved in the data dir");
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

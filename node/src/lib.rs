@@ -113,7 +113,11 @@ async fn start_tunnels(
             let endpoint = xpod_tunnel::endpoint::CenterEndpoint::bind(quic, &identity, authority)
                 .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
             tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges");
-            Ok(Some(tokio::spawn(edges::center::serve(app.clone(), endpoint, stop))))
+            Ok(Some(tokio::spawn(edges::center::serve(
+                app.clone(),
+                endpoint,
+                stop,
+            ))))
         }
         xpod_config::Role::Edge => {
             let centers = edges::edge::centers(&app.config.tunnel.centers, dir)?;

@@ -24,14 +24,27 @@ impl TokenAuthority {
             "the center cannot check join tokens right now; retry later".to_string()
         };
         let refused = "join token refused: unknown, revoked or wrong secret".to_string();
-        let Some(record) = self.meta.get_join_token(&token.id).await.map_err(unavailable)? else {
+        let Some(record) = self
+            .meta
+            .get_join_token(&token.id)
+            .await
+            .map_err(unavailable)?
+        else {
             return Err(refused);
         };
         if !token.verify_secret(&record.secret_hash) {
             return Err(refused);
         }
-        if self.meta.get_node(node_id).await.map_err(unavailable)?.is_some() {
-            return Err(format!("node id {node_id} is already taken in this cluster; join with another id"));
+        if self
+            .meta
+            .get_node(node_id)
+            .await
+            .map_err(unavailable)?
+            .is_some()
+        {
+            return Err(format!(
+                "node id {node_id} is already taken in this cluster; join with another id"
+            ));
         }
         let now = meta::now_millis();
         match self.meta.use_join_token(&token.id, node_id, now).await {
@@ -54,18 +67,27 @@ impl TokenAuthority {
             version: String::new(),
             last_heartbeat: 0,
         };
-        self.meta.upsert_node(&placeholder).await.map_err(unavailable)?;
+        self.meta
+            .upsert_node(&placeholder)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 }
 
 impl JoinAuthority for TokenAuthority {
-    fn authorize<'a>(&'a self, token: &'a JoinToken, node_id: &'a str) -> BoxFuture<'a, Result<(), String>> {
+    fn authorize<'a>(
+        &'a self,
+        token: &'a JoinToken,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let result = self.check(token, node_id).await;
             match &result {
                 Ok(()) => tracing::info!(token_id = %token.id, node_id, "edge joined"),
-                Err(reason) => tracing::warn!(token_id = %token.id, node_id, %reason, "join refused"),
+                Err(reason) => {
+                    tracing::warn!(token_id = %token.id, node_id, %reason, "join refused")
+                }
             }
             result
         })

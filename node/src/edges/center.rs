@@ -16,7 +16,11 @@ use crate::app::App;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Accepts tunnels until `shutdown`, then closes the endpoint (edges reconnect elsewhere).
-pub async fn serve(app: Arc<App>, mut endpoint: CenterEndpoint, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    app: Arc<App>,
+    mut endpoint: CenterEndpoint,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let sweeper = tokio::spawn(sweep(app.clone(), shutdown.clone()));
     loop {
         let accepted = tokio::select! {
@@ -44,7 +48,10 @@ pub async fn serve(app: Arc<App>, mut endpoint: CenterEndpoint, mut shutdown: wa
 async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity) {
     let remote = conn.remote_address();
     let session = Session::new_server(
-        ServerConfig { center_id: app.node_id.clone(), timers: Timers::default() },
+        ServerConfig {
+            center_id: app.node_id.clone(),
+            timers: Timers::default(),
+        },
         peer.node_id.clone(),
         tokio::time::Instant::now().into_std(),
     );
@@ -108,7 +115,9 @@ fn registered(n: &mut NodeRecord, reg: &Register, app: &App, remote: std::net::S
     let services: Vec<_> = reg
         .services
         .iter()
-        .map(|s| serde_json::json!({"name": s.name, "kind": format!("{:?}", s.kind).to_lowercase()}))
+        .map(
+            |s| serde_json::json!({"name": s.name, "kind": format!("{:?}", s.kind).to_lowercase()}),
+        )
         .collect();
     n.capacity = serde_json::json!({
         "os": reg.os, "arch": reg.arch, "addresses": reg.addresses, "services": services, "pods": reg.pods,
@@ -118,19 +127,23 @@ fn registered(n: &mut NodeRecord, reg: &Register, app: &App, remote: std::net::S
 /// Read-modify-write of a node row (created if missing), logging failures.
 async fn update(app: &App, node_id: &str, f: impl FnOnce(&mut NodeRecord)) {
     let result = async {
-        let mut n = app.meta.get_node(node_id).await?.unwrap_or_else(|| NodeRecord {
-            node_id: node_id.to_string(),
-            node_type: NodeType::Edge,
-            region: app.config.region.clone(),
-            internal_address: None,
-            public_address: None,
-            quic_address: None,
-            status: NodeStatus::Offline,
-            attached_centers: Vec::new(),
-            capacity: serde_json::json!({}),
-            version: String::new(),
-            last_heartbeat: 0,
-        });
+        let mut n = app
+            .meta
+            .get_node(node_id)
+            .await?
+            .unwrap_or_else(|| NodeRecord {
+                node_id: node_id.to_string(),
+                node_type: NodeType::Edge,
+                region: app.config.region.clone(),
+                internal_address: None,
+                public_address: None,
+                quic_address: None,
+                status: NodeStatus::Offline,
+                attached_centers: Vec::new(),
+                capacity: serde_json::json!({}),
+                version: String::new(),
+                last_heartbeat: 0,
+            });
         f(&mut n);
         app.meta.upsert_node(&n).await
     }
@@ -159,7 +172,10 @@ async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         };
         let now = meta::now_millis();
         for n in nodes {
-            if n.node_type != NodeType::Edge || n.status == NodeStatus::Offline || !n.attached_centers.contains(&app.node_id) {
+            if n.node_type != NodeType::Edge
+                || n.status == NodeStatus::Offline
+                || !n.attached_centers.contains(&app.node_id)
+            {
                 continue;
             }
             let silence = Duration::from_millis((now - n.last_heartbeat).max(0) as u64);

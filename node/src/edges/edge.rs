@@ -23,7 +23,10 @@ pub const CENTERS_FILE: &str = "centers";
 /// `https://host:port/` or `host:port` → `host:port`.
 fn host_port(center: &str) -> anyhow::Result<String> {
     let s = center.trim();
-    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("quic://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("quic://"))
+        .unwrap_or(s);
     let s = s.trim_end_matches('/');
     match s.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
@@ -33,7 +36,11 @@ fn host_port(center: &str) -> anyhow::Result<String> {
 
 async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
     let hp = host_port(center)?;
-    let host = hp.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&hp).to_string();
+    let host = hp
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or(&hp)
+        .to_string();
     let addr = tokio::net::lookup_host(&hp)
         .await
         .with_context(|| format!("resolving center {hp}"))?
@@ -43,7 +50,12 @@ async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
 }
 
 /// Joins through `center` with `token` as `node_id`; saves the identity and the center.
-pub async fn join(data_dir: &Path, center: &str, token: &str, node_id: &str) -> anyhow::Result<NodeIdentity> {
+pub async fn join(
+    data_dir: &Path,
+    center: &str,
+    token: &str,
+    node_id: &str,
+) -> anyhow::Result<NodeIdentity> {
     if data_dir.join(NODE_CERT).exists() {
         bail!("{} already holds a node identity; this node has joined before (start it without --join)", data_dir.display());
     }
@@ -72,7 +84,12 @@ pub fn centers(config_centers: &[String], data_dir: &Path) -> anyhow::Result<Vec
     }
     let path = data_dir.join(CENTERS_FILE);
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Keeps tunnels to `centers` until `shutdown`.
@@ -108,11 +125,24 @@ pub async fn run(
         };
         let Some(ev) = ev else { break };
         match ev.event {
-            Event::Registered(r) => tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up"),
-            Event::Refused(r) => tracing::error!(center = %ev.center, reason = %r.reason, "the center refused this edge"),
-            Event::Closed { reason } => tracing::warn!(center = %ev.center, %reason, "tunnel closed; reconnecting"),
+            Event::Registered(r) => {
+                tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up")
+            }
+            Event::Refused(r) => {
+                tracing::error!(center = %ev.center, reason = %r.reason, "the center refused this edge")
+            }
+            Event::Closed { reason } => {
+                tracing::warn!(center = %ev.center, %reason, "tunnel closed; reconnecting")
+            }
             Event::CommandReceived(cmd) => {
-                let _ = dialer.reply(ev.center, cmd.id, false, "this edge does not handle commands yet").await;
+                let _ = dialer
+                    .reply(
+                        ev.center,
+                        cmd.id,
+                        false,
+                        "this edge does not handle commands yet",
+                    )
+                    .await;
             }
             _ => {}
         }

@@ -26,11 +26,16 @@ pub const NODE_KEY: &str = "node.key";
 /// The node's identity from its data dir, if it has one. A present but unusable identity (key
 /// not matching, certificate from another CA) is an error naming the file.
 pub fn load_identity(data_dir: &Path) -> anyhow::Result<Option<NodeIdentity>> {
-    let (cert, key, ca) = (data_dir.join(NODE_CERT), data_dir.join(NODE_KEY), data_dir.join(crate::cluster_ca::CA_CERT));
+    let (cert, key, ca) = (
+        data_dir.join(NODE_CERT),
+        data_dir.join(NODE_KEY),
+        data_dir.join(crate::cluster_ca::CA_CERT),
+    );
     if !cert.exists() {
         return Ok(None);
     }
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let id = NodeIdentity::from_pem(&read(&cert)?, &read(&key)?, &read(&ca)?)
         .with_context(|| format!("loading the node identity in {}", data_dir.display()))?;
     Ok(Some(id))

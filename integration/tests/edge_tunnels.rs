@@ -1,0 +1,192 @@
+//! Edges joining a center and keeping a tunnel, with the real binary: a center with a cluster
+//! CA and its own certificate, edges started with `xpod edge --join … --token …`. Checks what an
+//! operator relies on: a joined edge shows online with the center holding it; a wrong, reused or
+//! foreign-CA token is refused with a message saying so (and the center logs the refusal); a
+//! restarted edge comes back with the identity it saved, without a token.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xpod_integration::curl::Curl;
+use xpod_integration::node::{xpod_command, NodeProcess, TempDir};
+
+fn xpod(args: &[&str]) -> std::process::Output {
+    xpod_command().args(args).output().expect("running xpod")
+}
+
+/// A center with a CA (so it can sign joins) and a certificate for `center-1`.
+fn start_center(tmp: &TempDir) -> NodeProcess {
+    let data = tmp.path().join("center");
+    let d = data.to_str().unwrap();
+    assert!(xpod(&["ca", "init", "--data-dir", d]).status.success());
+    let issued = xpod(&[
+        "ca",
+        "issue",
+        "--data-dir",
+        d,
+        "--node-id",
+        "center-1",
+        "--san",
+        "127.0.0.1",
+        "--out",
+        d,
+    ]);
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    NodeProcess::builder()
+        .data_dir(&data)
+        .env("XPOD_NODE_ID", "center-1")
+        .start()
+}
+
+fn new_token(center: &NodeProcess, single_use: bool) -> String {
+    let v = Curl::new("POST", format!("{}/.cluster/tokens", center.url()))
+        .bearer(&center.admin_key())
+        .json(&json!({"singleUse": single_use}))
+        .send()
+        .expect(201)
+        .json();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn nodes(center: &NodeProcess) -> Value {
+    Curl::get(format!("{}/.cluster/nodes", center.url()))
+        .bearer(&center.admin_key())
+        .send()
+        .expect(200)
+        .json()
+}
+
+/// Waits (up to 15 s) until the center lists `node` with `status`; returns its row.
+fn wait_status(center: &NodeProcess, node: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = nodes(center);
+        if let Some(n) = all["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["nodeId"] == node)
+        {
+            if n["status"] == status {
+                return n.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never became {status}: {all}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_edge(tmp: &TempDir, name: &str, center: &NodeProcess, token: Option<&str>) -> NodeProcess {
+    let mut b = NodeProcess::builder()
+        .data_dir(tmp.path().join(name))
+        .env("XPOD_ROLE", "edge");
+    if let Some(t) = token {
+        b = b
+            .arg("--join")
+            .arg(format!("127.0.0.1:{}", center.port()))
+            .arg("--token")
+            .arg(t);
+    }
+    b.start()
+}
+
+/// Runs a join that must fail; returns its stderr.
+fn failed_join(tmp: &TempDir, name: &str, center: &NodeProcess, token: &str) -> String {
+    let dir = tmp.path().join(name);
+    let out = xpod(&[
+        "edge",
+        "--join",
+        &format!("127.0.0.1:{}", center.port()),
+        "--token",
+        token,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success(), "the join should have failed");
+    assert!(
+        !dir.join("node.crt").exists(),
+        "a refused join must leave no identity behind"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn edges_join_and_show_online() {
+    let tmp = TempDir::new("xpod-edges");
+    let center = start_center(&tmp);
+
+    let token = new_token(&center, true);
+    let mut edge = start_edge(&tmp, "edge1", &center, Some(&token));
+    let row = wait_status(&center, &edge.node_id(), "online");
+    assert_eq!(row["nodeType"], "edge");
+    assert_eq!(row["attachedCenters"], json!(["center-1"]));
+    assert_eq!(row["capacity"]["os"], std::env::consts::OS);
+    for f in ["node.crt", "node.key", "ca.crt", "centers"] {
+        assert!(edge.data_dir().join(f).exists(), "{f} saved by the join");
+    }
+
+    // The single-use token is spent.
+    let err = failed_join(&tmp, "edge2", &center, &token);
+    assert!(err.contains("already used"), "reused token: {err}");
+
+    // A token with a wrong secret.
+    let good = new_token(&center, false);
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let wrong_secret = "0".repeat(parts[1].len());
+    parts[1] = &wrong_secret;
+    let err = failed_join(&tmp, "edge3", &center, &parts.join("."));
+    assert!(err.contains("join token refused"), "wrong secret: {err}");
+
+    // A token pinned to another cluster's CA: the edge refuses the center before sending anything.
+    let other = tmp.path().join("other-ca");
+    assert!(xpod(&["ca", "init", "--data-dir", other.to_str().unwrap()])
+        .status
+        .success());
+    let out = xpod(&["ca", "fingerprint", "--data-dir", other.to_str().unwrap()]);
+    let other_fp = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let parts: Vec<&str> = good.split('.').collect();
+    let foreign = format!("{}.{}.{}", parts[0], parts[1], other_fp);
+    let err = failed_join(&tmp, "edge4", &center, &foreign);
+    assert!(
+        err.to_lowercase().contains("fingerprint"),
+        "foreign CA: {err}"
+    );
+    let log = center.stderr();
+    assert!(log.contains("join refused"), "the center logs refusals");
+    assert!(
+        !log.contains(parts[1]),
+        "the center must never log a token secret"
+    );
+
+    // Restarted without a token, the edge comes back with its saved identity.
+    let id = edge.node_id();
+    assert!(edge.terminate().success());
+    let hb_before = wait_status(&center, &id, "online")["lastHeartbeat"]
+        .as_i64()
+        .unwrap();
+    edge.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = wait_status(&center, &id, "online");
+        if row["lastHeartbeat"].as_i64().unwrap() > hb_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted edge never re-registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
