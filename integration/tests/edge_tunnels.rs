@@ -130,6 +130,23 @@ fn edges_join_and_show_online() {
     assert_eq!(row["nodeType"], "edge");
     assert_eq!(row["attachedCenters"], json!(["center-1"]));
     assert_eq!(row["capacity"]["os"], std::env::consts::OS);
+    let listed = xpod(&[
+        "nodes",
+        "list",
+        "--server",
+        &center.url(),
+        "--key",
+        &center.admin_key(),
+    ]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&edge.node_id()))
+        .unwrap_or_else(|| panic!("edge missing from `xpod nodes list`: {listed}"));
+    assert!(
+        line.contains("edge") && line.contains("online") && line.contains("center-1"),
+        "{line}"
+    );
     for f in ["node.crt", "node.key", "ca.crt", "centers"] {
         assert!(edge.data_dir().join(f).exists(), "{f} saved by the join");
     }
