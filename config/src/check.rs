@@ -126,6 +126,108 @@ impl Config {
         for key in KEYS {
             self.check_key(key).map_err(|m| invalid(key, m))?;
         }
-        self.check_cross().map_err(|(key, m)| invalid(key, m))
+        self.check_cross().map_err(|(key, m)| invalid(key, m))?;
+        self.check_services().map_err(|(key, m)| invalid(&key, m))
+    }
+
+    /// `[[tunnel.services]]`: names are DNS labels and unique; only `kind = "http"` for now.
+    /// (No environment variable sets services, so they are not in [`KEYS`].)
+    fn check_services(&self) -> Result<(), (String, String)> {
+        let mut seen = HashSet::new();
+        for (i, s) in self.tunnel.services.iter().enumerate() {
+            let key = |field: &str| format!("tunnel.services[{i}].{field}");
+            // Same rule as a pod id: one DNS label.
+            if let Err(why) = v::validate_pod_id(&s.name) {
+                return Err((key("name"), why.replacen("a pod id", "a service name", 1)));
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err((key("name"), format!("service {:?} is listed twice", s.name)));
+            }
+            if s.kind != crate::model::ServiceKind::Http {
+                return Err((
+                    key("kind"),
+                    format!(
+                        "kind {:?} is not supported yet; only \"http\" services can be published for now",
+                        s.kind.as_str()
+                    ),
+                ));
+            }
+            if s.local.port() == 0 {
+                return Err((
+                    key("local"),
+                    format!("expected IP:PORT with a port above 0, got {}", s.local),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    fn load(toml: &str) -> Result<Config, String> {
+        Config::from_toml_str(toml, "test.toml", &[]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn services_load_with_http_as_default_kind() {
+        let c = load(
+            "role = \"edge\"\n[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:3000\"\n\n[[tunnel.services]]\nname = \"api\"\nlocal = \"[::1]:8080\"\nkind = \"http\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tunnel.services.len(), 2);
+        assert_eq!(c.tunnel.services[0].name, "web");
+        assert_eq!(
+            c.tunnel.services[0].local,
+            "127.0.0.1:3000".parse().unwrap()
+        );
+        assert_eq!(c.tunnel.services[0].kind.as_str(), "http");
+    }
+
+    #[test]
+    fn bad_services_are_refused_naming_the_entry() {
+        let cases = [
+            (
+                "name = \"Web\"\nlocal = \"127.0.0.1:3000\"",
+                "tunnel.services[0].name",
+            ),
+            (
+                "name = \"a.b\"\nlocal = \"127.0.0.1:3000\"",
+                "expected a service name",
+            ),
+            (
+                "name = \"-x\"\nlocal = \"127.0.0.1:3000\"",
+                "tunnel.services[0].name",
+            ),
+            (
+                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nkind = \"tls\"",
+                "kind \"tls\" is not supported yet",
+            ),
+            (
+                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nkind = \"tcp\"",
+                "not supported yet",
+            ),
+            ("name = \"web\"\nlocal = \"127.0.0.1:0\"", "port above 0"),
+            ("name = \"web\"\nlocal = \"localhost:3000\"", "local"),
+            (
+                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nkind = \"udp\"",
+                "kind",
+            ),
+            (
+                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nport = 1",
+                "port",
+            ),
+        ];
+        for (entry, expected) in cases {
+            let err = load(&format!("[[tunnel.services]]\n{entry}\n")).unwrap_err();
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
+        let err = load("[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:3000\"\n[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:3001\"\n").unwrap_err();
+        assert!(
+            err.contains("tunnel.services[1].name") && err.contains("listed twice"),
+            "{err}"
+        );
     }
 }

@@ -209,7 +209,13 @@ static TABLE: &[EnvKey] = &[
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.
-const RESERVED: &[&str] = &["XPOD_CONFIG", "XPOD_SERVER", "XPOD_KEY", "XPOD_LOG", "XPOD_JOIN_TOKEN"];
+const RESERVED: &[&str] = &[
+    "XPOD_CONFIG",
+    "XPOD_SERVER",
+    "XPOD_KEY",
+    "XPOD_LOG",
+    "XPOD_JOIN_TOKEN",
+];
 const RESERVED_PREFIX: &str = "XPOD_TEST_";
 
 /// Every config variable with its dotted key, e.g. `("XPOD_HTTP_LISTEN", "http.listen")`.

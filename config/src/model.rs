@@ -261,6 +261,48 @@ pub struct TunnelConfig {
     pub centers: Vec<String>,
     /// The DNS zone of edge names: `<node>.<edge_domain>`, `<service>.<node>.<edge_domain>`.
     pub edge_domain: Option<String>,
+    /// For an edge: the local services it publishes through its centers
+    /// (`[[tunnel.services]]`; file only, no environment variable).
+    pub services: Vec<TunnelService>,
+}
+
+/// One `[[tunnel.services]]` entry: a local service an edge publishes, reached through a center
+/// as `<name>.<node>.<edge_domain>` (the service `web` also as `<node>.<edge_domain>`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelService {
+    /// The service's name: a DNS label, unique among the edge's services.
+    pub name: String,
+    /// Where the edge reaches it, `IP:PORT` (e.g. `127.0.0.1:3000`).
+    pub local: SocketAddr,
+    /// How it is forwarded (default `http`).
+    #[serde(default)]
+    pub kind: ServiceKind,
+}
+
+/// How a published service is forwarded. TOML `"http"`, `"tls"` or `"tcp"`; only `http` is
+/// supported so far (validation rejects the others with a message saying so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// HTTP/1.1: the center parses requests and adds `Forwarded`/`X-Forwarded-*`.
+    #[default]
+    Http,
+    /// TLS passthrough (not supported yet).
+    Tls,
+    /// Plain TCP port forward (not supported yet).
+    Tcp,
+}
+
+impl ServiceKind {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Http => "http",
+            ServiceKind::Tls => "tls",
+            ServiceKind::Tcp => "tcp",
+        }
+    }
 }
 
 /// Log output format. TOML `"text"` or `"json"`.

@@ -32,6 +32,8 @@ pub struct App {
     pub base_url: String,
     /// Largest accepted resource body.
     pub max_body: u64,
+    /// A center: the edges whose tunnel it holds (for forwarding to their services).
+    pub edges: crate::edges::forward::EdgeRegistry,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
             target,
             base_url,
             max_body: 64 * 1024 * 1024 * 1024,
+            edges: Default::default(),
             config,
         });
         app.heartbeat(NodeStatus::Online)

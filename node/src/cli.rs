@@ -604,16 +604,26 @@ async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
 }
 
 async fn nodes_list(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?.call(Method::GET, "/.cluster/nodes", None).await?;
+    let (_, v) = client(&remote)?
+        .call(Method::GET, "/.cluster/nodes", None)
+        .await?;
     print(&remote, &v, |v| {
-        println!("{:<22} {:<7} {:<10} {:<9} {:>9}  HELD BY", "NODE", "TYPE", "REGION", "STATUS", "SEEN");
+        println!(
+            "{:<22} {:<7} {:<10} {:<9} {:>9}  HELD BY",
+            "NODE", "TYPE", "REGION", "STATUS", "SEEN"
+        );
         let now = xpod_storage::meta::now_millis();
         for n in v["nodes"].as_array().into_iter().flatten() {
             let seen = match n["lastHeartbeat"].as_i64() {
                 Some(t) if t > 0 => format!("{}s ago", (now - t).max(0) / 1000),
                 _ => "never".to_string(),
             };
-            let held: Vec<&str> = n["attachedCenters"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let held: Vec<&str> = n["attachedCenters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             println!(
                 "{:<22} {:<7} {:<10} {:<9} {:>9}  {}",
                 s(n, "nodeId"),

@@ -126,8 +126,9 @@ async fn start_tunnels(
                 return Ok(None);
             }
             let node_id = app.node_id.clone();
+            let services = edges::services::Services::from_config(&app.config.tunnel);
             Ok(Some(tokio::spawn(async move {
-                if let Err(e) = edges::edge::run(node_id, identity, centers, stop).await {
+                if let Err(e) = edges::edge::run(node_id, identity, centers, services, stop).await {
                     tracing::error!(error = %format!("{e:#}"), "edge tunnels stopped");
                 }
             })))

@@ -56,6 +56,7 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
         tokio::time::Instant::now().into_std(),
     );
     let (tx, mut rx) = mpsc::channel(64);
+    let tunnel = conn.clone();
     let handle = driver::spawn(conn, session, tx);
     let span = tracing::info_span!("edge", node = %peer.node_id, %remote);
     async move {
@@ -64,6 +65,8 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
             Event::PeerRegistered(reg) => {
                 tracing::info!(version = %reg.version, os = %reg.os, arch = %reg.arch, "edge registered");
                 update(&app, &peer.node_id, |n| registered(n, &reg, &app, remote)).await;
+                // From now on requests for this edge's services go through this connection.
+                app.edges.insert(&peer.node_id, tunnel.clone());
             }
             Event::Heartbeat(hb) => {
                 update(&app, &peer.node_id, |n| {
@@ -88,6 +91,11 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
             }
             _ => {}
         }
+    }
+    // The session is over however it ended: requests for this edge fail fast from now on
+    // (unless a newer connection of the same edge has taken over).
+    if app.edges.remove(&peer.node_id, &tunnel) {
+        tracing::info!("no longer forwarding to this edge");
     }
     }
     .instrument(span)

@@ -5,8 +5,10 @@
 //! certificate it gets back in the data dir and remembers the center in `<data_dir>/centers`.
 //! Later starts need only the data dir.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use tokio::sync::watch;
@@ -14,6 +16,7 @@ use xpod_tunnel::endpoint::EdgeDialer;
 use xpod_tunnel::identity::{JoinToken, NodeIdentity};
 use xpod_tunnel::proto::{Event, Register, Role, Timers};
 
+use super::services::{self, Services};
 use super::{NODE_CERT, NODE_KEY};
 use crate::cluster_ca::{write_new, CA_CERT};
 
@@ -92,13 +95,16 @@ pub fn centers(config_centers: &[String], data_dir: &Path) -> anyhow::Result<Vec
         .collect())
 }
 
-/// Keeps tunnels to `centers` until `shutdown`.
+/// Keeps tunnels to `centers` until `shutdown`, serving `services` on the data streams the
+/// centers open (one accept loop per live connection, replaced on reconnect, ended with it).
 pub async fn run(
     node_id: String,
     identity: NodeIdentity,
     centers: Vec<String>,
+    services: Services,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let services = Arc::new(services);
     let mut addrs = Vec::new();
     let mut server_name = String::from("xpod-center");
     for c in &centers {
@@ -113,9 +119,11 @@ pub async fn run(
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
         addresses: Vec::new(),
-        services: Vec::new(),
+        services: services.advertised(),
         pods: Vec::new(),
     };
+    // Per center: the connection (stable id) an accept loop serves, and that loop.
+    let mut loops: HashMap<SocketAddr, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut dialer = EdgeDialer::spawn(addrs, &server_name, identity, register, Timers::default())?;
     tracing::info!(centers = ?centers, "keeping tunnels to the centers");
     loop {
@@ -126,7 +134,19 @@ pub async fn run(
         let Some(ev) = ev else { break };
         match ev.event {
             Event::Registered(r) => {
-                tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up")
+                tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up");
+                if let Some(conn) = dialer.connection(ev.center) {
+                    let id = conn.stable_id();
+                    let same = loops
+                        .get(&ev.center)
+                        .is_some_and(|(old, h)| *old == id && !h.is_finished());
+                    if !same {
+                        let task = tokio::spawn(services::serve_connection(conn, services.clone()));
+                        if let Some((_, old)) = loops.insert(ev.center, (id, task)) {
+                            old.abort();
+                        }
+                    }
+                }
             }
             Event::Refused(r) => {
                 tracing::error!(center = %ev.center, reason = %r.reason, "the center refused this edge")
@@ -148,5 +168,8 @@ pub async fn run(
         }
     }
     dialer.shutdown().await;
+    for (_, (_, task)) in loops {
+        task.abort();
+    }
     Ok(())
 }

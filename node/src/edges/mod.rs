@@ -8,12 +8,20 @@
 //! - [`edge`]: an edge's side: join once (identity saved in the data dir), then keep a tunnel to
 //!   each configured center.
 //!
+//! - [`forward`]: a center's side of HTTP forwarding: the registry of edge connections it holds
+//!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests.
+//! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`), served on
+//!   the data streams its centers open.
+//!
 //! Identity files in the data dir: `node.crt`, `node.key` (0600), `ca.crt`; centers that sign
-//! joins also hold `ca.key`. Forwarding over the tunnels is the next step (issue 3, item 4).
+//! joins also hold `ca.key`. HTTP forwarding works; TLS passthrough, TCP port forwards and
+//! WebSocket upgrades through the tunnel are not done yet (issue 3, item 4).
 
 pub mod authority;
 pub mod center;
 pub mod edge;
+pub mod forward;
+pub mod services;
 
 use std::path::Path;
 

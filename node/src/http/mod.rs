@@ -1,6 +1,8 @@
 //! The HTTP front: one pass per request, in one direction —
 //! trace id → classify (routing) → authenticate → the handler for the target → error mapping,
-//! node and trace headers, metrics and a log line.
+//! node and trace headers, metrics and a log line. One early branch: with `tunnel.edge_domain`
+//! set, edge hosts (`<service>.<node>.<edge_domain>`) are forwarded through the edge's tunnel
+//! before classification (`edges::forward`).
 
 pub mod api;
 pub mod body;
@@ -117,6 +119,14 @@ async fn dispatch(
         .transpose()?
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(edge_domain) = app.config.tunnel.edge_domain.as_deref() {
+        // Edge hosts never reach the pod or cluster handlers, and need no credentials here:
+        // the edge's service decides (edges::forward).
+        if let Some(route) = crate::edges::forward::edge_route(host.as_deref(), edge_domain)? {
+            let host = host.unwrap_or_default();
+            return crate::edges::forward::forward(&app, route, &host, peer, req).await;
+        }
+    }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Target::Ops(route) = target {

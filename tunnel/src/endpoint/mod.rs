@@ -116,14 +116,16 @@ impl Drop for TaskGuard {
 /// Upper bound for a QUIC handshake, here and in the dialer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Transport settings shared by both ends: a connection without any packet for 30 s is dead,
+/// Transport settings shared by both ends: a connection without any packet for 10 s is dead
+/// (five missed keep-alives; a hard-killed peer is noticed within that, so forwarded requests
+/// fail instead of hanging),
 /// and a keep-alive every 2 s holds NAT mappings open between heartbeats and lets an edge learn
 /// within about 2 s that its center restarted (the new process answers with a stateless reset).
 pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(30))
-            .expect("30 s is a valid idle timeout"),
+        quinn::IdleTimeout::try_from(Duration::from_secs(10))
+            .expect("10 s is a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
     Arc::new(t)

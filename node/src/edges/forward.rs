@@ -1,0 +1,394 @@
+//! A center's side of HTTP forwarding to edges (ARCHITECTURE §5, §8).
+//!
+//! When `tunnel.edge_domain` is set, a request whose Host is `<service>.<node>.<edge_domain>`
+//! or `<node>.<edge_domain>` (meaning the service [`DEFAULT_SERVICE`], `web`) never reaches the
+//! pod or cluster handlers and needs no credentials (the edge's service decides): it goes
+//! through a new QUIC stream on the tunnel of edge `<node>` — the stream starts with a
+//! [`StreamHeader`] `Http { service }` carrying the client's address — and is then spoken as
+//! HTTP/1.1 with hyper's client over that stream. Bodies stream both ways (nothing buffered).
+//! Hop-by-hop headers are stripped both ways; the request gains `Forwarded`,
+//! `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto`.
+//!
+//! Errors: a name that is not a DNS label → 400; an edge whose tunnel this center does not hold
+//! → 503 `edge_unavailable` at once; a stream that cannot be opened within [`OPEN_TIMEOUT`] or an
+//! exchange that fails before the response head → 502 `bad_gateway`. The edge itself answers 502
+//! for a service it does not publish.
+//!
+//! Not yet: WebSocket/`Upgrade` (the `Upgrade` header is hop-by-hop and stripped), HTTPS on the
+//! center (`proto` is always `http`), forwarding through another center that holds the edge.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use xpod_tunnel::proto::{StreamHeader, Target};
+
+use crate::app::App;
+use crate::http::body::Body;
+use crate::http::error::ApiError;
+
+/// Upper bound for opening a stream to an edge and starting the exchange on it.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The service a bare `<node>.<edge_domain>` means.
+pub const DEFAULT_SERVICE: &str = "web";
+
+/// The edges whose tunnel this center holds: node id → the QUIC connection.
+#[derive(Default)]
+pub struct EdgeRegistry {
+    conns: Mutex<HashMap<String, quinn::Connection>>,
+}
+
+impl EdgeRegistry {
+    /// Records `conn` as the tunnel of `node_id` (replacing an older one).
+    pub fn insert(&self, node_id: &str, conn: quinn::Connection) {
+        self.conns
+            .lock()
+            .expect("poisoned")
+            .insert(node_id.to_string(), conn);
+    }
+
+    /// Forgets `node_id`'s tunnel if it is still `conn` (a newer connection stays). Returns
+    /// whether it was removed.
+    pub fn remove(&self, node_id: &str, conn: &quinn::Connection) -> bool {
+        let mut conns = self.conns.lock().expect("poisoned");
+        if conns
+            .get(node_id)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            conns.remove(node_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The live tunnel of `node_id`, if this center holds one.
+    pub fn get(&self, node_id: &str) -> Option<quinn::Connection> {
+        self.conns
+            .lock()
+            .expect("poisoned")
+            .get(node_id)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// How many edges' tunnels this center holds.
+    pub fn len(&self) -> usize {
+        self.conns.lock().expect("poisoned").len()
+    }
+
+    /// Whether this center holds no edge's tunnel.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where an edge host points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeRoute {
+    /// The edge's node id.
+    pub node: String,
+    /// The service it published.
+    pub service: String,
+}
+
+/// `Host` → an edge route, when the host is under `edge_domain`: `<node>.<edge_domain>` or
+/// `<service>.<node>.<edge_domain>` (case-insensitive, port and one trailing dot ignored).
+/// `Ok(None)`: not an edge host (including `edge_domain` itself). Names that are not DNS labels,
+/// or deeper names, are a 400.
+pub fn edge_route(host: Option<&str>, edge_domain: &str) -> Result<Option<EdgeRoute>, ApiError> {
+    let Some(host) = host else { return Ok(None) };
+    if host.starts_with('[') {
+        return Ok(None); // an IPv6 literal
+    }
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let domain = edge_domain.trim_end_matches('.').to_ascii_lowercase();
+    let Some(prefix) = name
+        .strip_suffix(domain.as_str())
+        .and_then(|p| p.strip_suffix('.'))
+    else {
+        return Ok(None);
+    };
+    let labels: Vec<&str> = prefix.split('.').collect();
+    let (service, node) = match labels[..] {
+        [node] => (DEFAULT_SERVICE, node),
+        [service, node] => (service, node),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "host {host:?}: expected <node>.{domain} or <service>.<node>.{domain}"
+            )))
+        }
+    };
+    xpod_config::validate_node_id(node)
+        .map_err(|e| ApiError::bad_request(format!("host {host:?}: {e}")))?;
+    xpod_config::validate_pod_id(service).map_err(|e| {
+        ApiError::bad_request(format!(
+            "host {host:?}: {}",
+            e.replacen("a pod id", "a service name", 1)
+        ))
+    })?;
+    Ok(Some(EdgeRoute {
+        node: node.to_string(),
+        service: service.to_string(),
+    }))
+}
+
+/// Forwards `req` (for `host`, from `peer`) to `route` through the edge's tunnel.
+pub async fn forward(
+    app: &App,
+    route: EdgeRoute,
+    host: &str,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "edge_unavailable",
+            format!(
+                "edge {} has no tunnel to this node ({}); it may be offline or connected to another center",
+                route.node, app.node_id
+            ),
+        )
+        .with_details(serde_json::json!({"node": route.node, "service": route.service}))
+    };
+    let bad_gateway = |why: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!(
+                "forwarding to service {} on edge {} failed: {why}",
+                route.service, route.node
+            ),
+        )
+        .with_details(serde_json::json!({"node": route.node, "service": route.service}))
+    };
+    let Some(conn) = app.edges.get(&route.node) else {
+        return Err(unavailable());
+    };
+    let mut sender = match tokio::time::timeout(OPEN_TIMEOUT, open(&conn, &route, peer)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(Open::Lost(e))) => {
+            tracing::info!(node = %route.node, error = %e, "edge tunnel lost while opening a stream");
+            return Err(unavailable());
+        }
+        Ok(Err(Open::Failed(why))) => return Err(bad_gateway(why)),
+        Err(_) => {
+            return Err(bad_gateway(format!(
+                "no stream could be opened within {} s",
+                OPEN_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    let req = prepare(req, host, peer);
+    let resp = sender.send_request(req).await.map_err(|e| {
+        tracing::info!(node = %route.node, service = %route.service, error = %e, "forwarded request failed");
+        bad_gateway(format!("no response: {e}"))
+    })?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(std::io::Error::other).boxed_unsync(),
+    ))
+}
+
+enum Open {
+    /// The tunnel is gone: the edge is unavailable.
+    Lost(quinn::ConnectionError),
+    Failed(String),
+}
+
+/// Opens a stream, writes its header and starts an HTTP/1.1 client connection over it (its
+/// driver task ends with the exchange).
+async fn open(
+    conn: &quinn::Connection,
+    route: &EdgeRoute,
+    peer: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, Open> {
+    let (mut send, recv) = conn.open_bi().await.map_err(Open::Lost)?;
+    let mut head = BytesMut::new();
+    StreamHeader {
+        target: Target::Http {
+            service: route.service.clone(),
+        },
+        client_addr: Some(peer),
+    }
+    .encode(&mut head)
+    .map_err(|e| Open::Failed(e.to_string()))?;
+    send.write_all(&head)
+        .await
+        .map_err(|e| Open::Failed(format!("writing the stream header: {e}")))?;
+    let io = TokioIo::new(tokio::io::join(recv, send));
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| Open::Failed(format!("HTTP handshake: {e}")))?;
+    let node = route.node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%node, error = %e, "forwarded HTTP exchange ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// The request as the edge's service gets it: origin-form target, HTTP/1.1, no hop-by-hop
+/// headers (nor `Expect`: this node already answered it), plus the forwarding headers.
+fn prepare(req: Request<Incoming>, host: &str, peer: SocketAddr) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    parts.uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = http::Version::HTTP_11;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    h.remove(header::EXPECT);
+    if !h.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert(header::HOST, v);
+        }
+    }
+    let ip = peer.ip();
+    let for_node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host_q = host.replace(['"', '\\'], "");
+    append(
+        h,
+        header::FORWARDED,
+        &format!("for={for_node};host=\"{host_q}\";proto=http"),
+    );
+    append(
+        h,
+        HeaderName::from_static("x-forwarded-for"),
+        &ip.to_string(),
+    );
+    if let Ok(v) = HeaderValue::from_str(host) {
+        h.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    Request::from_parts(parts, body)
+}
+
+/// Adds `value` to a list header: `old, value` (several lines folded into one).
+fn append(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    let old: Vec<&str> = h
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let joined = if old.is_empty() {
+        value.to_string()
+    } else {
+        format!("{}, {value}", old.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        h.insert(name, v);
+    }
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str) -> Result<Option<(String, String)>, String> {
+        edge_route(Some(host), "edges.test")
+            .map(|r| r.map(|r| (r.service, r.node)))
+            .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn edge_hosts_parse_strictly() {
+        let ok = |s: &str, n: &str| Ok(Some((s.to_string(), n.to_string())));
+        assert_eq!(route("web.e1.edges.test"), ok("web", "e1"));
+        assert_eq!(route("API.E1.Edges.Test:8080"), ok("api", "e1"));
+        assert_eq!(route("e1.edges.test."), ok("web", "e1"));
+        assert_eq!(route("edges.test"), Ok(None));
+        assert_eq!(route("pods.example.com"), Ok(None));
+        assert_eq!(route("xedges.test"), Ok(None));
+        assert_eq!(route("[::1]:80"), Ok(None));
+        assert_eq!(edge_route(None, "edges.test").unwrap(), None);
+        for bad in [
+            "a.b.e1.edges.test",
+            ".edges.test",
+            "-x.edges.test",
+            "web..edges.test",
+            "we_b.e1.edges.test",
+        ] {
+            assert!(route(bad).is_err(), "{bad} should be a 400");
+        }
+        assert!(route("w_b.e1.edges.test")
+            .unwrap_err()
+            .contains("a service name"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn list_headers_are_appended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        append(
+            &mut h,
+            HeaderName::from_static("x-forwarded-for"),
+            "127.0.0.1",
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+    }
+}

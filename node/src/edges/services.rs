@@ -1,0 +1,219 @@
+//! An edge's published services (`[[tunnel.services]]`), served on the data streams its
+//! centers open.
+//!
+//! For each connection to a center, [`serve_connection`] accepts the streams the center opens
+//! (the edge itself opens only the control stream, so every accepted stream is a data stream).
+//! Each stream starts with a [`StreamHeader`]; for `Target::Http { service }` the edge connects
+//! to the service's local address and relays bytes both ways unchanged (the center speaks
+//! HTTP/1.1 on the stream and has already added `Forwarded`/`X-Forwarded-*`). An unknown service
+//! gets a minimal `HTTP/1.1 502` naming it; other targets (TLS passthrough, TCP, pods, sandbox
+//! ports) are not served by edges yet and the stream is reset.
+//!
+//! Tasks: the accept loop ends when the connection does; each stream task ends when its relay
+//! does (either side's EOF/error, or the connection's end).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt as _;
+use xpod_config::TunnelConfig;
+use xpod_tunnel::proto::{self, StreamHeader, Target, MAX_STREAM_HEADER};
+
+/// How long a center may take to send a stream's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to a local service may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Application error code for streams this edge refuses (not an HTTP target, bad header).
+const STREAM_REFUSED: u32 = 1;
+
+/// The services an edge publishes, by name (HTTP only so far).
+#[derive(Debug, Default)]
+pub struct Services {
+    http: HashMap<String, SocketAddr>,
+}
+
+impl Services {
+    /// From the (validated) `[tunnel]` configuration.
+    pub fn from_config(tunnel: &TunnelConfig) -> Services {
+        let http = tunnel
+            .services
+            .iter()
+            .filter(|s| s.kind.as_str() == "http")
+            .map(|s| (s.name.clone(), s.local))
+            .collect();
+        Services { http }
+    }
+
+    /// What the edge reports in its `Register`, sorted by name.
+    pub fn advertised(&self) -> Vec<proto::Service> {
+        let mut v: Vec<_> = self
+            .http
+            .keys()
+            .map(|name| proto::Service {
+                name: name.clone(),
+                kind: proto::ServiceKind::Http,
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The local address of HTTP service `name`.
+    pub fn http(&self, name: &str) -> Option<SocketAddr> {
+        self.http.get(name).copied()
+    }
+}
+
+/// Accepts the data streams of `conn` until the connection ends.
+pub async fn serve_connection(conn: quinn::Connection, services: Arc<Services>) {
+    let center = conn.remote_address();
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%center, error = %e, "data streams from this center end");
+                return;
+            }
+        };
+        tokio::spawn(serve_stream(send, recv, services.clone()));
+    }
+}
+
+/// Reads the header: `Ok(Some((header, rest)))`, `Ok(None)` on a clean EOF before any byte.
+async fn read_header(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<(StreamHeader, BytesMut)>, String> {
+    let mut buf = BytesMut::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(h) = StreamHeader::decode(&mut buf).map_err(|e| e.to_string())? {
+            return Ok(Some((h, buf)));
+        }
+        if buf.len() >= MAX_STREAM_HEADER {
+            return Err(format!(
+                "stream header exceeds the {MAX_STREAM_HEADER}-byte cap"
+            ));
+        }
+        // Bytes read past the header are payload; they stay in `buf` for the relay.
+        match recv.read(&mut chunk).await.map_err(|e| e.to_string())? {
+            Some(n) => buf.extend_from_slice(&chunk[..n]),
+            None if buf.is_empty() => return Ok(None),
+            None => return Err("stream ended inside its header".into()),
+        }
+    }
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    services: Arc<Services>,
+) {
+    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "bad data stream from a center; reset");
+            refuse(send, recv);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("a center sent no stream header within {HEADER_TIMEOUT:?}; reset");
+            refuse(send, recv);
+            return;
+        }
+    };
+    let (
+        StreamHeader {
+            target,
+            client_addr,
+        },
+        rest,
+    ) = header;
+    let service = match target {
+        Target::Http { service } => service,
+        other => {
+            tracing::info!(target = ?other, "stream target not served by edges yet; reset");
+            refuse(send, recv);
+            return;
+        }
+    };
+    let client = client_addr.map(|a| a.to_string()).unwrap_or_default();
+    let Some(local) = services.http(&service) else {
+        tracing::info!(%service, %client, "request for an unknown service");
+        bad_gateway(
+            &mut send,
+            &format!("this edge publishes no service named {service:?}"),
+        )
+        .await;
+        return;
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local))
+        .await
+    {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(%service, %local, error = %e, "cannot reach the local service");
+            bad_gateway(
+                &mut send,
+                &format!("service {service:?} ({local}) is not reachable on the edge: {e}"),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%service, %local, "connecting to the local service timed out");
+            bad_gateway(
+                &mut send,
+                &format!("service {service:?} ({local}) did not accept a connection within {CONNECT_TIMEOUT:?}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    tracing::debug!(%service, %local, %client, "relaying a request");
+    relay(send, recv, rest, tcp).await;
+}
+
+/// Relays the stream and the local connection until both directions are done; the stream's
+/// send side is finished when the local service closes its side (and vice versa).
+async fn relay(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: BytesMut,
+    mut tcp: tokio::net::TcpStream,
+) {
+    if !rest.is_empty() {
+        if let Err(e) = tcp.write_all(&rest).await {
+            tracing::debug!(error = %e, "local service closed early");
+            return;
+        }
+    }
+    let mut stream = tokio::io::join(recv, send);
+    match tokio::io::copy_bidirectional(&mut stream, &mut tcp).await {
+        Ok((up, down)) => tracing::debug!(up, down, "relay done"),
+        Err(e) => tracing::debug!(error = %e, "relay ended early"),
+    }
+    let (_recv, mut send) = stream.into_inner();
+    let _ = send.finish();
+}
+
+fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let _ = send.reset(STREAM_REFUSED.into());
+    let _ = recv.stop(STREAM_REFUSED.into());
+}
+
+/// A minimal `502 Bad Gateway` (text, `Connection: close`), then the stream's end.
+async fn bad_gateway(send: &mut quinn::SendStream, message: &str) {
+    let body = format!("502 Bad Gateway: {message}\n");
+    let head = format!(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = send.write_all(head.as_bytes()).await;
+    let _ = send.write_all(body.as_bytes()).await;
+    let _ = send.finish();
+}
