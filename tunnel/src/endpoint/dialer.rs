@@ -468,10 +468,10 @@ impl Supervisor {
                     warn!(%center, reason = %r.reason, "center refused the registration");
                     s.status.last_error = Some(format!("refused: {}", r.reason));
                 }
-                Event::Closed { reason } => {
-                    if !matches!(&s.status.last_error, Some(e) if e.starts_with("refused: ")) {
-                        s.status.last_error = Some(reason.clone());
-                    }
+                // Keep a refusal's reason: it says more than the close that follows it.
+                Event::Closed { reason } if !matches!(&s.status.last_error, Some(e) if e.starts_with("refused: ")) =>
+                {
+                    s.status.last_error = Some(reason.clone());
                 }
                 _ => {}
             });
