@@ -127,10 +127,62 @@ impl Config {
             self.check_key(key).map_err(|m| invalid(key, m))?;
         }
         self.check_cross().map_err(|(key, m)| invalid(key, m))?;
-        self.check_services().map_err(|(key, m)| invalid(&key, m))
+        self.check_services().map_err(|(key, m)| invalid(&key, m))?;
+        self.check_forwards().map_err(|(key, m)| invalid(&key, m))
     }
 
-    /// `[[tunnel.services]]`: names are DNS labels and unique; only `kind = "http"` for now.
+    /// `tunnel.tls_listen` and `[[tunnel.forwards]]`: ports above 0, every listen address used
+    /// once (also against each other), node ids and service names valid; TLS passthrough needs
+    /// `tunnel.edge_domain`. (File only, so not in [`KEYS`].)
+    fn check_forwards(&self) -> Result<(), (String, String)> {
+        let t = &self.tunnel;
+        let mut seen = HashSet::new();
+        if let Some(addr) = t.tls_listen {
+            let key = "tunnel.tls_listen".to_string();
+            if addr.port() == 0 {
+                return Err((
+                    key,
+                    format!("expected IP:PORT with a port above 0, got {addr}"),
+                ));
+            }
+            if t.edge_domain.is_none() {
+                return Err((
+                    key,
+                    "TLS passthrough routes by <service>.<node>.<edge_domain>: set tunnel.edge_domain too"
+                        .into(),
+                ));
+            }
+            seen.insert(addr);
+        }
+        for (i, f) in t.forwards.iter().enumerate() {
+            let key = |field: &str| format!("tunnel.forwards[{i}].{field}");
+            if f.listen.port() == 0 {
+                return Err((
+                    key("listen"),
+                    format!("expected IP:PORT with a port above 0, got {}", f.listen),
+                ));
+            }
+            if !seen.insert(f.listen) {
+                return Err((
+                    key("listen"),
+                    format!(
+                        "{} is already used by tunnel.tls_listen or another forward",
+                        f.listen
+                    ),
+                ));
+            }
+            v::validate_node_id(&f.node).map_err(|why| (key("node"), why))?;
+            if let Err(why) = v::validate_pod_id(&f.service) {
+                return Err((
+                    key("service"),
+                    why.replacen("a pod id", "a service name", 1),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[tunnel.services]]`: names are DNS labels and unique; kinds `http`, `tls`, `tcp`.
     /// (No environment variable sets services, so they are not in [`KEYS`].)
     fn check_services(&self) -> Result<(), (String, String)> {
         let mut seen = HashSet::new();
@@ -142,15 +194,6 @@ impl Config {
             }
             if !seen.insert(s.name.as_str()) {
                 return Err((key("name"), format!("service {:?} is listed twice", s.name)));
-            }
-            if s.kind != crate::model::ServiceKind::Http {
-                return Err((
-                    key("kind"),
-                    format!(
-                        "kind {:?} is not supported yet; only \"http\" services can be published for now",
-                        s.kind.as_str()
-                    ),
-                ));
             }
             if s.local.port() == 0 {
                 return Err((
@@ -201,14 +244,6 @@ mod tests {
                 "name = \"-x\"\nlocal = \"127.0.0.1:3000\"",
                 "tunnel.services[0].name",
             ),
-            (
-                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nkind = \"tls\"",
-                "kind \"tls\" is not supported yet",
-            ),
-            (
-                "name = \"web\"\nlocal = \"127.0.0.1:3000\"\nkind = \"tcp\"",
-                "not supported yet",
-            ),
             ("name = \"web\"\nlocal = \"127.0.0.1:0\"", "port above 0"),
             ("name = \"web\"\nlocal = \"localhost:3000\"", "local"),
             (
@@ -229,5 +264,50 @@ mod tests {
             err.contains("tunnel.services[1].name") && err.contains("listed twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn tls_and_tcp_services_and_forwards_load() {
+        let c = load(
+            "role = \"edge\"\n[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:3443\"\nkind = \"tls\"\n[[tunnel.services]]\nname = \"ssh\"\nlocal = \"127.0.0.1:22\"\nkind = \"tcp\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tunnel.services[0].kind.as_str(), "tls");
+        assert_eq!(c.tunnel.services[1].kind.as_str(), "tcp");
+        let c = load(
+            "[tunnel]\nedge_domain = \"edges.test\"\ntls_listen = \"0.0.0.0:443\"\n[[tunnel.forwards]]\nlisten = \"0.0.0.0:2222\"\nnode = \"edge-1\"\nservice = \"ssh\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tunnel.tls_listen, Some("0.0.0.0:443".parse().unwrap()));
+        assert_eq!(c.tunnel.forwards[0].node, "edge-1");
+        assert_eq!(c.tunnel.forwards[0].listen.port(), 2222);
+    }
+
+    #[test]
+    fn bad_forwards_are_refused_naming_the_entry() {
+        let fwd = |body: &str| {
+            format!("[tunnel]\nedge_domain = \"edges.test\"\n[[tunnel.forwards]]\n{body}\n")
+        };
+        let cases = [
+            (fwd("listen = \"0.0.0.0:0\"\nnode = \"e1\"\nservice = \"ssh\""), "tunnel.forwards[0].listen"),
+            (fwd("listen = \"localhost:22\"\nnode = \"e1\"\nservice = \"ssh\""), "listen"),
+            (fwd("listen = \"0.0.0.0:2222\"\nnode = \"E 1\"\nservice = \"ssh\""), "tunnel.forwards[0].node"),
+            (fwd("listen = \"0.0.0.0:2222\"\nnode = \"e1\"\nservice = \"a.b\""), "expected a service name"),
+            (fwd("listen = \"0.0.0.0:2222\"\nnode = \"e1\""), "service"),
+            (fwd("listen = \"0.0.0.0:2222\"\nnode = \"e1\"\nservice = \"ssh\"\nport = 1"), "port"),
+            (
+                format!("{}[[tunnel.forwards]]\nlisten = \"0.0.0.0:2222\"\nnode = \"e2\"\nservice = \"db\"\n", fwd("listen = \"0.0.0.0:2222\"\nnode = \"e1\"\nservice = \"ssh\"")),
+                "tunnel.forwards[1].listen",
+            ),
+            (
+                "[tunnel]\nedge_domain = \"edges.test\"\ntls_listen = \"0.0.0.0:443\"\n[[tunnel.forwards]]\nlisten = \"0.0.0.0:443\"\nnode = \"e1\"\nservice = \"ssh\"\n".to_string(),
+                "already used by tunnel.tls_listen",
+            ),
+            ("[tunnel]\ntls_listen = \"0.0.0.0:443\"\n".to_string(), "set tunnel.edge_domain"),
+        ];
+        for (toml, expected) in cases {
+            let err = load(&toml).unwrap_err();
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
     }
 }

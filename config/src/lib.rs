@@ -39,7 +39,7 @@ pub use env::env_vars;
 pub use error::ConfigError;
 pub use model::{
     CacheConfig, Config, DatabaseConfig, HttpConfig, LogConfig, LogFormat, RegionBucket, Role,
-    RoutingConfig, Secret, ServiceKind, StorageConfig, TunnelConfig, TunnelService,
+    RoutingConfig, Secret, ServiceKind, StorageConfig, TunnelConfig, TunnelForward, TunnelService,
 };
 pub use node_id::NODE_ID_FILE;
 pub use size::ByteSize;

@@ -264,6 +264,29 @@ pub struct TunnelConfig {
     /// For an edge: the local services it publishes through its centers
     /// (`[[tunnel.services]]`; file only, no environment variable).
     pub services: Vec<TunnelService>,
+    /// For a center: a TCP address for TLS passthrough (file only, no environment variable).
+    /// A connection whose ClientHello names `<service>.<node>.<edge_domain>` or
+    /// `<node>.<edge_domain>` (service `web`) is relayed as raw bytes to that edge's
+    /// `kind = "tls"` service, which terminates TLS with its own certificate. Any other name (or
+    /// none) closes the connection: the center holds no certificates of its own for this port
+    /// yet. Requires `edge_domain`.
+    pub tls_listen: Option<SocketAddr>,
+    /// For a center: public TCP ports that map to edges' `kind = "tcp"` services
+    /// (`[[tunnel.forwards]]`; file only, no environment variable).
+    pub forwards: Vec<TunnelForward>,
+}
+
+/// One `[[tunnel.forwards]]` entry on a center: every connection to `listen` is relayed to the
+/// `kind = "tcp"` service `service` of edge `node`, through that edge's tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelForward {
+    /// The TCP address the center binds, `IP:PORT`.
+    pub listen: SocketAddr,
+    /// The edge's node id.
+    pub node: String,
+    /// The edge's service name (a DNS label).
+    pub service: String,
 }
 
 /// One `[[tunnel.services]]` entry: a local service an edge publishes, reached through a center
@@ -280,17 +303,17 @@ pub struct TunnelService {
     pub kind: ServiceKind,
 }
 
-/// How a published service is forwarded. TOML `"http"`, `"tls"` or `"tcp"`; only `http` is
-/// supported so far (validation rejects the others with a message saying so).
+/// How a published service is forwarded. TOML `"http"`, `"tls"` or `"tcp"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     /// HTTP/1.1: the center parses requests and adds `Forwarded`/`X-Forwarded-*`.
     #[default]
     Http,
-    /// TLS passthrough (not supported yet).
+    /// TLS passthrough: reached through a center's `tunnel.tls_listen` by SNI; the service
+    /// terminates TLS itself.
     Tls,
-    /// Plain TCP port forward (not supported yet).
+    /// Plain TCP: reached through a center's `[[tunnel.forwards]]` entry naming it.
     Tcp,
 }
 

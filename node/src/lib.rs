@@ -74,7 +74,8 @@ pub async fn run(
 
 /// Starts the QUIC side when this node has an identity (`<data_dir>/node.crt`): a center binds
 /// its endpoint (UDP, same port number as HTTP unless `tunnel.quic_listen` says otherwise) and
-/// accepts edges — and joins, when it holds the CA key; an edge keeps tunnels to its centers.
+/// accepts edges — and joins, when it holds the CA key — and serves `tunnel.tls_listen` (TLS
+/// passthrough) and `[[tunnel.forwards]]` (TCP forwards); an edge keeps tunnels to its centers.
 async fn start_tunnels(
     app: &std::sync::Arc<App>,
     http_addr: std::net::SocketAddr,
@@ -113,11 +114,38 @@ async fn start_tunnels(
             let endpoint = xpod_tunnel::endpoint::CenterEndpoint::bind(quic, &identity, authority)
                 .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
             tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges");
-            Ok(Some(tokio::spawn(edges::center::serve(
-                app.clone(),
-                endpoint,
-                stop,
-            ))))
+            let mut tasks = tokio::task::JoinSet::new();
+            // TLS passthrough and TCP forwards: bound now so a taken port stops start-up.
+            if let Some(addr) = app.config.tunnel.tls_listen {
+                let domain = app
+                    .config
+                    .tunnel
+                    .edge_domain
+                    .clone()
+                    .context("tunnel.tls_listen needs tunnel.edge_domain")?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding tunnel.tls_listen {addr}"))?;
+                tasks.spawn(edges::passthrough::serve(
+                    app.clone(),
+                    domain,
+                    listener,
+                    stop.clone(),
+                ));
+            }
+            for (forward, listener) in edges::tcp_forward::bind(&app.config.tunnel.forwards).await?
+            {
+                tasks.spawn(edges::tcp_forward::serve(
+                    app.clone(),
+                    forward,
+                    listener,
+                    stop.clone(),
+                ));
+            }
+            tasks.spawn(edges::center::serve(app.clone(), endpoint, stop));
+            Ok(Some(tokio::spawn(async move {
+                tasks.join_all().await;
+            })))
         }
         xpod_config::Role::Edge => {
             let centers = edges::edge::centers(&app.config.tunnel.centers, dir)?;
@@ -126,7 +154,7 @@ async fn start_tunnels(
                 return Ok(None);
             }
             let node_id = app.node_id.clone();
-            let services = edges::services::Services::from_config(&app.config.tunnel);
+            let services = edges::services::Services::from_config(&app.config.tunnel, &app.node_id);
             Ok(Some(tokio::spawn(async move {
                 if let Err(e) = edges::edge::run(node_id, identity, centers, services, stop).await {
                     tracing::error!(error = %format!("{e:#}"), "edge tunnels stopped");

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`path`]: strict parsing of request paths into decoded resource paths (rejects `..`,
 //!   encoded slashes, control characters) and the inverse encoding for URLs we emit.
+//! - [`sni`]: sans-IO parsing of the server name from a TLS ClientHello (TLS passthrough).
 //! - [`target`]: classification of a request by Host and path into a pod resource, the cluster
 //!   API, the `/api/v1` API or an operations endpoint (path mode and subdomain mode).
 //!
@@ -10,6 +11,7 @@
 //! answers with 400.
 
 pub mod path;
+pub mod sni;
 pub mod target;
 
 pub use path::{encode_path, parse_resource_path, PathError};

@@ -10,18 +10,24 @@
 //!
 //! - [`forward`]: a center's side of HTTP forwarding: the registry of edge connections it holds
 //!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests.
+//! - [`passthrough`]: a center's TLS passthrough (`tunnel.tls_listen`): routes a connection by
+//!   the SNI of its ClientHello to an edge's `kind = "tls"` service, relaying raw bytes.
+//! - [`tcp_forward`]: a center's TCP port forwards (`[[tunnel.forwards]]`) to edges'
+//!   `kind = "tcp"` services.
 //! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`), served on
 //!   the data streams its centers open.
 //!
 //! Identity files in the data dir: `node.crt`, `node.key` (0600), `ca.crt`; centers that sign
-//! joins also hold `ca.key`. HTTP forwarding works; TLS passthrough, TCP port forwards and
+//! joins also hold `ca.key`. HTTP forwarding, TLS passthrough and TCP port forwards work;
 //! WebSocket upgrades through the tunnel are not done yet (issue 3, item 4).
 
 pub mod authority;
 pub mod center;
 pub mod edge;
 pub mod forward;
+pub mod passthrough;
 pub mod services;
+pub mod tcp_forward;
 
 use std::path::Path;
 

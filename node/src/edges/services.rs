@@ -3,11 +3,18 @@
 //!
 //! For each connection to a center, [`serve_connection`] accepts the streams the center opens
 //! (the edge itself opens only the control stream, so every accepted stream is a data stream).
-//! Each stream starts with a [`StreamHeader`]; for `Target::Http { service }` the edge connects
-//! to the service's local address and relays bytes both ways unchanged (the center speaks
-//! HTTP/1.1 on the stream and has already added `Forwarded`/`X-Forwarded-*`). An unknown service
-//! gets a minimal `HTTP/1.1 502` naming it; other targets (TLS passthrough, TCP, pods, sandbox
-//! ports) are not served by edges yet and the stream is reset.
+//! Each stream starts with a [`StreamHeader`]; the edge connects to the service's local address
+//! and relays bytes both ways unchanged:
+//! - `Http { service }` → a `kind = "http"` service (the center speaks HTTP/1.1 on the stream and
+//!   has already added `Forwarded`/`X-Forwarded-*`). An unknown service gets a minimal
+//!   `HTTP/1.1 502` naming it.
+//! - `TlsPassthrough { sni }` → the `kind = "tls"` service named by the SNI's service label
+//!   (`<service>.<this node>.…`, or `web` for `<this node>.…`); the service terminates TLS.
+//! - `Tcp { service }` → a `kind = "tcp"` service.
+//!
+//! For TLS and TCP there is no protocol to answer an error in: an unknown service, a service of
+//! another kind, or a local service that cannot be reached resets the stream. Other targets
+//! (pods, sandbox ports) are not served by edges and are reset too.
 //!
 //! Tasks: the accept loop ends when the connection does; each stream task ends when its relay
 //! does (either side's EOF/error, or the connection's end).
@@ -19,7 +26,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt as _;
-use xpod_config::TunnelConfig;
+use xpod_config::{ServiceKind, TunnelConfig};
 use xpod_tunnel::proto::{self, StreamHeader, Target, MAX_STREAM_HEADER};
 
 /// How long a center may take to send a stream's header.
@@ -29,41 +36,77 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Application error code for streams this edge refuses (not an HTTP target, bad header).
 const STREAM_REFUSED: u32 = 1;
 
-/// The services an edge publishes, by name (HTTP only so far).
+/// The services an edge publishes, by name, with their kind and local address.
 #[derive(Debug, Default)]
 pub struct Services {
-    http: HashMap<String, SocketAddr>,
+    /// This edge's node id (to find the service label in a TLS server name).
+    node_id: String,
+    by_name: HashMap<String, (ServiceKind, SocketAddr)>,
 }
 
 impl Services {
-    /// From the (validated) `[tunnel]` configuration.
-    pub fn from_config(tunnel: &TunnelConfig) -> Services {
-        let http = tunnel
+    /// From the (validated) `[tunnel]` configuration of edge `node_id`.
+    pub fn from_config(tunnel: &TunnelConfig, node_id: &str) -> Services {
+        let by_name = tunnel
             .services
             .iter()
-            .filter(|s| s.kind.as_str() == "http")
-            .map(|s| (s.name.clone(), s.local))
+            .map(|s| (s.name.clone(), (s.kind, s.local)))
             .collect();
-        Services { http }
+        Services {
+            node_id: node_id.to_string(),
+            by_name,
+        }
     }
 
     /// What the edge reports in its `Register`, sorted by name.
     pub fn advertised(&self) -> Vec<proto::Service> {
         let mut v: Vec<_> = self
-            .http
-            .keys()
-            .map(|name| proto::Service {
+            .by_name
+            .iter()
+            .map(|(name, (kind, _))| proto::Service {
                 name: name.clone(),
-                kind: proto::ServiceKind::Http,
+                kind: match kind {
+                    ServiceKind::Http => proto::ServiceKind::Http,
+                    ServiceKind::Tls => proto::ServiceKind::Tls,
+                    ServiceKind::Tcp => proto::ServiceKind::Tcp,
+                },
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
+    /// The local address of service `name` if it is of `kind`; `Err` says why not.
+    pub fn local(&self, name: &str, kind: ServiceKind) -> Result<SocketAddr, String> {
+        match self.by_name.get(name) {
+            Some((k, addr)) if *k == kind => Ok(*addr),
+            Some((k, _)) => Err(format!(
+                "service {name:?} is of kind {:?}, not {:?}",
+                k.as_str(),
+                kind.as_str()
+            )),
+            None => Err(format!("this edge publishes no service named {name:?}")),
+        }
+    }
+
     /// The local address of HTTP service `name`.
     pub fn http(&self, name: &str) -> Option<SocketAddr> {
-        self.http.get(name).copied()
+        self.local(name, ServiceKind::Http).ok()
+    }
+
+    /// The service a TLS server name means on this edge: `<service>.<node>.…` → `service`,
+    /// `<node>.…` → `web` (the center routed it by the same rule under its edge domain).
+    pub fn service_for_sni(&self, sni: &str) -> Option<String> {
+        let mut labels = sni.split('.');
+        let first = labels.next()?;
+        let second = labels.next();
+        if second.is_some_and(|l| l.eq_ignore_ascii_case(&self.node_id)) {
+            Some(first.to_ascii_lowercase())
+        } else if first.eq_ignore_ascii_case(&self.node_id) {
+            Some(super::forward::DEFAULT_SERVICE.to_string())
+        } else {
+            None
+        }
     }
 }
 
@@ -132,22 +175,35 @@ async fn serve_stream(
         },
         rest,
     ) = header;
+    let client = client_addr.map(|a| a.to_string()).unwrap_or_default();
     let service = match target {
         Target::Http { service } => service,
+        Target::TlsPassthrough { sni } => {
+            let found = services
+                .service_for_sni(&sni)
+                .ok_or_else(|| format!("server name {sni:?} is not a name of this edge"))
+                .and_then(|name| Ok((services.local(&name, ServiceKind::Tls)?, name)));
+            return raw(send, recv, rest, found, "tls", &client).await;
+        }
+        Target::Tcp { service } => {
+            let found = services
+                .local(&service, ServiceKind::Tcp)
+                .map(|addr| (addr, service));
+            return raw(send, recv, rest, found, "tcp", &client).await;
+        }
         other => {
-            tracing::info!(target = ?other, "stream target not served by edges yet; reset");
+            tracing::info!(target = ?other, "stream target not served by edges; reset");
             refuse(send, recv);
             return;
         }
     };
-    let client = client_addr.map(|a| a.to_string()).unwrap_or_default();
     let Some(local) = services.http(&service) else {
-        tracing::info!(%service, %client, "request for an unknown service");
-        bad_gateway(
-            &mut send,
-            &format!("this edge publishes no service named {service:?}"),
-        )
-        .await;
+        let why = services
+            .local(&service, ServiceKind::Http)
+            .err()
+            .unwrap_or_default();
+        tracing::info!(%service, %client, %why, "request for an unknown service");
+        bad_gateway(&mut send, &why).await;
         return;
     };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local))
@@ -175,6 +231,44 @@ async fn serve_stream(
     };
     let _ = tcp.set_nodelay(true);
     tracing::debug!(%service, %local, %client, "relaying a request");
+    relay(send, recv, rest, tcp).await;
+}
+
+/// Serves a TLS passthrough or TCP stream: `found` is the local address and the service's name,
+/// or why there is none (the stream is reset, as it is when the service cannot be reached).
+async fn raw(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: BytesMut,
+    found: Result<(SocketAddr, String), String>,
+    kind: &'static str,
+    client: &str,
+) {
+    let (local, service) = match found {
+        Ok(f) => f,
+        Err(why) => {
+            tracing::info!(kind, %client, %why, "stream for no such service; reset");
+            refuse(send, recv);
+            return;
+        }
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local))
+        .await
+    {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(%service, %local, error = %e, "cannot reach the local service; reset");
+            refuse(send, recv);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%service, %local, "connecting to the local service timed out; reset");
+            refuse(send, recv);
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    tracing::debug!(kind, %service, %local, %client, "relaying a connection");
     relay(send, recv, rest, tcp).await;
 }
 

@@ -1,0 +1,157 @@
+//! A center's TCP port forwards (`[[tunnel.forwards]]`) and the pieces TLS passthrough shares.
+//!
+//! Each forward binds its own TCP listener (at start-up: a port that cannot be bound stops the
+//! node with an error naming it). Every accepted connection gets a new QUIC stream on the tunnel
+//! of the forward's edge, starting with a [`StreamHeader`] `Tcp { service }` and the client's
+//! address; then bytes are relayed both ways unchanged until both directions are done. An edge
+//! whose tunnel this center does not hold, or a stream that cannot be opened within
+//! [`OPEN_TIMEOUT`], closes the client's connection at once. The edge resets the stream for a
+//! service it does not publish as `kind = "tcp"`, which also closes the client's connection.
+//!
+//! Tasks: [`accept_loop`] owns its connections' tasks (a `JoinSet`): it ends when `stop` turns
+//! true and then aborts the connections still open, so nothing outlives the node's shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use xpod_config::TunnelForward;
+use xpod_tunnel::proto::{StreamHeader, Target};
+
+use super::forward::OPEN_TIMEOUT;
+use crate::app::App;
+
+/// Accepts on `listener` until `stop` is true, running `handle` for each connection in a task
+/// this loop owns; the tasks still running at the end are aborted.
+pub(crate) async fn accept_loop<F, Fut>(
+    what: &'static str,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let local = listener.local_addr().ok();
+    let mut conns = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.changed() => {
+                if *stop.borrow() { break; }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(handle(tcp, peer));
+                }
+                Err(e) => {
+                    // E.g. too many open files: do not spin.
+                    tracing::warn!(?local, error = %e, "{what}: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    tracing::debug!(?local, open = conns.len(), "{what}: listener stopped");
+    conns.shutdown().await;
+}
+
+/// Opens a stream to edge `node` with `header`, writes `prefix` (bytes already read from the
+/// client) and relays `tcp` and the stream until both directions are done. Any failure before
+/// the relay drops `tcp` (the client sees its connection closed).
+pub(crate) async fn relay_to_edge(
+    app: &App,
+    node: &str,
+    header: StreamHeader,
+    prefix: &[u8],
+    mut tcp: TcpStream,
+) {
+    let peer = header.client_addr;
+    let Some(conn) = app.edges.get(node) else {
+        tracing::info!(%node, ?peer, "no tunnel to this edge; connection closed");
+        return;
+    };
+    let mut head = BytesMut::new();
+    if let Err(e) = header.encode(&mut head) {
+        tracing::warn!(%node, error = %e, "cannot encode the stream header");
+        return;
+    }
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&head).await.map_err(|e| e.to_string())?;
+        if !prefix.is_empty() {
+            send.write_all(prefix).await.map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>((send, recv))
+    })
+    .await;
+    let (send, recv) = match opened {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%node, error = %e, "opening a stream to the edge failed; connection closed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%node, "no stream to the edge within {OPEN_TIMEOUT:?}; connection closed");
+            return;
+        }
+    };
+    let mut stream = tokio::io::join(recv, send);
+    match tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
+        Ok((up, down)) => tracing::debug!(%node, up, down, "relay to the edge done"),
+        Err(e) => tracing::debug!(%node, error = %e, "relay to the edge ended early"),
+    }
+    let (_recv, mut send) = stream.into_inner();
+    let _ = send.finish();
+    let _ = tcp.shutdown().await;
+}
+
+/// Binds every forward's listener (an error names the entry's address).
+pub async fn bind(forwards: &[TunnelForward]) -> anyhow::Result<Vec<(TunnelForward, TcpListener)>> {
+    use anyhow::Context as _;
+    let mut out = Vec::with_capacity(forwards.len());
+    for f in forwards {
+        let l = TcpListener::bind(f.listen).await.with_context(|| {
+            format!(
+                "binding tunnel.forwards listen {} (node {}, service {})",
+                f.listen, f.node, f.service
+            )
+        })?;
+        out.push((f.clone(), l));
+    }
+    Ok(out)
+}
+
+/// Serves one forward until `stop`.
+pub async fn serve(
+    app: Arc<App>,
+    forward: TunnelForward,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    tracing::info!(listen = %forward.listen, node = %forward.node, service = %forward.service, "TCP forward serving");
+    let forward = Arc::new(forward);
+    accept_loop("tcp forward", listener, stop, move |tcp, peer| {
+        let app = app.clone();
+        let forward = forward.clone();
+        async move {
+            let header = StreamHeader {
+                target: Target::Tcp {
+                    service: forward.service.clone(),
+                },
+                client_addr: Some(peer),
+            };
+            relay_to_edge(&app, &forward.node, header, &[], tcp).await;
+        }
+    })
+    .await;
+}
