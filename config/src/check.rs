@@ -128,6 +128,8 @@ impl Config {
         }
         self.check_cross().map_err(|(key, m)| invalid(key, m))?;
         self.check_services().map_err(|(key, m)| invalid(&key, m))?;
+        self.check_presence()
+            .map_err(|m| invalid("tunnel.presence", m))?;
         self.check_forwards().map_err(|(key, m)| invalid(&key, m))
     }
 
@@ -184,6 +186,30 @@ impl Config {
 
     /// `[[tunnel.services]]`: names are DNS labels and unique; kinds `http`, `tls`, `tcp`.
     /// (No environment variable sets services, so they are not in [`KEYS`].)
+    /// `[tunnel.presence]`: file only (no environment variables), checked as a whole.
+    fn check_presence(&self) -> Result<(), String> {
+        let p = &self.tunnel.presence;
+        if !(1..=3600).contains(&p.heartbeat_secs) {
+            return Err(format!(
+                "heartbeat_secs: expected 1..=3600, got {}",
+                p.heartbeat_secs
+            ));
+        }
+        if p.inactive_after_secs < 2 * p.heartbeat_secs {
+            return Err(format!(
+                "inactive_after_secs ({}) must be at least twice heartbeat_secs ({})",
+                p.inactive_after_secs, p.heartbeat_secs
+            ));
+        }
+        if p.offline_after_secs <= p.inactive_after_secs {
+            return Err(format!(
+                "offline_after_secs ({}) must be above inactive_after_secs ({})",
+                p.offline_after_secs, p.inactive_after_secs
+            ));
+        }
+        Ok(())
+    }
+
     fn check_services(&self) -> Result<(), (String, String)> {
         let mut seen = HashSet::new();
         for (i, s) in self.tunnel.services.iter().enumerate() {

@@ -274,6 +274,32 @@ pub struct TunnelConfig {
     /// For a center: public TCP ports that map to edges' `kind = "tcp"` services
     /// (`[[tunnel.forwards]]`; file only, no environment variable).
     pub forwards: Vec<TunnelForward>,
+    /// `[tunnel.presence]`: heartbeat and liveness timings (a center tells its edges the
+    /// heartbeat interval).
+    pub presence: PresenceConfig,
+}
+
+/// `[tunnel.presence]`: the seed's timings by default — heartbeat every 15 s, a node is
+/// inactive after 60 s and offline after 5 min without one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// Heartbeat interval, seconds (1..=3600). Default 15.
+    pub heartbeat_secs: u64,
+    /// Silence after which a node is inactive, seconds. Default 60.
+    pub inactive_after_secs: u64,
+    /// Silence after which a node is offline and its tunnel closed, seconds. Default 300.
+    pub offline_after_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            heartbeat_secs: 15,
+            inactive_after_secs: 60,
+            offline_after_secs: 300,
+        }
+    }
 }
 
 /// One `[[tunnel.forwards]]` entry on a center: every connection to `listen` is relayed to the

@@ -254,8 +254,14 @@ impl NodeProcess {
             .find(|(k, _)| k == "XPOD_NODE_ID")
             .map(|(_, v)| v.to_string_lossy().into_owned())
     }
+    /// `<root>/<data dir name>-<start>.<stream>`: nodes sharing a root keep separate logs.
     fn log_path(&self, stream: &str) -> PathBuf {
-        self.root.join(format!("node-{}.{stream}", self.starts))
+        let name = self
+            .data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "node".into());
+        self.root.join(format!("{name}-{}.{stream}", self.starts))
     }
     /// Everything the current (or last) process wrote to stdout.
     pub fn stdout(&self) -> String {

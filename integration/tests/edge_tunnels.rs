@@ -16,6 +16,11 @@ fn xpod(args: &[&str]) -> std::process::Output {
 
 /// A center with a CA (so it can sign joins) and a certificate for `center-1`.
 fn start_center(tmp: &TempDir) -> NodeProcess {
+    start_center_with(tmp, None)
+}
+
+/// [`start_center`] with a config file holding `config`.
+fn start_center_with(tmp: &TempDir, config: Option<&str>) -> NodeProcess {
     let data = tmp.path().join("center");
     let d = data.to_str().unwrap();
     assert!(xpod(&["ca", "init", "--data-dir", d]).status.success());
@@ -36,10 +41,15 @@ fn start_center(tmp: &TempDir) -> NodeProcess {
         "{}",
         String::from_utf8_lossy(&issued.stderr)
     );
-    NodeProcess::builder()
+    let mut b = NodeProcess::builder()
         .data_dir(&data)
-        .env("XPOD_NODE_ID", "center-1")
-        .start()
+        .env("XPOD_NODE_ID", "center-1");
+    if let Some(c) = config {
+        let path = tmp.path().join("center.toml");
+        std::fs::write(&path, c).unwrap();
+        b = b.arg("--config").arg(path);
+    }
+    b.start()
 }
 
 fn new_token(center: &NodeProcess, single_use: bool) -> String {
@@ -243,5 +253,50 @@ fn edges_reconnect_after_center_restart() {
     eprintln!(
         "edge re-registered {:.2} s after the center restarted",
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Presence on the seed's rule, with the timings shortened through `[tunnel.presence]`
+/// (heartbeat 1 s, inactive after 2 s, offline after 4 s; the defaults are 15 s / 60 s / 5 min):
+/// heartbeats keep a live edge online past the inactive threshold; after kill -9 the center marks it
+/// inactive, then offline, and requests for its services fail fast with 503.
+#[test]
+fn edge_presence_follows_heartbeats() {
+    let tmp = TempDir::new("xpod-edges-presence");
+    let center = start_center_with(
+        &tmp,
+        Some("[tunnel]\nedge_domain = \"edges.test\"\n\n[tunnel.presence]\nheartbeat_secs = 1\ninactive_after_secs = 2\noffline_after_secs = 4\n"),
+    );
+    let token = new_token(&center, true);
+    let mut edge = start_edge(&tmp, "edge1", &center, Some(&token));
+    let id = edge.node_id();
+    wait_status(&center, &id, "online");
+    // Three inactive periods of heartbeats: still online.
+    std::thread::sleep(Duration::from_secs(6));
+    let row = wait_status(&center, &id, "online");
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - row["lastHeartbeat"].as_i64().unwrap();
+    assert!(
+        age < 2_000,
+        "heartbeats should arrive every second; the last is {age} ms old"
+    );
+
+    edge.kill9();
+    wait_status(&center, &id, "inactive");
+    wait_status(&center, &id, "offline");
+    let t0 = Instant::now();
+    let r = Curl::get(format!("{}/", center.url()))
+        .header(format!("Host: web.{id}.edges.test"))
+        .arg("--max-time")
+        .arg("5")
+        .send();
+    assert_eq!(r.status, 503, "an offline edge's service: {}", r.text());
+    assert_eq!(r.json()["code"], "edge_unavailable");
+    eprintln!(
+        "503 for the offline edge in {} ms",
+        t0.elapsed().as_millis()
     );
 }

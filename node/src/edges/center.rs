@@ -8,11 +8,11 @@ use tracing::Instrument as _;
 use xpod_storage::meta::{self, NodeRecord, NodeStatus, NodeType};
 use xpod_tunnel::endpoint::{driver, Accepted, CenterEndpoint};
 use xpod_tunnel::identity::{NodeRole, PeerIdentity};
-use xpod_tunnel::proto::{Event, PeerStatus, Register, ServerConfig, Session, Timers};
+use xpod_tunnel::proto::{Event, PeerStatus, Register, ServerConfig, Session};
 
 use crate::app::App;
 
-/// How often the presence sweeper looks at the edges this center holds.
+/// How often (at most) the presence sweeper looks at the edges this center holds.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Accepts tunnels until `shutdown`, then closes the endpoint (edges reconnect elsewhere).
@@ -50,7 +50,7 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     let session = Session::new_server(
         ServerConfig {
             center_id: app.node_id.clone(),
-            timers: Timers::default(),
+            timers: super::presence_timers(&app.config.tunnel.presence),
         },
         peer.node_id.clone(),
         tokio::time::Instant::now().into_std(),
@@ -164,8 +164,8 @@ async fn update(app: &App, node_id: &str, f: impl FnOnce(&mut NodeRecord)) {
 /// Marks the edges this center holds inactive/offline by the seed's timings, from their last
 /// heartbeat — also for edges whose tunnel is gone, which no session reports any more.
 async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let timers = Timers::default();
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let timers = super::presence_timers(&app.config.tunnel.presence);
+    let mut tick = tokio::time::interval(SWEEP_EVERY.min(timers.heartbeat_interval));
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,

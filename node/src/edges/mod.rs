@@ -54,3 +54,14 @@ pub fn load_identity(data_dir: &Path) -> anyhow::Result<Option<NodeIdentity>> {
         .with_context(|| format!("loading the node identity in {}", data_dir.display()))?;
     Ok(Some(id))
 }
+
+/// Session timings from `[tunnel.presence]` (the seed's 15 s / 60 s / 5 min by default).
+pub fn presence_timers(p: &xpod_config::PresenceConfig) -> xpod_tunnel::proto::Timers {
+    use std::time::Duration;
+    xpod_tunnel::proto::Timers {
+        heartbeat_interval: Duration::from_secs(p.heartbeat_secs),
+        inactive_after: Duration::from_secs(p.inactive_after_secs),
+        offline_after: Duration::from_secs(p.offline_after_secs),
+        ..Default::default()
+    }
+}
