@@ -330,3 +330,109 @@ fn http_reaches_an_edge_service_through_the_center() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A WebSocket echo service: echoes every message and, first, sends the `X-Forwarded-For` it
+/// saw in the handshake as a text message.
+async fn start_ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut xff = String::from("-");
+                let callback =
+                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                        if let Some(v) = req.headers().get("x-forwarded-for") {
+                            xff = v.to_str().unwrap_or("?").to_string();
+                        }
+                        Ok(resp)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                if ws.send(Message::text(format!("xff={xff}"))).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_the_center() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let tmp = TempDir::new("xpod-edge-ws");
+    let backend = start_ws_echo().await;
+    // The harness is blocking (processes, curl): run it off the async workers.
+    let (center, _edge, id) = tokio::task::block_in_place(|| {
+        let center = start_center(&tmp);
+        let edge = start_edge(&tmp, &center, backend);
+        let id = edge.node_id();
+        wait_online(&center, &id);
+        (center, edge, id)
+    });
+    let port = center.port();
+    let url = format!("ws://web.{id}.edges.test:{port}/chat");
+
+    // The tunnel may take a moment to be usable after the edge shows online.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut ws, resp) = loop {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        match tokio_tungstenite::client_async(url.as_str(), tcp).await {
+            Ok(ok) => break ok,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("websocket handshake not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("websocket handshake through the center failed: {e}"),
+        }
+    };
+    assert_eq!(resp.status(), 101);
+    assert_eq!(
+        resp.headers()
+            .get("x-xpod-node")
+            .and_then(|v| v.to_str().ok()),
+        Some("center-1")
+    );
+
+    let first = ws.next().await.expect("a first message").unwrap();
+    assert_eq!(
+        first,
+        Message::text("xff=127.0.0.1"),
+        "the handshake carried the client's address"
+    );
+    for i in 0..50 {
+        let text = format!("message {i}");
+        ws.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    // A 4 MiB binary message crosses intact both ways.
+    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Binary(b) => assert!(b[..] == big[..], "binary echo differs"),
+        other => panic!("expected a binary echo, got {other:?}"),
+    }
+    ws.close(None).await.unwrap();
+
+    // A second WebSocket on a new connection works too.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let again = tokio_tungstenite::client_async(url.as_str(), tcp).await;
+    assert!(again.is_ok(), "a second WebSocket works too: {again:?}");
+}

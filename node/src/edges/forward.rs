@@ -14,8 +14,13 @@
 //! exchange that fails before the response head → 502 `bad_gateway`. The edge itself answers 502
 //! for a service it does not publish.
 //!
-//! Not yet: WebSocket/`Upgrade` (the `Upgrade` header is hop-by-hop and stripped), HTTPS on the
-//! center (`proto` is always `http`), forwarding through another center that holds the edge.
+//! Upgrades (WebSocket): a request with `Connection: upgrade` keeps its `Upgrade` header; when
+//! the edge's service answers `101 Switching Protocols`, the client's connection and the QUIC
+//! stream are joined and relayed as raw bytes until either side closes. Any other answer is
+//! passed on as a normal response.
+//!
+//! Not yet: HTTPS on the center (`proto` is always `http`), forwarding through another center
+//! that holds the edge.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -190,17 +195,86 @@ pub async fn forward(
             )))
         }
     };
-    let req = prepare(req, host, peer);
-    let resp = sender.send_request(req).await.map_err(|e| {
+    let mut req = req;
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let mut req = prepare(req, host, peer);
+    if let Some(protocol) = &upgrade {
+        let h = req.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, protocol.clone());
+    }
+    let mut resp = sender.send_request(req).await.map_err(|e| {
         tracing::info!(node = %route.node, service = %route.service, error = %e, "forwarded request failed");
         bad_gateway(format!("no response: {e}"))
     })?;
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded = match (switching, client_upgrade) {
+        (true, Some(client)) => {
+            let edge = hyper::upgrade::on(&mut resp);
+            tokio::spawn(relay_upgraded(client, edge, route.clone()));
+            true
+        }
+        (true, None) => {
+            return Err(bad_gateway(
+                "the service switched protocols without being asked to".into(),
+            ))
+        }
+        _ => false,
+    };
     let (mut parts, body) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    if upgraded {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(p) = protocol {
+            parts.headers.insert(header::UPGRADE, p);
+        }
+    }
     Ok(Response::from_parts(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
     ))
+}
+
+/// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
+/// `upgrade`.
+fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Joins an upgraded client connection and the upgraded stream to the edge, byte for byte,
+/// until either side closes.
+async fn relay_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    edge: hyper::upgrade::OnUpgrade,
+    route: EdgeRoute,
+) {
+    let (client, edge) = match tokio::try_join!(client, edge) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::info!(node = %route.node, service = %route.service, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut edge = TokioIo::new(edge);
+    match tokio::io::copy_bidirectional(&mut client, &mut edge).await {
+        Ok((up, down)) => {
+            tracing::debug!(node = %route.node, service = %route.service, up, down, "upgraded connection closed")
+        }
+        Err(e) => {
+            tracing::debug!(node = %route.node, service = %route.service, error = %e, "upgraded connection ended")
+        }
+    }
 }
 
 enum Open {
@@ -235,7 +309,7 @@ async fn open(
         .map_err(|e| Open::Failed(format!("HTTP handshake: {e}")))?;
     let node = route.node.clone();
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(%node, error = %e, "forwarded HTTP exchange ended with an error");
         }
     });
