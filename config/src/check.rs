@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::error::ConfigError;
 use crate::validate as v;
-use crate::Config;
+use crate::{Config, ServiceKind};
 
 /// Every dotted key that has a rule, in file order.
 pub(crate) const KEYS: &[&str] = &[
@@ -225,6 +225,12 @@ impl Config {
                 return Err((
                     key("local"),
                     format!("expected IP:PORT with a port above 0, got {}", s.local),
+                ));
+            }
+            if s.proxy_protocol && s.kind == ServiceKind::Http {
+                return Err((
+                    key("proxy_protocol"),
+                    "PROXY protocol is for kind \"tls\" or \"tcp\"; HTTP services get Forwarded/X-Forwarded-For headers".into(),
                 ));
             }
         }

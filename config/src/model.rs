@@ -327,6 +327,11 @@ pub struct TunnelService {
     /// How it is forwarded (default `http`).
     #[serde(default)]
     pub kind: ServiceKind,
+    /// For `tls` and `tcp` services: start each connection to the local service with a PROXY
+    /// protocol v2 header carrying the original client's address (default off). HTTP services
+    /// get `Forwarded`/`X-Forwarded-For` instead.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// How a published service is forwarded. TOML `"http"`, `"tls"` or `"tcp"`.

@@ -333,6 +333,7 @@ fn http_reaches_an_edge_service_through_the_center() {
 
 /// A WebSocket echo service: echoes every message and, first, sends the `X-Forwarded-For` it
 /// saw in the handshake as a text message.
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback signature
 async fn start_ws_echo() -> SocketAddr {
     use futures_util::{SinkExt as _, StreamExt as _};
     use tokio_tungstenite::tungstenite::Message;

@@ -126,15 +126,47 @@ fn start_echo() -> SocketAddr {
     addr
 }
 
+/// A service that expects a PROXY protocol v2 header and answers what it said:
+/// `src=<addr> dst=<addr>\n` (or `error=<why>\n`), then closes.
+fn start_whoami() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let answer = loop {
+                    match xpod_tunnel::proto::proxy_v2::decode(&buf) {
+                        Ok(Some((Some((src, dst)), _))) => break format!("src={src} dst={dst}\n"),
+                        Ok(Some((None, _))) => break "local\n".to_string(),
+                        Err(e) => break format!("error={e}\n"),
+                        Ok(None) => {}
+                    }
+                    let mut b = [0u8; 64];
+                    match conn.read(&mut b) {
+                        Ok(0) | Err(_) => break "error=eof before a PROXY header\n".to_string(),
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
 /// A center with a CA, a certificate for `center-1`, TLS passthrough on `tls` and forwards
 /// `fwd_echo` → edge-1/echo, `fwd_wrong_kind` → edge-1/web (a TLS service), `fwd_ghost` →
-/// ghost/echo (an edge that never connects).
+/// ghost/echo (an edge that never connects), `fwd_whoami` → edge-1/whoami (PROXY v2).
 fn start_center(
     tmp: &TempDir,
     tls: u16,
     fwd_echo: u16,
     fwd_wrong_kind: u16,
     fwd_ghost: u16,
+    fwd_whoami: u16,
 ) -> NodeProcess {
     let data = tmp.path().join("center");
     let d = data.to_str().unwrap();
@@ -163,7 +195,8 @@ fn start_center(
             "[tunnel]\nedge_domain = \"edges.test\"\ntls_listen = \"127.0.0.1:{tls}\"\n\n\
              [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_echo}\"\nnode = \"{EDGE}\"\nservice = \"echo\"\n\n\
              [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_wrong_kind}\"\nnode = \"{EDGE}\"\nservice = \"web\"\n\n\
-             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_ghost}\"\nnode = \"ghost\"\nservice = \"echo\"\n"
+             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_ghost}\"\nnode = \"ghost\"\nservice = \"echo\"\n\n\
+             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_whoami}\"\nnode = \"{EDGE}\"\nservice = \"whoami\"\n"
         ),
     )
     .unwrap();
@@ -190,13 +223,15 @@ fn start_edge(
     center: &NodeProcess,
     tls: SocketAddr,
     echo: SocketAddr,
+    whoami: SocketAddr,
 ) -> NodeProcess {
     let config = tmp.path().join("edge.toml");
     std::fs::write(
         &config,
         format!(
             "role = \"edge\"\n\n[[tunnel.services]]\nname = \"web\"\nlocal = \"{tls}\"\nkind = \"tls\"\n\n\
-             [[tunnel.services]]\nname = \"echo\"\nlocal = \"{echo}\"\nkind = \"tcp\"\n"
+             [[tunnel.services]]\nname = \"echo\"\nlocal = \"{echo}\"\nkind = \"tcp\"\n\n\
+             [[tunnel.services]]\nname = \"whoami\"\nlocal = \"{whoami}\"\nkind = \"tcp\"\nproxy_protocol = true\n"
         ),
     )
     .unwrap();
@@ -285,15 +320,25 @@ fn tls_passthrough_and_tcp_forwards_reach_edge_services() {
     let (_s_server, tls_service) = start_tls_service(tmp.path(), &web);
     let cacert = tmp.path().join("cert.pem");
     let echo = start_echo();
-    let (tls, fwd_echo, fwd_wrong, fwd_ghost) =
-        (free_port(), free_port(), free_port(), free_port());
-    let center = start_center(&tmp, tls, fwd_echo, fwd_wrong, fwd_ghost);
-    let edge = start_edge(&tmp, &center, tls_service, echo);
+    let whoami = start_whoami();
+    let (tls, fwd_echo, fwd_wrong, fwd_ghost, fwd_whoami) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let center = start_center(&tmp, tls, fwd_echo, fwd_wrong, fwd_ghost, fwd_whoami);
+    let edge = start_edge(&tmp, &center, tls_service, echo, whoami);
     assert_eq!(edge.node_id(), EDGE);
     let row = wait_online(&center, EDGE);
     assert_eq!(
         row["capacity"]["services"],
-        json!([{"name": "echo", "kind": "tcp"}, {"name": "web", "kind": "tls"}]),
+        json!([
+            {"name": "echo", "kind": "tcp"},
+            {"name": "web", "kind": "tls"},
+            {"name": "whoami", "kind": "tcp"}
+        ]),
         "the edge reports its services: {row}"
     );
 
@@ -368,6 +413,18 @@ fn tls_passthrough_and_tcp_forwards_reach_edge_services() {
     if let Some(i) = (0..MIB).find(|&i| back[i] != data[i]) {
         panic!("echo differs at byte {i}");
     }
+
+    // PROXY protocol v2: the service with proxy_protocol = true learns the client's exact
+    // address and port (the echo above got no header: its bytes came back unchanged).
+    let mut s = TcpStream::connect(("127.0.0.1", fwd_whoami)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        answer,
+        format!("src={} dst={whoami}\n", s.local_addr().unwrap()),
+        "the PROXY header names the client and the service"
+    );
 
     // A forward to a service of another kind, or to an edge that is not connected: closed.
     assert_closed(fwd_wrong, "forward to a tls service");

@@ -19,7 +19,7 @@
 //! Tasks: the accept loop ends when the connection does; each stream task ends when its relay
 //! does (either side's EOF/error, or the connection's end).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub struct Services {
     /// This edge's node id (to find the service label in a TLS server name).
     node_id: String,
     by_name: HashMap<String, (ServiceKind, SocketAddr)>,
+    /// Services that want a PROXY protocol v2 header (`proxy_protocol = true`).
+    proxy: HashSet<String>,
 }
 
 impl Services {
@@ -52,9 +54,16 @@ impl Services {
             .iter()
             .map(|s| (s.name.clone(), (s.kind, s.local)))
             .collect();
+        let proxy = tunnel
+            .services
+            .iter()
+            .filter(|s| s.proxy_protocol)
+            .map(|s| s.name.clone())
+            .collect();
         Services {
             node_id: node_id.to_string(),
             by_name,
+            proxy,
         }
     }
 
@@ -183,13 +192,13 @@ async fn serve_stream(
                 .service_for_sni(&sni)
                 .ok_or_else(|| format!("server name {sni:?} is not a name of this edge"))
                 .and_then(|name| Ok((services.local(&name, ServiceKind::Tls)?, name)));
-            return raw(send, recv, rest, found, "tls", &client).await;
+            return raw(send, recv, rest, found, "tls", client_addr, &services).await;
         }
         Target::Tcp { service } => {
             let found = services
                 .local(&service, ServiceKind::Tcp)
                 .map(|addr| (addr, service));
-            return raw(send, recv, rest, found, "tcp", &client).await;
+            return raw(send, recv, rest, found, "tcp", client_addr, &services).await;
         }
         other => {
             tracing::info!(target = ?other, "stream target not served by edges; reset");
@@ -236,14 +245,18 @@ async fn serve_stream(
 
 /// Serves a TLS passthrough or TCP stream: `found` is the local address and the service's name,
 /// or why there is none (the stream is reset, as it is when the service cannot be reached).
+/// A service with `proxy_protocol = true` first gets a PROXY v2 header: source the original
+/// client (LOCAL if the center did not say), destination the service's local address.
 async fn raw(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     rest: BytesMut,
     found: Result<(SocketAddr, String), String>,
     kind: &'static str,
-    client: &str,
+    client_addr: Option<SocketAddr>,
+    services: &Services,
 ) {
+    let client = client_addr.map(|a| a.to_string()).unwrap_or_default();
     let (local, service) = match found {
         Ok(f) => f,
         Err(why) => {
@@ -252,7 +265,7 @@ async fn raw(
             return;
         }
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local))
+    let mut tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local))
         .await
     {
         Ok(Ok(t)) => t,
@@ -268,6 +281,14 @@ async fn raw(
         }
     };
     let _ = tcp.set_nodelay(true);
+    if services.proxy.contains(&service) {
+        let header = proto::proxy_v2::encode(client_addr, local);
+        if let Err(e) = tcp.write_all(&header).await {
+            tracing::warn!(%service, %local, error = %e, "writing the PROXY header failed; reset");
+            refuse(send, recv);
+            return;
+        }
+    }
     tracing::debug!(kind, %service, %local, %client, "relaying a connection");
     relay(send, recv, rest, tcp).await;
 }

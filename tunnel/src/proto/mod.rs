@@ -56,6 +56,7 @@ mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod proxy_v2;
 pub mod session;
 pub mod stream_header;
 
