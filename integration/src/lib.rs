@@ -4,8 +4,10 @@
 //!   named by `XPOD_TEST_PG_URL`), used by the PostgreSQL metadata tests and multi-node tests.
 //! - [`node`]: a real `xpod up` child process on a free port with its own data dir (kill -9,
 //!   SIGTERM, restart), used by the end-to-end and multi-node tests and the benchmarks.
+//! - [`edges`]: centers with a cluster CA, join tokens, edges that join, presence, memory.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 
 pub mod curl;
+pub mod edges;
 pub mod node;
 pub mod pg;
