@@ -87,6 +87,52 @@ impl PgServer {
         with_database(&self.url, &name)
     }
 
+    /// What a restart of PostgreSQL does to its clients: in cluster mode a real
+    /// `pg_ctl restart -m fast` (every connection drops, new ones are refused until it is back);
+    /// on an external server (which other tests share) every backend of this test's database is
+    /// terminated instead. Returns a line saying which one happened.
+    pub fn restart(&self) -> anyhow::Result<String> {
+        match &self.kind {
+            Kind::Cluster {
+                dir,
+                pg_ctl,
+                as_postgres,
+            } => {
+                run(pg_command(*as_postgres, pg_ctl)
+                    .arg("-D")
+                    .arg(dir.join("data"))
+                    .arg("-l")
+                    .arg(dir.join("log"))
+                    .args(["-m", "fast", "-w", "-t", "60", "restart"]))
+                .context("pg_ctl restart")?;
+                Ok("restarted the throwaway PostgreSQL cluster (pg_ctl restart -m fast)".into())
+            }
+            Kind::External { .. } => {
+                let url = self.url.clone();
+                let n = block_on_thread(async move { PgServer::terminate_all_on(&url).await })?;
+                Ok(format!(
+                    "XPOD_TEST_PG_URL is a shared server: terminated all {n} connections of this test's database instead of restarting it"
+                ))
+            }
+        }
+    }
+
+    async fn terminate_all_on(url: &str) -> anyhow::Result<u64> {
+        let client = connect(url).await?;
+        let rows = client
+            .query(
+                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .context("pg_terminate_backend")?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.try_get::<_, bool>("ok").unwrap_or(false))
+            .count() as u64)
+    }
+
     /// Terminates every backend of this database whose last query was `LISTEN …` (the
     /// change-feed connections); returns how many were terminated.
     pub async fn terminate_listeners(&self) -> anyhow::Result<u64> {
@@ -372,9 +418,10 @@ pub async fn sql(url: &str, statement: &str) -> anyhow::Result<()> {
 
 /// Runs a future to completion on a fresh runtime in a new thread: usable from sync code
 /// (`start`, `Drop`) even when called inside a tokio runtime.
-fn block_on_thread<F>(fut: F) -> anyhow::Result<()>
+fn block_on_thread<F, T>(fut: F) -> anyhow::Result<T>
 where
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
 {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -34,6 +34,12 @@ pub struct App {
     pub max_body: u64,
     /// A center: the edges whose tunnel it holds (for forwarding to their services).
     pub edges: crate::edges::forward::EdgeRegistry,
+    /// Pod → owner, in memory (kept fresh by the change feed: `mesh::follow_feed`).
+    pub owners: xpod_routing::OwnerTable,
+    /// Connections to the other centers.
+    pub mesh: crate::mesh::Mesh,
+    /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
+    pub quic_address: std::sync::OnceLock<String>,
 }
 
 impl App {
@@ -48,7 +54,27 @@ impl App {
         let target = TargetConfig {
             pods_domain: config.http.pods_domain.clone(),
         };
+        let owners = {
+            let meta = meta.clone();
+            xpod_routing::OwnerTable::new(move |pod_id: String| {
+                let meta = meta.clone();
+                async move {
+                    meta.get_pod(&pod_id)
+                        .await
+                        .map(|p| {
+                            p.map(|p| xpod_routing::Owner {
+                                node_id: p.node_id,
+                                epoch: p.epoch,
+                            })
+                        })
+                        .map_err(|e| e.to_string())
+                }
+            })
+        };
         let app = Arc::new(App {
+            owners,
+            mesh: Default::default(),
+            quic_address: Default::default(),
             node_id,
             meta,
             blobs,
@@ -76,7 +102,7 @@ impl App {
             region: self.config.region.clone(),
             internal_address: Some(self.base_url.clone()),
             public_address: Some(self.base_url.clone()),
-            quic_address: None,
+            quic_address: self.quic_address.get().cloned(),
             status,
             attached_centers: Vec::new(),
             capacity: serde_json::json!({}),

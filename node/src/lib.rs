@@ -8,6 +8,7 @@
 //! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
+//! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
 //! - [`server`]: accept loop, hyper connections, graceful drain.
 //! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod cluster_ca;
 pub mod edges;
 pub mod http;
+pub mod mesh;
 pub mod metrics;
 pub mod server;
 
@@ -58,10 +60,12 @@ pub async fn run(
     tracing::info!(node_id = %node_id, listen = %addr, url = %app.base_url, metadata = app.meta.backend(), objects = %app.blobs.url(), "xpod node serving");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
+    let feed = tokio::spawn(mesh::follow_feed(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = feed.await;
     if let Some(t) = tunnels {
         let _ = t.await;
     }
@@ -113,7 +117,18 @@ async fn start_tunnels(
             let joins = authority.is_some();
             let endpoint = xpod_tunnel::endpoint::CenterEndpoint::bind(quic, &identity, authority)
                 .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
-            tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges");
+            tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges and centers");
+            // The mesh dials other centers from this same endpoint and advertises its address.
+            app.mesh.enable(
+                endpoint.endpoint().clone(),
+                xpod_tunnel::endpoint::mesh_client_config(&identity)?,
+            );
+            let _ = app
+                .quic_address
+                .set(advertised_quic(endpoint.local_addr(), &app.base_url));
+            app.heartbeat(xpod_storage::meta::NodeStatus::Online)
+                .await
+                .context("publishing this center's QUIC address")?;
             let mut tasks = tokio::task::JoinSet::new();
             // TLS passthrough and TCP forwards: bound now so a taken port stops start-up.
             if let Some(addr) = app.config.tunnel.tls_listen {
@@ -142,6 +157,7 @@ async fn start_tunnels(
                     stop.clone(),
                 ));
             }
+            tasks.spawn(mesh::Mesh::run(app.clone(), stop.clone()));
             tasks.spawn(edges::center::serve(app.clone(), endpoint, stop));
             Ok(Some(tokio::spawn(async move {
                 tasks.join_all().await;
@@ -162,6 +178,29 @@ async fn start_tunnels(
             })))
         }
     }
+}
+
+/// The QUIC address other centers dial: the bound address, or — when bound to all interfaces —
+/// the host of the base URL with the bound port.
+fn advertised_quic(bound: std::net::SocketAddr, base_url: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = base_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(base_url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    if host.is_empty() {
+        return server::reachable(bound).to_string();
+    }
+    format!("{host}:{}", bound.port())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -20,6 +20,7 @@ pub struct Metrics {
     bytes_received: AtomicU64,
     blobs_collected: AtomicU64,
     audit_failures: AtomicU64,
+    forwarded: AtomicU64,
 }
 
 #[derive(Default)]
@@ -69,6 +70,11 @@ impl Metrics {
 
     pub fn add_blobs_collected(&self, n: u64) {
         self.blobs_collected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A pod request forwarded to its owner over the mesh.
+    pub fn forwarded(&self) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_failed(&self) {
@@ -133,6 +139,12 @@ impl Metrics {
                 "counter",
                 "Unreferenced blobs deleted.",
                 self.blobs_collected.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_mesh_forwarded_requests_total",
+                "counter",
+                "Pod requests forwarded to their owner over the mesh.",
+                self.forwarded.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "xpod_audit_failures_total",

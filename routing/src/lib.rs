@@ -1,6 +1,8 @@
 //! xpod routing: what a request is for, and (with later issues) who owns it and where it goes.
 //!
 //! # Layout
+//! - [`owners`]: the owner table — pod → (owner, epoch) in memory, single-flight loads,
+//!   invalidation by the change feed.
 //! - [`path`]: strict parsing of request paths into decoded resource paths (rejects `..`,
 //!   encoded slashes, control characters) and the inverse encoding for URLs we emit.
 //! - [`sni`]: sans-IO parsing of the server name from a TLS ClientHello (TLS passthrough).
@@ -10,9 +12,11 @@
 //! Parsing never panics: anything that is not a valid name or path is an error that the node
 //! answers with 400.
 
+pub mod owners;
 pub mod path;
 pub mod sni;
 pub mod target;
 
+pub use owners::{Owner, OwnerTable};
 pub use path::{encode_path, parse_resource_path, PathError};
 pub use target::{classify, OpsRoute, Target, TargetConfig, TargetError};

@@ -32,9 +32,8 @@ pub async fn serve(
                 tokio::spawn(edge_session(app.clone(), conn, peer));
             }
             Some(Accepted::Node { conn, peer }) => {
-                // The mesh between centers comes with request routing (issue 4).
-                tracing::info!(peer = %peer.node_id, "center-to-center tunnels are not served yet; closing");
-                conn.close(0u32.into(), b"center mesh not available on this node yet");
+                // Another center: it forwards pod requests to this node (crate::mesh).
+                tokio::spawn(crate::mesh::serve::peer(app.clone(), conn, peer.node_id));
             }
             Some(_) => {}
             None => break,

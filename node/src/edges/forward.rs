@@ -225,6 +225,8 @@ pub async fn forward(
     let (mut parts, body) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    // This center serves the response; an edge's service cannot speak for a node.
+    parts.headers.remove("x-xpod-node");
     if upgraded {
         parts
             .headers
@@ -318,7 +320,7 @@ async fn open(
 
 /// The request as the edge's service gets it: origin-form target, HTTP/1.1, no hop-by-hop
 /// headers (nor `Expect`: this node already answered it), plus the forwarding headers.
-fn prepare(req: Request<Incoming>, host: &str, peer: SocketAddr) -> Request<Incoming> {
+pub(crate) fn prepare(req: Request<Incoming>, host: &str, peer: SocketAddr) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let target = parts
         .uri
@@ -379,7 +381,7 @@ fn append(h: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()

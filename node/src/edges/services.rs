@@ -135,7 +135,7 @@ pub async fn serve_connection(conn: quinn::Connection, services: Arc<Services>) 
 }
 
 /// Reads the header: `Ok(Some((header, rest)))`, `Ok(None)` on a clean EOF before any byte.
-async fn read_header(
+pub(crate) async fn read_header(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<(StreamHeader, BytesMut)>, String> {
     let mut buf = BytesMut::with_capacity(512);

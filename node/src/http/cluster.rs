@@ -1,5 +1,5 @@
 //! The cluster API under `/.cluster` (admin key on every route):
-//! `GET/POST /pods`, `GET /pods/{podId}`, `GET /nodes`, `GET /nodes/{nodeId}`,
+//! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`, `GET /nodes`, `GET /nodes/{nodeId}`,
 //! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges).
 
 use http::{Method, Request, Response, StatusCode};
@@ -44,6 +44,11 @@ pub async fn handle(
             None => Err(ApiError::not_found(format!("pod {pod_id} not found"))),
         },
         (["pods", _], _) => Err(ApiError::method_not_allowed("GET")),
+        (["pods", pod_id, "migrate"], &Method::POST) => {
+            let pod_id = pod_id.to_string();
+            migrate_pod(ctx, &pod_id, req).await
+        }
+        (["pods", _, "migrate"], _) => Err(ApiError::method_not_allowed("POST")),
         (["nodes"], &Method::GET) => {
             let nodes = ctx.app.meta.list_nodes().await?;
             Ok(body::json(StatusCode::OK, &json!({"nodes": nodes})))
@@ -117,6 +122,55 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MigratePod {
+    target_node: String,
+}
+
+/// Moves a pod to another node (ARCHITECTURE §6): one transaction makes the target the owner
+/// with epoch + 1 and notifies every node; routing follows at once (owners check their own
+/// ownership, so a node with a stale table forwards to the old owner, which passes it on).
+/// 404: unknown pod or node; 409: target not online, or already the owner. The byte copy
+/// between regions is the storage layer's; until it exists the status goes to `done` as soon
+/// as the owner has changed (all centers share one object store per region).
+async fn migrate_pod(
+    ctx: &Ctx,
+    pod_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let input: MigratePod = read_json(req).await?;
+    xpod_config::validate_node_id(&input.target_node)
+        .map_err(|e| ApiError::bad_request(format!("targetNode: {e}")))?;
+    let before = ctx.app.meta.get_pod(pod_id).await?;
+    let moved = ctx
+        .app
+        .meta
+        .transfer_pod(pod_id, &input.target_node)
+        .await?;
+    ctx.app.owners.invalidate(pod_id);
+    ctx.app
+        .meta
+        .set_migration_state(pod_id, Some(meta::MigrationStatus::Done), Some(100))
+        .await?;
+    ctx.audit(
+        "pod.migrate",
+        pod_id,
+        json!({
+            "from": before.map(|p| p.node_id),
+            "to": moved.node_id,
+            "epoch": moved.epoch,
+        }),
+    )
+    .await;
+    tracing::info!(pod = pod_id, to = %moved.node_id, epoch = moved.epoch, "pod migrated");
+    let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(moved);
+    Ok(body::json(
+        StatusCode::ACCEPTED,
+        &serde_json::to_value(pod).unwrap_or_default(),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -80,8 +80,11 @@ pub async fn handle(
         Err(e) => error_response(&e, &trace_id),
     };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&app.node_id) {
-        h.insert("x-xpod-node", v);
+    // A response forwarded from a pod's owner already names the owner.
+    if !h.contains_key("x-xpod-node") {
+        if let Ok(v) = HeaderValue::from_str(&app.node_id) {
+            h.insert("x-xpod-node", v);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         h.insert("x-trace-id", v);
@@ -129,6 +132,14 @@ async fn dispatch(
     }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Target::Pod { pod_id, .. } = &target {
+        // Not ours: the owner authenticates and serves it (ARCHITECTURE §5).
+        if let crate::mesh::route::Decision::Forward(owner) =
+            crate::mesh::route::decide(&app, pod_id, &req).await?
+        {
+            return crate::mesh::forward::pod(&app, owner, pod_id, peer, req).await;
+        }
+    }
     if let Target::Ops(route) = target {
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;

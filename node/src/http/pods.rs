@@ -1,7 +1,8 @@
 //! Pod resources over HTTP: the LDP basics of the Solid Protocol.
 //!
-//! A request has already been classified to (pod, decoded path). Here: look the pod up, check
-//! this node owns it, authorize through [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/
+//! A request has already been classified to (pod, decoded path) and routed here by the owner
+//! table (`crate::mesh::route`). Here: read the pod row, check this node owns it (else forward
+//! it to the owner after all), authorize through [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/
 //! PUT/POST/DELETE. Bodies stream: a PUT goes straight into a new immutable blob, then one
 //! fenced, conditional metadata transaction makes it visible (or the blob is deleted again).
 //! Preconditions are checked before the upload (to fail fast) and again inside the
@@ -83,12 +84,13 @@ async fn serve(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
     if pod.node_id != app.node_id {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wrong_owner",
-            format!("pod {pod_id} is owned by node {} (epoch {}); forwarding between nodes is not available on this node", pod.node_id, pod.epoch),
-        )
-        .with_details(json!({"podId": pod_id, "owner": pod.node_id, "epoch": pod.epoch})));
+        // The owner table said this node; the store says otherwise: it was stale.
+        app.owners.invalidate(pod_id);
+        let owner = xpod_routing::Owner {
+            node_id: pod.node_id.clone(),
+            epoch: pod.epoch,
+        };
+        return crate::mesh::forward::pod(app, owner, pod_id, ctx.peer, req).await;
     }
     let method = req.method().clone();
     if method == Method::OPTIONS {

@@ -55,7 +55,7 @@ pub use join::{
     join, join_with_timeout, BoxFuture, JoinAuthority, JoinError, DEFAULT_EDGE_CERT_DAYS,
     JOIN_STEP_TIMEOUT, MAX_JOIN_MESSAGE,
 };
-pub use server::{Accepted, CenterEndpoint, EndpointError, MAX_CONCURRENT_JOINS};
+pub use server::{verified_peer, Accepted, CenterEndpoint, EndpointError, MAX_CONCURRENT_JOINS};
 
 /// ALPN of the mesh/tunnel protocol (mutual TLS).
 pub const ALPN_MESH: &[u8] = b"xpod/1";
@@ -129,6 +129,16 @@ pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
     ));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
     Arc::new(t)
+}
+
+/// The client config a center uses to dial another center over `xpod/1` (the mesh): mutual
+/// TLS with this node's certificate, the peer accepted only with a center certificate from the
+/// cluster CA, and the same transport settings as the tunnels.
+pub fn mesh_client_config(
+    identity: &crate::identity::NodeIdentity,
+) -> Result<quinn::ClientConfig, EndpointError> {
+    let tls = crate::identity::client_config(identity, &[ALPN_MESH])?;
+    quinn_client_config(tls).map_err(EndpointError::Tls)
 }
 
 /// A quinn client config from a rustls client config.

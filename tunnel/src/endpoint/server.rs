@@ -302,7 +302,7 @@ async fn handshake(incoming: quinn::Incoming, ctx: Arc<AcceptContext>, _guard: s
 }
 
 /// The identity of an `xpod/1` peer from its verified certificate, or why there is none.
-fn verified_peer(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
+pub fn verified_peer(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
     let certs = conn
         .peer_identity()
         .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok());

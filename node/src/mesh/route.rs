@@ -1,0 +1,85 @@
+//! Where a pod request goes: served here, or forwarded to the owner (ARCHITECTURE §5).
+//!
+//! The owner table answers from memory. A request that came over the mesh ([`MeshHop`] in its
+//! extensions — set only by [`super::serve`], so a client cannot forge it) for a pod this
+//! node's table says it does not own makes the table reload that pod once from the metadata
+//! store before forwarding on: the sender believed this node was the owner, so one of the two
+//! views is stale. The hop count bounds any remaining loop (508).
+//!
+//! A request that is served here still reads the pod row itself (for access mode and the fence
+//! epoch); if that row names another owner, the table is stale: [`super::forward`] takes over.
+
+use http::Request;
+use hyper::body::Incoming;
+use xpod_routing::Owner;
+
+use crate::app::App;
+use crate::http::error::ApiError;
+
+/// Set on a request that arrived over the mesh.
+#[derive(Clone, Debug)]
+pub struct MeshHop {
+    /// How many nodes forwarded it already.
+    pub hops: u8,
+    /// The epoch the sender believed.
+    pub epoch: u64,
+    /// The node that sent it (from its certificate).
+    pub from: String,
+}
+
+/// The decision for one pod request.
+#[derive(Debug)]
+pub enum Decision {
+    /// This node owns it (or nobody does: the local handler answers 404).
+    Local,
+    /// Forward to this owner.
+    Forward(Owner),
+}
+
+/// Decides where the request for `pod_id` goes.
+pub async fn decide(
+    app: &App,
+    pod_id: &str,
+    req: &Request<Incoming>,
+) -> Result<Decision, ApiError> {
+    let owner = lookup(app, pod_id).await?;
+    let Some(owner) = owner else {
+        return Ok(Decision::Local);
+    };
+    if owner.node_id == app.node_id {
+        return Ok(Decision::Local);
+    }
+    if req.extensions().get::<MeshHop>().is_none() {
+        return Ok(Decision::Forward(owner));
+    }
+    // Sent here by a node that thinks we own it: reload once before passing it on.
+    app.owners.invalidate(pod_id);
+    match lookup(app, pod_id).await? {
+        Some(o) if o.node_id != app.node_id => Ok(Decision::Forward(o)),
+        _ => Ok(Decision::Local),
+    }
+}
+
+async fn lookup(app: &App, pod_id: &str) -> Result<Option<Owner>, ApiError> {
+    if let Some(node) = test_override(pod_id) {
+        return Ok(Some(Owner {
+            node_id: node,
+            epoch: 0,
+        }));
+    }
+    app.owners
+        .owner(pod_id)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("looking up the owner of pod {pod_id}: {e}")))
+}
+
+/// `XPOD_TEST_OWNER_OVERRIDE=pod=node[,pod=node…]`: this node believes `node` owns `pod`
+/// whatever the store says. For tests of loop protection only (two nodes that each believe the
+/// other owns a pod); never set in production.
+fn test_override(pod_id: &str) -> Option<String> {
+    let v = std::env::var("XPOD_TEST_OWNER_OVERRIDE").ok()?;
+    v.split(',')
+        .filter_map(|p| p.split_once('='))
+        .find(|(pod, _)| *pod == pod_id)
+        .map(|(_, node)| node.to_string())
+}
