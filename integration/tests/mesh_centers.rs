@@ -439,7 +439,21 @@ fn lost_notifications_are_corrected_and_loops_end_in_508() {
     });
     // Moves the pod to center-3, then to center-2: nobody hears about it (the feed is ignored).
     for to in ["center-3", "center-2"] {
-        assert_eq!(migrate(&centers[0], &key, "roam", to).status, 202);
+        // With the CLI, as an operator would.
+        let out = xpod_command()
+            .args(["pods", "migrate", "roam", "--to", to, "--wait", "--server"])
+            .arg(centers[0].url())
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert!(stdout.contains(&format!("now belongs to {to}")), "{stdout}");
+        assert!(stderr.contains("100%  done"), "progress shown: {stderr}");
         for c in &centers {
             let r = get(c, &key, "/roam/x.txt").expect(200);
             assert_eq!(r.text(), "roaming");
