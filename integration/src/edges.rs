@@ -8,17 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::curl::Curl;
-use crate::node::{xpod_command, NodeProcess, TempDir};
-
-/// Runs `xpod ARGS` and panics with its stderr if it fails.
-fn xpod_ok(args: &[&str]) {
-    let out = xpod_command().args(args).output().expect("running xpod");
-    assert!(
-        out.status.success(),
-        "xpod {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::mesh::xpod_ok;
+use crate::node::{NodeProcess, TempDir};
 
 /// A center `node_id` in `<tmp>/<node_id>`: a new cluster CA (so it signs joins), a
 /// certificate for 127.0.0.1, and `config` (TOML) as its config file.

@@ -5,9 +5,11 @@
 //! - [`node`]: a real `xpod up` child process on a free port with its own data dir (kill -9,
 //!   SIGTERM, restart), used by the end-to-end and multi-node tests and the benchmarks.
 //! - [`edges`]: centers with a cluster CA, join tokens, edges that join, presence, memory.
+//! - [`mesh`]: centers with certificates from one CA on one PostgreSQL, meshed over QUIC.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 
 pub mod curl;
 pub mod edges;
+pub mod mesh;
 pub mod node;
 pub mod pg;

@@ -16,61 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use xpod_integration::curl::{Curl, Resp};
 use xpod_integration::edges::proc_kib;
+use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{xpod_command, NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
-
-fn xpod_ok(args: &[&str]) {
-    let out = xpod_command().args(args).output().expect("running xpod");
-    assert!(
-        out.status.success(),
-        "xpod {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `n` centers `center-1..n` on `pg`, sharing `<tmp>/objects`; `env(i)` adds variables to
-/// center `i` (1-based).
-fn start_centers(
-    tmp: &TempDir,
-    pg: &PgServer,
-    n: usize,
-    env: impl Fn(usize) -> Vec<(&'static str, String)>,
-) -> Vec<NodeProcess> {
-    let ca = tmp.path().join("ca");
-    xpod_ok(&["ca", "init", "--data-dir", ca.to_str().unwrap()]);
-    let objects = tmp.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    (1..=n)
-        .map(|i| {
-            let id = format!("center-{i}");
-            let data = tmp.path().join(&id);
-            xpod_ok(&[
-                "ca",
-                "issue",
-                "--data-dir",
-                ca.to_str().unwrap(),
-                "--node-id",
-                &id,
-                "--san",
-                "127.0.0.1",
-                "--out",
-                data.to_str().unwrap(),
-            ]);
-            let mut b = NodeProcess::builder()
-                .data_dir(&data)
-                .env("XPOD_NODE_ID", &id)
-                .env("XPOD_DATABASE_URL", pg.url())
-                .env(
-                    "XPOD_STORAGE_OBJECTS_URL",
-                    format!("file://{}", objects.display()),
-                );
-            for (k, v) in env(i) {
-                b = b.env(k, v);
-            }
-            b.start()
-        })
-        .collect()
-}
 
 fn put(c: &NodeProcess, key: &str, path: &str, body: &[u8]) -> Resp {
     Curl::new("PUT", format!("{}{path}", c.url()))
@@ -392,6 +340,21 @@ fn three_centers_route_migrate_and_survive_a_postgres_restart() {
         },
     );
     assert_eq!(migrate(&centers[0], &key, "p-2", "center-1").status, 202);
+    // The change feed is back: every center drops its stale entry by itself.
+    eventually(
+        10,
+        "the change feed invalidates p-2 on every center",
+        || {
+            centers.iter().all(|c| {
+                let v = Curl::get(format!("{}/.cluster/routes/p-2", c.url()))
+                    .bearer(&key)
+                    .send()
+                    .expect(200)
+                    .json();
+                v["owner"] != "center-2"
+            })
+        },
+    );
     for c in &centers {
         let r = get(c, &key, "/p-2/from-1.txt").expect(200);
         assert_eq!(r.header("x-xpod-node"), Some("center-1"));

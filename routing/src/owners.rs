@@ -101,6 +101,12 @@ impl OwnerTable {
         loaded
     }
 
+    /// What the table holds for `pod_id` now, without loading (for diagnostics).
+    pub fn peek(&self, pod_id: &str) -> Option<Owner> {
+        let inner = self.inner.lock().expect("poisoned");
+        inner.slots.get(pod_id).and_then(|c| c.get().cloned().flatten())
+    }
+
     /// Forgets `pod_id` (its owner or epoch changed).
     pub fn invalidate(&self, pod_id: &str) {
         self.inner.lock().expect("poisoned").slots.remove(pod_id);

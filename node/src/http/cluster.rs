@@ -1,5 +1,6 @@
 //! The cluster API under `/.cluster` (admin key on every route):
-//! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`, `GET /nodes`, `GET /nodes/{nodeId}`,
+//! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`,
+//! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`, `GET /nodes/{nodeId}`,
 //! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges).
 
 use http::{Method, Request, Response, StatusCode};
@@ -49,6 +50,21 @@ pub async fn handle(
             migrate_pod(ctx, &pod_id, req).await
         }
         (["pods", _, "migrate"], _) => Err(ApiError::method_not_allowed("POST")),
+        (["routes", pod_id], &Method::GET) => {
+            let cached = ctx.app.owners.peek(pod_id);
+            Ok(body::json(
+                StatusCode::OK,
+                &json!({
+                    "podId": pod_id,
+                    "node": ctx.app.node_id,
+                    "cached": cached.is_some(),
+                    "owner": cached.as_ref().map(|o| o.node_id.clone()),
+                    "epoch": cached.as_ref().map(|o| o.epoch),
+                    "meshPeers": ctx.app.mesh.live_peers(),
+                }),
+            ))
+        }
+        (["routes", _], _) => Err(ApiError::method_not_allowed("GET")),
         (["nodes"], &Method::GET) => {
             let nodes = ctx.app.meta.list_nodes().await?;
             Ok(body::json(StatusCode::OK, &json!({"nodes": nodes})))
