@@ -15,7 +15,7 @@ pub fn xpod_ok(args: &[&str]) {
 }
 
 /// `n` centers `center-1..n` on `pg`, sharing `<tmp>/objects`; `env(i)` adds variables to
-/// center `i` (1-based).
+/// center `i` (1-based). center-1 holds the CA key and accepts edges' joins.
 pub fn start_centers(
     tmp: &TempDir,
     pg: &PgServer,
@@ -42,6 +42,10 @@ pub fn start_centers(
                 "--out",
                 data.to_str().unwrap(),
             ]);
+            if i == 1 {
+                // center-1 also holds the CA key, so edges can join through it.
+                std::fs::copy(ca.join("ca.key"), data.join("ca.key")).unwrap();
+            }
             let mut b = NodeProcess::builder()
                 .data_dir(&data)
                 .env("XPOD_NODE_ID", &id)

@@ -439,3 +439,103 @@ fn lost_notifications_are_corrected_and_loops_end_in_508() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-mesh-edge");
+    // Heartbeats every second, so the edge's pod list reaches the cluster quickly.
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(
+        &presence,
+        "[tunnel.presence]\nheartbeat_secs = 1\ninactive_after_secs = 3\noffline_after_secs = 6\n",
+    )
+    .unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![("XPOD_CONFIG", presence.display().to_string())]
+    });
+    let key = centers[0].admin_key();
+    let edge = xpod_integration::edges::start_edge(&tmp, &centers[0], "edge-1", "");
+    xpod_integration::edges::wait_online(&centers[0], "edge-1");
+
+    // The pod is created on the edge, with the edge's own key, in the edge's own store.
+    let edge_key = edge.admin_key();
+    assert_ne!(edge_key, key, "the edge has its own keys");
+    create_pod(&edge, &edge_key, "edgy");
+    eventually(
+        10,
+        "the cluster records the edge as the owner of edgy",
+        || {
+            let r = Curl::get(format!("{}/.cluster/pods/edgy", centers[1].url()))
+                .bearer(&key)
+                .send();
+            r.status == 200 && r.json()["nodeId"] == "edge-1"
+        },
+    );
+
+    // Writes and reads through either center reach the edge (center-2 → center-1 → tunnel).
+    eventually(20, "center-2 reaches the edge's pod", || {
+        get(&centers[1], &key, "/edgy/").status == 200
+    });
+    for (k, c) in centers.iter().enumerate() {
+        let r = put(
+            c,
+            &key,
+            &format!("/edgy/from-{}.txt", k + 1),
+            b"on the edge",
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+    }
+    for c in &centers {
+        for k in 1..=2 {
+            let r = get(c, &key, &format!("/edgy/from-{k}.txt")).expect(200);
+            assert_eq!(r.text(), "on the edge");
+            assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+        }
+    }
+    // The bytes are in the edge's store: its own API serves them with its own key.
+    let r = get(&edge, &edge_key, "/edgy/from-2.txt").expect(200);
+    assert_eq!(r.text(), "on the edge");
+    // The center checks the cluster's key before anything reaches the edge, and the edge
+    // never trusts the authorization header from its own listener.
+    assert_eq!(
+        Curl::get(format!("{}/edgy/from-1.txt", centers[1].url()))
+            .send()
+            .status,
+        401
+    );
+    assert_eq!(
+        get(&centers[0], "xp_bogus_key", "/edgy/from-1.txt").status,
+        401
+    );
+    let r = Curl::get(format!("{}/edgy/from-1.txt", edge.url()))
+        .header("X-Xpod-Authorized: key:someone")
+        .send();
+    assert_eq!(
+        r.status, 401,
+        "a forged authorization header on the edge's port: {r:?}"
+    );
+
+    // Moving a pod to or from an edge is refused with the reason, and changes nothing.
+    let r = migrate(&centers[0], &key, "edgy", "center-2");
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("edge"),
+        "{}",
+        r.text()
+    );
+    create_pod(&centers[0], &key, "central");
+    assert_eq!(migrate(&centers[0], &key, "central", "edge-1").status, 409);
+    let r = get(&centers[1], &key, "/edgy/from-1.txt").expect(200);
+    assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+
+    // The edge stops: requests for its pod fail fast with a clear error, never hang.
+    let mut edge = edge;
+    assert!(edge.terminate().success());
+    eventually(10, "requests for the stopped edge's pod fail fast", || {
+        let started = Instant::now();
+        let r = get(&centers[1], &key, "/edgy/from-1.txt");
+        started.elapsed() < Duration::from_secs(5) && r.status == 503
+    });
+}

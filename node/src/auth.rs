@@ -83,6 +83,9 @@ pub fn validate_scope(scope: &str) -> Result<(), String> {
 pub enum Principal {
     Anonymous,
     Key(ApiKeyRecord),
+    /// On an edge: a pod request its center authenticated and authorized against the
+    /// cluster's keys before sending it through the tunnel (`actor` as the center saw it).
+    Center { actor: String },
 }
 
 impl Principal {
@@ -91,6 +94,7 @@ impl Principal {
         match self {
             Principal::Anonymous => "anonymous".into(),
             Principal::Key(k) => format!("key:{}", k.key_id),
+            Principal::Center { actor } => format!("{actor} (via center)"),
         }
     }
     pub fn is_admin(&self) -> bool {
@@ -98,11 +102,14 @@ impl Principal {
     }
     pub fn owner(&self) -> Option<&str> {
         match self {
-            Principal::Anonymous => None,
+            Principal::Anonymous | Principal::Center { .. } => None,
             Principal::Key(k) => Some(&k.owner),
         }
     }
     fn pod_access(&self, pod_id: &str) -> Option<Access> {
+        if let Principal::Center { .. } = self {
+            return Some(Access::Write); // the center checked this pod's access already
+        }
         let Principal::Key(k) = self else { return None };
         let mut best = None;
         for s in &k.scopes {
@@ -127,6 +134,28 @@ impl Principal {
 pub enum Access {
     Read,
     Write,
+}
+
+/// The header a center sets on a pod request it sends through an edge's tunnel after
+/// authorizing it: the actor it authenticated.
+pub const AUTHORIZED_BY_CENTER: &str = "x-xpod-authorized";
+
+/// On an edge, a pod request that came through its tunnel (`hop` is set only for streams a
+/// center opened over mutual TLS) with [`AUTHORIZED_BY_CENTER`] was authorized by the center.
+/// Everywhere else (centers, lone nodes, the edge's own listener) the header means nothing.
+pub fn authorized_by_center(
+    app: &crate::app::App,
+    hop: Option<&crate::mesh::route::MeshHop>,
+    headers: &http::HeaderMap,
+) -> Option<Principal> {
+    if app.config.role != xpod_config::Role::Edge {
+        return None;
+    }
+    hop?;
+    let actor = headers.get(AUTHORIZED_BY_CENTER)?.to_str().ok()?;
+    Some(Principal::Center {
+        actor: actor.chars().take(120).collect(),
+    })
 }
 
 /// Finds the key in `Authorization: Bearer` or `X-Api-Key` and checks it. No credentials →

@@ -169,10 +169,11 @@ async fn start_tunnels(
                 tracing::warn!("edge without centers: set tunnel.centers (or join with --join)");
                 return Ok(None);
             }
-            let node_id = app.node_id.clone();
-            let services = edges::services::Services::from_config(&app.config.tunnel, &app.node_id);
+            let services = edges::services::Services::from_config(&app.config.tunnel, &app.node_id)
+                .with_pods(app.clone());
+            let app = app.clone();
             Ok(Some(tokio::spawn(async move {
-                if let Err(e) = edges::edge::run(node_id, identity, centers, services, stop).await {
+                if let Err(e) = edges::edge::run(app, identity, centers, services, stop).await {
                     tracing::error!(error = %format!("{e:#}"), "edge tunnels stopped");
                 }
             })))

@@ -59,15 +59,28 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     let handle = driver::spawn(conn, session, tx);
     let span = tracing::info_span!("edge", node = %peer.node_id, %remote);
     async move {
+    // The pods the edge last said it hosts (synced into the cluster's pod table on change).
+    let mut hosted: Vec<String> = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
             Event::PeerRegistered(reg) => {
                 tracing::info!(version = %reg.version, os = %reg.os, arch = %reg.arch, "edge registered");
                 update(&app, &peer.node_id, |n| registered(n, &reg, &app, remote)).await;
+                hosted = reg.pods.clone();
+                claim_pods(&app, &peer.node_id, &hosted).await;
                 // From now on requests for this edge's services go through this connection.
                 app.edges.insert(&peer.node_id, tunnel.clone());
             }
             Event::Heartbeat(hb) => {
+                let pods = hb
+                    .capacity
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+                    .and_then(|c| serde_json::from_value::<Vec<String>>(c["pods"].clone()).ok());
+                if let Some(pods) = pods.filter(|p| *p != hosted) {
+                    hosted = pods;
+                    claim_pods(&app, &peer.node_id, &hosted).await;
+                }
                 update(&app, &peer.node_id, |n| {
                     n.status = NodeStatus::Online;
                     n.last_heartbeat = meta::now_millis();
@@ -99,6 +112,38 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     }
     .instrument(span)
     .await
+}
+
+/// Records `edge` as the owner of the pods it hosts: a pod the cluster does not know is
+/// created with the edge as its owner; a pod id the cluster already gives to another node is
+/// left alone (logged: the edge cannot take it over).
+async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
+    for pod_id in pods {
+        if xpod_routing::target::validate_pod_id(pod_id).is_err() {
+            tracing::warn!(pod = %pod_id, "edge reported a pod id that is not valid; ignored");
+            continue;
+        }
+        match app.meta.get_pod(pod_id).await {
+            Ok(Some(p)) if p.node_id == edge => {}
+            Ok(Some(p)) => {
+                tracing::warn!(pod = %pod_id, owner = %p.node_id, "edge hosts a pod whose id another node owns in the cluster; not claimed")
+            }
+            Ok(None) => {
+                let new = meta::NewPod {
+                    pod_id: pod_id.clone(),
+                    base_url: app.pod_base_url(pod_id),
+                    account_id: None,
+                    node_id: edge.to_string(),
+                    access_mode: meta::AccessMode::Private,
+                };
+                match app.meta.create_pod(&new).await {
+                    Ok(_) => tracing::info!(pod = %pod_id, "pod hosted by this edge recorded"),
+                    Err(e) => tracing::warn!(pod = %pod_id, error = %e, "cannot record the edge's pod"),
+                }
+            }
+            Err(e) => tracing::warn!(pod = %pod_id, error = %e, "cannot check the edge's pod"),
+        }
+    }
 }
 
 fn status_of(s: PeerStatus) -> NodeStatus {

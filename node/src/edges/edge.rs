@@ -95,16 +95,48 @@ pub fn centers(config_centers: &[String], data_dir: &Path) -> anyhow::Result<Vec
         .collect())
 }
 
+/// How often an edge checks whether the set of pods it hosts changed.
+const PODS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The pods this edge hosts (owned by it in its local store), sorted.
+async fn local_pods(app: &crate::app::App) -> Vec<String> {
+    match app.meta.list_pods().await {
+        Ok(pods) => {
+            let mut ids: Vec<String> = pods
+                .into_iter()
+                .filter(|p| p.node_id == app.node_id)
+                .map(|p| p.pod_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list this edge's pods");
+            Vec::new()
+        }
+    }
+}
+
+/// The capacity report with the hosted pods, sent with every heartbeat: the centers record
+/// this edge as the owner of these pods.
+fn pods_report(pods: &[String]) -> Option<String> {
+    Some(serde_json::json!({ "pods": pods }).to_string())
+}
+
 /// Keeps tunnels to `centers` until `shutdown`, serving `services` on the data streams the
 /// centers open (one accept loop per live connection, replaced on reconnect, ended with it).
+/// The pods this edge hosts go to the centers in `Register` and, when they change, with the
+/// next heartbeats.
 pub async fn run(
-    node_id: String,
+    app: Arc<crate::app::App>,
     identity: NodeIdentity,
     centers: Vec<String>,
     services: Services,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let node_id = app.node_id.clone();
     let services = Arc::new(services);
+    let mut pods = local_pods(&app).await;
     let mut addrs = Vec::new();
     let mut server_name = String::from("xpod-center");
     for c in &centers {
@@ -120,21 +152,32 @@ pub async fn run(
         arch: std::env::consts::ARCH.to_string(),
         addresses: Vec::new(),
         services: services.advertised(),
-        pods: Vec::new(),
+        pods: pods.clone(),
     };
     // Per center: the connection (stable id) an accept loop serves, and that loop.
     let mut loops: HashMap<SocketAddr, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut dialer = EdgeDialer::spawn(addrs, &server_name, identity, register, Timers::default())?;
-    tracing::info!(centers = ?centers, "keeping tunnels to the centers");
+    tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
+    let mut pods_tick = tokio::time::interval(PODS_EVERY);
     loop {
         let ev = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = pods_tick.tick() => {
+                let now = local_pods(&app).await;
+                if now != pods {
+                    tracing::info!(pods = ?now, "hosted pods changed; telling the centers");
+                    pods = now;
+                    dialer.set_capacity(pods_report(&pods)).await;
+                }
+                continue;
+            }
             ev = dialer.events().recv() => ev,
         };
         let Some(ev) = ev else { break };
         match ev.event {
             Event::Registered(r) => {
                 tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up");
+                dialer.set_capacity(pods_report(&pods)).await;
                 if let Some(conn) = dialer.connection(ev.center) {
                     let id = conn.stable_id();
                     let same = loops

@@ -11,6 +11,9 @@
 //! - `TlsPassthrough { sni }` → the `kind = "tls"` service named by the SNI's service label
 //!   (`<service>.<this node>.…`, or `web` for `<this node>.…`); the service terminates TLS.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
+//! - `Pod { pod_id, .. }` → this edge's own pod: one HTTP exchange through the edge's request
+//!   path (`crate::mesh::serve::exchange`); the center has already authenticated and
+//!   authorized the request (see `crate::mesh::forward`).
 //!
 //! For TLS and TCP there is no protocol to answer an error in: an unknown service, a service of
 //! another kind, or a local service that cannot be reached resets the stream. Other targets
@@ -37,13 +40,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STREAM_REFUSED: u32 = 1;
 
 /// The services an edge publishes, by name, with their kind and local address.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Services {
     /// This edge's node id (to find the service label in a TLS server name).
     node_id: String,
     by_name: HashMap<String, (ServiceKind, SocketAddr)>,
     /// Services that want a PROXY protocol v2 header (`proxy_protocol = true`).
     proxy: HashSet<String>,
+    /// This edge's node, to serve its pods on `Pod` streams (none: such streams are reset).
+    pods: Option<Arc<crate::app::App>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("node_id", &self.node_id)
+            .field("by_name", &self.by_name)
+            .field("serves_pods", &self.pods.is_some())
+            .finish()
+    }
 }
 
 impl Services {
@@ -64,7 +79,14 @@ impl Services {
             node_id: node_id.to_string(),
             by_name,
             proxy,
+            pods: None,
         }
+    }
+
+    /// Serves this edge's pods on the `Pod` streams its centers open.
+    pub fn with_pods(mut self, app: Arc<crate::app::App>) -> Services {
+        self.pods = Some(app);
+        self
     }
 
     /// What the edge reports in its `Register`, sorted by name.
@@ -199,6 +221,22 @@ async fn serve_stream(
                 .local(&service, ServiceKind::Tcp)
                 .map(|addr| (addr, service));
             return raw(send, recv, rest, found, "tcp", client_addr, &services).await;
+        }
+        Target::Pod {
+            pod_id,
+            epoch,
+            hops,
+        } if services.pods.is_some() => {
+            let app = services.pods.clone().expect("checked");
+            let hop = crate::mesh::route::MeshHop {
+                pod_id,
+                hops,
+                epoch,
+                from: "center".into(),
+            };
+            let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
+            return;
         }
         other => {
             tracing::info!(target = ?other, "stream target not served by edges; reset");

@@ -161,6 +161,21 @@ async fn migrate_pod(
     xpod_config::validate_node_id(&input.target_node)
         .map_err(|e| ApiError::bad_request(format!("targetNode: {e}")))?;
     let before = ctx.app.meta.get_pod(pod_id).await?;
+    // An edge's pod data lives in the edge's own store: moving it needs a byte copy that does
+    // not exist yet, so such moves are refused rather than left half-done.
+    let target = ctx.app.meta.get_node(&input.target_node).await?;
+    let source = match &before {
+        Some(p) => ctx.app.meta.get_node(&p.node_id).await?,
+        None => None,
+    };
+    for (node, role) in [(&target, "target"), (&source, "current owner")] {
+        if let Some(n) = node.as_ref().filter(|n| n.node_type == meta::NodeType::Edge) {
+            return Err(ApiError::conflict(format!(
+                "the {role} {} is an edge: moving pods to or from edges is not supported yet (the pod's data lives in the edge's own store)",
+                n.node_id
+            )));
+        }
+    }
     let moved = ctx
         .app
         .meta

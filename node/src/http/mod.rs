@@ -122,7 +122,11 @@ async fn dispatch(
         .transpose()?
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    if let Some(edge_domain) = app.config.tunnel.edge_domain.as_deref() {
+    let hop = req
+        .extensions()
+        .get::<crate::mesh::route::MeshHop>()
+        .cloned();
+    if let (None, Some(edge_domain)) = (&hop, app.config.tunnel.edge_domain.as_deref()) {
         // Edge hosts never reach the pod or cluster handlers, and need no credentials here:
         // the edge's service decides (edges::forward).
         if let Some(route) = crate::edges::forward::edge_route(host.as_deref(), edge_domain)? {
@@ -132,6 +136,15 @@ async fn dispatch(
     }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(hop) = &hop {
+        // A stream opened for a pod carries a request for that pod and nothing else.
+        if !matches!(&target, Target::Pod { pod_id, .. } if *pod_id == hop.pod_id) {
+            return Err(ApiError::bad_request(format!(
+                "a forwarded stream for pod {} carries a request for something else",
+                hop.pod_id
+            )));
+        }
+    }
     if let Target::Pod { pod_id, .. } = &target {
         // Not ours: the owner authenticates and serves it (ARCHITECTURE §5).
         if let crate::mesh::route::Decision::Forward(owner) =
@@ -144,8 +157,10 @@ async fn dispatch(
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
-    let principal =
-        auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
+    let principal = match auth::authorized_by_center(&app, hop.as_ref(), req.headers()) {
+        Some(p) => p,
+        None => auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?,
+    };
     let ctx = Ctx {
         app,
         trace_id: trace_id.to_string(),

@@ -8,6 +8,10 @@
 //! another node than the one this node believed, its owner-table entry is dropped, so the next
 //! request goes straight to the right node (the correction for lost change-feed events).
 //!
+//! Pods owned by an edge go through the edge's tunnel: the center that holds it authenticates
+//! and authorizes the request (see [`authorize_for_edge`]); any other center forwards to that
+//! center first.
+//!
 //! Errors are immediate JSON: more than [`MAX_HOPS`] forwards → 508 `loop_detected`; an owner
 //! that cannot be reached → 503 `owner_unavailable`; a stream or exchange that fails → 502.
 
@@ -22,11 +26,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use xpod_routing::Owner;
-use xpod_storage::meta::NodeType;
+use xpod_storage::meta::{self, NodeType};
 use xpod_tunnel::proto::{StreamHeader, Target};
 
 use super::route::MeshHop;
 use crate::app::App;
+use crate::auth::{self, Access, AUTHORIZED_BY_CENTER};
 use crate::edges::forward::{prepare, strip_hop_by_hop};
 use crate::http::body::Body;
 use crate::http::error::ApiError;
@@ -73,16 +78,35 @@ pub async fn pod(
         .node(app, &owner.node_id)
         .await
         .map_err(unavailable)?;
-    if node.node_type == NodeType::Edge {
-        return Err(unavailable(
-            "pods owned by edges are not served through the mesh yet".into(),
-        ));
-    }
-    let conn = app
-        .mesh
-        .connection(app, &owner.node_id)
-        .await
-        .map_err(unavailable)?;
+    let (conn, req) = if node.node_type != NodeType::Edge {
+        let conn = app
+            .mesh
+            .connection(app, &owner.node_id)
+            .await
+            .map_err(unavailable)?;
+        (conn, req)
+    } else if let Some(conn) = app.edges.get(&owner.node_id) {
+        // This center holds the edge's tunnel: it authorizes, the edge serves.
+        (conn, authorize_for_edge(app, pod_id, req).await?)
+    } else {
+        // Through the center that holds the edge's tunnel.
+        let holder = node
+            .attached_centers
+            .iter()
+            .find(|c| **c != app.node_id)
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "edge {} has no tunnel to any center",
+                    owner.node_id
+                ))
+            })?;
+        let conn = app
+            .mesh
+            .connection(app, holder)
+            .await
+            .map_err(unavailable)?;
+        (conn, req)
+    };
     let header = StreamHeader {
         target: Target::Pod {
             pod_id: pod_id.to_string(),
@@ -129,6 +153,36 @@ pub async fn pod(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
     ))
+}
+
+/// A request for a pod of an edge whose tunnel this center holds: authenticated with the
+/// cluster's keys and authorized against the cluster's pod row here, then sent on without
+/// the credentials (an edge never sees a cluster key) and with the actor in
+/// [`AUTHORIZED_BY_CENTER`], which the edge trusts on its tunnel only.
+async fn authorize_for_edge(
+    app: &App,
+    pod_id: &str,
+    mut req: Request<Incoming>,
+) -> Result<Request<Incoming>, ApiError> {
+    let principal =
+        auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
+    let pod = app
+        .meta
+        .get_pod(pod_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+    let want = match *req.method() {
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Access::Read,
+        _ => Access::Write,
+    };
+    auth::authorize_pod(&principal, pod_id, pod.access_mode, want)?;
+    let h = req.headers_mut();
+    h.remove(header::AUTHORIZATION);
+    h.remove("x-api-key");
+    if let Ok(v) = http::HeaderValue::from_str(&principal.actor()) {
+        h.insert(AUTHORIZED_BY_CENTER, v);
+    }
+    Ok(req)
 }
 
 /// Opens a stream, writes `header`, and starts an HTTP/1.1 client on it.

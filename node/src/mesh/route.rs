@@ -19,11 +19,13 @@ use crate::http::error::ApiError;
 /// Set on a request that arrived over the mesh.
 #[derive(Clone, Debug)]
 pub struct MeshHop {
+    /// The pod the stream was opened for; the request inside must be for it.
+    pub pod_id: String,
     /// How many nodes forwarded it already.
     pub hops: u8,
     /// The epoch the sender believed.
     pub epoch: u64,
-    /// The node that sent it (from its certificate).
+    /// The node that sent it (from its certificate; `center` on an edge's tunnel).
     pub from: String,
 }
 

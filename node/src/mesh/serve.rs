@@ -58,7 +58,12 @@ async fn stream(
             return;
         }
     };
-    let Target::Pod { epoch, hops, .. } = header.target else {
+    let Target::Pod {
+        pod_id,
+        epoch,
+        hops,
+    } = header.target
+    else {
         tracing::info!(peer = %from, target = ?header.target, "mesh stream target not served; reset");
         let _ = send.reset(STREAM_REFUSED.into());
         return;
@@ -66,7 +71,26 @@ async fn stream(
     let client = header
         .client_addr
         .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let hop = MeshHop { hops, epoch, from };
+    let hop = MeshHop {
+        pod_id,
+        hops,
+        epoch,
+        from,
+    };
+    exchange(app, send, recv, rest, hop, client).await;
+}
+
+/// Serves one HTTP/1.1 exchange on a stream whose header was `Pod` (`rest`: bytes read past
+/// the header): the request goes through [`crate::http::handle`] with `hop` in its extensions
+/// and `client` as its peer.
+pub async fn exchange(
+    app: Arc<App>,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: bytes::BytesMut,
+    hop: MeshHop,
+    client: std::net::SocketAddr,
+) {
     let io = TokioIo::new(tokio::io::join(
         std::io::Cursor::new(rest.freeze()).chain(recv),
         send,

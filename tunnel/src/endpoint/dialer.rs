@@ -308,6 +308,18 @@ impl DialerHandle {
             .await
     }
 
+    /// Sets the capacity report (JSON) that every live session sends with its next heartbeats.
+    /// Sessions started later begin without one: call it again after each `Registered`.
+    pub async fn set_capacity(&self, capacity: Option<String>) {
+        let drivers: Vec<DriverHandle> = {
+            let slots = self.slots.lock().expect("poisoned");
+            slots.iter().filter_map(|s| s.driver.clone()).collect()
+        };
+        for d in drivers {
+            let _ = d.set_capacity(capacity.clone()).await;
+        }
+    }
+
     /// The live connection to `center`, if any (e.g. to open data streams).
     pub fn connection(&self, center: SocketAddr) -> Option<quinn::Connection> {
         self.driver(center).map(|d| d.connection().clone())
