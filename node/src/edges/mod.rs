@@ -2,8 +2,9 @@
 //!
 //! - [`authority`]: joining — a token from the metadata store admits a node id (hash checked in
 //!   constant time, expiry, single use) and the center's CA signs the edge's CSR.
-//! - [`center`]: a center's QUIC endpoint: accepts edges' tunnels, runs their control sessions and
-//!   keeps their presence in `nodes` (online on register and heartbeat; a sweeper marks edges
+//! - [`center`]: a center's QUIC endpoint: accepts edges' tunnels (and other centers' mesh
+//!   connections, handed to `crate::mesh`), runs edges' control sessions, records the pods they
+//!   host, and keeps their presence in `nodes` (online on register and heartbeat; a sweeper marks edges
 //!   inactive after 60 s and offline after 5 min without a heartbeat, also after a disconnect).
 //! - [`edge`]: an edge's side: join once (identity saved in the data dir), then keep a tunnel to
 //!   each configured center.
@@ -14,12 +15,12 @@
 //!   the SNI of its ClientHello to an edge's `kind = "tls"` service, relaying raw bytes.
 //! - [`tcp_forward`]: a center's TCP port forwards (`[[tunnel.forwards]]`) to edges'
 //!   `kind = "tcp"` services.
-//! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`), served on
-//!   the data streams its centers open.
+//! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`) and its
+//!   own pods, served on the data streams its centers open.
 //!
 //! Identity files in the data dir: `node.crt`, `node.key` (0600), `ca.crt`; centers that sign
-//! joins also hold `ca.key`. HTTP forwarding, TLS passthrough and TCP port forwards work;
-//! WebSocket upgrades through the tunnel are not done yet (issue 3, item 4).
+//! joins also hold `ca.key`. HTTP forwarding (with WebSocket upgrades), TLS passthrough and TCP
+//! port forwards (with optional PROXY protocol v2 towards the service) work.
 
 pub mod authority;
 pub mod center;
