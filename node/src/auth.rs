@@ -85,7 +85,9 @@ pub enum Principal {
     Key(ApiKeyRecord),
     /// On an edge: a pod request its center authenticated and authorized against the
     /// cluster's keys before sending it through the tunnel (`actor` as the center saw it).
-    Center { actor: String },
+    Center {
+        actor: String,
+    },
 }
 
 impl Principal {

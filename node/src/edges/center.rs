@@ -138,7 +138,9 @@ async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
                 };
                 match app.meta.create_pod(&new).await {
                     Ok(_) => tracing::info!(pod = %pod_id, "pod hosted by this edge recorded"),
-                    Err(e) => tracing::warn!(pod = %pod_id, error = %e, "cannot record the edge's pod"),
+                    Err(e) => {
+                        tracing::warn!(pod = %pod_id, error = %e, "cannot record the edge's pod")
+                    }
                 }
             }
             Err(e) => tracing::warn!(pod = %pod_id, error = %e, "cannot check the edge's pod"),

@@ -169,7 +169,10 @@ async fn migrate_pod(
         None => None,
     };
     for (node, role) in [(&target, "target"), (&source, "current owner")] {
-        if let Some(n) = node.as_ref().filter(|n| n.node_type == meta::NodeType::Edge) {
+        if let Some(n) = node
+            .as_ref()
+            .filter(|n| n.node_type == meta::NodeType::Edge)
+        {
             return Err(ApiError::conflict(format!(
                 "the {role} {} is an edge: moving pods to or from edges is not supported yet (the pod's data lives in the edge's own store)",
                 n.node_id

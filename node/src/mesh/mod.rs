@@ -60,6 +60,8 @@ struct State {
     nodes: HashMap<String, NodeRecord>,
     /// When a dial to a peer last failed.
     failed: HashMap<String, Instant>,
+    /// Peers the refresh loop is dialing now (so a slow dial is not started twice).
+    dialing: std::collections::HashSet<String>,
 }
 
 impl Mesh {
@@ -224,12 +226,29 @@ impl Mesh {
                 continue;
             }
             for node in wanted {
-                if app.mesh.live(&node.node_id).is_none() {
-                    let app = app.clone();
-                    tokio::spawn(async move {
-                        let _ = app.mesh.dial(&node).await;
-                    });
+                if app.mesh.live(&node.node_id).is_some() {
+                    continue;
                 }
+                if !app
+                    .mesh
+                    .state
+                    .lock()
+                    .expect("poisoned")
+                    .dialing
+                    .insert(node.node_id.clone())
+                {
+                    continue;
+                }
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let _ = app.mesh.dial(&node).await;
+                    app.mesh
+                        .state
+                        .lock()
+                        .expect("poisoned")
+                        .dialing
+                        .remove(&node.node_id);
+                });
             }
         }
         let peers: Vec<_> = app
