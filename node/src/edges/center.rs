@@ -61,6 +61,7 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     async move {
     // The pods the edge last said it hosts (synced into the cluster's pod table on change).
     let mut hosted: Vec<String> = Vec::new();
+    let mut goodbye = false;
     while let Some(event) = rx.recv().await {
         match event {
             Event::PeerRegistered(reg) => {
@@ -99,6 +100,7 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
             }
             Event::Closed { reason } => {
                 tracing::info!(%reason, "edge tunnel closed");
+                goodbye = reason.starts_with(xpod_tunnel::proto::session::PEER_GOODBYE);
                 break;
             }
             _ => {}
@@ -108,6 +110,10 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     // (unless a newer connection of the same edge has taken over).
     if app.edges.remove(&peer.node_id, &tunnel) {
         tracing::info!("no longer forwarding to this edge");
+        if goodbye {
+            // A graceful goodbye: the edge is gone now, not merely silent.
+            update(&app, &peer.node_id, |n| n.status = NodeStatus::Offline).await;
+        }
     }
     }
     .instrument(span)

@@ -158,6 +158,10 @@ pub enum SessionError {
 /// Commands from the peer awaiting our reply; a peer that sends more is violating the protocol
 /// (it bounds the memory a peer can make this session hold).
 pub const MAX_PENDING_COMMANDS: usize = 1024;
+/// How the reason of [`Event::Closed`] starts when the peer ended the session with a
+/// `Goodbye` (a graceful close, as opposed to a timeout or a protocol error).
+pub const PEER_GOODBYE: &str = "the peer closed the session: ";
+
 /// Longest `Goodbye`/`Refused` reason sent; longer ones are cut at a character boundary.
 const MAX_REASON: usize = 1024;
 /// Largest heartbeat interval a client accepts from a server.
@@ -494,7 +498,7 @@ impl Session {
     fn closed_by_peer(&mut self, g: Goodbye) {
         self.state = State::Closed;
         self.events.push_back(Event::Closed {
-            reason: format!("the peer closed the session: {}", g.reason),
+            reason: format!("{PEER_GOODBYE}{}", g.reason),
         });
     }
 
