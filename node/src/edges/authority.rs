@@ -53,7 +53,8 @@ impl TokenAuthority {
             Err(MetaError::NotFound(_)) => return Err(refused),
             Err(e) => return Err(unavailable(e)),
         }
-        // Reserve the id at once, so a second join with the same id is refused.
+        // Claim the id atomically: of two joins racing for one id, exactly one gets it (the
+        // other's token is spent; it is told the id is taken).
         let placeholder = NodeRecord {
             node_id: node_id.to_string(),
             node_type: NodeType::Edge,
@@ -67,10 +68,16 @@ impl TokenAuthority {
             version: String::new(),
             last_heartbeat: 0,
         };
-        self.meta
-            .upsert_node(&placeholder)
+        if !self
+            .meta
+            .insert_node(&placeholder)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+        {
+            return Err(format!(
+                "node id {node_id} is already taken in this cluster; join with another id"
+            ));
+        }
         Ok(())
     }
 }

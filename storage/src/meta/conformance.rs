@@ -45,6 +45,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_concurrent_create(&store).await;
     check_concurrent_members(&store).await;
     check_concurrent_join_token_use(&store).await;
+    check_concurrent_node_claims(&store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1676,4 +1677,48 @@ pub async fn check_concurrent_join_token_use(store: &Arc<dyn MetaStore>) {
         &stored, rec,
         "the winner's use is stored, the losers wrote nothing"
     );
+}
+
+/// `insert_node`: inserts only a free id, leaves an existing row alone, and of 20 racing
+/// claims of one id exactly one wins (the join path reserves an edge's id with it).
+pub async fn check_concurrent_node_claims(store: &Arc<dyn MetaStore>) {
+    let id = uid("cf-claim");
+    let mut first = node(&id, NodeStatus::Offline);
+    first.version = "first".into();
+    assert!(ok(store.insert_node(&first).await, "claim a free id"));
+    let mut second = node(&id, NodeStatus::Online);
+    second.version = "second".into();
+    assert!(
+        !ok(store.insert_node(&second).await, "claim a taken id"),
+        "a taken id must not be claimed again"
+    );
+    assert_eq!(
+        ok(store.get_node(&id).await, "get claimed node"),
+        Some(first),
+        "a refused claim changes nothing"
+    );
+    let raced = uid("cf-claim-race");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(store);
+        let mut n = node(&raced, NodeStatus::Offline);
+        n.version = format!("claimant-{i}");
+        tasks.push(tokio::spawn(async move {
+            (n.version.clone(), store.insert_node(&n).await)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (who, res) = t.await.expect("racing claim panicked");
+        if ok(res, "racing claim") {
+            winners.push(who);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racing claim wins: {winners:?}"
+    );
+    let stored = ok(store.get_node(&raced).await, "get raced node").expect("a row");
+    assert_eq!(stored.version, winners[0], "the winner's row is stored");
 }

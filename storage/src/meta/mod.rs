@@ -416,6 +416,9 @@ pub trait MetaStore: Send + Sync + 'static {
     // ---- nodes ----
     /// Insert or replace the node's row.
     async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()>;
+    /// Inserts `node` only if its id is free: `true` if this call inserted it, `false` if a
+    /// row with that id exists (left unchanged). Atomic: of racing calls, one wins.
+    async fn insert_node(&self, node: &NodeRecord) -> MetaResult<bool>;
     async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>>;
     /// Ordered by node_id.
     async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>>;

@@ -810,6 +810,34 @@ impl MetaStore for PgStore {
         Ok(())
     }
 
+    async fn insert_node(&self, node: &NodeRecord) -> MetaResult<bool> {
+        let attached = to_json(&node.attached_centers)?;
+        let capacity = to_json(&node.capacity)?;
+        let client = self.client().await?;
+        let inserted = execute(
+            &client,
+            "INSERT INTO nodes (node_id, node_type, region, internal_address, public_address, \
+                 quic_address, status, attached_centers, capacity, version, last_heartbeat) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb, $10, $11) \
+             ON CONFLICT (node_id) DO NOTHING",
+            &[
+                &node.node_id,
+                &node.node_type.as_str(),
+                &node.region,
+                &node.internal_address,
+                &node.public_address,
+                &node.quic_address,
+                &node.status.as_str(),
+                &attached,
+                &capacity,
+                &node.version,
+                &node.last_heartbeat,
+            ],
+        )
+        .await?;
+        Ok(inserted == 1)
+    }
+
     async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {NODE_COLS} FROM nodes WHERE node_id = $1");

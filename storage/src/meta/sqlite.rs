@@ -815,6 +815,35 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn insert_node(&self, node: &NodeRecord) -> MetaResult<bool> {
+        let node = node.clone();
+        let centers = to_json(&node.attached_centers)?;
+        let capacity = to_json(&node.capacity)?;
+        self.call(move |c| {
+            let inserted = c.prepare_cached(&format!(
+                "INSERT INTO nodes ({NODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (node_id) DO NOTHING"
+            ))
+            .db()?
+            .execute(params![
+                node.node_id,
+                node.node_type.as_str(),
+                node.region,
+                node.internal_address,
+                node.public_address,
+                node.quic_address,
+                node.status.as_str(),
+                centers,
+                capacity,
+                node.version,
+                node.last_heartbeat,
+            ])
+            .db()?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>> {
         let node_id = node_id.to_string();
         self.call(move |c| {
