@@ -1,6 +1,7 @@
 //! xpod routing: what a request is for, and (with later issues) who owns it and where it goes.
 //!
 //! # Layout
+//! - [`edge_host`]: edge names (`<service>.<node>.<edge domain>`) from Host or SNI.
 //! - [`owners`]: the owner table — pod → (owner, epoch) in memory, single-flight loads,
 //!   invalidation by the change feed.
 //! - [`path`]: strict parsing of request paths into decoded resource paths (rejects `..`,
@@ -12,6 +13,7 @@
 //! Parsing never panics: anything that is not a valid name or path is an error that the node
 //! answers with 400.
 
+pub mod edge_host;
 pub mod owners;
 pub mod path;
 pub mod sni;

@@ -104,7 +104,10 @@ impl OwnerTable {
     /// What the table holds for `pod_id` now, without loading (for diagnostics).
     pub fn peek(&self, pod_id: &str) -> Option<Owner> {
         let inner = self.inner.lock().expect("poisoned");
-        inner.slots.get(pod_id).and_then(|c| c.get().cloned().flatten())
+        inner
+            .slots
+            .get(pod_id)
+            .and_then(|c| c.get().cloned().flatten())
     }
 
     /// Forgets `pod_id` (its owner or epoch changed).

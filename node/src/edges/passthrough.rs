@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use xpod_routing::sni::{parse_sni, SniError};
 use xpod_tunnel::proto::{StreamHeader, Target};
 
-use super::forward::edge_route;
 use super::tcp_forward::{accept_loop, relay_to_edge};
 use crate::app::App;
+use xpod_routing::edge_host::edge_route;
 
 /// How long a client may take to send its ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,7 @@ pub async fn serve(
                     return;
                 }
                 Err(e) => {
-                    tracing::info!(%peer, %sni, error = %e.message, "TLS passthrough: bad edge name; connection closed");
+                    tracing::info!(%peer, %sni, error = %e, "TLS passthrough: bad edge name; connection closed");
                     return;
                 }
             };
