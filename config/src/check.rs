@@ -29,6 +29,7 @@ pub(crate) const KEYS: &[&str] = &[
     "routing.enabled",
     "log.level",
     "log.format",
+    "log.access",
     "tunnel.quic_listen",
     "tunnel.centers",
     "tunnel.edge_domain",

@@ -180,6 +180,10 @@ static TABLE: &[EnvKey] = &[
         c.log.format = s.parse()?;
         Ok(())
     }),
+    k("XPOD_LOG_ACCESS", "log.access", &[], |c, s| {
+        c.log.access = v::parse_bool(s)?;
+        Ok(())
+    }),
     k(
         "XPOD_TUNNEL_QUIC_LISTEN",
         "tunnel.quic_listen",

@@ -238,6 +238,11 @@ pub struct LogConfig {
     pub level: String,
     /// Output format. Default text.
     pub format: LogFormat,
+    /// One `served` line per HTTP request (method, path, status, time, trace id) at info, target
+    /// `xpod::access`. Default off, as in Caddy and Traefik: it costs a write per request, and
+    /// the request counters are in `/metrics` anyway. Responses with a 5xx status are logged at
+    /// warn either way.
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -245,6 +250,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::default(),
+            access: false,
         }
     }
 }

@@ -76,6 +76,7 @@ fn every_xpod_variable_sets_its_key() {
             ("XPOD_ROUTING_ENABLED", "no"),
             ("XPOD_LOG_LEVEL", "debug"),
             ("XPOD_LOG_FORMAT", "json"),
+            ("XPOD_LOG_ACCESS", "true"),
         ]),
     )
     .unwrap();
@@ -106,6 +107,7 @@ fn every_xpod_variable_sets_its_key() {
     assert!(!c.routing.enabled);
     assert_eq!(c.log.level, "debug");
     assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.log.access);
 }
 
 #[test]

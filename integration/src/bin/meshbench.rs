@@ -44,7 +44,7 @@
 //! per request costs ~5 ms, more than what is measured.
 //!
 //! ```text
-//! cargo build --release -p xpod-node -p xpod-integration --bin meshbench
+//! cargo build --release -p xpod-node -p xpod-integration --bin xpod --bin meshbench
 //! XPOD_BIN=target/release/xpod target/release/meshbench
 //! ```
 //!

@@ -29,13 +29,14 @@
 //!    `GET /.cluster/nodes` (online edges counted).
 //!
 //! ```text
-//! cargo build --release -p xpod-node -p xpod-integration --bin tunnelbench
+//! cargo build --release -p xpod-node -p xpod-integration --bin xpod --bin tunnelbench
 //! XPOD_BIN=target/release/xpod RATHOLE_BIN=/path/to/rathole target/release/tunnelbench
 //! ```
 //!
 //! Options: `--seconds N` (each iperf3/wrk run, default 10), `--connections N` (wrk's `-c`,
 //! default 32), `--edges N` (default 1000),
-//! `--hold N` (seconds the simulated edges stay connected before the measurement, default 10).
+//! `--hold N` (seconds the simulated edges stay connected before the measurement, default 10),
+//! `--skip-iperf` (only the HTTP, memory and idle-edges parts).
 //! Needs `iperf3`, `wrk` and `rathole` (`$RATHOLE_BIN`, else on PATH) and `curl`; a missing
 //! tool skips the figures that need it (printed loudly) and the rest still runs. Every helper
 //! process is killed when the program ends, also on error. Prints plain lines, then one JSON
@@ -819,6 +820,8 @@ struct Args {
     connections: u32,
     edges: usize,
     hold: u64,
+    /// Skip the iperf3 part (to profile or tune the HTTP path alone).
+    skip_iperf: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -827,6 +830,7 @@ fn parse_args() -> anyhow::Result<Args> {
         connections: 32,
         edges: 1000,
         hold: 10,
+        skip_iperf: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -841,11 +845,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--connections" => a.connections = num("--connections")?.clamp(2, 10_000) as u32,
             "--edges" => a.edges = num("--edges")? as usize,
             "--hold" => a.hold = num("--hold")?,
+            "--skip-iperf" => a.skip_iperf = true,
             "-h" | "--help" => {
-                println!("tunnelbench [--seconds N] [--connections N] [--edges N] [--hold N]   (XPOD_BIN: the xpod binary; RATHOLE_BIN: rathole)");
+                println!("tunnelbench [--seconds N] [--connections N] [--edges N] [--hold N] [--skip-iperf]   (XPOD_BIN: the xpod binary; RATHOLE_BIN: rathole)");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other}; usage: tunnelbench [--seconds N] [--connections N] [--edges N] [--hold N]"),
+            other => bail!("unknown argument {other}; usage: tunnelbench [--seconds N] [--connections N] [--edges N] [--hold N] [--skip-iperf]"),
         }
     }
     Ok(a)
@@ -1056,7 +1061,7 @@ fn main() -> anyhow::Result<()> {
     // 1. iperf3.
     let mut iperf_json = serde_json::Map::new();
     let mut iperf_rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
-    if have_iperf3 {
+    if have_iperf3 && !args.skip_iperf {
         let mut paths: Vec<(&str, u16, Vec<Watched>)> = vec![
             ("direct", iperf_port, vec![]),
             ("xpod", fwd, xpod_procs.clone()),

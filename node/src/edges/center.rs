@@ -223,6 +223,7 @@ async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
+        app.edges.pool.sweep();
         let nodes = match app.meta.list_nodes().await {
             Ok(n) => n,
             Err(e) => {

@@ -3,9 +3,10 @@
 //! When `tunnel.edge_domain` is set, a request whose Host is `<service>.<node>.<edge_domain>`
 //! or `<node>.<edge_domain>` (meaning the service [`DEFAULT_SERVICE`], `web`) never reaches the
 //! pod or cluster handlers and needs no credentials (the edge's service decides): it goes
-//! through a new QUIC stream on the tunnel of edge `<node>` — the stream starts with a
-//! [`StreamHeader`] `Http { service }` carrying the client's address — and is then spoken as
-//! HTTP/1.1 with hyper's client over that stream. Bodies stream both ways (nothing buffered).
+//! through a QUIC stream on the tunnel of edge `<node>` — the stream starts with a
+//! [`StreamHeader`] `Http { service }` and is then spoken as HTTP/1.1 with hyper's client;
+//! streams are kept alive and reused by later requests ([`super::pool`]), so the edge's service
+//! sees keep-alive connections. Bodies stream both ways (nothing buffered).
 //! Hop-by-hop headers are stripped both ways; the request gains `Forwarded`,
 //! `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto`.
 //!
@@ -24,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -34,6 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use xpod_tunnel::proto::{StreamHeader, Target};
 
+use super::pool::{Key, StreamPool};
 use crate::app::App;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
@@ -45,6 +47,8 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct EdgeRegistry {
     conns: Mutex<HashMap<String, quinn::Connection>>,
+    /// Idle HTTP exchanges to the edges' services, for reuse.
+    pub pool: Arc<StreamPool>,
 }
 
 impl EdgeRegistry {
@@ -65,6 +69,7 @@ impl EdgeRegistry {
             .is_some_and(|c| c.stable_id() == conn.stable_id())
         {
             conns.remove(node_id);
+            self.pool.forget_node(node_id);
             true
         } else {
             false
@@ -99,7 +104,55 @@ pub fn edge_route(host: Option<&str>, edge_domain: &str) -> Result<Option<EdgeRo
     xpod_routing::edge_host::edge_route(host, edge_domain).map_err(ApiError::bad_request)
 }
 
-/// Forwards `req` (for `host`, from `peer`) to `route` through the edge's tunnel.
+fn unavailable(app: &App, route: &EdgeRoute) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "edge_unavailable",
+        format!(
+            "edge {} has no tunnel to this node ({}); it may be offline or connected to another center",
+            route.node, app.node_id
+        ),
+    )
+    .with_details(serde_json::json!({"node": route.node, "service": route.service}))
+}
+
+fn bad_gateway(route: &EdgeRoute, why: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "bad_gateway",
+        format!(
+            "forwarding to service {} on edge {} failed: {why}",
+            route.service, route.node
+        ),
+    )
+    .with_details(serde_json::json!({"node": route.node, "service": route.service}))
+}
+
+/// A new stream to `route`'s service, within [`OPEN_TIMEOUT`].
+async fn open_timed(
+    app: &App,
+    conn: &quinn::Connection,
+    route: &EdgeRoute,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, ApiError> {
+    match tokio::time::timeout(OPEN_TIMEOUT, open(conn, route)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(Open::Lost(e))) => {
+            tracing::info!(node = %route.node, error = %e, "edge tunnel lost while opening a stream");
+            Err(unavailable(app, route))
+        }
+        Ok(Err(Open::Failed(why))) => Err(bad_gateway(route, why)),
+        Err(_) => Err(bad_gateway(
+            route,
+            format!(
+                "no stream could be opened within {} s",
+                OPEN_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Forwards `req` (for `host`, from `peer`) to `route` through the edge's tunnel, on an idle
+/// stream from the pool when there is one (see [`super::pool`]).
 pub async fn forward(
     app: &App,
     route: EdgeRoute,
@@ -107,44 +160,13 @@ pub async fn forward(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "edge_unavailable",
-            format!(
-                "edge {} has no tunnel to this node ({}); it may be offline or connected to another center",
-                route.node, app.node_id
-            ),
-        )
-        .with_details(serde_json::json!({"node": route.node, "service": route.service}))
-    };
-    let bad_gateway = |why: String| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            format!(
-                "forwarding to service {} on edge {} failed: {why}",
-                route.service, route.node
-            ),
-        )
-        .with_details(serde_json::json!({"node": route.node, "service": route.service}))
-    };
     let Some(conn) = app.edges.get(&route.node) else {
-        return Err(unavailable());
+        return Err(unavailable(app, &route));
     };
-    let mut sender = match tokio::time::timeout(OPEN_TIMEOUT, open(&conn, &route, peer)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(Open::Lost(e))) => {
-            tracing::info!(node = %route.node, error = %e, "edge tunnel lost while opening a stream");
-            return Err(unavailable());
-        }
-        Ok(Err(Open::Failed(why))) => return Err(bad_gateway(why)),
-        Err(_) => {
-            return Err(bad_gateway(format!(
-                "no stream could be opened within {} s",
-                OPEN_TIMEOUT.as_secs()
-            )))
-        }
+    let key = Key {
+        node: route.node.clone(),
+        service: route.service.clone(),
+        conn: conn.stable_id(),
     };
     let mut req = req;
     let upgrade = upgrade_protocol(req.headers());
@@ -155,10 +177,44 @@ pub async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, protocol.clone());
     }
-    let mut resp = sender.send_request(req).await.map_err(|e| {
+    let failed = |e: hyper::Error| {
         tracing::info!(node = %route.node, service = %route.service, error = %e, "forwarded request failed");
-        bad_gateway(format!("no response: {e}"))
-    })?;
+        bad_gateway(&route, format!("no response: {e}"))
+    };
+    let (parts, body) = req.into_parts();
+    // A bodiless idempotent request can be sent again if a reused stream closes under it.
+    let replay = replayable(&parts).then(|| {
+        let mut again = Request::new(crate::http::body::empty());
+        *again.method_mut() = parts.method.clone();
+        *again.uri_mut() = parts.uri.clone();
+        *again.version_mut() = parts.version;
+        *again.headers_mut() = parts.headers.clone();
+        again
+    });
+    let req = Request::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync());
+    let (sender, mut resp) = match app.edges.pool.checkout(&key) {
+        Some(mut sender) => match sender.try_send_request(req).await {
+            Ok(resp) => (sender, resp),
+            Err(mut e) => {
+                // The pooled stream closed as the request went out: the service ended an idle
+                // keep-alive connection. Send it again on a new stream if it did not go out
+                // (hyper hands it back) or may safely be repeated.
+                let again = e
+                    .take_message()
+                    .or(replay)
+                    .ok_or_else(|| failed(e.into_error()))?;
+                tracing::debug!(node = %route.node, service = %route.service, "a reused stream closed; sending on a new one");
+                let mut sender = open_timed(app, &conn, &route).await?;
+                let resp = sender.send_request(again).await.map_err(failed)?;
+                (sender, resp)
+            }
+        },
+        None => {
+            let mut sender = open_timed(app, &conn, &route).await?;
+            let resp = sender.send_request(req).await.map_err(failed)?;
+            (sender, resp)
+        }
+    };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgraded = match (switching, client_upgrade) {
         (true, Some(client)) => {
@@ -168,11 +224,17 @@ pub async fn forward(
         }
         (true, None) => {
             return Err(bad_gateway(
+                &route,
                 "the service switched protocols without being asked to".into(),
             ))
         }
         _ => false,
     };
+    if !upgraded {
+        app.edges.pool.checkin_when_ready(key, sender);
+    } else {
+        drop(sender);
+    }
     let (mut parts, body) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -190,6 +252,21 @@ pub async fn forward(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
     ))
+}
+
+/// Whether a request may be sent twice: an idempotent method without a body (what Go's
+/// `http.Transport` retries on a reused connection too).
+fn replayable(parts: &http::request::Parts) -> bool {
+    let idempotent = matches!(
+        parts.method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    );
+    let no_body = !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    idempotent && no_body && !parts.headers.contains_key(header::UPGRADE)
 }
 
 /// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
@@ -237,19 +314,20 @@ enum Open {
 }
 
 /// Opens a stream, writes its header and starts an HTTP/1.1 client connection over it (its
-/// driver task ends with the exchange).
+/// driver task ends when the connection does: the stream or its tunnel closed, or the pool
+/// dropped it).
 async fn open(
     conn: &quinn::Connection,
     route: &EdgeRoute,
-    peer: SocketAddr,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, Open> {
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, Open> {
     let (mut send, recv) = conn.open_bi().await.map_err(Open::Lost)?;
     let mut head = BytesMut::new();
     StreamHeader {
         target: Target::Http {
             service: route.service.clone(),
         },
-        client_addr: Some(peer),
+        // A stream carries many requests (pooled); each one names its client in `Forwarded`.
+        client_addr: None,
     }
     .encode(&mut head)
     .map_err(|e| Open::Failed(e.to_string()))?;

@@ -6,7 +6,8 @@
 //! Each stream starts with a [`StreamHeader`]; the edge connects to the service's local address
 //! and relays bytes both ways unchanged:
 //! - `Http { service }` → a `kind = "http"` service (the center speaks HTTP/1.1 on the stream and
-//!   has already added `Forwarded`/`X-Forwarded-*`). An unknown service gets a minimal
+//!   has already added `Forwarded`/`X-Forwarded-*`; it keeps the stream for more requests, so
+//!   the service sees one keep-alive connection per stream). An unknown service gets a minimal
 //!   `HTTP/1.1 502` naming it.
 //! - `TlsPassthrough { sni }` → the `kind = "tls"` service named by the SNI's service label
 //!   (`<service>.<this node>.…`, or `web` for `<this node>.…`); the service terminates TLS.

@@ -92,7 +92,12 @@ pub async fn handle(
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics.record(method.as_str(), status, elapsed);
-    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_millis() as u64, "served"));
+    let elapsed_ms = elapsed.as_millis() as u64;
+    if status >= 500 {
+        span.in_scope(|| tracing::warn!(target: "xpod::access", status, elapsed_ms, "served"));
+    } else if app.config.log.access {
+        span.in_scope(|| tracing::info!(target: "xpod::access", status, elapsed_ms, "served"));
+    }
     Ok(resp)
 }
 
