@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every xpod test on a fresh machine: installs what is missing (PostgreSQL, curl),
-# starts a throwaway PostgreSQL cluster on a free port for the PostgreSQL half of the suite,
-# runs the whole workspace's tests, and stops the cluster again.
+# Runs every xpod test on a fresh machine: installs what is missing (PostgreSQL, curl, a Python
+# venv with moto, the S3-compatible server of the S3 tests), starts a throwaway PostgreSQL
+# cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
+# and stops the cluster again. (The S3 tests start their own moto servers: integration/src/s3.rs.)
 #
 #   bash integration/run-tests.sh            # everything
 #   bash integration/run-tests.sh -p xpod-storage   # extra arguments go to `cargo test`
@@ -18,14 +19,56 @@ find_pg_bin() {
   if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; fi
 }
 
+# moto (PyPI), a real S3-compatible server, lives in a venv under target/, made once and reused
+# while it works. XPOD_TEST_MOTO_SERVER (or XPOD_MOTO_SERVER) names another moto_server instead.
+MOTO_VENV="$PWD/target/s3venv"
+MOTO_PKGS=('moto[s3]>=5,<6' 'flask>=3,<4' 'flask-cors')
+[ -n "${XPOD_TEST_MOTO_SERVER:-}" ] || XPOD_TEST_MOTO_SERVER="${XPOD_MOTO_SERVER:-}"
+moto_works() {
+  [ -x "$MOTO_VENV/bin/moto_server" ] && "$MOTO_VENV/bin/python" -c \
+    'import moto, moto.server, flask, flask_cors; assert moto.__version__.split(".")[0] == "5"' >/dev/null 2>&1
+}
+venv_python() {  # a python3 that can make a venv with pip (Debian's needs python3-venv)
+  local p
+  for p in python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+      command -v "$p"; return 0
+    fi
+  done
+  return 0
+}
+make_moto_venv=
+if [ -z "$XPOD_TEST_MOTO_SERVER" ] && ! moto_works; then make_moto_venv=1; fi
+
 need_apt=()
 [ -n "$(find_pg_bin)" ] || need_apt+=(postgresql)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+[ -z "$make_moto_venv" ] || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+if [ -n "$XPOD_TEST_MOTO_SERVER" ]; then
+  [ -x "$XPOD_TEST_MOTO_SERVER" ] || { echo "XPOD_TEST_MOTO_SERVER=$XPOD_TEST_MOTO_SERVER is not an executable" >&2; exit 1; }
+  say "using moto_server $XPOD_TEST_MOTO_SERVER"
+else
+  if [ -n "$make_moto_venv" ]; then
+    PY=$(venv_python)
+    [ -n "$PY" ] || { echo "no python3 that can make a venv, even after installing python3-venv" >&2; exit 1; }
+    say "creating a Python venv with moto (S3 server for the tests) in target/s3venv"
+    rm -rf "$MOTO_VENV"
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    "$PY" -m venv "$MOTO_VENV"
+    say "installing ${MOTO_PKGS[*]} from PyPI (about a minute)"
+    "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "${MOTO_PKGS[@]}"
+    moto_works || { echo "moto was installed into $MOTO_VENV but does not import" >&2; exit 1; }
+  fi
+  XPOD_TEST_MOTO_SERVER="$MOTO_VENV/bin/moto_server"
+  say "using moto $("$MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)') from target/s3venv"
+fi
+export XPOD_TEST_MOTO_SERVER
 
 if [ -z "${XPOD_TEST_PG_URL:-}" ]; then
   PG_BIN=$(find_pg_bin)

@@ -23,6 +23,7 @@ pub(crate) const KEYS: &[&str] = &[
     "storage.bucket",
     "storage.access_key",
     "storage.secret_key",
+    "storage.s3_region",
     "storage.region_buckets",
     "cache.path",
     "cache.max_size",
@@ -65,10 +66,18 @@ impl Config {
                 .secret_key
                 .as_ref()
                 .map_or(Ok(()), |k| v::non_empty(k.expose(), "a secret key")),
+            "storage.s3_region" => self
+                .storage
+                .s3_region
+                .as_deref()
+                .map_or(Ok(()), |r| v::non_empty(r, "an S3 region like us-east-1")),
             "storage.region_buckets" => {
                 let mut seen = HashSet::new();
                 for rb in &self.storage.region_buckets {
-                    v::region(&rb.region).and_then(|()| v::bucket(&rb.bucket))?;
+                    v::region(&rb.region).and_then(|()| v::region_bucket(&rb.bucket))?;
+                    if let Some(e) = &rb.endpoint {
+                        v::endpoint(e)?;
+                    }
                     if !seen.insert(rb.region.as_str()) {
                         return Err(format!("region {:?} is listed twice", rb.region));
                     }

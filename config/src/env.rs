@@ -137,6 +137,15 @@ static TABLE: &[EnvKey] = &[
         },
     ),
     k(
+        "XPOD_STORAGE_S3_REGION",
+        "storage.s3_region",
+        &[],
+        |c, s| {
+            c.storage.s3_region = some(s);
+            Ok(())
+        },
+    ),
+    k(
         "XPOD_STORAGE_REGION_BUCKETS",
         "storage.region_buckets",
         &["CSS_MINIO_REGION_BUCKETS"],

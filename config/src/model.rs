@@ -138,6 +138,9 @@ pub struct StorageConfig {
     pub access_key: Option<String>,
     /// S3 secret key.
     pub secret_key: Option<Secret>,
+    /// The S3 signing region. `None`: `us-east-1` (what MinIO and most S3-compatible servers
+    /// expect).
+    pub s3_region: Option<String>,
     /// Per-region buckets. TOML: an array of `{ region, bucket }` tables, or the string form
     /// `"bj:xpod-bj,gz:xpod-gz"` (the only form in the environment).
     #[serde(deserialize_with = "de_region_buckets")]
@@ -150,8 +153,12 @@ pub struct StorageConfig {
 pub struct RegionBucket {
     /// Region name, same rule as [`Config::region`].
     pub region: String,
-    /// Bucket name (S3 rules).
+    /// Bucket name (S3 rules) on `endpoint` (else `storage.endpoint`), `s3://NAME`, or a local
+    /// directory `file:///absolute/path` (development and tests).
     pub bucket: String,
+    /// This region's S3 endpoint, if it is not `storage.endpoint` (tables only).
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// Parses `REGION:BUCKET[,REGION:BUCKET...]`. Only the form; names are checked by validation.
@@ -159,7 +166,7 @@ pub(crate) fn parse_region_buckets(s: &str) -> Result<Vec<RegionBucket>, String>
     s.split(',')
         .map(|item| match item.trim().split_once(':') {
             Some((r, b)) if !r.trim().is_empty() && !b.trim().is_empty() => {
-                Ok(RegionBucket { region: r.trim().into(), bucket: b.trim().into() })
+                Ok(RegionBucket { region: r.trim().into(), bucket: b.trim().into(), endpoint: None })
             }
             _ => Err(format!(
                 "expected REGION:BUCKET[,REGION:BUCKET...] like \"bj:xpod-bj,gz:xpod-gz\", got {s:?} (bad item {:?})",

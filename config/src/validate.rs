@@ -182,6 +182,18 @@ pub(crate) fn objects_url(u: &str) -> Result<(), String> {
     }
 }
 
+/// A region's bucket: a bucket name, `s3://NAME` or `file:///absolute/path`.
+pub(crate) fn region_bucket(b: &str) -> Result<(), String> {
+    if let Some(path) = b.strip_prefix("file://") {
+        return if path.starts_with('/') && path.len() > 1 {
+            Ok(())
+        } else {
+            Err(format!("expected file:///absolute/path, got {b:?}"))
+        };
+    }
+    bucket(b.strip_prefix("s3://").unwrap_or(b))
+}
+
 /// An S3 endpoint: `host[:port]` or `http(s)://host[:port]` (the seed accepted both).
 pub(crate) fn endpoint(e: &str) -> Result<(), String> {
     let form = "expected HOST[:PORT] or http(s)://HOST[:PORT]";
@@ -309,6 +321,10 @@ mod tests {
         assert!(bucket("xpod-bj").is_ok());
         assert!(bucket("ab").is_err());
         assert!(bucket("Xpod").is_err());
+        assert!(region_bucket("s3://xpod-bj").is_ok());
+        assert!(region_bucket("file:///srv/xpod-bj").is_ok());
+        assert!(region_bucket("file://relative").is_err());
+        assert!(region_bucket("s3://X").is_err());
         assert_eq!(parse_bool("YES"), Ok(true));
         assert_eq!(parse_bool("0"), Ok(false));
         assert!(parse_bool("on").is_err());

@@ -6,6 +6,7 @@
 //!   SIGTERM, restart), used by the end-to-end and multi-node tests and the benchmarks.
 //! - [`edges`]: centers with a cluster CA, join tokens, edges that join, presence, memory.
 //! - [`mesh`]: centers with certificates from one CA on one PostgreSQL, meshed over QUIC.
+//! - [`s3`]: a real S3-compatible server (a throwaway `moto_server`) for the S3 region tests.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 
 pub mod curl;
@@ -13,3 +14,4 @@ pub mod edges;
 pub mod mesh;
 pub mod node;
 pub mod pg;
+pub mod s3;

@@ -26,6 +26,9 @@ pub struct App {
     pub node_id: String,
     pub meta: Arc<dyn MetaStore>,
     pub blobs: BlobStore,
+    /// Every region's store, the disk cache, fallback reads and copies (`blobs` is the own
+    /// region's store, where writes go).
+    pub regions: Arc<xpod_storage::regions::Regions>,
     pub metrics: Metrics,
     pub target: TargetConfig,
     /// `http://host:port` as clients reach this node (config or listen address).
@@ -50,7 +53,8 @@ impl App {
         let meta = meta::open(&db_url, config.database.pool_size)
             .await
             .with_context(|| format!("opening the metadata store ({})", redact_url(&db_url)))?;
-        let blobs = BlobStore::open(&config.objects_url()).context("opening the object store")?;
+        let regions = crate::regions::open(&config, meta.clone())?;
+        let blobs = regions.own().store.clone();
         let target = TargetConfig {
             pods_domain: config.http.pods_domain.clone(),
         };
@@ -78,6 +82,7 @@ impl App {
             node_id,
             meta,
             blobs,
+            regions,
             metrics: Metrics::default(),
             target,
             base_url,

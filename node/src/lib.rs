@@ -26,6 +26,7 @@ pub mod edges;
 pub mod http;
 pub mod mesh;
 pub mod metrics;
+pub mod regions;
 pub mod server;
 
 use std::future::Future;
@@ -61,10 +62,12 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
     let feed = tokio::spawn(mesh::follow_feed(app.clone(), stop_rx.clone()));
+    let sync = tokio::spawn(regions::sync_loop(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = sync.await;
     let _ = feed.await;
     if let Some(t) = tunnels {
         let _ = t.await;

@@ -25,7 +25,7 @@ const MAX_INFLIGHT: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
-    #[error("object store url `{0}`: this version supports file:///absolute/path only (S3 buckets arrive with region-aware storage)")]
+    #[error("object store url `{0}`: expected file:///absolute/path or s3://bucket")]
     BadUrl(String),
     #[error("body larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
@@ -35,6 +35,23 @@ pub enum BlobError {
     NotFound(String),
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+}
+
+/// Where an S3 bucket is and how to sign for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// `http(s)://host[:port]` or `host[:port]` (then https). `None`: AWS.
+    pub endpoint: Option<String>,
+    /// The S3 signing region (`us-east-1` for most S3-compatible servers).
+    pub region: String,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// reqwest (under object_store) needs a process-wide rustls provider; this build has ring only.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A blob written by [`BlobStore::put_stream`].
@@ -55,8 +72,8 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens a store by URL. Only `file:///path` for now (created if missing); S3 buckets come
-    /// with region-aware storage.
+    /// Opens a local store by URL: `file:///path` (created if missing). S3 buckets:
+    /// [`BlobStore::open_s3`].
     pub fn open(url: &str) -> Result<BlobStore, BlobError> {
         let path = url
             .strip_prefix("file://")
@@ -72,6 +89,61 @@ impl BlobStore {
             url: url.to_string(),
             local_root: Some(path.into()),
         })
+    }
+
+    /// Opens an S3 bucket (AWS, MinIO, any S3-compatible server). `endpoint` set: that server,
+    /// path-style requests (`http://` allowed); unset: AWS, virtual-hosted style. Timeouts: 5 s
+    /// to connect, 10 min per request (large bodies stream through one request); retries: 3
+    /// with exponential backoff from 100 ms, within 15 s.
+    pub fn open_s3(s3: &S3Location) -> Result<BlobStore, BlobError> {
+        use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
+        use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+        install_crypto_provider();
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&s3.bucket)
+            .with_region(&s3.region)
+            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(600))
+                    .with_allow_http(true),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(15),
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+            });
+        if let Some(e) = &s3.endpoint {
+            let e = if e.contains("://") {
+                e.clone()
+            } else {
+                format!("https://{e}")
+            };
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+        }
+        if let (Some(k), Some(s)) = (&s3.access_key, &s3.secret_key) {
+            b = b.with_access_key_id(k).with_secret_access_key(s);
+        }
+        Ok(BlobStore {
+            store: Arc::new(b.build()?),
+            url: format!("s3://{}", s3.bucket),
+            local_root: None,
+        })
+    }
+
+    /// Whether this store is a local directory (reads cost no network; not worth caching).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
     }
 
     /// The URL this store was opened with.

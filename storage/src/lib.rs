@@ -8,4 +8,6 @@
 //!   write), streamed in and out, with garbage collection of unreferenced blobs.
 
 pub mod blobs;
+pub mod cache;
 pub mod meta;
+pub mod regions;

@@ -149,9 +149,10 @@ struct MigratePod {
 /// Moves a pod to another node (ARCHITECTURE §6): one transaction makes the target the owner
 /// with epoch + 1 and notifies every node; routing follows at once (owners check their own
 /// ownership, so a node with a stale table forwards to the old owner, which passes it on).
-/// 404: unknown pod or node; 409: target not online, or already the owner. The byte copy
-/// between regions is the storage layer's; until it exists the status goes to `done` as soon
-/// as the owner has changed (all centers share one object store per region).
+/// 404: unknown pod or node; 409: target not online, or already the owner. Within a region
+/// (one store) the status is `done` at once; to another region it stays `syncing` until the
+/// new owner's sync job has copied the pod's blobs (`crate::regions::sync_loop`) — reads work
+/// meanwhile through the fallback chain.
 async fn migrate_pod(
     ctx: &Ctx,
     pod_id: &str,
@@ -185,10 +186,12 @@ async fn migrate_pod(
         .transfer_pod(pod_id, &input.target_node)
         .await?;
     ctx.app.owners.invalidate(pod_id);
-    ctx.app
-        .meta
-        .set_migration_state(pod_id, Some(meta::MigrationStatus::Done), Some(100))
-        .await?;
+    if !crate::regions::needs_sync(source.as_ref(), target.as_ref()) {
+        ctx.app
+            .meta
+            .set_migration_state(pod_id, Some(meta::MigrationStatus::Done), Some(100))
+            .await?;
+    }
     ctx.audit(
         "pod.migrate",
         pod_id,

@@ -105,6 +105,31 @@ impl From<MetaError> for ApiError {
     }
 }
 
+impl From<xpod_storage::regions::RegionError> for ApiError {
+    fn from(e: xpod_storage::regions::RegionError) -> Self {
+        use xpod_storage::regions::RegionError;
+        match e {
+            RegionError::NotFound(key) => {
+                tracing::error!(%key, "a live resource's blob is in no region's store");
+                ApiError::internal("the resource's bytes are missing from every region")
+            }
+            RegionError::Unavailable { regions, why, .. } => {
+                tracing::warn!(regions = ?regions, %why, "a read found no available region");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "region_unavailable",
+                    format!(
+                        "the resource's bytes are only in region(s) {} and that storage is unavailable; retry later",
+                        regions.join(", ")
+                    ),
+                )
+                .with_details(serde_json::json!({"regions": regions}))
+                .with_header(http::header::RETRY_AFTER, "5")
+            }
+        }
+    }
+}
+
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
         match e {

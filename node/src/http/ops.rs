@@ -52,7 +52,8 @@ pub async fn handle<B>(
         OpsRoute::Metrics => Response::builder()
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body::full(
-                app.metrics.render(&app.node_id, app.meta.backend()),
+                app.metrics.render(&app.node_id, app.meta.backend())
+                    + &crate::regions::render_metrics(&app.regions),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,
         OpsRoute::OpenApi => Response::builder()

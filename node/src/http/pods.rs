@@ -326,8 +326,12 @@ async fn get(
         .blob_key
         .as_deref()
         .ok_or_else(|| ApiError::internal(format!("{path} has no blob")))?;
-    let stream = app.blobs.get(key, byte_range).await?;
-    b.body(body::stream(stream))
+    let read = app
+        .regions
+        .read(key, r.size.max(0) as u64, &r.regions, byte_range)
+        .await?;
+    b = b.header("x-xpod-read-from", read.tier.label());
+    b.body(body::stream(read.stream))
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 

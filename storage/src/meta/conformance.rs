@@ -37,6 +37,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_deletes(&store).await;
     check_clashes(&store).await;
     check_referenced_blobs(&store).await;
+    check_blob_regions(&store).await;
     check_api_keys(&store).await;
     check_join_tokens(&store).await;
     check_join_token_uses(&store).await;
@@ -1062,6 +1063,51 @@ pub async fn check_referenced_blobs(store: &Arc<dyn MetaStore>) {
         "referenced_blobs of nothing"
     )
     .is_empty());
+}
+
+/// The migration sync's view: a pod's live blobs, and regions added to a blob's rows once.
+pub async fn check_blob_regions(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "regions").await;
+    let (k1, k2, k3) = (uid("blob-1"), uid("blob-2"), uid("blob-3"));
+    put(store, &fx, doc(&fx.pod, "/a.txt", &k1)).await;
+    put(store, &fx, doc(&fx.pod, "/d/b.txt", &k2)).await;
+    put(store, &fx, doc(&fx.pod, "/gone.txt", &k3)).await;
+    ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/gone.txt", &always())
+            .await,
+        "delete /gone.txt",
+    );
+    let blobs = ok(store.list_pod_blobs(&fx.pod).await, "list_pod_blobs");
+    let paths: Vec<&str> = blobs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/a.txt", "/d/b.txt"],
+        "live documents only, no containers, by path"
+    );
+    assert_eq!(blobs[0].blob_key.as_deref(), Some(k1.as_str()));
+
+    assert_eq!(
+        ok(store.add_blob_region(&k1, "us-2").await, "add region"),
+        1
+    );
+    assert_eq!(
+        ok(store.add_blob_region(&k1, "us-2").await, "add region again"),
+        0,
+        "adding a region twice changes nothing"
+    );
+    assert_eq!(
+        must_get(store, &fx.pod, "/a.txt").await.regions,
+        ["eu-1", "us-2"]
+    );
+    assert_eq!(must_get(store, &fx.pod, "/d/b.txt").await.regions, ["eu-1"]);
+    assert_eq!(
+        ok(
+            store.add_blob_region(&uid("none"), "us-2").await,
+            "unknown blob"
+        ),
+        0
+    );
 }
 
 /// API keys: create, get, list order, duplicate, revoke (idempotent), touch.

@@ -467,6 +467,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> MetaResult<Option<String>>;
     /// The subset of `keys` that a live resource row still points to (for blob GC).
     async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>>;
+    /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
+    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
+    /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;
+    /// idempotent). Returns how many rows changed.
+    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64>;
 
     // ---- api keys ----
     /// `Conflict` if the key id exists.

@@ -1258,6 +1258,30 @@ impl MetaStore for PgStore {
         rows.iter().map(|r| col::<String>(r, "blob_key")).collect()
     }
 
+    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {RES_COLS} FROM resources \
+             WHERE pod_id = $1 AND blob_key IS NOT NULL AND deleted_at IS NULL ORDER BY path"
+        );
+        let rows = query(&client, &sql, &[&pod_id]).await?;
+        rows.iter()
+            .map(|r| resource_from_row(r).map(|(rec, _)| rec))
+            .collect()
+    }
+
+    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
+        let client = self.client().await?;
+        let add = serde_json::Value::from(vec![region]).to_string();
+        execute(
+            &client,
+            "UPDATE resources SET regions = regions || $2::text::jsonb \
+             WHERE blob_key = $1 AND NOT regions @> $2::text::jsonb",
+            &[&key, &add],
+        )
+        .await
+    }
+
     // ---- api keys ----
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()> {

@@ -1078,6 +1078,41 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
+        let pod_id = pod_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLS} FROM resources
+                 WHERE pod_id = ?1 AND blob_key IS NOT NULL AND deleted_at IS NULL
+                 ORDER BY path"
+            ))
+            .db()?
+            .query_map([&pod_id], resource_from_row)
+            .db()?
+            .map(|r| r.map(|s| s.record))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
+        let (key, region) = (key.to_string(), region.to_string());
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE resources SET regions = json_insert(regions, '$[#]', ?2)
+                     WHERE blob_key = ?1
+                       AND NOT EXISTS (SELECT 1 FROM json_each(regions) WHERE value = ?2)",
+                )
+                .db()?
+                .execute([&key, &region])
+                .db()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     // ---- api keys ----
 
     async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()> {

@@ -1,0 +1,242 @@
+//! The node's regions (ARCHITECTURE §7): which store is whose, from the configuration, and the
+//! migration sync job that finishes moving a pod's bytes after it changed region.
+//!
+//! Stores: this node's region (`region`) writes to its entry in `storage.region_buckets` if
+//! there is one, else to `storage.objects_url` (default `file://<data_dir>/objects`). Every
+//! other entry of `storage.region_buckets` is another region, read when a blob is not in the own
+//! region. A bucket is a name on `endpoint` (the entry's, else `storage.endpoint`; AWS when
+//! neither is set), `s3://NAME`, or a local directory `file:///path`.
+//!
+//! Sync: a migration (`POST /.cluster/pods/{id}/migrate`) leaves the pod `syncing` when the
+//! target node is in another region. The new owner's [`sync_loop`] finds such pods (every
+//! [`SYNC_EVERY`]) and copies each blob the own region lacks, one at a time (so live traffic
+//! keeps most of the bandwidth), updating `migration_progress` as it goes and setting `done` at
+//! the end — or `failed` (retried on the next round) when a region cannot be read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use xpod_config::Config;
+use xpod_storage::blobs::{BlobStore, S3Location};
+use xpod_storage::cache::DiskCache;
+use xpod_storage::meta::{self, MetaStore, MigrationStatus};
+use xpod_storage::regions::{Region, Regions};
+
+use crate::app::App;
+
+/// How often the sync job looks for pods to finish.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+
+fn open_store(config: &Config, bucket: &str, endpoint: Option<&str>) -> anyhow::Result<BlobStore> {
+    if bucket.starts_with("file://") {
+        return BlobStore::open(bucket).with_context(|| format!("opening {bucket}"));
+    }
+    let s = &config.storage;
+    let location = S3Location {
+        bucket: bucket.strip_prefix("s3://").unwrap_or(bucket).to_string(),
+        endpoint: endpoint.or(s.endpoint.as_deref()).map(str::to_string),
+        region: s.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key: s.access_key.clone(),
+        secret_key: s.secret_key.as_ref().map(|k| k.expose().to_string()),
+    };
+    BlobStore::open_s3(&location).with_context(|| format!("opening bucket {}", location.bucket))
+}
+
+/// The regions of `config`, with the disk cache at `cache.path` (`cache.max_size`).
+pub fn open(config: &Config, meta: Arc<dyn MetaStore>) -> anyhow::Result<Arc<Regions>> {
+    let buckets = &config.storage.region_buckets;
+    let own_store = match buckets.iter().find(|b| b.region == config.region) {
+        Some(b) => open_store(config, &b.bucket, b.endpoint.as_deref())?,
+        None => {
+            let url = config.objects_url();
+            if url.starts_with("s3://") {
+                open_store(config, &url, None)?
+            } else {
+                BlobStore::open(&url).context("opening the object store")?
+            }
+        }
+    };
+    let others = buckets
+        .iter()
+        .filter(|b| b.region != config.region)
+        .map(|b| {
+            Ok(Region {
+                name: b.region.clone(),
+                store: open_store(config, &b.bucket, b.endpoint.as_deref())
+                    .with_context(|| format!("region {}", b.region))?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_dir = config.cache_dir();
+    let cache = DiskCache::open(&cache_dir, config.cache.max_size.bytes())
+        .with_context(|| format!("opening the disk cache in {}", cache_dir.display()))?;
+    Ok(Arc::new(Regions::new(
+        Region {
+            name: config.region.clone(),
+            store: own_store,
+        },
+        others,
+        Some(Arc::new(cache)),
+        meta,
+    )))
+}
+
+/// Finishes the migrations to this node: see the module docs.
+///
+/// Test hook: while the file named by `XPOD_TEST_SYNC_HOLD` exists, the job waits (so a test
+/// can observe reads through the fallback chain before the job copies everything).
+pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SYNC_EVERY);
+    let hold = std::env::var_os("XPOD_TEST_SYNC_HOLD").map(std::path::PathBuf::from);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if hold.as_ref().is_some_and(|h| h.exists()) {
+            continue;
+        }
+        let pods = match app.meta.list_pods().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "migration sync skipped");
+                continue;
+            }
+        };
+        for pod in pods.into_iter().filter(|p| {
+            p.node_id == app.node_id
+                && matches!(
+                    p.migration_status,
+                    Some(MigrationStatus::Syncing) | Some(MigrationStatus::Failed)
+                )
+        }) {
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                r = sync_pod(&app, &pod.pod_id) => { report(&app, &pod.pod_id, r).await; false }
+            };
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+async fn report(app: &App, pod_id: &str, result: anyhow::Result<(usize, usize)>) {
+    let (status, progress) = match &result {
+        Ok((copied, total)) => {
+            tracing::info!(pod = pod_id, copied, blobs = total, "migration sync done");
+            (MigrationStatus::Done, Some(100))
+        }
+        Err(e) => {
+            tracing::warn!(pod = pod_id, error = %format!("{e:#}"), "migration sync failed; retrying");
+            (MigrationStatus::Failed, None)
+        }
+    };
+    if let Err(e) = app
+        .meta
+        .set_migration_state(pod_id, Some(status), progress)
+        .await
+    {
+        tracing::warn!(pod = pod_id, error = %e, "recording the migration state failed");
+    }
+}
+
+/// Copies every blob of `pod_id` that the own region lacks. Returns (copied, total).
+async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
+    let own = app.regions.own().name.clone();
+    let blobs = app.meta.list_pod_blobs(pod_id).await?;
+    let total = blobs.len();
+    let mut copied = 0;
+    let mut last_pct = -1;
+    for (i, r) in blobs.iter().enumerate() {
+        // Still ours? A later migration moved it on: that node finishes it.
+        if i % 50 == 0 {
+            match app.meta.get_pod(pod_id).await? {
+                Some(p) if p.node_id == app.node_id => {}
+                _ => return Ok((copied, total)),
+            }
+        }
+        if !r.regions.contains(&own) {
+            let key = r.blob_key.as_deref().unwrap_or_default();
+            if app
+                .regions
+                .ensure_local(key, r.size.max(0) as u64, &r.regions)
+                .await
+                .with_context(|| format!("copying {} ({key})", r.path))?
+            {
+                copied += 1;
+            }
+        }
+        let pct = ((i + 1) * 100 / total.max(1)) as i32;
+        // Progress is written at most once per percent (and never 100 before the end).
+        if pct != last_pct && pct < 100 {
+            last_pct = pct;
+            app.meta
+                .set_migration_state(pod_id, Some(MigrationStatus::Syncing), Some(pct))
+                .await?;
+        }
+    }
+    Ok((copied, total))
+}
+
+/// Region storage counters in the Prometheus text format (appended to `/metrics`).
+pub fn render_metrics(regions: &Regions) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &regions.stats;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP xpod_blob_reads_total Blob reads by tier (cache, own region, another region).
+# TYPE xpod_blob_reads_total counter"
+    );
+    for (tier, v) in [
+        ("cache", &s.cache_hits),
+        ("own", &s.own_reads),
+        ("remote", &s.remote_reads),
+    ] {
+        let _ = writeln!(
+            out,
+            "xpod_blob_reads_total{{tier=\"{tier}\"}} {}",
+            v.load(Relaxed)
+        );
+    }
+    for (name, help, v) in [
+        (
+            "xpod_blob_copies_total",
+            "Blobs copied into this region.",
+            &s.copies,
+        ),
+        (
+            "xpod_blob_copy_failures_total",
+            "Blob copies into this region that failed.",
+            &s.copy_failures,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    if let Some(c) = regions.cache() {
+        let _ = writeln!(
+            out,
+            "# HELP xpod_cache_bytes Bytes in the disk cache.\n# TYPE xpod_cache_bytes gauge\nxpod_cache_bytes {}\n\
+             # HELP xpod_cache_max_bytes The disk cache's bound.\n# TYPE xpod_cache_max_bytes gauge\nxpod_cache_max_bytes {}",
+            c.size(),
+            c.max_bytes()
+        );
+    }
+    out
+}
+
+/// Whether a move of a pod from `from` to `to` needs a byte copy: the nodes are in different
+/// regions.
+pub fn needs_sync(from: Option<&meta::NodeRecord>, to: Option<&meta::NodeRecord>) -> bool {
+    match (from, to) {
+        (Some(a), Some(b)) => a.region != b.region,
+        _ => false,
+    }
+}

@@ -1,0 +1,567 @@
+//! Region-aware blob reads: a disk cache, this node's region, then the regions that hold a blob,
+//! then the rest — and lazy replication of what is read from elsewhere (ARCHITECTURE §7).
+//!
+//! Writes always go to the own region's store under a new immutable key (see
+//! [`crate::blobs`]); the metadata row lists the regions whose bucket holds the blob. A read
+//! ([`Regions::read`]) tries, in order:
+//! 1. the disk cache ([`DiskCache`]) — filled by full reads that came over the network;
+//! 2. the own region's store;
+//! 3. the regions the row says hold the blob, then every other configured region.
+//!
+//! A full read served by another region streams to the client while it is written to a cache
+//! temp file; when the last byte has arrived (exactly the size metadata recorded) the file is
+//! committed and copied into the own region's store in the background, and the own region is
+//! added to the row's regions. Only one such copy per key runs in a node at a time (a claim in
+//! memory); concurrent first readers meanwhile stream from the remote region without copying.
+//! Small blobs are copied with a create-only put (`If-None-Match: *`), so two nodes copying
+//! the same key cannot both write it; large ones (over [`SINGLE_PUT_MAX`]) with a multipart
+//! upload (S3 completes it atomically, and the bytes under an immutable key are the same
+//! whoever writes them). A read that fails or is cut off mid-stream drops its temp file:
+//! nothing is cached or copied from it. A range read from another region is served as is and
+//! starts a background copy of the whole blob.
+//!
+//! Deleted resources cannot come back from an old region: reads start from a live metadata row,
+//! and a delete tombstones the row (its blob key is never referenced again).
+//!
+//! A region that fails (unreachable, 5xx after retries) is skipped; if no region could serve
+//! and at least one failed, the error names the failed regions ([`RegionError::Unavailable`]).
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+use crate::blobs::{BlobError, BlobStore};
+use crate::cache::{CacheWriter, DiskCache};
+use crate::meta::MetaStore;
+
+/// Blobs up to this size are copied with one create-only put; larger ones by multipart upload.
+pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
+/// Part size of multipart copies.
+const PART: usize = 8 * 1024 * 1024;
+
+/// One region's store.
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub name: String,
+    pub store: BlobStore,
+}
+
+/// Where a read was served from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Cache,
+    /// A region's store (the own region or another).
+    Region(String),
+}
+
+impl Tier {
+    /// `cache` or the region's name.
+    pub fn label(&self) -> &str {
+        match self {
+            Tier::Cache => "cache",
+            Tier::Region(r) => r,
+        }
+    }
+}
+
+/// A blob read: its bytes and where they come from.
+pub struct Read {
+    pub stream: BoxStream<'static, Result<Bytes, BlobError>>,
+    pub tier: Tier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    #[error("blob {0} is in no region's store")]
+    NotFound(String),
+    #[error("blob {key} could not be read: region(s) {} unavailable ({why})", regions.join(", "))]
+    Unavailable {
+        key: String,
+        regions: Vec<String>,
+        why: String,
+    },
+}
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct RegionStats {
+    pub cache_hits: AtomicU64,
+    pub own_reads: AtomicU64,
+    pub remote_reads: AtomicU64,
+    /// Blobs copied into the own region (by reads or the sync job).
+    pub copies: AtomicU64,
+    pub copy_failures: AtomicU64,
+}
+
+/// The regions of a cluster as one node sees them. See the module docs.
+pub struct Regions {
+    own: Region,
+    others: Vec<Region>,
+    cache: Option<Arc<DiskCache>>,
+    meta: Arc<dyn MetaStore>,
+    copying: Arc<Mutex<HashSet<String>>>,
+    pub stats: Arc<RegionStats>,
+}
+
+impl std::fmt::Debug for Regions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Regions")
+            .field("own", &self.own)
+            .field("others", &self.others)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Releases a copy claim when dropped.
+struct Claim {
+    key: String,
+    set: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.lock().expect("poisoned").remove(&self.key);
+    }
+}
+
+impl Regions {
+    /// `own` is this node's region; `others` every other region (in configuration order).
+    pub fn new(
+        own: Region,
+        others: Vec<Region>,
+        cache: Option<Arc<DiskCache>>,
+        meta: Arc<dyn MetaStore>,
+    ) -> Regions {
+        Regions {
+            own,
+            others,
+            cache,
+            meta,
+            copying: Default::default(),
+            stats: Default::default(),
+        }
+    }
+
+    /// This node's region.
+    pub fn own(&self) -> &Region {
+        &self.own
+    }
+
+    /// The other regions.
+    pub fn others(&self) -> &[Region] {
+        &self.others
+    }
+
+    /// The disk cache, if enabled.
+    pub fn cache(&self) -> Option<&Arc<DiskCache>> {
+        self.cache.as_ref()
+    }
+
+    fn claim(&self, key: &str) -> Option<Claim> {
+        let mut set = self.copying.lock().expect("poisoned");
+        set.insert(key.to_string()).then(|| Claim {
+            key: key.to_string(),
+            set: self.copying.clone(),
+        })
+    }
+
+    /// The regions to try for a blob the row says `holding` holds: own, holding, the rest.
+    fn order(&self, holding: &[String]) -> Vec<&Region> {
+        let mut order = vec![&self.own];
+        for name in holding {
+            if let Some(r) = self.others.iter().find(|r| &r.name == name) {
+                order.push(r);
+            }
+        }
+        for r in &self.others {
+            if !holding.contains(&r.name) {
+                order.push(r);
+            }
+        }
+        order
+    }
+
+    /// Streams blob `key` (`size` bytes, held by `holding` per metadata), or `range` of it.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &str,
+        size: u64,
+        holding: &[String],
+        range: Option<Range<u64>>,
+    ) -> Result<Read, RegionError> {
+        if let Some(cache) = &self.cache {
+            if let Some(s) = cache.get(key, range.clone()).await {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Read {
+                    stream: s
+                        .map(|r| r.map_err(|e| BlobError::Body(format!("reading the cache: {e}"))))
+                        .boxed(),
+                    tier: Tier::Cache,
+                });
+            }
+        }
+        let mut failed: Vec<(String, String)> = Vec::new();
+        for region in self.order(holding) {
+            let stream = match region.store.get(key, range.clone()).await {
+                Ok(s) => s,
+                Err(BlobError::NotFound(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(region = %region.name, %key, error = %e, "region unavailable for a read");
+                    failed.push((region.name.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let own = region.name == self.own.name;
+            let tier = Tier::Region(region.name.clone());
+            if own {
+                self.stats.own_reads.fetch_add(1, Ordering::Relaxed);
+                // A full read of a network store fills the cache (no copy: it is ours).
+                let writer = match (&self.cache, range.is_none() && !region.store.is_local()) {
+                    (Some(c), true) if size <= c.max_bytes() && !c.contains(key) => {
+                        c.writer(key).ok()
+                    }
+                    _ => None,
+                };
+                let stream = match writer {
+                    Some(w) => tee(stream, w, size, None),
+                    None => stream,
+                };
+                return Ok(Read { stream, tier });
+            }
+            self.stats.remote_reads.fetch_add(1, Ordering::Relaxed);
+            let stream = match (range.is_none(), self.claim(key)) {
+                (true, Some(claim)) => {
+                    let writer = self
+                        .cache
+                        .as_ref()
+                        .filter(|c| size <= c.max_bytes())
+                        .and_then(|c| c.writer(key).ok());
+                    match writer {
+                        Some(w) => {
+                            let this = self.clone();
+                            let key = key.to_string();
+                            let done: OnDone = Box::new(move |path: PathBuf| {
+                                tokio::spawn(async move {
+                                    this.copy_from_file(&key, &path, size, claim).await;
+                                });
+                            });
+                            tee(stream, w, size, Some(done))
+                        }
+                        None => {
+                            // No room in the cache: copy with a read of its own.
+                            self.spawn_copy(key, size, region.clone(), claim);
+                            stream
+                        }
+                    }
+                }
+                (false, Some(claim)) => {
+                    self.spawn_copy(key, size, region.clone(), claim);
+                    stream
+                }
+                (_, None) => stream, // a copy of this key is already under way
+            };
+            return Ok(Read { stream, tier });
+        }
+        if failed.is_empty() {
+            Err(RegionError::NotFound(key.to_string()))
+        } else {
+            Err(RegionError::Unavailable {
+                key: key.to_string(),
+                why: failed
+                    .iter()
+                    .map(|(r, e)| format!("{r}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                regions: failed.into_iter().map(|(r, _)| r).collect(),
+            })
+        }
+    }
+
+    fn spawn_copy(self: &Arc<Self>, key: &str, size: u64, from: Region, claim: Claim) {
+        let this = self.clone();
+        let key = key.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = this.copy_into_own(&key, size, &from).await {
+                tracing::warn!(%key, from = %from.name, error = %e, "copying a blob into this region failed");
+            }
+            drop(claim);
+        });
+    }
+
+    /// Copies blob `key` into the own region from the first region in `holding` (then the
+    /// rest) that has it, unless the own region has it already; records the own region in
+    /// metadata. Returns whether bytes were copied. Used by the migration sync; waits while a
+    /// read-triggered copy of the same key is running.
+    pub async fn ensure_local(
+        self: &Arc<Self>,
+        key: &str,
+        size: u64,
+        holding: &[String],
+    ) -> Result<bool, RegionError> {
+        let claim = loop {
+            if let Some(c) = self.claim(key) {
+                break c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        if self.own.store.exists(key).await.unwrap_or(false) {
+            self.record(key).await;
+            return Ok(false);
+        }
+        let mut failed = Vec::new();
+        for region in self.order(holding).into_iter().skip(1) {
+            match self.copy_into_own(key, size, region).await {
+                Ok(()) => {
+                    drop(claim);
+                    return Ok(true);
+                }
+                Err(BlobError::NotFound(_)) => continue,
+                Err(e) => failed.push((region.name.clone(), e.to_string())),
+            }
+        }
+        drop(claim);
+        if failed.is_empty() {
+            Err(RegionError::NotFound(key.to_string()))
+        } else {
+            Err(RegionError::Unavailable {
+                key: key.to_string(),
+                why: failed
+                    .iter()
+                    .map(|(r, e)| format!("{r}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                regions: failed.into_iter().map(|(r, _)| r).collect(),
+            })
+        }
+    }
+
+    /// Streams `key` from `from` into the own region, checking the size (the caller holds the
+    /// key's claim).
+    async fn copy_into_own(&self, key: &str, size: u64, from: &Region) -> Result<(), BlobError> {
+        let mut stream = from.store.get(key, None).await?;
+        let dest = self.own.store.object_store();
+        let path = ObjPath::from(key);
+        let result: Result<bool, BlobError> = if size <= SINGLE_PUT_MAX {
+            let mut buf = Vec::with_capacity(size as usize);
+            let mut fail = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) if (buf.len() + c.len()) as u64 <= size => buf.extend_from_slice(&c),
+                    Ok(_) => {
+                        fail = Some(BlobError::Body(format!(
+                            "{key} in {} is larger than recorded",
+                            from.name
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        fail = Some(e);
+                        break;
+                    }
+                }
+            }
+            match fail {
+                Some(e) => Err(e),
+                None if buf.len() as u64 != size => Err(BlobError::Body(format!(
+                    "{key} in {} has {} bytes, metadata says {size}",
+                    from.name,
+                    buf.len()
+                ))),
+                None => create_only(dest.as_ref(), &path, Bytes::from(buf)).await,
+            }
+        } else {
+            let upload = dest.put_multipart(&path).await?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut n = 0u64;
+            let mut fail = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        n += c.len() as u64;
+                        if let Err(e) = w.wait_for_capacity(2).await {
+                            fail = Some(e.into());
+                            break;
+                        }
+                        w.write(&c);
+                    }
+                    Err(e) => {
+                        fail = Some(e);
+                        break;
+                    }
+                }
+            }
+            if fail.is_none() && n != size {
+                fail = Some(BlobError::Body(format!(
+                    "{key} in {} has {n} bytes, metadata says {size}",
+                    from.name
+                )));
+            }
+            match fail {
+                Some(e) => {
+                    let _ = w.abort().await;
+                    Err(e)
+                }
+                None => w.finish().await.map(|_| true).map_err(BlobError::from),
+            }
+        };
+        match result {
+            Ok(created) => {
+                if created {
+                    self.stats.copies.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%key, from = %from.name, created, "blob copied into this region");
+                self.record(key).await;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.copy_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies a committed cache file of `key` into the own region, then records it.
+    async fn copy_from_file(&self, key: &str, file: &Path, size: u64, claim: Claim) {
+        let result = upload_file(self.own.store.object_store().as_ref(), key, file, size).await;
+        match result {
+            Ok(created) => {
+                if created {
+                    self.stats.copies.fetch_add(1, Ordering::Relaxed);
+                }
+                self.record(key).await;
+                drop(claim);
+            }
+            Err(e) => {
+                self.stats.copy_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%key, error = %e, "copying a cached blob into this region failed");
+            }
+        }
+    }
+
+    async fn record(&self, key: &str) {
+        if let Err(e) = self.meta.add_blob_region(key, &self.own.name).await {
+            tracing::warn!(%key, error = %e, "recording a copied blob's region failed (the next read copies again)");
+        }
+    }
+}
+
+/// A create-only put: `Ok(true)` if this call created the object, `Ok(false)` if it existed.
+async fn create_only(
+    store: &dyn object_store::ObjectStore,
+    path: &ObjPath,
+    bytes: Bytes,
+) -> Result<bool, BlobError> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(path, PutPayload::from(bytes), opts).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Uploads a local file as `key`: create-only up to [`SINGLE_PUT_MAX`], multipart above (after
+/// checking the key is absent). `Ok(false)`: the object was already there.
+async fn upload_file(
+    store: &dyn object_store::ObjectStore,
+    key: &str,
+    file: &Path,
+    size: u64,
+) -> Result<bool, BlobError> {
+    use tokio::io::AsyncReadExt as _;
+    let path = ObjPath::from(key);
+    let io = |e: std::io::Error| BlobError::Body(format!("reading cached {key}: {e}"));
+    if size <= SINGLE_PUT_MAX {
+        let bytes = tokio::fs::read(file).await.map_err(io)?;
+        return create_only(store, &path, Bytes::from(bytes)).await;
+    }
+    match store.head(&path).await {
+        Ok(_) => return Ok(false),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut f = tokio::fs::File::open(file).await.map_err(io)?;
+    let mut w = WriteMultipart::new_with_chunk_size(store.put_multipart(&path).await?, PART);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match f.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = w.abort().await;
+                return Err(io(e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = w.wait_for_capacity(2).await {
+            let _ = w.abort().await;
+            return Err(e.into());
+        }
+        w.write(&buf[..n]);
+    }
+    w.finish().await?;
+    Ok(true)
+}
+
+type OnDone = Box<dyn FnOnce(PathBuf) + Send>;
+
+/// Passes `inner` through while writing it to `writer`; once exactly `size` bytes have passed,
+/// commits the cache file (before the last chunk is handed on, so a client that stops reading
+/// at the declared length still leaves a complete file) and calls `done` with its path. An
+/// error, a short or long stream, or dropping the stream early discards the temp file.
+fn tee(
+    inner: BoxStream<'static, Result<Bytes, BlobError>>,
+    writer: CacheWriter,
+    size: u64,
+    done: Option<OnDone>,
+) -> BoxStream<'static, Result<Bytes, BlobError>> {
+    struct State {
+        inner: BoxStream<'static, Result<Bytes, BlobError>>,
+        writer: Option<CacheWriter>,
+        done: Option<OnDone>,
+        size: u64,
+    }
+    let state = State {
+        inner,
+        writer: Some(writer),
+        done,
+        size,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        let item = st.inner.next().await?;
+        match &item {
+            Ok(chunk) => {
+                if let Some(w) = st.writer.as_mut() {
+                    let ok = w.write(chunk).await.is_ok() && w.written() <= st.size;
+                    if !ok {
+                        st.writer = None; // stop caching; the client still gets its bytes
+                    } else if w.written() == st.size {
+                        let w = st.writer.take().expect("present");
+                        match w.commit(st.size).await {
+                            Ok(path) => {
+                                if let Some(done) = st.done.take() {
+                                    done(path);
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "committing a cache file failed"),
+                        }
+                    }
+                }
+            }
+            Err(_) => st.writer = None,
+        }
+        Some((item, st))
+    })
+    .boxed()
+}
