@@ -240,3 +240,46 @@ pub fn needs_sync(from: Option<&meta::NodeRecord>, to: Option<&meta::NodeRecord>
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed's environment form: `CSS_MINIO_REGION=bj`, `CSS_MINIO_REGION_BUCKETS=bj:…,gz:…`
+    /// on one `CSS_MINIO_ENDPOINT` — the own region writes to its bucket, the other is read.
+    #[tokio::test]
+    async fn seed_environment_names_the_regions() {
+        let dir = std::env::temp_dir().join(format!(
+            "xpod-regions-{}",
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let env: Vec<(String, String)> = [
+            ("CSS_MINIO_REGION", "bj"),
+            ("CSS_MINIO_REGION_BUCKETS", "bj:xpod-bj,gz:xpod-gz"),
+            ("CSS_MINIO_ENDPOINT", "http://127.0.0.1:9"),
+            ("CSS_MINIO_ACCESS_KEY", "k"),
+            ("CSS_MINIO_SECRET_KEY", "s"),
+            ("XPOD_DATA_DIR", dir.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::load(None, &env).unwrap();
+        config.validate().unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = meta::open(&format!("sqlite://{}/meta.db", dir.display()), 1)
+            .await
+            .unwrap();
+        let regions = open(&config, meta).unwrap();
+        assert_eq!(regions.own().name, "bj");
+        assert_eq!(regions.own().store.url(), "s3://xpod-bj");
+        let others: Vec<_> = regions
+            .others()
+            .iter()
+            .map(|r| (r.name.as_str(), r.store.url()))
+            .collect();
+        assert_eq!(others, [("gz", "s3://xpod-gz")]);
+        assert!(regions.cache().is_some_and(|c| c.max_bytes() == 50_000_000_000));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
