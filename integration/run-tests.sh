@@ -43,6 +43,7 @@ if [ -z "$XPOD_TEST_MOTO_SERVER" ] && ! moto_works; then make_moto_venv=1; fi
 need_apt=()
 [ -n "$(find_pg_bin)" ] || need_apt+=(postgresql)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 [ -z "$make_moto_venv" ] || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"

@@ -34,6 +34,10 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.quic_listen",
     "tunnel.centers",
     "tunnel.edge_domain",
+    "dns.listen",
+    "dns.zone",
+    "dns.addresses",
+    "dns.ttl",
 ];
 
 impl Config {
@@ -106,12 +110,22 @@ impl Config {
                 .as_deref()
                 .map_or(Ok(()), v::dns_name),
             // Enums, bools, the socket address: their type is their rule.
+            "dns.zone" => self.dns.zone.as_deref().map_or(Ok(()), v::dns_name),
+            "dns.ttl" if !(1..=86_400).contains(&self.dns.ttl) => {
+                Err(format!("expected 1..=86400 seconds, got {}", self.dns.ttl))
+            }
             _ => Ok(()),
         }
     }
 
     /// Rules that involve more than one key.
     fn check_cross(&self) -> Result<(), (&'static str, String)> {
+        if self.dns.listen.is_some() && self.dns.zone.is_none() {
+            return Err((
+                "dns.zone",
+                "required when dns.listen is set (the zone this center answers for)".into(),
+            ));
+        }
         let s = &self.storage;
         match (&s.access_key, &s.secret_key) {
             (Some(_), None) => Err((

@@ -219,6 +219,37 @@ static TABLE: &[EnvKey] = &[
             Ok(())
         },
     ),
+    k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
+        c.dns.listen = Some(
+            s.trim()
+                .parse()
+                .map_err(|_| format!("expected IP:PORT like 0.0.0.0:53, got {s:?}"))?,
+        );
+        Ok(())
+    }),
+    k("XPOD_DNS_ZONE", "dns.zone", &[], |c, s| {
+        c.dns.zone = some(s);
+        Ok(())
+    }),
+    k("XPOD_DNS_ADDRESSES", "dns.addresses", &[], |c, s| {
+        c.dns.addresses = s
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| format!("expected IP addresses separated by commas, got {a:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }),
+    k("XPOD_DNS_TTL", "dns.ttl", &[], |c, s| {
+        c.dns.ttl = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected seconds, got {s:?}"))?;
+        Ok(())
+    }),
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.

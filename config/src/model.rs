@@ -35,6 +35,35 @@ pub struct Config {
     pub log: LogConfig,
     /// `[tunnel]`
     pub tunnel: TunnelConfig,
+    /// `[dns]`
+    pub dns: DnsConfig,
+}
+
+/// `[dns]`: the authoritative DNS server of a center for the cluster's zone.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// UDP and TCP address to serve DNS on. `None`: no DNS server.
+    pub listen: Option<SocketAddr>,
+    /// The zone this cluster is authoritative for (`http.pods_domain` and `tunnel.edge_domain`
+    /// are answered when they are inside it). Required with `listen`.
+    pub zone: Option<String>,
+    /// This center's public addresses: what names routed to it resolve to. Shared with the
+    /// other centers through the metadata store.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// TTL of answers, in seconds (short: owners move). Default 30.
+    pub ttl: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: None,
+            zone: None,
+            addresses: Vec::new(),
+            ttl: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +80,7 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             log: LogConfig::default(),
             tunnel: TunnelConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }
