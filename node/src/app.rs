@@ -110,7 +110,12 @@ impl App {
             quic_address: self.quic_address.get().cloned(),
             status,
             attached_centers: Vec::new(),
-            capacity: serde_json::json!({}),
+            // A center's public addresses, for every center's DNS server (`crate::dns`).
+            capacity: if self.config.dns.addresses.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({"dns": {"addresses": self.config.dns.addresses}})
+            },
             version: env!("CARGO_PKG_VERSION").to_string(),
             last_heartbeat: meta::now_millis(),
         };

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod cluster_ca;
+pub mod dns;
 pub mod edges;
 pub mod http;
 pub mod mesh;
@@ -63,11 +64,18 @@ pub async fn run(
     let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
     let feed = tokio::spawn(mesh::follow_feed(app.clone(), stop_rx.clone()));
     let sync = tokio::spawn(regions::sync_loop(app.clone(), stop_rx.clone()));
+    let dns = match app.config.dns.listen {
+        Some(_) => Some(dns::serve(app.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
     let _ = sync.await;
+    if let Some(d) = dns {
+        let _ = d.await;
+    }
     let _ = feed.await;
     if let Some(t) = tunnels {
         let _ = t.await;

@@ -279,7 +279,9 @@ mod tests {
             .map(|r| (r.name.as_str(), r.store.url()))
             .collect();
         assert_eq!(others, [("gz", "s3://xpod-gz")]);
-        assert!(regions.cache().is_some_and(|c| c.max_bytes() == 50_000_000_000));
+        assert!(regions
+            .cache()
+            .is_some_and(|c| c.max_bytes() == 50_000_000_000));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

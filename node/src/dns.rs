@@ -1,0 +1,398 @@
+//! Authoritative DNS for the cluster's zone (`[dns]`; ARCHITECTURE §9), on UDP and TCP.
+//!
+//! Messages are parsed and written with hickory-proto; the answers come from the cluster's
+//! shared state, so every center answers the same:
+//! - the zone apex: SOA, NS (`ns.<zone>`), and A/AAAA of every online center;
+//! - `ns.<zone>` and `<center>.<zone>`: A/AAAA of every online center / of that center;
+//! - `<pod>.<http.pods_domain>`: the addresses of the center that owns the pod, or of the
+//!   center(s) holding the edge that owns it — from the owner table, which the ownership change
+//!   feed invalidates, so a migration changes the answer at once;
+//! - `<node>.<tunnel.edge_domain>` and `*.<node>.<tunnel.edge_domain>`: the center(s) holding
+//!   that edge's tunnel.
+//!
+//! A center's addresses are `dns.addresses`, published in its `nodes` row (capacity JSON
+//! `dns.addresses`) so the others can answer for it; node rows are read at most once a second.
+//! A name that exists without records of the asked type is NODATA (NOERROR, empty answer), an
+//! unknown name NXDOMAIN — both with the SOA in the authority section for negative caching
+//! (RFC 2308) and the AA bit. Names outside the zone are REFUSED; opcodes other than QUERY get
+//! NOTIMP; a message that does not parse gets FORMERR (if its header can be read) or nothing.
+//! UDP answers larger than the client's limit (512 bytes, or its EDNS payload size up to 1232)
+//! are truncated with TC set, so the client retries over TCP.
+//!
+//! Not yet: `_acme-challenge` TXT records and certificates (ACME), AXFR/IXFR to secondaries,
+//! RFC 2136 updates, sandbox names.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use xpod_storage::meta::{NodeRecord, NodeStatus, NodeType};
+
+use crate::app::App;
+
+/// How long node rows are reused before they are read again.
+const NODES_FRESH: Duration = Duration::from_secs(1);
+/// The largest UDP answer sent to an EDNS client (the DNS flag day 2020 value).
+const MAX_UDP: usize = 1232;
+/// How long a TCP connection may sit idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The DNS server's view of the cluster.
+pub struct Dns {
+    app: Arc<App>,
+    zone: Name,
+    ns: Name,
+    pods: Option<Name>,
+    edges: Option<Name>,
+    ttl: u32,
+    nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
+}
+
+/// What a name is.
+enum Found {
+    Apex,
+    /// A name with these addresses (possibly none of the asked family).
+    Hosts(Vec<IpAddr>),
+}
+
+fn name(s: &str) -> anyhow::Result<Name> {
+    let mut n = Name::from_ascii(s).with_context(|| format!("{s:?} is not a DNS name"))?;
+    n.set_fqdn(true);
+    Ok(n.to_lowercase())
+}
+
+impl Dns {
+    /// From the node's configuration (`dns.zone` must be set).
+    pub fn new(app: Arc<App>) -> anyhow::Result<Dns> {
+        let c = &app.config;
+        let zone = name(c.dns.zone.as_deref().context("dns.zone is not set")?)?;
+        let inside = |d: &Option<String>| -> anyhow::Result<Option<Name>> {
+            match d {
+                Some(d) => {
+                    let n = name(d)?;
+                    Ok(zone.zone_of(&n).then_some(n))
+                }
+                None => Ok(None),
+            }
+        };
+        Ok(Dns {
+            ns: name(&format!("ns.{}", zone.to_ascii()))?,
+            pods: inside(&c.http.pods_domain)?,
+            edges: inside(&c.tunnel.edge_domain)?,
+            ttl: c.dns.ttl,
+            zone,
+            nodes: Mutex::new(None),
+            app,
+        })
+    }
+
+    async fn nodes(&self) -> anyhow::Result<Arc<Vec<NodeRecord>>> {
+        if let Some((at, nodes)) = self.nodes.lock().expect("poisoned").as_ref() {
+            if at.elapsed() < NODES_FRESH {
+                return Ok(nodes.clone());
+            }
+        }
+        let nodes = Arc::new(self.app.meta.list_nodes().await?);
+        *self.nodes.lock().expect("poisoned") = Some((Instant::now(), nodes.clone()));
+        Ok(nodes)
+    }
+
+    /// The addresses of the online centers among `ids` (all online centers if `None`).
+    fn centers(nodes: &[NodeRecord], ids: Option<&[String]>) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = nodes
+            .iter()
+            .filter(|n| n.node_type == NodeType::Center && n.status == NodeStatus::Online)
+            .filter(|n| ids.is_none_or(|ids| ids.contains(&n.node_id)))
+            .flat_map(addresses_of)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The addresses that serve node `id`: a center's own, an edge's holding centers'.
+    fn serving(nodes: &[NodeRecord], id: &str) -> Option<Vec<IpAddr>> {
+        let n = nodes.iter().find(|n| n.node_id == id)?;
+        Some(match n.node_type {
+            NodeType::Center => Self::centers(nodes, Some(std::slice::from_ref(&n.node_id))),
+            NodeType::Edge => Self::centers(nodes, Some(&n.attached_centers)),
+        })
+    }
+
+    /// What `q` (lowercase, inside the zone) is, or `None` for NXDOMAIN.
+    async fn find(&self, q: &Name) -> anyhow::Result<Option<Found>> {
+        if *q == self.zone {
+            return Ok(Some(Found::Apex));
+        }
+        let nodes = self.nodes().await?;
+        if *q == self.ns {
+            return Ok(Some(Found::Hosts(Self::centers(&nodes, None))));
+        }
+        if let Some(edges) = &self.edges {
+            if edges.zone_of(q) && q != edges {
+                // <node>.<edges> or anything below it: the label right under the edge domain.
+                let node = label_below(q, edges);
+                return Ok(Self::serving(&nodes, &node)
+                    .filter(|_| {
+                        nodes
+                            .iter()
+                            .any(|n| n.node_id == node && n.node_type == NodeType::Edge)
+                    })
+                    .map(Found::Hosts));
+            }
+        }
+        if let Some(pods) = &self.pods {
+            if pods.zone_of(q) && q.num_labels() == pods.num_labels() + 1 {
+                let pod = label_below(q, pods);
+                if xpod_config::validate_pod_id(&pod).is_err() {
+                    return Ok(None);
+                }
+                let owner = self
+                    .app
+                    .owners
+                    .owner(&pod)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("looking up pod {pod}: {e}"))?;
+                return Ok(owner
+                    .and_then(|o| Self::serving(&nodes, &o.node_id))
+                    .map(Found::Hosts));
+            }
+        }
+        if q.num_labels() == self.zone.num_labels() + 1 {
+            let node = label_below(q, &self.zone);
+            if let Some(n) = nodes
+                .iter()
+                .find(|n| n.node_id == node && n.node_type == NodeType::Center)
+            {
+                return Ok(Some(Found::Hosts(Self::centers(
+                    &nodes,
+                    Some(std::slice::from_ref(&n.node_id)),
+                ))));
+            }
+        }
+        Ok(None)
+    }
+
+    fn soa(&self) -> Record {
+        let serial = (xpod_storage::meta::now_millis() / 1000) as u32;
+        let rname = Name::from_ascii(format!("hostmaster.{}", self.zone.to_ascii()))
+            .unwrap_or_else(|_| self.zone.clone());
+        Record::from_rdata(
+            self.zone.clone(),
+            self.ttl,
+            RData::SOA(SOA::new(
+                self.ns.clone(),
+                rname,
+                serial,
+                3600,
+                600,
+                86_400,
+                self.ttl,
+            )),
+        )
+    }
+
+    /// The answer to one request message.
+    pub async fn answer(&self, req: &Message) -> Message {
+        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+        resp.metadata.recursion_desired = req.metadata.recursion_desired;
+        if req.edns.is_some() {
+            let mut e = Edns::new();
+            e.set_max_payload(MAX_UDP as u16);
+            resp.set_edns(e);
+        }
+        if req.metadata.op_code != OpCode::Query {
+            resp.metadata.response_code = ResponseCode::NotImp;
+            return resp;
+        }
+        let [q] = req.queries.as_slice() else {
+            resp.metadata.response_code = ResponseCode::FormErr;
+            return resp;
+        };
+        resp.add_query(q.clone());
+        let qname = q.name().to_lowercase();
+        if !self.zone.zone_of(&qname) {
+            resp.metadata.response_code = ResponseCode::Refused;
+            return resp;
+        }
+        if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            resp.metadata.response_code = ResponseCode::NotImp;
+            return resp;
+        }
+        resp.metadata.authoritative = true;
+        let found = match self.find(&qname).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(name = %qname, error = %format!("{e:#}"), "DNS lookup failed");
+                resp.metadata.authoritative = false;
+                resp.metadata.response_code = ResponseCode::ServFail;
+                return resp;
+            }
+        };
+        let owner = q.name().clone();
+        let ttl = self.ttl;
+        let host = |ips: &[IpAddr], t: RecordType| -> Vec<Record> {
+            ips.iter()
+                .filter_map(|ip| match (ip, t) {
+                    (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                    (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                    _ => None,
+                })
+                .map(|rd| Record::from_rdata(owner.clone(), ttl, rd))
+                .collect()
+        };
+        let answers: Vec<Record> = match (&found, q.query_type()) {
+            (None, _) => {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                Vec::new()
+            }
+            (Some(Found::Apex), RecordType::SOA) => vec![self.soa()],
+            (Some(Found::Apex), RecordType::NS) => vec![Record::from_rdata(
+                self.zone.clone(),
+                ttl,
+                RData::NS(NS(self.ns.clone())),
+            )],
+            (Some(Found::Apex), t @ (RecordType::A | RecordType::AAAA)) => {
+                let nodes = self.nodes().await.map(|n| Self::centers(&n, None));
+                host(&nodes.unwrap_or_default(), t)
+            }
+            (Some(Found::Hosts(ips)), t @ (RecordType::A | RecordType::AAAA)) => host(ips, t),
+            _ => Vec::new(),
+        };
+        if answers.is_empty() {
+            // NXDOMAIN or NODATA: the SOA tells resolvers how long to cache the absence.
+            resp.add_authority(self.soa());
+        } else {
+            resp.add_answers(answers);
+        }
+        resp
+    }
+}
+
+/// The addresses a center published (`capacity.dns.addresses`).
+fn addresses_of(n: &NodeRecord) -> Vec<IpAddr> {
+    n.capacity
+        .pointer("/dns/addresses")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The label of `q` right below `parent` (`q` is inside `parent` and longer).
+fn label_below(q: &Name, parent: &Name) -> String {
+    let skip = (q.num_labels() - parent.num_labels() - 1) as usize;
+    q.iter()
+        .nth(skip)
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// A reply to bytes that are not a DNS message: FORMERR with their id, if there is a header.
+fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+    Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
+        .to_vec()
+        .ok()
+}
+
+async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>) -> Option<Vec<u8>> {
+    let req = match Message::from_vec(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed DNS message");
+            return formerr(bytes);
+        }
+    };
+    let resp = dns.answer(&req).await;
+    let out = resp.to_vec().ok()?;
+    match limit {
+        Some(max) => {
+            let max = match &req.edns {
+                Some(e) => (e.max_payload() as usize).clamp(512, MAX_UDP),
+                None => 512,
+            }
+            .min(max);
+            if out.len() > max {
+                let mut t = resp.truncate();
+                t.metadata.truncation = true;
+                return t.to_vec().ok();
+            }
+            Some(out)
+        }
+        None => Some(out),
+    }
+}
+
+/// Serves DNS on `dns.listen` (UDP and TCP) until `shutdown`.
+pub async fn serve(
+    app: Arc<App>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr: SocketAddr = app.config.dns.listen.context("dns.listen is not set")?;
+    let dns = Arc::new(Dns::new(app)?);
+    let udp = Arc::new(
+        tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding DNS (UDP) on {addr}"))?,
+    );
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding DNS (TCP) on {addr}"))?;
+    tracing::info!(%addr, zone = %dns.zone, "DNS serving");
+    Ok(tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = udp.recv_from(&mut buf) => {
+                    let Ok((n, peer)) = r else { continue };
+                    let (dns, udp, bytes) = (dns.clone(), udp.clone(), buf[..n].to_vec());
+                    tokio::spawn(async move {
+                        if let Some(out) = reply(&dns, &bytes, Some(MAX_UDP)).await {
+                            let _ = udp.send_to(&out, peer).await;
+                        }
+                    });
+                }
+                r = tcp.accept() => {
+                    let Ok((stream, _)) = r else { continue };
+                    tokio::spawn(serve_tcp(dns.clone(), stream));
+                }
+            }
+        }
+    }))
+}
+
+/// Length-prefixed messages (RFC 1035 §4.2.2, RFC 7766) until EOF or [`TCP_IDLE`].
+async fn serve_tcp(dns: Arc<Dns>, mut s: tokio::net::TcpStream) {
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut msg)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let Some(out) = reply(&dns, &msg, None).await else {
+            return;
+        };
+        let Ok(n) = u16::try_from(out.len()) else {
+            return;
+        };
+        let mut framed = n.to_be_bytes().to_vec();
+        framed.extend_from_slice(&out);
+        if s.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
