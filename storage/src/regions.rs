@@ -43,6 +43,8 @@ use crate::meta::MetaStore;
 
 /// Blobs up to this size are copied with one create-only put; larger ones by multipart upload.
 pub const SINGLE_PUT_MAX: u64 = 16 * 1024 * 1024;
+/// How long the sync job waits for a read's copy of the same key before copying anyway.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Part size of multipart copies.
 const PART: usize = 8 * 1024 * 1024;
 
@@ -306,9 +308,17 @@ impl Regions {
         size: u64,
         holding: &[String],
     ) -> Result<bool, RegionError> {
+        // Wait for a read's copy of this key to finish — but not forever: a client that stops
+        // reading holds its read's claim, and the sync must not hang on it (a second copy is
+        // harmless: create-only, or the same bytes under an immutable key).
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
         let claim = loop {
             if let Some(c) = self.claim(key) {
-                break c;
+                break Some(c);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(%key, "a read's copy is taking long; copying without waiting");
+                break None;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
