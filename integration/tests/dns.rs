@@ -181,6 +181,59 @@ fn centers_answer_for_pods_edges_and_the_zone() {
         started.elapsed()
     );
 
+    // ACME DNS-01 challenges: TXT records set through the admin API, served by every center.
+    let txt = |method: &str, body: serde_json::Value, key: Option<&str>| {
+        let mut c = Curl::new(method, format!("{}/.cluster/dns/txt", centers[1].url())).json(&body);
+        if let Some(k) = key {
+            c = c.bearer(k);
+        }
+        c.send()
+    };
+    let name = "_acme-challenge.alice.pods.cluster.test";
+    assert_eq!(
+        txt("POST", json!({"name": name, "value": "token-1"}), None).status,
+        401,
+        "the TXT API needs the admin key"
+    );
+    let bad = txt(
+        "POST",
+        json!({"name": "alice.pods.cluster.test", "value": "x"}),
+        Some(&key),
+    );
+    assert_eq!(bad.status, 400, "only _acme-challenge names: {bad:?}");
+    assert!(bad.text().contains("_acme-challenge"), "{}", bad.text());
+    for v in ["token-2", "token-1"] {
+        txt(
+            "POST",
+            json!({"name": name, "value": v, "ttlSeconds": 120}),
+            Some(&key),
+        )
+        .expect(204);
+    }
+    for port in ports {
+        assert_eq!(short(port, name, "TXT"), ["\"token-1\"", "\"token-2\""]);
+    }
+    txt(
+        "DELETE",
+        json!({"name": name, "value": "token-1"}),
+        Some(&key),
+    )
+    .expect(204);
+    txt(
+        "DELETE",
+        json!({"name": name, "value": "token-2"}),
+        Some(&key),
+    )
+    .expect(204);
+    txt(
+        "DELETE",
+        json!({"name": name, "value": "token-2"}),
+        Some(&key),
+    )
+    .expect(404);
+    let gone = dig(ports[0], &[name, "TXT"]);
+    assert!(gone.contains("status: NXDOMAIN"), "{gone}");
+
     // Garbage on UDP: too short (ignored), a header with nonsense after it (FORMERR with its id);
     // the server keeps answering.
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -8,7 +8,9 @@
 //!   center(s) holding the edge that owns it — from the owner table, which the ownership change
 //!   feed invalidates, so a migration changes the answer at once;
 //! - `<node>.<tunnel.edge_domain>` and `*.<node>.<tunnel.edge_domain>`: the center(s) holding
-//!   that edge's tunnel.
+//!   that edge's tunnel;
+//! - `_acme-challenge.<name>` TXT: the records set through `POST /.cluster/dns/txt` (metadata
+//!   table `dns_txt`, read on every query, TTL 0 so a resolver never keeps a stale challenge).
 //!
 //! A center's addresses are `dns.addresses`, published in its `nodes` row (capacity JSON
 //! `dns.addresses`) so the others can answer for it; node rows are read at most once a second.
@@ -19,8 +21,7 @@
 //! UDP answers larger than the client's limit (512 bytes, or its EDNS payload size up to 1232)
 //! are truncated with TC set, so the client retries over TCP.
 //!
-//! Not yet: `_acme-challenge` TXT records and certificates (ACME), AXFR/IXFR to secondaries,
-//! RFC 2136 updates, sandbox names.
+//! Not yet: certificates (ACME), AXFR/IXFR to secondaries, RFC 2136 updates, sandbox names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use xpod_storage::meta::{NodeRecord, NodeStatus, NodeType};
@@ -56,6 +57,8 @@ pub struct Dns {
 /// What a name is.
 enum Found {
     Apex,
+    /// `_acme-challenge.*` with these TXT values.
+    Txt(Vec<String>),
     /// A name with these addresses (possibly none of the asked family).
     Hosts(Vec<IpAddr>),
 }
@@ -128,6 +131,14 @@ impl Dns {
     async fn find(&self, q: &Name) -> anyhow::Result<Option<Found>> {
         if *q == self.zone {
             return Ok(Some(Found::Apex));
+        }
+        if q.iter()
+            .next()
+            .is_some_and(|l| l.eq_ignore_ascii_case(b"_acme-challenge"))
+        {
+            let key = q.to_ascii();
+            let values = self.app.meta.list_txt(key.trim_end_matches('.')).await?;
+            return Ok((!values.is_empty()).then_some(Found::Txt(values)));
         }
         let nodes = self.nodes().await?;
         if *q == self.ns {
@@ -262,6 +273,12 @@ impl Dns {
                 host(&nodes.unwrap_or_default(), t)
             }
             (Some(Found::Hosts(ips)), t @ (RecordType::A | RecordType::AAAA)) => host(ips, t),
+            (Some(Found::Txt(values)), RecordType::TXT) => values
+                .iter()
+                .map(|v| {
+                    Record::from_rdata(owner.clone(), 0, RData::TXT(TXT::new(vec![v.clone()])))
+                })
+                .collect(),
             _ => Vec::new(),
         };
         if answers.is_empty() {

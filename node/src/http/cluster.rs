@@ -1,7 +1,10 @@
 //! The cluster API under `/.cluster` (admin key on every route):
 //! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`,
 //! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`, `GET /nodes/{nodeId}`,
-//! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges).
+//! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges),
+//! `POST /dns/txt {name, value, ttlSeconds}`, `DELETE /dns/txt {name, value}`,
+//! `GET /dns/txt/{name}` (`_acme-challenge.*` TXT records the centers' DNS serves, for ACME
+//! DNS-01 by any client).
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -96,6 +99,18 @@ pub async fn handle(
                 .map_err(|e| ApiError::internal(e.to_string()))
         }
         (["tokens", _], _) => Err(ApiError::method_not_allowed("DELETE")),
+        (["dns", "txt"], &Method::POST) => put_txt(ctx, req).await,
+        (["dns", "txt"], &Method::DELETE) => delete_txt(ctx, req).await,
+        (["dns", "txt"], _) => Err(ApiError::method_not_allowed("POST, DELETE")),
+        (["dns", "txt", name], &Method::GET) => {
+            let name = txt_name(name)?;
+            let values = ctx.app.meta.list_txt(&name).await?;
+            Ok(body::json(
+                StatusCode::OK,
+                &json!({"name": name, "values": values}),
+            ))
+        }
+        (["dns", "txt", _], _) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!(
             "no cluster API at /.cluster{rest}"
         ))),
@@ -272,4 +287,79 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
     value["caFingerprint"] = json!(fingerprint);
     value["warning"] = json!("this is the only time the token is shown; give it to the edge now");
     Ok(body::json(StatusCode::CREATED, &value))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TxtRecord {
+    name: String,
+    value: String,
+    ttl_seconds: Option<i64>,
+}
+
+/// A TXT record name: `_acme-challenge.<DNS name>` (lowercased, no final dot). Only challenge
+/// names can be set, so this API cannot shadow any other name of the zone.
+fn txt_name(name: &str) -> Result<String, ApiError> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    let rest = n.strip_prefix("_acme-challenge.").ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "name {name:?}: only _acme-challenge.<name> TXT records can be set"
+        ))
+    })?;
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if n.len() > 253 || !rest.split('.').all(label_ok) {
+        return Err(ApiError::bad_request(format!(
+            "name {name:?} is not a DNS name"
+        )));
+    }
+    Ok(n)
+}
+
+async fn put_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let input: TxtRecord = read_json(req).await?;
+    let name = txt_name(&input.name)?;
+    if input.value.is_empty()
+        || input.value.len() > 255
+        || !input.value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "value: 1 to 255 printable ASCII characters",
+        ));
+    }
+    let ttl = input.ttl_seconds.unwrap_or(600);
+    if !(1..=86_400).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSeconds: 1..=86400, got {ttl}"
+        )));
+    }
+    ctx.app
+        .meta
+        .put_txt(&name, &input.value, meta::now_millis() + ttl * 1000)
+        .await?;
+    ctx.audit("dns.txt.put", &name, json!({"ttlSeconds": ttl}))
+        .await;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+async fn delete_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let input: TxtRecord = read_json(req).await?;
+    let name = txt_name(&input.name)?;
+    if !ctx.app.meta.delete_txt(&name, &input.value).await? {
+        return Err(ApiError::not_found(format!(
+            "no TXT record {:?} at {name}",
+            input.value
+        )));
+    }
+    ctx.audit("dns.txt.delete", &name, json!({})).await;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
 }

@@ -38,6 +38,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_clashes(&store).await;
     check_referenced_blobs(&store).await;
     check_blob_regions(&store).await;
+    check_txt(&store).await;
     check_api_keys(&store).await;
     check_join_tokens(&store).await;
     check_join_token_uses(&store).await;
@@ -1063,6 +1064,25 @@ pub async fn check_referenced_blobs(store: &Arc<dyn MetaStore>) {
         "referenced_blobs of nothing"
     )
     .is_empty());
+}
+
+/// TXT records: add, renew, list sorted and unexpired, delete.
+pub async fn check_txt(store: &Arc<dyn MetaStore>) {
+    let name = format!("_acme-challenge.{}.example.com", uid("n"));
+    let later = crate::meta::now_millis() + 60_000;
+    ok(store.put_txt(&name, "b-token", later).await, "put b");
+    ok(store.put_txt(&name, "a-token", later).await, "put a");
+    ok(store.put_txt(&name, "a-token", later + 1).await, "renew a");
+    ok(store.put_txt(&name, "gone", crate::meta::now_millis() - 1).await, "put expired");
+    assert_eq!(
+        ok(store.list_txt(&name).await, "list"),
+        ["a-token", "b-token"],
+        "sorted, renewals not duplicated, expired ones hidden"
+    );
+    assert!(ok(store.delete_txt(&name, "a-token").await, "delete a"));
+    assert!(!ok(store.delete_txt(&name, "a-token").await, "delete a again"));
+    assert_eq!(ok(store.list_txt(&name).await, "list"), ["b-token"]);
+    assert!(ok(store.list_txt("_acme-challenge.none.example.com").await, "none").is_empty());
 }
 
 /// The migration sync's view: a pod's live blobs, and regions added to a blob's rows once.

@@ -467,6 +467,15 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> MetaResult<Option<String>>;
     /// The subset of `keys` that a live resource row still points to (for blob GC).
     async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>>;
+    // ---- DNS TXT records (ACME DNS-01 challenges) ----
+    /// Adds (or renews) TXT record `value` at `name` (lowercase FQDN without the final dot)
+    /// until `expires_at`; expired records are removed.
+    async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()>;
+    /// Removes one TXT record; whether it existed.
+    async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool>;
+    /// The unexpired TXT values at `name`, sorted.
+    async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>>;
+
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
     /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;

@@ -152,6 +152,17 @@ CREATE TABLE join_tokens (
 CREATE INDEX join_tokens_created_idx ON join_tokens (created_at, token_id);
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE dns_txt (
+    name       TEXT COLLATE "C" NOT NULL,
+    value      TEXT COLLATE "C" NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (name, value)
+);
+"#,
+    ),
 ];
 
 /// How long a caller waits for a pooled connection (or for a new one to be opened).
@@ -1256,6 +1267,47 @@ impl MetaStore for PgStore {
         )
         .await?;
         rows.iter().map(|r| col::<String>(r, "blob_key")).collect()
+    }
+
+    async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO dns_txt (name, value, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name, value) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            &[&name, &value, &expires_at],
+        )
+        .await?;
+        // Expired records go as new ones come.
+        execute(
+            &client,
+            "DELETE FROM dns_txt WHERE expires_at <= $1",
+            &[&now_millis()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let n = execute(
+            &client,
+            "DELETE FROM dns_txt WHERE name = $1 AND value = $2",
+            &[&name, &value],
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT value FROM dns_txt WHERE name = $1 AND expires_at > $2 ORDER BY value",
+            &[&name, &now_millis()],
+        )
+        .await?;
+        rows.iter().map(|r| col::<String>(r, "value")).collect()
     }
 
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {

@@ -124,6 +124,17 @@ CREATE TABLE join_tokens (
 CREATE INDEX join_tokens_created ON join_tokens(created_at, token_id);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE dns_txt (
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (name, value)
+);
+"#,
+    ),
 ];
 
 /// The embedded metadata store.
@@ -1074,6 +1085,53 @@ impl MetaStore for SqliteStore {
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()> {
+        let (name, value) = (name.to_string(), value.to_string());
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO dns_txt (name, value, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name, value) DO UPDATE SET expires_at = excluded.expires_at",
+            )
+            .db()?
+            .execute(params![name, value, expires_at])
+            .db()?;
+            c.prepare_cached("DELETE FROM dns_txt WHERE expires_at <= ?1")
+                .db()?
+                .execute([now_millis()])
+                .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool> {
+        let (name, value) = (name.to_string(), value.to_string());
+        self.call(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM dns_txt WHERE name = ?1 AND value = ?2")
+                .db()?
+                .execute([&name, &value])
+                .db()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>> {
+        let name = name.to_string();
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT value FROM dns_txt WHERE name = ?1 AND expires_at > ?2 ORDER BY value",
+            )
+            .db()?
+            .query_map(params![name, now_millis()], |r| r.get::<_, String>(0))
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
         })
         .await
     }
