@@ -30,6 +30,7 @@ pub mod edge;
 pub mod forward;
 pub mod passthrough;
 pub mod pool;
+pub mod relay;
 pub mod services;
 pub mod tcp_forward;
 

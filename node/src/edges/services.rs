@@ -346,13 +346,8 @@ async fn relay(
             return;
         }
     }
-    let mut stream = tokio::io::join(recv, send);
-    match tokio::io::copy_bidirectional(&mut stream, &mut tcp).await {
-        Ok((up, down)) => tracing::debug!(up, down, "relay done"),
-        Err(e) => tracing::debug!(error = %e, "relay ended early"),
-    }
-    let (_recv, mut send) = stream.into_inner();
-    let _ = send.finish();
+    let (to_center, to_service) = super::relay::relay(tcp, send, recv).await;
+    tracing::debug!(to_center, to_service, "relay done");
 }
 
 fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {

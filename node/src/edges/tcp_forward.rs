@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -73,7 +72,7 @@ pub(crate) async fn relay_to_edge(
     node: &str,
     header: StreamHeader,
     prefix: &[u8],
-    mut tcp: TcpStream,
+    tcp: TcpStream,
 ) {
     let peer = header.client_addr;
     let Some(conn) = app.edges.get(node) else {
@@ -105,14 +104,8 @@ pub(crate) async fn relay_to_edge(
             return;
         }
     };
-    let mut stream = tokio::io::join(recv, send);
-    match tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
-        Ok((up, down)) => tracing::debug!(%node, up, down, "relay to the edge done"),
-        Err(e) => tracing::debug!(%node, error = %e, "relay to the edge ended early"),
-    }
-    let (_recv, mut send) = stream.into_inner();
-    let _ = send.finish();
-    let _ = tcp.shutdown().await;
+    let (up, down) = super::relay::relay(tcp, send, recv).await;
+    tracing::debug!(%node, up, down, "relay to the edge done");
 }
 
 /// Binds every forward's listener (an error names the entry's address).
