@@ -12,7 +12,7 @@ use serde_json::json;
 use xpod_integration::curl::Curl;
 use xpod_integration::edges::{start_edge, wait_online};
 use xpod_integration::mesh::start_centers;
-use xpod_integration::node::{free_port, NodeProcess, TempDir};
+use xpod_integration::node::{free_port, xpod_command, NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
 
 /// `dig @127.0.0.1 -p PORT ARGS…`, its stdout (panics if dig fails to run).
@@ -180,6 +180,45 @@ fn centers_answer_for_pods_edges_and_the_zone() {
         "both centers answered the new owner {:?} after the migration call",
         started.elapsed()
     );
+
+    // The zone as served, through the CLI: SOA first, the pod at its new owner, the edge and
+    // its wildcard at its center.
+    let out = xpod_command()
+        .args(["dns", "records", "--server"])
+        .arg(centers[1].url())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0][..4],
+        ["cluster.test.", "30", "IN", "SOA"],
+        "{text}"
+    );
+    for want in [
+        ["alice.pods.cluster.test.", "30", "IN", "A", "10.0.0.2"],
+        ["alice.pods.cluster.test.", "30", "IN", "AAAA", "fd00::2"],
+        ["edge-a.edges.cluster.test.", "30", "IN", "A", "10.0.0.1"],
+        ["*.edge-a.edges.cluster.test.", "30", "IN", "A", "10.0.0.1"],
+        ["center-1.cluster.test.", "30", "IN", "A", "10.0.0.1"],
+        ["cluster.test.", "30", "IN", "NS", "ns.cluster.test."],
+    ] {
+        assert!(
+            lines.iter().any(|l| l[..] == want[..]),
+            "{want:?} in {text}"
+        );
+    }
 
     // ACME DNS-01 challenges: TXT records set through the admin API, served by every center.
     let txt = |method: &str, body: serde_json::Value, key: Option<&str>| {

@@ -57,6 +57,9 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// Nodes of the cluster with their presence (admin key).
     #[command(subcommand)]
     Nodes(NodesCmd),
+    /// The cluster's DNS zone as a center serves it (admin key).
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// Join tokens for edges on a running node (admin key).
     #[command(subcommand, alias = "token")]
     Tokens(TokensCmd),
@@ -100,6 +103,16 @@ enum CaCmd {
 enum NodesCmd {
     /// List nodes: type, region, status, last heartbeat, the centers holding each edge.
     List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsCmd {
+    /// Print the zone as served, in zone-file form (SOA, NS, centers, pods, edges); the
+    /// answers follow migrations and presence, so this is a snapshot.
+    Records {
         #[command(flatten)]
         remote: Remote,
     },
@@ -287,6 +300,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Ca(cmd) => ca(cmd),
         Command::Tokens(cmd) => tokens(cmd).await,
         Command::Nodes(NodesCmd::List { remote }) => nodes_list(remote).await,
+        Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
     }
 }
 
@@ -677,6 +691,25 @@ async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn dns_records(remote: Remote) -> anyhow::Result<()> {
+    let (_, v) = client(&remote)?
+        .call(Method::GET, "/.cluster/dns/records", None)
+        .await?;
+    print(&remote, &v, |v| {
+        println!("; zone {}", s(v, "zone"));
+        for r in v["records"].as_array().into_iter().flatten() {
+            println!(
+                "{:<40} {:>6} IN {:<5} {}",
+                s(r, "name"),
+                r["ttl"].as_u64().unwrap_or(0),
+                s(r, "type"),
+                s(r, "data")
+            );
+        }
+    });
     Ok(())
 }
 

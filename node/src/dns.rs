@@ -189,6 +189,54 @@ impl Dns {
         Ok(None)
     }
 
+    /// The zone as served now, in zone-file order: apex SOA, NS, A/AAAA; `ns`; centers; pods;
+    /// edges (with their wildcard). `_acme-challenge` TXT records are not listed.
+    pub async fn records(&self) -> anyhow::Result<Vec<Record>> {
+        let nodes = self.nodes().await?;
+        let ttl = self.ttl;
+        let hosts = |owner: &Name, ips: &[IpAddr]| -> Vec<Record> {
+            ips.iter()
+                .map(|ip| {
+                    let rd = match ip {
+                        IpAddr::V4(v4) => RData::A(A(*v4)),
+                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+                    };
+                    Record::from_rdata(owner.clone(), ttl, rd)
+                })
+                .collect()
+        };
+        let all = Self::centers(&nodes, None);
+        let mut out = vec![
+            self.soa(),
+            Record::from_rdata(self.zone.clone(), ttl, RData::NS(NS(self.ns.clone()))),
+        ];
+        out.extend(hosts(&self.zone, &all));
+        out.extend(hosts(&self.ns, &all));
+        let under = |label: &str, parent: &Name| -> anyhow::Result<Name> {
+            name(&format!("{label}.{}", parent.to_ascii()))
+        };
+        for n in nodes.iter().filter(|n| n.node_type == NodeType::Center) {
+            let ips = Self::centers(&nodes, Some(std::slice::from_ref(&n.node_id)));
+            out.extend(hosts(&under(&n.node_id, &self.zone)?, &ips));
+        }
+        if let Some(pods) = &self.pods {
+            for p in self.app.meta.list_pods().await? {
+                if let Some(ips) = Self::serving(&nodes, &p.node_id) {
+                    out.extend(hosts(&under(&p.pod_id, pods)?, &ips));
+                }
+            }
+        }
+        if let Some(edges) = &self.edges {
+            for n in nodes.iter().filter(|n| n.node_type == NodeType::Edge) {
+                let ips = Self::serving(&nodes, &n.node_id).unwrap_or_default();
+                let base = under(&n.node_id, edges)?;
+                out.extend(hosts(&base, &ips));
+                out.extend(hosts(&under("*", &base)?, &ips));
+            }
+        }
+        Ok(out)
+    }
+
     fn soa(&self) -> Record {
         let serial = (xpod_storage::meta::now_millis() / 1000) as u32;
         let rname = Name::from_ascii(format!("hostmaster.{}", self.zone.to_ascii()))

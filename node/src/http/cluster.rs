@@ -99,6 +99,35 @@ pub async fn handle(
                 .map_err(|e| ApiError::internal(e.to_string()))
         }
         (["tokens", _], _) => Err(ApiError::method_not_allowed("DELETE")),
+        (["dns", "records"], &Method::GET) => {
+            if ctx.app.config.dns.zone.is_none() {
+                return Err(ApiError::not_found(
+                    "this node serves no DNS zone (dns.zone is not set)",
+                ));
+            }
+            let dns = crate::dns::Dns::new(ctx.app.clone())
+                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            let records = dns
+                .records()
+                .await
+                .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+            let rows: Vec<_> = records
+                .iter()
+                .map(|r| {
+                    json!({
+                        "name": r.name.to_ascii(),
+                        "type": r.record_type().to_string(),
+                        "ttl": r.ttl,
+                        "data": r.data.to_string(),
+                    })
+                })
+                .collect();
+            Ok(body::json(
+                StatusCode::OK,
+                &json!({"zone": ctx.app.config.dns.zone, "records": rows}),
+            ))
+        }
+        (["dns", "records"], _) => Err(ApiError::method_not_allowed("GET")),
         (["dns", "txt"], &Method::POST) => put_txt(ctx, req).await,
         (["dns", "txt"], &Method::DELETE) => delete_txt(ctx, req).await,
         (["dns", "txt"], _) => Err(ApiError::method_not_allowed("POST, DELETE")),
