@@ -1073,16 +1073,28 @@ pub async fn check_txt(store: &Arc<dyn MetaStore>) {
     ok(store.put_txt(&name, "b-token", later).await, "put b");
     ok(store.put_txt(&name, "a-token", later).await, "put a");
     ok(store.put_txt(&name, "a-token", later + 1).await, "renew a");
-    ok(store.put_txt(&name, "gone", crate::meta::now_millis() - 1).await, "put expired");
+    ok(
+        store
+            .put_txt(&name, "gone", crate::meta::now_millis() - 1)
+            .await,
+        "put expired",
+    );
     assert_eq!(
         ok(store.list_txt(&name).await, "list"),
         ["a-token", "b-token"],
         "sorted, renewals not duplicated, expired ones hidden"
     );
     assert!(ok(store.delete_txt(&name, "a-token").await, "delete a"));
-    assert!(!ok(store.delete_txt(&name, "a-token").await, "delete a again"));
+    assert!(!ok(
+        store.delete_txt(&name, "a-token").await,
+        "delete a again"
+    ));
     assert_eq!(ok(store.list_txt(&name).await, "list"), ["b-token"]);
-    assert!(ok(store.list_txt("_acme-challenge.none.example.com").await, "none").is_empty());
+    assert!(ok(
+        store.list_txt("_acme-challenge.none.example.com").await,
+        "none"
+    )
+    .is_empty());
 }
 
 /// The migration sync's view: a pod's live blobs, and regions added to a blob's rows once.
