@@ -39,6 +39,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_referenced_blobs(&store).await;
     check_blob_regions(&store).await;
     check_txt(&store).await;
+    check_certs_settings_leases(&store).await;
     check_api_keys(&store).await;
     check_join_tokens(&store).await;
     check_join_token_uses(&store).await;
@@ -1095,6 +1096,67 @@ pub async fn check_txt(store: &Arc<dyn MetaStore>) {
         "none"
     )
     .is_empty());
+}
+
+/// Certificate sets (replace by id), cluster settings, and leases (one holder at a time,
+/// taken over after expiry, extended by the holder, released only by the holder).
+pub async fn check_certs_settings_leases(store: &Arc<dyn MetaStore>) {
+    use crate::meta::CertRecord;
+    let id = uid("cert");
+    assert_eq!(ok(store.get_cert(&id).await, "get absent"), None);
+    let mut cert = CertRecord {
+        id: id.clone(),
+        names: vec!["example.test".into(), "*.pods.example.test".into()],
+        cert_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+        key_sealed: "v1.sealed".into(),
+        not_before: 1_000,
+        not_after: 2_000,
+        issued_by: "c1".into(),
+        issued_at: 1_001,
+    };
+    ok(store.put_cert(&cert).await, "put cert");
+    assert_eq!(ok(store.get_cert(&id).await, "get"), Some(cert.clone()));
+    cert.not_after = 3_000;
+    cert.issued_by = "c2".into();
+    cert.names.push("extra.example.test".into());
+    ok(store.put_cert(&cert).await, "replace cert");
+    assert_eq!(ok(store.get_cert(&id).await, "get replaced"), Some(cert.clone()));
+    let listed = ok(store.list_certs().await, "list certs");
+    assert_eq!(listed.iter().filter(|c| c.id == id).count(), 1, "replaced, not added");
+
+    let setting = uid("setting");
+    assert_eq!(ok(store.get_setting(&setting).await, "absent"), None);
+    ok(store.put_setting(&setting, "one").await, "put setting");
+    ok(store.put_setting(&setting, "two").await, "replace setting");
+    assert_eq!(ok(store.get_setting(&setting).await, "get").as_deref(), Some("two"));
+
+    let lease = uid("lease");
+    assert!(ok(store.try_lease(&lease, "a", 100, 200).await, "a takes it"));
+    assert!(!ok(store.try_lease(&lease, "b", 150, 250).await, "b: held by a"));
+    assert!(ok(store.try_lease(&lease, "a", 150, 300).await, "a extends"));
+    assert!(!ok(store.try_lease(&lease, "b", 250, 350).await, "b: a extended to 300"));
+    assert!(ok(store.try_lease(&lease, "b", 300, 400).await, "b: a's expired"));
+    assert!(!ok(store.release_lease(&lease, "a").await, "a no longer holds it"));
+    assert!(!ok(store.try_lease(&lease, "a", 350, 450).await, "a: b holds it"));
+    assert!(ok(store.release_lease(&lease, "b").await, "b releases"));
+    assert!(ok(store.try_lease(&lease, "a", 360, 460).await, "free again"));
+
+    // Racing takers of one free lease: exactly one wins.
+    let race = uid("lease-race");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, race) = (store.clone(), race.clone());
+        tasks.push(tokio::spawn(async move {
+            store.try_lease(&race, &format!("h{i}"), 1_000, 2_000).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if ok(t.await.expect("lease task"), "race") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one of 16 racing takers holds the lease");
 }
 
 /// The migration sync's view: a pod's live blobs, and regions added to a blob's rows once.

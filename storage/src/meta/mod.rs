@@ -404,6 +404,26 @@ pub struct AuditEntry {
     pub trace_id: String,
 }
 
+/// A TLS certificate set in `certs` (ACME; ARCHITECTURE §9): the chain as PEM and its private
+/// key sealed by the node (the store never sees it in the clear).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertRecord {
+    /// `center` for the centers' shared certificate, `edge:<node>` for an edge's.
+    pub id: String,
+    /// The DNS names it covers, in the order ordered.
+    pub names: Vec<String>,
+    /// Leaf first, then intermediates.
+    pub cert_pem: String,
+    /// The private key, sealed (AEAD) with a key only the nodes know.
+    pub key_sealed: String,
+    pub not_before: Millis,
+    pub not_after: Millis,
+    /// The node that obtained it.
+    pub issued_by: String,
+    pub issued_at: Millis,
+}
+
 /// The metadata store. Both backends implement exactly these semantics.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -481,6 +501,23 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;
     /// idempotent). Returns how many rows changed.
     async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64>;
+
+    // ---- certificates, cluster settings, leases (ACME) ----
+    /// Inserts or replaces the certificate set `cert.id`.
+    async fn put_cert(&self, cert: &CertRecord) -> MetaResult<()>;
+    async fn get_cert(&self, id: &str) -> MetaResult<Option<CertRecord>>;
+    /// Ordered by id.
+    async fn list_certs(&self) -> MetaResult<Vec<CertRecord>>;
+    /// A cluster-wide setting (e.g. the sealed ACME account): insert or replace.
+    async fn put_setting(&self, name: &str, value: &str) -> MetaResult<()>;
+    async fn get_setting(&self, name: &str) -> MetaResult<Option<String>>;
+    /// Takes lease `name` for `holder` until `until` if it is free, expired (`expires_at <= now`)
+    /// or already `holder`'s (then extended). `true` if `holder` holds it after the call.
+    /// Atomic: of racing callers at most one holds an unexpired lease.
+    async fn try_lease(&self, name: &str, holder: &str, now: Millis, until: Millis)
+        -> MetaResult<bool>;
+    /// Gives the lease up if `holder` holds it; whether it did.
+    async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool>;
 
     // ---- api keys ----
     /// `Conflict` if the key id exists.

@@ -40,7 +40,8 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::feed::FeedHub;
 use super::{
-    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
+    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
+    ChangeFeed, FeedEvent,
     Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
     NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
     ResourceRecord,
@@ -160,6 +161,30 @@ CREATE TABLE dns_txt (
     value      TEXT COLLATE "C" NOT NULL,
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (name, value)
+);
+"#,
+    ),
+    (
+        6,
+        r#"
+CREATE TABLE certs (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    names      JSONB NOT NULL,
+    cert_pem   TEXT NOT NULL,
+    key_sealed TEXT NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after  BIGINT NOT NULL,
+    issued_by  TEXT NOT NULL,
+    issued_at  BIGINT NOT NULL
+);
+CREATE TABLE cluster_settings (
+    name  TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE leases (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
 );
 "#,
     ),
@@ -332,6 +357,22 @@ async fn get_client(pool: &Pool) -> MetaResult<Object> {
 
 fn bad(what: &str, value: &str) -> MetaError {
     MetaError::Backend(format!("unexpected {what} `{value}` in the database"))
+}
+
+const CERT_COLS: &str =
+    "id, names::text AS names, cert_pem, key_sealed, not_before, not_after, issued_by, issued_at";
+
+fn cert_from_row(r: &Row) -> MetaResult<CertRecord> {
+    Ok(CertRecord {
+        id: col(r, "id")?,
+        names: json_col(r, "names")?,
+        cert_pem: col(r, "cert_pem")?,
+        key_sealed: col(r, "key_sealed")?,
+        not_before: col(r, "not_before")?,
+        not_after: col(r, "not_after")?,
+        issued_by: col(r, "issued_by")?,
+        issued_at: col(r, "issued_at")?,
+    })
 }
 
 fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, name: &str) -> MetaResult<T> {
@@ -1308,6 +1349,102 @@ impl MetaStore for PgStore {
         )
         .await?;
         rows.iter().map(|r| col::<String>(r, "value")).collect()
+    }
+
+    async fn put_cert(&self, cert: &CertRecord) -> MetaResult<()> {
+        let client = self.client().await?;
+        let names = to_json(&cert.names)?;
+        execute(
+            &client,
+            "INSERT INTO certs (id, names, cert_pem, key_sealed, not_before, not_after, issued_by, issued_at) \
+             VALUES ($1, $2::text::jsonb, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (id) DO UPDATE SET names = EXCLUDED.names, cert_pem = EXCLUDED.cert_pem, \
+             key_sealed = EXCLUDED.key_sealed, not_before = EXCLUDED.not_before, \
+             not_after = EXCLUDED.not_after, issued_by = EXCLUDED.issued_by, issued_at = EXCLUDED.issued_at",
+            &[
+                &cert.id,
+                &names,
+                &cert.cert_pem,
+                &cert.key_sealed,
+                &cert.not_before,
+                &cert.not_after,
+                &cert.issued_by,
+                &cert.issued_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_cert(&self, id: &str) -> MetaResult<Option<CertRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {CERT_COLS} FROM certs WHERE id = $1");
+        query_opt(&client, &sql, &[&id])
+            .await?
+            .map(|r| cert_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_certs(&self) -> MetaResult<Vec<CertRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {CERT_COLS} FROM certs ORDER BY id");
+        query(&client, &sql, &[]).await?.iter().map(cert_from_row).collect()
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> MetaResult<()> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "INSERT INTO cluster_settings (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            &[&name, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_setting(&self, name: &str) -> MetaResult<Option<String>> {
+        let client = self.client().await?;
+        query_opt(
+            &client,
+            "SELECT value FROM cluster_settings WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .map(|r| col::<String>(&r, "value"))
+        .transpose()
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> MetaResult<bool> {
+        let client = self.client().await?;
+        // One statement: the row lock of the upsert serializes racing callers.
+        let row = query_opt(
+            &client,
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $4) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE leases.expires_at <= $3 OR leases.holder = EXCLUDED.holder \
+             RETURNING holder",
+            &[&name, &holder, &now, &until],
+        )
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let n = execute(
+            &client,
+            "DELETE FROM leases WHERE name = $1 AND holder = $2",
+            &[&name, &holder],
+        )
+        .await?;
+        Ok(n > 0)
     }
 
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {

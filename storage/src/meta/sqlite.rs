@@ -24,7 +24,8 @@ use serde::de::DeserializeOwned;
 
 use super::feed::FeedHub;
 use super::{
-    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, ChangeFeed, FeedEvent,
+    new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
+    ChangeFeed, FeedEvent,
     Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
     NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
     ResourceRecord,
@@ -132,6 +133,30 @@ CREATE TABLE dns_txt (
     value      TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (name, value)
+);
+"#,
+    ),
+    (
+        4,
+        r#"
+CREATE TABLE certs (
+    id         TEXT PRIMARY KEY,
+    names      TEXT NOT NULL,
+    cert_pem   TEXT NOT NULL,
+    key_sealed TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after  INTEGER NOT NULL,
+    issued_by  TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL
+);
+CREATE TABLE cluster_settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
 );
 "#,
     ),
@@ -457,6 +482,32 @@ fn join_token_from_row(row: &Row<'_>) -> rusqlite::Result<JoinTokenRecord> {
         use_count: row.get(9)?,
         revoked_at: row.get(10)?,
     })
+}
+
+const CERT_COLS: &str =
+    "id, names, cert_pem, key_sealed, not_before, not_after, issued_by, issued_at";
+
+fn cert_from_row(row: &Row<'_>) -> rusqlite::Result<(CertRecord, String)> {
+    Ok((
+        CertRecord {
+            id: row.get(0)?,
+            names: Vec::new(),
+            cert_pem: row.get(2)?,
+            key_sealed: row.get(3)?,
+            not_before: row.get(4)?,
+            not_after: row.get(5)?,
+            issued_by: row.get(6)?,
+            issued_at: row.get(7)?,
+        },
+        row.get(1)?,
+    ))
+}
+
+/// Fills in the names (a JSON column) of a row read by [`cert_from_row`].
+fn cert_names((mut cert, names): (CertRecord, String)) -> MetaResult<CertRecord> {
+    cert.names = serde_json::from_str(&names)
+        .map_err(|e| MetaError::Backend(format!("certs.names: {e}")))?;
+    Ok(cert)
 }
 
 fn load_join_token(conn: &Connection, token_id: &str) -> MetaResult<Option<JoinTokenRecord>> {
@@ -1132,6 +1183,129 @@ impl MetaStore for SqliteStore {
             .db()?
             .collect::<rusqlite::Result<Vec<_>>>()
             .db()
+        })
+        .await
+    }
+
+    async fn put_cert(&self, cert: &CertRecord) -> MetaResult<()> {
+        let cert = cert.clone();
+        let names = serde_json::to_string(&cert.names)
+            .map_err(|e| MetaError::Invalid(format!("json: {e}")))?;
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO certs (id, names, cert_pem, key_sealed, not_before, not_after, issued_by, issued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET names = excluded.names, cert_pem = excluded.cert_pem,
+                 key_sealed = excluded.key_sealed, not_before = excluded.not_before,
+                 not_after = excluded.not_after, issued_by = excluded.issued_by, issued_at = excluded.issued_at",
+            )
+            .db()?
+            .execute(params![
+                cert.id,
+                names,
+                cert.cert_pem,
+                cert.key_sealed,
+                cert.not_before,
+                cert.not_after,
+                cert.issued_by,
+                cert.issued_at
+            ])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_cert(&self, id: &str) -> MetaResult<Option<CertRecord>> {
+        let id = id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!("SELECT {CERT_COLS} FROM certs WHERE id = ?1"))
+                .db()?
+                .query_row([id], cert_from_row)
+                .optional()
+                .db()?
+                .map(cert_names)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_certs(&self) -> MetaResult<Vec<CertRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!("SELECT {CERT_COLS} FROM certs ORDER BY id"))
+                .db()?
+                .query_map([], cert_from_row)
+                .db()?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .db()?
+                .into_iter()
+                .map(cert_names)
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> MetaResult<()> {
+        let (name, value) = (name.to_string(), value.to_string());
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO cluster_settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .db()?
+            .execute([name, value])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_setting(&self, name: &str) -> MetaResult<Option<String>> {
+        let name = name.to_string();
+        self.call(move |c| {
+            c.prepare_cached("SELECT value FROM cluster_settings WHERE name = ?1")
+                .db()?
+                .query_row([name], |r| r.get::<_, String>(0))
+                .optional()
+                .db()
+        })
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> MetaResult<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.call(move |c| {
+            let got = c
+                .prepare_cached(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                     WHERE leases.expires_at <= ?3 OR leases.holder = excluded.holder
+                     RETURNING holder",
+                )
+                .db()?
+                .query_row(params![name, holder, now, until], |r| r.get::<_, String>(0))
+                .optional()
+                .db()?;
+            Ok(got.is_some())
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.call(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")
+                .db()?
+                .execute([name, holder])
+                .db()?;
+            Ok(n > 0)
         })
         .await
     }
