@@ -38,6 +38,11 @@ pub(crate) const KEYS: &[&str] = &[
     "dns.zone",
     "dns.addresses",
     "dns.ttl",
+    "acme.directory",
+    "acme.directory_ca",
+    "acme.contact",
+    "acme.names",
+    "acme.key_secret",
 ];
 
 impl Config {
@@ -114,12 +119,53 @@ impl Config {
             "dns.ttl" if !(1..=86_400).contains(&self.dns.ttl) => {
                 Err(format!("expected 1..=86400 seconds, got {}", self.dns.ttl))
             }
+            "acme.directory" => self.acme.directory.as_deref().map_or(Ok(()), |d| {
+                match d {
+                    "letsencrypt" | "letsencrypt-staging" => Ok(()),
+                    _ if d.starts_with("https://") && d.len() > 8 => Ok(()),
+                    _ => Err(format!(
+                        "expected an https:// directory URL, `letsencrypt` or `letsencrypt-staging`, got {d:?}"
+                    )),
+                }
+            }),
+            "acme.contact" => self.acme.contact.iter().try_for_each(|c| {
+                if c.starts_with("mailto:") && c.len() > 7 && !c.contains(char::is_whitespace) {
+                    Ok(())
+                } else {
+                    Err(format!("expected mailto:ADDRESS entries, got {c:?}"))
+                }
+            }),
+            "acme.names" => self.acme.names.iter().try_for_each(|n| {
+                v::dns_name(n.strip_prefix("*.").unwrap_or(n))
+                    .map_err(|e| format!("{e} (a name or *.name)"))
+            }),
+            "acme.key_secret" => self.acme.key_secret.as_ref().map_or(Ok(()), |k| {
+                if k.expose().chars().count() >= 32 {
+                    Ok(())
+                } else {
+                    Err("expected at least 32 characters (e.g. `openssl rand -hex 32`)".into())
+                }
+            }),
             _ => Ok(()),
         }
     }
 
     /// Rules that involve more than one key.
     fn check_cross(&self) -> Result<(), (&'static str, String)> {
+        if self.acme.directory.is_some() {
+            if self.acme.key_secret.is_none() {
+                return Err((
+                    "acme.key_secret",
+                    "required when acme.directory is set (seals private keys in the metadata store; the same on every center)".into(),
+                ));
+            }
+            if self.acme.names.is_empty() && self.dns.zone.is_none() && self.http.pods_domain.is_none() {
+                return Err((
+                    "acme.names",
+                    "nothing to obtain: set acme.names, or dns.zone / http.pods_domain".into(),
+                ));
+            }
+        }
         if self.dns.listen.is_some() && self.dns.zone.is_none() {
             return Err((
                 "dns.zone",

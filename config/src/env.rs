@@ -36,6 +36,14 @@ const fn k(
     }
 }
 
+/// A comma-separated list, entries trimmed, empty ones dropped.
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
 fn some(s: &str) -> Option<String> {
     Some(s.trim().to_string())
 }
@@ -248,6 +256,26 @@ static TABLE: &[EnvKey] = &[
             .trim()
             .parse()
             .map_err(|_| format!("expected seconds, got {s:?}"))?;
+        Ok(())
+    }),
+    k("XPOD_ACME_DIRECTORY", "acme.directory", &[], |c, s| {
+        c.acme.directory = some(s);
+        Ok(())
+    }),
+    k("XPOD_ACME_DIRECTORY_CA", "acme.directory_ca", &[], |c, s| {
+        c.acme.directory_ca = some(s).map(Into::into);
+        Ok(())
+    }),
+    k("XPOD_ACME_CONTACT", "acme.contact", &[], |c, s| {
+        c.acme.contact = list(s);
+        Ok(())
+    }),
+    k("XPOD_ACME_NAMES", "acme.names", &[], |c, s| {
+        c.acme.names = list(s);
+        Ok(())
+    }),
+    k("XPOD_ACME_KEY_SECRET", "acme.key_secret", &[], |c, s| {
+        c.acme.key_secret = some(s).map(Secret::new);
         Ok(())
     }),
 ];

@@ -37,6 +37,26 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     /// `[dns]`
     pub dns: DnsConfig,
+    /// `[acme]`
+    pub acme: AcmeConfig,
+}
+
+/// `[acme]`: automatic HTTPS certificates for a center by ACME DNS-01 (ARCHITECTURE §9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The ACME directory URL, or `letsencrypt` / `letsencrypt-staging`. `None`: no ACME.
+    pub directory: Option<String>,
+    /// A PEM file of extra roots to trust for the directory's own HTTPS (a test CA like
+    /// Pebble's). Default: the system's roots.
+    pub directory_ca: Option<PathBuf>,
+    /// Account contacts (`mailto:ops@example.com`).
+    pub contact: Vec<String>,
+    /// The names of the centers' certificate. Default: `dns.zone` and `*.<http.pods_domain>`.
+    pub names: Vec<String>,
+    /// Seals the certificates' private keys and the ACME account key in the metadata store.
+    /// The same value on every center; at least 32 characters. Required with `directory`.
+    pub key_secret: Option<Secret>,
 }
 
 /// `[dns]`: the authoritative DNS server of a center for the cluster's zone.
@@ -81,6 +101,7 @@ impl Default for Config {
             log: LogConfig::default(),
             tunnel: TunnelConfig::default(),
             dns: DnsConfig::default(),
+            acme: AcmeConfig::default(),
         }
     }
 }

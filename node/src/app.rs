@@ -43,6 +43,8 @@ pub struct App {
     pub mesh: crate::mesh::Mesh,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
     pub quic_address: std::sync::OnceLock<String>,
+    /// Certificates served on the HTTPS port and the ACME manager's status.
+    pub tls: Arc<crate::certs::Tls>,
 }
 
 impl App {
@@ -79,6 +81,7 @@ impl App {
             owners,
             mesh: Default::default(),
             quic_address: Default::default(),
+            tls: Default::default(),
             node_id,
             meta,
             blobs,

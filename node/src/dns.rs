@@ -461,3 +461,42 @@ async fn serve_tcp(dns: Arc<Dns>, mut s: tokio::net::TcpStream) {
         }
     }
 }
+
+/// Asks the DNS server at `server` (UDP) for the TXT records at `name`: what a validating CA
+/// would see. Used by the ACME issuer to wait until a challenge is served.
+pub async fn query_txt(server: SocketAddr, name: &str) -> anyhow::Result<Vec<String>> {
+    use hickory_proto::op::{MessageType, Query};
+    let server = crate::server::reachable(server);
+    let mut q = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    q.add_query(Query::query(self::name(name)?, RecordType::TXT));
+    let bytes = q.to_vec().context("encoding the query")?;
+    let sock = tokio::net::UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .await?;
+    sock.connect(server).await?;
+    sock.send(&bytes).await?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {server} within 2 s"))??;
+    let answer = Message::from_vec(&buf[..n]).context("decoding the answer")?;
+    if answer.metadata.id != q.metadata.id {
+        anyhow::bail!("answer with another id");
+    }
+    Ok(answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}

@@ -19,12 +19,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod cluster_ca;
 pub mod dns;
 pub mod edges;
 pub mod http;
+pub mod https;
 pub mod mesh;
 pub mod metrics;
 pub mod regions;
@@ -68,10 +70,32 @@ pub async fn run(
         Some(_) => Some(dns::serve(app.clone(), stop_rx.clone()).await?),
         None => None,
     };
+    // The TLS port (HTTPS and passthrough to edges): bound now so a taken port stops start-up.
+    let https = match (app.config.role, app.config.tunnel.tls_listen) {
+        (xpod_config::Role::Center, Some(addr)) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding tunnel.tls_listen {addr}: {e}"))?;
+            Some(tokio::spawn(https::serve(
+                app.clone(),
+                app.config.tunnel.edge_domain.clone(),
+                listener,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let acme = tokio::spawn(certs::run(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = acme.await;
+    if let Some(h) = https {
+        if let Ok(Err(e)) = h.await {
+            tracing::warn!(error = %format!("{e:#}"), "the TLS port stopped with an error");
+        }
+    }
     let _ = sync.await;
     if let Some(d) = dns {
         let _ = d.await;
@@ -141,24 +165,7 @@ async fn start_tunnels(
                 .await
                 .context("publishing this center's QUIC address")?;
             let mut tasks = tokio::task::JoinSet::new();
-            // TLS passthrough and TCP forwards: bound now so a taken port stops start-up.
-            if let Some(addr) = app.config.tunnel.tls_listen {
-                let domain = app
-                    .config
-                    .tunnel
-                    .edge_domain
-                    .clone()
-                    .context("tunnel.tls_listen needs tunnel.edge_domain")?;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding tunnel.tls_listen {addr}"))?;
-                tasks.spawn(edges::passthrough::serve(
-                    app.clone(),
-                    domain,
-                    listener,
-                    stop.clone(),
-                ));
-            }
+            // TCP forwards: bound now so a taken port stops start-up.
             for (forward, listener) in edges::tcp_forward::bind(&app.config.tunnel.forwards).await?
             {
                 tasks.spawn(edges::tcp_forward::serve(

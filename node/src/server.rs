@@ -42,31 +42,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = service_fn(move |req| crate::http::handle(app.clone(), peer, req));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        let mut stop = stop_rx.clone();
         let live = live_tx.clone();
         tokio::spawn(
-            async move {
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(live);
-            }
-            .instrument(tracing::debug_span!("conn", %peer)),
+            serve_connection(app.clone(), stream, peer, false, stop_rx.clone(), live)
+                .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
     drop(listener);
@@ -76,6 +55,102 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     tokio::select! {
         _ = live_rx.recv() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(DRAIN) => tracing::warn!("drain timeout: closing remaining connections"),
+    }
+}
+
+/// Marks a request that arrived over HTTPS (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct Https;
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends; when `stop` turns true the
+/// request in flight finishes and the connection closes. `token` is dropped at the end (the
+/// drain waits for it).
+pub async fn serve_connection<I, T>(
+    app: Arc<App>,
+    io: I,
+    peer: SocketAddr,
+    https: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    token: T,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if https {
+            req.extensions_mut().insert(Https);
+        }
+        crate::http::handle(app.clone(), peer, req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    drop(token);
+}
+
+/// A stream whose first bytes were already read (a ClientHello looked at for its SNI): they
+/// are read again first, then the stream itself.
+pub struct Replay<S> {
+    head: bytes::Bytes,
+    inner: S,
+}
+
+impl<S> Replay<S> {
+    pub fn new(head: impl Into<bytes::Bytes>, inner: S) -> Self {
+        Replay {
+            head: head.into(),
+            inner,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.head.is_empty() {
+            let n = self.head.len().min(buf.remaining());
+            let head = self.head.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -28,7 +28,6 @@ pub mod authority;
 pub mod center;
 pub mod edge;
 pub mod forward;
-pub mod passthrough;
 pub mod pool;
 pub mod relay;
 pub mod services;

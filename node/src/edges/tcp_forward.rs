@@ -26,11 +26,12 @@ use super::forward::OPEN_TIMEOUT;
 use crate::app::App;
 
 /// Accepts on `listener` until `stop` is true, running `handle` for each connection in a task
-/// this loop owns; the tasks still running at the end are aborted.
+/// this loop owns; the tasks still running `drain` after the stop are aborted.
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
+    drain: std::time::Duration,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -61,6 +62,13 @@ pub(crate) async fn accept_loop<F, Fut>(
         }
     }
     tracing::debug!(?local, open = conns.len(), "{what}: listener stopped");
+    drop(listener);
+    if !drain.is_zero() {
+        let _ = tokio::time::timeout(drain, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+    }
     conns.shutdown().await;
 }
 
@@ -133,7 +141,7 @@ pub async fn serve(
 ) {
     tracing::info!(listen = %forward.listen, node = %forward.node, service = %forward.service, "TCP forward serving");
     let forward = Arc::new(forward);
-    accept_loop("tcp forward", listener, stop, move |tcp, peer| {
+    accept_loop("tcp forward", listener, stop, std::time::Duration::ZERO, move |tcp, peer| {
         let app = app.clone();
         let forward = forward.clone();
         async move {

@@ -53,7 +53,8 @@ pub async fn handle<B>(
             .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
             .body(body::full(
                 app.metrics.render(&app.node_id, app.meta.backend())
-                    + &crate::regions::render_metrics(&app.regions),
+                    + &crate::regions::render_metrics(&app.regions)
+                    + &app.tls.render_metrics(),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,
         OpsRoute::OpenApi => Response::builder()
