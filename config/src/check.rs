@@ -34,6 +34,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.quic_listen",
     "tunnel.centers",
     "tunnel.edge_domain",
+    "tunnel.tls_listen",
     "dns.listen",
     "dns.zone",
     "dns.addresses",
@@ -217,10 +218,10 @@ impl Config {
                     format!("expected IP:PORT with a port above 0, got {addr}"),
                 ));
             }
-            if t.edge_domain.is_none() {
+            if t.edge_domain.is_none() && self.acme.directory.is_none() {
                 return Err((
                     key,
-                    "TLS passthrough routes by <service>.<node>.<edge_domain>: set tunnel.edge_domain too"
+                    "the TLS port serves edges (set tunnel.edge_domain) and/or HTTPS with ACME certificates (set acme.directory): set one"
                         .into(),
                 ));
             }

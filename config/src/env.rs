@@ -227,6 +227,10 @@ static TABLE: &[EnvKey] = &[
             Ok(())
         },
     ),
+    k("XPOD_TUNNEL_TLS_LISTEN", "tunnel.tls_listen", &[], |c, s| {
+        c.tunnel.tls_listen = Some(v::listen(s)?);
+        Ok(())
+    }),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

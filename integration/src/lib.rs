@@ -13,5 +13,6 @@ pub mod curl;
 pub mod edges;
 pub mod mesh;
 pub mod node;
+pub mod pebble;
 pub mod pg;
 pub mod s3;

@@ -63,6 +63,25 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// Join tokens for edges on a running node (admin key).
     #[command(subcommand, alias = "token")]
     Tokens(TokensCmd),
+    /// HTTPS certificates obtained by ACME (admin key).
+    #[command(subcommand, alias = "cert")]
+    Certs(CertsCmd),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// The certificates in the cluster's store (names, validity, renewal time, which center
+    /// obtained them), what this node serves, and its ACME manager's last error and backoff.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Renew the centers' certificate now (whichever center takes the ACME lease orders it;
+    /// every center serves the new one within seconds, without a restart).
+    Renew {
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -301,6 +320,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Tokens(cmd) => tokens(cmd).await,
         Command::Nodes(NodesCmd::List { remote }) => nodes_list(remote).await,
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
+        Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
+        Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
     }
 }
 
@@ -709,6 +730,69 @@ async fn dns_records(remote: Remote) -> anyhow::Result<()> {
                 s(r, "data")
             );
         }
+    });
+    Ok(())
+}
+
+async fn certs_list(remote: Remote) -> anyhow::Result<()> {
+    let (_, v) = client(&remote)?
+        .call(Method::GET, "/.cluster/certs", None)
+        .await?;
+    let date = |ms: Option<i64>| match ms {
+        Some(ms) if ms > 0 => {
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64))
+        }
+        _ => "-".to_string(),
+    };
+    print(&remote, &v, |v| {
+        println!(
+            "{:<10} {:<31} {:<31} {:<12} NAMES",
+            "ID", "EXPIRES", "RENEWS", "ISSUED BY"
+        );
+        for c in v["certificates"].as_array().into_iter().flatten() {
+            let names: Vec<&str> = c["names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "{:<10} {:<31} {:<31} {:<12} {}",
+                s(c, "id"),
+                date(c["notAfter"].as_i64()),
+                date(c["renewAt"].as_i64()),
+                s(c, "issuedBy"),
+                names.join(", ")
+            );
+        }
+        match v["serving"].as_object() {
+            Some(sv) => println!(
+                "node {} serves: {} certificate, serial {}, expires {}",
+                s(v, "node"),
+                sv.get("source").and_then(Value::as_str).unwrap_or("?"),
+                sv.get("serial").and_then(Value::as_str).unwrap_or("?"),
+                date(sv.get("notAfter").and_then(Value::as_i64))
+            ),
+            None => println!("node {} serves no certificate", s(v, "node")),
+        }
+        let m = &v["manager"];
+        if let Some(e) = m["lastError"].as_str() {
+            println!(
+                "last ACME error ({} in a row, next attempt {}): {e}",
+                m["failures"].as_u64().unwrap_or(0),
+                date(m["nextAttemptAt"].as_i64())
+            );
+        }
+    });
+    Ok(())
+}
+
+async fn certs_renew(remote: Remote) -> anyhow::Result<()> {
+    let (_, v) = client(&remote)?
+        .call(Method::POST, "/.cluster/certs/renew", None)
+        .await?;
+    print(&remote, &v, |_| {
+        println!("renewal requested; `xpod certs list` shows the new certificate once it is issued")
     });
     Ok(())
 }

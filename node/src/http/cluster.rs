@@ -4,7 +4,9 @@
 //! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges),
 //! `POST /dns/txt {name, value, ttlSeconds}`, `DELETE /dns/txt {name, value}`,
 //! `GET /dns/txt/{name}` (`_acme-challenge.*` TXT records the centers' DNS serves, for ACME
-//! DNS-01 by any client).
+//! DNS-01 by any client), `GET /certs` (the certificates in the store and what this node
+//! serves), `POST /certs/renew` (the centers' certificate is renewed now, by whichever center
+//! takes the ACME lease).
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -128,6 +130,10 @@ pub async fn handle(
             ))
         }
         (["dns", "records"], _) => Err(ApiError::method_not_allowed("GET")),
+        (["certs"], &Method::GET) => list_certs(ctx).await,
+        (["certs"], _) => Err(ApiError::method_not_allowed("GET")),
+        (["certs", "renew"], &Method::POST) => renew_certs(ctx).await,
+        (["certs", "renew"], _) => Err(ApiError::method_not_allowed("POST")),
         (["dns", "txt"], &Method::POST) => put_txt(ctx, req).await,
         (["dns", "txt"], &Method::DELETE) => delete_txt(ctx, req).await,
         (["dns", "txt"], _) => Err(ApiError::method_not_allowed("POST, DELETE")),
@@ -391,4 +397,65 @@ async fn delete_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         .status(StatusCode::NO_CONTENT)
         .body(body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The stored certificate records (never their keys) and this node's view.
+async fn list_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let stored = ctx.app.meta.list_certs().await?;
+    let rows: Vec<_> = stored
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "names": c.names,
+                "notBefore": c.not_before,
+                "notAfter": c.not_after,
+                "renewAt": crate::certs::renew_at(c),
+                "issuedBy": c.issued_by,
+                "issuedAt": c.issued_at,
+            })
+        })
+        .collect();
+    let serving = ctx.app.tls.certs.current().map(|s| {
+        json!({
+            "names": s.names,
+            "source": s.source,
+            "serial": s.serial,
+            "notBefore": s.not_before,
+            "notAfter": s.not_after,
+        })
+    });
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({
+            "certificates": rows,
+            "node": ctx.app.node_id,
+            "acme": ctx.app.config.acme.directory.as_deref().map(crate::certs::issuer::directory_url),
+            "serving": serving,
+            "manager": ctx.app.tls.status(),
+            "issuedHere": ctx.app.tls.issued.load(std::sync::atomic::Ordering::Relaxed),
+        }),
+    ))
+}
+
+/// Records a renewal request every center sees, and wakes this one's manager.
+async fn renew_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    if ctx.app.config.acme.directory.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "acme_disabled",
+            "this node has no ACME directory (acme.directory is not set)",
+        ));
+    }
+    let at = meta::now_millis();
+    ctx.app
+        .meta
+        .put_setting(crate::certs::RENEW_SETTING, &at.to_string())
+        .await?;
+    ctx.app.tls.wake();
+    ctx.audit("certs.renew", crate::certs::CENTER, json!({})).await;
+    Ok(body::json(
+        StatusCode::ACCEPTED,
+        &json!({"requestedAt": at, "certificate": crate::certs::CENTER}),
+    ))
 }

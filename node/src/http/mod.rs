@@ -131,6 +131,11 @@ async fn dispatch(
         .extensions()
         .get::<crate::mesh::route::MeshHop>()
         .cloned();
+    if hop.is_none() {
+        if let Some(resp) = https_redirect(&app, host.as_deref(), &req) {
+            return Ok(resp);
+        }
+    }
     if let (None, Some(edge_domain)) = (&hop, app.config.tunnel.edge_domain.as_deref()) {
         // Edge hosts never reach the pod or cluster handlers, and need no credentials here:
         // the edge's service decides (edges::forward).
@@ -179,6 +184,46 @@ async fn dispatch(
         Target::Api(rest) => api::handle(&ctx, &rest, req).await,
         Target::Pod { pod_id, path } => pods::handle(&ctx, &pod_id, &path, req).await,
     }
+}
+
+/// Plain HTTP for a name the centers' ACME certificate covers → `308` to the same URL on the
+/// TLS port. Health, readiness, metrics and ACME paths stay on plain HTTP (probes and CAs use
+/// them); names without an ACME certificate (IPs, localhost, before the first issuance) too.
+fn https_redirect<B>(app: &App, host: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
+    if req.extensions().get::<crate::server::Https>().is_some() {
+        return None;
+    }
+    let tls = app.config.tunnel.tls_listen?;
+    let host = host?;
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let path = req.uri().path();
+    let exempt = ["/health", "/readiness", "/metrics", "/.well-known/acme-challenge/"];
+    if exempt.iter().any(|p| path == *p || path.starts_with(&format!("{}/", p.trim_end_matches('/')))) {
+        return None;
+    }
+    let served = app.tls.certs.current()?;
+    if served.source != crate::certs::resolver::Source::Acme
+        || !crate::certs::resolver::covers(&served.names, name)
+    {
+        return None;
+    }
+    let port = match tls.port() {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{name}{port}{pq}");
+    let mut resp = body::json(
+        StatusCode::PERMANENT_REDIRECT,
+        &serde_json::json!({"redirect": location}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Some(resp)
 }
 
 fn index(ctx: &Ctx) -> Response<Body> {

@@ -1,0 +1,366 @@
+//! Automatic HTTPS against a real ACME server: Pebble (Debian package, installed by
+//! `integration/run-tests.sh`) validating DNS-01 challenges through an xpod center's own DNS
+//! server, two centers on one throwaway PostgreSQL, curl and a rustls client as HTTPS clients.
+//!
+//! - Exactly one center orders the certificate (`*.<pods domain>` and the zone apex); both
+//!   serve it; curl trusting only Pebble's root reaches a pod over HTTPS at either center;
+//!   a name no certificate covers fails the handshake; plain HTTP for a covered name is
+//!   redirected, health checks are not.
+//! - `xpod certs renew`: both centers serve the new certificate; a keep-alive connection opened
+//!   before keeps working.
+//! - With the directory down, ordering fails, backs off (longer each time), and both centers
+//!   keep serving the certificate they have.
+//! - A short certificate lifetime: the certificate is replaced before it expires, by itself.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{free_port, xpod_command, NodeProcess, TempDir};
+use xpod_integration::pebble::Pebble;
+use xpod_integration::pg::PgServer;
+
+const ZONE: &str = "cluster.test";
+const PODS: &str = "pods.cluster.test";
+const SECRET: &str = "test-seal-secret-0123456789abcdef0123456789";
+
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn certs(c: &NodeProcess, key: &str) -> Value {
+    Curl::get(format!("{}/.cluster/certs", c.url()))
+        .bearer(key)
+        .send()
+        .expect(200)
+        .json()
+}
+
+/// The serial a center serves once it serves an ACME certificate.
+fn acme_serial(v: &Value) -> Option<String> {
+    (v["serving"]["source"] == "acme").then(|| v["serving"]["serial"].as_str().unwrap().to_string())
+}
+
+/// curl over HTTPS to `host` at 127.0.0.1:`port`, trusting only `root`.
+fn https(method: &str, host: &str, port: u16, path: &str, root: &Path) -> Curl {
+    Curl::new(method, format!("https://{host}:{port}{path}"))
+        .arg("--cacert")
+        .arg(root.to_str().unwrap())
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+}
+
+fn acme_env(
+    dns_port: u16,
+    tls_port: u16,
+    pebble: &Pebble,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("XPOD_DNS_LISTEN", format!("127.0.0.1:{dns_port}")),
+        ("XPOD_DNS_ZONE", ZONE.into()),
+        ("XPOD_DNS_ADDRESSES", "127.0.0.1".into()),
+        ("XPOD_HTTP_PODS_DOMAIN", PODS.into()),
+        ("XPOD_TUNNEL_TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
+        ("XPOD_ACME_DIRECTORY", pebble.directory_url()),
+        (
+            "XPOD_ACME_DIRECTORY_CA",
+            pebble.directory_ca().display().to_string(),
+        ),
+        ("XPOD_ACME_CONTACT", "mailto:ops@cluster.test".into()),
+        ("XPOD_ACME_KEY_SECRET", SECRET.into()),
+    ]
+}
+
+/// One HTTP/1.1 keep-alive connection over TLS (rustls), trusting only `root`.
+struct KeepAlive {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    fn connect(host: &str, port: u16, root: &Path) -> KeepAlive {
+        use rustls_pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_file(root).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            host.to_string().try_into().unwrap(),
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+        }
+        KeepAlive {
+            tls,
+            host: host.into(),
+        }
+    }
+
+    /// GET `path` on this connection: status and body.
+    fn get(&mut self, path: &str, key: &str) -> (u16, String) {
+        write!(
+            self.tls,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\r\n",
+            self.host
+        )
+        .unwrap();
+        self.tls.flush().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.tls.read_exact(&mut byte).expect("reading the response head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .expect("a Content-Length");
+        let mut body = vec![0u8; len];
+        self.tls.read_exact(&mut body).unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The leaf certificate this connection was made with (DER).
+    fn leaf(&self) -> Vec<u8> {
+        self.tls.conn.peer_certificates().unwrap()[0].to_vec()
+    }
+}
+
+#[test]
+fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
+    let tmp = TempDir::new("xpod-acme");
+    let pg = PgServer::start().expect("PostgreSQL");
+    let dns = [free_port(), free_port()];
+    let tls = [free_port(), free_port()];
+    let mut pebble = Pebble::start(
+        &tmp.path().join("pebble"),
+        &format!("127.0.0.1:{}", dns[0]),
+        None,
+    )
+    .expect("Pebble");
+    let centers = start_centers(&tmp, &pg, 2, |i| acme_env(dns[i - 1], tls[i - 1], &pebble));
+    let key = centers[0].admin_key();
+
+    // Both serve an ACME certificate, the same one, and exactly one center ordered it.
+    let serials: Vec<String> = centers
+        .iter()
+        .map(|c| {
+            eventually(90, "an ACME certificate is served", || {
+                acme_serial(&certs(c, &key))
+            })
+        })
+        .collect();
+    assert_eq!(serials[0], serials[1], "both centers serve the same certificate");
+    let views: Vec<Value> = centers.iter().map(|c| certs(c, &key)).collect();
+    let issued: Vec<u64> = views.iter().map(|v| v["issuedHere"].as_u64().unwrap()).collect();
+    assert_eq!(issued.iter().sum::<u64>(), 1, "exactly one order: {issued:?}");
+    let stored = views[0]["certificates"].as_array().unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["names"], json!([ZONE, format!("*.{PODS}")]));
+    let issuer = if issued[0] == 1 { "center-1" } else { "center-2" };
+    assert_eq!(stored[0]["issuedBy"], issuer);
+    let text = views[0].to_string();
+    assert!(!text.contains("PRIVATE KEY") && !text.contains("v1."), "no key material in the API");
+
+    // A pod over HTTPS at either center, trusting only Pebble's root.
+    let root = pebble.root().expect("Pebble's root");
+    let host = format!("alice.{PODS}");
+    Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+        .bearer(&key)
+        .json(&json!({"podId": "alice"}))
+        .send()
+        .expect(201);
+    https("PUT", &host, tls[0], "/hello.txt", &root)
+        .bearer(&key)
+        .header("Content-Type: text/plain")
+        .body("hello over https")
+        .send()
+        .expect(201);
+    for port in tls {
+        let r = https("GET", &host, port, "/hello.txt", &root)
+            .bearer(&key)
+            .send()
+            .expect(200);
+        assert_eq!(r.text(), "hello over https");
+    }
+    // The apex name is covered too.
+    https("GET", ZONE, tls[1], "/health", &root).send().expect(200);
+
+    // A name no certificate covers: a handshake failure, not someone else's certificate.
+    let r: Resp = https("GET", "other.test", tls[0], "/health", &root).send();
+    assert_eq!(r.status, 0, "no HTTP response for an unknown name");
+    assert_ne!(r.curl_exit, 0);
+    assert!(
+        r.stderr.to_lowercase().contains("alert") || r.stderr.contains("SSL"),
+        "a TLS failure: {}",
+        r.stderr
+    );
+
+    // Plain HTTP for a covered name → 308 to HTTPS; health stays on HTTP.
+    let r = Curl::get(format!("{}/hello.txt?x=1", centers[1].url()))
+        .header(format!("Host: {host}"))
+        .send()
+        .expect(308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://{host}:{}/hello.txt?x=1", tls[1]).as_str())
+    );
+    Curl::get(format!("{}/health", centers[1].url()))
+        .header(format!("Host: {ZONE}"))
+        .send()
+        .expect(200);
+    Curl::get(format!("{}/.cluster/nodes", centers[1].url()))
+        .header(format!("Host: {ZONE}"))
+        .send()
+        .expect(308);
+
+    // The CLI's view.
+    let out = xpod_command()
+        .args(["certs", "list", "--server"])
+        .arg(centers[1].url())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("center") && text.contains(issuer), "{text}");
+    assert!(text.contains(&format!("serves: acme certificate, serial {}", serials[0])), "{text}");
+
+    // Renewal on request: a keep-alive connection made before keeps working after both
+    // centers switched; new connections see the new certificate.
+    let mut before = KeepAlive::connect(&host, tls[1], &root);
+    assert_eq!(before.get("/hello.txt", &key), (200, "hello over https".into()));
+    let out = xpod_command()
+        .args(["certs", "renew", "--server"])
+        .arg(centers[0].url())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let renewed: Vec<String> = centers
+        .iter()
+        .map(|c| {
+            eventually(60, "the renewed certificate is served", || {
+                acme_serial(&certs(c, &key)).filter(|s| *s != serials[0])
+            })
+        })
+        .collect();
+    assert_eq!(renewed[0], renewed[1]);
+    assert_eq!(before.get("/hello.txt", &key), (200, "hello over https".into()));
+    let after = KeepAlive::connect(&host, tls[1], &root);
+    assert_ne!(before.leaf(), after.leaf(), "a new connection gets the new certificate");
+    let total: u64 = centers
+        .iter()
+        .map(|c| certs(c, &key)["issuedHere"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "one order for the first certificate, one for the renewal");
+
+    // The directory goes down: ordering fails and backs off; the current certificate stays.
+    pebble.stop();
+    Curl::new("POST", format!("{}/.cluster/certs/renew", centers[1].url()))
+        .bearer(&key)
+        .send()
+        .expect(202);
+    for c in &centers {
+        let first = eventually(60, "a failed order is reported", || {
+            let v = certs(c, &key);
+            (v["manager"]["failures"].as_u64() >= Some(1)).then_some(v)
+        });
+        assert!(
+            first["manager"]["lastError"].as_str().unwrap_or("").len() > 10,
+            "{first}"
+        );
+        assert_eq!(acme_serial(&first).as_deref(), Some(renewed[0].as_str()));
+        let (failed_at, next) = (
+            xpod_storage::meta::now_millis(),
+            first["manager"]["nextAttemptAt"].as_i64().unwrap(),
+        );
+        assert!(next - failed_at >= 5_000, "backs off, not a tight loop: {first}");
+    }
+    let second = eventually(60, "a second failure, later", || {
+        let v = certs(&centers[0], &key);
+        (v["manager"]["failures"].as_u64() >= Some(2)).then_some(v)
+    });
+    let wait = second["manager"]["nextAttemptAt"].as_i64().unwrap() - xpod_storage::meta::now_millis();
+    assert!(wait >= 15_000, "the second backoff is longer than the first: {second}");
+    for port in tls {
+        https("GET", &host, port, "/hello.txt", &root)
+            .bearer(&key)
+            .send()
+            .expect(200);
+    }
+}
+
+#[test]
+fn a_short_lived_certificate_is_replaced_before_it_expires() {
+    let tmp = TempDir::new("xpod-acme-renew");
+    let pg = PgServer::start().expect("PostgreSQL");
+    let (dns, tls) = (free_port(), free_port());
+    let _pebble = Pebble::start(
+        &tmp.path().join("pebble"),
+        &format!("127.0.0.1:{dns}"),
+        Some(24),
+    )
+    .expect("Pebble");
+    let pebble = &_pebble;
+    let centers = start_centers(&tmp, &pg, 1, |_| acme_env(dns, tls, pebble));
+    let key = centers[0].admin_key();
+    let first = eventually(60, "a first certificate", || {
+        let v = certs(&centers[0], &key);
+        acme_serial(&v).map(|s| (s, v["serving"]["notAfter"].as_i64().unwrap()))
+    });
+    let lifetime = {
+        let v = certs(&centers[0], &key);
+        v["serving"]["notAfter"].as_i64().unwrap() - v["serving"]["notBefore"].as_i64().unwrap()
+    };
+    assert!(lifetime <= 30_000, "Pebble honoured the short lifetime: {lifetime} ms");
+    let root = pebble.root().unwrap();
+    let mut conn = KeepAlive::connect(ZONE, tls, &root);
+    assert_eq!(conn.get("/health", &key).0, 200);
+    let (second, seen_at) = eventually(40, "a renewed certificate", || {
+        acme_serial(&certs(&centers[0], &key))
+            .filter(|s| *s != first.0)
+            .map(|s| (s, xpod_storage::meta::now_millis()))
+    });
+    assert_ne!(second, first.0);
+    assert!(
+        seen_at < first.1,
+        "replaced {} ms before the old one expired",
+        first.1 - seen_at
+    );
+    assert_eq!(conn.get("/health", &key).0, 200, "the open connection survived");
+    let fresh = KeepAlive::connect(ZONE, tls, &root);
+    assert_ne!(conn.leaf(), fresh.leaf());
+}
