@@ -153,7 +153,14 @@ impl Config {
 
     /// Rules that involve more than one key.
     fn check_cross(&self) -> Result<(), (&'static str, String)> {
-        if self.acme.directory.is_some() {
+        if self.acme.directory.is_some() && self.role == crate::Role::Edge {
+            if self.tunnel.edge_domain.is_none() {
+                return Err((
+                    "tunnel.edge_domain",
+                    "required on an edge with acme.directory (its certificate is for <node>.<edge_domain> and *.<node>.<edge_domain>; the same as its centers')".into(),
+                ));
+            }
+        } else if self.acme.directory.is_some() {
             if self.acme.key_secret.is_none() {
                 return Err((
                     "acme.key_secret",

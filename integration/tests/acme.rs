@@ -364,3 +364,104 @@ fn a_short_lived_certificate_is_replaced_before_it_expires() {
     let fresh = KeepAlive::connect(ZONE, tls, &root);
     assert_ne!(conn.leaf(), fresh.leaf());
 }
+
+/// A plain HTTP service on loopback that answers every request with `body` (the edge's
+/// published service).
+fn http_service(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_edge_gets_its_own_certificate_and_terminates_tls_behind_its_center() {
+    let tmp = TempDir::new("xpod-acme-edge");
+    let pg = PgServer::start().expect("PostgreSQL");
+    let (dns, tls) = (free_port(), free_port());
+    let pebble = Pebble::start(&tmp.path().join("pebble"), &format!("127.0.0.1:{dns}"), None)
+        .expect("Pebble");
+    let centers = start_centers(&tmp, &pg, 1, |_| {
+        let mut env = acme_env(dns, tls, &pebble);
+        env.push(("XPOD_TUNNEL_EDGE_DOMAIN", format!("edges.{ZONE}")));
+        env
+    });
+    let key = centers[0].admin_key();
+    let service = http_service("hello from the edge");
+    let edge = xpod_integration::edges::start_edge(
+        &tmp,
+        &centers[0],
+        "edge-a",
+        &format!(
+            "[tunnel]\nedge_domain = \"edges.{ZONE}\"\n\n[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:{service}\"\nkind = \"http\"\n\n\
+             [acme]\ndirectory = \"{}\"\ndirectory_ca = \"{}\"\n",
+            pebble.directory_url(),
+            pebble.directory_ca().display()
+        ),
+    );
+    xpod_integration::edges::wait_online(&centers[0], "edge-a");
+    let edge_key = edge.admin_key();
+    let view = eventually(90, "the edge serves its ACME certificate", || {
+        let v = certs(&edge, &edge_key);
+        acme_serial(&v).map(|_| v)
+    });
+    assert_eq!(
+        view["serving"]["names"],
+        json!([format!("edge-a.edges.{ZONE}"), format!("*.edge-a.edges.{ZONE}")])
+    );
+    // The key stayed on the edge: 0600 in its data dir, nothing about it in the cluster store.
+    let key_file = edge.data_dir().join("acme/key.pem");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", key_file.display());
+    }
+    let stored = certs(&centers[0], &key)["certificates"].clone();
+    assert!(
+        stored.as_array().unwrap().iter().all(|c| c["id"] == "center"),
+        "only the centers' certificate is in the shared store: {stored}"
+    );
+
+    // Through the center's TLS port: passed through, terminated by the edge with its own
+    // certificate (verified against Pebble's root for the edge's name), relayed to the service.
+    let root = pebble.root().expect("Pebble's root");
+    for host in [format!("web.edge-a.edges.{ZONE}"), format!("edge-a.edges.{ZONE}")] {
+        let r = https("GET", &host, tls, "/", &root).send().expect(200);
+        assert_eq!(r.text(), "hello from the edge");
+    }
+    // The center's own certificate does not cover edge names: it is the edge's that answered.
+    let center_names = certs(&centers[0], &key)["serving"]["names"].clone();
+    assert_eq!(center_names, json!([ZONE, format!("*.{PODS}")]));
+    let conn = KeepAlive::connect(&format!("web.edge-a.edges.{ZONE}"), tls, &root);
+    let center_conn = KeepAlive::connect(ZONE, tls, &root);
+    assert_ne!(conn.leaf(), center_conn.leaf());
+    // The challenge records were cleaned up.
+    let txt = Curl::get(format!(
+        "{}/.cluster/dns/txt/_acme-challenge.edge-a.edges.{ZONE}",
+        centers[0].url()
+    ))
+    .bearer(&key)
+    .send()
+    .expect(200)
+    .json();
+    assert_eq!(txt["values"], json!([]), "{txt}");
+}

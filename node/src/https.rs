@@ -37,7 +37,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 const MAX_BUFFERED: usize = 64 * 1024;
 
 /// The rustls configuration of the HTTPS side: certificates from `app.tls`, HTTP/1.1.
-fn server_config(app: &App) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn server_config(app: &App) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

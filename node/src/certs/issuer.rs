@@ -1,7 +1,8 @@
 //! One ACME order by DNS-01 (RFC 8555 §8.4): publish each authorization's TXT record in the
-//! cluster's zone (`dns_txt`, served by every center), wait until this center's DNS server
-//! answers it, tell the CA, wait for the order to be ready, send a CSR for a key generated
-//! here, download the chain. The TXT records are removed whatever the outcome.
+//! cluster's zone — a center writes `dns_txt` itself, an edge asks a center over its tunnel's
+//! control stream (`SetAcmeTxt`) — wait until the zone answers it, tell the CA, wait for the
+//! order to be ready, send a CSR for a key generated here (an edge's key never leaves it),
+//! download the chain. The TXT records are removed whatever the outcome.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
+use tokio::sync::{mpsc, oneshot};
 use xpod_storage::meta::{now_millis, MetaStore};
+use xpod_tunnel::proto::CommandBody;
 
 use super::seal::Sealer;
 
@@ -29,10 +32,39 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+/// A TXT change an edge's issuer hands to its tunnel loop, which sends it to a center and
+/// answers with the center's reply.
+pub struct TxtCommand {
+    pub body: CommandBody,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Where challenge records go.
+pub enum Publisher {
+    /// A center: the shared `dns_txt` table.
+    Store(Arc<dyn MetaStore>),
+    /// An edge: through a center, over the tunnel.
+    Tunnel(mpsc::Sender<TxtCommand>),
+}
+
+/// Where the ACME account's credentials are kept.
+pub enum Accounts {
+    /// A center: sealed in the shared store, so all centers use one account.
+    Shared {
+        meta: Arc<dyn MetaStore>,
+        sealer: Arc<Sealer>,
+    },
+    /// An edge: a 0600 file in its data dir.
+    File(std::path::PathBuf),
+}
+
+/// How long a center may take to answer an edge's TXT command.
+const TUNNEL_WAIT: Duration = Duration::from_secs(30);
+
 /// What an order needs.
 pub struct Issuer {
-    pub meta: Arc<dyn MetaStore>,
-    pub sealer: Arc<Sealer>,
+    pub publisher: Publisher,
+    pub accounts: Accounts,
     /// The resolved directory URL.
     pub directory: String,
     /// Extra roots for the directory's HTTPS.
@@ -60,12 +92,53 @@ impl Issuer {
         }
     }
 
-    /// The cluster's ACME account for this directory: loaded from the store (sealed), or
-    /// created and stored. Called under the issuing lease, so centers share one account.
+    async fn load_account(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        match &self.accounts {
+            Accounts::Shared { meta, sealer } => {
+                let setting = format!("acme-account:{}", self.directory);
+                match meta.get_setting(&setting).await? {
+                    Some(sealed) => Ok(Some(sealer.open(&setting, &sealed)?)),
+                    None => Ok(None),
+                }
+            }
+            Accounts::File(path) => match std::fs::read(path) {
+                Ok(json) => {
+                    let v: serde_json::Value = serde_json::from_slice(&json)
+                        .with_context(|| format!("{}", path.display()))?;
+                    // One file per directory: another directory means a new account.
+                    if v["directory"] == self.directory.as_str() {
+                        Ok(Some(serde_json::to_vec(&v["credentials"])?))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(anyhow!("reading {}: {e}", path.display())),
+            },
+        }
+    }
+
+    async fn save_account(&self, creds: &[u8]) -> anyhow::Result<()> {
+        match &self.accounts {
+            Accounts::Shared { meta, sealer } => {
+                let setting = format!("acme-account:{}", self.directory);
+                meta.put_setting(&setting, &sealer.seal(&setting, creds)?)
+                    .await?;
+            }
+            Accounts::File(path) => {
+                let creds: serde_json::Value = serde_json::from_slice(creds)?;
+                let doc = serde_json::json!({"directory": self.directory, "credentials": creds});
+                super::files::write_private(path, doc.to_string().as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ACME account for this directory: loaded (a center's from the shared store, sealed;
+    /// an edge's from its data dir), or created and kept. A center calls this under the
+    /// issuing lease, so centers share one account.
     async fn account(&self) -> anyhow::Result<Account> {
-        let setting = format!("acme-account:{}", self.directory);
-        if let Some(sealed) = self.meta.get_setting(&setting).await? {
-            let json = self.sealer.open(&setting, &sealed)?;
+        if let Some(json) = self.load_account().await? {
             let creds: AccountCredentials =
                 serde_json::from_slice(&json).context("the stored ACME account")?;
             return self
@@ -88,10 +161,7 @@ impl Issuer {
             )
             .await
             .with_context(|| format!("creating an ACME account at {}", self.directory))?;
-        let json = serde_json::to_vec(&creds)?;
-        self.meta
-            .put_setting(&setting, &self.sealer.seal(&setting, &json)?)
-            .await?;
+        self.save_account(&serde_json::to_vec(&creds)?).await?;
         tracing::info!(directory = %self.directory, account = %account.id(), "ACME account created");
         Ok(account)
     }
@@ -103,7 +173,7 @@ impl Issuer {
         let mut published = Vec::new();
         let result = self.order(&account, names, &mut published).await;
         for (name, value) in published {
-            if let Err(e) = self.meta.delete_txt(&name, &value).await {
+            if let Err(e) = self.unpublish(&name, &value).await {
                 tracing::warn!(%name, error = %e, "could not remove a challenge TXT record (it expires in an hour)");
             }
         }
@@ -138,10 +208,9 @@ impl Issuer {
             };
             let name = format!("_acme-challenge.{}", base.to_ascii_lowercase());
             let value = challenge.key_authorization().dns_value();
-            self.meta
-                .put_txt(&name, &value, now_millis() + TXT_LIFETIME_MS)
+            self.publish(&name, &value)
                 .await
-                .context("publishing the challenge TXT record")?;
+                .with_context(|| format!("publishing the challenge TXT record {name}"))?;
             published.push((name.clone(), value.clone()));
             self.wait_served(&name, &value).await?;
             challenge
@@ -176,6 +245,36 @@ impl Issuer {
         })
     }
 
+    async fn publish(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        match &self.publisher {
+            Publisher::Store(meta) => Ok(meta
+                .put_txt(name, value, now_millis() + TXT_LIFETIME_MS)
+                .await?),
+            Publisher::Tunnel(tx) => {
+                tunnel_command(
+                    tx,
+                    CommandBody::SetAcmeTxt {
+                        name: name.into(),
+                        value: value.into(),
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn unpublish(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        match &self.publisher {
+            Publisher::Store(meta) => {
+                meta.delete_txt(name, value).await?;
+                Ok(())
+            }
+            Publisher::Tunnel(tx) => {
+                tunnel_command(tx, CommandBody::ClearAcmeTxt { name: name.into() }).await
+            }
+        }
+    }
+
     /// Waits until this center's DNS answers `value` at `name` (every center reads the same
     /// table, so this one serving it means all do).
     async fn wait_served(&self, name: &str, value: &str) -> anyhow::Result<()> {
@@ -194,6 +293,20 @@ impl Issuer {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Sends `body` through the edge's tunnel loop and waits for the center's answer.
+async fn tunnel_command(tx: &mpsc::Sender<TxtCommand>, body: CommandBody) -> anyhow::Result<()> {
+    let (reply, answer) = oneshot::channel();
+    tx.send(TxtCommand { body, reply })
+        .await
+        .map_err(|_| anyhow!("the tunnel loop has stopped"))?;
+    match tokio::time::timeout(TUNNEL_WAIT, answer).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(why))) => bail!("the center refused: {why}"),
+        Ok(Err(_)) => bail!("no center connection answered"),
+        Err(_) => bail!("no answer from a center within {TUNNEL_WAIT:?}"),
     }
 }
 

@@ -12,6 +12,7 @@
 //! center serves a self-signed one for the same names. [`resolver`] picks by SNI; [`seal`]
 //! seals private keys for the store.
 
+pub mod files;
 pub mod issuer;
 pub mod resolver;
 pub mod seal;
@@ -137,36 +138,97 @@ pub fn renew_at(rec: &CertRecord) -> Millis {
 }
 
 /// The manager loop of a center with `[acme]` (see the module doc). Returns at `stop`.
-pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+pub async fn run(app: Arc<App>, stop: watch::Receiver<bool>) {
     let Some(dir) = app.config.acme.directory.clone() else {
         return;
     };
+    if app.config.role != xpod_config::Role::Center {
+        return; // an edge's manager runs with its tunnels (run_edge)
+    }
     let names = names(&app.config);
     let secret = app
         .config
         .acme
         .key_secret
         .as_ref()
-        .expect("validated: acme.key_secret is set with acme.directory");
+        .expect("validated: acme.key_secret is set with acme.directory on a center");
     let sealer = Arc::new(seal::Sealer::new(secret.expose()));
     let issuer = issuer::Issuer {
-        meta: app.meta.clone(),
-        sealer: sealer.clone(),
+        publisher: issuer::Publisher::Store(app.meta.clone()),
+        accounts: issuer::Accounts::Shared {
+            meta: app.meta.clone(),
+            sealer: sealer.clone(),
+        },
         directory: issuer::directory_url(&dir),
         directory_ca: app.config.acme.directory_ca.clone(),
         contact: app.config.acme.contact.clone(),
         dns: app.config.dns.listen,
     };
-    app.tls.update(|s| s.names = names.clone());
-    match resolver::self_signed(&names) {
+    start(&app, &names);
+    tracing::info!(directory = %issuer.directory, ?names, "ACME: managing the centers' certificate");
+    let loaded = Mutex::new(None);
+    let (app_ref, issuer, sealer, names, loaded) = (&*app, &issuer, &*sealer, &names, &loaded);
+    manage(app_ref, stop, || tick(app_ref, issuer, sealer, names, loaded)).await;
+}
+
+/// The names of an edge's certificate: `<node>.<edge_domain>` and `*.<node>.<edge_domain>`.
+pub fn edge_names(config: &xpod_config::Config, node_id: &str) -> Vec<String> {
+    let domain = config
+        .tunnel
+        .edge_domain
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    vec![format!("{node_id}.{domain}"), format!("*.{node_id}.{domain}")]
+}
+
+/// The manager loop of an edge with `[acme]`: its own certificate for its names, with a key
+/// generated and kept on the edge (`<data_dir>/acme`), the challenges published through a
+/// center (`tunnel`). Served by the edge when a center passes a TLS connection for one of its
+/// `kind = "http"` services through (`crate::edges::services`). Returns at `stop`.
+pub async fn run_edge(
+    app: Arc<App>,
+    tunnel: tokio::sync::mpsc::Sender<issuer::TxtCommand>,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(dir) = app.config.acme.directory.clone() else {
+        return;
+    };
+    let names = edge_names(&app.config, &app.node_id);
+    let issuer = issuer::Issuer {
+        publisher: issuer::Publisher::Tunnel(tunnel),
+        accounts: issuer::Accounts::File(files::dir(&app.config.data_dir).join("account.json")),
+        directory: issuer::directory_url(&dir),
+        directory_ca: app.config.acme.directory_ca.clone(),
+        contact: app.config.acme.contact.clone(),
+        dns: None,
+    };
+    start(&app, &names);
+    tracing::info!(directory = %issuer.directory, ?names, "ACME: managing this edge's certificate");
+    let loaded = Mutex::new(None);
+    let (app_ref, issuer, names, loaded) = (&*app, &issuer, &names, &loaded);
+    manage(app_ref, stop, || edge_tick(app_ref, issuer, names, loaded)).await;
+}
+
+/// Records the names and serves a self-signed certificate until a real one is loaded.
+fn start(app: &App, names: &[String]) {
+    app.tls.update(|s| s.names = names.to_vec());
+    match resolver::self_signed(names) {
         Ok(s) => app.tls.certs.install(s),
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "no self-signed certificate"),
     }
-    tracing::info!(directory = %issuer.directory, ?names, "ACME: managing the centers' certificate");
-    let mut loaded: Option<Millis> = None;
+}
+
+/// Runs `tick` until `stop`: after a success when it says, after a failure with exponential
+/// backoff (the status shows the error and the next attempt), or at once when woken.
+async fn manage<F, Fut>(app: &App, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+{
     let mut backoff = BACKOFF_MIN;
     loop {
-        let wait = match tick(&app, &issuer, &sealer, &names, &mut loaded).await {
+        let wait = match tick().await {
             Ok(next) => {
                 backoff = BACKOFF_MIN;
                 app.tls.update(|s| {
@@ -197,6 +259,69 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// An edge's look: serve the stored certificate; order a new one when due.
+async fn edge_tick(
+    app: &App,
+    issuer: &issuer::Issuer,
+    names: &[String],
+    loaded: &Mutex<Option<Millis>>,
+) -> anyhow::Result<Duration> {
+    let data = &app.config.data_dir;
+    let stored = match files::load(data) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the stored certificate is unusable; ordering a new one");
+            None
+        }
+    };
+    let mut usable = None;
+    if let Some((cert, key)) = stored {
+        if *loaded.lock().expect("loaded") == Some(cert.issued_at) {
+            usable = Some(cert);
+        } else {
+            match resolver::certified_key(&cert.cert_pem, &key) {
+                Ok((ck, not_before, not_after, serial)) => {
+                    app.tls.certs.install(Served {
+                        names: cert.names.clone(),
+                        key: Arc::new(ck),
+                        source: Source::Acme,
+                        not_before,
+                        not_after,
+                        serial: serial.clone(),
+                    });
+                    *loaded.lock().expect("loaded") = Some(cert.issued_at);
+                    tracing::info!(%serial, "serving this edge's ACME certificate");
+                    usable = Some(cert);
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "the stored certificate is unusable; ordering a new one"),
+            }
+        }
+    }
+    let now = now_millis();
+    if let Some(c) = &usable {
+        let renew = c.not_before + (c.not_after - c.not_before) * 2 / 3;
+        if c.names == names && now < renew {
+            return Ok(Duration::from_millis((renew - now) as u64).min(CHECK));
+        }
+    }
+    tracing::info!(?names, "ACME: ordering this edge's certificate");
+    let issued = issuer.obtain(names).await?;
+    let (_, not_before, not_after, _) =
+        resolver::certified_key(&issued.chain_pem, &issued.key_pem).context("the CA's certificate")?;
+    let cert = files::EdgeCert {
+        names: names.to_vec(),
+        cert_pem: issued.chain_pem,
+        not_before,
+        not_after,
+        issued_at: now_millis(),
+    };
+    files::store(data, &cert, &issued.key_pem)?;
+    app.tls.issued.fetch_add(1, Ordering::Relaxed);
+    app.tls.update(|s| s.last_error = None);
+    // The next look loads and serves it.
+    Ok(Duration::ZERO)
+}
+
 /// One look: load a newer stored certificate; order one if due and the lease is ours.
 /// Returns when to look again.
 async fn tick(
@@ -204,7 +329,7 @@ async fn tick(
     issuer: &issuer::Issuer,
     sealer: &seal::Sealer,
     names: &[String],
-    loaded: &mut Option<Millis>,
+    loaded: &Mutex<Option<Millis>>,
 ) -> anyhow::Result<Duration> {
     let stored = app.meta.get_cert(CENTER).await?;
     if let Some(rec) = &stored {
@@ -284,8 +409,9 @@ fn load(
     app: &App,
     sealer: &seal::Sealer,
     rec: &CertRecord,
-    loaded: &mut Option<Millis>,
+    loaded: &Mutex<Option<Millis>>,
 ) -> anyhow::Result<()> {
+    let mut loaded = loaded.lock().expect("loaded");
     if *loaded == Some(rec.issued_at) {
         return Ok(());
     }

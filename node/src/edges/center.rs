@@ -96,7 +96,14 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
                 update(&app, &peer.node_id, |n| n.status = status_of(s)).await;
             }
             Event::CommandReceived(cmd) => {
-                let _ = handle.reply(cmd.id, false, "this center does not handle commands yet").await;
+                let (ok, message) = match acme_txt(&app, &peer.node_id, &cmd.body).await {
+                    Ok(m) => (true, m),
+                    Err(m) => {
+                        tracing::warn!(command = ?cmd.body, why = %m, "edge command refused");
+                        (false, m)
+                    }
+                };
+                let _ = handle.reply(cmd.id, ok, message).await;
             }
             Event::Closed { reason } => {
                 tracing::info!(%reason, "edge tunnel closed");
@@ -118,6 +125,54 @@ async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity
     }
     .instrument(span)
     .await
+}
+
+/// An edge's DNS-01 record: `SetAcmeTxt`/`ClearAcmeTxt` for `_acme-challenge.<edge>.<edge
+/// domain>` only (the name of its own certificate and its wildcard), into the shared TXT
+/// table every center serves. Anything else is refused with the reason.
+async fn acme_txt(
+    app: &App,
+    edge: &str,
+    body: &xpod_tunnel::proto::CommandBody,
+) -> Result<String, String> {
+    use xpod_tunnel::proto::CommandBody;
+    let domain = app
+        .config
+        .tunnel
+        .edge_domain
+        .as_deref()
+        .ok_or("this center has no tunnel.edge_domain, so edges have no names to certify")?;
+    let own = format!("_acme-challenge.{edge}.{}", domain.to_ascii_lowercase());
+    let check = |name: &str| {
+        if name.trim_end_matches('.').eq_ignore_ascii_case(&own) {
+            Ok(())
+        } else {
+            Err(format!("edge {edge} may only set TXT records at {own}, not {name:?}"))
+        }
+    };
+    match body {
+        CommandBody::SetAcmeTxt { name, value } => {
+            check(name)?;
+            if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("a TXT value is 1-255 printable ASCII characters".into());
+            }
+            app.meta
+                .put_txt(&own, value, meta::now_millis() + 3_600_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(name = %own, "edge published a DNS-01 challenge");
+            Ok(format!("{own} TXT set"))
+        }
+        CommandBody::ClearAcmeTxt { name } => {
+            check(name)?;
+            let values = app.meta.list_txt(&own).await.map_err(|e| e.to_string())?;
+            for v in &values {
+                app.meta.delete_txt(&own, v).await.map_err(|e| e.to_string())?;
+            }
+            Ok(format!("{own}: {} TXT record(s) removed", values.len()))
+        }
+        other => Err(format!("a center does not handle {other:?}")),
+    }
 }
 
 /// Records `edge` as the owner of the pods it hosts: a pod the cluster does not know is

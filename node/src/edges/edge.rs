@@ -156,12 +156,37 @@ pub async fn run(
     };
     // Per center: the connection (stable id) an accept loop serves, and that loop.
     let mut loops: HashMap<SocketAddr, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut dialer = EdgeDialer::spawn(addrs, &server_name, identity, register, Timers::default())?;
+    let mut dialer = EdgeDialer::spawn(addrs.clone(), &server_name, identity, register, Timers::default())?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
+    // The edge's own certificate (`[acme]`): its TXT records go through a center.
+    let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
+    let acme = tokio::spawn(crate::certs::run_edge(app.clone(), acme_tx, shutdown.clone()));
+    let mut pending: HashMap<(SocketAddr, u64), tokio::sync::oneshot::Sender<Result<(), String>>> =
+        HashMap::new();
     loop {
         let ev = tokio::select! {
             _ = shutdown.changed() => break,
+            Some(cmd) = acme_rx.recv() => {
+                // Any center will do: they all serve the same zone.
+                let mut sent = None;
+                for center in &addrs {
+                    if let Ok(id) = dialer.send_command(*center, cmd.body.clone()).await {
+                        sent = Some((*center, id));
+                        break;
+                    }
+                }
+                match sent {
+                    Some(key) => {
+                        pending.retain(|_, tx| !tx.is_closed());
+                        pending.insert(key, cmd.reply);
+                    }
+                    None => {
+                        let _ = cmd.reply.send(Err("no tunnel to a center is up".into()));
+                    }
+                }
+                continue;
+            }
             _ = pods_tick.tick() => {
                 let now = local_pods(&app).await;
                 if now != pods {
@@ -197,6 +222,11 @@ pub async fn run(
             Event::Closed { reason } => {
                 tracing::warn!(center = %ev.center, %reason, "tunnel closed; reconnecting")
             }
+            Event::CommandReplied(r) => {
+                if let Some(tx) = pending.remove(&(ev.center, r.id)) {
+                    let _ = tx.send(if r.ok { Ok(()) } else { Err(r.message) });
+                }
+            }
             Event::CommandReceived(cmd) => {
                 let _ = dialer
                     .reply(
@@ -211,6 +241,7 @@ pub async fn run(
         }
     }
     dialer.shutdown().await;
+    acme.abort();
     for (_, (_, task)) in loops {
         task.abort();
     }

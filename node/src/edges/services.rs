@@ -11,6 +11,10 @@
 //!   `HTTP/1.1 502` naming it.
 //! - `TlsPassthrough { sni }` → the `kind = "tls"` service named by the SNI's service label
 //!   (`<service>.<this node>.…`, or `web` for `<this node>.…`); the service terminates TLS.
+//!   When that service is a `kind = "http"` one and this edge has a certificate for the name
+//!   (`[acme]`: `<node>.<edge_domain>` and `*.<node>.<edge_domain>`, key kept on the edge),
+//!   the edge terminates TLS itself and relays the plaintext to the service: end-to-end TLS
+//!   the center cannot read.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
 //! - `Pod { pod_id, .. }` → this edge's own pod: one HTTP exchange through the edge's request
 //!   path (`crate::mesh::serve::exchange`); the center has already authenticated and
@@ -50,6 +54,8 @@ pub struct Services {
     proxy: HashSet<String>,
     /// This edge's node, to serve its pods on `Pod` streams (none: such streams are reset).
     pods: Option<Arc<crate::app::App>>,
+    /// The edge's own TLS termination (its ACME certificate), built on first use.
+    tls: std::sync::OnceLock<Option<tokio_rustls::TlsAcceptor>>,
 }
 
 impl std::fmt::Debug for Services {
@@ -81,6 +87,7 @@ impl Services {
             by_name,
             proxy,
             pods: None,
+            tls: Default::default(),
         }
     }
 
@@ -119,6 +126,25 @@ impl Services {
             )),
             None => Err(format!("this edge publishes no service named {name:?}")),
         }
+    }
+
+    /// Whether this edge terminates TLS for `sni` itself: service `name` is `kind = "http"`
+    /// and the edge's own certificate covers `sni`. The acceptor and the service's address.
+    fn terminates(&self, name: &str, sni: &str) -> Option<(tokio_rustls::TlsAcceptor, SocketAddr)> {
+        let local = self.http(name)?;
+        let app = self.pods.as_ref()?;
+        app.tls.certs.for_name(sni)?;
+        let acceptor = self
+            .tls
+            .get_or_init(|| match crate::https::server_config(app) {
+                Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "no TLS configuration on this edge");
+                    None
+                }
+            })
+            .clone()?;
+        Some((acceptor, local))
     }
 
     /// The local address of HTTP service `name`.
@@ -211,8 +237,11 @@ async fn serve_stream(
     let service = match target {
         Target::Http { service } => service,
         Target::TlsPassthrough { sni } => {
-            let found = services
-                .service_for_sni(&sni)
+            let name = services.service_for_sni(&sni);
+            if let Some((acceptor, local)) = name.as_deref().and_then(|n| services.terminates(n, &sni)) {
+                return terminate(send, recv, rest, acceptor, local, &sni, client_addr).await;
+            }
+            let found = name
                 .ok_or_else(|| format!("server name {sni:?} is not a name of this edge"))
                 .and_then(|name| Ok((services.local(&name, ServiceKind::Tls)?, name)));
             return raw(send, recv, rest, found, "tls", client_addr, &services).await;
@@ -330,6 +359,46 @@ async fn raw(
     }
     tracing::debug!(kind, %service, %local, %client, "relaying a connection");
     relay(send, recv, rest, tcp).await;
+}
+
+/// Terminates a passed-through TLS connection with this edge's certificate and relays the
+/// plaintext to the HTTP service at `local`. A failed handshake or an unreachable service
+/// ends the stream.
+async fn terminate(
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: BytesMut,
+    acceptor: tokio_rustls::TlsAcceptor,
+    local: SocketAddr,
+    sni: &str,
+    client_addr: Option<SocketAddr>,
+) {
+    let io = tokio::io::join(crate::server::Replay::new(rest.freeze(), recv), send);
+    let mut tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(%sni, client = ?client_addr, error = %e, "TLS handshake at the edge failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%sni, client = ?client_addr, "TLS handshake at the edge timed out");
+            return;
+        }
+    };
+    let mut tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local)).await {
+        Ok(Ok(t)) => t,
+        _ => {
+            tracing::warn!(%sni, %local, "cannot reach the local service for a TLS connection");
+            let _ = tls.shutdown().await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    tracing::debug!(%sni, %local, client = ?client_addr, "TLS terminated at the edge");
+    match tokio::io::copy_bidirectional(&mut tls, &mut tcp).await {
+        Ok((up, down)) => tracing::debug!(up, down, "edge TLS relay done"),
+        Err(e) => tracing::debug!(error = %e, "edge TLS relay ended"),
+    }
 }
 
 /// Relays the stream and the local connection until both directions are done; the stream's
