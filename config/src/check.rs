@@ -39,6 +39,10 @@ pub(crate) const KEYS: &[&str] = &[
     "dns.zone",
     "dns.addresses",
     "dns.ttl",
+    "dns.tsig_key_name",
+    "dns.tsig_secret",
+    "dns.secondaries",
+    "dns.update_server",
     "acme.directory",
     "acme.directory_ca",
     "acme.contact",
@@ -120,6 +124,10 @@ impl Config {
             "dns.ttl" if !(1..=86_400).contains(&self.dns.ttl) => {
                 Err(format!("expected 1..=86400 seconds, got {}", self.dns.ttl))
             }
+            "dns.tsig_key_name" => self.dns.tsig_key_name.as_deref().map_or(Ok(()), v::dns_name),
+            "dns.tsig_secret" => self.dns.tsig_secret.as_ref().map_or(Ok(()), |s| {
+                v::base64_key(s.expose())
+            }),
             "acme.directory" => self.acme.directory.as_deref().map_or(Ok(()), |d| {
                 match d {
                     "letsencrypt" | "letsencrypt-staging" => Ok(()),
@@ -167,12 +175,34 @@ impl Config {
                     "required when acme.directory is set (seals private keys in the metadata store; the same on every center)".into(),
                 ));
             }
-            if self.acme.names.is_empty() && self.dns.zone.is_none() && self.http.pods_domain.is_none() {
+            if self.acme.names.is_empty()
+                && self.dns.zone.is_none()
+                && self.http.pods_domain.is_none()
+            {
                 return Err((
                     "acme.names",
                     "nothing to obtain: set acme.names, or dns.zone / http.pods_domain".into(),
                 ));
             }
+        }
+        let d = &self.dns;
+        if d.tsig_key_name.is_some() != d.tsig_secret.is_some() {
+            return Err((
+                "dns.tsig_secret",
+                "dns.tsig_key_name and dns.tsig_secret go together (set both or neither)".into(),
+            ));
+        }
+        if (!d.secondaries.is_empty() || d.update_server.is_some()) && d.tsig_key_name.is_none() {
+            return Err((
+                "dns.tsig_key_name",
+                "required with dns.secondaries or dns.update_server (transfers and updates are TSIG-signed)".into(),
+            ));
+        }
+        if d.update_server.is_some() && d.zone.is_none() {
+            return Err((
+                "dns.zone",
+                "required when dns.update_server is set (the zone the updates are for)".into(),
+            ));
         }
         if self.dns.listen.is_some() && self.dns.zone.is_none() {
             return Err((

@@ -227,10 +227,15 @@ static TABLE: &[EnvKey] = &[
             Ok(())
         },
     ),
-    k("XPOD_TUNNEL_TLS_LISTEN", "tunnel.tls_listen", &[], |c, s| {
-        c.tunnel.tls_listen = Some(v::listen(s)?);
-        Ok(())
-    }),
+    k(
+        "XPOD_TUNNEL_TLS_LISTEN",
+        "tunnel.tls_listen",
+        &[],
+        |c, s| {
+            c.tunnel.tls_listen = Some(v::listen(s)?);
+            Ok(())
+        },
+    ),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()
@@ -262,14 +267,55 @@ static TABLE: &[EnvKey] = &[
             .map_err(|_| format!("expected seconds, got {s:?}"))?;
         Ok(())
     }),
+    k(
+        "XPOD_DNS_TSIG_KEY_NAME",
+        "dns.tsig_key_name",
+        &[],
+        |c, s| {
+            c.dns.tsig_key_name = some(s);
+            Ok(())
+        },
+    ),
+    k("XPOD_DNS_TSIG_SECRET", "dns.tsig_secret", &[], |c, s| {
+        c.dns.tsig_secret = some(s).map(Secret::new);
+        Ok(())
+    }),
+    k("XPOD_DNS_SECONDARIES", "dns.secondaries", &[], |c, s| {
+        c.dns.secondaries = list(s)
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| format!("expected IP:PORT entries separated by commas, got {a:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }),
+    k(
+        "XPOD_DNS_UPDATE_SERVER",
+        "dns.update_server",
+        &[],
+        |c, s| {
+            c.dns.update_server = Some(
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("expected IP:PORT like 192.0.2.53:53, got {s:?}"))?,
+            );
+            Ok(())
+        },
+    ),
     k("XPOD_ACME_DIRECTORY", "acme.directory", &[], |c, s| {
         c.acme.directory = some(s);
         Ok(())
     }),
-    k("XPOD_ACME_DIRECTORY_CA", "acme.directory_ca", &[], |c, s| {
-        c.acme.directory_ca = some(s).map(Into::into);
-        Ok(())
-    }),
+    k(
+        "XPOD_ACME_DIRECTORY_CA",
+        "acme.directory_ca",
+        &[],
+        |c, s| {
+            c.acme.directory_ca = some(s).map(Into::into);
+            Ok(())
+        },
+    ),
     k("XPOD_ACME_CONTACT", "acme.contact", &[], |c, s| {
         c.acme.contact = list(s);
         Ok(())

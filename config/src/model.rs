@@ -73,6 +73,17 @@ pub struct DnsConfig {
     pub addresses: Vec<std::net::IpAddr>,
     /// TTL of answers, in seconds (short: owners move). Default 30.
     pub ttl: u32,
+    /// The TSIG key (HMAC-SHA256) that authenticates zone transfers and RFC 2136 updates: its
+    /// name, as the other server knows it.
+    pub tsig_key_name: Option<String>,
+    /// The key's secret, base64 (what `tsig-keygen` prints).
+    pub tsig_secret: Option<Secret>,
+    /// Secondaries (`IP:PORT`): AXFR is allowed from their IPs when signed with the TSIG key,
+    /// and they get a NOTIFY when the zone changes.
+    pub secondaries: Vec<SocketAddr>,
+    /// RFC 2136 mode: push the zone's records to this primary (`IP:PORT`) with TSIG-signed
+    /// dynamic updates, for a zone hosted elsewhere.
+    pub update_server: Option<SocketAddr>,
 }
 
 impl Default for DnsConfig {
@@ -82,6 +93,10 @@ impl Default for DnsConfig {
             zone: None,
             addresses: Vec::new(),
             ttl: 30,
+            tsig_key_name: None,
+            tsig_secret: None,
+            secondaries: Vec::new(),
+            update_server: None,
         }
     }
 }

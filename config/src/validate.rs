@@ -65,6 +65,24 @@ pub(crate) fn bucket(b: &str) -> Result<(), String> {
     }
 }
 
+/// A TSIG secret: standard base64 (with padding) of at least 16 bytes.
+pub(crate) fn base64_key(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    let body = s.trim_end_matches('=');
+    let ok = s.len() % 4 == 0
+        && s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !ok {
+        return Err("expected standard base64 (what tsig-keygen prints as `secret`)".into());
+    }
+    if body.len() * 3 / 4 < 16 {
+        return Err("expected a secret of at least 16 bytes".into());
+    }
+    Ok(())
+}
+
 /// A lowercase DNS name: labels as in [`validate_pod_id`], total length ≤ 253, no trailing dot.
 pub(crate) fn dns_name(name: &str) -> Result<(), String> {
     let bad = |why: &str| {
@@ -258,6 +276,14 @@ mod tests {
             assert!(validate_pod_id(bad).is_err(), "{bad}");
         }
         assert!(node_id_setting("auto").is_ok());
+    }
+
+    #[test]
+    fn base64_keys() {
+        assert!(base64_key("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==").is_ok());
+        assert!(base64_key("short=").is_err());
+        assert!(base64_key("not base64 at all!!!").is_err());
+        assert!(base64_key("c2VjcmV0LXNlY3JldC1zZWNyZXQ=====").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`s3`]: a real S3-compatible server (a throwaway `moto_server`) for the S3 region tests.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 
+pub mod bind;
 pub mod curl;
 pub mod edges;
 pub mod mesh;

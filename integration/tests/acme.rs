@@ -62,11 +62,7 @@ fn https(method: &str, host: &str, port: u16, path: &str, root: &Path) -> Curl {
         .arg(format!("{host}:{port}:127.0.0.1"))
 }
 
-fn acme_env(
-    dns_port: u16,
-    tls_port: u16,
-    pebble: &Pebble,
-) -> Vec<(&'static str, String)> {
+fn acme_env(dns_port: u16, tls_port: u16, pebble: &Pebble) -> Vec<(&'static str, String)> {
     vec![
         ("XPOD_DNS_LISTEN", format!("127.0.0.1:{dns_port}")),
         ("XPOD_DNS_ZONE", ZONE.into()),
@@ -103,11 +99,9 @@ impl KeepAlive {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let conn = rustls::ClientConnection::new(
-            Arc::new(config),
-            host.to_string().try_into().unwrap(),
-        )
-        .unwrap();
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), host.to_string().try_into().unwrap())
+                .unwrap();
         let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -132,7 +126,9 @@ impl KeepAlive {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            self.tls.read_exact(&mut byte).expect("reading the response head");
+            self.tls
+                .read_exact(&mut byte)
+                .expect("reading the response head");
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
@@ -180,17 +176,34 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
             })
         })
         .collect();
-    assert_eq!(serials[0], serials[1], "both centers serve the same certificate");
+    assert_eq!(
+        serials[0], serials[1],
+        "both centers serve the same certificate"
+    );
     let views: Vec<Value> = centers.iter().map(|c| certs(c, &key)).collect();
-    let issued: Vec<u64> = views.iter().map(|v| v["issuedHere"].as_u64().unwrap()).collect();
-    assert_eq!(issued.iter().sum::<u64>(), 1, "exactly one order: {issued:?}");
+    let issued: Vec<u64> = views
+        .iter()
+        .map(|v| v["issuedHere"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        issued.iter().sum::<u64>(),
+        1,
+        "exactly one order: {issued:?}"
+    );
     let stored = views[0]["certificates"].as_array().unwrap();
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0]["names"], json!([ZONE, format!("*.{PODS}")]));
-    let issuer = if issued[0] == 1 { "center-1" } else { "center-2" };
+    let issuer = if issued[0] == 1 {
+        "center-1"
+    } else {
+        "center-2"
+    };
     assert_eq!(stored[0]["issuedBy"], issuer);
     let text = views[0].to_string();
-    assert!(!text.contains("PRIVATE KEY") && !text.contains("v1."), "no key material in the API");
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("v1."),
+        "no key material in the API"
+    );
 
     // A pod over HTTPS at either center, trusting only Pebble's root.
     let root = pebble.root().expect("Pebble's root");
@@ -214,7 +227,9 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
         assert_eq!(r.text(), "hello over https");
     }
     // The apex name is covered too.
-    https("GET", ZONE, tls[1], "/health", &root).send().expect(200);
+    https("GET", ZONE, tls[1], "/health", &root)
+        .send()
+        .expect(200);
 
     // A name no certificate covers: a handshake failure, not someone else's certificate.
     let r: Resp = https("GET", "other.test", tls[0], "/health", &root).send();
@@ -253,14 +268,24 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("center") && text.contains(issuer), "{text}");
-    assert!(text.contains(&format!("serves: acme certificate, serial {}", serials[0])), "{text}");
+    assert!(
+        text.contains(&format!("serves: acme certificate, serial {}", serials[0])),
+        "{text}"
+    );
 
     // Renewal on request: a keep-alive connection made before keeps working after both
     // centers switched; new connections see the new certificate.
     let mut before = KeepAlive::connect(&host, tls[1], &root);
-    assert_eq!(before.get("/hello.txt", &key), (200, "hello over https".into()));
+    assert_eq!(
+        before.get("/hello.txt", &key),
+        (200, "hello over https".into())
+    );
     let out = xpod_command()
         .args(["certs", "renew", "--server"])
         .arg(centers[0].url())
@@ -268,7 +293,11 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
         .arg(&key)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let renewed: Vec<String> = centers
         .iter()
         .map(|c| {
@@ -278,14 +307,24 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
         })
         .collect();
     assert_eq!(renewed[0], renewed[1]);
-    assert_eq!(before.get("/hello.txt", &key), (200, "hello over https".into()));
+    assert_eq!(
+        before.get("/hello.txt", &key),
+        (200, "hello over https".into())
+    );
     let after = KeepAlive::connect(&host, tls[1], &root);
-    assert_ne!(before.leaf(), after.leaf(), "a new connection gets the new certificate");
+    assert_ne!(
+        before.leaf(),
+        after.leaf(),
+        "a new connection gets the new certificate"
+    );
     let total: u64 = centers
         .iter()
         .map(|c| certs(c, &key)["issuedHere"].as_u64().unwrap())
         .sum();
-    assert_eq!(total, 2, "one order for the first certificate, one for the renewal");
+    assert_eq!(
+        total, 2,
+        "one order for the first certificate, one for the renewal"
+    );
 
     // The directory goes down: ordering fails and backs off; the current certificate stays.
     pebble.stop();
@@ -307,14 +346,21 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
             xpod_storage::meta::now_millis(),
             first["manager"]["nextAttemptAt"].as_i64().unwrap(),
         );
-        assert!(next - failed_at >= 5_000, "backs off, not a tight loop: {first}");
+        assert!(
+            next - failed_at >= 5_000,
+            "backs off, not a tight loop: {first}"
+        );
     }
     let second = eventually(60, "a second failure, later", || {
         let v = certs(&centers[0], &key);
         (v["manager"]["failures"].as_u64() >= Some(2)).then_some(v)
     });
-    let wait = second["manager"]["nextAttemptAt"].as_i64().unwrap() - xpod_storage::meta::now_millis();
-    assert!(wait >= 15_000, "the second backoff is longer than the first: {second}");
+    let wait =
+        second["manager"]["nextAttemptAt"].as_i64().unwrap() - xpod_storage::meta::now_millis();
+    assert!(
+        wait >= 15_000,
+        "the second backoff is longer than the first: {second}"
+    );
     for port in tls {
         https("GET", &host, port, "/hello.txt", &root)
             .bearer(&key)
@@ -345,7 +391,10 @@ fn a_short_lived_certificate_is_replaced_before_it_expires() {
         let v = certs(&centers[0], &key);
         v["serving"]["notAfter"].as_i64().unwrap() - v["serving"]["notBefore"].as_i64().unwrap()
     };
-    assert!(lifetime <= 30_000, "Pebble honoured the short lifetime: {lifetime} ms");
+    assert!(
+        lifetime <= 30_000,
+        "Pebble honoured the short lifetime: {lifetime} ms"
+    );
     let root = pebble.root().unwrap();
     let mut conn = KeepAlive::connect(ZONE, tls, &root);
     assert_eq!(conn.get("/health", &key).0, 200);
@@ -360,7 +409,11 @@ fn a_short_lived_certificate_is_replaced_before_it_expires() {
         "replaced {} ms before the old one expired",
         first.1 - seen_at
     );
-    assert_eq!(conn.get("/health", &key).0, 200, "the open connection survived");
+    assert_eq!(
+        conn.get("/health", &key).0,
+        200,
+        "the open connection survived"
+    );
     let fresh = KeepAlive::connect(ZONE, tls, &root);
     assert_ne!(conn.leaf(), fresh.leaf());
 }
@@ -398,8 +451,12 @@ fn an_edge_gets_its_own_certificate_and_terminates_tls_behind_its_center() {
     let tmp = TempDir::new("xpod-acme-edge");
     let pg = PgServer::start().expect("PostgreSQL");
     let (dns, tls) = (free_port(), free_port());
-    let pebble = Pebble::start(&tmp.path().join("pebble"), &format!("127.0.0.1:{dns}"), None)
-        .expect("Pebble");
+    let pebble = Pebble::start(
+        &tmp.path().join("pebble"),
+        &format!("127.0.0.1:{dns}"),
+        None,
+    )
+    .expect("Pebble");
     let centers = start_centers(&tmp, &pg, 1, |_| {
         let mut env = acme_env(dns, tls, &pebble);
         env.push(("XPOD_TUNNEL_EDGE_DOMAIN", format!("edges.{ZONE}")));
@@ -426,7 +483,10 @@ fn an_edge_gets_its_own_certificate_and_terminates_tls_behind_its_center() {
     });
     assert_eq!(
         view["serving"]["names"],
-        json!([format!("edge-a.edges.{ZONE}"), format!("*.edge-a.edges.{ZONE}")])
+        json!([
+            format!("edge-a.edges.{ZONE}"),
+            format!("*.edge-a.edges.{ZONE}")
+        ])
     );
     // The key stayed on the edge: 0600 in its data dir, nothing about it in the cluster store.
     let key_file = edge.data_dir().join("acme/key.pem");
@@ -437,14 +497,21 @@ fn an_edge_gets_its_own_certificate_and_terminates_tls_behind_its_center() {
     }
     let stored = certs(&centers[0], &key)["certificates"].clone();
     assert!(
-        stored.as_array().unwrap().iter().all(|c| c["id"] == "center"),
+        stored
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] == "center"),
         "only the centers' certificate is in the shared store: {stored}"
     );
 
     // Through the center's TLS port: passed through, terminated by the edge with its own
     // certificate (verified against Pebble's root for the edge's name), relayed to the service.
     let root = pebble.root().expect("Pebble's root");
-    for host in [format!("web.edge-a.edges.{ZONE}"), format!("edge-a.edges.{ZONE}")] {
+    for host in [
+        format!("web.edge-a.edges.{ZONE}"),
+        format!("edge-a.edges.{ZONE}"),
+    ] {
         let r = https("GET", &host, tls, "/", &root).send().expect(200);
         assert_eq!(r.text(), "hello from the edge");
     }

@@ -739,9 +739,9 @@ async fn certs_list(remote: Remote) -> anyhow::Result<()> {
         .call(Method::GET, "/.cluster/certs", None)
         .await?;
     let date = |ms: Option<i64>| match ms {
-        Some(ms) if ms > 0 => {
-            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64))
-        }
+        Some(ms) if ms > 0 => httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
+        ),
         _ => "-".to_string(),
     };
     print(&remote, &v, |v| {

@@ -53,10 +53,16 @@ pub fn load(data_dir: &Path) -> anyhow::Result<Option<(EdgeCert, String)>> {
     let cert = match std::fs::read(d.join("cert.json")) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", d.join("cert.json").display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}", d.join("cert.json").display()))
+        }
     };
-    let cert: EdgeCert = serde_json::from_slice(&cert)
-        .with_context(|| format!("{} is not a certificate record", d.join("cert.json").display()))?;
+    let cert: EdgeCert = serde_json::from_slice(&cert).with_context(|| {
+        format!(
+            "{} is not a certificate record",
+            d.join("cert.json").display()
+        )
+    })?;
     let key = std::fs::read_to_string(d.join("key.pem"))
         .with_context(|| format!("reading {}", d.join("key.pem").display()))?;
     Ok(Some((cert, key)))
@@ -87,11 +93,17 @@ mod tests {
         };
         store(&d, &c, "KEY").unwrap();
         let (back, key) = load(&d).unwrap().unwrap();
-        assert_eq!((back.names, back.issued_at, key.as_str()), (c.names, 3, "KEY"));
+        assert_eq!(
+            (back.names, back.issued_at, key.as_str()),
+            (c.names, 3, "KEY")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(dir(&d).join("key.pem")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir(&d).join("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&d).unwrap();

@@ -223,9 +223,15 @@ impl Issuer {
             .initial_delay(Duration::from_millis(250))
             .backoff(1.5)
             .timeout(ORDER_WAIT);
-        let status = order.poll_ready(&retry).await.context("waiting for validation")?;
+        let status = order
+            .poll_ready(&retry)
+            .await
+            .context("waiting for validation")?;
         if status != OrderStatus::Ready {
-            bail!("the order is {status:?} after validation: {}", problems(&mut order).await);
+            bail!(
+                "the order is {status:?} after validation: {}",
+                problems(&mut order).await
+            );
         }
         let key = rcgen::KeyPair::generate().context("generating the certificate key")?;
         let params =

@@ -119,7 +119,12 @@ impl Tls {
 /// `*.<http.pods_domain>`.
 pub fn names(config: &xpod_config::Config) -> Vec<String> {
     if !config.acme.names.is_empty() {
-        return config.acme.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        return config
+            .acme
+            .names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
     }
     let mut out = Vec::new();
     if let Some(z) = &config.dns.zone {
@@ -162,13 +167,17 @@ pub async fn run(app: Arc<App>, stop: watch::Receiver<bool>) {
         directory: issuer::directory_url(&dir),
         directory_ca: app.config.acme.directory_ca.clone(),
         contact: app.config.acme.contact.clone(),
-        dns: app.config.dns.listen,
+        // Where the zone is served: this center, or the RFC 2136 primary.
+        dns: app.config.dns.listen.or(app.config.dns.update_server),
     };
     start(&app, &names);
     tracing::info!(directory = %issuer.directory, ?names, "ACME: managing the centers' certificate");
     let loaded = Mutex::new(None);
     let (app_ref, issuer, sealer, names, loaded) = (&*app, &issuer, &*sealer, &names, &loaded);
-    manage(app_ref, stop, || tick(app_ref, issuer, sealer, names, loaded)).await;
+    manage(app_ref, stop, || {
+        tick(app_ref, issuer, sealer, names, loaded)
+    })
+    .await;
 }
 
 /// The names of an edge's certificate: `<node>.<edge_domain>` and `*.<node>.<edge_domain>`.
@@ -179,7 +188,10 @@ pub fn edge_names(config: &xpod_config::Config, node_id: &str) -> Vec<String> {
         .as_deref()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    vec![format!("{node_id}.{domain}"), format!("*.{node_id}.{domain}")]
+    vec![
+        format!("{node_id}.{domain}"),
+        format!("*.{node_id}.{domain}"),
+    ]
 }
 
 /// The manager loop of an edge with `[acme]`: its own certificate for its names, with a key
@@ -293,7 +305,9 @@ async fn edge_tick(
                     tracing::info!(%serial, "serving this edge's ACME certificate");
                     usable = Some(cert);
                 }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "the stored certificate is unusable; ordering a new one"),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the stored certificate is unusable; ordering a new one")
+                }
             }
         }
     }
@@ -306,8 +320,8 @@ async fn edge_tick(
     }
     tracing::info!(?names, "ACME: ordering this edge's certificate");
     let issued = issuer.obtain(names).await?;
-    let (_, not_before, not_after, _) =
-        resolver::certified_key(&issued.chain_pem, &issued.key_pem).context("the CA's certificate")?;
+    let (_, not_before, not_after, _) = resolver::certified_key(&issued.chain_pem, &issued.key_pem)
+        .context("the CA's certificate")?;
     let cert = files::EdgeCert {
         names: names.to_vec(),
         cert_pem: issued.chain_pem,
@@ -339,7 +353,11 @@ async fn tick(
         return Ok(CHECK);
     }
     let now = now_millis();
-    if !app.meta.try_lease(LEASE, &app.node_id, now, now + LEASE_MS).await? {
+    if !app
+        .meta
+        .try_lease(LEASE, &app.node_id, now, now + LEASE_MS)
+        .await?
+    {
         // Another center is ordering: look again soon for its result.
         return Ok(CHECK);
     }

@@ -86,7 +86,10 @@ pub fn covers(names: &[String], host: &str) -> bool {
 
 /// Parses a PEM chain and a PEM (PKCS#8) key into what rustls serves, plus the leaf's validity
 /// (Unix ms) and serial.
-pub fn certified_key(chain_pem: &str, key_pem: &str) -> anyhow::Result<(CertifiedKey, i64, i64, String)> {
+pub fn certified_key(
+    chain_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<(CertifiedKey, i64, i64, String)> {
     let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("the certificate chain is not PEM: {e}"))?;
@@ -111,9 +114,10 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> anyhow::Result<(Certifie
 pub fn self_signed(names: &[String]) -> anyhow::Result<Served> {
     let key = rcgen::KeyPair::generate().context("generating a key")?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).context("certificate names")?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "xpod self-signed (no ACME certificate yet)");
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "xpod self-signed (no ACME certificate yet)",
+    );
     let cert = params.self_signed(&key).context("self-signing")?;
     let (ck, not_before, not_after, serial) = certified_key(&cert.pem(), &key.serialize_pem())?;
     Ok(Served {
@@ -132,10 +136,16 @@ mod tests {
 
     #[test]
     fn wildcards_cover_one_label() {
-        let names = vec!["example.test".to_string(), "*.pods.example.test".to_string()];
+        let names = vec![
+            "example.test".to_string(),
+            "*.pods.example.test".to_string(),
+        ];
         assert!(covers(&names, "example.test"));
         assert!(covers(&names, "Alice.Pods.Example.Test."));
-        assert!(!covers(&names, "pods.example.test"), "a wildcard does not cover its base");
+        assert!(
+            !covers(&names, "pods.example.test"),
+            "a wildcard does not cover its base"
+        );
         assert!(!covers(&names, "a.b.pods.example.test"), "one label only");
         assert!(!covers(&names, "other.test"));
         assert!(!covers(&names, ".pods.example.test"));

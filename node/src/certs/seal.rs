@@ -54,8 +54,7 @@ impl Sealer {
             .ok()
             .and_then(|n| n.try_into().ok())
             .ok_or_else(|| anyhow!("sealed value for {id}: bad nonce"))?;
-        let mut buf =
-            hex::decode(body).map_err(|_| anyhow!("sealed value for {id}: bad hex"))?;
+        let mut buf = hex::decode(body).map_err(|_| anyhow!("sealed value for {id}: bad hex"))?;
         let plain = self
             .key
             .open_in_place(
@@ -79,14 +78,20 @@ mod tests {
         let s = Sealer::new("0123456789abcdef0123456789abcdef");
         let sealed = s.seal("center", b"private key").unwrap();
         assert_eq!(s.open("center", &sealed).unwrap(), b"private key");
-        assert_ne!(sealed, s.seal("center", b"private key").unwrap(), "fresh nonce");
+        assert_ne!(
+            sealed,
+            s.seal("center", b"private key").unwrap(),
+            "fresh nonce"
+        );
         assert!(s.open("edge:n1", &sealed).is_err(), "bound to its id");
         let other = Sealer::new("another secret of at least 32 chars!!");
         assert!(other.open("center", &sealed).is_err(), "another secret");
         let mut bytes = sealed.clone().into_bytes();
         let last = bytes.len() - 1;
         bytes[last] = if bytes[last] == b'0' { b'1' } else { b'0' };
-        assert!(s.open("center", &String::from_utf8(bytes).unwrap()).is_err());
+        assert!(s
+            .open("center", &String::from_utf8(bytes).unwrap())
+            .is_err());
         for bad in ["", "v1", "v2.00.00", "v1.zz.00", "v1.00.00.00"] {
             assert!(s.open("center", bad).is_err(), "{bad:?}");
         }

@@ -147,13 +147,16 @@ async fn acme_txt(
         if name.trim_end_matches('.').eq_ignore_ascii_case(&own) {
             Ok(())
         } else {
-            Err(format!("edge {edge} may only set TXT records at {own}, not {name:?}"))
+            Err(format!(
+                "edge {edge} may only set TXT records at {own}, not {name:?}"
+            ))
         }
     };
     match body {
         CommandBody::SetAcmeTxt { name, value } => {
             check(name)?;
-            if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+            if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_graphic())
+            {
                 return Err("a TXT value is 1-255 printable ASCII characters".into());
             }
             app.meta
@@ -167,7 +170,10 @@ async fn acme_txt(
             check(name)?;
             let values = app.meta.list_txt(&own).await.map_err(|e| e.to_string())?;
             for v in &values {
-                app.meta.delete_txt(&own, v).await.map_err(|e| e.to_string())?;
+                app.meta
+                    .delete_txt(&own, v)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok(format!("{own}: {} TXT record(s) removed", values.len()))
         }

@@ -156,12 +156,22 @@ pub async fn run(
     };
     // Per center: the connection (stable id) an accept loop serves, and that loop.
     let mut loops: HashMap<SocketAddr, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut dialer = EdgeDialer::spawn(addrs.clone(), &server_name, identity, register, Timers::default())?;
+    let mut dialer = EdgeDialer::spawn(
+        addrs.clone(),
+        &server_name,
+        identity,
+        register,
+        Timers::default(),
+    )?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
     // The edge's own certificate (`[acme]`): its TXT records go through a center.
     let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
-    let acme = tokio::spawn(crate::certs::run_edge(app.clone(), acme_tx, shutdown.clone()));
+    let acme = tokio::spawn(crate::certs::run_edge(
+        app.clone(),
+        acme_tx,
+        shutdown.clone(),
+    ));
     let mut pending: HashMap<(SocketAddr, u64), tokio::sync::oneshot::Sender<Result<(), String>>> =
         HashMap::new();
     loop {

@@ -238,7 +238,9 @@ async fn serve_stream(
         Target::Http { service } => service,
         Target::TlsPassthrough { sni } => {
             let name = services.service_for_sni(&sni);
-            if let Some((acceptor, local)) = name.as_deref().and_then(|n| services.terminates(n, &sni)) {
+            if let Some((acceptor, local)) =
+                name.as_deref().and_then(|n| services.terminates(n, &sni))
+            {
                 return terminate(send, recv, rest, acceptor, local, &sni, client_addr).await;
             }
             let found = name
@@ -385,14 +387,15 @@ async fn terminate(
             return;
         }
     };
-    let mut tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local)).await {
-        Ok(Ok(t)) => t,
-        _ => {
-            tracing::warn!(%sni, %local, "cannot reach the local service for a TLS connection");
-            let _ = tls.shutdown().await;
-            return;
-        }
-    };
+    let mut tcp =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(local)).await {
+            Ok(Ok(t)) => t,
+            _ => {
+                tracing::warn!(%sni, %local, "cannot reach the local service for a TLS connection");
+                let _ = tls.shutdown().await;
+                return;
+            }
+        };
     let _ = tcp.set_nodelay(true);
     tracing::debug!(%sni, %local, client = ?client_addr, "TLS terminated at the edge");
     match tokio::io::copy_bidirectional(&mut tls, &mut tcp).await {

@@ -64,10 +64,8 @@ pub(crate) async fn accept_loop<F, Fut>(
     tracing::debug!(?local, open = conns.len(), "{what}: listener stopped");
     drop(listener);
     if !drain.is_zero() {
-        let _ = tokio::time::timeout(drain, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     }
     conns.shutdown().await;
 }
@@ -141,18 +139,24 @@ pub async fn serve(
 ) {
     tracing::info!(listen = %forward.listen, node = %forward.node, service = %forward.service, "TCP forward serving");
     let forward = Arc::new(forward);
-    accept_loop("tcp forward", listener, stop, std::time::Duration::ZERO, move |tcp, peer| {
-        let app = app.clone();
-        let forward = forward.clone();
-        async move {
-            let header = StreamHeader {
-                target: Target::Tcp {
-                    service: forward.service.clone(),
-                },
-                client_addr: Some(peer),
-            };
-            relay_to_edge(&app, &forward.node, header, &[], tcp).await;
-        }
-    })
+    accept_loop(
+        "tcp forward",
+        listener,
+        stop,
+        std::time::Duration::ZERO,
+        move |tcp, peer| {
+            let app = app.clone();
+            let forward = forward.clone();
+            async move {
+                let header = StreamHeader {
+                    target: Target::Tcp {
+                        service: forward.service.clone(),
+                    },
+                    client_addr: Some(peer),
+                };
+                relay_to_edge(&app, &forward.node, header, &[], tcp).await;
+            }
+        },
+    )
     .await;
 }

@@ -453,7 +453,8 @@ async fn renew_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         .put_setting(crate::certs::RENEW_SETTING, &at.to_string())
         .await?;
     ctx.app.tls.wake();
-    ctx.audit("certs.renew", crate::certs::CENTER, json!({})).await;
+    ctx.audit("certs.renew", crate::certs::CENTER, json!({}))
+        .await;
     Ok(body::json(
         StatusCode::ACCEPTED,
         &json!({"requestedAt": at, "certificate": crate::certs::CENTER}),

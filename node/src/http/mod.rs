@@ -200,8 +200,16 @@ fn https_redirect<B>(app: &App, host: Option<&str>, req: &Request<B>) -> Option<
         _ => host,
     };
     let path = req.uri().path();
-    let exempt = ["/health", "/readiness", "/metrics", "/.well-known/acme-challenge/"];
-    if exempt.iter().any(|p| path == *p || path.starts_with(&format!("{}/", p.trim_end_matches('/')))) {
+    let exempt = [
+        "/health",
+        "/readiness",
+        "/metrics",
+        "/.well-known/acme-challenge/",
+    ];
+    if exempt
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{}/", p.trim_end_matches('/'))))
+    {
         return None;
     }
     let served = app.tls.certs.current()?;

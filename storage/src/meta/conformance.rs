@@ -1091,6 +1091,18 @@ pub async fn check_txt(store: &Arc<dyn MetaStore>) {
         "delete a again"
     ));
     assert_eq!(ok(store.list_txt(&name).await, "list"), ["b-token"]);
+    let all = ok(store.list_all_txt().await, "list all");
+    assert!(
+        all.contains(&(name.clone(), "b-token".to_string())),
+        "{all:?}"
+    );
+    assert!(
+        !all.iter().any(|(n, v)| *n == name && v != "b-token"),
+        "only live ones: {all:?}"
+    );
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(all, sorted);
     assert!(ok(
         store.list_txt("_acme-challenge.none.example.com").await,
         "none"
@@ -1120,26 +1132,60 @@ pub async fn check_certs_settings_leases(store: &Arc<dyn MetaStore>) {
     cert.issued_by = "c2".into();
     cert.names.push("extra.example.test".into());
     ok(store.put_cert(&cert).await, "replace cert");
-    assert_eq!(ok(store.get_cert(&id).await, "get replaced"), Some(cert.clone()));
+    assert_eq!(
+        ok(store.get_cert(&id).await, "get replaced"),
+        Some(cert.clone())
+    );
     let listed = ok(store.list_certs().await, "list certs");
-    assert_eq!(listed.iter().filter(|c| c.id == id).count(), 1, "replaced, not added");
+    assert_eq!(
+        listed.iter().filter(|c| c.id == id).count(),
+        1,
+        "replaced, not added"
+    );
 
     let setting = uid("setting");
     assert_eq!(ok(store.get_setting(&setting).await, "absent"), None);
     ok(store.put_setting(&setting, "one").await, "put setting");
     ok(store.put_setting(&setting, "two").await, "replace setting");
-    assert_eq!(ok(store.get_setting(&setting).await, "get").as_deref(), Some("two"));
+    assert_eq!(
+        ok(store.get_setting(&setting).await, "get").as_deref(),
+        Some("two")
+    );
 
     let lease = uid("lease");
-    assert!(ok(store.try_lease(&lease, "a", 100, 200).await, "a takes it"));
-    assert!(!ok(store.try_lease(&lease, "b", 150, 250).await, "b: held by a"));
-    assert!(ok(store.try_lease(&lease, "a", 150, 300).await, "a extends"));
-    assert!(!ok(store.try_lease(&lease, "b", 250, 350).await, "b: a extended to 300"));
-    assert!(ok(store.try_lease(&lease, "b", 300, 400).await, "b: a's expired"));
-    assert!(!ok(store.release_lease(&lease, "a").await, "a no longer holds it"));
-    assert!(!ok(store.try_lease(&lease, "a", 350, 450).await, "a: b holds it"));
+    assert!(ok(
+        store.try_lease(&lease, "a", 100, 200).await,
+        "a takes it"
+    ));
+    assert!(!ok(
+        store.try_lease(&lease, "b", 150, 250).await,
+        "b: held by a"
+    ));
+    assert!(ok(
+        store.try_lease(&lease, "a", 150, 300).await,
+        "a extends"
+    ));
+    assert!(!ok(
+        store.try_lease(&lease, "b", 250, 350).await,
+        "b: a extended to 300"
+    ));
+    assert!(ok(
+        store.try_lease(&lease, "b", 300, 400).await,
+        "b: a's expired"
+    ));
+    assert!(!ok(
+        store.release_lease(&lease, "a").await,
+        "a no longer holds it"
+    ));
+    assert!(!ok(
+        store.try_lease(&lease, "a", 350, 450).await,
+        "a: b holds it"
+    ));
     assert!(ok(store.release_lease(&lease, "b").await, "b releases"));
-    assert!(ok(store.try_lease(&lease, "a", 360, 460).await, "free again"));
+    assert!(ok(
+        store.try_lease(&lease, "a", 360, 460).await,
+        "free again"
+    ));
 
     // Racing takers of one free lease: exactly one wins.
     let race = uid("lease-race");
@@ -1156,7 +1202,10 @@ pub async fn check_certs_settings_leases(store: &Arc<dyn MetaStore>) {
             winners += 1;
         }
     }
-    assert_eq!(winners, 1, "exactly one of 16 racing takers holds the lease");
+    assert_eq!(
+        winners, 1,
+        "exactly one of 16 racing takers holds the lease"
+    );
 }
 
 /// The migration sync's view: a pod's live blobs, and regions added to a blob's rows once.

@@ -495,6 +495,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool>;
     /// The unexpired TXT values at `name`, sorted.
     async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>>;
+    /// Every unexpired TXT record as (name, value), sorted (for RFC 2136 pushes).
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>>;
 
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
@@ -514,8 +516,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Takes lease `name` for `holder` until `until` if it is free, expired (`expires_at <= now`)
     /// or already `holder`'s (then extended). `true` if `holder` holds it after the call.
     /// Atomic: of racing callers at most one holds an unexpired lease.
-    async fn try_lease(&self, name: &str, holder: &str, now: Millis, until: Millis)
-        -> MetaResult<bool>;
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Millis,
+        until: Millis,
+    ) -> MetaResult<bool>;
     /// Gives the lease up if `holder` holds it; whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool>;
 

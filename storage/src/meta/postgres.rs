@@ -41,10 +41,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, FeedEvent,
-    Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
-    NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
-    ResourceRecord,
+    ChangeFeed, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
+    Precondition, PutOutcome, PutResource, ResourceRecord,
 };
 
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
@@ -1388,7 +1387,11 @@ impl MetaStore for PgStore {
     async fn list_certs(&self) -> MetaResult<Vec<CertRecord>> {
         let client = self.client().await?;
         let sql = format!("SELECT {CERT_COLS} FROM certs ORDER BY id");
-        query(&client, &sql, &[]).await?.iter().map(cert_from_row).collect()
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(cert_from_row)
+            .collect()
     }
 
     async fn put_setting(&self, name: &str, value: &str) -> MetaResult<()> {
@@ -1445,6 +1448,19 @@ impl MetaStore for PgStore {
         )
         .await?;
         Ok(n > 0)
+    }
+
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT name, value FROM dns_txt WHERE expires_at > $1 ORDER BY name, value",
+            &[&now_millis()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col::<String>(r, "name")?, col::<String>(r, "value")?)))
+            .collect()
     }
 
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {

@@ -25,10 +25,9 @@ use serde::de::DeserializeOwned;
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, FeedEvent,
-    Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit,
-    NewPod, NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
-    ResourceRecord,
+    ChangeFeed, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
+    Precondition, PutOutcome, PutResource, ResourceRecord,
 };
 
 /// Numbered schema migrations, applied in order, each in its own IMMEDIATE transaction together
@@ -1306,6 +1305,22 @@ impl MetaStore for SqliteStore {
                 .execute([name, holder])
                 .db()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT name, value FROM dns_txt WHERE expires_at > ?1 ORDER BY name, value",
+            )
+            .db()?
+            .query_map([now_millis()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
         })
         .await
     }

@@ -36,6 +36,10 @@ use xpod_storage::meta::{NodeRecord, NodeStatus, NodeType};
 
 use crate::app::App;
 
+pub mod tsig;
+pub mod update;
+pub mod xfr;
+
 /// How long node rows are reused before they are read again.
 const NODES_FRESH: Duration = Duration::from_secs(1);
 /// The largest UDP answer sent to an EDNS client (the DNS flag day 2020 value).
@@ -52,6 +56,10 @@ pub struct Dns {
     edges: Option<Name>,
     ttl: u32,
     nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
+    /// The TSIG key (`dns.tsig_key_name`), for transfers and signed queries.
+    tsig: Option<hickory_proto::rr::TSigner>,
+    /// Who may transfer the zone and gets NOTIFYs.
+    secondaries: Vec<SocketAddr>,
 }
 
 /// What a name is.
@@ -90,6 +98,8 @@ impl Dns {
             ttl: c.dns.ttl,
             zone,
             nodes: Mutex::new(None),
+            tsig: tsig::signer(&c.dns)?,
+            secondaries: c.dns.secondaries.clone(),
             app,
         })
     }
@@ -279,10 +289,6 @@ impl Dns {
             resp.metadata.response_code = ResponseCode::Refused;
             return resp;
         }
-        if matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR) {
-            resp.metadata.response_code = ResponseCode::NotImp;
-            return resp;
-        }
         resp.metadata.authoritative = true;
         let found = match self.find(&qname).await {
             Ok(f) => f,
@@ -368,7 +374,9 @@ fn formerr(bytes: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
-async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>) -> Option<Vec<u8>> {
+/// The reply to one message from `peer` (`limit`: UDP's size limit; `None` for TCP). A
+/// TSIG-signed request is verified first (a bad signature gets NOTAUTH) and answered signed.
+async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>, peer: IpAddr) -> Option<Vec<u8>> {
     let req = match Message::from_vec(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -376,7 +384,51 @@ async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>) -> Option<Vec<u8>>
             return formerr(bytes);
         }
     };
-    let resp = dns.answer(&req).await;
+    let verified = match (req.signature().is_some(), &dns.tsig) {
+        (false, _) => None,
+        (true, None) => {
+            tracing::info!(%peer, "TSIG-signed request, but no dns.tsig_key_name: NOTAUTH");
+            return Message::error_msg(
+                req.metadata.id,
+                req.metadata.op_code,
+                ResponseCode::NotAuth,
+            )
+            .to_vec()
+            .ok();
+        }
+        (true, Some(signer)) => match tsig::verify_request(signer, &req, bytes) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                tracing::warn!(%peer, %why, "TSIG verification failed: NOTAUTH");
+                return Message::error_msg(
+                    req.metadata.id,
+                    req.metadata.op_code,
+                    ResponseCode::NotAuth,
+                )
+                .to_vec()
+                .ok();
+            }
+        },
+    };
+    let xfr = req.metadata.op_code == OpCode::Query
+        && req
+            .queries
+            .first()
+            .is_some_and(|q| matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR));
+    let resp = if xfr {
+        xfr::answer(dns, &req, peer, limit.is_none(), verified.is_some()).await
+    } else {
+        dns.answer(&req).await
+    };
+    if let (Some(v), Some(signer)) = (&verified, &dns.tsig) {
+        return match tsig::sign_response(signer, v, resp) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "signing a DNS response failed");
+                None
+            }
+        };
+    }
     let out = resp.to_vec().ok()?;
     match limit {
         Some(max) => {
@@ -411,7 +463,8 @@ pub async fn serve(
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding DNS (TCP) on {addr}"))?;
-    tracing::info!(%addr, zone = %dns.zone, "DNS serving");
+    tracing::info!(%addr, zone = %dns.zone, secondaries = ?dns.secondaries, "DNS serving");
+    tokio::spawn(xfr::notify_loop(dns.clone(), shutdown.clone()));
     Ok(tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
@@ -421,14 +474,14 @@ pub async fn serve(
                     let Ok((n, peer)) = r else { continue };
                     let (dns, udp, bytes) = (dns.clone(), udp.clone(), buf[..n].to_vec());
                     tokio::spawn(async move {
-                        if let Some(out) = reply(&dns, &bytes, Some(MAX_UDP)).await {
+                        if let Some(out) = reply(&dns, &bytes, Some(MAX_UDP), peer.ip()).await {
                             let _ = udp.send_to(&out, peer).await;
                         }
                     });
                 }
                 r = tcp.accept() => {
-                    let Ok((stream, _)) = r else { continue };
-                    tokio::spawn(serve_tcp(dns.clone(), stream));
+                    let Ok((stream, peer)) = r else { continue };
+                    tokio::spawn(serve_tcp(dns.clone(), stream, peer.ip()));
                 }
             }
         }
@@ -436,7 +489,7 @@ pub async fn serve(
 }
 
 /// Length-prefixed messages (RFC 1035 §4.2.2, RFC 7766) until EOF or [`TCP_IDLE`].
-async fn serve_tcp(dns: Arc<Dns>, mut s: tokio::net::TcpStream) {
+async fn serve_tcp(dns: Arc<Dns>, mut s: tokio::net::TcpStream, peer: IpAddr) {
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(TCP_IDLE, s.read_exact(&mut len)).await {
@@ -448,7 +501,7 @@ async fn serve_tcp(dns: Arc<Dns>, mut s: tokio::net::TcpStream) {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let Some(out) = reply(&dns, &msg, None).await else {
+        let Some(out) = reply(&dns, &msg, None, peer).await else {
             return;
         };
         let Ok(n) = u16::try_from(out.len()) else {
