@@ -36,6 +36,8 @@ use xpod_storage::meta::{NodeRecord, NodeStatus, NodeType};
 
 use crate::app::App;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod tsig;
 pub mod update;
 pub mod xfr;
@@ -44,6 +46,8 @@ pub mod xfr;
 const NODES_FRESH: Duration = Duration::from_secs(1);
 /// The largest UDP answer sent to an EDNS client (the DNS flag day 2020 value).
 const MAX_UDP: usize = 1232;
+/// Room a TSIG record takes in a signed answer (key name, algorithm name, a 32-byte MAC).
+const TSIG_ROOM: usize = 200;
 /// How long a TCP connection may sit idle between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
@@ -420,6 +424,26 @@ async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>, peer: IpAddr) -> O
     } else {
         dns.answer(&req).await
     };
+    // Over UDP an answer larger than the client takes is truncated (TC set: retry over TCP);
+    // a TSIG is added after that, so room is left for it.
+    let resp = match limit {
+        Some(max) => {
+            let max = match &req.edns {
+                Some(e) => (e.max_payload() as usize).clamp(512, MAX_UDP),
+                None => 512,
+            }
+            .min(max);
+            let room = if verified.is_some() { TSIG_ROOM } else { 0 };
+            if resp.to_vec().ok()?.len() + room > max {
+                let mut t = resp.truncate();
+                t.metadata.truncation = true;
+                t
+            } else {
+                resp
+            }
+        }
+        None => resp,
+    };
     if let (Some(v), Some(signer)) = (&verified, &dns.tsig) {
         return match tsig::sign_response(signer, v, resp) {
             Ok(b) => Some(b),
@@ -429,23 +453,7 @@ async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>, peer: IpAddr) -> O
             }
         };
     }
-    let out = resp.to_vec().ok()?;
-    match limit {
-        Some(max) => {
-            let max = match &req.edns {
-                Some(e) => (e.max_payload() as usize).clamp(512, MAX_UDP),
-                None => 512,
-            }
-            .min(max);
-            if out.len() > max {
-                let mut t = resp.truncate();
-                t.metadata.truncation = true;
-                return t.to_vec().ok();
-            }
-            Some(out)
-        }
-        None => Some(out),
-    }
+    resp.to_vec().ok()
 }
 
 /// Serves DNS on `dns.listen` (UDP and TCP) until `shutdown`.

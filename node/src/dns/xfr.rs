@@ -92,14 +92,23 @@ pub async fn notify_loop(dns: std::sync::Arc<Dns>, mut stop: tokio::sync::watch:
         return;
     }
     let mut last: Option<[u8; 32]> = None;
+    // Secondaries that failed the last NOTIFY (logged once per outage, not every round).
+    let mut failing = std::collections::HashSet::new();
     loop {
         match fingerprint(&dns).await {
             Ok(now) if Some(now) != last => {
                 let mut all_ok = true;
                 for s in &dns.secondaries {
-                    if let Err(e) = notify(&dns, *s).await {
-                        all_ok = false;
-                        tracing::warn!(secondary = %s, error = %format!("{e:#}"), "NOTIFY failed; retrying");
+                    match notify(&dns, *s).await {
+                        Ok(()) => {
+                            failing.remove(s);
+                        }
+                        Err(e) => {
+                            all_ok = false;
+                            if failing.insert(*s) {
+                                tracing::warn!(secondary = %s, error = %format!("{e:#}"), "NOTIFY failed; retrying every {NOTIFY_CHECK:?}");
+                            }
+                        }
                     }
                 }
                 if all_ok {

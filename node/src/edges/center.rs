@@ -143,15 +143,7 @@ async fn acme_txt(
         .as_deref()
         .ok_or("this center has no tunnel.edge_domain, so edges have no names to certify")?;
     let own = format!("_acme-challenge.{edge}.{}", domain.to_ascii_lowercase());
-    let check = |name: &str| {
-        if name.trim_end_matches('.').eq_ignore_ascii_case(&own) {
-            Ok(())
-        } else {
-            Err(format!(
-                "edge {edge} may only set TXT records at {own}, not {name:?}"
-            ))
-        }
-    };
+    let check = |name: &str| edge_may_set(edge, &own, name);
     match body {
         CommandBody::SetAcmeTxt { name, value } => {
             check(name)?;
@@ -178,6 +170,17 @@ async fn acme_txt(
             Ok(format!("{own}: {} TXT record(s) removed", values.len()))
         }
         other => Err(format!("a center does not handle {other:?}")),
+    }
+}
+
+/// Whether `edge` may set TXT records at `name`: only at `own`, its challenge name.
+fn edge_may_set(edge: &str, own: &str, name: &str) -> Result<(), String> {
+    if name.trim_end_matches('.').eq_ignore_ascii_case(own) {
+        Ok(())
+    } else {
+        Err(format!(
+            "edge {edge} may only set TXT records at {own}, not {name:?}"
+        ))
     }
 }
 
@@ -312,6 +315,29 @@ async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 })
                 .await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edge_may_set;
+
+    #[test]
+    fn an_edge_sets_challenges_only_for_its_own_name() {
+        let own = "_acme-challenge.e1.edges.test";
+        assert!(edge_may_set("e1", own, "_acme-challenge.e1.edges.test").is_ok());
+        assert!(edge_may_set("e1", own, "_ACME-Challenge.E1.edges.test.").is_ok());
+        for other in [
+            "_acme-challenge.e2.edges.test",
+            "_acme-challenge.edges.test",
+            "_acme-challenge.x.e1.edges.test",
+            "_acme-challenge.pods.test",
+            "_acme-challenge.e1.edges.test.evil.com",
+            "",
+        ] {
+            let e = edge_may_set("e1", own, other).unwrap_err();
+            assert!(e.contains("may only set"), "{other}: {e}");
         }
     }
 }
