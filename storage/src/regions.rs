@@ -526,52 +526,155 @@ async fn upload_file(
 
 type OnDone = Box<dyn FnOnce(PathBuf) + Send>;
 
-/// Passes `inner` through while writing it to `writer`; once exactly `size` bytes have passed,
-/// commits the cache file (before the last chunk is handed on, so a client that stops reading
-/// at the declared length still leaves a complete file) and calls `done` with its path. An
-/// error, a short or long stream, or dropping the stream early discards the temp file.
+/// How many chunks the cache writer may lag behind the response before the response waits.
+const TEE_QUEUE: usize = 64;
+
+/// Passes `inner` through while a task writes it to `writer` off the response path (the
+/// response waits only when the disk is [`TEE_QUEUE`] chunks behind). When the stream has
+/// delivered exactly `size` bytes and ended without an error, the task commits the cache file
+/// (fsync and rename: not on the response path either) and calls `done` with its path. An
+/// error, a short or long stream, or dropping the stream early (a client that went away)
+/// discards the temp file. A stream dropped right after its last chunk (hyper stops polling
+/// at Content-Length) still commits: every chunk is queued before it is handed on.
 fn tee(
     inner: BoxStream<'static, Result<Bytes, BlobError>>,
     writer: CacheWriter,
     size: u64,
     done: Option<OnDone>,
 ) -> BoxStream<'static, Result<Bytes, BlobError>> {
-    struct State {
-        inner: BoxStream<'static, Result<Bytes, BlobError>>,
-        writer: Option<CacheWriter>,
-        done: Option<OnDone>,
-        size: u64,
-    }
-    let state = State {
-        inner,
-        writer: Some(writer),
-        done,
-        size,
-    };
-    futures_util::stream::unfold(state, |mut st| async move {
-        let item = st.inner.next().await?;
-        match &item {
-            Ok(chunk) => {
-                if let Some(w) = st.writer.as_mut() {
-                    let ok = w.write(chunk).await.is_ok() && w.written() <= st.size;
-                    if !ok {
-                        st.writer = None; // stop caching; the client still gets its bytes
-                    } else if w.written() == st.size {
-                        let w = st.writer.take().expect("present");
-                        match w.commit(st.size).await {
-                            Ok(path) => {
-                                if let Some(done) = st.done.take() {
-                                    done(path);
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "committing a cache file failed"),
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(TEE_QUEUE);
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_w = failed.clone();
+    tokio::spawn(async move {
+        let mut w = writer;
+        while let Some(chunk) = rx.recv().await {
+            if w.write(&chunk).await.is_err() || w.written() > size {
+                return; // dropping the writer discards the temp file
+            }
+        }
+        if w.written() != size || failed_w.load(Ordering::Acquire) {
+            return;
+        }
+        match w.commit(size).await {
+            Ok(path) => {
+                if let Some(done) = done {
+                    done(path);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "committing a cache file failed"),
+        }
+    });
+    futures_util::stream::unfold((inner, Some(tx)), move |(mut inner, mut tx)| {
+        let failed = failed.clone();
+        async move {
+            let item = inner.next().await?;
+            match &item {
+                Ok(chunk) => {
+                    if let Some(t) = &tx {
+                        if t.send(chunk.clone()).await.is_err() {
+                            tx = None; // the writer gave up; the client still gets its bytes
                         }
                     }
                 }
+                Err(_) => {
+                    failed.store(true, Ordering::Release);
+                    tx = None;
+                }
             }
-            Err(_) => st.writer = None,
+            Some((item, (inner, tx)))
         }
-        Some((item, st))
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn chunks(n: usize, err_at: Option<usize>) -> BoxStream<'static, Result<Bytes, BlobError>> {
+        futures_util::stream::iter((0..n).map(move |i| {
+            if Some(i) == err_at {
+                Err(BlobError::Body("cut".into()))
+            } else {
+                Ok(Bytes::from(vec![i as u8; 1000]))
+            }
+        }))
+        .boxed()
+    }
+
+    async fn cache() -> (Arc<DiskCache>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("xpod-tee-{}", rand::random::<u64>()));
+        (Arc::new(DiskCache::open(&dir, 1 << 30).unwrap()), dir)
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    fn tmp_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_full_read_commits_off_the_response_path_and_reports_the_file() {
+        let (c, dir) = cache().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done: OnDone = Box::new(move |p| {
+            let _ = tx.send(p);
+        });
+        let mut s = tee(chunks(50, None), c.writer("k1").unwrap(), 50_000, Some(done));
+        let mut got = 0;
+        while let Some(b) = s.next().await {
+            got += b.unwrap().len();
+        }
+        assert_eq!(got, 50_000);
+        let path = tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 50_000);
+        assert!(c.contains("k1"));
+        assert_eq!(tmp_files(&dir), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_after_the_last_chunk_still_commits() {
+        let (c, _dir) = cache().await;
+        let mut s = tee(chunks(3, None), c.writer("k2").unwrap(), 3000, None);
+        for _ in 0..3 {
+            s.next().await.unwrap().unwrap();
+        }
+        drop(s); // like hyper at Content-Length: the end of the stream is never polled
+        settle().await;
+        assert!(c.contains("k2"));
+    }
+
+    #[tokio::test]
+    async fn a_cut_short_or_failed_read_leaves_nothing() {
+        let (c, dir) = cache().await;
+        // The client goes away after 2 of 10 chunks.
+        let mut s = tee(chunks(10, None), c.writer("cut").unwrap(), 10_000, None);
+        s.next().await.unwrap().unwrap();
+        s.next().await.unwrap().unwrap();
+        drop(s);
+        // The source fails in the middle.
+        let s = tee(chunks(10, Some(5)), c.writer("err").unwrap(), 10_000, None);
+        let _: Vec<_> = s.collect().await;
+        // More bytes than the recorded size.
+        let s = tee(chunks(10, None), c.writer("long").unwrap(), 9_000, None);
+        let _: Vec<_> = s.collect().await;
+        // Fewer.
+        let s = tee(chunks(8, None), c.writer("short").unwrap(), 9_000, None);
+        let _: Vec<_> = s.collect().await;
+        settle().await;
+        for k in ["cut", "err", "long", "short"] {
+            assert!(!c.contains(k), "{k} must not be cached");
+        }
+        assert_eq!(tmp_files(&dir), 0, "temp files removed");
+    }
 }
