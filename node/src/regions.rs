@@ -9,14 +9,16 @@
 //!
 //! Sync: a migration (`POST /.cluster/pods/{id}/migrate`) leaves the pod `syncing` when the
 //! target node is in another region. The new owner's [`sync_loop`] finds such pods (every
-//! [`SYNC_EVERY`]) and copies each blob the own region lacks, one at a time (so live traffic
-//! keeps most of the bandwidth), updating `migration_progress` as it goes and setting `done` at
-//! the end — or `failed` (retried on the next round) when a region cannot be read.
+//! [`SYNC_EVERY`]) and copies each blob the own region lacks, at most [`SYNC_PARALLEL`] at a
+//! time (the throttle: live traffic keeps most of the bandwidth), updating `migration_progress`
+//! in order as it goes and setting `done` at the end — or `failed` (retried on the next round)
+//! when a region cannot be read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use xpod_config::Config;
 use xpod_storage::blobs::{BlobStore, S3Location};
 use xpod_storage::cache::DiskCache;
@@ -27,6 +29,8 @@ use crate::app::App;
 
 /// How often the sync job looks for pods to finish.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Blobs copied at the same time by the sync job.
+pub const SYNC_PARALLEL: usize = 4;
 
 fn open_store(config: &Config, bucket: &str, endpoint: Option<&str>) -> anyhow::Result<BlobStore> {
     if bucket.starts_with("file://") {
@@ -149,7 +153,24 @@ async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
     let total = blobs.len();
     let mut copied = 0;
     let mut last_pct = -1;
-    for (i, r) in blobs.iter().enumerate() {
+    // Copies run SYNC_PARALLEL at a time; results come back in order, so progress is monotonic.
+    let regions = app.regions.clone();
+    let mut copies = futures_util::stream::iter(blobs.into_iter().map(move |r| {
+        let (own, regions) = (own.clone(), regions.clone());
+        futures_util::FutureExt::boxed(async move {
+            if r.regions.contains(&own) {
+                return Ok(false);
+            }
+            let key = r.blob_key.clone().unwrap_or_default();
+            regions
+                .ensure_local(&key, r.size.max(0) as u64, &r.regions)
+                .await
+                .with_context(|| format!("copying {} ({key})", r.path))
+        })
+    }))
+    .buffered(SYNC_PARALLEL)
+    .enumerate();
+    while let Some((i, done)) = futures_util::StreamExt::next(&mut copies).await {
         // Still ours? A later migration moved it on: that node finishes it.
         if i % 50 == 0 {
             match app.meta.get_pod(pod_id).await? {
@@ -157,16 +178,8 @@ async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
                 _ => return Ok((copied, total)),
             }
         }
-        if !r.regions.contains(&own) {
-            let key = r.blob_key.as_deref().unwrap_or_default();
-            if app
-                .regions
-                .ensure_local(key, r.size.max(0) as u64, &r.regions)
-                .await
-                .with_context(|| format!("copying {} ({key})", r.path))?
-            {
-                copied += 1;
-            }
+        if done? {
+            copied += 1;
         }
         let pct = ((i + 1) * 100 / total.max(1)) as i32;
         // Progress is written at most once per percent (and never 100 before the end).
