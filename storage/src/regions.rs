@@ -630,13 +630,21 @@ mod tests {
         let done: OnDone = Box::new(move |p| {
             let _ = tx.send(p);
         });
-        let mut s = tee(chunks(50, None), c.writer("k1").unwrap(), 50_000, Some(done));
+        let mut s = tee(
+            chunks(50, None),
+            c.writer("k1").unwrap(),
+            50_000,
+            Some(done),
+        );
         let mut got = 0;
         while let Some(b) = s.next().await {
             got += b.unwrap().len();
         }
         assert_eq!(got, 50_000);
-        let path = tokio::time::timeout(Duration::from_secs(5), rx).await.unwrap().unwrap();
+        let path = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 50_000);
         assert!(c.contains("k1"));
         assert_eq!(tmp_files(&dir), 0);

@@ -371,10 +371,14 @@ async fn tick(
             return Ok(());
         }
         tracing::info!(?names, reason = reason(stored.as_ref(), names), "ACME: ordering a certificate");
+        let asked = renewal_asked(app).await?;
         let issued = issuer.obtain(names).await?;
         let (_, not_before, not_after, serial) =
             resolver::certified_key(&issued.chain_pem, &issued.key_pem)
                 .context("the CA's certificate")?;
+        // Never earlier than the request it answers, even if this center's clock is behind the
+        // one that took the request (else the request would look unanswered and repeat).
+        let issued_at = now_millis().max(asked.map_or(0, |t| t + 1));
         let rec = CertRecord {
             id: CENTER.into(),
             names: names.to_vec(),
@@ -383,7 +387,7 @@ async fn tick(
             not_before,
             not_after,
             issued_by: app.node_id.clone(),
-            issued_at: now_millis(),
+            issued_at,
         };
         app.meta.put_cert(&rec).await?;
         app.tls.issued.fetch_add(1, Ordering::Relaxed);
@@ -405,12 +409,16 @@ async fn due(app: &App, stored: Option<&CertRecord>, names: &[String]) -> anyhow
     if rec.names != names || now_millis() >= renew_at(rec) {
         return Ok(true);
     }
-    let asked = app
+    Ok(renewal_asked(app).await?.is_some_and(|t| rec.issued_at < t))
+}
+
+/// When an operator last asked for a renewal (`xpod certs renew`), by the API center's clock.
+async fn renewal_asked(app: &App) -> anyhow::Result<Option<Millis>> {
+    Ok(app
         .meta
         .get_setting(RENEW_SETTING)
         .await?
-        .and_then(|v| v.parse::<Millis>().ok());
-    Ok(asked.is_some_and(|t| rec.issued_at < t))
+        .and_then(|v| v.parse::<Millis>().ok()))
 }
 
 fn reason(stored: Option<&CertRecord>, names: &[String]) -> &'static str {
