@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every xpod test on a fresh machine: installs what is missing (PostgreSQL, curl, dig,
-# Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, a Python venv with moto, the
-# S3-compatible server of the S3 tests), starts a throwaway PostgreSQL cluster on a free port for
-# the PostgreSQL half of the suite, runs the whole workspace's tests, and stops the cluster again.
+# Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes, a
+# Python venv with moto, the S3-compatible server of the S3 tests), starts a throwaway PostgreSQL
+# cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
+# and stops the cluster again.
 # (The S3 tests start their own moto servers: integration/src/s3.rs.)
 #
 #   bash integration/run-tests.sh            # everything
@@ -47,6 +48,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 { [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1; } || need_apt+=(bind9)
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 [ -z "$make_moto_venv" ] || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"

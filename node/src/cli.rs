@@ -66,6 +66,15 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// HTTPS certificates obtained by ACME (admin key).
     #[command(subcommand, alias = "cert")]
     Certs(CertsCmd),
+    /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
+    #[command(hide = true)]
+    SandboxInit {
+        #[arg(long)]
+        socket: PathBuf,
+        /// The limits, JSON.
+        #[arg(long)]
+        limits: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +294,24 @@ enum KeysCmd {
 /// Parses the command line and runs the command. Errors are one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::SandboxInit { socket, limits } = &cli.command {
+        // Before any runtime: its threads would count against the sandbox's process limit.
+        let limits: crate::sandbox::Limits = match serde_json::from_str(limits) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: --limits: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        limits.apply_nproc();
+        return match crate::sandbox::supervisor::main(socket, limits) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -322,6 +349,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
+        Command::SandboxInit { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 

@@ -30,6 +30,7 @@ pub mod https;
 pub mod mesh;
 pub mod metrics;
 pub mod regions;
+pub mod sandbox;
 pub mod server;
 
 use std::future::Future;

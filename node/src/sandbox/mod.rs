@@ -1,0 +1,69 @@
+//! Sandboxes (issue 7; ARCHITECTURE "Sandboxes"). So far: the runtime on one node — a
+//! bubblewrap sandbox whose PID 1 is `xpod sandbox-init` ([`supervisor`]), commands run through
+//! it with their output streamed ([`runtime`], [`proto`]). Not yet: the REST API, placement,
+//! ports, keys, quotas, webhooks.
+//!
+//! Limits: the sandbox runs as its own unprivileged host uid (when the node is root), so
+//! `RLIMIT_NPROC` holds (a fork bomb stops at `max_procs`); address space, CPU time, file size
+//! and open files are per-process rlimits (best-effort: no cgroup v2 here), and each exec can
+//! have a wall-clock timeout that kills its process group.
+
+pub mod proto;
+pub mod runtime;
+pub mod supervisor;
+
+/// Resource limits of a sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Processes and threads of the sandbox's uid (RLIMIT_NPROC, whole sandbox).
+    pub max_procs: u64,
+    /// Address space per process, bytes (RLIMIT_AS).
+    pub memory_bytes: u64,
+    /// CPU seconds per process (RLIMIT_CPU).
+    pub cpu_secs: u64,
+    /// Largest file a process may write, bytes (RLIMIT_FSIZE).
+    pub file_bytes: u64,
+    /// Open files per process (RLIMIT_NOFILE).
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_procs: 64,
+            memory_bytes: 1 << 30,
+            cpu_secs: 600,
+            file_bytes: 1 << 30,
+            open_files: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The process-wide limit (RLIMIT_NPROC): set once in the supervisor, inherited.
+    pub fn apply_nproc(&self) {
+        set(libc::RLIMIT_NPROC, self.max_procs);
+    }
+
+    /// Per-process limits, in a child between fork and exec (async-signal-safe).
+    pub fn apply_per_process(&self) {
+        set(libc::RLIMIT_AS, self.memory_bytes);
+        set(libc::RLIMIT_CPU, self.cpu_secs);
+        set(libc::RLIMIT_FSIZE, self.file_bytes);
+        set(libc::RLIMIT_NOFILE, self.open_files);
+        set(libc::RLIMIT_CORE, 0);
+    }
+}
+
+fn set(resource: libc::__rlimit_resource_t, value: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: setrlimit with a valid struct; failure leaves the old limit (logged by callers
+    // that can log; here there is nothing safe to do).
+    unsafe {
+        libc::setrlimit(resource, &lim);
+    }
+}

@@ -1,0 +1,170 @@
+//! `xpod sandbox-init`: PID 1 of a sandbox. Listens on a Unix socket (in the host directory
+//! mounted at `/.xpod`) and runs each exec request as a child in its own process group, with the
+//! per-process limits applied, streaming its output back ([`super::proto`]). It runs on a
+//! current-thread runtime: threads count against the sandbox's process limit.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::proto::{Event, ExecRequest, Input};
+use super::Limits;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Runs the supervisor until killed.
+pub fn main(socket: &Path, limits: Limits) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let _ = std::fs::remove_file(socket);
+        let listener =
+            UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+        // The node creates the socket's directory; the sandbox user owns what is in it.
+        loop {
+            let (conn, _) = listener.accept().await?;
+            tokio::spawn(async move {
+                if let Err(e) = serve(conn, limits).await {
+                    eprintln!("sandbox-init: {e:#}");
+                }
+            });
+        }
+    })
+}
+
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, ev: &Event) -> anyhow::Result<()> {
+    let mut line = serde_json::to_vec(ev)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    Ok(())
+}
+
+async fn serve(conn: UnixStream, limits: Limits) -> anyhow::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let Some(first) = lines.next_line().await? else {
+        return Ok(());
+    };
+    let req: ExecRequest = match serde_json::from_str(&first) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("bad exec request: {e}");
+            return send(&mut w, &Event::Error { message }).await;
+        }
+    };
+    let Some((prog, args)) = req.cmd.split_first() else {
+        let message = "cmd is empty".to_string();
+        return send(&mut w, &Event::Error { message }).await;
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .envs(&req.env)
+        .current_dir(req.cwd.as_deref().unwrap_or("/work"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls (setpgid, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            limits.apply_per_process();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("cannot run {prog:?}: {e}");
+            return send(&mut w, &Event::Error { message }).await;
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    send(&mut w, &Event::Start { pid }).await?;
+    let mut stdin = child.stdin.take();
+    let out = child.stdout.take().expect("piped");
+    let err = child.stderr.take().expect("piped");
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Event>(16);
+    let pump = |mut s: Box<dyn tokio::io::AsyncRead + Unpin + Send>, stderr: bool| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let data = B64.encode(&buf[..n]);
+                let ev = if stderr {
+                    Event::Stderr { data }
+                } else {
+                    Event::Stdout { data }
+                };
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let p1 = pump(Box::new(out), false);
+    let p2 = pump(Box::new(err), true);
+    drop(tx);
+    // Stdin from the client, until Eof or the connection's end.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<Input>(&line) {
+                Ok(Input::Stdin(b)) => {
+                    let Ok(bytes) = B64.decode(b) else { break };
+                    if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&bytes).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Ok(Input::Eof) | Err(_) => break,
+            }
+        }
+        drop(stdin);
+    });
+    let deadline = req.timeout_secs.map(Duration::from_secs);
+    let wait = async {
+        while let Some(ev) = rx.recv().await {
+            send(&mut w, &ev).await?;
+        }
+        anyhow::Ok(child.wait().await?)
+    };
+    let (status, timed_out) = match deadline {
+        Some(d) => match tokio::time::timeout(d, wait).await {
+            Ok(r) => (r?, false),
+            Err(_) => {
+                // SAFETY: kill(2) on the child's process group.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+                (child.wait().await?, true)
+            }
+        },
+        None => (wait.await?, false),
+    };
+    let _ = (p1.await, p2.await);
+    while let Ok(ev) = rx.try_recv() {
+        send(&mut w, &ev).await?;
+    }
+    let exit_code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    send(
+        &mut w,
+        &Event::End {
+            exit_code,
+            timed_out,
+        },
+    )
+    .await
+}
