@@ -40,6 +40,8 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_blob_regions(&store).await;
     check_txt(&store).await;
     check_certs_settings_leases(&store).await;
+    check_docs(&store).await;
+    check_concurrent_doc_updates(&store).await;
     check_api_keys(&store).await;
     check_join_tokens(&store).await;
     check_join_token_uses(&store).await;
@@ -1112,6 +1114,96 @@ pub async fn check_txt(store: &Arc<dyn MetaStore>) {
 
 /// Certificate sets (replace by id), cluster settings, and leases (one holder at a time,
 /// taken over after expiry, extended by the holder, released only by the holder).
+/// Versioned documents: create once, update only at the expected version, list by kind and
+/// owner in creation order, delete (at a version or any).
+pub async fn check_docs(store: &Arc<dyn MetaStore>) {
+    use crate::meta::DocRecord;
+    let kind = uid("kind");
+    let (id, owner) = (uid("doc"), uid("owner"));
+    let mut d = DocRecord {
+        kind: kind.clone(),
+        id: id.clone(),
+        owner: owner.clone(),
+        version: 0,
+        updated_at: 0,
+        doc: serde_json::json!({"status": "pending", "n": 1, "text": "ü \"q\""}),
+    };
+    assert_eq!(ok(store.get_doc(&kind, &id).await, "absent"), None);
+    assert!(ok(store.put_doc(&d, 0, 100).await, "create"));
+    assert!(
+        !ok(store.put_doc(&d, 0, 101).await, "create twice"),
+        "a second create must fail"
+    );
+    let got = ok(store.get_doc(&kind, &id).await, "get").expect("created");
+    assert_eq!((got.version, got.updated_at), (1, 100));
+    assert_eq!(got.doc, d.doc);
+    d.doc["status"] = "running".into();
+    assert!(
+        !ok(store.put_doc(&d, 7, 102).await, "stale"),
+        "wrong version must not write"
+    );
+    assert!(ok(store.put_doc(&d, 1, 103).await, "update"));
+    let got = ok(store.get_doc(&kind, &id).await, "get").expect("there");
+    assert_eq!((got.version, got.updated_at), (2, 103));
+    assert_eq!(got.doc["status"], "running");
+    // Listing: creation order, owner filter, other kinds invisible.
+    let id2 = uid("doc");
+    let other_owner = uid("owner");
+    let d2 = DocRecord {
+        id: id2.clone(),
+        owner: other_owner.clone(),
+        ..d.clone()
+    };
+    assert!(ok(store.put_doc(&d2, 0, 200).await, "create 2"));
+    let ids = |v: Vec<DocRecord>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok(store.list_docs(&kind, None).await, "list")),
+        vec![id.clone(), id2.clone()]
+    );
+    assert_eq!(
+        ids(ok(store.list_docs(&kind, Some(&owner)).await, "by owner")),
+        vec![id.clone()]
+    );
+    assert!(ok(store.list_docs(&uid("kind"), None).await, "other kind").is_empty());
+    assert!(!ok(store.delete_doc(&kind, &id, 1).await, "stale delete"));
+    assert!(ok(
+        store.delete_doc(&kind, &id, 2).await,
+        "delete at version"
+    ));
+    assert!(ok(store.delete_doc(&kind, &id2, 0).await, "delete any"));
+    assert!(!ok(store.delete_doc(&kind, &id2, 0).await, "gone"));
+    assert!(ok(store.list_docs(&kind, None).await, "empty").is_empty());
+}
+
+/// 16 writers racing from the same version: exactly one wins.
+pub async fn check_concurrent_doc_updates(store: &Arc<dyn MetaStore>) {
+    use crate::meta::DocRecord;
+    let d = DocRecord {
+        kind: uid("kind"),
+        id: uid("doc"),
+        owner: "o".into(),
+        version: 0,
+        updated_at: 0,
+        doc: serde_json::json!({"w": -1}),
+    };
+    assert!(ok(store.put_doc(&d, 0, 1).await, "create"));
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (store, mut d) = (store.clone(), d.clone());
+        d.doc = serde_json::json!({ "w": w });
+        tasks.push(tokio::spawn(async move { store.put_doc(&d, 1, 2).await }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if ok(t.await.expect("task"), "racing update") {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one update from version 1 wins");
+    let got = ok(store.get_doc(&d.kind, &d.id).await, "get").expect("there");
+    assert_eq!(got.version, 2);
+}
+
 pub async fn check_certs_settings_leases(store: &Arc<dyn MetaStore>) {
     use crate::meta::CertRecord;
     let id = uid("cert");

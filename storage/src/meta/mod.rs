@@ -424,6 +424,22 @@ pub struct CertRecord {
     pub issued_at: Millis,
 }
 
+/// A versioned JSON document in `docs` (sandboxes, webhooks, webhook deliveries): the typed
+/// layer lives in the node; the store keeps `(kind, id)` unique, indexes `(kind, owner)`, and
+/// writes only when the caller's expected version matches (optimistic concurrency).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocRecord {
+    pub kind: String,
+    pub id: String,
+    /// Who the document belongs to (an account, or the parent document's id).
+    pub owner: String,
+    /// 1 after the first write, +1 on every update.
+    pub version: i64,
+    pub updated_at: Millis,
+    pub doc: serde_json::Value,
+}
+
 /// The metadata store. Both backends implement exactly these semantics.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -525,6 +541,17 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> MetaResult<bool>;
     /// Gives the lease up if `holder` holds it; whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool>;
+
+    // ---- versioned documents ----
+    /// Writes `doc` (its `version` and `updated_at` are set by the store: `expect + 1`, `now`):
+    /// `expect = 0` creates it (false if `(kind, id)` exists), otherwise it updates only the
+    /// row at version `expect` (false if it is gone or at another version).
+    async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool>;
+    async fn get_doc(&self, kind: &str, id: &str) -> MetaResult<Option<DocRecord>>;
+    /// Documents of a kind (of one owner when given), oldest first (by id within a millisecond).
+    async fn list_docs(&self, kind: &str, owner: Option<&str>) -> MetaResult<Vec<DocRecord>>;
+    /// Deletes the row at version `expect` (any version when `expect = 0`); false if not there.
+    async fn delete_doc(&self, kind: &str, id: &str, expect: i64) -> MetaResult<bool>;
 
     // ---- api keys ----
     /// `Conflict` if the key id exists.

@@ -41,7 +41,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord,
 };
@@ -185,6 +185,23 @@ CREATE TABLE leases (
     holder     TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
+"#,
+    ),
+    (
+        7,
+        r#"
+CREATE TABLE docs (
+    kind       TEXT COLLATE "C" NOT NULL,
+    id         TEXT COLLATE "C" NOT NULL,
+    owner      TEXT COLLATE "C" NOT NULL,
+    version    BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    doc        JSONB NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX docs_owner_idx ON docs (kind, owner, created_at, id);
+CREATE INDEX docs_created_idx ON docs (kind, created_at, id);
 "#,
     ),
 ];
@@ -360,6 +377,21 @@ fn bad(what: &str, value: &str) -> MetaError {
 
 const CERT_COLS: &str =
     "id, names::text AS names, cert_pem, key_sealed, not_before, not_after, issued_by, issued_at";
+
+const DOC_COLS: &str = "kind, id, owner, version, updated_at, doc::text AS doc";
+
+fn doc_from_row(r: &Row) -> MetaResult<DocRecord> {
+    let text: String = col(r, "doc")?;
+    Ok(DocRecord {
+        kind: col(r, "kind")?,
+        id: col(r, "id")?,
+        owner: col(r, "owner")?,
+        version: col(r, "version")?,
+        updated_at: col(r, "updated_at")?,
+        doc: serde_json::from_str(&text)
+            .map_err(|e| MetaError::Backend(format!("docs.doc: {e}")))?,
+    })
+}
 
 fn cert_from_row(r: &Row) -> MetaResult<CertRecord> {
     Ok(CertRecord {
@@ -1448,6 +1480,67 @@ impl MetaStore for PgStore {
         )
         .await?;
         Ok(n > 0)
+    }
+
+    async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let body = to_json(&doc.doc)?;
+        let n = if expect == 0 {
+            execute(
+                &client,
+                "INSERT INTO docs (kind, id, owner, version, created_at, updated_at, doc) \
+                 VALUES ($1, $2, $3, 1, $4, $4, $5::text::jsonb) ON CONFLICT (kind, id) DO NOTHING",
+                &[&doc.kind, &doc.id, &doc.owner, &now, &body],
+            )
+            .await?
+        } else {
+            execute(
+                &client,
+                "UPDATE docs SET owner = $3, version = version + 1, updated_at = $4, \
+                 doc = $5::text::jsonb WHERE kind = $1 AND id = $2 AND version = $6",
+                &[&doc.kind, &doc.id, &doc.owner, &now, &body, &expect],
+            )
+            .await?
+        };
+        Ok(n == 1)
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> MetaResult<Option<DocRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {DOC_COLS} FROM docs WHERE kind = $1 AND id = $2");
+        query_opt(&client, &sql, &[&kind, &id])
+            .await?
+            .map(|r| doc_from_row(&r))
+            .transpose()
+    }
+
+    async fn list_docs(&self, kind: &str, owner: Option<&str>) -> MetaResult<Vec<DocRecord>> {
+        let client = self.client().await?;
+        let rows = match owner {
+            Some(o) => {
+                let sql = format!(
+                    "SELECT {DOC_COLS} FROM docs WHERE kind = $1 AND owner = $2 ORDER BY created_at, id"
+                );
+                query(&client, &sql, &[&kind, &o]).await?
+            }
+            None => {
+                let sql =
+                    format!("SELECT {DOC_COLS} FROM docs WHERE kind = $1 ORDER BY created_at, id");
+                query(&client, &sql, &[&kind]).await?
+            }
+        };
+        rows.iter().map(doc_from_row).collect()
+    }
+
+    async fn delete_doc(&self, kind: &str, id: &str, expect: i64) -> MetaResult<bool> {
+        let client = self.client().await?;
+        let n = execute(
+            &client,
+            "DELETE FROM docs WHERE kind = $1 AND id = $2 AND ($3::bigint = 0 OR version = $3::bigint)",
+            &[&kind, &id, &expect],
+        )
+        .await?;
+        Ok(n == 1)
     }
 
     async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use super::feed::FeedHub;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord,
 };
@@ -157,6 +157,23 @@ CREATE TABLE leases (
     holder     TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+"#,
+    ),
+    (
+        5,
+        r#"
+CREATE TABLE docs (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX docs_owner ON docs(kind, owner, created_at, id);
+CREATE INDEX docs_created ON docs(kind, created_at, id);
 "#,
     ),
 ];
@@ -481,6 +498,28 @@ fn join_token_from_row(row: &Row<'_>) -> rusqlite::Result<JoinTokenRecord> {
         use_count: row.get(9)?,
         revoked_at: row.get(10)?,
     })
+}
+
+const DOC_COLS: &str = "kind, id, owner, version, updated_at, doc";
+
+fn doc_from_row(row: &Row<'_>) -> rusqlite::Result<(DocRecord, String)> {
+    Ok((
+        DocRecord {
+            kind: row.get(0)?,
+            id: row.get(1)?,
+            owner: row.get(2)?,
+            version: row.get(3)?,
+            updated_at: row.get(4)?,
+            doc: serde_json::Value::Null,
+        },
+        row.get(5)?,
+    ))
+}
+
+fn doc_json((mut doc, text): (DocRecord, String)) -> MetaResult<DocRecord> {
+    doc.doc =
+        serde_json::from_str(&text).map_err(|e| MetaError::Backend(format!("docs.doc: {e}")))?;
+    Ok(doc)
 }
 
 const CERT_COLS: &str =
@@ -1305,6 +1344,92 @@ impl MetaStore for SqliteStore {
                 .execute([name, holder])
                 .db()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool> {
+        let body = serde_json::to_string(&doc.doc)
+            .map_err(|e| MetaError::Invalid(format!("json: {e}")))?;
+        let (kind, id, owner) = (doc.kind.clone(), doc.id.clone(), doc.owner.clone());
+        self.call(move |c| {
+            let n = if expect == 0 {
+                c.prepare_cached(
+                    "INSERT INTO docs (kind, id, owner, version, created_at, updated_at, doc)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5) ON CONFLICT (kind, id) DO NOTHING",
+                )
+                .db()?
+                .execute(params![kind, id, owner, now, body])
+                .db()?
+            } else {
+                c.prepare_cached(
+                    "UPDATE docs SET owner = ?3, version = version + 1, updated_at = ?4, doc = ?5
+                     WHERE kind = ?1 AND id = ?2 AND version = ?6",
+                )
+                .db()?
+                .execute(params![kind, id, owner, now, body, expect])
+                .db()?
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_doc(&self, kind: &str, id: &str) -> MetaResult<Option<DocRecord>> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {DOC_COLS} FROM docs WHERE kind = ?1 AND id = ?2"
+            ))
+            .db()?
+            .query_row([kind, id], doc_from_row)
+            .optional()
+            .db()?
+            .map(doc_json)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_docs(&self, kind: &str, owner: Option<&str>) -> MetaResult<Vec<DocRecord>> {
+        let (kind, owner) = (kind.to_string(), owner.map(str::to_string));
+        self.call(move |c| {
+            let rows = match owner {
+                Some(o) => c
+                    .prepare_cached(&format!(
+                        "SELECT {DOC_COLS} FROM docs WHERE kind = ?1 AND owner = ?2 ORDER BY created_at, id"
+                    ))
+                    .db()?
+                    .query_map([kind, o], doc_from_row)
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?,
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {DOC_COLS} FROM docs WHERE kind = ?1 ORDER BY created_at, id"
+                    ))
+                    .db()?
+                    .query_map([kind], doc_from_row)
+                    .db()?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db()?,
+            };
+            rows.into_iter().map(doc_json).collect()
+        })
+        .await
+    }
+
+    async fn delete_doc(&self, kind: &str, id: &str, expect: i64) -> MetaResult<bool> {
+        let (kind, id) = (kind.to_string(), id.to_string());
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM docs WHERE kind = ?1 AND id = ?2 AND (?3 = 0 OR version = ?3)",
+                )
+                .db()?
+                .execute(params![kind, id, expect])
+                .db()?;
+            Ok(n == 1)
         })
         .await
     }
