@@ -238,7 +238,60 @@ impl Config {
         self.check_services().map_err(|(key, m)| invalid(&key, m))?;
         self.check_presence()
             .map_err(|m| invalid("tunnel.presence", m))?;
-        self.check_forwards().map_err(|(key, m)| invalid(&key, m))
+        self.check_forwards().map_err(|(key, m)| invalid(&key, m))?;
+        self.check_sandbox().map_err(|(key, m)| invalid(&key, m))
+    }
+
+    /// `[sandbox]` (file only): sane capacity and quotas, a valid domain, image names that are
+    /// labels with absolute directories.
+    fn check_sandbox(&self) -> Result<(), (String, String)> {
+        let s = &self.sandbox;
+        let key = |k: &str| format!("sandbox.{k}");
+        if s.slots > 1000 {
+            return Err((key("slots"), format!("expected 0..=1000, got {}", s.slots)));
+        }
+        if s.slots > 0 && (s.cpu == 0 || s.memory_mb < 64) {
+            return Err((
+                key("cpu"),
+                "a node with slots needs cpu ≥ 1 and memory_mb ≥ 64".into(),
+            ));
+        }
+        if let Some(d) = &s.domain {
+            v::dns_name(d).map_err(|m| (key("domain"), m))?;
+        }
+        if !(10..=7 * 86_400).contains(&s.idle_timeout_secs) {
+            return Err((
+                key("idle_timeout_secs"),
+                format!("expected 10..=604800 seconds, got {}", s.idle_timeout_secs),
+            ));
+        }
+        if s.uid_base < 1000 || s.uid_base > u32::MAX - 100_000 {
+            return Err((
+                key("uid_base"),
+                format!("expected 1000..={}, got {}", u32::MAX - 100_000, s.uid_base),
+            ));
+        }
+        for (name, dir) in &s.images {
+            if let Err(why) = v::validate_pod_id(name) {
+                return Err((
+                    key("images"),
+                    why.replacen("a pod id", "an image name", 1),
+                ));
+            }
+            if name == "host" || !dir.is_absolute() {
+                return Err((
+                    key(&format!("images.{name}")),
+                    "expected an absolute directory under a name other than `host`".into(),
+                ));
+            }
+        }
+        if s.quota_sandboxes == 0 || s.quota_cpu == 0 || s.quota_memory_mb == 0 {
+            return Err((
+                key("quota_sandboxes"),
+                "quotas must be above 0 (quota_sandboxes, quota_cpu, quota_memory_mb)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// `tunnel.tls_listen` and `[[tunnel.forwards]]`: ports above 0, every listen address used

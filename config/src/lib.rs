@@ -39,7 +39,8 @@ pub use env::env_vars;
 pub use error::ConfigError;
 pub use model::{
     AcmeConfig, CacheConfig, Config, DatabaseConfig, DnsConfig, HttpConfig, LogConfig, LogFormat,
-    PresenceConfig, RegionBucket, Role, RoutingConfig, Secret, ServiceKind, StorageConfig,
+    PresenceConfig, RegionBucket, Role, RoutingConfig, SandboxConfig, Secret, ServiceKind,
+    StorageConfig,
     TunnelConfig, TunnelForward, TunnelService,
 };
 pub use node_id::NODE_ID_FILE;

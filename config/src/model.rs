@@ -39,6 +39,59 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `[acme]`
     pub acme: AcmeConfig,
+    /// `[sandbox]`
+    pub sandbox: SandboxConfig,
+}
+
+/// `[sandbox]`: the sandboxes this node runs, and the cluster's sandbox API (ARCHITECTURE
+/// "Sandboxes"). File only (no environment variables).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// How many sandboxes this node runs at once (0: none; it still serves the API). Default 0.
+    pub slots: u32,
+    /// CPU cores offered to sandboxes (the sum of their `resources.cpu`). Default 2.
+    pub cpu: u32,
+    /// Memory offered to sandboxes, MiB (the sum of their `resources.memoryMb`). Default 4096.
+    pub memory_mb: u64,
+    /// `<port>-<sandboxId>.<domain>` reaches a port inside a sandbox. Default: unset (only
+    /// `/api/v1/sandboxes/{id}/ports/{port}/…`).
+    pub domain: Option<String>,
+    /// A sandbox without exec or port traffic for this long stops (seconds; a create may ask
+    /// for another value). Default 900.
+    pub idle_timeout_secs: u64,
+    /// Named images: name → a root file system directory (its `usr/` is the sandbox's `/usr`).
+    /// The image `host` (the host's `/usr`, read-only) always exists.
+    pub images: std::collections::BTreeMap<String, PathBuf>,
+    /// Sandbox `n` of this node runs as host uid `uid_base + n` (when the node runs as root).
+    /// Default 200000.
+    pub uid_base: u32,
+    /// Per-owner quota: sandboxes (pending or running) at once. Default 10.
+    pub quota_sandboxes: u32,
+    /// Per-owner quota: CPU cores of running sandboxes. Default 16.
+    pub quota_cpu: u32,
+    /// Per-owner quota: memory of running sandboxes, MiB. Default 32768.
+    pub quota_memory_mb: u64,
+    /// Webhooks may deliver to loopback, private and link-local addresses. Default false.
+    pub webhooks_allow_private: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            slots: 0,
+            cpu: 2,
+            memory_mb: 4096,
+            domain: None,
+            idle_timeout_secs: 900,
+            images: Default::default(),
+            uid_base: 200_000,
+            quota_sandboxes: 10,
+            quota_cpu: 16,
+            quota_memory_mb: 32_768,
+            webhooks_allow_private: false,
+        }
+    }
 }
 
 /// `[acme]`: automatic HTTPS certificates for a center by ACME DNS-01 (ARCHITECTURE §9).
@@ -117,6 +170,7 @@ impl Default for Config {
             tunnel: TunnelConfig::default(),
             dns: DnsConfig::default(),
             acme: AcmeConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
