@@ -200,6 +200,10 @@ mod tests {
                 sandbox_id: "sb".into(),
                 port: 8080,
             },
+            Target::Runner {
+                node: "e1".into(),
+                hops: 1,
+            },
         ];
         let addrs = [
             None,

@@ -66,6 +66,14 @@ pub enum Target {
         /// How many nodes forwarded this request already (loop detection).
         hops: u8,
     },
+    /// The sandbox runner API (start, exec, stop, logs) of node `node`, as one HTTP/1.1
+    /// exchange: served by `node`, passed on towards it by a center that is not `node`.
+    Runner {
+        /// The node that runs the sandbox.
+        node: String,
+        /// How many nodes forwarded this request already (loop detection).
+        hops: u8,
+    },
     /// A port inside a sandbox on the receiving node.
     SandboxPort {
         /// The sandbox.
@@ -162,6 +170,10 @@ impl StreamHeader {
                 }
                 Target::SandboxPort { sandbox_id, port }
             }
+            0x06 => Target::Runner {
+                node: r.str(Str::Name, "node")?,
+                hops: r.u8("hops")?,
+            },
             tag => {
                 return Err(ProtoError::UnknownType {
                     what: "stream target",
@@ -260,6 +272,11 @@ impl StreamHeader {
                     return Err(w.unencodable("field `port` is 0".into()));
                 }
                 w.u16(*port);
+            }
+            Target::Runner { node, hops } => {
+                w.u8(0x06);
+                w.str(Str::Name, "node", node)?;
+                w.u8(*hops);
             }
         }
         match self.client_addr {
@@ -366,6 +383,20 @@ mod tests {
                 client_addr: None,
             },
             "a1 0009  05 0003 736231 0bb8  00",
+        );
+    }
+
+    #[test]
+    fn golden_runner() {
+        golden(
+            StreamHeader {
+                target: Target::Runner {
+                    node: "e1".into(),
+                    hops: 1,
+                },
+                client_addr: None,
+            },
+            "a1 0007  06 0002 6531 01  00",
         );
     }
 
