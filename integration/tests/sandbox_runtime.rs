@@ -22,6 +22,7 @@ fn spec(tmp: &TempDir, name: &str, uid: u32) -> Spec {
             ..Limits::default()
         },
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        usr: "/usr".into(),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct App {
     pub quic_address: std::sync::OnceLock<String>,
     /// Certificates served on the HTTPS port and the ACME manager's status.
     pub tls: Arc<crate::certs::Tls>,
+    /// The sandboxes this node runs (`[sandbox] slots`).
+    pub runner: crate::sandbox::runner::Runner,
 }
 
 impl App {
@@ -91,6 +93,7 @@ impl App {
             base_url,
             max_body: 64 * 1024 * 1024 * 1024,
             edges: Default::default(),
+            runner: Default::default(),
             config,
         });
         app.heartbeat(NodeStatus::Online)
@@ -114,10 +117,17 @@ impl App {
             status,
             attached_centers: Vec::new(),
             // A center's public addresses, for every center's DNS server (`crate::dns`).
-            capacity: if self.config.dns.addresses.is_empty() {
-                serde_json::json!({})
-            } else {
-                serde_json::json!({"dns": {"addresses": self.config.dns.addresses}})
+            capacity: {
+                let mut c = serde_json::json!({});
+                if !self.config.dns.addresses.is_empty() {
+                    c["dns"] = serde_json::json!({"addresses": self.config.dns.addresses});
+                }
+                // What this node offers and runs (placement, reconciliation).
+                if self.config.sandbox.slots > 0 {
+                    c["sandboxes"] = serde_json::to_value(self.runner.report(&self.config.sandbox))
+                        .unwrap_or_default();
+                }
+                c
             },
             version: env!("CARGO_PKG_VERSION").to_string(),
             last_heartbeat: meta::now_millis(),

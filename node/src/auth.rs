@@ -3,7 +3,8 @@
 //! A key is `xp_<id>_<secret>`: `id` is 12 lowercase hex digits (the lookup handle, safe to
 //! show), `secret` 64 lowercase hex digits. Only SHA-256 of the whole key is stored; the check
 //! looks the id up and compares hashes in constant time. Keys carry scopes: `admin`, or
-//! `pod:<podId>` (read and write one pod), or `pod:<podId>:read`.
+//! `pod:<podId>` (read and write one pod), or `pod:<podId>:read`, or `sandbox` (create and
+//! manage the owner's sandboxes) / `sandbox:read`.
 //!
 //! [`authorize_pod`] is the one place that decides pod access, so WAC/ACP can replace it later.
 
@@ -66,12 +67,12 @@ pub fn parse_key(full: &str) -> Option<(&str, &str)> {
 
 /// Validates a scope string.
 pub fn validate_scope(scope: &str) -> Result<(), String> {
-    if scope == "admin" {
+    if matches!(scope, "admin" | "sandbox" | "sandbox:read") {
         return Ok(());
     }
     let Some(rest) = scope.strip_prefix("pod:") else {
         return Err(format!(
-            "scope `{scope}`: expected `admin`, `pod:<podId>` or `pod:<podId>:read`"
+            "scope `{scope}`: expected `admin`, `sandbox`, `sandbox:read`, `pod:<podId>` or `pod:<podId>:read`"
         ));
     };
     let pod = rest.strip_suffix(":read").unwrap_or(rest);
@@ -108,6 +109,21 @@ impl Principal {
             Principal::Key(k) => Some(&k.owner),
         }
     }
+    /// What the key may do with its owner's sandboxes: `admin` and `sandbox` write,
+    /// `sandbox:read` reads.
+    pub fn sandbox_access(&self) -> Option<Access> {
+        let Principal::Key(k) = self else { return None };
+        let mut best = None;
+        for s in &k.scopes {
+            match s.as_str() {
+                "admin" | "sandbox" => return Some(Access::Write),
+                "sandbox:read" => best = Some(Access::Read),
+                _ => {}
+            }
+        }
+        best
+    }
+
     fn pod_access(&self, pod_id: &str) -> Option<Access> {
         if let Principal::Center { .. } = self {
             return Some(Access::Write); // the center checked this pod's access already

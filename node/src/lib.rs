@@ -87,12 +87,14 @@ pub async fn run(
         _ => None,
     };
     let acme = tokio::spawn(certs::run(app.clone(), stop_rx.clone()));
+    let sandboxes = tokio::spawn(sandbox::worker::run(app.clone(), stop_rx.clone()));
     let rfc2136 = tokio::spawn(dns::update::push_loop(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
     let _ = acme.await;
+    let _ = sandboxes.await;
     let _ = rfc2136.await;
     if let Some(h) = https {
         if let Ok(Err(e)) = h.await {

@@ -119,8 +119,13 @@ async fn local_pods(app: &crate::app::App) -> Vec<String> {
 
 /// The capacity report with the hosted pods, sent with every heartbeat: the centers record
 /// this edge as the owner of these pods.
-fn pods_report(pods: &[String]) -> Option<String> {
-    Some(serde_json::json!({ "pods": pods }).to_string())
+fn pods_report(app: &crate::app::App, pods: &[String]) -> Option<String> {
+    let mut r = serde_json::json!({ "pods": pods });
+    if app.config.sandbox.slots > 0 {
+        r["sandboxes"] =
+            serde_json::to_value(app.runner.report(&app.config.sandbox)).unwrap_or_default();
+    }
+    Some(r.to_string())
 }
 
 /// Keeps tunnels to `centers` until `shutdown`, serving `services` on the data streams the
@@ -165,6 +170,7 @@ pub async fn run(
     )?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
+    let mut reported_sandboxes: Vec<String> = Vec::new();
     // The edge's own certificate (`[acme]`): its TXT records go through a center.
     let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
     let acme = tokio::spawn(crate::certs::run_edge(
@@ -199,10 +205,14 @@ pub async fn run(
             }
             _ = pods_tick.tick() => {
                 let now = local_pods(&app).await;
-                if now != pods {
-                    tracing::info!(pods = ?now, "hosted pods changed; telling the centers");
+                let sandboxes = app.runner.report(&app.config.sandbox).running;
+                if now != pods || sandboxes != reported_sandboxes {
+                    if now != pods {
+                        tracing::info!(pods = ?now, "hosted pods changed; telling the centers");
+                    }
                     pods = now;
-                    dialer.set_capacity(pods_report(&pods)).await;
+                    reported_sandboxes = sandboxes;
+                    dialer.set_capacity(pods_report(&app, &pods)).await;
                 }
                 continue;
             }
@@ -212,7 +222,7 @@ pub async fn run(
         match ev.event {
             Event::Registered(r) => {
                 tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up");
-                dialer.set_capacity(pods_report(&pods)).await;
+                dialer.set_capacity(pods_report(&app, &pods)).await;
                 if let Some(conn) = dialer.connection(ev.center) {
                     let id = conn.stable_id();
                     let same = loops

@@ -270,6 +270,19 @@ async fn serve_stream(
             crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
             return;
         }
+        Target::Runner { node, hops } if services.pods.is_some() => {
+            let app = services.pods.clone().expect("checked");
+            let hop = crate::sandbox::internal::RunnerHop { node, hops };
+            let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
+            return;
+        }
+        Target::SandboxPort { sandbox_id, port } if services.pods.is_some() => {
+            let app = services.pods.clone().expect("checked");
+            crate::sandbox::ports::serve_stream(app, send, recv, rest, sandbox_id, port, client_addr)
+                .await;
+            return;
+        }
         other => {
             tracing::info!(target = ?other, "stream target not served by edges; reset");
             refuse(send, recv);

@@ -70,6 +70,7 @@ pub async fn handle(
             Ok(body::json(StatusCode::OK, &json!({"entries": entries})))
         }
         (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
+        (["sandboxes", ..] | ["runners", ..], _) => super::sandboxes::handle(ctx, rest, req).await,
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod ldp;
 pub mod ops;
 pub mod pods;
+pub mod sandboxes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -127,6 +128,14 @@ async fn dispatch(
         .transpose()?
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(hop) = req
+        .extensions()
+        .get::<crate::sandbox::internal::RunnerHop>()
+        .cloned()
+    {
+        // A runner request from a center (never from a client): served here, or passed on.
+        return runner_request(&app, hop, req).await;
+    }
     let hop = req
         .extensions()
         .get::<crate::mesh::route::MeshHop>()
@@ -142,6 +151,16 @@ async fn dispatch(
         if let Some(route) = crate::edges::forward::edge_route(host.as_deref(), edge_domain)? {
             let host = host.unwrap_or_default();
             return crate::edges::forward::forward(&app, route, &host, peer, req).await;
+        }
+    }
+    if let (None, Some(domain)) = (&hop, app.config.sandbox.domain.as_deref()) {
+        if let Some((port, id)) = host
+            .as_deref()
+            .map(|h| crate::sandbox::ports::parse_host(h, domain))
+            .transpose()?
+            .flatten()
+        {
+            return crate::sandbox::ports::by_host(&app, port, &id, peer, req).await;
         }
     }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
@@ -184,6 +203,32 @@ async fn dispatch(
         Target::Api(rest) => api::handle(&ctx, &rest, req).await,
         Target::Pod { pod_id, path } => pods::handle(&ctx, &pod_id, &path, req).await,
     }
+}
+
+/// A request on a `Runner` stream: this node's runner API, or passed on towards `hop.node`.
+async fn runner_request(
+    app: &Arc<App>,
+    hop: crate::sandbox::internal::RunnerHop,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let body = read_small_body(req, 16 << 20).await?;
+    if hop.node == app.node_id {
+        let (path, query) = pq.split_once('?').unwrap_or((&pq, ""));
+        return crate::sandbox::internal::serve(app, &method, path, query, body).await;
+    }
+    if app.config.role == xpod_config::Role::Edge {
+        return Err(ApiError::not_found(format!(
+            "this edge is not node {}",
+            hop.node
+        )));
+    }
+    crate::sandbox::client::call(app, &hop.node, hop.hops, method, &pq, body).await
 }
 
 /// Plain HTTP for a name the centers' ACME certificate covers → `308` to the same URL on the

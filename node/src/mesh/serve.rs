@@ -58,15 +58,38 @@ async fn stream(
             return;
         }
     };
-    let Target::Pod {
-        pod_id,
-        epoch,
-        hops,
-    } = header.target
-    else {
-        tracing::info!(peer = %from, target = ?header.target, "mesh stream target not served; reset");
-        let _ = send.reset(STREAM_REFUSED.into());
-        return;
+    let (pod_id, epoch, hops) = match header.target {
+        Target::Pod {
+            pod_id,
+            epoch,
+            hops,
+        } => (pod_id, epoch, hops),
+        Target::Runner { node, hops } => {
+            let client = header
+                .client_addr
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            let hop = crate::sandbox::internal::RunnerHop { node, hops };
+            exchange(app, send, recv, rest, hop, client).await;
+            return;
+        }
+        Target::SandboxPort { sandbox_id, port } => {
+            crate::sandbox::ports::serve_stream(
+                app,
+                send,
+                recv,
+                rest,
+                sandbox_id,
+                port,
+                header.client_addr,
+            )
+            .await;
+            return;
+        }
+        other => {
+            tracing::info!(peer = %from, target = ?other, "mesh stream target not served; reset");
+            let _ = send.reset(STREAM_REFUSED.into());
+            return;
+        }
     };
     let client = header
         .client_addr
@@ -80,15 +103,16 @@ async fn stream(
     exchange(app, send, recv, rest, hop, client).await;
 }
 
-/// Serves one HTTP/1.1 exchange on a stream whose header was `Pod` (`rest`: bytes read past
-/// the header): the request goes through [`crate::http::handle`] with `hop` in its extensions
-/// and `client` as its peer.
-pub async fn exchange(
+/// Serves one HTTP/1.1 exchange on a stream whose header was `Pod` or `Runner` (`rest`: bytes
+/// read past the header): the request goes through [`crate::http::handle`] with `hop` (a
+/// [`MeshHop`] or a [`crate::sandbox::internal::RunnerHop`]) in its extensions and `client` as
+/// its peer.
+pub async fn exchange<H: Clone + Send + Sync + 'static>(
     app: Arc<App>,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     rest: bytes::BytesMut,
-    hop: MeshHop,
+    hop: H,
     client: std::net::SocketAddr,
 ) {
     let io = TokioIo::new(tokio::io::join(

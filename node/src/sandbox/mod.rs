@@ -8,9 +8,16 @@
 //! and open files are per-process rlimits (best-effort: no cgroup v2 here), and each exec can
 //! have a wall-clock timeout that kills its process group.
 
+pub mod client;
+pub mod internal;
+pub mod lifecycle;
+pub mod model;
+pub mod ports;
 pub mod proto;
+pub mod runner;
 pub mod runtime;
 pub mod supervisor;
+pub mod worker;
 
 /// Resource limits of a sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

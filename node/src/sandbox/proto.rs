@@ -1,6 +1,8 @@
 //! The supervisor's protocol on its Unix socket: JSON lines. One connection per exec: the
 //! client sends an [`ExecRequest`], then [`Input`] lines (stdin, end of stdin); the supervisor
-//! answers with [`Event`] lines, the last one `end` (or `error`).
+//! answers with [`Event`] lines, the last one `end` (or `error`). Or one connection per port
+//! connection: the client sends `{"connect": PORT}`, the supervisor dials `127.0.0.1:PORT` in
+//! the sandbox and answers `connected` (then relays bytes both ways) or `error`.
 
 use std::collections::BTreeMap;
 
@@ -55,4 +57,6 @@ pub enum Event {
     Error {
         message: String,
     },
+    /// The answer to a `{"connect": port}` request: bytes are relayed from now on.
+    Connected,
 }

@@ -34,6 +34,8 @@ pub struct Spec {
     pub limits: Limits,
     /// Environment of every command (on top of `PATH`, `HOME`).
     pub env: BTreeMap<String, String>,
+    /// The image: the host directory mounted read-only at `/usr` (`/usr` for the host's).
+    pub usr: PathBuf,
 }
 
 /// A running sandbox; killed (with everything in it) when dropped.
@@ -57,9 +59,6 @@ pub fn bwrap_args(spec: &Spec) -> Vec<String> {
         "--new-session",
         "--hostname",
         "sandbox",
-        "--ro-bind",
-        "/usr",
-        "/usr",
         "--symlink",
         "usr/bin",
         "/bin",
@@ -85,6 +84,14 @@ pub fn bwrap_args(spec: &Spec) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    a.splice(
+        0..0,
+        [
+            "--ro-bind".to_string(),
+            spec.usr.display().to_string(),
+            "/usr".to_string(),
+        ],
+    );
     if spec.network {
         a.extend(
             [
@@ -203,6 +210,21 @@ impl Sandbox {
 
     /// Runs `req` with `stdin` and returns every event, the last one `end` or `error`.
     pub async fn exec(&self, req: &ExecRequest, stdin: &[u8]) -> anyhow::Result<Vec<Event>> {
+        let mut rx = self.exec_stream(req, stdin).await?;
+        let mut events = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            events.push(ev);
+        }
+        Ok(events)
+    }
+
+    /// Runs `req` with `stdin`; its events arrive on the receiver as they happen, the last one
+    /// `end` or `error` (a supervisor that goes away mid-command yields an `error`).
+    pub async fn exec_stream(
+        &self,
+        req: &ExecRequest,
+        stdin: &[u8],
+    ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Event>> {
         let conn = tokio::net::UnixStream::connect(&self.socket)
             .await
             .context("the sandbox's supervisor is gone")?;
@@ -217,17 +239,67 @@ impl Sandbox {
         out.extend(serde_json::to_vec(&Input::Eof)?);
         out.push(b'\n');
         w.write_all(&out).await?;
-        let mut lines = BufReader::new(r).lines();
-        let mut events = Vec::new();
-        while let Some(line) = lines.next_line().await? {
-            let ev: Event = serde_json::from_str(&line).context("a supervisor event")?;
-            let last = matches!(ev, Event::End { .. } | Event::Error { .. });
-            events.push(ev);
-            if last {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            // Keep the write half open until the end: closing it would end stdin early.
+            let _w = w;
+            let mut lines = BufReader::new(r).lines();
+            loop {
+                let ev = match lines.next_line().await {
+                    Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                        Ok(ev) => ev,
+                        Err(e) => Event::Error {
+                            message: format!("bad event from the sandbox's supervisor: {e}"),
+                        },
+                    },
+                    Ok(None) | Err(_) => Event::Error {
+                        message: "the sandbox's supervisor went away during the command".into(),
+                    },
+                };
+                let last = matches!(ev, Event::End { .. } | Event::Error { .. });
+                if tx.send(ev).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// A byte stream to `127.0.0.1:port` inside the sandbox (its supervisor dials it in the
+    /// sandbox's network namespace and relays).
+    pub async fn connect(&self, port: u16) -> anyhow::Result<tokio::net::UnixStream> {
+        let mut conn = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .context("the sandbox's supervisor is gone")?;
+        let mut line = serde_json::to_vec(&serde_json::json!({ "connect": port }))?;
+        line.push(b'\n');
+        conn.write_all(&line).await?;
+        // Read the answer byte by byte: what follows it belongs to the caller.
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            use tokio::io::AsyncReadExt as _;
+            if conn.read(&mut byte).await? == 0 {
+                bail!("the sandbox's supervisor closed the connection");
+            }
+            if byte[0] == b'\n' {
                 break;
             }
+            answer.push(byte[0]);
+            if answer.len() > 4096 {
+                bail!("the sandbox's supervisor sent an overlong answer");
+            }
         }
-        Ok(events)
+        match serde_json::from_slice::<Event>(&answer)? {
+            Event::Connected => Ok(conn),
+            Event::Error { message } => bail!("{message}"),
+            other => bail!("unexpected answer from the sandbox's supervisor: {other:?}"),
+        }
+    }
+
+    /// Whether bwrap (and so the sandbox) is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the sandbox and everything in it.

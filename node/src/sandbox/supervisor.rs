@@ -46,12 +46,47 @@ async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, ev: &Event) -> anyhow::R
     Ok(())
 }
 
+/// Relays the client's connection to `127.0.0.1:port` inside the sandbox.
+async fn connect(
+    r: tokio::net::unix::OwnedReadHalf,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    port: u64,
+    early: Vec<u8>,
+) -> anyhow::Result<()> {
+    let Some(port) = u16::try_from(port).ok().filter(|p| *p > 0) else {
+        let message = format!("port {port} is not a TCP port");
+        return send(&mut w, &Event::Error { message }).await;
+    };
+    let mut tcp = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(t) => t,
+        Err(e) => {
+            let message = format!("nothing answers on port {port} in the sandbox: {e}");
+            return send(&mut w, &Event::Error { message }).await;
+        }
+    };
+    send(&mut w, &Event::Connected).await?;
+    if !early.is_empty() {
+        tcp.write_all(&early).await?;
+    }
+    let mut client = r.reunite(w)?;
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut tcp).await;
+    Ok(())
+}
+
 async fn serve(conn: UnixStream, limits: Limits) -> anyhow::Result<()> {
     let (r, mut w) = conn.into_split();
     let mut lines = BufReader::new(r).lines();
     let Some(first) = lines.next_line().await? else {
         return Ok(());
     };
+    if let Some(port) = serde_json::from_str::<serde_json::Value>(&first)
+        .ok()
+        .and_then(|v| v.get("connect").and_then(|p| p.as_u64()))
+    {
+        let reader = lines.into_inner();
+        let early = reader.buffer().to_vec();
+        return connect(reader.into_inner(), w, port, early).await;
+    }
     let req: ExecRequest = match serde_json::from_str(&first) {
         Ok(r) => r,
         Err(e) => {

@@ -1,0 +1,110 @@
+//! Background work for sandboxes.
+//!
+//! On every node: the runner's watchdog (every second) stops idle sandboxes and notices dead
+//! ones; a center or lone node records that in the store at once, an edge reports it with its
+//! next heartbeat. On the center holding lease `sandbox:reconcile` (every 2 s): a live sandbox
+//! whose node reported after it started without listing it, or whose node went offline, is
+//! marked stopped; archived sandboxes past their grace period are removed (files included).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use xpod_storage::meta::{now_millis, NodeStatus};
+
+use super::lifecycle;
+use super::model::{self, Status};
+use crate::app::App;
+
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+const LEASE: &str = "sandbox:reconcile";
+/// A report must be this much newer than the start to count as "does not run it".
+const REPORT_SLACK_MS: i64 = 2_000;
+/// A node silent this long has lost its sandboxes.
+const NODE_LOST_MS: i64 = 5 * 60_000;
+
+/// Runs until `shutdown`; then stops this node's sandboxes.
+pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    let center = app.config.role != xpod_config::Role::Edge;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = sweep.tick() => {
+                for (id, reason) in app.runner.sweep(&app.config).await {
+                    if center {
+                        if let Err(e) = lifecycle::mark_stopped(&app, &id, &reason).await {
+                            tracing::warn!(sandbox = %id, error = %e.message, "could not record a stopped sandbox");
+                        }
+                    }
+                }
+            }
+            _ = reconcile.tick(), if center => {
+                let now = now_millis();
+                match app.meta.try_lease(LEASE, &app.node_id, now, now + 10_000).await {
+                    Ok(true) => {
+                        if let Err(e) = reconcile_once(&app).await {
+                            tracing::warn!(error = %e, "sandbox reconciliation failed");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "sandbox lease"),
+                }
+            }
+        }
+    }
+    app.runner.stop_all(&app.config).await;
+}
+
+async fn reconcile_once(app: &Arc<App>) -> anyhow::Result<()> {
+    let now = now_millis();
+    let nodes: std::collections::HashMap<String, _> = app
+        .meta
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| (n.node_id.clone(), n))
+        .collect();
+    for sb in model::list(app.meta.as_ref(), None).await? {
+        match sb.status {
+            Status::Running => {
+                let Some(n) = nodes.get(&sb.node) else {
+                    lifecycle::mark_stopped(app, &sb.id, "its node is gone")
+                        .await
+                        .ok();
+                    continue;
+                };
+                let lost = n.status == NodeStatus::Offline || now - n.last_heartbeat > NODE_LOST_MS;
+                let started = sb.started_at.unwrap_or(sb.created_at);
+                let unlisted = sb.node != app.node_id
+                    && n.last_heartbeat > started + REPORT_SLACK_MS
+                    && lifecycle::report_of(n).is_some_and(|r| !r.running.contains(&sb.id));
+                let here_gone = sb.node == app.node_id && !app.runner.has(&sb.id);
+                if lost {
+                    let why = format!("node {} is offline", sb.node);
+                    lifecycle::mark_stopped(app, &sb.id, &why).await.ok();
+                } else if unlisted || here_gone {
+                    lifecycle::mark_stopped(
+                        app,
+                        &sb.id,
+                        "its node no longer runs it (idle timeout or ended)",
+                    )
+                    .await
+                    .ok();
+                }
+            }
+            Status::Archived if sb.delete_after.is_some_and(|t| t <= now) => {
+                if !sb.node.is_empty() {
+                    lifecycle::stop_on_node(app, &sb, true).await;
+                }
+                if model::remove(app.meta.as_ref(), &sb.id).await? {
+                    tracing::info!(sandbox = %sb.id, "archived sandbox removed after its grace period");
+                    lifecycle::emit(app, &sb, "sandbox.deleted").await;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
