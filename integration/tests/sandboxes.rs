@@ -1,0 +1,417 @@
+//! Sandboxes across a cluster (issue 7): two centers on one PostgreSQL and an edge joined to
+//! the first, all offering sandbox capacity, as real processes with real bubblewrap.
+//!
+//! Checks: placement spreads by free capacity; exec (echo, cat with stdin, a failing command)
+//! through either center reaches the sandbox wherever it runs, logs replay from a cursor; an
+//! HTTP server started in each sandbox answers at `<port>-<id>.<domain>` on both centers (and
+//! under `/api/v1/sandboxes/{id}/ports/…`); another owner sees nothing (404), no key → 401, a
+//! revoked key → 401; the quota refuses the (n+1)th sandbox naming the limit; the idle timeout
+//! stops a sandbox; a delete with a grace period archives it and the cleanup removes it and its
+//! files; a plain delete removes it at once.
+//! (Isolation, limits, fork bombs and runaways: `sandbox_runtime.rs`.)
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{NodeProcess, TempDir};
+use xpod_integration::pg::PgServer;
+
+const DOMAIN: &str = "sb.cluster.test";
+const QUOTA: usize = 4;
+
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn api(method: &str, node: &NodeProcess, key: &str, path: &str) -> Curl {
+    Curl::new(method, format!("{}/api/v1{path}", node.url())).bearer(key)
+}
+
+fn new_key(node: &NodeProcess, owner: &str, scopes: &[&str]) -> (String, String) {
+    let v = api("POST", node, &node.admin_key(), "/auth/api-keys")
+        .json(&json!({"name": owner, "owner": owner, "scopes": scopes}))
+        .send()
+        .expect(201)
+        .json();
+    (
+        v["key"].as_str().unwrap().to_string(),
+        v["keyId"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Runs `cmd` in `id` through `node`: (stdout, stderr, exit code).
+fn exec(
+    node: &NodeProcess,
+    key: &str,
+    id: &str,
+    cmd: &[&str],
+    stdin: Option<&str>,
+) -> (String, String, i64) {
+    let mut body = json!({ "cmd": cmd });
+    if let Some(s) = stdin {
+        body["stdin"] = json!(s);
+    }
+    let r = api("POST", node, key, &format!("/sandboxes/{id}/exec"))
+        .json(&body)
+        .send();
+    assert_eq!(
+        r.status,
+        200,
+        "exec {cmd:?} in {id} via {}: {}",
+        node.url(),
+        r.text()
+    );
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    outcome(&r.text())
+}
+
+fn outcome(ndjson: &str) -> (String, String, i64) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
+    let mut last_seq = 0;
+    for line in ndjson.lines() {
+        let ev: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let seq = ev["seq"].as_u64().expect("numbered");
+        assert!(seq > last_seq, "sequence numbers increase");
+        last_seq = seq;
+        match ev["type"].as_str().unwrap() {
+            "stdout" => out.extend(b64.decode(ev["data"].as_str().unwrap()).unwrap()),
+            "stderr" => err.extend(b64.decode(ev["data"].as_str().unwrap()).unwrap()),
+            "end" => code = ev["exitCode"].as_i64(),
+            "error" => panic!("exec error: {ev}"),
+            _ => {}
+        }
+    }
+    (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+        code.expect("an end event"),
+    )
+}
+
+fn get_sandbox(node: &NodeProcess, key: &str, id: &str) -> Resp {
+    api("GET", node, key, &format!("/sandboxes/{id}")).send()
+}
+
+#[test]
+fn sandboxes_across_centers_and_an_edge() {
+    if std::process::Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED sandboxes_across_centers_and_an_edge: bubblewrap (bwrap) is not installed; the test runner installs it (apt-get install bubblewrap)");
+        return;
+    }
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("sandboxes");
+    let config = tmp.path().join("center.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sandbox]\nslots = 2\ndomain = \"{DOMAIN}\"\nquota_sandboxes = {QUOTA}\n\n[tunnel.presence]\nheartbeat_secs = 2\n"
+        ),
+    )
+    .unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![("XPOD_CONFIG", config.display().to_string())]
+    });
+    let edge = xpod_integration::edges::start_edge(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[sandbox]\nslots = 2\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
+    );
+    xpod_integration::edges::wait_online(&centers[0], "edge-1");
+    let admin = centers[0].admin_key();
+    let (alice, alice_id) = new_key(&centers[0], "alice", &["sandbox"]);
+    let (bob, _) = new_key(&centers[0], "bob", &["sandbox"]);
+
+    // Every node reports its capacity (the edge's through its center's record).
+    eventually(30, "three runners", || {
+        let v = api("GET", &centers[1], &alice, "/runners")
+            .send()
+            .expect(200)
+            .json();
+        (v["runners"].as_array().unwrap().len() == 3).then_some(())
+    });
+
+    // Spread by free capacity: 3 sandboxes on 3 nodes with equal free slots.
+    let mut sandboxes: Vec<(String, String)> = Vec::new();
+    for i in 0..3 {
+        let via = &centers[i % 2];
+        let v = api("POST", via, &alice, "/sandboxes")
+            .json(&json!({"name": format!("s{i}"), "timeout": 600, "env": {"GREETING": "hi"}}))
+            .send()
+            .expect(201)
+            .json();
+        assert_eq!(v["status"], "running", "{v}");
+        assert_eq!(v["owner"], "alice");
+        assert!(v["accessToken"].as_str().unwrap().starts_with("sbt_"));
+        sandboxes.push((
+            v["id"].as_str().unwrap().to_string(),
+            v["node"].as_str().unwrap().to_string(),
+        ));
+    }
+    let mut nodes: Vec<&str> = sandboxes.iter().map(|(_, n)| n.as_str()).collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["center-1", "center-2", "edge-1"],
+        "spread over every node"
+    );
+
+    // Exec through either center, wherever the sandbox runs.
+    for (id, node) in &sandboxes {
+        for c in &centers {
+            let (out, err, code) = exec(
+                c,
+                &alice,
+                id,
+                &["sh", "-c", "echo $GREETING from $(hostname)"],
+                None,
+            );
+            assert_eq!(
+                (out.as_str(), err.as_str(), code),
+                ("hi from sandbox\n", "", 0),
+                "{id} on {node}"
+            );
+        }
+        let (out, _, code) = exec(&centers[1], &alice, id, &["cat"], Some("line 1\nline 2\n"));
+        assert_eq!(
+            (out.as_str(), code),
+            ("line 1\nline 2\n", 0),
+            "cat with stdin in {id} on {node}"
+        );
+        let (out, err, code) = exec(
+            &centers[0],
+            &alice,
+            id,
+            &["sh", "-c", "echo out; echo oops >&2; exit 7"],
+            None,
+        );
+        assert_eq!(
+            (out.as_str(), err.as_str(), code),
+            ("out\n", "oops\n", 7),
+            "failing command in {id}"
+        );
+        let r = api(
+            "POST",
+            &centers[0],
+            &alice,
+            &format!("/sandboxes/{id}/exec"),
+        )
+        .json(&json!({"cmd": ["no-such-program"]}))
+        .send()
+        .expect(200);
+        assert!(
+            r.text().contains("\"type\":\"error\""),
+            "an unknown program is an error event: {}",
+            r.text()
+        );
+        // Logs replay: everything after a cursor, numbered.
+        let logs = api(
+            "GET",
+            &centers[1],
+            &alice,
+            &format!("/sandboxes/{id}/logs?cursor=0"),
+        )
+        .send()
+        .expect(200)
+        .json();
+        let events = logs["events"].as_array().unwrap();
+        assert!(events.len() >= 12, "logs of 5 execs: {logs}");
+        let mid = events[5]["seq"].as_u64().unwrap();
+        let after = api(
+            "GET",
+            &centers[0],
+            &alice,
+            &format!("/sandboxes/{id}/logs?cursor={mid}"),
+        )
+        .send()
+        .expect(200)
+        .json();
+        assert_eq!(after["events"].as_array().unwrap().len(), events.len() - 6);
+        assert_eq!(after["events"][0]["seq"].as_u64().unwrap(), mid + 1);
+    }
+
+    // A server inside each sandbox, reachable at <port>-<id>.<domain> on both centers.
+    for (id, _) in &sandboxes {
+        let (_, _, code) = exec(
+            &centers[0],
+            &alice,
+            id,
+            &["sh", "-c", &format!("echo served by {id} > index.html; nohup python3 -m http.server 8000 >/tmp/http.log 2>&1 &")],
+            None,
+        );
+        assert_eq!(code, 0);
+    }
+    for (id, node) in &sandboxes {
+        for c in &centers {
+            let body = eventually(10, "the sandbox's server answers", || {
+                let r = Curl::get(format!("{}/index.html", c.url()))
+                    .header(format!("Host: 8000-{id}.{DOMAIN}"))
+                    .bearer(&alice)
+                    .send();
+                (r.status == 200).then(|| r.text())
+            });
+            assert_eq!(
+                body,
+                format!("served by {id}\n"),
+                "{id} on {node} via {}",
+                c.url()
+            );
+            let r = api(
+                "GET",
+                c,
+                &alice,
+                &format!("/sandboxes/{id}/ports/8000/index.html"),
+            )
+            .send();
+            assert_eq!((r.status, r.text()), (200, format!("served by {id}\n")));
+        }
+        // Private: another owner and no credentials are refused; the access token works.
+        let r = Curl::get(format!("{}/", centers[1].url()))
+            .header(format!("Host: 8000-{id}.{DOMAIN}"))
+            .send();
+        assert_eq!(r.status, 401, "{}", r.text());
+        let r = Curl::get(format!("{}/", centers[1].url()))
+            .header(format!("Host: 8000-{id}.{DOMAIN}"))
+            .bearer(&bob)
+            .send();
+        assert_eq!(r.status, 404, "{}", r.text());
+        // Nothing listens on another port: a clean 502.
+        let r = Curl::get(format!("{}/", centers[0].url()))
+            .header(format!("Host: 8001-{id}.{DOMAIN}"))
+            .bearer(&alice)
+            .send();
+        assert_eq!(r.status, 502, "{}", r.text());
+    }
+
+    // Another owner sees nothing; no key, a revoked key → 401; an admin sees all.
+    let (id0, _) = &sandboxes[0];
+    assert_eq!(get_sandbox(&centers[1], &bob, id0).status, 404);
+    let r = api("POST", &centers[1], &bob, &format!("/sandboxes/{id0}/exec"))
+        .json(&json!({"cmd": ["true"]}))
+        .send();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "not_found");
+    let listed = api("GET", &centers[0], &bob, "/sandboxes")
+        .send()
+        .expect(200)
+        .json();
+    assert_eq!(listed["total"], 0);
+    let listed = api(
+        "GET",
+        &centers[0],
+        &alice,
+        "/sandboxes?status=running&order=desc",
+    )
+    .send()
+    .expect(200)
+    .json();
+    assert_eq!(listed["total"], 3);
+    assert_eq!(
+        Curl::get(format!("{}/api/v1/sandboxes", centers[0].url()))
+            .send()
+            .status,
+        401
+    );
+    let listed = api("GET", &centers[1], &admin, "/sandboxes")
+        .send()
+        .expect(200)
+        .json();
+    assert!(listed["total"].as_u64().unwrap() >= 3);
+
+    // Quota: the (n+1)th sandbox is refused, naming the limit.
+    let v = api("POST", &centers[0], &alice, "/sandboxes")
+        .json(&json!({"timeout": 10}))
+        .send()
+        .expect(201)
+        .json();
+    let idle_id = v["id"].as_str().unwrap().to_string();
+    let r = api("POST", &centers[1], &alice, "/sandboxes")
+        .json(&json!({}))
+        .send();
+    assert_eq!(r.status, 429, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["code"], "quota_exceeded");
+    assert_eq!(e["details"]["limit"], "sandboxes");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("> {QUOTA}")));
+
+    // The idle timeout stops a sandbox by itself (10 s without exec or port traffic).
+    let stopped = eventually(40, "the idle sandbox stops", || {
+        let v = get_sandbox(&centers[1], &alice, &idle_id)
+            .expect(200)
+            .json();
+        (v["status"] == "stopped").then_some(v)
+    });
+    assert_eq!(stopped["error"], "idle timeout", "{stopped}");
+
+    // Delete with a grace period: archived now, removed (files too) by the cleanup.
+    let (id1, node1) = &sandboxes[1];
+    let v = api(
+        "DELETE",
+        &centers[0],
+        &alice,
+        &format!("/sandboxes/{id1}?gracePeriod=2"),
+    )
+    .send()
+    .expect(202)
+    .json();
+    assert_eq!(v["status"], "archived");
+    let r = api(
+        "POST",
+        &centers[0],
+        &alice,
+        &format!("/sandboxes/{id1}/exec"),
+    )
+    .json(&json!({"cmd": ["true"]}))
+    .send();
+    assert_eq!(r.status, 409, "an archived sandbox runs nothing");
+    eventually(30, "the archived sandbox is removed", || {
+        (get_sandbox(&centers[0], &alice, id1).status == 404).then_some(())
+    });
+    let dir = tmp.path().join(node1).join("sandboxes").join(id1);
+    eventually(10, "its files are removed", || {
+        (!dir.exists()).then_some(())
+    });
+
+    // A plain delete removes it at once; its files go with it.
+    let (id2, node2) = &sandboxes[2];
+    api("DELETE", &centers[1], &alice, &format!("/sandboxes/{id2}"))
+        .send()
+        .expect(204);
+    assert_eq!(get_sandbox(&centers[0], &alice, id2).status, 404);
+    let dir = tmp.path().join(node2).join("sandboxes").join(id2);
+    eventually(10, "its files are removed", || {
+        (!dir.exists()).then_some(())
+    });
+
+    // A revoked key is refused.
+    api(
+        "DELETE",
+        &centers[0],
+        &admin,
+        &format!("/auth/api-keys/{alice_id}"),
+    )
+    .send()
+    .expect(204);
+    let r = api("GET", &centers[1], &alice, "/sandboxes").send();
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("revoked"), "{}", r.text());
+    drop(edge);
+}
