@@ -115,8 +115,8 @@ impl Tls {
     }
 }
 
-/// The names of the centers' certificate: `acme.names`, else `dns.zone` and
-/// `*.<http.pods_domain>`.
+/// The names of the centers' certificate: `acme.names`, else `dns.zone`,
+/// `*.<http.pods_domain>` and `*.<sandbox.domain>`.
 pub fn names(config: &xpod_config::Config) -> Vec<String> {
     if !config.acme.names.is_empty() {
         return config
@@ -132,6 +132,9 @@ pub fn names(config: &xpod_config::Config) -> Vec<String> {
     }
     if let Some(p) = &config.http.pods_domain {
         out.push(format!("*.{}", p.to_ascii_lowercase()));
+    }
+    if let Some(d) = &config.sandbox.domain {
+        out.push(format!("*.{}", d.to_ascii_lowercase()));
     }
     out.dedup();
     out

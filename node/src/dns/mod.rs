@@ -9,6 +9,8 @@
 //!   feed invalidates, so a migration changes the answer at once;
 //! - `<node>.<tunnel.edge_domain>` and `*.<node>.<tunnel.edge_domain>`: the center(s) holding
 //!   that edge's tunnel;
+//! - `<port>-<sandbox>.<sandbox.domain>` (`*.<sandbox.domain>` in a transfer): every online
+//!   center (each routes to the sandbox's node);
 //! - `_acme-challenge.<name>` TXT: the records set through `POST /.cluster/dns/txt` (metadata
 //!   table `dns_txt`, read on every query, TTL 0 so a resolver never keeps a stale challenge).
 //!
@@ -21,7 +23,6 @@
 //! UDP answers larger than the client's limit (512 bytes, or its EDNS payload size up to 1232)
 //! are truncated with TC set, so the client retries over TCP.
 //!
-//! Not yet: certificates (ACME), AXFR/IXFR to secondaries, RFC 2136 updates, sandbox names.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,8 @@ pub struct Dns {
     ns: Name,
     pods: Option<Name>,
     edges: Option<Name>,
+    /// `sandbox.domain` when inside the zone: `<port>-<id>.<it>` → every online center.
+    sandboxes: Option<Name>,
     ttl: u32,
     nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
     /// The TSIG key (`dns.tsig_key_name`), for transfers and signed queries.
@@ -99,6 +102,7 @@ impl Dns {
             ns: name(&format!("ns.{}", zone.to_ascii()))?,
             pods: inside(&c.http.pods_domain)?,
             edges: inside(&c.tunnel.edge_domain)?,
+            sandboxes: inside(&c.sandbox.domain)?,
             ttl: c.dns.ttl,
             zone,
             nodes: Mutex::new(None),
@@ -171,6 +175,13 @@ impl Dns {
                     .map(Found::Hosts));
             }
         }
+        if let Some(sb) = &self.sandboxes {
+            if sb.zone_of(q) && q.num_labels() == sb.num_labels() + 1 {
+                // Any center routes a sandbox's port to the node that runs it.
+                let all = Self::centers(&nodes, None);
+                return Ok((!all.is_empty()).then_some(Found::Hosts(all)));
+            }
+        }
         if let Some(pods) = &self.pods {
             if pods.zone_of(q) && q.num_labels() == pods.num_labels() + 1 {
                 let pod = label_below(q, pods);
@@ -239,6 +250,9 @@ impl Dns {
                     out.extend(hosts(&under(&p.pod_id, pods)?, &ips));
                 }
             }
+        }
+        if let Some(sb) = &self.sandboxes {
+            out.extend(hosts(&under("*", sb)?, &all));
         }
         if let Some(edges) = &self.edges {
             for n in nodes.iter().filter(|n| n.node_type == NodeType::Edge) {
