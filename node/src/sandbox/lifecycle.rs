@@ -106,11 +106,12 @@ pub async fn candidates(
     Ok(out)
 }
 
-/// Emits a sandbox event to its owner's webhooks.
+/// A sandbox event (`sandbox.created|started|stopped|deleted|failed`) for its owner.
 pub async fn emit(app: &Arc<App>, sb: &Sandbox, event: &str) {
-    // WIRE-WEBHOOKS: super::webhooks::emit(app, &sb.owner, event, sb.view()).await;
+    // The one place sandbox events leave: webhook delivery (Standard Webhooks) hooks in here;
+    // until it exists they are logged.
     let _ = app;
-    tracing::debug!(sandbox = %sb.id, event, "sandbox event");
+    tracing::info!(sandbox = %sb.id, owner = %sb.owner, event, status = sb.status.as_str(), "sandbox event");
 }
 
 /// Places and starts `sb` (already stored as `pending`); returns it as stored afterwards
