@@ -48,6 +48,8 @@ pub(crate) const KEYS: &[&str] = &[
     "acme.contact",
     "acme.names",
     "acme.key_secret",
+    "sandbox.slots",
+    "sandbox.domain",
 ];
 
 impl Config {
@@ -128,6 +130,11 @@ impl Config {
             "dns.tsig_secret" => self.dns.tsig_secret.as_ref().map_or(Ok(()), |s| {
                 v::base64_key(s.expose())
             }),
+            "sandbox.slots" => match self.sandbox.slots {
+                0..=1000 => Ok(()),
+                n => Err(format!("expected 0..=1000 sandboxes, got {n}")),
+            },
+            "sandbox.domain" => self.sandbox.domain.as_deref().map_or(Ok(()), v::dns_name),
             "acme.directory" => self.acme.directory.as_deref().map_or(Ok(()), |d| {
                 match d {
                     "letsencrypt" | "letsencrypt-staging" => Ok(()),
@@ -242,23 +249,19 @@ impl Config {
         self.check_sandbox().map_err(|(key, m)| invalid(&key, m))
     }
 
-    /// `[sandbox]` (file only): sane capacity and quotas, a valid domain, image names that are
+    /// The rest of `[sandbox]` (file only): capacity and quotas above 0, image names that are
     /// labels with absolute directories.
     fn check_sandbox(&self) -> Result<(), (String, String)> {
         let s = &self.sandbox;
         let key = |k: &str| format!("sandbox.{k}");
-        if s.slots > 1000 {
-            return Err((key("slots"), format!("expected 0..=1000, got {}", s.slots)));
-        }
+
         if s.slots > 0 && (s.cpu == 0 || s.memory_mb < 64) {
             return Err((
                 key("cpu"),
                 "a node with slots needs cpu ≥ 1 and memory_mb ≥ 64".into(),
             ));
         }
-        if let Some(d) = &s.domain {
-            v::dns_name(d).map_err(|m| (key("domain"), m))?;
-        }
+
         if !(10..=7 * 86_400).contains(&s.idle_timeout_secs) {
             return Err((
                 key("idle_timeout_secs"),
@@ -273,10 +276,7 @@ impl Config {
         }
         for (name, dir) in &s.images {
             if let Err(why) = v::validate_pod_id(name) {
-                return Err((
-                    key("images"),
-                    why.replacen("a pod id", "an image name", 1),
-                ));
+                return Err((key("images"), why.replacen("a pod id", "an image name", 1)));
             }
             if name == "host" || !dir.is_absolute() {
                 return Err((

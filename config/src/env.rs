@@ -328,6 +328,17 @@ static TABLE: &[EnvKey] = &[
         c.acme.key_secret = some(s).map(Secret::new);
         Ok(())
     }),
+    k("XPOD_SANDBOX_SLOTS", "sandbox.slots", &[], |c, s| {
+        c.sandbox.slots = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a number of sandboxes, got {s:?}"))?;
+        Ok(())
+    }),
+    k("XPOD_SANDBOX_DOMAIN", "sandbox.domain", &[], |c, s| {
+        c.sandbox.domain = some(s);
+        Ok(())
+    }),
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.

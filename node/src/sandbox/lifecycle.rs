@@ -140,7 +140,7 @@ pub async fn place_and_start(
             (Some(r), None) => {
                 format!("no online node in region {r} has a free slot for this size")
             }
-            (None, None) => "no online node has a free sandbox slot for this size".to_string(),
+            (None, None) => "no online node has a free sandbox slot for this size (nodes offer slots with [sandbox] slots or XPOD_SANDBOX_SLOTS)".to_string(),
         });
     }
     for c in cands.into_iter().take(MAX_TRIES) {
