@@ -4,7 +4,8 @@
 //! ones; a center or lone node records that in the store at once, an edge reports it with its
 //! next heartbeat. On the center holding lease `sandbox:reconcile` (every 2 s): a live sandbox
 //! whose node reported after it started without listing it, or whose node went offline, is
-//! marked stopped; archived sandboxes past their grace period are removed (files included).
+//! marked stopped; one pending for over 2 minutes is marked failed (its placing node went
+//! away); archived sandboxes past their grace period are removed (files included).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 const LEASE: &str = "sandbox:reconcile";
 /// A report must be this much newer than the start to count as "does not run it".
 const REPORT_SLACK_MS: i64 = 2_000;
+/// A sandbox still pending after this long lost the node that was placing it.
+const PENDING_MAX_MS: i64 = 120_000;
 /// A node silent this long has lost its sandboxes.
 const NODE_LOST_MS: i64 = 5 * 60_000;
 
@@ -92,6 +95,26 @@ async fn reconcile_once(app: &Arc<App>) -> anyhow::Result<()> {
                     )
                     .await
                     .ok();
+                }
+            }
+            Status::Pending if now - sb.created_at > PENDING_MAX_MS => {
+                // The node placing it went away mid-way: release the capacity and the quota.
+                let why = "placement did not finish (the node placing it went away)";
+                let failed = model::update(app.meta.as_ref(), &sb.id, |s| {
+                    if s.status != Status::Pending {
+                        return false;
+                    }
+                    s.status = Status::Failed;
+                    s.error = Some(why.into());
+                    s.stopped_at = Some(now);
+                    true
+                })
+                .await?;
+                if let Some(f) = failed.filter(|f| f.status == Status::Failed) {
+                    if !f.node.is_empty() {
+                        lifecycle::stop_on_node(app, &f, true).await;
+                    }
+                    lifecycle::emit(app, &f, "sandbox.failed").await;
                 }
             }
             Status::Archived if sb.delete_after.is_some_and(|t| t <= now) => {
