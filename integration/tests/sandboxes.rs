@@ -4,7 +4,8 @@
 //! Checks: placement spreads by free capacity; exec (echo, cat with stdin, a failing command)
 //! through either center reaches the sandbox wherever it runs, logs replay from a cursor; an
 //! HTTP server started in each sandbox answers at `<port>-<id>.<domain>` on both centers (and
-//! under `/api/v1/sandboxes/{id}/ports/…`); another owner sees nothing (404), no key → 401, a
+//! under `/api/v1/sandboxes/{id}/ports/…`), and an upgraded connection passes through both
+//! ways; another owner sees nothing (404), no key → 401, a
 //! revoked key → 401; the quota refuses the (n+1)th sandbox naming the limit; the idle timeout
 //! stops a sandbox; a delete with a grace period archives it and the cleanup removes it and its
 //! files; a plain delete removes it at once.
@@ -97,6 +98,60 @@ fn outcome(ndjson: &str) -> (String, String, i64) {
         String::from_utf8(err).unwrap(),
         code.expect("an end event"),
     )
+}
+
+/// A server for port 9000 that answers any request with `101` and then echoes in upper case.
+const UPGRADE_SERVER: &str = r#"
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 9000)); s.listen(8)
+while True:
+    c, _ = s.accept()
+    req = b""
+    while b"\r\n\r\n" not in req:
+        d = c.recv(4096)
+        if not d: break
+        req += d
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while True:
+        d = c.recv(4096)
+        if not d: break
+        c.sendall(d.upper())
+    c.close()
+"#;
+
+/// Upgrades a connection to port 9000 of `id` through `node` and sends one message: its echo.
+fn upgrade_echo(node: &NodeProcess, key: &str, id: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(node.addr()).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: 9000-{id}.{DOMAIN}\r\nAuthorization: Bearer {key}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).ok()? == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return None;
+    }
+    s.write_all(b"hello through the mesh").ok()?;
+    let mut out = vec![0u8; 64];
+    let mut got = 0;
+    while got < 22 {
+        let n = s.read(&mut out[got..]).ok()?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Some(String::from_utf8_lossy(&out[..got]).into_owned())
 }
 
 fn get_sandbox(node: &NodeProcess, key: &str, id: &str) -> Resp {
@@ -296,6 +351,35 @@ fn sandboxes_across_centers_and_an_edge() {
             .bearer(&alice)
             .send();
         assert_eq!(r.status, 502, "{}", r.text());
+    }
+
+    // Upgraded connections (WebSocket-style) pass through both ways, to every node.
+    for (id, _) in &sandboxes {
+        let (_, _, code) = exec(
+            &centers[0],
+            &alice,
+            id,
+            &[
+                "sh",
+                "-c",
+                "cat > up.py; nohup python3 up.py >/dev/null 2>&1 &",
+            ],
+            Some(UPGRADE_SERVER),
+        );
+        assert_eq!(code, 0);
+    }
+    for (id, node) in &sandboxes {
+        for c in &centers {
+            let echoed = eventually(10, "the upgrade server answers", || {
+                upgrade_echo(c, &alice, id)
+            });
+            assert_eq!(
+                echoed,
+                "HELLO THROUGH THE MESH",
+                "{id} on {node} via {}",
+                c.url()
+            );
+        }
     }
 
     // Another owner sees nothing; no key, a revoked key → 401; an admin sees all.
