@@ -257,6 +257,22 @@ fn sandbox_api_on_a_lone_node() {
         400
     );
 
+    // Metrics count what ran.
+    let m = Curl::get(format!("{}/metrics", node.url()))
+        .send()
+        .expect(200)
+        .text();
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics"))
+    };
+    assert_eq!(value("xpod_sandbox_slots"), 3);
+    assert_eq!(value("xpod_sandboxes_running"), 1);
+    assert!(value("xpod_sandbox_execs_total") >= 3);
+    assert_eq!(value("xpod_sandbox_starts_total"), 1);
+
     // The audit log has the writes.
     let audit = call(&node, "GET", &admin, "/audit?limit=50", None)
         .expect(200)

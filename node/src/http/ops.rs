@@ -54,7 +54,8 @@ pub async fn handle<B>(
             .body(body::full(
                 app.metrics.render(&app.node_id, app.meta.backend())
                     + &crate::regions::render_metrics(&app.regions)
-                    + &app.tls.render_metrics(),
+                    + &app.tls.render_metrics()
+                    + &app.runner.render_metrics(&app.config.sandbox),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,
         OpsRoute::OpenApi => Response::builder()

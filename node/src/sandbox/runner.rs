@@ -135,6 +135,11 @@ impl Drop for Busy {
 #[derive(Default)]
 pub struct Runner {
     running: Mutex<HashMap<String, Arc<Local>>>,
+    starts: std::sync::atomic::AtomicU64,
+    start_failures: std::sync::atomic::AtomicU64,
+    execs: std::sync::atomic::AtomicU64,
+    idle_stops: std::sync::atomic::AtomicU64,
+    ended_stops: std::sync::atomic::AtomicU64,
     /// Sandboxes that stopped by themselves (idle, died) since the last look: id → reason.
     ended: Mutex<Vec<(String, String)>>,
 }
@@ -276,12 +281,14 @@ impl Runner {
         let mut guard = placeholder.sandbox.lock().await;
         match Sandbox::start(&spec).await {
             Ok(sb) => {
+                self.starts.fetch_add(1, Ordering::Relaxed);
                 *guard = Some(sb);
                 placeholder.touch();
                 tracing::info!(sandbox = id, uid = spec.uid, "sandbox started");
                 Ok(())
             }
             Err(e) => {
+                self.start_failures.fetch_add(1, Ordering::Relaxed);
                 drop(guard);
                 self.running.lock().expect("poisoned").remove(id);
                 let _ = std::fs::remove_dir_all(&spec.root);
@@ -303,6 +310,7 @@ impl Runner {
         stdin: &[u8],
     ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>, RunnerError> {
         let local = self.get(id).ok_or_else(|| RunnerError::not_here(id))?;
+        self.execs.fetch_add(1, Ordering::Relaxed);
         local.busy.fetch_add(1, Ordering::Relaxed);
         let busy = Busy(local.clone());
         local.touch();
@@ -422,6 +430,12 @@ impl Runner {
                 continue;
             };
             if self.stop(cfg, &id, false).await {
+                let counter = if dead {
+                    &self.ended_stops
+                } else {
+                    &self.idle_stops
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(sandbox = %id, reason, "sandbox stopped by the runner");
                 stopped.push((id, reason.to_string()));
             }
@@ -431,6 +445,28 @@ impl Runner {
             .expect("poisoned")
             .extend(stopped.iter().cloned());
         stopped
+    }
+
+    /// Prometheus text: capacity, running sandboxes, starts, execs, stops by reason.
+    pub fn render_metrics(&self, cfg: &xpod_config::SandboxConfig) -> String {
+        let r = self.report(cfg);
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP xpod_sandbox_slots Sandboxes this node may run at once.\n# TYPE xpod_sandbox_slots gauge\nxpod_sandbox_slots {}\n\
+             # HELP xpod_sandboxes_running Sandboxes running on this node.\n# TYPE xpod_sandboxes_running gauge\nxpod_sandboxes_running {}\n\
+             # HELP xpod_sandbox_starts_total Sandboxes started here.\n# TYPE xpod_sandbox_starts_total counter\nxpod_sandbox_starts_total {}\n\
+             # HELP xpod_sandbox_start_failures_total Sandboxes that failed to start here.\n# TYPE xpod_sandbox_start_failures_total counter\nxpod_sandbox_start_failures_total {}\n\
+             # HELP xpod_sandbox_execs_total Commands run in sandboxes here.\n# TYPE xpod_sandbox_execs_total counter\nxpod_sandbox_execs_total {}\n\
+             # HELP xpod_sandbox_stops_total Sandboxes the runner stopped by itself.\n# TYPE xpod_sandbox_stops_total counter\n\
+             xpod_sandbox_stops_total{{reason=\"idle\"}} {}\nxpod_sandbox_stops_total{{reason=\"ended\"}} {}\n",
+            r.slots,
+            r.used_slots,
+            n(&self.starts),
+            n(&self.start_failures),
+            n(&self.execs),
+            n(&self.idle_stops),
+            n(&self.ended_stops),
+        )
     }
 
     /// Stops every sandbox (node shutdown).
