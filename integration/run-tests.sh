@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every xpod test on a fresh machine: installs what is missing (PostgreSQL, curl, dig,
 # Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes, a
-# Python venv with moto, the S3-compatible server of the S3 tests), starts a throwaway PostgreSQL
+# Python venv with moto, the S3-compatible server of the S3 tests, and standardwebhooks, an
+# independent verifier of webhook signatures), starts a throwaway PostgreSQL
 # cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
 # and stops the cluster again.
 # (The S3 tests start their own moto servers: integration/src/s3.rs.)
@@ -50,7 +51,7 @@ command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 { [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1; } || need_apt+=(bind9)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
-[ -z "$make_moto_venv" ] || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
+{ [ -z "$make_moto_venv" ] && [ -x "$MOTO_VENV/bin/python" ]; } || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -76,6 +77,18 @@ else
   say "using moto $("$MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)') from target/s3venv"
 fi
 export XPOD_TEST_MOTO_SERVER
+
+# standardwebhooks (PyPI): an independent verifier of the webhook signatures, in the same venv.
+if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
+  if [ ! -x "$MOTO_VENV/bin/python" ]; then
+    PY=$(venv_python)
+    [ -n "$PY" ] || { echo "no python3 that can make a venv" >&2; exit 1; }
+    "$PY" -m venv "$MOTO_VENV"
+  fi
+  say "installing standardwebhooks from PyPI (webhook signature checks)"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'standardwebhooks>=1,<2'
+fi
+export XPOD_TEST_WEBHOOKS_PYTHON="$MOTO_VENV/bin/python"
 
 if [ -z "${XPOD_TEST_PG_URL:-}" ]; then
   PG_BIN=$(find_pg_bin)

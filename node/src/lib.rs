@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod regions;
 pub mod sandbox;
 pub mod server;
+pub mod webhooks;
 
 use std::future::Future;
 
@@ -88,6 +89,7 @@ pub async fn run(
     };
     let acme = tokio::spawn(certs::run(app.clone(), stop_rx.clone()));
     let sandboxes = tokio::spawn(sandbox::worker::run(app.clone(), stop_rx.clone()));
+    let hooks = tokio::spawn(webhooks::deliver::run(app.clone(), stop_rx.clone()));
     let rfc2136 = tokio::spawn(dns::update::push_loop(app.clone(), stop_rx.clone()));
     let background = tokio::spawn(app.clone().background(stop_rx));
     server::serve(app.clone(), listener, shutdown).await;
@@ -95,6 +97,7 @@ pub async fn run(
     let _ = background.await;
     let _ = acme.await;
     let _ = sandboxes.await;
+    let _ = hooks.await;
     let _ = rfc2136.await;
     if let Some(h) = https {
         if let Ok(Err(e)) = h.await {

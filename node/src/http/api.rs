@@ -71,6 +71,7 @@ pub async fn handle(
         }
         (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
         (["sandboxes", ..] | ["runners", ..], _) => super::sandboxes::handle(ctx, rest, req).await,
+        (["webhooks", ..], _) => super::webhook_api::handle(ctx, rest, req).await,
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
 }

@@ -12,6 +12,7 @@ pub mod ldp;
 pub mod ops;
 pub mod pods;
 pub mod sandboxes;
+pub mod webhook_api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

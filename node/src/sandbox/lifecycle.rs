@@ -106,12 +106,10 @@ pub async fn candidates(
     Ok(out)
 }
 
-/// A sandbox event (`sandbox.created|started|stopped|deleted|failed`) for its owner.
+/// A sandbox event (`sandbox.created|started|stopped|deleted|failed`) to its owner's webhooks.
 pub async fn emit(app: &Arc<App>, sb: &Sandbox, event: &str) {
-    // The one place sandbox events leave: webhook delivery (Standard Webhooks) hooks in here;
-    // until it exists they are logged.
-    let _ = app;
     tracing::info!(sandbox = %sb.id, owner = %sb.owner, event, status = sb.status.as_str(), "sandbox event");
+    crate::webhooks::emit(app, &sb.owner, event, sb.view(), None).await;
 }
 
 /// Places and starts `sb` (already stored as `pending`); returns it as stored afterwards

@@ -1,0 +1,308 @@
+//! Webhooks for sandbox events, signed per the Standard Webhooks spec
+//! (<https://www.standardwebhooks.com>).
+//!
+//! A webhook (document kind `webhook`, owner = the API key's owner) has a URL, the event types
+//! it wants and a secret `whsec_<base64 of 32 random bytes>`. [`emit`] stores one delivery per
+//! subscribed webhook (kind `webhook_delivery`, owner = the webhook's id) and wakes the worker
+//! ([`deliver`]), which POSTs the payload `{"type", "timestamp", "data"}` with `webhook-id`,
+//! `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{ts}.{body}")>`,
+//! retries on anything but 2xx with backoff, and records every attempt (the delivery log).
+//!
+//! Destinations on loopback, private, link-local, CGNAT or unspecified addresses are refused at
+//! create (literal IPs) and at delivery (every resolved address; the request goes to the checked
+//! address) unless `[sandbox] webhooks_allow_private`.
+
+pub mod deliver;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use xpod_storage::meta::{now_millis, DocRecord, Millis};
+
+use crate::app::App;
+
+pub const KIND: &str = "webhook";
+pub const DELIVERY_KIND: &str = "webhook_delivery";
+
+/// The event types a webhook may ask for.
+pub const EVENTS: &[&str] = &[
+    "sandbox.created",
+    "sandbox.started",
+    "sandbox.stopped",
+    "sandbox.deleted",
+    "sandbox.failed",
+    "webhook.test",
+];
+
+/// A webhook as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    /// Event types, or `["*"]` for all.
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub secret: String,
+    pub created_at: Millis,
+}
+
+impl Webhook {
+    pub fn wants(&self, event: &str) -> bool {
+        event == "webhook.test" || self.events.iter().any(|e| e == "*" || e == event)
+    }
+    /// The API view (the secret only when asked).
+    pub fn view(&self, with_secret: bool) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if !with_secret {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("secret");
+            }
+        }
+        v
+    }
+}
+
+/// One attempt of a delivery.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub at: Millis,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// A message to one webhook and its attempts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: Vec<Attempt>,
+    pub next_attempt_at: Millis,
+    pub created_at: Millis,
+}
+
+/// `whsec_` + base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    )
+}
+
+/// The `webhook-signature` value: `v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}` keyed
+/// with the secret's bytes (base64 after `whsec_`).
+pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> Result<String, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .map_err(|e| format!("webhook secret is not base64: {e}"))?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(format!("{msg_id}.{timestamp}.").as_bytes());
+    ctx.update(body);
+    Ok(format!("v1,{}", b64.encode(ctx.sign().as_ref())))
+}
+
+/// Whether deliveries to `ip` are refused (unless private destinations are allowed).
+pub fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return forbidden(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        }
+    }
+}
+
+/// Checks a webhook URL's shape (and a literal IP against [`forbidden`]).
+pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("url {url:?}: not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("url {url:?}: expected http:// or https://")),
+    }
+    let host = uri.host().ok_or_else(|| format!("url {url:?}: no host"))?;
+    if url.len() > 2000 {
+        return Err("url: at most 2000 characters".into());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        if !allow_private && forbidden(ip) {
+            return Err(format!(
+                "url {url:?}: {ip} is a loopback, private or link-local address; deliveries there are refused unless [sandbox] webhooks_allow_private = true"
+            ));
+        }
+    } else if !allow_private && (bare == "localhost" || bare.ends_with(".localhost")) {
+        return Err(format!(
+            "url {url:?}: localhost is refused unless [sandbox] webhooks_allow_private = true"
+        ));
+    }
+    Ok(uri)
+}
+
+/// Wakes the delivery worker.
+pub(crate) fn wake() -> &'static tokio::sync::Notify {
+    static WAKE: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    WAKE.get_or_init(tokio::sync::Notify::new)
+}
+
+/// RFC 3339 UTC time of Unix milliseconds.
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+/// Stores a delivery of `event` to every webhook of `owner` that wants it (only `only`, when
+/// given) and wakes the worker. Never fails its caller; returns the message ids.
+pub async fn emit(
+    app: &Arc<App>,
+    owner: &str,
+    event: &str,
+    data: serde_json::Value,
+    only: Option<&str>,
+) -> Vec<String> {
+    let hooks = match app.meta.list_docs(KIND, Some(owner)).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, event, "webhooks not listed; event not delivered");
+            return Vec::new();
+        }
+    };
+    let now = now_millis();
+    let mut ids = Vec::new();
+    for h in hooks {
+        let Ok(hook) = serde_json::from_value::<Webhook>(h.doc) else {
+            continue;
+        };
+        if only.is_some_and(|id| id != hook.id) || !hook.wants(event) {
+            continue;
+        }
+        let d = Delivery {
+            id: format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())),
+            webhook_id: hook.id.clone(),
+            event_type: event.to_string(),
+            payload: serde_json::json!({"type": event, "timestamp": rfc3339(now), "data": data}),
+            status: "pending".into(),
+            attempts: Vec::new(),
+            next_attempt_at: now,
+            created_at: now,
+        };
+        let doc = DocRecord {
+            kind: DELIVERY_KIND.into(),
+            id: d.id.clone(),
+            owner: hook.id.clone(),
+            version: 0,
+            updated_at: 0,
+            doc: serde_json::to_value(&d).unwrap_or_default(),
+        };
+        match app.meta.put_doc(&doc, 0, now).await {
+            Ok(_) => ids.push(d.id),
+            Err(e) => tracing::warn!(error = %e, webhook = %hook.id, event, "delivery not stored"),
+        }
+    }
+    if !ids.is_empty() {
+        wake().notify_one();
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_spec_example() {
+        // From the Standard Webhooks specification.
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        )
+        .unwrap();
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn private_destinations() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(forbidden(bad.parse().unwrap()), "{bad}");
+        }
+        for good in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!forbidden(good.parse().unwrap()), "{good}");
+        }
+        assert!(check_url("http://127.0.0.1:9/x", false).is_err());
+        assert!(check_url("http://127.0.0.1:9/x", true).is_ok());
+        assert!(check_url("http://[::1]/x", false).is_err());
+        assert!(check_url("http://localhost/x", false).is_err());
+        assert!(check_url("ftp://example.com/x", false).is_err());
+        assert!(check_url("https://example.com/hook", false).is_ok());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1614265330_123), "2021-02-25T15:02:10.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
