@@ -66,6 +66,10 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// HTTPS certificates obtained by ACME (admin key).
     #[command(subcommand, alias = "cert")]
     Certs(CertsCmd),
+    /// Sandboxes: create, list, run commands, read their output, delete (a key with the
+    /// `sandbox` scope, or an admin key).
+    #[command(subcommand, alias = "sandboxes")]
+    Sandbox(crate::sandbox_cli::SandboxCmd),
     /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
     #[command(hide = true)]
     SandboxInit {
@@ -207,7 +211,7 @@ struct ConfigArgs {
 }
 
 #[derive(Args)]
-struct Remote {
+pub(crate) struct Remote {
     /// The node to talk to.
     #[arg(
         long,
@@ -215,13 +219,13 @@ struct Remote {
         default_value = "http://127.0.0.1:8080",
         global = true
     )]
-    server: String,
+    pub(crate) server: String,
     /// Admin API key (xp_<id>_<secret>) [default: the contents of ./xpod-data/admin.key].
     #[arg(long, env = "XPOD_KEY", hide_env_values = true, global = true)]
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     /// Print the server's JSON instead of a summary.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -349,6 +353,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
+        Command::Sandbox(cmd) => crate::sandbox_cli::run(cmd).await,
         Command::SandboxInit { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -419,7 +424,7 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
     crate::run(config, listener, crate::shutdown_signal()).await
 }
 
-fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
+pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
     let key = match &remote.key {
         Some(k) => Some(k.trim().to_string()),
         None => std::fs::read_to_string("xpod-data/admin.key")
@@ -429,7 +434,7 @@ fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
     ApiClient::new(&remote.server, key)
 }
 
-fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
+pub(crate) fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
     if remote.json {
         println!(
             "{}",
@@ -440,7 +445,7 @@ fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
     }
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("-")
 }
 

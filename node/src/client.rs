@@ -27,6 +27,54 @@ impl ApiClient {
 
     /// Sends a request; returns the status and the JSON body (`Null` when empty). A JSON error
     /// body from the server becomes an error naming its message.
+    /// Sends a request and returns the response as it arrives (for streamed answers); a
+    /// non-2xx answer becomes an error with the server's message.
+    pub async fn stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        let url = format!("{}{path}", self.server);
+        let mut req = Request::builder().method(method).uri(&url);
+        if let Some(k) = &self.key {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {k}"));
+        }
+        let bytes = match body {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(v)?)
+            }
+            None => Bytes::new(),
+        };
+        let resp = self
+            .http
+            .request(req.body(Full::new(bytes))?)
+            .await
+            .with_context(|| format!("cannot reach {}", self.server))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let msg = value
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        bail!(
+            "{} {}: {msg}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+    }
+
     pub async fn call(
         &self,
         method: Method,

@@ -31,6 +31,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod regions;
 pub mod sandbox;
+pub mod sandbox_cli;
 pub mod server;
 pub mod webhooks;
 
