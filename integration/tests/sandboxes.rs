@@ -419,7 +419,8 @@ fn sandboxes_across_centers_and_an_edge() {
 
     // Quota: the (n+1)th sandbox is refused, naming the limit.
     let v = api("POST", &centers[0], &alice, "/sandboxes")
-        .json(&json!({"timeout": 10}))
+        // On the edge: its idle stop reaches the store through its reports.
+        .json(&json!({"timeout": 10, "node": "edge-1"}))
         .send()
         .expect(201)
         .json();
@@ -436,7 +437,8 @@ fn sandboxes_across_centers_and_an_edge() {
         .unwrap()
         .contains(&format!("> {QUOTA}")));
 
-    // The idle timeout stops a sandbox by itself (10 s without exec or port traffic).
+    // The idle timeout stops a sandbox by itself (10 s without exec or port traffic), and the
+    // reason the edge gave is recorded.
     let stopped = eventually(40, "the idle sandbox stops", || {
         let v = get_sandbox(&centers[1], &alice, &idle_id)
             .expect(200)

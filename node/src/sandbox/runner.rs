@@ -140,8 +140,19 @@ pub struct Runner {
     execs: std::sync::atomic::AtomicU64,
     idle_stops: std::sync::atomic::AtomicU64,
     ended_stops: std::sync::atomic::AtomicU64,
-    /// Sandboxes that stopped by themselves (idle, died) since the last look: id → reason.
-    ended: Mutex<Vec<(String, String)>>,
+    /// The last [`ENDED_KEPT`] sandboxes that stopped by themselves (idle, died), with why: an
+    /// edge reports them so its center records the reason.
+    ended: Mutex<VecDeque<Ended>>,
+}
+
+/// Sandboxes stopped by the runner that a report still names.
+pub const ENDED_KEPT: usize = 64;
+
+/// A sandbox the runner stopped by itself, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ended {
+    pub id: String,
+    pub reason: String,
 }
 
 /// What a node reports about its sandboxes (heartbeat capacity, placement).
@@ -155,6 +166,9 @@ pub struct Report {
     pub used_cpu: u32,
     pub used_memory_mb: u64,
     pub running: Vec<String>,
+    /// Recently stopped by the runner itself, with why.
+    #[serde(default)]
+    pub ended: Vec<Ended>,
 }
 
 impl Runner {
@@ -183,6 +197,13 @@ impl Runner {
             r.running.push(id.clone());
         }
         r.running.sort();
+        r.ended = self
+            .ended
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .cloned()
+            .collect();
         r
     }
 
@@ -404,7 +425,7 @@ impl Runner {
     }
 
     /// One pass of the watchdog: stops idle and dead sandboxes; returns the ones it stopped
-    /// (also kept for [`Runner::take_ended`]).
+    /// (also named in the next reports, [`Report::ended`]).
     pub async fn sweep(&self, cfg: &xpod_config::Config) -> Vec<(String, String)> {
         let now = now_millis();
         let candidates: Vec<(String, Arc<Local>)> = self
@@ -440,10 +461,18 @@ impl Runner {
                 stopped.push((id, reason.to_string()));
             }
         }
-        self.ended
-            .lock()
-            .expect("poisoned")
-            .extend(stopped.iter().cloned());
+        {
+            let mut ended = self.ended.lock().expect("poisoned");
+            for (id, reason) in &stopped {
+                ended.push_back(Ended {
+                    id: id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            while ended.len() > ENDED_KEPT {
+                ended.pop_front();
+            }
+        }
         stopped
     }
 

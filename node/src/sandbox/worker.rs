@@ -80,21 +80,24 @@ async fn reconcile_once(app: &Arc<App>) -> anyhow::Result<()> {
                 };
                 let lost = n.status == NodeStatus::Offline || now - n.last_heartbeat > NODE_LOST_MS;
                 let started = sb.started_at.unwrap_or(sb.created_at);
+                let report = lifecycle::report_of(n);
                 let unlisted = sb.node != app.node_id
                     && n.last_heartbeat > started + REPORT_SLACK_MS
-                    && lifecycle::report_of(n).is_some_and(|r| !r.running.contains(&sb.id));
+                    && report.as_ref().is_some_and(|r| !r.running.contains(&sb.id));
+                // Why, when the runner said (an edge's idle timeout, a process that ended).
+                let reason = report
+                    .as_ref()
+                    .and_then(|r| r.ended.iter().find(|e| e.id == sb.id))
+                    .map(|e| e.reason.clone());
                 let here_gone = sb.node == app.node_id && !app.runner.has(&sb.id);
                 if lost {
                     let why = format!("node {} is offline", sb.node);
                     lifecycle::mark_stopped(app, &sb.id, &why).await.ok();
                 } else if unlisted || here_gone {
-                    lifecycle::mark_stopped(
-                        app,
-                        &sb.id,
-                        "its node no longer runs it (idle timeout or ended)",
-                    )
-                    .await
-                    .ok();
+                    let why = reason
+                        .as_deref()
+                        .unwrap_or("its node no longer runs it (restarted or lost it)");
+                    lifecycle::mark_stopped(app, &sb.id, why).await.ok();
                 }
             }
             Status::Pending if now - sb.created_at > PENDING_MAX_MS => {
