@@ -170,7 +170,7 @@ pub async fn run(
     )?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
-    let mut reported_sandboxes: Vec<String> = Vec::new();
+    let mut reported_sandboxes = crate::sandbox::runner::Report::default();
     // The edge's own certificate (`[acme]`): its TXT records go through a center.
     let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
     let acme = tokio::spawn(crate::certs::run_edge(
@@ -205,7 +205,8 @@ pub async fn run(
             }
             _ = pods_tick.tick() => {
                 let now = local_pods(&app).await;
-                let sandboxes = app.runner.report(&app.config.sandbox).running;
+                // The whole report: running ones and why others stopped.
+                let sandboxes = app.runner.report(&app.config.sandbox);
                 if now != pods || sandboxes != reported_sandboxes {
                     if now != pods {
                         tracing::info!(pods = ?now, "hosted pods changed; telling the centers");

@@ -450,6 +450,17 @@ impl Runner {
             } else {
                 continue;
             };
+            // Named as ended before it leaves `running`, so no report lacks it in both.
+            {
+                let mut ended = self.ended.lock().expect("poisoned");
+                ended.push_back(Ended {
+                    id: id.clone(),
+                    reason: reason.to_string(),
+                });
+                while ended.len() > ENDED_KEPT {
+                    ended.pop_front();
+                }
+            }
             if self.stop(cfg, &id, false).await {
                 let counter = if dead {
                     &self.ended_stops
@@ -459,18 +470,6 @@ impl Runner {
                 counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(sandbox = %id, reason, "sandbox stopped by the runner");
                 stopped.push((id, reason.to_string()));
-            }
-        }
-        {
-            let mut ended = self.ended.lock().expect("poisoned");
-            for (id, reason) in &stopped {
-                ended.push_back(Ended {
-                    id: id.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            while ended.len() > ENDED_KEPT {
-                ended.pop_front();
             }
         }
         stopped
