@@ -142,7 +142,7 @@ fn upgrade_echo(node: &NodeProcess, key: &str, id: &str) -> Option<String> {
         return None;
     }
     s.write_all(b"hello through the mesh").ok()?;
-    let mut out = vec![0u8; 64];
+    let mut out = [0u8; 64];
     let mut got = 0;
     while got < 22 {
         let n = s.read(&mut out[got..]).ok()?;

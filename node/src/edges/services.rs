@@ -279,8 +279,16 @@ async fn serve_stream(
         }
         Target::SandboxPort { sandbox_id, port } if services.pods.is_some() => {
             let app = services.pods.clone().expect("checked");
-            crate::sandbox::ports::serve_stream(app, send, recv, rest, sandbox_id, port, client_addr)
-                .await;
+            crate::sandbox::ports::serve_stream(
+                app,
+                send,
+                recv,
+                rest,
+                sandbox_id,
+                port,
+                client_addr,
+            )
+            .await;
             return;
         }
         other => {
