@@ -286,6 +286,54 @@ fn sandbox_api_on_a_lone_node() {
     for a in ["sandbox.create", "sandbox.exec", "sandbox.update"] {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
+    // Filters: by action prefix, by target, by actor; bad parameters are named.
+    let f = call(
+        &node,
+        "GET",
+        &admin,
+        "/audit?action=sandbox.&limit=1000",
+        None,
+    )
+    .expect(200)
+    .json();
+    let f = f["entries"].as_array().unwrap();
+    assert!(
+        f.len() >= 4
+            && f.iter()
+                .all(|e| e["action"].as_str().unwrap().starts_with("sandbox."))
+    );
+    let f = call(
+        &node,
+        "GET",
+        &admin,
+        &format!("/audit?target=sandbox:{id}&action=sandbox.exec"),
+        None,
+    )
+    .expect(200)
+    .json();
+    let f = f["entries"].as_array().unwrap();
+    assert_eq!(f.len(), 3, "the three execs of {id}: {f:?}");
+    assert!(f
+        .iter()
+        .all(|e| e["target"] == format!("sandbox:{id}") && e["action"] == "sandbox.exec"));
+    let actor = f[0]["actor"].as_str().unwrap().to_string();
+    let f = call(
+        &node,
+        "GET",
+        &admin,
+        &format!("/audit?actor={actor}&limit=2"),
+        None,
+    )
+    .expect(200)
+    .json();
+    assert_eq!(f["entries"].as_array().unwrap().len(), 2);
+    let f = call(&node, "GET", &admin, "/audit?action=no.such", None)
+        .expect(200)
+        .json();
+    assert!(f["entries"].as_array().unwrap().is_empty());
+    let r = call(&node, "GET", &admin, "/audit?colour=red", None);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("colour"));
 
     // A node restarted under its sandboxes: they are recorded stopped, not left running.
     node.kill9();

@@ -487,6 +487,24 @@ fn sandboxes_across_centers_and_an_edge() {
         (!dir.exists()).then_some(())
     });
 
+    // An expired key is refused (expired in the store: the API gives keys at least a day).
+    let bob_id = &bob[3..15];
+    let url = pg.url().to_string();
+    let stmt = format!("UPDATE api_keys SET expires_at = 1 WHERE key_id = '{bob_id}'");
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(xpod_integration::pg::sql(&url, &stmt))
+    })
+    .join()
+    .unwrap()
+    .expect("expiring bob's key");
+    let r = api("GET", &centers[0], &bob, "/sandboxes").send();
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("expired"), "{}", r.text());
+
     // A revoked key is refused.
     api(
         "DELETE",

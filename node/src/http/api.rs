@@ -1,5 +1,6 @@
-//! The `/api/v1` API. For now: API keys (`/auth/api-keys`) and the audit log (`/audit`), admin
-//! key required.
+//! The `/api/v1` API: API keys (`/auth/api-keys`) and the audit log (`/audit`, filters by
+//! action, actor, target), admin key required; sandboxes, runners and webhooks in their own
+//! modules.
 //! A new key's secret is in the creation response only; it is stored as a hash.
 
 use http::{Method, Request, Response, StatusCode};
@@ -65,8 +66,8 @@ pub async fn handle(
         (["auth", "api-keys", _], _) => Err(ApiError::method_not_allowed("GET, DELETE")),
         (["audit"], &Method::GET) => {
             require_admin(&ctx.principal)?;
-            let (limit, before) = audit_query(req.uri().query().unwrap_or(""))?;
-            let entries = ctx.app.meta.list_audit(limit, before).await?;
+            let q = audit_query(req.uri().query().unwrap_or(""))?;
+            let entries = audit_search(ctx, &q).await?;
             Ok(body::json(StatusCode::OK, &json!({"entries": entries})))
         }
         (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
@@ -76,27 +77,93 @@ pub async fn handle(
     }
 }
 
-/// `?limit=N&before=ID` of the audit listing (limit 1..=1000, default 100).
-fn audit_query(q: &str) -> Result<(i64, Option<i64>), ApiError> {
-    let (mut limit, mut before) = (100, None);
+/// The audit listing's query: `limit` (1..=1000, default 100), `before` (an entry id), and
+/// filters `action` (exact, or a prefix ending in `.`/`*`: `sandbox.`), `actor` (exact, e.g.
+/// `key:<id>`), `target` (prefix, e.g. `sandbox:sb…`).
+#[derive(Default)]
+struct AuditQuery {
+    limit: i64,
+    before: Option<i64>,
+    action: Option<String>,
+    actor: Option<String>,
+    target: Option<String>,
+}
+
+fn audit_query(q: &str) -> Result<AuditQuery, ApiError> {
+    let mut out = AuditQuery {
+        limit: 100,
+        ..Default::default()
+    };
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let n: i64 = v
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("query `{k}`: expected an integer")))?;
+        let text = || {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let int = || {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("query `{k}`: expected an integer")))
+        };
         match k {
-            "limit" if (1..=1000).contains(&n) => limit = n,
-            "limit" => return Err(ApiError::bad_request("query `limit`: expected 1..=1000")),
-            "before" => before = Some(n),
+            "limit" => {
+                out.limit = int()?;
+                if !(1..=1000).contains(&out.limit) {
+                    return Err(ApiError::bad_request("query `limit`: expected 1..=1000"));
+                }
+            }
+            "before" => out.before = Some(int()?),
+            "action" => out.action = Some(text()),
+            "actor" => out.actor = Some(text()),
+            "target" => out.target = Some(text()),
             _ => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{k}`: expected limit or before"
+                    "unknown query parameter `{k}`: expected limit, before, action, actor or target"
                 )))
             }
         }
     }
-    Ok((limit, before))
+    Ok(out)
 }
+
+/// Pages through the log newest first until `limit` entries match (scanning at most
+/// [`AUDIT_SCAN`] entries per request; `before` continues from the last one returned).
+async fn audit_search(ctx: &Ctx, q: &AuditQuery) -> Result<Vec<meta::AuditEntry>, ApiError> {
+    let filtered = q.action.is_some() || q.actor.is_some() || q.target.is_some();
+    if !filtered {
+        return Ok(ctx.app.meta.list_audit(q.limit, q.before).await?);
+    }
+    let matches = |e: &meta::AuditEntry| {
+        q.action
+            .as_deref()
+            .is_none_or(|a| match a.strip_suffix('*') {
+                Some(prefix) => e.action.starts_with(prefix),
+                None if a.ends_with('.') => e.action.starts_with(a),
+                None => e.action == a,
+            })
+            && q.actor.as_deref().is_none_or(|a| e.actor == a)
+            && q.target.as_deref().is_none_or(|t| e.target.starts_with(t))
+    };
+    let (mut out, mut before, mut scanned) = (Vec::new(), q.before, 0);
+    while scanned < AUDIT_SCAN {
+        let page = ctx.app.meta.list_audit(1000, before).await?;
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        scanned += page.len();
+        for e in page {
+            if matches(&e) {
+                out.push(e);
+                if out.len() as i64 >= q.limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Entries one filtered audit request looks through at most.
+const AUDIT_SCAN: usize = 20_000;
 
 async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: CreateKey = read_json(req).await?;
