@@ -7,7 +7,8 @@
 //! under `/api/v1/sandboxes/{id}/ports/…`), and an upgraded connection passes through both
 //! ways; another owner sees nothing (404), no key → 401, a
 //! revoked key → 401; the quota refuses the (n+1)th sandbox naming the limit; the idle timeout
-//! stops a sandbox; a delete with a grace period archives it and the cleanup removes it and its
+//! stops a sandbox; a node that refuses (it lacks the image) is skipped for one that can run
+//! it; a delete with a grace period archives it and the cleanup removes it and its
 //! files; a plain delete removes it at once.
 //! (Isolation, limits, fork bombs and runaways: `sandbox_runtime.rs`.)
 
@@ -178,8 +179,22 @@ fn sandboxes_across_centers_and_an_edge() {
         ),
     )
     .unwrap();
-    let centers = start_centers(&tmp, &pg, 2, |_| {
-        vec![("XPOD_CONFIG", config.display().to_string())]
+    // center-2 alone offers the image `tools` (its usr/ is the host's /usr).
+    let image = tmp.path().join("tools-image");
+    std::fs::create_dir_all(&image).unwrap();
+    std::os::unix::fs::symlink("/usr", image.join("usr")).unwrap();
+    let config2 = tmp.path().join("center-2.toml");
+    std::fs::write(
+        &config2,
+        format!(
+            "[sandbox]\nslots = 2\ndomain = \"{DOMAIN}\"\nquota_sandboxes = {QUOTA}\nimages = {{ tools = \"{}\" }}\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |i| {
+        let file = if i == 2 { &config2 } else { &config };
+        vec![("XPOD_CONFIG", file.display().to_string())]
     });
     let edge = xpod_integration::edges::start_edge(
         &tmp,
@@ -416,6 +431,44 @@ fn sandboxes_across_centers_and_an_edge() {
         .expect(200)
         .json();
     assert!(listed["total"].as_u64().unwrap() >= 3);
+
+    // A node that refuses (it lacks the image) is skipped: the sandbox lands where it can run.
+    let v = api("POST", &centers[0], &bob, "/sandboxes")
+        .json(&json!({"image": "tools", "timeout": 600}))
+        .send()
+        .expect(201)
+        .json();
+    assert_eq!(
+        (v["node"].as_str(), v["status"].as_str()),
+        (Some("center-2"), Some("running")),
+        "{v}"
+    );
+    let tools_id = v["id"].as_str().unwrap().to_string();
+    let (out, _, _) = exec(
+        &centers[0],
+        &bob,
+        &tools_id,
+        &["sh", "-c", "echo tools"],
+        None,
+    );
+    assert_eq!(out, "tools\n");
+    api(
+        "DELETE",
+        &centers[1],
+        &bob,
+        &format!("/sandboxes/{tools_id}"),
+    )
+    .send()
+    .expect(204);
+    let r = api("POST", &centers[0], &bob, "/sandboxes")
+        .json(&json!({"image": "nothing-here"}))
+        .send();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("nothing-here"),
+        "every refusal is named: {}",
+        r.text()
+    );
 
     // Quota: the (n+1)th sandbox is refused, naming the limit.
     let v = api("POST", &centers[0], &alice, "/sandboxes")
