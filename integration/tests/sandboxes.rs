@@ -179,7 +179,8 @@ fn sandboxes_across_centers_and_an_edge() {
         ),
     )
     .unwrap();
-    // center-2 alone offers the image `tools` (its usr/ is the host's /usr).
+    // center-2 alone offers the image `tools` (its usr/ is the host's /usr). Each node has its
+    // own sandbox uid range (200000, 210000, 220000): they share this host.
     let image = tmp.path().join("tools-image");
     std::fs::create_dir_all(&image).unwrap();
     std::os::unix::fs::symlink("/usr", image.join("usr")).unwrap();
@@ -187,7 +188,7 @@ fn sandboxes_across_centers_and_an_edge() {
     std::fs::write(
         &config2,
         format!(
-            "[sandbox]\nslots = 2\ndomain = \"{DOMAIN}\"\nquota_sandboxes = {QUOTA}\nimages = {{ tools = \"{}\" }}\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
+            "[sandbox]\nslots = 2\ndomain = \"{DOMAIN}\"\nquota_sandboxes = {QUOTA}\nimages = {{ tools = \"{}\" }}\nuid_base = 210000\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
             image.display()
         ),
     )
@@ -200,7 +201,7 @@ fn sandboxes_across_centers_and_an_edge() {
         &tmp,
         &centers[0],
         "edge-1",
-        "[sandbox]\nslots = 2\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
+        "[sandbox]\nslots = 2\nuid_base = 220000\n\n[tunnel.presence]\nheartbeat_secs = 2\n",
     );
     xpod_integration::edges::wait_online(&centers[0], "edge-1");
     let admin = centers[0].admin_key();
