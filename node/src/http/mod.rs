@@ -1,8 +1,10 @@
 //! The HTTP front: one pass per request, in one direction —
 //! trace id → classify (routing) → authenticate → the handler for the target → error mapping,
-//! node and trace headers, metrics and a log line. One early branch: with `tunnel.edge_domain`
-//! set, edge hosts (`<service>.<node>.<edge_domain>`) are forwarded through the edge's tunnel
-//! before classification (`edges::forward`).
+//! node and trace headers, metrics and a log line. Early branches, before classification: a
+//! runner request on a `Runner` stream from a center (`sandbox::internal`, never from a
+//! client); with `tunnel.edge_domain` set, edge hosts (`<service>.<node>.<edge_domain>`) go
+//! through the edge's tunnel (`edges::forward`); with `sandbox.domain` set,
+//! `<port>-<id>.<sandbox.domain>` goes to the sandbox's port (`sandbox::ports`).
 
 pub mod api;
 pub mod body;

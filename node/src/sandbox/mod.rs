@@ -1,7 +1,12 @@
-//! Sandboxes (issue 7; ARCHITECTURE "Sandboxes"). So far: the runtime on one node — a
-//! bubblewrap sandbox whose PID 1 is `xpod sandbox-init` ([`supervisor`]), commands run through
-//! it with their output streamed ([`runtime`], [`proto`]). Not yet: the REST API, placement,
-//! ports, keys, quotas, webhooks.
+//! Sandboxes (issue 7; ARCHITECTURE "Sandboxes").
+//! - On a node: [`runtime`] (a bubblewrap sandbox whose PID 1 is `xpod sandbox-init`,
+//!   [`supervisor`], speaking [`proto`]), [`runner`] (the node's sandboxes: slots, exec with
+//!   replayable output, port connections, idle watchdog, capacity report), [`internal`] (the
+//!   runner API other nodes call).
+//! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
+//!   events), [`client`] (reaching a sandbox's node over the mesh or a tunnel), [`ports`]
+//!   (`<port>-<id>` routing), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
+//!   `crate::http::sandboxes`, webhooks `crate::webhooks`.
 //!
 //! Limits: the sandbox runs as its own unprivileged host uid (when the node is root), so
 //! `RLIMIT_NPROC` holds (a fork bomb stops at `max_procs`); address space, CPU time, file size
