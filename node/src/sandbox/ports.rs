@@ -248,10 +248,12 @@ async fn forward(
     ))
 }
 
-/// Keeps the busy guard of a local port connection alive with the connection.
+/// A byte stream an HTTP/1.1 client can run on.
 trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
 
+/// One HTTP exchange (upgrades allowed) on `conn`; whatever must live as long as the
+/// connection (a local port's busy guard) is dropped with its driver task.
 async fn exchange<C: IntoIo>(
     conn: C,
     req: Request<Body>,
