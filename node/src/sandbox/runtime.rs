@@ -194,6 +194,7 @@ impl Sandbox {
             root: spec.root.clone(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut polls = 0u32;
         loop {
             if tokio::net::UnixStream::connect(&sb.socket).await.is_ok() {
                 return Ok(sb);
@@ -204,7 +205,10 @@ impl Sandbox {
                     std::fs::read_to_string(spec.root.join("sandbox.log")).unwrap_or_default()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The supervisor is usually up within a few ms: poll finely at first.
+            let step = if polls < 200 { 1 } else { 20 };
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(step)).await;
         }
     }
 
