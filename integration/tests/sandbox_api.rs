@@ -1,7 +1,8 @@
 //! The sandbox API on a lone node (real binary, real bubblewrap): bad input is a 400 that names
 //! the problem and creates nothing; scopes; exec timeouts and errors; patch (public ports);
-//! the access token; a node without slots explains itself; a node restarted under its sandboxes
-//! records them stopped. (Cluster behaviour: `sandboxes.rs`.)
+//! the access token; a node without slots explains itself; a node killed under its sandboxes
+//! records them stopped after its restart, a node shut down gracefully at once.
+//! (Cluster behaviour: `sandboxes.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -360,6 +361,24 @@ fn sandbox_api_on_a_lone_node() {
     assert!(
         !node.data_dir().join("sandboxes").join(&id).exists(),
         "files removed"
+    );
+
+    // A graceful shutdown stops the node's sandboxes and records why.
+    let id2 = call(&node, "POST", &alice, "/sandboxes", Some("{}"))
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(node.terminate().success());
+    node.restart();
+    let v = call(&node, "GET", &alice, &format!("/sandboxes/{id2}"), None)
+        .expect(200)
+        .json();
+    assert_eq!(
+        (v["status"].as_str(), v["error"].as_str()),
+        (Some("stopped"), Some("its node shut down")),
+        "{v}"
     );
 }
 

@@ -6,7 +6,8 @@
 //! HTTP server started in each sandbox answers at `<port>-<id>.<domain>` on both centers (and
 //! under `/api/v1/sandboxes/{id}/ports/…`), and an upgraded connection passes through both
 //! ways; another owner sees nothing (404), no key → 401, a
-//! revoked key → 401; the quota refuses the (n+1)th sandbox naming the limit; the idle timeout
+//! revoked key → 401; the quota refuses the (n+1)th sandbox naming the limit, also when 6
+//! creates race through both centers; the idle timeout
 //! stops a sandbox; a node that refuses (it lacks the image) is skipped for one that can run
 //! it; a delete with a grace period archives it and the cleanup removes it and its
 //! files; a plain delete removes it at once.
@@ -216,6 +217,35 @@ fn sandboxes_across_centers_and_an_edge() {
             .json();
         (v["runners"].as_array().unwrap().len() == 3).then_some(())
     });
+
+    // The quota holds under racing creates through both centers: 6 at once, quota 4.
+    let (carol, _) = new_key(&centers[0], "carol", &["sandbox"]);
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let (url, key) = (centers[i % 2].url(), carol.clone());
+            std::thread::spawn(move || {
+                let r = Curl::new("POST", format!("{url}/api/v1/sandboxes"))
+                    .bearer(&key)
+                    .json(&json!({"timeout": 600}))
+                    .send();
+                let id = r.json()["id"].as_str().map(str::to_string);
+                (r.status, id)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Option<String>)> =
+        racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut codes: Vec<u16> = results.iter().map(|(c, _)| *c).collect();
+    codes.sort();
+    assert_eq!(codes, [201, 201, 201, 201, 429, 429], "{results:?}");
+    for (code, id) in results {
+        if code == 201 {
+            let id = id.unwrap();
+            api("DELETE", &centers[0], &carol, &format!("/sandboxes/{id}"))
+                .send()
+                .expect(204);
+        }
+    }
 
     // Spread by free capacity: 3 sandboxes on 3 nodes with equal free slots.
     let mut sandboxes: Vec<(String, String)> = Vec::new();

@@ -229,10 +229,7 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
         delete_after: None,
         token_hash: crate::auth::hash_key(&token),
     };
-    lifecycle::check_quota(app, &owner, &sb).await?;
-    if !model::create(app.meta.as_ref(), &sb).await? {
-        return Err(ApiError::conflict("sandbox id clash; try again"));
-    }
+    lifecycle::quota_then_create(app, &owner, &sb).await?;
     ctx.audit(
         "sandbox.create",
         &format!("sandbox:{}", sb.id),

@@ -246,6 +246,40 @@ pub async fn mark_stopped(app: &Arc<App>, id: &str, reason: &str) -> Result<(), 
     Ok(())
 }
 
+/// Checks the owner's quota and stores `sb` as one step: creates of one owner are serialized
+/// by the lease `quota:<owner>` (held for the check and the insert, at most 10 s), so two
+/// racing creates on different centers cannot both pass the last free place.
+pub async fn quota_then_create(app: &App, owner: &str, sb: &Sandbox) -> Result<(), ApiError> {
+    let lease = format!("quota:{owner}");
+    let holder = format!("{}:{}", app.node_id, sb.id);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = now_millis();
+        if app.meta.try_lease(&lease, &holder, now, now + 10_000).await? {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ApiError::unavailable(format!(
+                "another create for owner {owner} is in progress; try again"
+            ))
+            .with_header(http::header::RETRY_AFTER, "1"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let result = async {
+        check_quota(app, owner, sb).await?;
+        if !model::create(app.meta.as_ref(), sb).await? {
+            return Err(ApiError::conflict("sandbox id clash; try again"));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = app.meta.release_lease(&lease, &holder).await {
+        tracing::debug!(error = %e, "quota lease not released (it expires)");
+    }
+    result
+}
+
 /// The per-owner quota check for one more sandbox of `want`'s size.
 pub async fn check_quota(app: &App, owner: &str, want: &Sandbox) -> Result<(), ApiError> {
     let q = &app.config.sandbox;

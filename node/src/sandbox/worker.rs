@@ -26,7 +26,8 @@ const PENDING_MAX_MS: i64 = 120_000;
 /// A node silent this long has lost its sandboxes.
 const NODE_LOST_MS: i64 = 5 * 60_000;
 
-/// Runs until `shutdown`; then stops this node's sandboxes.
+/// Runs until `shutdown`; then stops this node's sandboxes (and, on a center, records them
+/// stopped).
 pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
@@ -57,7 +58,17 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
             }
         }
     }
+    // Shutting down: this node's sandboxes stop with it; a center records that now (an edge's
+    // center notices from its reports).
+    let ids = app.runner.report(&app.config.sandbox).running;
     app.runner.stop_all(&app.config).await;
+    if center {
+        for id in ids {
+            if let Err(e) = lifecycle::mark_stopped(&app, &id, "its node shut down").await {
+                tracing::warn!(sandbox = %id, error = %e.message, "could not record a stopped sandbox");
+            }
+        }
+    }
 }
 
 async fn reconcile_once(app: &Arc<App>) -> anyhow::Result<()> {
