@@ -255,7 +255,11 @@ pub async fn quota_then_create(app: &App, owner: &str, sb: &Sandbox) -> Result<(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let now = now_millis();
-        if app.meta.try_lease(&lease, &holder, now, now + 10_000).await? {
+        if app
+            .meta
+            .try_lease(&lease, &holder, now, now + 10_000)
+            .await?
+        {
             break;
         }
         if std::time::Instant::now() > deadline {
