@@ -316,6 +316,12 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    if !matches!(cli.command, Command::Up(_) | Command::Edge(_)) {
+        // A client command piped into `head` ends quietly on the closed pipe, as Unix tools do,
+        // instead of panicking in println!. (Not for a node: it writes to its children's pipes.)
+        // SAFETY: no other thread exists yet.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

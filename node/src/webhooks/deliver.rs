@@ -1,6 +1,7 @@
 //! The delivery worker: on a center (or lone node) holding lease `webhooks:deliver`, every
 //! second or when [`super::emit`] wakes it, every due pending delivery is attempted (up to
-//! [`PARALLEL`] at once). 2xx → `succeeded`; anything else (status, refusal, timeout) is
+//! [`PARALLEL`] at once; the lease is extended before each send, so passes of two centers
+//! never overlap). 2xx → `succeeded`; anything else (status, refusal, timeout) is
 //! recorded and retried after [`BACKOFF_SECS`]`[n]`; after the last one → `failed`. Each write
 //! is a compare-and-set on the delivery's version, so two centers never record one attempt
 //! twice. Finished deliveries are kept [`KEEP_MS`] (the delivery log), then removed.
@@ -75,6 +76,16 @@ async fn pass(app: &Arc<App>) -> anyhow::Result<()> {
     for (doc, d) in due {
         while tasks.len() >= PARALLEL {
             tasks.join_next().await;
+        }
+        // Extend the lease before each send (a send takes at most TIMEOUT < the lease), so a
+        // long pass never overlaps another center's: no message goes out twice at once.
+        let now = now_millis();
+        if !app
+            .meta
+            .try_lease(LEASE, &app.node_id, now, now + 15_000)
+            .await?
+        {
+            break;
         }
         let app = app.clone();
         tasks.spawn(async move { attempt(&app, doc, d).await });
