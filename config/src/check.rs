@@ -35,6 +35,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.centers",
     "tunnel.edge_domain",
     "tunnel.tls_listen",
+    "tunnel.threads",
     "dns.listen",
     "dns.zone",
     "dns.addresses",
@@ -130,6 +131,10 @@ impl Config {
             "dns.tsig_secret" => self.dns.tsig_secret.as_ref().map_or(Ok(()), |s| {
                 v::base64_key(s.expose())
             }),
+            "tunnel.threads" => match self.tunnel.threads {
+                None | Some(1..=64) => Ok(()),
+                Some(n) => Err(format!("expected 1..=64 threads, got {n}")),
+            },
             "sandbox.slots" => match self.sandbox.slots {
                 0..=1000 => Ok(()),
                 n => Err(format!("expected 0..=1000 sandboxes, got {n}")),

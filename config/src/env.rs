@@ -236,6 +236,14 @@ static TABLE: &[EnvKey] = &[
             Ok(())
         },
     ),
+    k("XPOD_TUNNEL_THREADS", "tunnel.threads", &[], |c, s| {
+        c.tunnel.threads = Some(
+            s.trim()
+                .parse()
+                .map_err(|_| format!("expected a number of threads, got {s:?}"))?,
+        );
+        Ok(())
+    }),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

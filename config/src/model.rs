@@ -410,6 +410,10 @@ pub struct TunnelConfig {
     /// `[tunnel.presence]`: heartbeat and liveness timings (a center tells its edges the
     /// heartbeat interval).
     pub presence: PresenceConfig,
+    /// Threads of the tunnel's data plane (QUIC endpoints and TCP relays), 1–64; `None`: 1, a
+    /// dedicated thread, which carried the most per core in measurements. More for a center
+    /// whose tunnels need more than one core of crypto.
+    pub threads: Option<usize>,
 }
 
 /// `[tunnel.presence]`: the seed's timings by default — heartbeat every 15 s, a node is

@@ -77,6 +77,7 @@ fn every_xpod_variable_sets_its_key() {
             ("XPOD_LOG_LEVEL", "debug"),
             ("XPOD_LOG_FORMAT", "json"),
             ("XPOD_LOG_ACCESS", "true"),
+            ("XPOD_TUNNEL_THREADS", "4"),
         ]),
     )
     .unwrap();
@@ -108,6 +109,21 @@ fn every_xpod_variable_sets_its_key() {
     assert_eq!(c.log.level, "debug");
     assert_eq!(c.log.format, LogFormat::Json);
     assert!(c.log.access);
+    assert_eq!(c.tunnel.threads, Some(4));
+}
+
+#[test]
+fn tunnel_threads_out_of_range_is_refused() {
+    let e = err(&[("XPOD_TUNNEL_THREADS", "0")]);
+    assert!(
+        e.contains("XPOD_TUNNEL_THREADS") && e.contains("1..=64"),
+        "{e}"
+    );
+    let e = err(&[("XPOD_TUNNEL_THREADS", "many")]);
+    assert!(
+        e.contains("XPOD_TUNNEL_THREADS") && e.contains("many"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -411,6 +411,11 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
         config.role = xpod_config::Role::Edge;
     }
     init_tracing(&config)?;
+    let threads = config
+        .tunnel
+        .threads
+        .unwrap_or(xpod_tunnel::plane::DEFAULT_THREADS);
+    xpod_tunnel::plane::configure(threads).context("tunnel.threads")?;
     if let (Some(center), Some(token)) = (&args.join, &args.token) {
         if config.role != xpod_config::Role::Edge {
             anyhow::bail!("--join is for edges: use `xpod edge --join …` (or set role = \"edge\")");

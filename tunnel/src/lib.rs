@@ -12,10 +12,13 @@
 //!   by an explicit clock.
 //! - [`identity`]: CA creation, certificate issuing and CSR signing, fingerprints, join tokens,
 //!   and the rustls client/server configurations that enforce mutual TLS against the cluster CA.
+//! - [`plane`]: the dedicated runtime (one thread by default) that runs every endpoint and
+//!   relay, away from the HTTP workers.
 //! - [`endpoint`]: the quinn endpoints — a center's one UDP port serving `xpod/1` (mutual TLS)
 //!   and `xpod-join/1` (token-authenticated joins), the control-stream driver that runs a
 //!   session over a connection, and the edge's reconnecting dialer (one connection per center).
 
 pub mod endpoint;
 pub mod identity;
+pub mod plane;
 pub mod proto;

@@ -12,14 +12,39 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use xpod_tunnel::plane;
 
 /// Bytes read from TCP at most per chunk.
 const CHUNK: usize = 64 * 1024;
 /// Application error code for a stream reset because its TCP side failed.
 const TCP_FAILED: u32 = 2;
 
-/// Relays until both directions are done. Returns (TCP → QUIC, QUIC → TCP) byte counts.
-pub async fn relay(
+/// Relays until both directions are done, on the tunnel's data plane (`xpod_tunnel::plane`:
+/// the socket moves to the thread that drives the QUIC connection, so a packet wakes no other
+/// thread). Dropping the future stops the relay. Returns (TCP → QUIC, QUIC → TCP) byte counts.
+pub async fn relay(tcp: TcpStream, send: quinn::SendStream, recv: quinn::RecvStream) -> (u64, u64) {
+    let tcp = match plane::into_plane_tcp(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot move the connection to the data plane");
+            return (0, 0);
+        }
+    };
+    plane::spawn(async move {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => relay_here(tcp, send, recv).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot register the connection on the data plane");
+                (0, 0)
+            }
+        }
+    })
+    .await
+    .unwrap_or((0, 0))
+}
+
+/// [`relay`] on the current runtime.
+async fn relay_here(
     tcp: TcpStream,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,

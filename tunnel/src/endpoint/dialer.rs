@@ -200,8 +200,8 @@ impl EdgeDialer {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint = quinn::Endpoint::client(bind)
-            .map_err(|source| EndpointError::Bind { addr: bind, source })?;
+        let endpoint =
+            client_endpoint(bind).map_err(|source| EndpointError::Bind { addr: bind, source })?;
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let slots: Slots = Arc::new(Mutex::new(
@@ -504,4 +504,23 @@ impl Supervisor {
         });
         driver
     }
+}
+
+/// A client-only endpoint on `bind` (dual-stack when IPv6, as `quinn::Endpoint::client`) whose
+/// drivers run on the data plane (see `crate::plane`).
+fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    if bind.is_ipv6() {
+        if let Err(e) = socket.set_only_v6(false) {
+            tracing::debug!(error = %e, "cannot make the UDP socket dual-stack");
+        }
+    }
+    socket.bind(&bind.into())?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        crate::plane::runtime(),
+    )
 }

@@ -144,10 +144,8 @@ impl CenterEndpoint {
         endpoint_config.cid_generator(|| Box::new(RandomCids));
         let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| EndpointError::Bind { addr, source })?;
-        let runtime = quinn::default_runtime().ok_or_else(|| EndpointError::Bind {
-            addr,
-            source: std::io::Error::other("no async runtime found"),
-        })?;
+        // Drivers, socket and timers on the data plane (see `crate::plane`).
+        let runtime = crate::plane::runtime();
         let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
             .map_err(|source| EndpointError::Bind { addr, source })?;
         let local_addr = endpoint
