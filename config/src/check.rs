@@ -236,6 +236,39 @@ impl Config {
         }
     }
 
+    /// The name spaces of the cluster do not overlap: `tunnel.edge_domain` (`<node>.<it>`, set
+    /// by a device's name), `http.pods_domain` (`<pod>.<it>`), `sandbox.domain`
+    /// (`<port>-<id>.<it>`) are each different from `dns.zone` (whose apex names `ns` and the
+    /// centers) and none is another or below another, so no name a device, a pod or a sandbox
+    /// gets can shadow one of another kind.
+    fn check_domains(&self) -> Result<(), (&'static str, String)> {
+        let below_or_same = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+        let spaces = [
+            ("tunnel.edge_domain", self.tunnel.edge_domain.as_deref()),
+            ("http.pods_domain", self.http.pods_domain.as_deref()),
+            ("sandbox.domain", self.sandbox.domain.as_deref()),
+        ];
+        for (i, (key, a)) in spaces.iter().enumerate() {
+            let Some(a) = a else { continue };
+            if self.dns.zone.as_deref() == Some(a) {
+                return Err((
+                    key,
+                    format!("{a:?} is dns.zone itself, whose names (ns, the centers) it would share; use a name below it, e.g. \"{}.{a}\"", key.split(['.', '_']).nth(1).unwrap_or("x")),
+                ));
+            }
+            for (other, b) in &spaces[i + 1..] {
+                let Some(b) = b else { continue };
+                if below_or_same(a, b) || below_or_same(b, a) {
+                    return Err((
+                        key,
+                        format!("{a:?} overlaps {other} {b:?}: a name of one could shadow a name of the other; give each its own domain, neither below the other"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every key; `location` names where the values came from in the error.
     pub(crate) fn validate_at(&self, location: &str) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::InvalidValue {
@@ -247,6 +280,7 @@ impl Config {
             self.check_key(key).map_err(|m| invalid(key, m))?;
         }
         self.check_cross().map_err(|(key, m)| invalid(key, m))?;
+        self.check_domains().map_err(|(key, m)| invalid(key, m))?;
         self.check_services().map_err(|(key, m)| invalid(&key, m))?;
         self.check_presence()
             .map_err(|m| invalid("tunnel.presence", m))?;
@@ -479,6 +513,25 @@ mod tests {
         assert_eq!(c.tunnel.tls_listen, Some("0.0.0.0:443".parse().unwrap()));
         assert_eq!(c.tunnel.forwards[0].node, "edge-1");
         assert_eq!(c.tunnel.forwards[0].listen.port(), 2222);
+    }
+
+    #[test]
+    fn overlapping_name_spaces_are_refused() {
+        let cases = [
+            ("[tunnel]\nedge_domain = \"x.test\"\n[http]\npods_domain = \"x.test\"\n", "tunnel.edge_domain", "overlaps http.pods_domain"),
+            ("[tunnel]\nedge_domain = \"e.x.test\"\n[http]\npods_domain = \"x.test\"\n", "tunnel.edge_domain", "overlaps"),
+            ("[http]\npods_domain = \"x.test\"\n[sandbox]\ndomain = \"sb.x.test\"\n", "http.pods_domain", "overlaps sandbox.domain"),
+            ("[tunnel]\nedge_domain = \"x.test\"\n[sandbox]\ndomain = \"x.test\"\n", "tunnel.edge_domain", "overlaps sandbox.domain"),
+            ("[http]\npods_domain = \"x.test\"\n[dns]\nzone = \"x.test\"\n", "http.pods_domain", "dns.zone itself"),
+        ];
+        for (toml, key, expected) in cases {
+            let err = load(toml).unwrap_err();
+            assert!(err.contains(key) && err.contains(expected), "{toml}: {err}");
+        }
+        // Siblings inside the zone are the intended layout.
+        load("[tunnel]\nedge_domain = \"edges.x.test\"\n[http]\npods_domain = \"pods.x.test\"\n[sandbox]\ndomain = \"sb.x.test\"\n[dns]\nzone = \"x.test\"\n").unwrap();
+        // A name that merely ends alike is not below: "podsx.test" is not under "x.test".
+        load("[tunnel]\nedge_domain = \"x.test\"\n[http]\npods_domain = \"podsx.test\"\n").unwrap();
     }
 
     #[test]

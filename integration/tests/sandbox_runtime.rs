@@ -23,6 +23,7 @@ fn spec(tmp: &TempDir, name: &str, uid: u32) -> Spec {
         },
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
         usr: "/usr".into(),
+        init: None,
     }
 }
 

@@ -65,18 +65,35 @@ pub fn parse_key(full: &str) -> Option<(&str, &str)> {
     (hex_ok(id, 12) && hex_ok(secret, 64)).then_some((id, secret))
 }
 
+/// The scopes a key may carry, for messages.
+pub const SCOPES: &str = "admin, sandbox, sandbox:read, pod:<podId>, pod:<podId>:read";
+
 /// Validates a scope string.
 pub fn validate_scope(scope: &str) -> Result<(), String> {
     if matches!(scope, "admin" | "sandbox" | "sandbox:read") {
         return Ok(());
     }
     let Some(rest) = scope.strip_prefix("pod:") else {
-        return Err(format!(
-            "scope `{scope}`: expected `admin`, `sandbox`, `sandbox:read`, `pod:<podId>` or `pod:<podId>:read`"
-        ));
+        return Err(format!("scope `{scope}`: expected one of {SCOPES}"));
     };
     let pod = rest.strip_suffix(":read").unwrap_or(rest);
     xpod_routing::target::validate_pod_id(pod).map_err(|e| format!("scope `{scope}`: {e}"))
+}
+
+/// Validates an owner name: 1–64 of `A-Z a-z 0-9 . _ -`.
+pub fn validate_owner(owner: &str) -> Result<(), String> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 64
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "owner {owner:?}: expected 1–64 letters, digits, `.`, `_` or `-`"
+        ))
+    }
 }
 
 /// Who is calling.

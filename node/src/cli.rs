@@ -73,8 +73,9 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
     #[command(hide = true)]
     SandboxInit {
-        #[arg(long)]
-        socket: PathBuf,
+        /// The inherited descriptor of the control channel to the node.
+        #[arg(long, default_value_t = crate::sandbox::ctl::CTL_FD)]
+        ctl_fd: i32,
         /// The limits, JSON.
         #[arg(long)]
         limits: String,
@@ -273,9 +274,14 @@ enum KeysCmd {
         /// A name to recognise the key by.
         #[arg(long)]
         name: String,
-        /// admin, pod:<podId> (read+write) or pod:<podId>:read; repeatable.
-        #[arg(long = "scope", default_value = "admin")]
+        /// What the key may do (repeatable, at least one): admin, sandbox, sandbox:read,
+        /// pod:<podId> (read+write) or pod:<podId>:read.
+        #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Whose sandboxes, webhooks and quota the key uses (keys with the same owner share
+        /// them). Default: the key is its own owner.
+        #[arg(long)]
+        owner: Option<String>,
         /// Expire after this many days (default: never).
         #[arg(long)]
         expires_in_days: Option<i64>,
@@ -298,7 +304,7 @@ enum KeysCmd {
 /// Parses the command line and runs the command. Errors are one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::SandboxInit { socket, limits } = &cli.command {
+    if let Command::SandboxInit { ctl_fd, limits } = &cli.command {
         // Before any runtime: its threads would count against the sandbox's process limit.
         let limits: crate::sandbox::Limits = match serde_json::from_str(limits) {
             Ok(l) => l,
@@ -308,7 +314,7 @@ pub fn main() -> ExitCode {
             }
         };
         limits.apply_nproc();
-        return match crate::sandbox::supervisor::main(socket, limits) {
+        return match crate::sandbox::supervisor::main(*ctl_fd, limits) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -592,18 +598,30 @@ async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
         KeysCmd::Create {
             name,
             scopes,
+            owner,
             expires_in_days,
             remote,
         } => {
-            let body = json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
+            if scopes.is_empty() {
+                anyhow::bail!(
+                    "--scope is required (repeatable): one of {}",
+                    crate::auth::SCOPES
+                );
+            }
+            let mut body =
+                json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
+            if let Some(owner) = owner {
+                body["owner"] = json!(owner);
+            }
             let (_, v) = client(&remote)?
                 .call(Method::POST, "/api/v1/auth/api-keys", Some(&body))
                 .await?;
             print(&remote, &v, |v| {
                 println!(
-                    "created key {} ({}); the secret is shown once:",
+                    "created key {} ({}, owner {}); the secret is shown once:",
                     s(v, "keyId"),
-                    s(v, "name")
+                    s(v, "name"),
+                    s(v, "owner")
                 );
                 println!("{}", s(v, "key"));
             });

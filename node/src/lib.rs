@@ -14,6 +14,7 @@
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
 //! - [`metrics`]: Prometheus counters.
+//! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //!
 //! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
 
@@ -33,6 +34,7 @@ pub mod regions;
 pub mod sandbox;
 pub mod sandbox_cli;
 pub mod server;
+pub mod special_ip;
 pub mod webhooks;
 
 use std::future::Future;

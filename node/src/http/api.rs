@@ -174,9 +174,10 @@ async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         ));
     }
     if input.scopes.is_empty() {
-        return Err(ApiError::bad_request(
-            "scopes: expected at least one of admin, pod:<podId>, pod:<podId>:read",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "scopes: expected at least one of {}",
+            auth::SCOPES
+        )));
     }
     for s in &input.scopes {
         auth::validate_scope(s).map_err(ApiError::bad_request)?;
@@ -191,15 +192,20 @@ async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
             )))
         }
     };
-    let owner = input
+    if let Some(owner) = &input.owner {
+        auth::validate_owner(owner).map_err(ApiError::bad_request)?;
+    }
+    // A key the admin names no owner for is its own owner: its sandboxes, webhooks and quota
+    // are its alone (never silently the admin's).
+    let mut minted = auth::mint(name, "", input.scopes, now, expires_at);
+    minted.record.owner = input
         .owner
-        .unwrap_or_else(|| ctx.principal.owner().unwrap_or("admin").to_string());
-    let minted = auth::mint(name, &owner, input.scopes, now, expires_at);
+        .unwrap_or_else(|| format!("key-{}", minted.record.key_id));
     ctx.app.meta.create_api_key(&minted.record).await?;
     ctx.audit(
         "apikey.create",
         &format!("key:{}", minted.record.key_id),
-        json!({"name": name, "scopes": minted.record.scopes, "expiresAt": expires_at}),
+        json!({"name": name, "owner": minted.record.owner, "scopes": minted.record.scopes, "expiresAt": expires_at}),
     )
     .await;
     let mut value = serde_json::to_value(&minted.record).unwrap_or_default();

@@ -77,7 +77,9 @@ pub async fn handle(
         (["webhooks", id], &Method::GET) => {
             let owner = require(ctx, Access::Read)?;
             let (hook, _) = load(ctx, &owner, id).await?;
-            Ok(body::json(StatusCode::OK, &hook.view(true)))
+            // The secret only to keys that may write (sandbox:read is read-only everywhere).
+            let with_secret = ctx.principal.sandbox_access() == Some(Access::Write);
+            Ok(body::json(StatusCode::OK, &hook.view(with_secret)))
         }
         (["webhooks", id], &Method::DELETE) => {
             let owner = require(ctx, Access::Write)?;

@@ -1,6 +1,6 @@
 //! Sandboxes (issue 7; ARCHITECTURE "Sandboxes").
 //! - On a node: [`runtime`] (a bubblewrap sandbox whose PID 1 is `xpod sandbox-init`,
-//!   [`supervisor`], speaking [`proto`]), [`runner`] (the node's sandboxes: slots, exec with
+//!   [`supervisor`], speaking [`proto`] over connections passed on the [`ctl`] channel), [`runner`] (the node's sandboxes: slots, exec with
 //!   replayable output, port connections, idle watchdog, capacity report), [`internal`] (the
 //!   runner API other nodes call).
 //! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
@@ -14,6 +14,7 @@
 //! have a wall-clock timeout that kills its process group.
 
 pub mod client;
+pub mod ctl;
 pub mod internal;
 pub mod lifecycle;
 pub mod model;

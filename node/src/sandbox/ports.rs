@@ -1,8 +1,8 @@
 //! HTTP (and WebSockets) to a port inside a sandbox: `<port>-<id>.<sandbox.domain>` (any
 //! path) or `/api/v1/sandboxes/{id}/ports/{port}/…` (the rest of the path).
 //!
-//! Private by default: the owner's API key (scope `sandbox`, `sandbox:read` or `admin`) or the
-//! sandbox's access token in `X-Sandbox-Token`; credentials are removed before the request
+//! Private by default: the owner's API key (scope `sandbox` or `admin`; `sandbox:read` for GET,
+//! HEAD and OPTIONS without an upgrade) or the sandbox's access token in `X-Sandbox-Token`; credentials are removed before the request
 //! goes in. `public: true` needs neither. On the sandbox's node the request goes through the
 //! supervisor's `connect` (the sandbox has no network of its own); from another node over a
 //! `SandboxPort` stream that the runner relays byte for byte ([`serve_stream`]).
@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 
 use super::model::{self, Sandbox, Status};
 use crate::app::App;
-use crate::auth::{self, Principal};
+use crate::auth::{self, Access, Principal};
 use crate::http::body::Body;
 use crate::http::error::ApiError;
 use crate::http::Ctx;
@@ -58,17 +58,15 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("sandbox {id} not found"))
 }
 
-/// Whether `principal` or the token header may use the ports of `sb`.
-fn allowed(sb: &Sandbox, principal: &Principal, headers: &http::HeaderMap) -> bool {
+/// Whether `principal` or the token header may send this request to the ports of `sb`: 401
+/// without credentials, 404 for another owner's sandbox (it is not theirs to know of), 403 for
+/// a write with a `sandbox:read` key (it only reads: GET, HEAD and OPTIONS without an upgrade).
+fn check(sb: &Sandbox, principal: &Principal, req: &Request<Incoming>) -> Result<(), ApiError> {
     if sb.public {
-        return true;
+        return Ok(());
     }
-    if principal.sandbox_access().is_some()
-        && (principal.is_admin() || principal.owner() == Some(sb.owner.as_str()))
-    {
-        return true;
-    }
-    headers
+    let headers = req.headers();
+    let token_ok = headers
         .get(TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| {
@@ -77,7 +75,37 @@ fn allowed(sb: &Sandbox, principal: &Principal, headers: &http::HeaderMap) -> bo
                     .as_bytes()
                     .ct_eq(sb.token_hash.as_bytes()),
             )
-        })
+        });
+    if token_ok {
+        return Ok(());
+    }
+    let owns = principal.is_admin() || principal.owner() == Some(sb.owner.as_str());
+    match principal.sandbox_access() {
+        Some(Access::Write) if owns => Ok(()),
+        Some(Access::Read) if owns => {
+            let reads = matches!(
+                *req.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            );
+            if reads && !headers.contains_key(header::UPGRADE) {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden(format!(
+                    "this API key may only read (sandbox:read): GET, HEAD or OPTIONS to sandbox {} without an upgrade",
+                    sb.id
+                )))
+            }
+        }
+        _ => Err(match principal {
+            Principal::Anonymous if !headers.contains_key(TOKEN_HEADER) => {
+                ApiError::unauthorized(format!(
+                    "sandbox {} is private: send its owner's API key or its access token ({TOKEN_HEADER})",
+                    sb.id
+                ))
+            }
+            _ => not_found(&sb.id),
+        }),
+    }
 }
 
 async fn load(app: &App, id: &str) -> Result<Sandbox, ApiError> {
@@ -104,16 +132,7 @@ pub async fn by_host(
             xpod_storage::meta::now_millis(),
         )
         .await?;
-        if !allowed(&sb, &principal, req.headers()) {
-            return Err(match principal {
-                Principal::Anonymous if !req.headers().contains_key(TOKEN_HEADER) => {
-                    ApiError::unauthorized(format!(
-                        "sandbox {id} is private: send its owner's API key or its access token ({TOKEN_HEADER})"
-                    ))
-                }
-                _ => not_found(id),
-            });
-        }
+        check(&sb, &principal, &req)?;
     }
     forward(app, &sb, port, peer, req, None).await
 }
@@ -135,16 +154,7 @@ pub async fn by_path(
         return Err(not_found(id));
     }
     let sb = load(&ctx.app, id).await?;
-    if !allowed(&sb, &ctx.principal, req.headers()) {
-        return Err(match ctx.principal {
-            Principal::Anonymous if !req.headers().contains_key(TOKEN_HEADER) => {
-                ApiError::unauthorized(format!(
-                    "sandbox {id} is private: send its owner's API key or its access token ({TOKEN_HEADER})"
-                ))
-            }
-            _ => not_found(id),
-        });
-    }
+    check(&sb, &ctx.principal, &req)?;
     forward(&ctx.app, &sb, port, ctx.peer, req, Some(prefix)).await
 }
 

@@ -1,8 +1,10 @@
-//! The supervisor's protocol on its Unix socket: JSON lines. One connection per exec: the
+//! The supervisor's protocol on each connection the node opens over the control channel
+//! ([`super::ctl`]): JSON lines. One connection per exec: the
 //! client sends an [`ExecRequest`], then [`Input`] lines (stdin, end of stdin); the supervisor
 //! answers with [`Event`] lines, the last one `end` (or `error`). Or one connection per port
 //! connection: the client sends `{"connect": PORT}`, the supervisor dials `127.0.0.1:PORT` in
-//! the sandbox and answers `connected` (then relays bytes both ways) or `error`.
+//! the sandbox and answers `connected` (then relays bytes both ways) or `error`. Or
+//! `{"ping": true}`, answered `ready` (the node's start-up check).
 
 use std::collections::BTreeMap;
 
@@ -59,4 +61,6 @@ pub enum Event {
     },
     /// The answer to a `{"connect": port}` request: bytes are relayed from now on.
     Connected,
+    /// The answer to a `{"ping": true}` request: the supervisor is up.
+    Ready,
 }

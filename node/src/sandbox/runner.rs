@@ -22,6 +22,8 @@ use super::Limits;
 pub const LOG_EVENTS: usize = 10_000;
 /// Bytes of event data kept per sandbox for replay.
 pub const LOG_BYTES: usize = 4 << 20;
+/// Commands running at once in one sandbox (each holds bounded buffers on the node).
+pub const MAX_EXECS: i64 = 16;
 
 /// What a runner is asked to start.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,14 +113,25 @@ struct Local {
     slot: u32,
     timeout_ms: Millis,
     last_active: AtomicI64,
-    /// Commands and port connections in progress (a sandbox is not idle while any runs).
+    /// Commands with a client attached and open port connections (a sandbox is not idle
+    /// while any is).
     busy: AtomicI64,
+    /// Commands running, attached or not (at most [`MAX_EXECS`]).
+    execs: AtomicI64,
     log: Mutex<Log>,
 }
 
 impl Local {
     fn touch(&self) {
         self.last_active.store(now_millis(), Ordering::Relaxed);
+    }
+}
+
+/// Counts a running command while alive.
+struct ExecSlot(Arc<Local>);
+impl Drop for ExecSlot {
+    fn drop(&mut self) {
+        self.0.execs.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -282,6 +295,7 @@ impl Runner {
                 timeout_ms: (req.timeout as i64).saturating_mul(1000),
                 last_active: AtomicI64::new(now_millis()),
                 busy: AtomicI64::new(0),
+                execs: AtomicI64::new(0),
                 log: Mutex::new(Log::default()),
             });
             running.insert(id.to_string(), placeholder.clone());
@@ -298,6 +312,7 @@ impl Runner {
             },
             env: req.env.clone(),
             usr,
+            init: None,
         };
         let mut guard = placeholder.sandbox.lock().await;
         match Sandbox::start(&spec).await {
@@ -324,6 +339,10 @@ impl Runner {
     }
 
     /// Runs a command; its numbered events arrive on the receiver (and go to the log).
+    ///
+    /// The sandbox counts as busy (not idle) while a client receives the events: a command
+    /// whose client went away goes on, logged, but no longer keeps the sandbox from its idle
+    /// stop, and output nobody reads is not activity.
     pub async fn exec(
         &self,
         id: &str,
@@ -331,6 +350,15 @@ impl Runner {
         stdin: &[u8],
     ) -> Result<tokio::sync::mpsc::Receiver<LogEntry>, RunnerError> {
         let local = self.get(id).ok_or_else(|| RunnerError::not_here(id))?;
+        if local.execs.fetch_add(1, Ordering::Relaxed) >= MAX_EXECS {
+            local.execs.fetch_sub(1, Ordering::Relaxed);
+            return Err(RunnerError::new(
+                429,
+                "too_many_execs",
+                format!("sandbox {id} already runs {MAX_EXECS} commands; wait for one to end"),
+            ));
+        }
+        let running = ExecSlot(local.clone());
         self.execs.fetch_add(1, Ordering::Relaxed);
         local.busy.fetch_add(1, Ordering::Relaxed);
         let busy = Busy(local.clone());
@@ -347,14 +375,28 @@ impl Runner {
             log.execs += 1;
             log.execs
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let _busy = busy;
-            while let Some(ev) = events.recv().await {
+            let _running = running;
+            let mut busy = Some(busy);
+            loop {
+                let ev = tokio::select! {
+                    ev = events.recv() => ev,
+                    () = tx.closed(), if busy.is_some() => {
+                        busy = None;
+                        continue;
+                    }
+                };
+                let Some(ev) = ev else { break };
                 let entry = local.log.lock().expect("poisoned").push(exec, ev);
-                local.touch();
                 // A client that went away does not stop the command; its output is logged.
-                let _ = tx.send(entry).await;
+                if busy.is_some() {
+                    if tx.send(entry).await.is_ok() {
+                        local.touch();
+                    } else {
+                        busy = None;
+                    }
+                }
             }
         });
         Ok(rx)

@@ -1,21 +1,30 @@
 //! Starting a sandbox and running commands in it.
 //!
 //! Host layout of a sandbox, under its `root`: `work/` (mounted at `/work`, the only writable
-//! place besides a private `/tmp`), `ctl/` (mounted at `/.xpod`: the supervisor's socket),
-//! `sandbox.log` (bwrap's and the supervisor's own output). The root and everything else is
-//! read-only; `/tmp` is private, in memory and capped at 64 MiB. When the node runs as root, bwrap
-//! runs as `uid` (an unprivileged host uid of this sandbox's own) so process limits hold;
-//! `work/` and `ctl/` belong to it. The xpod binary is mounted read-only at `/.xpod-init`, so
-//! it must be readable by that uid (it is, in `/usr/local/bin` or any 0755 path).
+//! place besides a private `/tmp`), `sandbox.log` (bwrap's and the supervisor's own output).
+//! The root and everything else is read-only; `/tmp` is private, in memory and capped at
+//! 64 MiB. When the node runs as root, bwrap runs as `uid` (an unprivileged host uid of this
+//! sandbox's own) so process limits hold; `work/` belongs to it. The xpod binary is mounted
+//! read-only at `/.xpod-init`, so it must be readable by that uid (it is, in `/usr/local/bin`
+//! or any 0755 path).
+//!
+//! The node reaches the supervisor over the control channel it hands to bwrap as an inherited
+//! descriptor ([`super::ctl`]), never through a path. It trusts nothing the supervisor sends:
+//! lines are capped at [`MAX_LINE`], events at [`MAX_EVENTS_PER_SEC`] per exec, what waits
+//! for a client by bounded channels; an exec with a `timeout` that has not ended
+//! [`TIMEOUT_GRACE`] after it gets an `error` and the node kills the sandbox from outside
+//! (through a pidfd of bwrap, so a recycled pid is never hit).
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 use super::proto::{Event, ExecRequest, Input};
 use super::Limits;
@@ -36,13 +45,125 @@ pub struct Spec {
     pub env: BTreeMap<String, String>,
     /// The image: the host directory mounted read-only at `/usr` (`/usr` for the host's).
     pub usr: PathBuf,
+    /// PID 1 instead of xpod's supervisor (`None`: `/.xpod-init sandbox-init`). It gets the
+    /// control channel as descriptor 3. Tests use it to play a hostile supervisor.
+    pub init: Option<Vec<String>>,
+}
+
+/// Longest line the node reads from a supervisor (an output event carries at most 32 KiB,
+/// about 44 KiB in base64).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Events per second the node takes from one exec at most (more wait in the socket).
+pub const MAX_EVENTS_PER_SEC: u32 = 2_000;
+/// How long past its `timeout` an exec may go without `end` before the node kills the sandbox.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+/// How long the node waits for a supervisor's answer to a ping or a port connection.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Kills a sandbox from outside: SIGKILL to bwrap through a pidfd taken while it was our
+/// unreaped child (so the signal can never reach a process that reused its pid).
+#[derive(Clone)]
+pub struct Killer(Arc<Option<OwnedFd>>);
+
+impl Killer {
+    fn new(pid: Option<u32>) -> Killer {
+        let fd = pid.and_then(|pid| {
+            // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            // SAFETY: a descriptor pidfd_open just returned is ours alone.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        });
+        Killer(Arc::new(fd))
+    }
+
+    /// SIGKILL to bwrap; the sandbox's processes die with it (`--die-with-parent`, pid namespace).
+    pub fn kill(&self) {
+        if let Some(fd) = self.0.as_ref() {
+            // SAFETY: pidfd_send_signal(2) on a pidfd we own, no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+    }
 }
 
 /// A running sandbox; killed (with everything in it) when dropped.
 pub struct Sandbox {
     child: tokio::process::Child,
-    socket: PathBuf,
+    /// The node's end of the control channel.
+    ctl: std::os::unix::net::UnixStream,
+    killer: Killer,
     pub root: PathBuf,
+}
+
+/// Reads one `\n`-terminated line of at most `max` bytes (without the newline). `Ok(None)` at
+/// a clean end of stream; an overlong or unterminated line is an error, and nothing beyond
+/// `max` bytes is ever buffered.
+pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return if line.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a line without its end",
+                ))
+            };
+        }
+        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {max} bytes"),
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take + usize::from(done));
+        if done {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// Reads the one-line answer to a ping or connect request, within [`ANSWER_WITHIN`].
+async fn answer(conn: &mut tokio::net::UnixStream) -> anyhow::Result<Event> {
+    // Byte by byte: what follows the answer belongs to the caller.
+    let read = async {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            use tokio::io::AsyncReadExt as _;
+            if conn.read(&mut byte).await? == 0 {
+                bail!("the sandbox's supervisor closed the connection");
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+            if line.len() > 4096 {
+                bail!("the sandbox's supervisor sent an overlong answer");
+            }
+        }
+        Ok(serde_json::from_slice::<Event>(&line)?)
+    };
+    tokio::time::timeout(ANSWER_WITHIN, read)
+        .await
+        .map_err(|_| anyhow::anyhow!("the sandbox's supervisor did not answer within {ANSWER_WITHIN:?}"))?
 }
 
 /// The bwrap arguments for `spec` (without the program).
@@ -107,9 +228,6 @@ pub fn bwrap_args(spec: &Spec) -> Vec<String> {
         "--bind".into(),
         format!("{root}/work"),
         "/work".into(),
-        "--bind".into(),
-        format!("{root}/ctl"),
-        "/.xpod".into(),
         "--ro-bind".into(),
         spec.xpod_bin.display().to_string(),
         "/.xpod-init".into(),
@@ -140,76 +258,77 @@ fn is_root() -> bool {
 impl Sandbox {
     /// Creates the directories and starts the sandbox; returns once its supervisor answers.
     pub async fn start(spec: &Spec) -> anyhow::Result<Sandbox> {
-        let (work, ctl) = (spec.root.join("work"), spec.root.join("ctl"));
-        for d in [&work, &ctl] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
+        let work = spec.root.join("work");
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
         let root = is_root();
         if root {
-            for d in [&work, &ctl] {
-                std::os::unix::fs::chown(d, Some(spec.uid), Some(spec.uid))
-                    .with_context(|| format!("chown {}", d.display()))?;
-            }
+            std::os::unix::fs::chown(&work, Some(spec.uid), Some(spec.uid))
+                .with_context(|| format!("chown {}", work.display()))?;
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&spec.root, std::fs::Permissions::from_mode(0o711))?;
         }
         let log = std::fs::File::create(spec.root.join("sandbox.log"))?;
         let limits = serde_json::to_string(&spec.limits)?;
+        let (ctl, theirs) =
+            std::os::unix::net::UnixStream::pair().context("making the control channel")?;
         let mut cmd = tokio::process::Command::new("bwrap");
-        cmd.args(bwrap_args(spec))
-            .args([
-                "--",
-                "/.xpod-init",
-                "sandbox-init",
-                "--socket",
-                "/.xpod/ctl.sock",
-                "--limits",
-            ])
-            .arg(&limits)
-            .stdin(Stdio::null())
+        cmd.args(bwrap_args(spec)).arg("--");
+        match &spec.init {
+            Some(init) => cmd.args(init),
+            None => cmd.args(["/.xpod-init", "sandbox-init", "--limits", &limits]),
+        };
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        if root {
-            let uid = spec.uid;
-            // SAFETY: only async-signal-safe calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setgroups(0, std::ptr::null()) != 0
+        let (theirs_fd, uid) = (theirs.as_raw_fd(), spec.uid);
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, setgroups, setgid, setuid) between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The control channel becomes descriptor 3 (dup2 clears close-on-exec).
+                if theirs_fd == super::ctl::CTL_FD {
+                    libc::fcntl(theirs_fd, libc::F_SETFD, 0);
+                } else if libc::dup2(theirs_fd, super::ctl::CTL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if root
+                    && (libc::setgroups(0, std::ptr::null()) != 0
                         || libc::setgid(uid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+                        || libc::setuid(uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let child = cmd
             .spawn()
             .context("starting bwrap (apt-get install bubblewrap)")?;
+        // Only the sandbox holds the other end now: if it dies, the node sees the channel close.
+        drop(theirs);
+        let killer = Killer::new(child.id());
         let sb = Sandbox {
             child,
-            socket: ctl.join("ctl.sock"),
+            ctl,
+            killer,
             root: spec.root.clone(),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        let mut polls = 0u32;
-        loop {
-            if tokio::net::UnixStream::connect(&sb.socket).await.is_ok() {
-                return Ok(sb);
+        let ready = async {
+            let mut conn = super::ctl::open(&sb.ctl)?;
+            conn.write_all(b"{\"ping\":true}\n").await?;
+            match answer(&mut conn).await? {
+                Event::Ready => Ok(()),
+                other => bail!("unexpected answer to a ping: {other:?}"),
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "the sandbox did not start within 10 s: {}",
-                    std::fs::read_to_string(spec.root.join("sandbox.log")).unwrap_or_default()
-                );
-            }
-            // The supervisor is usually up within a few ms: poll finely at first.
-            let step = if polls < 200 { 1 } else { 20 };
-            polls += 1;
-            tokio::time::sleep(Duration::from_millis(step)).await;
+        };
+        if let Err(e) = ready.await {
+            bail!(
+                "the sandbox did not start ({e:#}): {}",
+                std::fs::read_to_string(spec.root.join("sandbox.log")).unwrap_or_default()
+            );
         }
+        Ok(sb)
     }
 
     /// Runs `req` with `stdin` and returns every event, the last one `end` or `error`.
@@ -229,9 +348,7 @@ impl Sandbox {
         req: &ExecRequest,
         stdin: &[u8],
     ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Event>> {
-        let conn = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .context("the sandbox's supervisor is gone")?;
+        let conn = super::ctl::open(&self.ctl).context("the sandbox's supervisor is gone")?;
         let (r, mut w) = conn.into_split();
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut out = serde_json::to_vec(req)?;
@@ -242,28 +359,71 @@ impl Sandbox {
         }
         out.extend(serde_json::to_vec(&Input::Eof)?);
         out.push(b'\n');
-        w.write_all(&out).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let deadline = req
+            .timeout_secs
+            .map(|t| tokio::time::Instant::now() + Duration::from_secs(t) + TIMEOUT_GRACE);
+        let killer = self.killer.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            // Keep the write half open until the end: closing it would end stdin early.
-            let _w = w;
-            let mut lines = BufReader::new(r).lines();
-            loop {
-                let ev = match lines.next_line().await {
-                    Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
-                        Ok(ev) => ev,
-                        Err(e) => Event::Error {
-                            message: format!("bad event from the sandbox's supervisor: {e}"),
-                        },
-                    },
-                    Ok(None) | Err(_) => Event::Error {
-                        message: "the sandbox's supervisor went away during the command".into(),
-                    },
+            // Stdin goes in while events come out (a supervisor that does not read cannot
+            // block the node); the write half stays open until the end, or stdin ends early.
+            let write = async {
+                let _ = w.write_all(&out).await;
+                std::future::pending::<()>().await
+            };
+            let read = async {
+                let mut r = BufReader::new(r);
+                let mut window = (tokio::time::Instant::now(), 0u32);
+                let overdue = || async {
+                    killer.kill();
+                    let message = "the command did not end at its timeout; the node stopped the sandbox".to_string();
+                    let _ = tx.send(Event::Error { message }).await;
                 };
-                let last = matches!(ev, Event::End { .. } | Event::Error { .. });
-                if tx.send(ev).await.is_err() || last {
-                    return;
+                loop {
+                    // (A supervisor that always has a line ready must not outrun the deadline.)
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                        return overdue().await;
+                    }
+                    let line = read_line_bounded(&mut r, MAX_LINE);
+                    let line = match deadline {
+                        Some(d) => match tokio::time::timeout_at(d, line).await {
+                            Ok(line) => line,
+                            Err(_) => return overdue().await,
+                        },
+                        None => line.await,
+                    };
+                    let ev = match line {
+                        Ok(Some(line)) => match serde_json::from_slice::<Event>(&line) {
+                            Ok(ev @ (Event::Connected | Event::Ready)) => Event::Error {
+                                message: format!("unexpected event from the sandbox's supervisor: {ev:?}"),
+                            },
+                            Ok(ev) => ev,
+                            Err(e) => Event::Error {
+                                message: format!("bad event from the sandbox's supervisor: {e}"),
+                            },
+                        },
+                        Ok(None) => Event::Error {
+                            message: "the sandbox's supervisor went away during the command".into(),
+                        },
+                        Err(e) => Event::Error {
+                            message: format!("the sandbox's supervisor sent {e}; the command's stream is closed"),
+                        },
+                    };
+                    let last = matches!(ev, Event::End { .. } | Event::Error { .. });
+                    if tx.send(ev).await.is_err() || last {
+                        return;
+                    }
+                    // At most MAX_EVENTS_PER_SEC: a flood waits in the socket, not in the node.
+                    window.1 += 1;
+                    if window.1 >= MAX_EVENTS_PER_SEC {
+                        tokio::time::sleep_until(window.0 + Duration::from_secs(1)).await;
+                        window = (tokio::time::Instant::now(), 0);
+                    }
                 }
+            };
+            tokio::select! {
+                () = read => {}
+                () = write => {}
             }
         });
         Ok(rx)
@@ -272,33 +432,20 @@ impl Sandbox {
     /// A byte stream to `127.0.0.1:port` inside the sandbox (its supervisor dials it in the
     /// sandbox's network namespace and relays).
     pub async fn connect(&self, port: u16) -> anyhow::Result<tokio::net::UnixStream> {
-        let mut conn = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .context("the sandbox's supervisor is gone")?;
+        let mut conn = super::ctl::open(&self.ctl).context("the sandbox's supervisor is gone")?;
         let mut line = serde_json::to_vec(&serde_json::json!({ "connect": port }))?;
         line.push(b'\n');
         conn.write_all(&line).await?;
-        // Read the answer byte by byte: what follows it belongs to the caller.
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        loop {
-            use tokio::io::AsyncReadExt as _;
-            if conn.read(&mut byte).await? == 0 {
-                bail!("the sandbox's supervisor closed the connection");
-            }
-            if byte[0] == b'\n' {
-                break;
-            }
-            answer.push(byte[0]);
-            if answer.len() > 4096 {
-                bail!("the sandbox's supervisor sent an overlong answer");
-            }
-        }
-        match serde_json::from_slice::<Event>(&answer)? {
+        match answer(&mut conn).await? {
             Event::Connected => Ok(conn),
             Event::Error { message } => bail!("{message}"),
             other => bail!("unexpected answer from the sandbox's supervisor: {other:?}"),
         }
+    }
+
+    /// Kills the sandbox from outside without waiting (any task may hold this).
+    pub fn killer(&self) -> Killer {
+        self.killer.clone()
     }
 
     /// Whether bwrap (and so the sandbox) is still running.

@@ -1,35 +1,66 @@
-//! `xpod sandbox-init`: PID 1 of a sandbox. Listens on a Unix socket (in the host directory
-//! mounted at `/.xpod`) and runs each exec request as a child in its own process group, with the
-//! per-process limits applied, streaming its output back ([`super::proto`]). It runs on a
-//! current-thread runtime: threads count against the sandbox's process limit.
+//! `xpod sandbox-init`: PID 1 of a sandbox. Takes its connections from the node over the
+//! inherited control channel ([`super::ctl`]; no socket in the sandbox's filesystem) and runs
+//! each exec request as a child in its own process group, with the per-process limits applied,
+//! streaming its output back ([`super::proto`]). It runs on a current-thread runtime: threads
+//! count against the sandbox's process limit. It makes itself non-dumpable and the channel
+//! close-on-exec, so the commands it runs (same uid) can neither ptrace it nor inherit or
+//! open the channel.
 
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
 use super::proto::{Event, ExecRequest, Input};
 use super::Limits;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// Runs the supervisor until killed.
-pub fn main(socket: &Path, limits: Limits) -> anyhow::Result<()> {
+/// Runs the supervisor until the node closes the control channel (descriptor `ctl_fd`).
+pub fn main(ctl_fd: i32, limits: Limits) -> anyhow::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) has no memory effects; fstat/fcntl on a descriptor
+    // number we are about to own.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(ctl_fd, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            anyhow::bail!("descriptor {ctl_fd} is not the node's control channel");
+        }
+        libc::fcntl(ctl_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        let flags = libc::fcntl(ctl_fd, libc::F_GETFL);
+        libc::fcntl(ctl_fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    // SAFETY: the descriptor is open (fstat above) and nothing else in this process owns it.
+    let ctl = unsafe { OwnedFd::from_raw_fd(ctl_fd) };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let _ = std::fs::remove_file(socket);
-        let listener =
-            UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
-        // The node creates the socket's directory; the sandbox user owns what is in it.
+        let ctl = UnixStream::from_std(std::os::unix::net::UnixStream::from(ctl))
+            .context("watching the control channel")?;
         loop {
-            let (conn, _) = listener.accept().await?;
+            ctl.readable().await?;
+            let fd = match ctl.try_io(tokio::io::Interest::READABLE, || {
+                super::ctl::recv_fd(ctl.as_raw_fd())
+            }) {
+                Ok(Some(fd)) => fd,
+                // The node is gone: so is the sandbox.
+                Ok(None) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e).context("reading the control channel"),
+            };
+            let conn = std::os::unix::net::UnixStream::from(fd);
+            if conn.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let Ok(conn) = UnixStream::from_std(conn) else {
+                continue;
+            };
             tokio::spawn(async move {
                 if let Err(e) = serve(conn, limits).await {
                     eprintln!("sandbox-init: {e:#}");
@@ -79,8 +110,12 @@ async fn serve(conn: UnixStream, limits: Limits) -> anyhow::Result<()> {
     let Some(first) = lines.next_line().await? else {
         return Ok(());
     };
-    if let Some(port) = serde_json::from_str::<serde_json::Value>(&first)
-        .ok()
+    let first_value = serde_json::from_str::<serde_json::Value>(&first).ok();
+    if first_value.as_ref().and_then(|v| v.get("ping")).is_some() {
+        return send(&mut w, &Event::Ready).await;
+    }
+    if let Some(port) = first_value
+        .as_ref()
         .and_then(|v| v.get("connect").and_then(|p| p.as_u64()))
     {
         let reader = lines.into_inner();

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use xpod_storage::meta::{now_millis, DocRecord};
 
-use super::{check_url, forbidden, sign, wake, Attempt, Delivery, Webhook, DELIVERY_KIND, KIND};
+use super::{check_url, sign, wake, Attempt, Delivery, Webhook, DELIVERY_KIND, KIND};
 use crate::app::App;
 
 /// Waits after attempt 1, 2, …; one attempt more than entries in all.
@@ -154,9 +154,12 @@ async fn send(app: &App, hook: &Webhook, d: &Delivery) -> Result<u16, String> {
             .map_err(|e| format!("resolving {host}: {e}"))?
             .collect();
     if !allow {
-        if let Some(a) = addrs.iter().find(|a| forbidden(a.ip())) {
+        if let Some((a, range)) = addrs
+            .iter()
+            .find_map(|a| crate::special_ip::special(a.ip()).map(|r| (a, r)))
+        {
             return Err(format!(
-                "{host} resolves to {}, a private address: refused",
+                "{host} resolves to {}, in {range}, not a public address: refused",
                 a.ip()
             ));
         }

@@ -8,7 +8,8 @@
 //! `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{ts}.{body}")>`,
 //! retries on anything but 2xx with backoff, and records every attempt (the delivery log).
 //!
-//! Destinations on loopback, private, link-local, CGNAT or unspecified addresses are refused at
+//! Destinations in any special-purpose range (loopback, private, link-local, CGNAT, NAT64, 6to4,
+//! …: [`crate::special_ip`]) are refused at
 //! create (literal IPs) and at delivery (every resolved address; the request goes to the checked
 //! address) unless `[sandbox] webhooks_allow_private`.
 
@@ -113,34 +114,10 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> Result<S
     Ok(format!("v1,{}", b64.encode(ctx.sign().as_ref())))
 }
 
-/// Whether deliveries to `ip` are refused (unless private destinations are allowed).
+/// Whether deliveries to `ip` are refused (unless private destinations are allowed): every
+/// special-purpose range ([`crate::special_ip`]).
 pub fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        }
-    }
+    crate::special_ip::special(ip).is_some()
 }
 
 /// Checks a webhook URL's shape (and a literal IP against [`forbidden`]).
@@ -158,9 +135,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, String> {
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        if !allow_private && forbidden(ip) {
+        if let Some(range) = crate::special_ip::special(ip).filter(|_| !allow_private) {
             return Err(format!(
-                "url {url:?}: {ip} is a loopback, private or link-local address; deliveries there are refused unless [sandbox] webhooks_allow_private = true"
+                "url {url:?}: {ip} is in {range}, not a public address; deliveries there are refused unless [sandbox] webhooks_allow_private = true"
             ));
         }
     } else if !allow_private && (bare == "localhost" || bare.ends_with(".localhost")) {
@@ -285,6 +262,10 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "::10.0.0.1",
+            "198.18.0.1",
         ] {
             assert!(forbidden(bad.parse().unwrap()), "{bad}");
         }
