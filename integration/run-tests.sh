@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every xpod test on a fresh machine: installs what is missing (PostgreSQL, curl, dig,
-# Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes, a
+# Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes,
+# slirp4netns and nftables for sandboxes with network, a
 # Python venv with moto, the S3-compatible server of the S3 tests, and standardwebhooks, an
 # independent verifier of webhook signatures), starts a throwaway PostgreSQL
 # cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
@@ -50,6 +51,8 @@ command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 { [ -x /usr/sbin/named ] || command -v named >/dev/null 2>&1; } || need_apt+=(bind9)
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+command -v slirp4netns >/dev/null 2>&1 || need_apt+=(slirp4netns)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 { [ -z "$make_moto_venv" ] && [ -x "$MOTO_VENV/bin/python" ]; } || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

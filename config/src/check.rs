@@ -518,11 +518,31 @@ mod tests {
     #[test]
     fn overlapping_name_spaces_are_refused() {
         let cases = [
-            ("[tunnel]\nedge_domain = \"x.test\"\n[http]\npods_domain = \"x.test\"\n", "tunnel.edge_domain", "overlaps http.pods_domain"),
-            ("[tunnel]\nedge_domain = \"e.x.test\"\n[http]\npods_domain = \"x.test\"\n", "tunnel.edge_domain", "overlaps"),
-            ("[http]\npods_domain = \"x.test\"\n[sandbox]\ndomain = \"sb.x.test\"\n", "http.pods_domain", "overlaps sandbox.domain"),
-            ("[tunnel]\nedge_domain = \"x.test\"\n[sandbox]\ndomain = \"x.test\"\n", "tunnel.edge_domain", "overlaps sandbox.domain"),
-            ("[http]\npods_domain = \"x.test\"\n[dns]\nzone = \"x.test\"\n", "http.pods_domain", "dns.zone itself"),
+            (
+                "[tunnel]\nedge_domain = \"x.test\"\n[http]\npods_domain = \"x.test\"\n",
+                "tunnel.edge_domain",
+                "overlaps http.pods_domain",
+            ),
+            (
+                "[tunnel]\nedge_domain = \"e.x.test\"\n[http]\npods_domain = \"x.test\"\n",
+                "tunnel.edge_domain",
+                "overlaps",
+            ),
+            (
+                "[http]\npods_domain = \"x.test\"\n[sandbox]\ndomain = \"sb.x.test\"\n",
+                "http.pods_domain",
+                "overlaps sandbox.domain",
+            ),
+            (
+                "[tunnel]\nedge_domain = \"x.test\"\n[sandbox]\ndomain = \"x.test\"\n",
+                "tunnel.edge_domain",
+                "overlaps sandbox.domain",
+            ),
+            (
+                "[http]\npods_domain = \"x.test\"\n[dns]\nzone = \"x.test\"\n",
+                "http.pods_domain",
+                "dns.zone itself",
+            ),
         ];
         for (toml, key, expected) in cases {
             let err = load(toml).unwrap_err();

@@ -126,7 +126,10 @@ async fn a_hostile_supervisor_is_bounded_by_the_node() {
     for (_, last) in futures_util::future::join_all(runs).await {
         assert!(matches!(last, Some(Event::Error { .. })), "{last:?}");
     }
-    assert!(sb.is_alive(), "a cut line stops the command, not the sandbox");
+    assert!(
+        sb.is_alive(),
+        "a cut line stops the command, not the sandbox"
+    );
     sb.stop().await;
 
     // A flood of valid events without end: read at most MAX_EVENTS_PER_SEC, ended at the

@@ -175,3 +175,76 @@ async fn commands_run_isolated_and_limited() {
 
     sb.stop().await;
 }
+
+/// `network: true`: outbound only. The sandbox has its own interface with a default route, but
+/// the host's loopback services (PostgreSQL and S3 listen there in these tests), the host's
+/// own addresses, the slirp gateway (which maps to the host's loopback) and private ranges are
+/// unreachable, from a command and through the port route; the sandbox's own loopback works.
+/// (Reaching the internet itself is not tested: CI has no internet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_is_outbound_only() {
+    if std::process::Command::new("slirp4netns")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED network_is_outbound_only: slirp4netns is not installed; the test runner installs it (apt-get install slirp4netns nftables)");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        eprintln!("SKIPPED network_is_outbound_only: a sandbox with network needs a root node (it joins the sandbox's network namespace); run the tests as root");
+        return;
+    }
+    let tmp = TempDir::new("xpod-sandbox-net");
+    let mut s = spec(&tmp, "net1", 231_101);
+    s.network = true;
+    let sb = Sandbox::start(&s)
+        .await
+        .expect("a sandbox with network (slirp4netns and nftables installed, node root)");
+
+    // A host service on every address (loopback included), like the cluster's own.
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    let mut targets = vec![
+        "127.0.0.1".to_string(),
+        "10.0.2.2".to_string(),
+        "169.254.169.254".to_string(),
+    ];
+    for ip in xpod_node::sandbox::net::host_addresses() {
+        if ip.is_ipv4() && !ip.is_loopback() {
+            targets.push(ip.to_string());
+        }
+    }
+    for ip in &targets {
+        let (out, err, code) = run(
+            &sb,
+            &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port} && echo connected'"),
+            b"",
+        )
+        .await;
+        assert_ne!(code, 0, "{ip}:{port} reached from the sandbox: {out} {err}");
+    }
+    // It has a network of its own: an interface with a default route, and DNS pointing at
+    // the forwarder.
+    let (out, _, _) = run(&sb, "cat /proc/net/route; cat /etc/resolv.conf", b"").await;
+    assert!(out.contains("tap0\t00000000"), "a default route: {out}");
+    assert!(out.contains("nameserver 10.0.2.3"), "{out}");
+    // The port route connects inside: nothing listens on `port` in the sandbox, so nothing
+    // answers, though the host listens there.
+    let err = sb
+        .connect(port)
+        .await
+        .expect_err("no host service through the port route");
+    assert!(format!("{err:#}").contains("nothing answers"), "{err:#}");
+    // The sandbox's own loopback works, and so does its port route.
+    let (_, _, code) = run(
+        &sb,
+        "nohup python3 -m http.server 8123 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 1; timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8123'",
+        b"",
+    )
+    .await;
+    assert_eq!(code, 0, "the sandbox's own loopback");
+    assert!(sb.connect(8123).await.is_ok());
+    sb.stop().await;
+}

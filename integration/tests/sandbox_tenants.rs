@@ -9,6 +9,7 @@
 //!   `--scope` is refused with the list of scopes.
 //! - `sandbox:read` only reads: GET through a port route works, POST and upgrades are 403;
 //!   a webhook's secret is not shown to it.
+//! - `network: true` needs a key with `sandbox:network` (403 otherwise).
 //! - A command whose client went away no longer keeps its sandbox from the idle stop.
 
 use std::time::{Duration, Instant};
@@ -74,7 +75,10 @@ fn sh(node: &NodeProcess, key: &str, id: &str, script: &str) -> (String, i64) {
             _ => {}
         }
     }
-    (String::from_utf8_lossy(&out).into_owned(), code.expect("an end event"))
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        code.expect("an end event"),
+    )
 }
 
 #[test]
@@ -100,7 +104,15 @@ fn tenants_cannot_reach_each_other() {
 
     // A key without a scope is refused, naming the scopes; keys without --owner own themselves.
     let out = xpod_command()
-        .args(["keys", "create", "--name", "x", "--server", &node.url(), "--key"])
+        .args([
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--server",
+            &node.url(),
+            "--key",
+        ])
         .arg(node.admin_key())
         .output()
         .unwrap();
@@ -112,15 +124,32 @@ fn tenants_cannot_reach_each_other() {
     );
     let (a, owner_a) = cli_key(&node, &["--name", "tenant-a", "--scope", "sandbox"]);
     let (b, owner_b) = cli_key(&node, &["--name", "tenant-b", "--scope", "sandbox"]);
-    assert_ne!(owner_a, owner_b, "two keys made without --owner share nothing");
+    assert_ne!(
+        owner_a, owner_b,
+        "two keys made without --owner share nothing"
+    );
     assert_ne!(owner_a, "admin");
     let (a_reader, _) = cli_key(
         &node,
-        &["--name", "a-reader", "--scope", "sandbox:read", "--owner", &owner_a],
+        &[
+            "--name",
+            "a-reader",
+            "--scope",
+            "sandbox:read",
+            "--owner",
+            &owner_a,
+        ],
     );
 
+    // Network is for keys that may ask for it (sandbox:network or admin).
+    let r = create(&node, &a, json!({"network": true}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("sandbox:network"), "{}", r.text());
+
     // Each has its own quota (1 sandbox): both create one, neither a second.
-    let sb_b = create(&node, &b, json!({"timeout": 600})).expect(201).json()["id"]
+    let sb_b = create(&node, &b, json!({"timeout": 600}))
+        .expect(201)
+        .json()["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -143,16 +172,32 @@ fn tenants_cannot_reach_each_other() {
          test -e /.xpod && echo present || echo absent"
     );
     let (out, _) = sh(&node, &a, &sb_a, &plant);
-    assert_eq!(out.trim(), "absent", "the sandbox's root holds no control socket directory");
+    assert_eq!(
+        out.trim(),
+        "absent",
+        "the sandbox's root holds no control socket directory"
+    );
     let (out, code) = sh(&node, &a, &sb_a, "cat mine; cat secret");
-    assert_eq!(out, "a-own\n", "A's command ran in A's sandbox and saw only A's files");
+    assert_eq!(
+        out, "a-own\n",
+        "A's command ran in A's sandbox and saw only A's files"
+    );
     assert_ne!(code, 0);
     assert!(!out.contains("b-secret"));
-    assert_eq!(sh(&node, &b, &sb_b, "cat secret").0, "b-secret\n", "B unharmed");
-    Curl::get(format!("{}/health", node.url())).send().expect(200);
+    assert_eq!(
+        sh(&node, &b, &sb_b, "cat secret").0,
+        "b-secret\n",
+        "B unharmed"
+    );
+    Curl::get(format!("{}/health", node.url()))
+        .send()
+        .expect(200);
 
     // A cannot reach B's sandbox by id: 404 for every verb; B's is not in A's list.
-    let listed = api(&node, "GET", &a, "/sandboxes").send().expect(200).json();
+    let listed = api(&node, "GET", &a, "/sandboxes")
+        .send()
+        .expect(200)
+        .json();
     let ids: Vec<&str> = listed["sandboxes"]
         .as_array()
         .unwrap()
@@ -162,8 +207,16 @@ fn tenants_cannot_reach_each_other() {
     assert_eq!(ids, vec![sb_a.as_str()], "{listed}");
     for (method, path, body) in [
         ("GET", format!("/sandboxes/{sb_b}"), None),
-        ("POST", format!("/sandboxes/{sb_b}/exec"), Some(json!({"cmd": ["cat", "secret"]}))),
-        ("PATCH", format!("/sandboxes/{sb_b}"), Some(json!({"public": true}))),
+        (
+            "POST",
+            format!("/sandboxes/{sb_b}/exec"),
+            Some(json!({"cmd": ["cat", "secret"]})),
+        ),
+        (
+            "PATCH",
+            format!("/sandboxes/{sb_b}"),
+            Some(json!({"public": true})),
+        ),
         ("DELETE", format!("/sandboxes/{sb_b}"), None),
         ("GET", format!("/sandboxes/{sb_b}/logs?cursor=0"), None),
         ("GET", format!("/sandboxes/{sb_b}/ports/8000/"), None),
@@ -182,12 +235,22 @@ fn tenants_cannot_reach_each_other() {
         .expect(201)
         .json();
     let hook_b = hook["id"].as_str().unwrap();
-    assert_eq!(api(&node, "GET", &a, &format!("/webhooks/{hook_b}")).send().status, 404);
+    assert_eq!(
+        api(&node, "GET", &a, &format!("/webhooks/{hook_b}"))
+            .send()
+            .status,
+        404
+    );
     assert_eq!(
         api(&node, "GET", &a, "/webhooks").send().expect(200).json()["webhooks"],
         json!([])
     );
-    assert_eq!(api(&node, "GET", &b, &format!("/sandboxes/{sb_b}")).send().status, 200);
+    assert_eq!(
+        api(&node, "GET", &b, &format!("/sandboxes/{sb_b}"))
+            .send()
+            .status,
+        200
+    );
 
     // sandbox:read reads: GET through a port, no writes, no upgrades, no webhook secrets.
     assert_eq!(
@@ -215,20 +278,33 @@ fn tenants_cannot_reach_each_other() {
         .send();
     assert_eq!(r.status, 403, "{}", r.text());
     let r = api(&node, "POST", &a, &port).body("x").send();
-    assert_ne!(r.status, 403, "the writer's POST reaches the server: {}", r.text());
+    assert_ne!(
+        r.status,
+        403,
+        "the writer's POST reaches the server: {}",
+        r.text()
+    );
     let hook_a = api(&node, "POST", &a, "/webhooks")
         .json(&json!({"url": "https://hooks.example.com/a", "events": ["*"]}))
         .send()
         .expect(201)
         .json();
     let hook_a = hook_a["id"].as_str().unwrap();
-    let seen = api(&node, "GET", &a, &format!("/webhooks/{hook_a}")).send().expect(200).json();
-    assert!(seen["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")));
+    let seen = api(&node, "GET", &a, &format!("/webhooks/{hook_a}"))
+        .send()
+        .expect(200)
+        .json();
+    assert!(seen["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("whsec_")));
     let seen = api(&node, "GET", &a_reader, &format!("/webhooks/{hook_a}"))
         .send()
         .expect(200)
         .json();
-    assert!(seen.get("secret").is_none(), "a reader sees no secret: {seen}");
+    assert!(
+        seen.get("secret").is_none(),
+        "a reader sees no secret: {seen}"
+    );
 
     // A command that never ends, whose client went away, does not hold off the idle stop
     // (A's sandbox: 10 s idle timeout; the port server above keeps running in it).
@@ -237,7 +313,10 @@ fn tenants_cannot_reach_each_other() {
         .arg("--max-time")
         .arg("2")
         .send();
-    assert_eq!(r.curl_exit, 28, "the client gave up before the command ended");
+    assert_eq!(
+        r.curl_exit, 28,
+        "the client gave up before the command ended"
+    );
     let stopped = eventually(40, "A's sandbox stops when idle", || {
         let v = api(&node, "GET", &a, &format!("/sandboxes/{sb_a}"))
             .send()
@@ -246,5 +325,9 @@ fn tenants_cannot_reach_each_other() {
         (v["status"] == "stopped").then_some(v)
     });
     assert_eq!(stopped["error"], "idle timeout", "{stopped}");
-    assert_eq!(sh(&node, &b, &sb_b, "cat secret").0, "b-secret\n", "B still runs");
+    assert_eq!(
+        sh(&node, &b, &sb_b, "cat secret").0,
+        "b-secret\n",
+        "B still runs"
+    );
 }

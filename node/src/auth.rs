@@ -4,7 +4,8 @@
 //! show), `secret` 64 lowercase hex digits. Only SHA-256 of the whole key is stored; the check
 //! looks the id up and compares hashes in constant time. Keys carry scopes: `admin`, or
 //! `pod:<podId>` (read and write one pod), or `pod:<podId>:read`, or `sandbox` (create and
-//! manage the owner's sandboxes) / `sandbox:read`.
+//! manage the owner's sandboxes) / `sandbox:network` (the same, and sandboxes with outbound
+//! network) / `sandbox:read` (read only, everywhere).
 //!
 //! [`authorize_pod`] is the one place that decides pod access, so WAC/ACP can replace it later.
 
@@ -66,11 +67,15 @@ pub fn parse_key(full: &str) -> Option<(&str, &str)> {
 }
 
 /// The scopes a key may carry, for messages.
-pub const SCOPES: &str = "admin, sandbox, sandbox:read, pod:<podId>, pod:<podId>:read";
+pub const SCOPES: &str =
+    "admin, sandbox, sandbox:network, sandbox:read, pod:<podId>, pod:<podId>:read";
 
 /// Validates a scope string.
 pub fn validate_scope(scope: &str) -> Result<(), String> {
-    if matches!(scope, "admin" | "sandbox" | "sandbox:read") {
+    if matches!(
+        scope,
+        "admin" | "sandbox" | "sandbox:network" | "sandbox:read"
+    ) {
         return Ok(());
     }
     let Some(rest) = scope.strip_prefix("pod:") else {
@@ -133,12 +138,17 @@ impl Principal {
         let mut best = None;
         for s in &k.scopes {
             match s.as_str() {
-                "admin" | "sandbox" => return Some(Access::Write),
+                "admin" | "sandbox" | "sandbox:network" => return Some(Access::Write),
                 "sandbox:read" => best = Some(Access::Read),
                 _ => {}
             }
         }
         best
+    }
+
+    /// Whether the key may create sandboxes with network (`admin`, `sandbox:network`).
+    pub fn may_use_network(&self) -> bool {
+        matches!(self, Principal::Key(k) if k.scopes.iter().any(|s| s == "admin" || s == "sandbox:network"))
     }
 
     fn pod_access(&self, pod_id: &str) -> Option<Access> {

@@ -176,6 +176,11 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
     let owner = require(ctx, Access::Write)?;
     let input: Create = read_json(req).await?;
     let app = &ctx.app;
+    if input.network && !ctx.principal.may_use_network() {
+        return Err(ApiError::forbidden(
+            "network: true needs a key with the sandbox:network scope (or admin)",
+        ));
+    }
     if let Some(n) = &input.name {
         check_text("name", n, 200)?;
     }

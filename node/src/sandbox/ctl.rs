@@ -83,8 +83,7 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
             let mut got = Vec::new();
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(cmsg);
                     let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
                     for i in 0..len / std::mem::size_of::<RawFd>() {

@@ -1,8 +1,9 @@
 //! Sandboxes (issue 7; ARCHITECTURE "Sandboxes").
 //! - On a node: [`runtime`] (a bubblewrap sandbox whose PID 1 is `xpod sandbox-init`,
-//!   [`supervisor`], speaking [`proto`] over connections passed on the [`ctl`] channel), [`runner`] (the node's sandboxes: slots, exec with
-//!   replayable output, port connections, idle watchdog, capacity report), [`internal`] (the
-//!   runner API other nodes call).
+//!   [`supervisor`], speaking [`proto`] over connections passed on the [`ctl`] channel),
+//!   [`net`] (`network: true`: outbound internet only, through slirp4netns and nftables),
+//!   [`runner`] (the node's sandboxes: slots, exec with replayable output, port connections,
+//!   idle watchdog, capacity report), [`internal`] (the runner API other nodes call).
 //! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
 //!   events), [`client`] (reaching a sandbox's node over the mesh or a tunnel), [`ports`]
 //!   (`<port>-<id>` routing), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
@@ -18,6 +19,7 @@ pub mod ctl;
 pub mod internal;
 pub mod lifecycle;
 pub mod model;
+pub mod net;
 pub mod ports;
 pub mod proto;
 pub mod runner;

@@ -38,7 +38,8 @@ pub struct Spec {
     pub xpod_bin: PathBuf,
     /// Host uid (and gid) to run as when the node is root.
     pub uid: u32,
-    /// Whether the sandbox shares the host's network (default: only its own loopback).
+    /// Whether the sandbox gets outbound internet ([`super::net`]; default: only its own
+    /// loopback). Never the host's network.
     pub network: bool,
     pub limits: Limits,
     /// Environment of every command (on top of `PATH`, `HOME`).
@@ -99,6 +100,8 @@ pub struct Sandbox {
     /// The node's end of the control channel.
     ctl: std::os::unix::net::UnixStream,
     killer: Killer,
+    /// slirp4netns, for a sandbox with network.
+    _net: Option<super::net::Net>,
     pub root: PathBuf,
 }
 
@@ -163,7 +166,9 @@ async fn answer(conn: &mut tokio::net::UnixStream) -> anyhow::Result<Event> {
     };
     tokio::time::timeout(ANSWER_WITHIN, read)
         .await
-        .map_err(|_| anyhow::anyhow!("the sandbox's supervisor did not answer within {ANSWER_WITHIN:?}"))?
+        .map_err(|_| {
+            anyhow::anyhow!("the sandbox's supervisor did not answer within {ANSWER_WITHIN:?}")
+        })?
 }
 
 /// The bwrap arguments for `spec` (without the program).
@@ -214,15 +219,12 @@ pub fn bwrap_args(spec: &Spec) -> Vec<String> {
         ],
     );
     if spec.network {
-        a.extend(
-            [
-                "--share-net",
-                "--ro-bind-try",
-                "/etc/resolv.conf",
-                "/etc/resolv.conf",
-            ]
-            .map(String::from),
-        );
+        // Its own namespace all the same; `net::attach` gives it outbound-only network.
+        a.extend([
+            "--ro-bind".into(),
+            format!("{root}/resolv.conf"),
+            "/etc/resolv.conf".into(),
+        ]);
     }
     a.extend([
         "--bind".into(),
@@ -268,6 +270,12 @@ impl Sandbox {
             std::fs::set_permissions(&spec.root, std::fs::Permissions::from_mode(0o711))?;
         }
         let log = std::fs::File::create(spec.root.join("sandbox.log"))?;
+        if spec.network {
+            std::fs::write(
+                spec.root.join("resolv.conf"),
+                format!("nameserver {}\n", super::net::DNS),
+            )?;
+        }
         let limits = serde_json::to_string(&spec.limits)?;
         let (ctl, theirs) =
             std::os::unix::net::UnixStream::pair().context("making the control channel")?;
@@ -307,11 +315,13 @@ impl Sandbox {
             .context("starting bwrap (apt-get install bubblewrap)")?;
         // Only the sandbox holds the other end now: if it dies, the node sees the channel close.
         drop(theirs);
-        let killer = Killer::new(child.id());
-        let sb = Sandbox {
+        let bwrap_pid = child.id();
+        let killer = Killer::new(bwrap_pid);
+        let mut sb = Sandbox {
             child,
             ctl,
             killer,
+            _net: None,
             root: spec.root.clone(),
         };
         let ready = async {
@@ -326,6 +336,14 @@ impl Sandbox {
             bail!(
                 "the sandbox did not start ({e:#}): {}",
                 std::fs::read_to_string(spec.root.join("sandbox.log")).unwrap_or_default()
+            );
+        }
+        if spec.network {
+            let pid = bwrap_pid.context("bwrap has no pid")?;
+            sb._net = Some(
+                super::net::attach(pid, &spec.root.join("sandbox.log"))
+                    .await
+                    .context("giving the sandbox its network")?,
             );
         }
         Ok(sb)
@@ -376,7 +394,9 @@ impl Sandbox {
                 let mut window = (tokio::time::Instant::now(), 0u32);
                 let overdue = || async {
                     killer.kill();
-                    let message = "the command did not end at its timeout; the node stopped the sandbox".to_string();
+                    let message =
+                        "the command did not end at its timeout; the node stopped the sandbox"
+                            .to_string();
                     let _ = tx.send(Event::Error { message }).await;
                 };
                 loop {
@@ -395,7 +415,9 @@ impl Sandbox {
                     let ev = match line {
                         Ok(Some(line)) => match serde_json::from_slice::<Event>(&line) {
                             Ok(ev @ (Event::Connected | Event::Ready)) => Event::Error {
-                                message: format!("unexpected event from the sandbox's supervisor: {ev:?}"),
+                                message: format!(
+                                    "unexpected event from the sandbox's supervisor: {ev:?}"
+                                ),
                             },
                             Ok(ev) => ev,
                             Err(e) => Event::Error {
@@ -406,7 +428,9 @@ impl Sandbox {
                             message: "the sandbox's supervisor went away during the command".into(),
                         },
                         Err(e) => Event::Error {
-                            message: format!("the sandbox's supervisor sent {e}; the command's stream is closed"),
+                            message: format!(
+                                "the sandbox's supervisor sent {e}; the command's stream is closed"
+                            ),
                         },
                     };
                     let last = matches!(ev, Event::End { .. } | Event::Error { .. });
