@@ -458,9 +458,20 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
     let edge = xpod_integration::edges::start_edge(&tmp, &centers[0], "edge-1", "");
     xpod_integration::edges::wait_online(&centers[0], "edge-1");
 
-    // The pod is created on the edge, with the edge's own key, in the edge's own store.
+    // The edge may bring pods named `edgy…` into the cluster (an admin's grant); a pod it
+    // creates under another name stays its own: the cluster's name is not squatted.
     let edge_key = edge.admin_key();
     assert_ne!(edge_key, key, "the edge has its own keys");
+    create_pod(&edge, &edge_key, "bank");
+    Curl::new(
+        "PATCH",
+        format!("{}/.cluster/nodes/edge-1", centers[1].url()),
+    )
+    .bearer(&key)
+    .json(&serde_json::json!({"podPrefixes": ["edgy"]}))
+    .send()
+    .expect(200);
+    // The pod is created on the edge, with the edge's own key, in the edge's own store.
     create_pod(&edge, &edge_key, "edgy");
     eventually(
         10,
@@ -472,6 +483,22 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
             r.status == 200 && r.json()["nodeId"] == "edge-1"
         },
     );
+
+    // The edge reported `bank` all along (heartbeats every second): it is still free.
+    assert_eq!(
+        Curl::get(format!("{}/.cluster/pods/bank", centers[0].url()))
+            .bearer(&key)
+            .send()
+            .status,
+        404,
+        "an edge's report does not claim an ungranted id"
+    );
+    create_pod(&centers[0], &key, "bank");
+    let r = Curl::get(format!("{}/.cluster/pods/bank", centers[1].url()))
+        .bearer(&key)
+        .send()
+        .expect(200);
+    assert_eq!(r.json()["nodeId"], "center-1");
 
     // Writes and reads through either center reach the edge (center-2 → center-1 → tunnel).
     eventually(20, "center-2 reaches the edge's pod", || {

@@ -209,6 +209,29 @@ fn sandboxes_across_centers_and_an_edge() {
     let (alice, alice_id) = new_key(&centers[0], "alice", &["sandbox"]);
     let (bob, _) = new_key(&centers[0], "bob", &["sandbox"]);
 
+    // An edge is a device: it offers no sandboxes to the cluster until an admin grants slots,
+    // whatever it reports (here 2), and never more than the grant.
+    let (dave, _) = new_key(&centers[0], "dave", &["sandbox"]);
+    let r = api("POST", &centers[1], &dave, "/sandboxes")
+        .json(&json!({"node": "edge-1"}))
+        .send();
+    assert_eq!(
+        r.status,
+        503,
+        "an ungranted edge takes no sandbox: {}",
+        r.text()
+    );
+    let v = Curl::new(
+        "PATCH",
+        format!("{}/.cluster/nodes/edge-1", centers[1].url()),
+    )
+    .bearer(&admin)
+    .json(&json!({"sandboxSlots": 2}))
+    .send()
+    .expect(200)
+    .json();
+    assert_eq!(v["sandboxSlots"], 2);
+
     // Every node reports its capacity (the edge's through its center's record).
     eventually(30, "three runners", || {
         let v = api("GET", &centers[1], &alice, "/runners")

@@ -47,6 +47,8 @@ pub struct App {
     pub tls: Arc<crate::certs::Tls>,
     /// The sandboxes this node runs (`[sandbox] slots`).
     pub runner: crate::sandbox::runner::Runner,
+    /// What the cluster grants each node (sandbox slots, pod prefixes, revocation).
+    pub policies: crate::node_policy::Policies,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
             max_body: 64 * 1024 * 1024 * 1024,
             edges: Default::default(),
             runner: Default::default(),
+            policies: Default::default(),
             config,
         });
         app.heartbeat(NodeStatus::Online)

@@ -56,7 +56,7 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     Ca(CaCmd),
     /// Nodes of the cluster with their presence (admin key).
     #[command(subcommand)]
-    Nodes(NodesCmd),
+    Nodes(crate::nodes_cli::NodesCmd),
     /// The cluster's DNS zone as a center serves it (admin key).
     #[command(subcommand)]
     Dns(DnsCmd),
@@ -129,15 +129,6 @@ enum CaCmd {
     Fingerprint {
         #[arg(long, default_value = "./xpod-data")]
         data_dir: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum NodesCmd {
-    /// List nodes: type, region, status, last heartbeat, the centers holding each edge.
-    List {
-        #[command(flatten)]
-        remote: Remote,
     },
 }
 
@@ -361,7 +352,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(cmd).await,
         Command::Ca(cmd) => ca(cmd),
         Command::Tokens(cmd) => tokens(cmd).await,
-        Command::Nodes(NodesCmd::List { remote }) => nodes_list(remote).await,
+        Command::Nodes(cmd) => crate::nodes_cli::run(cmd).await,
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
@@ -855,41 +846,6 @@ async fn certs_renew(remote: Remote) -> anyhow::Result<()> {
         .await?;
     print(&remote, &v, |_| {
         println!("renewal requested; `xpod certs list` shows the new certificate once it is issued")
-    });
-    Ok(())
-}
-
-async fn nodes_list(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::GET, "/.cluster/nodes", None)
-        .await?;
-    print(&remote, &v, |v| {
-        println!(
-            "{:<22} {:<7} {:<10} {:<9} {:>9}  HELD BY",
-            "NODE", "TYPE", "REGION", "STATUS", "SEEN"
-        );
-        let now = xpod_storage::meta::now_millis();
-        for n in v["nodes"].as_array().into_iter().flatten() {
-            let seen = match n["lastHeartbeat"].as_i64() {
-                Some(t) if t > 0 => format!("{}s ago", (now - t).max(0) / 1000),
-                _ => "never".to_string(),
-            };
-            let held: Vec<&str> = n["attachedCenters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            println!(
-                "{:<22} {:<7} {:<10} {:<9} {:>9}  {}",
-                s(n, "nodeId"),
-                s(n, "nodeType"),
-                s(n, "region"),
-                s(n, "status"),
-                seen,
-                held.join(",")
-            );
-        }
     });
     Ok(())
 }

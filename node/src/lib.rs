@@ -14,6 +14,8 @@
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
 //! - [`metrics`]: Prometheus counters.
+//! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
+//!   revocation.
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //!
 //! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
@@ -30,6 +32,8 @@ pub mod http;
 pub mod https;
 pub mod mesh;
 pub mod metrics;
+pub mod node_policy;
+pub(crate) mod nodes_cli;
 pub mod regions;
 pub mod sandbox;
 pub mod sandbox_cli;
@@ -67,7 +71,11 @@ pub async fn run(
         );
     }
     tracing::info!(node_id = %node_id, listen = %addr, url = %app.base_url, metadata = app.meta.backend(), objects = %app.blobs.url(), "xpod node serving");
+    if let Err(e) = app.policies.refresh(app.meta.as_ref()).await {
+        tracing::warn!(error = %e, "cannot load node policies yet");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let policies = tokio::spawn(node_policy::watch(app.clone(), stop_rx.clone()));
     let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
     let feed = tokio::spawn(mesh::follow_feed(app.clone(), stop_rx.clone()));
     let sync = tokio::spawn(regions::sync_loop(app.clone(), stop_rx.clone()));
@@ -98,6 +106,7 @@ pub async fn run(
     server::serve(app.clone(), listener, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = policies.await;
     let _ = acme.await;
     let _ = sandboxes.await;
     let _ = hooks.await;

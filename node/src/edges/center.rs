@@ -28,6 +28,12 @@ pub async fn serve(
             a = endpoint.accept() => a,
         };
         match accepted {
+            Some(Accepted::Node { conn, peer })
+                if !crate::node_policy::admitted(&app, &peer.node_id).await =>
+            {
+                tracing::warn!(node = %peer.node_id, remote = %conn.remote_address(), "a revoked node connected: refused");
+                conn.close(crate::node_policy::REVOKED_CODE.into(), b"node revoked");
+            }
             Some(Accepted::Node { conn, peer }) if peer.role == NodeRole::Edge => {
                 tokio::spawn(edge_session(app.clone(), conn, peer));
             }
@@ -187,7 +193,17 @@ fn edge_may_set(edge: &str, own: &str, name: &str) -> Result<(), String> {
 /// Records `edge` as the owner of the pods it hosts: a pod the cluster does not know is
 /// created with the edge as its owner; a pod id the cluster already gives to another node is
 /// left alone (logged: the edge cannot take it over).
+/// Records the pods an edge reports hosting: those the cluster assigned to it already, and
+/// new ids under a prefix its policy grants (`crate::node_policy`). Any other id is not
+/// claimed (logged): a device never takes a free name by reporting it.
 async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
+    let policy = match crate::node_policy::load(app.meta.as_ref(), edge).await {
+        Ok((p, _)) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the edge's policy; its new pods are not claimed now");
+            crate::node_policy::Policy::default()
+        }
+    };
     for pod_id in pods {
         if xpod_routing::target::validate_pod_id(pod_id).is_err() {
             tracing::warn!(pod = %pod_id, "edge reported a pod id that is not valid; ignored");
@@ -197,6 +213,9 @@ async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
             Ok(Some(p)) if p.node_id == edge => {}
             Ok(Some(p)) => {
                 tracing::warn!(pod = %pod_id, owner = %p.node_id, "edge hosts a pod whose id another node owns in the cluster; not claimed")
+            }
+            Ok(None) if !policy.may_claim(pod_id) => {
+                tracing::warn!(pod = %pod_id, "edge reports a pod the cluster did not assign to it and no granted prefix covers; not claimed (assign it with POST /.cluster/pods {{\"nodeId\"}} or grant a prefix: xpod nodes set --pod-prefix)")
             }
             Ok(None) => {
                 let new = meta::NewPod {

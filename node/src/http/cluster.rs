@@ -1,6 +1,8 @@
 //! The cluster API under `/.cluster` (admin key on every route):
 //! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`,
-//! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`, `GET /nodes/{nodeId}`,
+//! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`,
+//! `GET /nodes/{nodeId}` (with its policy), `PATCH /nodes/{nodeId}` and
+//! `POST /nodes/{nodeId}/revoke` (in [`super::node_admin`]),
 //! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges),
 //! `POST /dns/txt {name, value, ttlSeconds}`, `DELETE /dns/txt {name, value}`,
 //! `GET /dns/txt/{name}` (`_acme-challenge.*` TXT records the centers' DNS serves, for ACME
@@ -26,6 +28,8 @@ struct CreatePod {
     pod_id: String,
     access_mode: Option<String>,
     account_id: Option<String>,
+    /// The node that owns it (default: this one); an edge keeps it when it reports hosting it.
+    node_id: Option<String>,
 }
 
 pub async fn handle(
@@ -75,13 +79,27 @@ pub async fn handle(
             Ok(body::json(StatusCode::OK, &json!({"nodes": nodes})))
         }
         (["nodes", node_id], &Method::GET) => match ctx.app.meta.get_node(node_id).await? {
-            Some(n) => Ok(body::json(
-                StatusCode::OK,
-                &serde_json::to_value(n).unwrap_or_default(),
-            )),
+            Some(n) => {
+                let (policy, _) = crate::node_policy::load(ctx.app.meta.as_ref(), node_id)
+                    .await
+                    .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+                let mut v = serde_json::to_value(n).unwrap_or_default();
+                v["policy"] = serde_json::to_value(policy).unwrap_or_default();
+                Ok(body::json(StatusCode::OK, &v))
+            }
             None => Err(ApiError::not_found(format!("node {node_id} not found"))),
         },
-        (["nodes"], _) | (["nodes", _], _) => Err(ApiError::method_not_allowed("GET")),
+        (["nodes", node_id], &Method::PATCH) => {
+            let node_id = node_id.to_string();
+            super::node_admin::set_policy(ctx, &node_id, req).await
+        }
+        (["nodes", node_id, "revoke"], &Method::POST) => {
+            let node_id = node_id.to_string();
+            super::node_admin::revoke_node(ctx, &node_id).await
+        }
+        (["nodes", _, "revoke"], _) => Err(ApiError::method_not_allowed("POST")),
+        (["nodes"], _) => Err(ApiError::method_not_allowed("GET")),
+        (["nodes", _], _) => Err(ApiError::method_not_allowed("GET, PATCH")),
         (["tokens"], &Method::GET) => {
             let tokens = ctx.app.meta.list_join_tokens().await?;
             Ok(body::json(StatusCode::OK, &json!({"tokens": tokens})))
@@ -170,7 +188,17 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         account_id: input
             .account_id
             .or_else(|| ctx.principal.owner().map(str::to_string)),
-        node_id: ctx.app.node_id.clone(),
+        node_id: match &input.node_id {
+            None => ctx.app.node_id.clone(),
+            Some(n) => {
+                if ctx.app.meta.get_node(n).await?.is_none() {
+                    return Err(ApiError::bad_request(format!(
+                        "nodeId {n:?}: no such node in the cluster"
+                    )));
+                }
+                n.clone()
+            }
+        },
         access_mode,
     };
     let pod = ctx.app.meta.create_pod(&new).await?;

@@ -11,6 +11,7 @@ pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod ldp;
+pub mod node_admin;
 pub mod ops;
 pub mod pods;
 pub mod sandboxes;

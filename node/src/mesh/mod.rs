@@ -78,6 +78,9 @@ impl Mesh {
     /// The live connection to center `node_id`, dialing it now if there is none (unless a dial
     /// failed less than [`RETRY_AFTER`] ago).
     pub async fn connection(&self, app: &App, node_id: &str) -> Result<quinn::Connection, String> {
+        if app.policies.is_revoked(node_id) {
+            return Err(format!("center {node_id} is revoked"));
+        }
         if let Some(c) = self.live(node_id) {
             return Ok(c);
         }
@@ -177,6 +180,18 @@ impl Mesh {
             ));
         }
         Ok(conn)
+    }
+
+    /// Closes the connection this node dialed to `node_id` (a revoked node); whether there was one.
+    pub fn close_peer(&self, node_id: &str, reason: &[u8]) -> bool {
+        let conn = self.state.lock().expect("poisoned").peers.remove(node_id);
+        match conn {
+            Some(c) => {
+                c.close(crate::node_policy::REVOKED_CODE.into(), reason);
+                true
+            }
+            None => false,
+        }
     }
 
     /// How many live connections this node dialed.

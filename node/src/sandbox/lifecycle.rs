@@ -2,7 +2,9 @@
 //! [`super::runner`]).
 //!
 //! **Placement**: candidates are the online nodes whose report (heartbeat capacity) offers
-//! sandbox slots, optionally within a region or one named node. Their use is counted from the
+//! sandbox slots — never more than the cluster grants the node (`crate::node_policy`: an edge
+//! offers none unless an admin granted slots; a revoked node none at all) — optionally within
+//! a region or one named node. Their use is counted from the
 //! store (live sandboxes placed there), so placements made a moment ago count at once. The
 //! node with the most free slots wins (then most free memory, then CPU; ties at random). A
 //! node that refuses (full, unknown image, unreachable) is skipped and the next one tried, up
@@ -63,12 +65,26 @@ pub async fn candidates(
     let now = now_millis();
     let nodes = app.meta.list_nodes().await?;
     let live = model::list(app.meta.as_ref(), None).await?;
+    // Grants from the store itself, so a fresh grant (or its removal) counts at once.
+    let mut policies = std::collections::HashMap::new();
+    for d in app.meta.list_docs(crate::node_policy::KIND, None).await? {
+        if let Ok(p) = serde_json::from_value::<crate::node_policy::Policy>(d.doc) {
+            policies.insert(d.id, p);
+        }
+    }
     let mut out = Vec::new();
     for n in nodes {
         if region.is_some_and(|r| r != n.region) || node.is_some_and(|id| id != n.node_id) {
             continue;
         }
-        let Some(r) = report_of(&n) else { continue };
+        let Some(mut r) = report_of(&n) else { continue };
+        // A node's report is its own claim: placement never goes beyond what the cluster
+        // grants it (an edge: nothing unless an admin granted slots).
+        let policy = policies.remove(&n.node_id).unwrap_or_default();
+        if policy.revoked_at.is_some() {
+            continue;
+        }
+        r.slots = policy.slots(n.node_type, r.slots);
         if r.slots == 0 || !online(&n, now) {
             continue;
         }

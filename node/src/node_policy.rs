@@ -1,0 +1,182 @@
+//! What the cluster grants a node beyond its certificate (issue 15: a device is never trusted
+//! beyond its own name).
+//!
+//! One versioned document per node (kind [`KIND`], id = node id), written by the admin API
+//! (`PATCH /.cluster/nodes/{id}`, `POST /.cluster/nodes/{id}/revoke`; CLI `xpod nodes set` and
+//! `xpod nodes revoke`):
+//! - `sandboxSlots`: the most sandbox slots placement uses on this node, whatever it reports.
+//!   An edge without a grant offers none; a center without one offers what it reports.
+//! - `podPrefixes`: pod ids an edge may bring into the cluster by reporting them (`laptop-` lets
+//!   it claim `laptop-notes`). Without one, an edge keeps only pods the cluster assigned to it
+//!   (`POST /.cluster/pods {"nodeId": …}`); it never squats a free id.
+//! - `revokedAt`: the node is refused at every center's next handshake (mesh or tunnel), its live
+//!   connections are closed within [`REFRESH`] (+ the close), and it cannot join again under
+//!   that id (the id stays taken).
+//!
+//! Every node keeps the documents in memory ([`Policies`]), refreshed every [`REFRESH`]; the
+//! handshake check reads the store itself, so a revocation holds from the moment it is written.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use xpod_storage::meta::{MetaStore, Millis, NodeType};
+
+/// The document kind.
+pub const KIND: &str = "node_policy";
+/// How often every node reloads the policies (and closes what a revocation ended).
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// The QUIC close code for a revoked node.
+pub const REVOKED_CODE: u32 = 0x15;
+
+/// One node's grants.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_slots: Option<u32>,
+    #[serde(default)]
+    pub pod_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+impl Policy {
+    /// The sandbox slots placement may use on a node of `kind` that reports `reported`.
+    pub fn slots(&self, kind: NodeType, reported: u32) -> u32 {
+        match (kind, self.sandbox_slots) {
+            (_, Some(cap)) => reported.min(cap),
+            (NodeType::Edge, None) => 0,
+            (_, None) => reported,
+        }
+    }
+
+    /// Whether an edge may bring `pod_id` into the cluster by reporting it.
+    pub fn may_claim(&self, pod_id: &str) -> bool {
+        self.pod_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && pod_id.starts_with(p.as_str()))
+    }
+}
+
+/// A node's policy from the store (the default when it has none).
+pub async fn load(meta: &dyn MetaStore, node_id: &str) -> anyhow::Result<(Policy, i64)> {
+    Ok(match meta.get_doc(KIND, node_id).await? {
+        Some(d) => (serde_json::from_value(d.doc).unwrap_or_default(), d.version),
+        None => (Policy::default(), 0),
+    })
+}
+
+/// Every node's policy, in memory.
+#[derive(Default)]
+pub struct Policies {
+    map: RwLock<HashMap<String, Policy>>,
+}
+
+impl Policies {
+    pub fn get(&self, node_id: &str) -> Policy {
+        self.map
+            .read()
+            .expect("poisoned")
+            .get(node_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn is_revoked(&self, node_id: &str) -> bool {
+        self.get(node_id).revoked_at.is_some()
+    }
+
+    /// Reloads from the store; returns the ids that are revoked now.
+    pub async fn refresh(&self, meta: &dyn MetaStore) -> anyhow::Result<Vec<String>> {
+        let mut map = HashMap::new();
+        for d in meta.list_docs(KIND, None).await? {
+            if let Ok(p) = serde_json::from_value::<Policy>(d.doc) {
+                map.insert(d.id, p);
+            }
+        }
+        let revoked = map
+            .iter()
+            .filter(|(_, p)| p.revoked_at.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        *self.map.write().expect("poisoned") = map;
+        Ok(revoked)
+    }
+}
+
+/// Whether `node_id` may be served at a handshake: the store decides (so a revocation holds at
+/// once); if it cannot be read, the copy in memory does.
+pub async fn admitted(app: &crate::app::App, node_id: &str) -> bool {
+    match load(app.meta.as_ref(), node_id).await {
+        Ok((p, _)) => p.revoked_at.is_none(),
+        Err(e) => {
+            tracing::warn!(node = node_id, error = %e, "policy check from memory (store unavailable)");
+            !app.policies.is_revoked(node_id)
+        }
+    }
+}
+
+/// Reloads the policies every [`REFRESH`] and closes the live connections of revoked nodes.
+pub async fn watch(app: Arc<crate::app::App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(REFRESH);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        match app.policies.refresh(app.meta.as_ref()).await {
+            Ok(revoked) => {
+                for id in revoked {
+                    let mut closed = false;
+                    if let Some(conn) = app.edges.get(&id) {
+                        conn.close(REVOKED_CODE.into(), b"node revoked");
+                        closed = true;
+                    }
+                    closed |= app.mesh.close_peer(&id, b"node revoked");
+                    if closed {
+                        tracing::warn!(node = %id, "revoked node: its connection is closed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload node policies"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_offers_nothing_ungranted_and_never_more_than_granted() {
+        let none = Policy::default();
+        assert_eq!(none.slots(NodeType::Edge, 8), 0);
+        assert_eq!(none.slots(NodeType::Center, 8), 8);
+        let four = Policy {
+            sandbox_slots: Some(4),
+            ..Policy::default()
+        };
+        assert_eq!(
+            four.slots(NodeType::Edge, 1000),
+            4,
+            "a self-report is capped"
+        );
+        assert_eq!(four.slots(NodeType::Edge, 2), 2);
+        assert_eq!(four.slots(NodeType::Center, 8), 4);
+    }
+
+    #[test]
+    fn claims_need_a_granted_prefix() {
+        let p = Policy {
+            pod_prefixes: vec!["laptop-".into(), String::new()],
+            ..Policy::default()
+        };
+        assert!(p.may_claim("laptop-notes"));
+        assert!(!p.may_claim("bank"));
+        assert!(!Policy::default().may_claim("bank"));
+    }
+}
