@@ -9,6 +9,7 @@
 //!   `--scope` is refused with the list of scopes.
 //! - `sandbox:read` only reads: GET through a port route works, POST and upgrades are 403;
 //!   a webhook's secret is not shown to it.
+//! - Those refusals are in the audit log (`refused.not_owner`, `refused.403`).
 //! - `network: true` needs a key with `sandbox:network` (403 otherwise).
 //! - A command whose client went away no longer keeps its sandbox from the idle stop.
 
@@ -250,6 +251,39 @@ fn tenants_cannot_reach_each_other() {
             .send()
             .status,
         200
+    );
+
+    // Every refusal is audited: the 404s A got for B's things, the 403 for network.
+    let audit = |action: &str| {
+        api(
+            &node,
+            "GET",
+            &node.admin_key(),
+            &format!("/audit?action={action}&limit=100"),
+        )
+        .send()
+        .expect(200)
+        .json()["entries"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let not_owner = eventually(10, "the cross-tenant refusals are audited", || {
+        let e = audit("refused.not_owner");
+        (e.len() >= 5).then_some(e)
+    });
+    assert!(not_owner
+        .iter()
+        .any(|e| e["target"] == format!("sandbox:{sb_b}")));
+    assert!(not_owner
+        .iter()
+        .any(|e| e["target"] == format!("webhook:{hook_b}")));
+    let forbidden = audit("refused.403");
+    assert!(
+        forbidden.iter().any(|e| e["details"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sandbox:network"))),
+        "{forbidden:?}"
     );
 
     // sandbox:read reads: GET through a port, no writes, no upgrades, no webhook secrets.

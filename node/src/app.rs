@@ -49,6 +49,8 @@ pub struct App {
     pub runner: crate::sandbox::runner::Runner,
     /// What the cluster grants each node (sandbox slots, pod prefixes, revocation).
     pub policies: crate::node_policy::Policies,
+    /// The budget of audited refusals.
+    pub refusals: crate::audit::Budget,
 }
 
 impl App {
@@ -97,6 +99,7 @@ impl App {
             edges: Default::default(),
             runner: Default::default(),
             policies: Default::default(),
+            refusals: Default::default(),
             config,
         });
         app.heartbeat(NodeStatus::Online)

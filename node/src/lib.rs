@@ -12,6 +12,7 @@
 //! - [`server`]: accept loop, hyper connections, graceful drain.
 //! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
+//! - [`audit`]: refusals in the audit log, within a budget.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
 //! - [`metrics`]: Prometheus counters.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
@@ -21,6 +22,7 @@
 //! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod cli;

@@ -33,6 +33,15 @@ pub async fn serve(
             {
                 tracing::warn!(node = %peer.node_id, remote = %conn.remote_address(), "a revoked node connected: refused");
                 conn.close(crate::node_policy::REVOKED_CODE.into(), b"node revoked");
+                crate::audit::refusal(
+                    &app,
+                    Some(conn.remote_address().ip()),
+                    format!("node:{}", peer.node_id),
+                    "refused.node_revoked",
+                    format!("node:{}", peer.node_id),
+                    serde_json::json!({"remote": conn.remote_address().to_string()}),
+                    String::new(),
+                );
             }
             Some(Accepted::Node { conn, peer }) if peer.role == NodeRole::Edge => {
                 tokio::spawn(edge_session(app.clone(), conn, peer));
@@ -196,7 +205,7 @@ fn edge_may_set(edge: &str, own: &str, name: &str) -> Result<(), String> {
 /// Records the pods an edge reports hosting: those the cluster assigned to it already, and
 /// new ids under a prefix its policy grants (`crate::node_policy`). Any other id is not
 /// claimed (logged): a device never takes a free name by reporting it.
-async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
+async fn claim_pods(app: &Arc<App>, edge: &str, pods: &[String]) {
     let policy = match crate::node_policy::load(app.meta.as_ref(), edge).await {
         Ok((p, _)) => p,
         Err(e) => {
@@ -212,9 +221,27 @@ async fn claim_pods(app: &App, edge: &str, pods: &[String]) {
         match app.meta.get_pod(pod_id).await {
             Ok(Some(p)) if p.node_id == edge => {}
             Ok(Some(p)) => {
+                crate::audit::refusal(
+                    app,
+                    None,
+                    format!("node:{edge}"),
+                    "refused.pod_claim",
+                    pod_id.clone(),
+                    serde_json::json!({"reason": "another node owns this pod id", "owner": p.node_id}),
+                    String::new(),
+                );
                 tracing::warn!(pod = %pod_id, owner = %p.node_id, "edge hosts a pod whose id another node owns in the cluster; not claimed")
             }
             Ok(None) if !policy.may_claim(pod_id) => {
+                crate::audit::refusal(
+                    app,
+                    None,
+                    format!("node:{edge}"),
+                    "refused.pod_claim",
+                    pod_id.clone(),
+                    serde_json::json!({"reason": "not assigned to this edge and no granted prefix covers it"}),
+                    String::new(),
+                );
                 tracing::warn!(pod = %pod_id, "edge reports a pod the cluster did not assign to it and no granted prefix covers; not claimed (assign it with POST /.cluster/pods {{\"nodeId\"}} or grant a prefix: xpod nodes set --pod-prefix)")
             }
             Ok(None) => {

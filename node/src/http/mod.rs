@@ -66,6 +66,22 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Audits a request refused as if the thing did not exist (another owner's sandbox or
+    /// webhook answers 404, so its existence is not revealed; the operator still sees it).
+    pub fn refused_not_owner(&self, target: String) {
+        crate::audit::refusal(
+            &self.app,
+            Some(self.peer.ip()),
+            self.principal.actor(),
+            "refused.not_owner",
+            target,
+            serde_json::json!({"client": self.peer.ip().to_string()}),
+            self.trace_id.clone(),
+        );
+    }
+}
+
 /// The hyper service function.
 pub async fn handle(
     app: Arc<App>,
@@ -77,12 +93,20 @@ pub async fn handle(
     let _in_flight = app.metrics.start();
     let method = req.method().clone();
     let span = tracing::info_span!("request", trace_id = %trace_id, method = %method, path = %req.uri().path(), %peer);
+    // For the audit of a refusal: the path (bounded) and the key's id (never its secret).
+    let path: String = req.uri().path().chars().take(300).collect();
+    let key_id = presented_key_id(req.headers());
     let result = dispatch(app.clone(), peer, req, &trace_id)
         .instrument(span.clone())
         .await;
     let mut resp = match result {
         Ok(r) => r,
-        Err(e) => error_response(&e, &trace_id),
+        Err(e) => {
+            if matches!(e.status.as_u16(), 401 | 403 | 429) {
+                audit_refusal(&app, peer, &method, &path, &key_id, &e, &trace_id);
+            }
+            error_response(&e, &trace_id)
+        }
     };
     let h = resp.headers_mut();
     // A response forwarded from a pod's owner already names the owner.
@@ -104,6 +128,42 @@ pub async fn handle(
         span.in_scope(|| tracing::info!(target: "xpod::access", status, elapsed_ms, "served"));
     }
     Ok(resp)
+}
+
+/// The id of the API key a request presents, if it has the shape of one.
+fn presented_key_id(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers
+        .get(http::header::AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))?
+        .to_str()
+        .ok()?;
+    let token = v.rsplit(' ').next()?.trim();
+    auth::parse_key(token).map(|(id, _)| id.to_string())
+}
+
+/// A refused request in the audit log (within the budget of [`crate::audit`]).
+fn audit_refusal(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    method: &http::Method,
+    path: &str,
+    key_id: &Option<String>,
+    e: &ApiError,
+    trace_id: &str,
+) {
+    let actor = match key_id {
+        Some(id) => format!("key:{id}"),
+        None => format!("client:{}", peer.ip()),
+    };
+    crate::audit::refusal(
+        app,
+        Some(peer.ip()),
+        actor,
+        &format!("refused.{}", e.status.as_u16()),
+        path.to_string(),
+        serde_json::json!({"method": method.as_str(), "code": e.code, "message": e.message, "client": peer.ip().to_string()}),
+        trace_id.to_string(),
+    );
 }
 
 pub fn error_response(e: &ApiError, trace_id: &str) -> Response<Body> {

@@ -55,7 +55,11 @@ pub async fn handle<B>(
                 app.metrics.render(&app.node_id, app.meta.backend())
                     + &crate::regions::render_metrics(&app.regions)
                     + &app.tls.render_metrics()
-                    + &app.runner.render_metrics(&app.config.sandbox),
+                    + &app.runner.render_metrics(&app.config.sandbox)
+                    + &format!(
+                        "# HELP xpod_refusals_unaudited_total Refusals beyond the audit budget (counted, not audited).\n# TYPE xpod_refusals_unaudited_total counter\nxpod_refusals_unaudited_total {}\n",
+                        app.refusals.unaudited()
+                    ),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,
         OpsRoute::OpenApi => Response::builder()

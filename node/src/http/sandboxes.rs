@@ -84,7 +84,11 @@ async fn visible(ctx: &Ctx, owner: &str, id: &str) -> Result<Sandbox, ApiError> 
     }
     match model::get(ctx.app.meta.as_ref(), id).await? {
         Some((sb, _)) if sb.owner == owner || ctx.principal.is_admin() => Ok(sb),
-        _ => Err(not_found(id)),
+        Some(_) => {
+            ctx.refused_not_owner(format!("sandbox:{id}"));
+            Err(not_found(id))
+        }
+        None => Err(not_found(id)),
     }
 }
 

@@ -46,8 +46,11 @@ async fn load(ctx: &Ctx, owner: &str, id: &str) -> Result<(Webhook, i64), ApiErr
         .meta
         .get_doc(KIND, id)
         .await?
-        .filter(|d| d.owner == owner)
         .ok_or_else(not_found)?;
+    if doc.owner != owner {
+        ctx.refused_not_owner(format!("webhook:{id}"));
+        return Err(not_found());
+    }
     let hook = serde_json::from_value::<Webhook>(doc.doc).map_err(|_| not_found())?;
     Ok((hook, doc.version))
 }
