@@ -154,4 +154,5 @@ fn a_revoked_edge_is_cut_off_and_stays_out() {
         "{audit}"
     );
     let _ = server.kill();
+    let _ = server.wait();
 }
