@@ -36,6 +36,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.edge_domain",
     "tunnel.tls_listen",
     "tunnel.threads",
+    "tunnel.relay_idle_secs",
     "dns.listen",
     "dns.zone",
     "dns.addresses",
@@ -134,6 +135,10 @@ impl Config {
             "tunnel.threads" => match self.tunnel.threads {
                 None | Some(1..=64) => Ok(()),
                 Some(n) => Err(format!("expected 1..=64 threads, got {n}")),
+            },
+            "tunnel.relay_idle_secs" => match self.tunnel.relay_idle_secs {
+                None | Some(1..=86_400) => Ok(()),
+                Some(n) => Err(format!("expected 1..=86400 seconds, got {n}")),
             },
             "sandbox.slots" => match self.sandbox.slots {
                 0..=1000 => Ok(()),

@@ -244,6 +244,19 @@ static TABLE: &[EnvKey] = &[
         );
         Ok(())
     }),
+    k(
+        "XPOD_TUNNEL_RELAY_IDLE_SECS",
+        "tunnel.relay_idle_secs",
+        &[],
+        |c, s| {
+            c.tunnel.relay_idle_secs = Some(
+                s.trim()
+                    .parse()
+                    .map_err(|_| format!("expected a number of seconds, got {s:?}"))?,
+            );
+            Ok(())
+        },
+    ),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

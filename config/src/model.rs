@@ -414,6 +414,16 @@ pub struct TunnelConfig {
     /// dedicated thread, which carried the most per core in measurements. More for a center
     /// whose tunnels need more than one core of crypto.
     pub threads: Option<usize>,
+    /// Seconds a relayed connection (TCP forward, TLS passthrough, an edge's TCP/TLS service)
+    /// may pass without a byte either way before it is closed, 1–86400; `None`: 600.
+    pub relay_idle_secs: Option<u64>,
+}
+
+impl TunnelConfig {
+    /// How long a relay may stay idle ([`TunnelConfig::relay_idle_secs`], default 10 min).
+    pub fn relay_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.relay_idle_secs.unwrap_or(600))
+    }
 }
 
 /// `[tunnel.presence]`: the seed's timings by default — heartbeat every 15 s, a node is

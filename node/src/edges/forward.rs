@@ -43,10 +43,17 @@ use crate::http::error::ApiError;
 /// Upper bound for opening a stream to an edge and starting the exchange on it.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Relayed connections (TCP forwards, TLS passthrough) one edge's tunnel carries at most: the
+/// rest of its streams ([`xpod_tunnel::endpoint::MAX_STREAMS`]) stay free for HTTP, pods and
+/// sandboxes, however many clients hold connections open.
+pub const RELAYS_PER_EDGE: usize = 3072;
+
 /// The edges whose tunnel this center holds: node id → the QUIC connection.
 #[derive(Default)]
 pub struct EdgeRegistry {
     conns: Mutex<HashMap<String, quinn::Connection>>,
+    /// Per edge, the budget of relayed connections ([`RELAYS_PER_EDGE`]).
+    relays: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Idle HTTP exchanges to the edges' services, for reuse.
     pub pool: Arc<StreamPool>,
 }
@@ -84,6 +91,19 @@ impl EdgeRegistry {
             .get(node_id)
             .filter(|c| c.close_reason().is_none())
             .cloned()
+    }
+
+    /// A place for one more relayed connection to `node_id`, or `None` when its budget is
+    /// spent (the client's connection is then closed at once, not queued).
+    pub fn relay_permit(&self, node_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let budget = self
+            .relays
+            .lock()
+            .expect("poisoned")
+            .entry(node_id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RELAYS_PER_EDGE)))
+            .clone();
+        budget.try_acquire_owned().ok()
     }
 
     /// How many edges' tunnels this center holds.

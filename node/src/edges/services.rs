@@ -56,6 +56,8 @@ pub struct Services {
     pods: Option<Arc<crate::app::App>>,
     /// The edge's own TLS termination (its ACME certificate), built on first use.
     tls: std::sync::OnceLock<Option<tokio_rustls::TlsAcceptor>>,
+    /// How long a relay to a local service may stay idle (`tunnel.relay_idle_secs`).
+    relay_idle: std::time::Duration,
 }
 
 impl std::fmt::Debug for Services {
@@ -88,6 +90,7 @@ impl Services {
             proxy,
             pods: None,
             tls: Default::default(),
+            relay_idle: tunnel.relay_idle(),
         }
     }
 
@@ -331,7 +334,7 @@ async fn serve_stream(
     };
     let _ = tcp.set_nodelay(true);
     tracing::debug!(%service, %local, %client, "relaying a request");
-    relay(send, recv, rest, tcp).await;
+    relay(send, recv, rest, tcp, services.relay_idle).await;
 }
 
 /// Serves a TLS passthrough or TCP stream: `found` is the local address and the service's name,
@@ -381,7 +384,7 @@ async fn raw(
         }
     }
     tracing::debug!(kind, %service, %local, %client, "relaying a connection");
-    relay(send, recv, rest, tcp).await;
+    relay(send, recv, rest, tcp, services.relay_idle).await;
 }
 
 /// Terminates a passed-through TLS connection with this edge's certificate and relays the
@@ -432,6 +435,7 @@ async fn relay(
     recv: quinn::RecvStream,
     rest: BytesMut,
     mut tcp: tokio::net::TcpStream,
+    idle: std::time::Duration,
 ) {
     if !rest.is_empty() {
         if let Err(e) = tcp.write_all(&rest).await {
@@ -439,7 +443,7 @@ async fn relay(
             return;
         }
     }
-    let (to_center, to_service) = super::relay::relay(tcp, send, recv).await;
+    let (to_center, to_service) = super::relay::relay(tcp, send, recv, idle).await;
     tracing::debug!(to_center, to_service, "relay done");
 }
 

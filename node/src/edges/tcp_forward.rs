@@ -25,8 +25,12 @@ use xpod_tunnel::proto::{StreamHeader, Target};
 use super::forward::OPEN_TIMEOUT;
 use crate::app::App;
 
+/// Connections one client address may hold open on one listener; more are closed at once.
+pub const PER_CLIENT: usize = 256;
+
 /// Accepts on `listener` until `stop` is true, running `handle` for each connection in a task
-/// this loop owns; the tasks still running `drain` after the stop are aborted.
+/// this loop owns; the tasks still running `drain` after the stop are aborted. A client address
+/// with [`PER_CLIENT`] connections open gets its next one closed at once.
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
@@ -39,6 +43,8 @@ pub(crate) async fn accept_loop<F, Fut>(
 {
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
+    let open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Default::default();
     loop {
         if *stop.borrow() {
             break;
@@ -50,8 +56,16 @@ pub(crate) async fn accept_loop<F, Fut>(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let Some(slot) = ClientSlot::take(&open, peer.ip()) else {
+                        tracing::debug!(?local, %peer, "{what}: {PER_CLIENT} connections from this address already; closed");
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    conns.spawn(handle(tcp, peer));
+                    let conn = handle(tcp, peer);
+                    conns.spawn(async move {
+                        let _slot = slot;
+                        conn.await
+                    });
                 }
                 Err(e) => {
                     // E.g. too many open files: do not spin.
@@ -70,6 +84,42 @@ pub(crate) async fn accept_loop<F, Fut>(
     conns.shutdown().await;
 }
 
+/// One open connection of a client address (counted while alive).
+struct ClientSlot {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        open: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<ClientSlot> {
+        let mut map = open.lock().expect("poisoned");
+        let n = map.entry(ip).or_default();
+        if *n >= PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().expect("poisoned");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Opens a stream to edge `node` with `header`, writes `prefix` (bytes already read from the
 /// client) and relays `tcp` and the stream until both directions are done. Any failure before
 /// the relay drops `tcp` (the client sees its connection closed).
@@ -83,6 +133,10 @@ pub(crate) async fn relay_to_edge(
     let peer = header.client_addr;
     let Some(conn) = app.edges.get(node) else {
         tracing::info!(%node, ?peer, "no tunnel to this edge; connection closed");
+        return;
+    };
+    let Some(_permit) = app.edges.relay_permit(node) else {
+        tracing::warn!(%node, ?peer, "the edge's relay budget is spent; connection closed");
         return;
     };
     let mut head = BytesMut::new();
@@ -110,7 +164,8 @@ pub(crate) async fn relay_to_edge(
             return;
         }
     };
-    let (up, down) = super::relay::relay(tcp, send, recv).await;
+    let idle = app.config.tunnel.relay_idle();
+    let (up, down) = super::relay::relay(tcp, send, recv, idle).await;
     tracing::debug!(%node, up, down, "relay to the edge done");
 }
 

@@ -113,6 +113,11 @@ impl Drop for TaskGuard {
     }
 }
 
+/// Bidirectional streams a peer may have open at once on one connection.
+pub const MAX_STREAMS: u32 = 4096;
+/// Bytes received but not yet read that one connection may buffer, over all its streams.
+pub const RECEIVE_WINDOW: u32 = 64 << 20;
+
 /// Upper bound for a QUIC handshake, here and in the dialer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -121,8 +126,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// fail instead of hanging),
 /// and a keep-alive every 2 s holds NAT mappings open between heartbeats and lets an edge learn
 /// within about 2 s that its center restarted (the new process answers with a stateless reset).
+///
+/// Streams: each end lets its peer open up to [`MAX_STREAMS`] bidirectional streams at once
+/// (quinn's default, 100, let ~100 idle relayed connections block every other request to an
+/// edge), and buffers at most [`RECEIVE_WINDOW`] per connection however many are open, so a
+/// hostile peer's streams cannot grow a node's memory.
 pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(10))
             .expect("10 s is a valid idle timeout"),
