@@ -7,8 +7,10 @@
 //!   [`OwnerTable::clear`] drops everything (the feed reconnected, or the periodic re-check).
 //!   A load that was running when its key was invalidated still answers the callers that were
 //!   waiting for it, but its result is not kept: the next caller loads again.
-//! - Only owners are cached: "no such pod" is not (a pod created elsewhere must be found at
-//!   once; single-flight bounds the load of repeated misses).
+//! - "No such pod" is cached too, for [`NEGATIVE_TTL`] at most and for at most
+//!   [`NEGATIVE_MAX`] names at once (beyond that, misses are not kept), so random names do not
+//!   each cost a database query. A pod created anywhere is announced on the change feed, which
+//!   invalidates its entry at once; the TTL bounds how long a lost notification can hide it.
 //!
 //! The table is a hint. Correctness comes from the epoch checks at the owner: a stale entry
 //! costs one extra hop, never a misplaced write.
@@ -19,6 +21,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
+use tokio::time::{Duration, Instant};
+
+/// How long "no such pod" is remembered.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Names remembered as missing at most (a bound on memory under random names).
+pub const NEGATIVE_MAX: usize = 65_536;
 
 /// Who owns a pod, and since which change of owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +51,8 @@ struct Inner {
     /// Bumped by `clear`, so a load that started before it is not kept.
     generation: u64,
     slots: HashMap<String, Arc<OnceCell<Option<Owner>>>>,
+    /// When each cached "no such pod" was loaded.
+    missing: HashMap<String, Instant>,
     loads: u64,
 }
 
@@ -63,6 +73,14 @@ impl OwnerTable {
     pub async fn owner(&self, pod_id: &str) -> LoadResult {
         let (cell, generation) = {
             let mut inner = self.inner.lock().expect("poisoned");
+            if inner
+                .missing
+                .get(pod_id)
+                .is_some_and(|at| at.elapsed() >= NEGATIVE_TTL)
+            {
+                inner.missing.remove(pod_id);
+                inner.slots.remove(pod_id);
+            }
             let generation = inner.generation;
             let cell = inner.slots.entry(pod_id.to_string()).or_default().clone();
             (cell, generation)
@@ -83,9 +101,18 @@ impl OwnerTable {
                 .slots
                 .get(pod_id)
                 .is_some_and(|c| Arc::ptr_eq(c, &cell));
-            // Keep owners only, and only if nothing invalidated the key meanwhile.
-            if current && (found.is_none() || inner.generation != generation) {
-                inner.slots.remove(pod_id);
+            // Keep what was found only if nothing invalidated the key meanwhile; a miss only
+            // while there is room for it.
+            if current {
+                if inner.generation != generation {
+                    inner.slots.remove(pod_id);
+                } else if found.is_none() && !inner.missing.contains_key(pod_id) {
+                    if inner.missing.len() < NEGATIVE_MAX {
+                        inner.missing.insert(pod_id.to_string(), Instant::now());
+                    } else {
+                        inner.slots.remove(pod_id);
+                    }
+                }
             }
         } else {
             // A failed load leaves an empty cell; drop it so the next caller retries.
@@ -112,7 +139,9 @@ impl OwnerTable {
 
     /// Forgets `pod_id` (its owner or epoch changed).
     pub fn invalidate(&self, pod_id: &str) {
-        self.inner.lock().expect("poisoned").slots.remove(pod_id);
+        let mut inner = self.inner.lock().expect("poisoned");
+        inner.slots.remove(pod_id);
+        inner.missing.remove(pod_id);
     }
 
     /// Forgets everything.
@@ -120,6 +149,7 @@ impl OwnerTable {
         let mut inner = self.inner.lock().expect("poisoned");
         inner.generation += 1;
         inner.slots.clear();
+        inner.missing.clear();
     }
 
     /// How many entries are cached (or loading).
@@ -202,15 +232,30 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test]
-    async fn misses_and_errors_are_not_cached() {
+    #[tokio::test(start_paused = true)]
+    async fn misses_are_cached_briefly_and_errors_not_at_all() {
         let (epoch, calls) = (Arc::new(AtomicI64::new(1)), Arc::new(AtomicUsize::new(0)));
         let t = table(epoch, calls.clone());
+        for _ in 0..100 {
+            assert_eq!(t.owner("missing").await.unwrap(), None);
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one load for 100 asks of a missing pod"
+        );
+        // The change feed announces it (created): found at once.
+        t.invalidate("missing");
         assert_eq!(t.owner("missing").await.unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Without a notification the miss is forgotten after the TTL.
+        tokio::time::sleep(NEGATIVE_TTL).await;
         assert_eq!(t.owner("missing").await.unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert!(t.owner("broken").await.unwrap_err().contains("down"));
         assert!(t.owner("broken").await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        t.clear();
         assert!(t.is_empty());
     }
 

@@ -21,7 +21,10 @@
 //! (RFC 2308) and the AA bit. Names outside the zone are REFUSED; opcodes other than QUERY get
 //! NOTIMP; a message that does not parse gets FORMERR (if its header can be read) or nothing.
 //! UDP answers larger than the client's limit (512 bytes, or its EDNS payload size up to 1232)
-//! are truncated with TC set, so the client retries over TCP.
+//! are truncated with TC set, so the client retries over TCP. UDP answers are rate limited per
+//! client network ([`rrl`]); at most 1024 UDP queries and 256 TCP connections are served at
+//! once. Pod names go through the owner table, which remembers a missing pod briefly, so
+//! random names do not each cost a database query.
 //!
 
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +42,7 @@ use crate::app::App;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod rrl;
 pub mod tsig;
 pub mod update;
 pub mod xfr;
@@ -51,6 +55,10 @@ const MAX_UDP: usize = 1232;
 const TSIG_ROOM: usize = 200;
 /// How long a TCP connection may sit idle between queries.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// UDP queries answered at once at most (more are dropped: the client retries).
+const UDP_IN_FLIGHT: usize = 1024;
+/// TCP connections served at once at most.
+const TCP_CONNS: usize = 256;
 
 /// The DNS server's view of the cluster.
 pub struct Dns {
@@ -67,6 +75,8 @@ pub struct Dns {
     tsig: Option<hickory_proto::rr::TSigner>,
     /// Who may transfer the zone and gets NOTIFYs.
     secondaries: Vec<SocketAddr>,
+    /// Response-rate limiting of UDP answers.
+    pub rrl: rrl::Limiter,
 }
 
 /// What a name is.
@@ -108,6 +118,7 @@ impl Dns {
             nodes: Mutex::new(None),
             tsig: tsig::signer(&c.dns)?,
             secondaries: c.dns.secondaries.clone(),
+            rrl: Default::default(),
             app,
         })
     }
@@ -487,6 +498,8 @@ pub async fn serve(
         .with_context(|| format!("binding DNS (TCP) on {addr}"))?;
     tracing::info!(%addr, zone = %dns.zone, secondaries = ?dns.secondaries, "DNS serving");
     tokio::spawn(xfr::notify_loop(dns.clone(), shutdown.clone()));
+    let udp_slots = Arc::new(tokio::sync::Semaphore::new(UDP_IN_FLIGHT));
+    let tcp_slots = Arc::new(tokio::sync::Semaphore::new(TCP_CONNS));
     Ok(tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
@@ -494,8 +507,20 @@ pub async fn serve(
                 _ = shutdown.changed() => return,
                 r = udp.recv_from(&mut buf) => {
                     let Ok((n, peer)) = r else { continue };
+                    match dns.rrl.check(peer.ip()) {
+                        rrl::Verdict::Answer => {}
+                        rrl::Verdict::Truncate => {
+                            if let Some(out) = truncated(&buf[..n]) {
+                                let _ = udp.send_to(&out, peer).await;
+                            }
+                            continue;
+                        }
+                        rrl::Verdict::Drop => continue,
+                    }
+                    let Ok(permit) = udp_slots.clone().try_acquire_owned() else { continue };
                     let (dns, udp, bytes) = (dns.clone(), udp.clone(), buf[..n].to_vec());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         if let Some(out) = reply(&dns, &bytes, Some(MAX_UDP), peer.ip()).await {
                             let _ = udp.send_to(&out, peer).await;
                         }
@@ -503,11 +528,26 @@ pub async fn serve(
                 }
                 r = tcp.accept() => {
                     let Ok((stream, peer)) = r else { continue };
-                    tokio::spawn(serve_tcp(dns.clone(), stream, peer.ip()));
+                    let Ok(permit) = tcp_slots.clone().try_acquire_owned() else { continue };
+                    let dns = dns.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        serve_tcp(dns, stream, peer.ip()).await
+                    });
                 }
             }
         }
     }))
+}
+
+/// An empty answer with TC set to the query in `bytes` (a rate-limited client retries over
+/// TCP); nothing for a message that does not parse.
+fn truncated(bytes: &[u8]) -> Option<Vec<u8>> {
+    let req = Message::from_vec(bytes).ok()?;
+    let mut m = Message::error_msg(req.metadata.id, req.metadata.op_code, ResponseCode::NoError);
+    m.metadata.truncation = true;
+    m.queries.extend(req.queries.iter().cloned());
+    m.to_vec().ok()
 }
 
 /// Length-prefixed messages (RFC 1035 §4.2.2, RFC 7766) until EOF or [`TCP_IDLE`].

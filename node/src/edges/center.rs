@@ -253,7 +253,10 @@ async fn claim_pods(app: &Arc<App>, edge: &str, pods: &[String]) {
                     access_mode: meta::AccessMode::Private,
                 };
                 match app.meta.create_pod(&new).await {
-                    Ok(_) => tracing::info!(pod = %pod_id, "pod hosted by this edge recorded"),
+                    Ok(_) => {
+                        app.owners.invalidate(pod_id);
+                        tracing::info!(pod = %pod_id, "pod hosted by this edge recorded")
+                    }
                     Err(e) => {
                         tracing::warn!(pod = %pod_id, error = %e, "cannot record the edge's pod")
                     }

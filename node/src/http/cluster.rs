@@ -202,6 +202,8 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         access_mode,
     };
     let pod = ctx.app.meta.create_pod(&new).await?;
+    // A miss remembered here ends now (other nodes learn it from the change feed).
+    ctx.app.owners.invalidate(&pod.pod_id);
     ctx.audit(
         "pod.create",
         &pod.pod_id,

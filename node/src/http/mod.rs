@@ -240,10 +240,14 @@ async fn dispatch(
     }
     if let Target::Pod { pod_id, .. } = &target {
         // Not ours: the owner authenticates and serves it (ARCHITECTURE §5).
-        if let crate::mesh::route::Decision::Forward(owner) =
-            crate::mesh::route::decide(&app, pod_id, &req).await?
-        {
-            return crate::mesh::forward::pod(&app, owner, pod_id, peer, req).await;
+        match crate::mesh::route::decide(&app, pod_id, &req).await? {
+            crate::mesh::route::Decision::Forward(owner) => {
+                return crate::mesh::forward::pod(&app, owner, pod_id, peer, req).await;
+            }
+            crate::mesh::route::Decision::Missing => {
+                return Err(ApiError::not_found(format!("pod {pod_id} not found")));
+            }
+            crate::mesh::route::Decision::Local => {}
         }
     }
     if let Target::Ops(route) = target {

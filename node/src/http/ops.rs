@@ -57,8 +57,10 @@ pub async fn handle<B>(
                     + &app.tls.render_metrics()
                     + &app.runner.render_metrics(&app.config.sandbox)
                     + &format!(
-                        "# HELP xpod_refusals_unaudited_total Refusals beyond the audit budget (counted, not audited).\n# TYPE xpod_refusals_unaudited_total counter\nxpod_refusals_unaudited_total {}\n",
-                        app.refusals.unaudited()
+                        "# HELP xpod_refusals_unaudited_total Refusals beyond the audit budget (counted, not audited).\n# TYPE xpod_refusals_unaudited_total counter\nxpod_refusals_unaudited_total {}\n\
+                         # HELP xpod_owner_loads_total Pod owners (or their absence) read from the metadata store by the owner table.\n# TYPE xpod_owner_loads_total counter\nxpod_owner_loads_total {}\n",
+                        app.refusals.unaudited(),
+                        app.owners.loads()
                     ),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,

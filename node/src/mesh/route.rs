@@ -32,8 +32,11 @@ pub struct MeshHop {
 /// The decision for one pod request.
 #[derive(Debug)]
 pub enum Decision {
-    /// This node owns it (or nobody does: the local handler answers 404).
+    /// This node owns it.
     Local,
+    /// No such pod (from the owner table, which remembers misses briefly): 404 without
+    /// authenticating or reading the store again.
+    Missing,
     /// Forward to this owner.
     Forward(Owner),
 }
@@ -46,7 +49,11 @@ pub async fn decide(
 ) -> Result<Decision, ApiError> {
     let owner = lookup(app, pod_id).await?;
     let Some(owner) = owner else {
-        return Ok(Decision::Local);
+        // Over the mesh the sender believed it exists: let the local handler read the store.
+        if req.extensions().get::<MeshHop>().is_some() {
+            return Ok(Decision::Local);
+        }
+        return Ok(Decision::Missing);
     };
     if owner.node_id == app.node_id {
         return Ok(Decision::Local);
