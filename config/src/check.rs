@@ -16,6 +16,8 @@ pub(crate) const KEYS: &[&str] = &[
     "http.listen",
     "http.base_url",
     "http.pods_domain",
+    "http.max_connections",
+    "http.max_connections_per_client",
     "database.url",
     "database.pool_size",
     "storage.objects_url",
@@ -63,6 +65,18 @@ impl Config {
             "data_dir" => v::non_empty(&self.data_dir.to_string_lossy(), "a directory path"),
             "http.base_url" => self.http.base_url.as_deref().map_or(Ok(()), v::base_url),
             "http.pods_domain" => self.http.pods_domain.as_deref().map_or(Ok(()), v::dns_name),
+            "http.max_connections" => match self.http.max_connections {
+                1..=1_000_000 => Ok(()),
+                n => Err(format!("expected 1..=1000000 connections, got {n}")),
+            },
+            "http.max_connections_per_client" => {
+                let (n, max) = (self.http.max_connections_per_client, self.http.max_connections);
+                if n <= max {
+                    Ok(())
+                } else {
+                    Err(format!("expected 0 (no limit) ..= http.max_connections ({max}), got {n}"))
+                }
+            }
             "database.url" => self.database.url.as_ref().map_or(Ok(()), |u| {
                 v::secret_url(u.expose(), &["postgres://", "postgresql://", "sqlite://"])
             }),

@@ -78,6 +78,30 @@ static TABLE: &[EnvKey] = &[
         Ok(())
     }),
     k(
+        "XPOD_HTTP_MAX_CONNECTIONS",
+        "http.max_connections",
+        &[],
+        |c, s| {
+            c.http.max_connections = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of connections, got {s:?}"))?;
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        "http.max_connections_per_client",
+        &[],
+        |c, s| {
+            c.http.max_connections_per_client = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of connections, got {s:?}"))?;
+            Ok(())
+        },
+    ),
+    k(
         "XPOD_DATABASE_URL",
         "database.url",
         &["CSS_DATABASE_URL"],

@@ -208,6 +208,11 @@ pub struct HttpConfig {
     pub base_url: Option<String>,
     /// Enables subdomain mode: pods are served at `<pod>.<pods_domain>`.
     pub pods_domain: Option<String>,
+    /// Client connections served at once, 1..=1000000. Default 10000.
+    pub max_connections: usize,
+    /// Connections one client address may hold at once, 0 (no limit: a node behind a proxy
+    /// that connects from one address) ..= max_connections. Default 256.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -216,6 +221,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             base_url: None,
             pods_domain: None,
+            max_connections: 10_000,
+            max_connections_per_client: 256,
         }
     }
 }

@@ -139,3 +139,48 @@ fn random_names_and_query_floods_are_cheap() {
         .expect("dig");
     assert!(!out.stdout.is_empty(), "TCP answers during the flood");
 }
+
+/// One client address holds at most `http.max_connections_per_client` connections (more are
+/// closed at once); another address is served meanwhile.
+#[test]
+fn connections_are_bounded_per_client() {
+    let node = NodeProcess::builder()
+        .env("XPOD_HTTP_MAX_CONNECTIONS_PER_CLIENT", "50")
+        .start();
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(std::net::TcpStream::connect(node.addr()).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = held
+        .iter_mut()
+        .map(|s| {
+            use std::io::Read as _;
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .filter(|c| *c)
+        .count();
+    assert_eq!(
+        closed, 30,
+        "the connections past 50 from one address are closed"
+    );
+    // Another address (127.0.0.2 is loopback too) is served.
+    let r = Curl::get(format!("http://127.0.0.1:{}/health", node.port()))
+        .arg("--interface")
+        .arg("127.0.0.2")
+        .send();
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    // Once they go, the address is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        Curl::get(format!("{}/health", node.url())).send().status,
+        200
+    );
+}

@@ -60,7 +60,11 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&app)?);
     let conn_stop = stop.clone();
     // Relays to edges are cut after the drain; HTTPS connections finish their request.
-    accept_loop("tls", listener, stop, DRAIN, move |tcp, peer| {
+    let limits = crate::conn_limit::ConnLimits::new(
+        app.config.http.max_connections_per_client,
+        app.config.http.max_connections,
+    );
+    accept_loop("tls", listener, stop, DRAIN, limits, move |tcp, peer| {
         let app = app.clone();
         let edge_domain = edge_domain.clone();
         let acceptor = acceptor.clone();

@@ -9,6 +9,7 @@
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
+//! - [`conn_limit`]: connections per client address and in total, per listener.
 //! - [`server`]: accept loop, hyper connections, graceful drain.
 //! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
@@ -28,6 +29,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod cluster_ca;
+pub mod conn_limit;
 pub mod dns;
 pub mod edges;
 pub mod http;

@@ -1,4 +1,6 @@
 //! The HTTP listener: accept loop, one hyper connection task per client, graceful drain.
+//! Connections are bounded per client address and in total (`http.max_connections_per_client`,
+//! `http.max_connections`; `crate::conn_limit`).
 //!
 //! Connections are served with upgrades enabled (WebSocket through the edge forwarder). The
 //! drain is our own (hyper-util's `GracefulShutdown` cannot watch an upgradeable HTTP/1
@@ -28,7 +30,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     // Each connection task holds a sender; `recv` yields `None` once all are dropped.
     let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
+    let limits = crate::conn_limit::ConnLimits::new(
+        app.config.http.max_connections_per_client,
+        app.config.http.max_connections,
+    );
     loop {
+        let room = tokio::select! {
+            _ = &mut shutdown => break,
+            room = limits.room() => room,
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -41,11 +51,22 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 }
             },
         };
+        let Some(slot) = limits.admit(room, peer.ip()) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let live = live_tx.clone();
         tokio::spawn(
-            serve_connection(app.clone(), stream, peer, false, stop_rx.clone(), live)
-                .instrument(tracing::debug_span!("conn", %peer)),
+            serve_connection(
+                app.clone(),
+                stream,
+                peer,
+                false,
+                stop_rx.clone(),
+                (live, slot),
+            )
+            .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
     drop(listener);

@@ -25,17 +25,20 @@ use xpod_tunnel::proto::{StreamHeader, Target};
 use super::forward::OPEN_TIMEOUT;
 use crate::app::App;
 
-/// Connections one client address may hold open on one listener; more are closed at once.
+/// Connections one client address may hold open on one forward; more are closed at once.
 pub const PER_CLIENT: usize = 256;
+/// Connections one forward holds open at most (each edge also has its relay budget).
+pub const PER_FORWARD: usize = 10_000;
 
 /// Accepts on `listener` until `stop` is true, running `handle` for each connection in a task
-/// this loop owns; the tasks still running `drain` after the stop are aborted. A client address
-/// with [`PER_CLIENT`] connections open gets its next one closed at once.
+/// this loop owns; the tasks still running `drain` after the stop are aborted. `limits` bound
+/// the connections per client address (over: closed at once) and in total (full: not accepting).
 pub(crate) async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     drain: std::time::Duration,
+    limits: crate::conn_limit::ConnLimits,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -43,12 +46,17 @@ pub(crate) async fn accept_loop<F, Fut>(
 {
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
-    let open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
-        Default::default();
     loop {
         if *stop.borrow() {
             break;
         }
+        let room = tokio::select! {
+            _ = stop.changed() => {
+                if *stop.borrow() { break; }
+                continue;
+            }
+            room = limits.room() => room,
+        };
         tokio::select! {
             _ = stop.changed() => {
                 if *stop.borrow() { break; }
@@ -56,8 +64,8 @@ pub(crate) async fn accept_loop<F, Fut>(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    let Some(slot) = ClientSlot::take(&open, peer.ip()) else {
-                        tracing::debug!(?local, %peer, "{what}: {PER_CLIENT} connections from this address already; closed");
+                    let Some(slot) = limits.admit(room, peer.ip()) else {
+                        tracing::debug!(?local, %peer, "{what}: too many connections from this address; closed");
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
@@ -82,42 +90,6 @@ pub(crate) async fn accept_loop<F, Fut>(
             tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
     }
     conns.shutdown().await;
-}
-
-/// One open connection of a client address (counted while alive).
-struct ClientSlot {
-    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl ClientSlot {
-    fn take(
-        open: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
-        ip: std::net::IpAddr,
-    ) -> Option<ClientSlot> {
-        let mut map = open.lock().expect("poisoned");
-        let n = map.entry(ip).or_default();
-        if *n >= PER_CLIENT {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot {
-            open: open.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut map = self.open.lock().expect("poisoned");
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
 }
 
 /// Opens a stream to edge `node` with `header`, writes `prefix` (bytes already read from the
@@ -199,6 +171,7 @@ pub async fn serve(
         listener,
         stop,
         std::time::Duration::ZERO,
+        crate::conn_limit::ConnLimits::new(PER_CLIENT, PER_FORWARD),
         move |tcp, peer| {
             let app = app.clone();
             let forward = forward.clone();
