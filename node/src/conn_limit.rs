@@ -9,18 +9,21 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Open connections per client address.
+type OpenMap = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// See the module docs.
 pub struct ConnLimits {
     /// 0: no per-address limit.
     per_client: usize,
     total: Arc<Semaphore>,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: OpenMap,
 }
 
 /// One open connection, counted until dropped.
 pub struct Slot {
     _total: OwnedSemaphorePermit,
-    client: Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>,
+    client: Option<(OpenMap, IpAddr)>,
 }
 
 impl Drop for Slot {
