@@ -369,7 +369,11 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// Reads a small body fully, refusing more than `limit` bytes.
+/// How long a small (JSON) request body may take to arrive in full.
+pub const SMALL_BODY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a small body fully, refusing more than `limit` bytes or a body that takes longer
+/// than [`SMALL_BODY_WITHIN`] (408: a trickling client does not hold a task for ever).
 pub async fn read_small_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -388,7 +392,16 @@ pub async fn read_small_body(req: Request<Incoming>, limit: usize) -> Result<Byt
         }
     }
     let limited = http_body_util::Limited::new(req.into_body(), limit);
-    match limited.collect().await {
+    let collected = tokio::time::timeout(SMALL_BODY_WITHIN, limited.collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {SMALL_BODY_WITHIN:?}"),
+            )
+        })?;
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
