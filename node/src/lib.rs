@@ -9,6 +9,7 @@
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
+//! - [`idle_copy`]: copying between two connections that ends when both are quiet too long.
 //! - [`conn_limit`]: connections per client address and in total, per listener.
 //! - [`server`]: accept loop, hyper connections, graceful drain.
 //! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
@@ -34,6 +35,7 @@ pub mod dns;
 pub mod edges;
 pub mod http;
 pub mod https;
+pub mod idle_copy;
 pub mod mesh;
 pub mod metrics;
 pub mod node_policy;

@@ -239,7 +239,8 @@ pub async fn forward(
     let upgraded = match (switching, client_upgrade) {
         (true, Some(client)) => {
             let edge = hyper::upgrade::on(&mut resp);
-            tokio::spawn(relay_upgraded(client, edge, route.clone()));
+            let idle = app.config.tunnel.relay_idle();
+            tokio::spawn(relay_upgraded(client, edge, route.clone(), idle));
             true
         }
         (true, None) => {
@@ -302,11 +303,12 @@ fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Joins an upgraded client connection and the upgraded stream to the edge, byte for byte,
-/// until either side closes.
+/// until either side closes or both are quiet for `idle` (`tunnel.relay_idle_secs`).
 async fn relay_upgraded(
     client: hyper::upgrade::OnUpgrade,
     edge: hyper::upgrade::OnUpgrade,
     route: EdgeRoute,
+    idle: Duration,
 ) {
     let (client, edge) = match tokio::try_join!(client, edge) {
         Ok(both) => both,
@@ -317,7 +319,7 @@ async fn relay_upgraded(
     };
     let mut client = TokioIo::new(client);
     let mut edge = TokioIo::new(edge);
-    match tokio::io::copy_bidirectional(&mut client, &mut edge).await {
+    match crate::idle_copy::copy_bidirectional(&mut client, &mut edge, idle).await {
         Ok((up, down)) => {
             tracing::debug!(node = %route.node, service = %route.service, up, down, "upgraded connection closed")
         }

@@ -244,7 +244,17 @@ async fn serve_stream(
             if let Some((acceptor, local)) =
                 name.as_deref().and_then(|n| services.terminates(n, &sni))
             {
-                return terminate(send, recv, rest, acceptor, local, &sni, client_addr).await;
+                return terminate(
+                    send,
+                    recv,
+                    rest,
+                    acceptor,
+                    local,
+                    &sni,
+                    client_addr,
+                    services.relay_idle,
+                )
+                .await;
             }
             let found = name
                 .ok_or_else(|| format!("server name {sni:?} is not a name of this edge"))
@@ -390,6 +400,7 @@ async fn raw(
 /// Terminates a passed-through TLS connection with this edge's certificate and relays the
 /// plaintext to the HTTP service at `local`. A failed handshake or an unreachable service
 /// ends the stream.
+#[allow(clippy::too_many_arguments)] // the stream, what was read of it, where to, and how
 async fn terminate(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -398,6 +409,7 @@ async fn terminate(
     local: SocketAddr,
     sni: &str,
     client_addr: Option<SocketAddr>,
+    idle: std::time::Duration,
 ) {
     let io = tokio::io::join(crate::server::Replay::new(rest.freeze(), recv), send);
     let mut tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(io)).await {
@@ -422,7 +434,7 @@ async fn terminate(
         };
     let _ = tcp.set_nodelay(true);
     tracing::debug!(%sni, %local, client = ?client_addr, "TLS terminated at the edge");
-    match tokio::io::copy_bidirectional(&mut tls, &mut tcp).await {
+    match crate::idle_copy::copy_bidirectional(&mut tls, &mut tcp, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "edge TLS relay done"),
         Err(e) => tracing::debug!(error = %e, "edge TLS relay ended"),
     }

@@ -233,10 +233,15 @@ async fn forward(
             ));
         };
         let server = hyper::upgrade::on(&mut resp);
+        let idle = app.config.tunnel.relay_idle();
         tokio::spawn(async move {
             if let Ok((c, s)) = tokio::try_join!(client, server) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(s)).await;
+                let _ = crate::idle_copy::copy_bidirectional(
+                    &mut TokioIo::new(c),
+                    &mut TokioIo::new(s),
+                    idle,
+                )
+                .await;
             }
         });
     }
@@ -335,7 +340,8 @@ pub async fn serve_stream(
             Ok(conn) => {
                 let (mut stream, _busy) = conn.split();
                 let mut quic = tokio::io::join(inbound, send);
-                let _ = tokio::io::copy_bidirectional(&mut quic, &mut stream).await;
+                let idle = app.config.tunnel.relay_idle();
+                let _ = crate::idle_copy::copy_bidirectional(&mut quic, &mut stream, idle).await;
             }
             Err(e) => {
                 tracing::info!(sandbox = %id, port, error = %e.message, "sandbox port stream refused");
@@ -360,7 +366,8 @@ pub async fn serve_stream(
     match super::client::open_port(&app, &node, &id, port, client).await {
         Ok(mut next) => {
             let mut quic = tokio::io::join(inbound, send);
-            let _ = tokio::io::copy_bidirectional(&mut quic, &mut next).await;
+            let idle = app.config.tunnel.relay_idle();
+            let _ = crate::idle_copy::copy_bidirectional(&mut quic, &mut next, idle).await;
         }
         Err(e) => {
             tracing::info!(sandbox = %id, %node, error = %e.message, "cannot pass a port stream on");
