@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use xpod_integration::node::{xpod_bin, TempDir};
+use xpod_node::sandbox::events::{MAX_EVENTS_PER_SEC, TIMEOUT_GRACE};
 use xpod_node::sandbox::proto::{Event, ExecRequest};
-use xpod_node::sandbox::runtime::{Sandbox, Spec, MAX_EVENTS_PER_SEC, TIMEOUT_GRACE};
+use xpod_node::sandbox::runtime::{Sandbox, Spec};
 use xpod_node::sandbox::Limits;
 
 /// Answers pings like the real supervisor; then, per command, misbehaves as `sys.argv[1]` says.

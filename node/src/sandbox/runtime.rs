@@ -9,11 +9,9 @@
 //! or any 0755 path).
 //!
 //! The node reaches the supervisor over the control channel it hands to bwrap as an inherited
-//! descriptor ([`super::ctl`]), never through a path. It trusts nothing the supervisor sends:
-//! lines are capped at [`MAX_LINE`], events at [`MAX_EVENTS_PER_SEC`] per exec, what waits
-//! for a client by bounded channels; an exec with a `timeout` that has not ended
-//! [`TIMEOUT_GRACE`] after it gets an `error` and the node kills the sandbox from outside
-//! (through a pidfd of bwrap, so a recycled pid is never hit).
+//! descriptor ([`super::ctl`]), never through a path, and trusts nothing it sends
+//! ([`super::events`]: bounded lines, event rate and buffers; a command past its timeout gets
+//! the sandbox killed from outside, through a pidfd of bwrap, so a recycled pid is never hit).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -24,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::AsyncWriteExt as _;
 
 use super::proto::{Event, ExecRequest, Input};
 use super::Limits;
@@ -50,16 +48,6 @@ pub struct Spec {
     /// control channel as descriptor 3. Tests use it to play a hostile supervisor.
     pub init: Option<Vec<String>>,
 }
-
-/// Longest line the node reads from a supervisor (an output event carries at most 32 KiB,
-/// about 44 KiB in base64).
-pub const MAX_LINE: usize = 64 * 1024;
-/// Events per second the node takes from one exec at most (more wait in the socket).
-pub const MAX_EVENTS_PER_SEC: u32 = 2_000;
-/// How long past its `timeout` an exec may go without `end` before the node kills the sandbox.
-pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
-/// How long the node waits for a supervisor's answer to a ping or a port connection.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Kills a sandbox from outside: SIGKILL to bwrap through a pidfd taken while it was our
 /// unreaped child (so the signal can never reach a process that reused its pid).
@@ -103,72 +91,6 @@ pub struct Sandbox {
     /// slirp4netns, for a sandbox with network.
     _net: Option<super::net::Net>,
     pub root: PathBuf,
-}
-
-/// Reads one `\n`-terminated line of at most `max` bytes (without the newline). `Ok(None)` at
-/// a clean end of stream; an overlong or unterminated line is an error, and nothing beyond
-/// `max` bytes is ever buffered.
-pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return if line.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "a line without its end",
-                ))
-            };
-        }
-        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("a line longer than {max} bytes"),
-            ));
-        }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take + usize::from(done));
-        if done {
-            return Ok(Some(line));
-        }
-    }
-}
-
-/// Reads the one-line answer to a ping or connect request, within [`ANSWER_WITHIN`].
-async fn answer(conn: &mut tokio::net::UnixStream) -> anyhow::Result<Event> {
-    // Byte by byte: what follows the answer belongs to the caller.
-    let read = async {
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        loop {
-            use tokio::io::AsyncReadExt as _;
-            if conn.read(&mut byte).await? == 0 {
-                bail!("the sandbox's supervisor closed the connection");
-            }
-            if byte[0] == b'\n' {
-                break;
-            }
-            line.push(byte[0]);
-            if line.len() > 4096 {
-                bail!("the sandbox's supervisor sent an overlong answer");
-            }
-        }
-        Ok(serde_json::from_slice::<Event>(&line)?)
-    };
-    tokio::time::timeout(ANSWER_WITHIN, read)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("the sandbox's supervisor did not answer within {ANSWER_WITHIN:?}")
-        })?
 }
 
 /// The bwrap arguments for `spec` (without the program).
@@ -327,7 +249,7 @@ impl Sandbox {
         let ready = async {
             let mut conn = super::ctl::open(&sb.ctl)?;
             conn.write_all(b"{\"ping\":true}\n").await?;
-            match answer(&mut conn).await? {
+            match super::events::answer(&mut conn).await? {
                 Event::Ready => Ok(()),
                 other => bail!("unexpected answer to a ping: {other:?}"),
             }
@@ -367,7 +289,7 @@ impl Sandbox {
         stdin: &[u8],
     ) -> anyhow::Result<tokio::sync::mpsc::Receiver<Event>> {
         let conn = super::ctl::open(&self.ctl).context("the sandbox's supervisor is gone")?;
-        let (r, mut w) = conn.into_split();
+        let (r, w) = conn.into_split();
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut out = serde_json::to_vec(req)?;
         out.push(b'\n');
@@ -377,79 +299,18 @@ impl Sandbox {
         }
         out.extend(serde_json::to_vec(&Input::Eof)?);
         out.push(b'\n');
-        let deadline = req
-            .timeout_secs
-            .map(|t| tokio::time::Instant::now() + Duration::from_secs(t) + TIMEOUT_GRACE);
-        let killer = self.killer.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(async move {
-            // Stdin goes in while events come out (a supervisor that does not read cannot
-            // block the node); the write half stays open until the end, or stdin ends early.
-            let write = async {
-                let _ = w.write_all(&out).await;
-                std::future::pending::<()>().await
-            };
-            let read = async {
-                let mut r = BufReader::new(r);
-                let mut window = (tokio::time::Instant::now(), 0u32);
-                let overdue = || async {
-                    killer.kill();
-                    let message =
-                        "the command did not end at its timeout; the node stopped the sandbox"
-                            .to_string();
-                    let _ = tx.send(Event::Error { message }).await;
-                };
-                loop {
-                    // (A supervisor that always has a line ready must not outrun the deadline.)
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        return overdue().await;
-                    }
-                    let line = read_line_bounded(&mut r, MAX_LINE);
-                    let line = match deadline {
-                        Some(d) => match tokio::time::timeout_at(d, line).await {
-                            Ok(line) => line,
-                            Err(_) => return overdue().await,
-                        },
-                        None => line.await,
-                    };
-                    let ev = match line {
-                        Ok(Some(line)) => match serde_json::from_slice::<Event>(&line) {
-                            Ok(ev @ (Event::Connected | Event::Ready)) => Event::Error {
-                                message: format!(
-                                    "unexpected event from the sandbox's supervisor: {ev:?}"
-                                ),
-                            },
-                            Ok(ev) => ev,
-                            Err(e) => Event::Error {
-                                message: format!("bad event from the sandbox's supervisor: {e}"),
-                            },
-                        },
-                        Ok(None) => Event::Error {
-                            message: "the sandbox's supervisor went away during the command".into(),
-                        },
-                        Err(e) => Event::Error {
-                            message: format!(
-                                "the sandbox's supervisor sent {e}; the command's stream is closed"
-                            ),
-                        },
-                    };
-                    let last = matches!(ev, Event::End { .. } | Event::Error { .. });
-                    if tx.send(ev).await.is_err() || last {
-                        return;
-                    }
-                    // At most MAX_EVENTS_PER_SEC: a flood waits in the socket, not in the node.
-                    window.1 += 1;
-                    if window.1 >= MAX_EVENTS_PER_SEC {
-                        tokio::time::sleep_until(window.0 + Duration::from_secs(1)).await;
-                        window = (tokio::time::Instant::now(), 0);
-                    }
-                }
-            };
-            tokio::select! {
-                () = read => {}
-                () = write => {}
-            }
+        let deadline = req.timeout_secs.map(|t| {
+            tokio::time::Instant::now() + Duration::from_secs(t) + super::events::TIMEOUT_GRACE
         });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(super::events::pump(
+            r,
+            w,
+            out,
+            deadline,
+            self.killer.clone(),
+            tx,
+        ));
         Ok(rx)
     }
 
@@ -460,7 +321,7 @@ impl Sandbox {
         let mut line = serde_json::to_vec(&serde_json::json!({ "connect": port }))?;
         line.push(b'\n');
         conn.write_all(&line).await?;
-        match answer(&mut conn).await? {
+        match super::events::answer(&mut conn).await? {
             Event::Connected => Ok(conn),
             Event::Error { message } => bail!("{message}"),
             other => bail!("unexpected answer from the sandbox's supervisor: {other:?}"),
