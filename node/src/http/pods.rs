@@ -434,7 +434,13 @@ async fn write_resource(
     // The replaced blob (if any) was retired in the commit's transaction: the GC deletes it
     // after the grace period, so readers of the previous version finish.
     let result = app.meta.put_resource(&fence, &put, pre).await;
-    let failed_blob = put.blob_key.filter(|_| result.is_err());
+    // A refused commit wrote nothing; after a lost connection it may have committed all the
+    // same, so that blob is left to the GC (referenced, or an orphan after the minimum age).
+    let refused = match &result {
+        Ok(_) | Err(MetaError::Unavailable(_) | MetaError::Backend(_)) => false,
+        Err(_) => true,
+    };
+    let failed_blob = put.blob_key.filter(|_| refused);
     if let Some(upload) = pending {
         let blobs = app.blobs.clone();
         tokio::spawn(async move {
