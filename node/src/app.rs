@@ -1,5 +1,12 @@
 //! The node's shared state and its start-up: open the stores, register this node, make sure a
 //! lone node has an admin key, and run the background loops (heartbeat, blob GC).
+//!
+//! The blob GC (every [`GC_EVERY`], rules in [`xpod_storage::blobs`]) deletes a blob only when
+//! no upload and no reader can need it: never while its upload's pending record is fresh
+//! (refreshed every minute, expired after 10 minutes), nor while a resource points to it, nor
+//! within 30 minutes of its retirement (replaced or deleted), nor when younger than an hour.
+//! Test hook: `XPOD_TEST_GC=every_ms,min_age_ms,grace_ms[,lease_ms]` runs it often with small
+//! ages (the refresh is then a tenth of the lease).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use xpod_config::{Config, Role};
 use xpod_routing::TargetConfig;
-use xpod_storage::blobs::BlobStore;
+use xpod_storage::blobs::{BlobStore, GcRules};
 use xpod_storage::meta::{self, MetaStore, NodeRecord, NodeStatus, NodeType};
 
 use crate::auth;
@@ -16,9 +23,31 @@ use crate::metrics::Metrics;
 
 /// How often this node refreshes its `nodes` row (seed: 15 s).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
-/// How often unreferenced blobs are collected, and the minimum age of a collected blob.
+/// How often unreferenced blobs are collected (the ages: [`GcRules::default`]).
 const GC_EVERY: Duration = Duration::from_secs(600);
-const GC_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// The GC's period and rules: the defaults, or `XPOD_TEST_GC` (see the module docs).
+fn gc_settings() -> (Duration, GcRules) {
+    let Ok(v) = std::env::var("XPOD_TEST_GC") else {
+        return (GC_EVERY, GcRules::default());
+    };
+    let ms: Vec<u64> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+    let ms = |i: usize| ms.get(i).copied().map(Duration::from_millis);
+    let mut rules = GcRules::default();
+    let every = ms(0).unwrap_or(GC_EVERY).max(Duration::from_millis(10));
+    rules.min_age = ms(1).unwrap_or(rules.min_age);
+    rules.delete_grace = ms(2).unwrap_or(rules.delete_grace);
+    if let Some(lease) = ms(3) {
+        rules.pending_lease = lease;
+        rules.pending_refresh = (lease / 10).max(Duration::from_millis(10));
+    }
+    tracing::warn!(
+        ?every,
+        ?rules,
+        "XPOD_TEST_GC: blob GC timing overridden (a test setting; never in production)"
+    );
+    (every, rules)
+}
 
 /// Everything a request handler needs.
 pub struct App {
@@ -51,6 +80,9 @@ pub struct App {
     pub policies: crate::node_policy::Policies,
     /// The budget of audited refusals.
     pub refusals: crate::audit::Budget,
+    /// How often the blob GC runs, and its rules (uploads read `pending_refresh`).
+    pub gc_every: Duration,
+    pub gc: GcRules,
 }
 
 impl App {
@@ -83,6 +115,7 @@ impl App {
                 }
             })
         };
+        let (gc_every, gc) = gc_settings();
         let app = Arc::new(App {
             owners,
             mesh: Default::default(),
@@ -100,6 +133,8 @@ impl App {
             runner: Default::default(),
             policies: Default::default(),
             refusals: Default::default(),
+            gc_every,
+            gc,
             config,
         });
         app.heartbeat(NodeStatus::Online)
@@ -156,7 +191,8 @@ impl App {
     /// Background loops until `shutdown` fires: heartbeat and blob garbage collection.
     pub async fn background(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut beat = tokio::time::interval(HEARTBEAT);
-        let mut gc = tokio::time::interval(GC_EVERY);
+        let mut gc = tokio::time::interval(self.gc_every);
+        gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
         gc.tick().await;
         loop {
@@ -168,7 +204,7 @@ impl App {
                     }
                 }
                 _ = gc.tick() => {
-                    match self.blobs.collect_garbage(self.meta.as_ref(), GC_MIN_AGE).await {
+                    match self.blobs.collect_garbage(self.meta.as_ref(), &self.gc).await {
                         Ok(n) => {
                             self.metrics.add_blobs_collected(n as u64);
                             if n > 0 { tracing::info!(deleted = n, "collected unreferenced blobs"); }

@@ -5,6 +5,19 @@
 //! [`BlobStore::collect_garbage`]), never a half-written resource, because readers only follow
 //! keys that metadata committed. Bodies stream in and out in chunks; nothing holds a whole body
 //! in memory. Local files are fsynced (file and directory) before the metadata commit.
+//!
+//! A blob is deleted only when nobody can need it any more:
+//! - An upload records its key as pending (a [`PENDING_BLOB`] document) before the first byte
+//!   and refreshes it while it runs ([`PendingUpload`]); the GC keeps a blob whose record is
+//!   fresher than the lease, however long the upload takes (the object's date says nothing: on
+//!   S3 a multipart object is dated when its upload began).
+//! - A replaced or deleted blob is retired, not deleted: the committing transaction writes a
+//!   [`RETIRED_BLOB`] document, and the GC deletes the blob only after a grace period, so
+//!   readers of the previous version (which may re-GET ranges) finish.
+//! - The GC reads, per candidate and in this order, the pending record, the live references and
+//!   the retired record; each write publishes the next one before removing the previous one, so
+//!   no interleaving lets a needed blob through. Objects younger than the minimum age are never
+//!   candidates (a second guard, for orphans of a crash).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,12 +29,36 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
-use crate::meta::MetaStore;
+use crate::meta::{DocRecord, MetaStore, PENDING_BLOB, RETIRED_BLOB};
 
 /// Bytes buffered before a part is handed to the store.
 const CHUNK: usize = 8 * 1024 * 1024;
 /// Parts in flight at once (bounds memory to about `CHUNK * MAX_INFLIGHT`).
 const MAX_INFLIGHT: usize = 2;
+
+/// The timing rules of blob deletion (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcRules {
+    /// Objects younger than this are never collected (orphans of a crash wait this long).
+    pub min_age: Duration,
+    /// A pending-upload record not refreshed for this long belongs to a dead upload.
+    pub pending_lease: Duration,
+    /// How often an upload refreshes its record (well below `pending_lease`).
+    pub pending_refresh: Duration,
+    /// How long a replaced or deleted blob stays for readers of the previous version.
+    pub delete_grace: Duration,
+}
+
+impl Default for GcRules {
+    fn default() -> Self {
+        GcRules {
+            min_age: Duration::from_secs(3600),
+            pending_lease: Duration::from_secs(600),
+            pending_refresh: Duration::from_secs(60),
+            delete_grace: Duration::from_secs(1800),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -52,6 +89,99 @@ pub struct S3Location {
 /// reqwest (under object_store) needs a process-wide rustls provider; this build has ring only.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An upload's claim on a new key: its [`PENDING_BLOB`] record, refreshed in the background
+/// until [`PendingUpload::finish`] (which deletes it) or drop (then it expires).
+pub struct PendingUpload {
+    meta: Arc<dyn MetaStore>,
+    key: String,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl PendingUpload {
+    /// Claims a fresh key of `pod_id` for an upload by `node_id`: records it as pending (before
+    /// any byte is stored), then refreshes the record every `refresh`.
+    pub async fn begin(
+        meta: Arc<dyn MetaStore>,
+        pod_id: &str,
+        node_id: &str,
+        refresh: Duration,
+    ) -> Result<PendingUpload, BlobError> {
+        let key = BlobStore::new_key(pod_id);
+        let doc = DocRecord {
+            kind: PENDING_BLOB.to_string(),
+            id: key.clone(),
+            owner: pod_id.to_string(),
+            version: 0,
+            updated_at: 0,
+            doc: serde_json::json!({ "node": node_id }),
+        };
+        let created = meta
+            .put_doc(&doc, 0, crate::meta::now_millis())
+            .await
+            .map_err(|e| BlobError::Body(format!("recording upload {key}: {e}")))?;
+        if !created {
+            return Err(BlobError::Body(format!("upload {key} is recorded already")));
+        }
+        let refresher = tokio::spawn(refresh_pending(meta.clone(), doc, refresh));
+        Ok(PendingUpload {
+            meta,
+            key,
+            refresher,
+        })
+    }
+
+    /// The key to upload to.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Stops refreshing and deletes the record (after the commit, or after a failed commit's
+    /// blob was deleted).
+    pub async fn finish(self) {
+        self.refresher.abort();
+        if let Err(e) = self.meta.delete_doc(PENDING_BLOB, &self.key, 0).await {
+            tracing::warn!(key = %self.key, error = %e, "deleting an upload record failed; it expires");
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    /// Dropped without [`PendingUpload::finish`] (the request went away, perhaps with its commit
+    /// still landing): the record stops being refreshed and expires after the lease.
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+/// Keeps a pending record fresh: `put_doc` at its current version every `every`.
+async fn refresh_pending(meta: Arc<dyn MetaStore>, doc: DocRecord, every: Duration) {
+    let mut version = 1;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = crate::meta::now_millis();
+        match meta.put_doc(&doc, version, now).await {
+            Ok(true) => version += 1,
+            // Gone (expired and swept while the store was unreachable): record it again.
+            Ok(false) => match meta.put_doc(&doc, 0, now).await {
+                Ok(true) => version = 1,
+                Ok(false) => match meta.get_doc(PENDING_BLOB, &doc.id).await {
+                    Ok(Some(d)) => version = d.version,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %doc.id, error = %e, "refreshing an upload record failed")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(key = %doc.id, error = %e, "refreshing an upload record failed")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(key = %doc.id, error = %e, "refreshing an upload record failed")
+            }
+        }
+    }
 }
 
 /// A blob written by [`BlobStore::put_stream`].
@@ -156,11 +286,27 @@ impl BlobStore {
         format!("blobs/{pod_id}/{}", hex::encode(rand::random::<[u8; 16]>()))
     }
 
-    /// Streams a body into a new blob. On any error (body error, limit, store) the partial
-    /// upload is aborted and nothing is left under the new key.
+    /// Streams a body into a new blob (unrecorded: for uploads the GC may see, use
+    /// [`PendingUpload`] and [`BlobStore::put_stream_at`]).
     pub async fn put_stream<S, E>(
         &self,
         pod_id: &str,
+        body: S,
+        limit: Option<u64>,
+    ) -> Result<StoredBlob, BlobError>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        self.put_stream_at(&Self::new_key(pod_id), body, limit)
+            .await
+    }
+
+    /// Streams a body into a new blob under `key` (from [`PendingUpload::key`]). On any error
+    /// (body error, limit, store) the partial upload is aborted and nothing is left under the key.
+    pub async fn put_stream_at<S, E>(
+        &self,
+        key: &str,
         mut body: S,
         limit: Option<u64>,
     ) -> Result<StoredBlob, BlobError>
@@ -168,7 +314,7 @@ impl BlobStore {
         S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let key = Self::new_key(pod_id);
+        let key = key.to_string();
         let upload = self
             .store
             .put_multipart(&ObjPath::from(key.as_str()))
@@ -280,18 +426,19 @@ impl BlobStore {
         }
     }
 
-    /// Deletes blobs older than `min_age` that no live resource points to. The age guard keeps
-    /// blobs of writes still in flight (written, metadata not yet committed). Returns how many
-    /// blobs were deleted.
+    /// One pass of the blob GC; returns how many blobs were deleted. First retired blobs past
+    /// the grace period (whatever the object's age) and expired pending records; then every
+    /// object older than `min_age` that is neither pending (fresh record), referenced, nor
+    /// retired within the grace period.
     pub async fn collect_garbage(
         &self,
         meta: &dyn MetaStore,
-        min_age: Duration,
+        rules: &GcRules,
     ) -> Result<usize, BlobError> {
-        let cutoff = chrono_cutoff(min_age);
+        let mut deleted = self.sweep_records(meta, rules).await?;
+        let cutoff = chrono_cutoff(rules.min_age);
         let mut listing = self.store.list(Some(&ObjPath::from("blobs")));
         let mut batch = Vec::new();
-        let mut deleted = 0;
         while let Some(item) = listing.next().await {
             let meta_obj = item?;
             if meta_obj.last_modified.timestamp_millis() > cutoff {
@@ -300,27 +447,84 @@ impl BlobStore {
             batch.push(meta_obj.location.to_string());
             if batch.len() >= 500 {
                 deleted += self
-                    .delete_unreferenced(meta, std::mem::take(&mut batch))
+                    .delete_unneeded(meta, rules, std::mem::take(&mut batch))
                     .await?;
             }
         }
         if !batch.is_empty() {
-            deleted += self.delete_unreferenced(meta, batch).await?;
+            deleted += self.delete_unneeded(meta, rules, batch).await?;
         }
         Ok(deleted)
     }
 
-    async fn delete_unreferenced(
+    /// Deletes the blobs of retired records past the grace period (unless referenced again),
+    /// then the records; forgets pending records past the lease.
+    async fn sweep_records(
         &self,
         meta: &dyn MetaStore,
+        rules: &GcRules,
+    ) -> Result<usize, BlobError> {
+        let skipped =
+            |e: crate::meta::MetaError| BlobError::Body(format!("garbage collection skipped: {e}"));
+        let now = crate::meta::now_millis();
+        let mut deleted = 0;
+        for d in meta.list_docs(RETIRED_BLOB, None).await.map_err(skipped)? {
+            if now - d.updated_at <= rules.delete_grace.as_millis() as i64 {
+                continue;
+            }
+            let key = d.id.as_str();
+            let live = meta
+                .referenced_blobs(std::slice::from_ref(&d.id))
+                .await
+                .map_err(skipped)?;
+            if key.starts_with("blobs/") && !live.contains(key) {
+                self.delete(key).await?;
+                deleted += 1;
+            }
+            // At its version: retired again meanwhile (a newer record) means wait again.
+            meta.delete_doc(RETIRED_BLOB, key, d.version)
+                .await
+                .map_err(skipped)?;
+        }
+        for d in meta.list_docs(PENDING_BLOB, None).await.map_err(skipped)? {
+            if now - d.updated_at > rules.pending_lease.as_millis() as i64 {
+                meta.delete_doc(PENDING_BLOB, &d.id, d.version)
+                    .await
+                    .map_err(skipped)?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the listed objects nobody needs. The order of the reads matters: pending record,
+    /// then references, then retired record (a write publishes each before removing the one
+    /// before it: pending → committed row → retired record).
+    async fn delete_unneeded(
+        &self,
+        meta: &dyn MetaStore,
+        rules: &GcRules,
         keys: Vec<String>,
     ) -> Result<usize, BlobError> {
-        let live = meta
-            .referenced_blobs(&keys)
+        let skipped =
+            |e: crate::meta::MetaError| BlobError::Body(format!("garbage collection skipped: {e}"));
+        let now = crate::meta::now_millis();
+        let pending: std::collections::HashSet<String> = meta
+            .list_docs(PENDING_BLOB, None)
             .await
-            .map_err(|e| BlobError::Body(format!("garbage collection skipped: {e}")))?;
+            .map_err(skipped)?
+            .into_iter()
+            .filter(|d| now - d.updated_at <= rules.pending_lease.as_millis() as i64)
+            .map(|d| d.id)
+            .collect();
+        let keys: Vec<String> = keys.into_iter().filter(|k| !pending.contains(k)).collect();
+        let live = meta.referenced_blobs(&keys).await.map_err(skipped)?;
         let mut n = 0;
         for key in keys.iter().filter(|k| !live.contains(*k)) {
+            let retired = meta.get_doc(RETIRED_BLOB, key).await.map_err(skipped)?;
+            if retired.is_some_and(|d| now - d.updated_at <= rules.delete_grace.as_millis() as i64)
+            {
+                continue;
+            }
             self.delete(key).await?;
             n += 1;
         }
@@ -418,6 +622,170 @@ mod tests {
             left.push(m.unwrap().location.to_string());
         }
         assert!(left.is_empty(), "aborted uploads left objects: {left:?}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn one_chunk(b: &'static [u8]) -> stream::Iter<std::vec::IntoIter<Result<Bytes, String>>> {
+        stream::iter(vec![Ok(Bytes::from_static(b))])
+    }
+
+    async fn memory_meta() -> Arc<dyn MetaStore> {
+        Arc::new(
+            crate::meta::sqlite::SqliteStore::open_in_memory()
+                .await
+                .unwrap(),
+        )
+    }
+
+    fn rules(min_age_ms: u64, lease_ms: u64, grace_ms: u64) -> GcRules {
+        GcRules {
+            min_age: Duration::from_millis(min_age_ms),
+            pending_lease: Duration::from_millis(lease_ms),
+            pending_refresh: Duration::from_millis(lease_ms / 5),
+            delete_grace: Duration::from_millis(grace_ms),
+        }
+    }
+
+    fn doc(kind: &str, key: &str) -> DocRecord {
+        DocRecord {
+            kind: kind.into(),
+            id: key.into(),
+            owner: "alice".into(),
+            version: 0,
+            updated_at: 0,
+            doc: serde_json::json!({}),
+        }
+    }
+
+    /// An upload running far longer than the lease (and the minimum age) is kept while it
+    /// refreshes its record; once finished, unreferenced and unrecorded, it is collected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_keeps_uploads_in_progress() {
+        let (store, dir) = temp_store();
+        let meta = memory_meta().await;
+        let gc = rules(0, 300, 0);
+        let pending = PendingUpload::begin(meta.clone(), "alice", "n1", gc.pending_refresh)
+            .await
+            .unwrap();
+        let key = pending.key().to_string();
+        assert!(key.starts_with("blobs/alice/"));
+        let rec = meta.get_doc(PENDING_BLOB, &key).await.unwrap().unwrap();
+        assert_eq!(
+            (rec.owner.as_str(), rec.doc["node"].as_str()),
+            ("alice", Some("n1"))
+        );
+        store
+            .put_stream_at(&key, one_chunk(b"in flight"), None)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(store.collect_garbage(meta.as_ref(), &gc).await.unwrap(), 0);
+            assert!(
+                store.exists(&key).await.unwrap(),
+                "an upload in progress was collected"
+            );
+        }
+        let rec = meta.get_doc(PENDING_BLOB, &key).await.unwrap().unwrap();
+        assert!(rec.version > 2, "the record was refreshed: {rec:?}");
+        pending.finish().await;
+        assert_eq!(meta.get_doc(PENDING_BLOB, &key).await.unwrap(), None);
+        assert_eq!(store.collect_garbage(meta.as_ref(), &gc).await.unwrap(), 1);
+        assert!(!store.exists(&key).await.unwrap());
+
+        // A dropped upload stops refreshing: its record expires and the GC forgets it.
+        let dropped = PendingUpload::begin(meta.clone(), "alice", "n1", gc.pending_refresh)
+            .await
+            .unwrap();
+        let key = dropped.key().to_string();
+        drop(dropped);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let rec = meta.get_doc(PENDING_BLOB, &key).await.unwrap().unwrap();
+        assert_eq!(rec.version, 1, "a dropped upload is not refreshed: {rec:?}");
+        store.collect_garbage(meta.as_ref(), &gc).await.unwrap();
+        assert_eq!(meta.get_doc(PENDING_BLOB, &key).await.unwrap(), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A record that stopped being refreshed (a crashed upload) expires: record and blob go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_expires_stale_uploads() {
+        let (store, dir) = temp_store();
+        let meta = memory_meta().await;
+        let blob = store
+            .put_stream("alice", one_chunk(b"orphan"), None)
+            .await
+            .unwrap();
+        let now = crate::meta::now_millis();
+        assert!(meta
+            .put_doc(&doc(PENDING_BLOB, &blob.key), 0, now - 2_000)
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .collect_garbage(meta.as_ref(), &rules(0, 10_000, 0))
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(store.exists(&blob.key).await.unwrap());
+        assert_eq!(
+            store
+                .collect_garbage(meta.as_ref(), &rules(0, 1_000, 0))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!store.exists(&blob.key).await.unwrap());
+        assert_eq!(meta.get_doc(PENDING_BLOB, &blob.key).await.unwrap(), None);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A retired blob stays for the grace period, then goes with its record, even when the
+    /// object is younger than the minimum age; an unrecorded young object stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_waits_out_the_grace_period() {
+        let (store, dir) = temp_store();
+        let meta = memory_meta().await;
+        let old = store
+            .put_stream("alice", one_chunk(b"v1"), None)
+            .await
+            .unwrap();
+        let young = store
+            .put_stream("alice", one_chunk(b"new"), None)
+            .await
+            .unwrap();
+        let now = crate::meta::now_millis();
+        assert!(meta
+            .put_doc(&doc(RETIRED_BLOB, &old.key), 0, now - 2_000)
+            .await
+            .unwrap());
+        // Within the grace period: kept, whatever the minimum age (the unrecorded one goes).
+        assert_eq!(
+            store
+                .collect_garbage(meta.as_ref(), &rules(0, 1_000, 10_000))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.exists(&old.key).await.unwrap());
+        assert!(!store.exists(&young.key).await.unwrap());
+        // Past it: deleted by the sweep although younger than the minimum age; a young
+        // unrecorded object is not.
+        let young = store
+            .put_stream("alice", one_chunk(b"new"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .collect_garbage(meta.as_ref(), &rules(3_600_000, 1_000, 1_000))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!store.exists(&old.key).await.unwrap());
+        assert!(store.exists(&young.key).await.unwrap());
+        assert_eq!(meta.get_doc(RETIRED_BLOB, &old.key).await.unwrap(), None);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -3,8 +3,10 @@
 //! A request has already been classified to (pod, decoded path) and routed here by the owner
 //! table (`crate::mesh::route`). Here: read the pod row, check this node owns it (else forward
 //! it to the owner after all), authorize through [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/
-//! PUT/POST/DELETE. Bodies stream: a PUT goes straight into a new immutable blob, then one
-//! fenced, conditional metadata transaction makes it visible (or the blob is deleted again).
+//! PUT/POST/DELETE. Bodies stream: a PUT goes straight into a new immutable blob (recorded as
+//! pending from before the first byte), then one fenced, conditional metadata transaction makes
+//! it visible and retires the blob it replaces (or the new blob is deleted again). Replaced and
+//! deleted blobs are left to the GC's grace period, never deleted at once.
 //! Preconditions are checked before the upload (to fail fast) and again inside the
 //! transaction (to be right under races).
 
@@ -14,6 +16,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
 use xpod_routing::encode_path;
+use xpod_storage::blobs::PendingUpload;
 use xpod_storage::meta::{
     parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
 };
@@ -377,6 +380,7 @@ async fn write_resource(
         epoch: pod.epoch,
     };
     let is_container = path.ends_with('/');
+    let mut pending: Option<PendingUpload> = None;
     let mut put = PutResource {
         pod_id: pod.pod_id.clone(),
         path: path.to_string(),
@@ -394,14 +398,32 @@ async fn write_resource(
                 format!("body larger than the limit of {} bytes", app.max_body),
             ));
         }
+        // Recorded as pending before the first byte, until the commit (the GC keeps it).
+        let upload = PendingUpload::begin(
+            app.meta.clone(),
+            &pod.pod_id,
+            &app.node_id,
+            app.gc.pending_refresh,
+        )
+        .await?;
         let stream = req.into_body().into_data_stream();
-        let blob = app
+        let blob = match app
             .blobs
-            .put_stream(&pod.pod_id, stream, Some(app.max_body))
-            .await?;
+            .put_stream_at(upload.key(), stream, Some(app.max_body))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                // Nothing is left under the key (the partial upload was aborted).
+                upload.finish().await;
+                return Err(e.into());
+            }
+        };
         app.metrics.add_bytes_received(blob.size);
         put.size = blob.size as i64;
         put.blob_key = Some(blob.key);
+        pending = Some(upload);
+        commit_hold().await;
     } else {
         // A container PUT carries no representation we keep; drain it so the connection stays usable.
         let mut b = req.into_body();
@@ -409,30 +431,43 @@ async fn write_resource(
             frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         }
     }
-    match app.meta.put_resource(&fence, &put, pre).await {
-        Ok(outcome) => {
-            if let Some(old) = outcome.replaced_blob {
-                delete_blob_later(ctx, old);
+    // The replaced blob (if any) was retired in the commit's transaction: the GC deletes it
+    // after the grace period, so readers of the previous version finish.
+    let result = app.meta.put_resource(&fence, &put, pre).await;
+    // A refused commit wrote nothing; after a lost connection it may have committed all the
+    // same, so that blob is left to the GC (referenced, or an orphan after the minimum age).
+    let refused = match &result {
+        Ok(_) | Err(MetaError::Unavailable(_) | MetaError::Backend(_)) => false,
+        Err(_) => true,
+    };
+    let failed_blob = put.blob_key.filter(|_| refused);
+    if let Some(upload) = pending {
+        let blobs = app.blobs.clone();
+        tokio::spawn(async move {
+            // Nobody saw a blob whose commit failed: delete it, then forget the upload.
+            if let Some(key) = failed_blob {
+                if let Err(e) = blobs.delete(&key).await {
+                    tracing::warn!(%key, error = %e, "deleting an uncommitted blob failed; GC will retry");
+                }
             }
-            Ok((outcome.record, outcome.created))
-        }
-        Err(e) => {
-            if let Some(key) = put.blob_key {
-                delete_blob_later(ctx, key);
-            }
-            Err(e.into())
-        }
+            upload.finish().await;
+        });
     }
+    let outcome = result?;
+    Ok((outcome.record, outcome.created))
 }
 
-/// Deletes an unreferenced blob in the background; the periodic GC catches any failure.
-fn delete_blob_later(ctx: &Ctx, key: String) {
-    let blobs = ctx.app.blobs.clone();
-    tokio::spawn(async move {
-        if let Err(e) = blobs.delete(&key).await {
-            tracing::warn!(%key, error = %e, "deleting an unreferenced blob failed; GC will retry");
-        }
-    });
+/// Test hook: while the file named by `XPOD_TEST_COMMIT_HOLD` (read once) exists, a write
+/// waits between its upload and its commit, so a test can run the GC over it.
+async fn commit_hold() {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(hold) = HOLD.get_or_init(|| std::env::var_os("XPOD_TEST_COMMIT_HOLD").map(Into::into))
+    else {
+        return;
+    };
+    while hold.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn put(
@@ -593,8 +628,9 @@ async fn delete(
         node_id: ctx.app.node_id.clone(),
         epoch: pod.epoch,
     };
-    let freed = ctx
-        .app
+    // The freed blob is retired in the same transaction; the GC deletes it after the grace
+    // period (a reader of it may still be streaming).
+    ctx.app
         .meta
         .delete_resource(&fence, &pod.pod_id, path, &pre)
         .await
@@ -604,9 +640,6 @@ async fn delete(
             }
             other => other.into(),
         })?;
-    if let Some(key) = freed {
-        delete_blob_later(ctx, key);
-    }
     ctx.audit(
         "resource.delete",
         &format!("{}:{path}", pod.pod_id),

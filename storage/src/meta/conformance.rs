@@ -18,7 +18,7 @@ use super::{
     now_millis, AccessMode, ApiKeyRecord, ChangeFeed, EtagCondition, FeedEvent, Fence,
     JoinTokenRecord, MetaError, MetaResult, MetaStore, MigrationStatus, Millis, NewAudit, NewPod,
     NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
-    ResourceRecord,
+    ResourceRecord, RETIRED_BLOB,
 };
 
 /// How long a feed event may take before the check fails instead of hanging.
@@ -37,6 +37,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_deletes(&store).await;
     check_clashes(&store).await;
     check_referenced_blobs(&store).await;
+    check_retired_blobs(&store).await;
     check_blob_regions(&store).await;
     check_txt(&store).await;
     check_certs_settings_leases(&store).await;
@@ -1067,6 +1068,108 @@ pub async fn check_referenced_blobs(store: &Arc<dyn MetaStore>) {
         "referenced_blobs of nothing"
     )
     .is_empty());
+}
+
+/// A replaced or deleted blob is retired (a `blob.retired` document owned by the pod) by the
+/// write that unreferenced it, in the same transaction; a refused write retires nothing.
+pub async fn check_retired_blobs(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "retire").await;
+    let (b1, b2, b3) = (uid("blob"), uid("blob"), uid("blob"));
+    let retired = |key: String| async move {
+        ok(
+            store.get_doc(RETIRED_BLOB, &key).await,
+            "get_doc blob.retired",
+        )
+    };
+    let r1 = put(store, &fx, doc(&fx.pod, "/r.txt", &b1)).await;
+    assert_eq!(
+        retired(b1.clone()).await,
+        None,
+        "a created blob is not retired"
+    );
+
+    let before = now_millis();
+    let r2 = put(store, &fx, doc(&fx.pod, "/r.txt", &b2)).await;
+    let after = now_millis();
+    let d = retired(b1.clone())
+        .await
+        .expect("a replace retires the old blob");
+    assert_eq!(
+        d.owner, fx.pod,
+        "the retired blob's document belongs to the pod"
+    );
+    assert_eq!(d.doc["path"], "/r.txt");
+    assert!(
+        (before..=after).contains(&d.updated_at),
+        "retired at the write's time: {} not in {before}..={after}",
+        d.updated_at
+    );
+
+    // A refused write (stale If-Match) retires nothing, nor does a failed delete.
+    expect_err!(
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/r.txt", &b3),
+                &if_match(&r1.record.etag)
+            )
+            .await,
+        MetaError::PreconditionFailed,
+        "put with a stale If-Match"
+    );
+    expect_err!(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/r.txt", &if_match(&r1.record.etag))
+            .await,
+        MetaError::PreconditionFailed,
+        "delete with a stale If-Match"
+    );
+    assert_eq!(
+        retired(b2.clone()).await,
+        None,
+        "a refused write retires nothing"
+    );
+
+    // A container put and a container delete retire nothing.
+    put(store, &fx, container(&fx.pod, "/c/")).await;
+    ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/c/", &always())
+            .await,
+        "delete /c/",
+    );
+
+    let freed = ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/r.txt", &if_match(&r2.record.etag))
+            .await,
+        "delete /r.txt",
+    );
+    assert_eq!(freed.as_deref(), Some(b2.as_str()));
+    let d2 = retired(b2.clone())
+        .await
+        .expect("a delete retires the blob");
+    assert_eq!((d2.owner.as_str(), d2.version), (fx.pod.as_str(), 1));
+    assert!(
+        ok(
+            store.referenced_blobs(&[b1.clone(), b2.clone()]).await,
+            "refs"
+        )
+        .is_empty(),
+        "retired blobs are unreferenced"
+    );
+    let mine: HashSet<String> = ok(store.list_docs(RETIRED_BLOB, Some(&fx.pod)).await, "list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        mine,
+        HashSet::from([b1.clone(), b2.clone()]),
+        "the pod's retired blobs"
+    );
+    for k in [&b1, &b2] {
+        assert!(ok(store.delete_doc(RETIRED_BLOB, k, 0).await, "delete_doc"));
+    }
 }
 
 /// TXT records: add, renew, list sorted and unexpired, delete.

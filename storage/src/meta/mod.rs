@@ -328,9 +328,21 @@ pub struct PutOutcome {
     pub record: ResourceRecord,
     /// True if the path had no live row before.
     pub created: bool,
-    /// The blob the previous live row pointed to, now unreferenced (the caller deletes it).
+    /// The blob the previous live row pointed to, now unreferenced. It is retired (a
+    /// [`RETIRED_BLOB`] document) in the same transaction; the blob GC deletes it after a grace
+    /// period, so readers of the previous version finish.
     pub replaced_blob: Option<String>,
 }
+
+/// Document kind of a blob that a committed write stopped referencing (replaced or deleted):
+/// id = the blob key, owner = the pod, `updated_at` = when. Written by `put_resource` and
+/// `delete_resource` in their own transaction; the blob GC deletes the blob once the grace
+/// period has passed since `updated_at`, then the document.
+pub const RETIRED_BLOB: &str = "blob.retired";
+/// Document kind of an upload in progress: id = the blob key, owner = the pod, `{node}`.
+/// Written before the first byte is stored and refreshed (`put_doc`) while the upload runs;
+/// deleted after the commit. The blob GC never deletes a blob whose record is fresh.
+pub const PENDING_BLOB: &str = "blob.pending";
 
 /// A row of `api_keys`. The secret itself is never stored: only its SHA-256 (hex).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -491,7 +503,8 @@ pub trait MetaStore: Send + Sync + 'static {
         put: &PutResource,
         pre: &Precondition,
     ) -> MetaResult<PutOutcome>;
-    /// Fenced, conditional tombstone. Returns the blob the row pointed to (now unreferenced).
+    /// Fenced, conditional tombstone. Returns the blob the row pointed to (now unreferenced,
+    /// retired as a [`RETIRED_BLOB`] document in the same transaction).
     /// Errors: `NotFound` (pod or resource), `Fenced`, `PreconditionFailed`, `Conflict`
     /// (non-empty container, or the root container `/`).
     async fn delete_resource(

@@ -43,7 +43,7 @@ use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
     ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
-    Precondition, PutOutcome, PutResource, ResourceRecord,
+    Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
 
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
@@ -452,6 +452,28 @@ async fn execute<C: GenericClient>(
 ) -> MetaResult<u64> {
     let st = c.prepare_cached(sql).await.map_err(pg_err)?;
     c.execute(&st, params).await.map_err(pg_err)
+}
+
+/// Records that `key` is no longer referenced (a [`RETIRED_BLOB`] document), in the transaction
+/// that unreferenced it, so the blob GC waits out the grace period from now.
+async fn retire_blob<C: GenericClient>(
+    tx: &C,
+    pod_id: &str,
+    path: &str,
+    key: &str,
+    now: Millis,
+) -> MetaResult<()> {
+    let doc = serde_json::json!({ "path": path }).to_string();
+    execute(
+        tx,
+        "INSERT INTO docs (kind, id, owner, version, created_at, updated_at, doc) \
+         VALUES ($1, $2, $3, 1, $4, $4, $5::text::jsonb) \
+         ON CONFLICT (kind, id) DO UPDATE SET owner = EXCLUDED.owner, \
+             version = docs.version + 1, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc",
+        &[&RETIRED_BLOB, &key, &pod_id, &now, &doc],
+    )
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- migrations
@@ -1252,12 +1274,14 @@ impl MetaStore for PgStore {
             bump.insert(p.to_string());
         }
         bump_containers(&tx, pod_id, &bump, now).await?;
-        tx.commit().await.map_err(pg_err)?;
-
         let created = live.is_none();
         let replaced_blob = live
             .and_then(|r| r.blob_key.clone())
             .filter(|old| put.blob_key.as_ref() != Some(old));
+        if let Some(old) = &replaced_blob {
+            retire_blob(&tx, pod_id, path, old, now).await?;
+        }
+        tx.commit().await.map_err(pg_err)?;
         Ok(PutOutcome {
             record,
             created,
@@ -1322,6 +1346,9 @@ impl MetaStore for PgStore {
             bump.insert(p.to_string());
         }
         bump_containers(&tx, pod_id, &bump, now).await?;
+        if let Some(old) = &live.blob_key {
+            retire_blob(&tx, pod_id, path, old, now).await?;
+        }
         tx.commit().await.map_err(pg_err)?;
         Ok(live.blob_key.clone())
     }

@@ -27,7 +27,7 @@ use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
     ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
-    Precondition, PutOutcome, PutResource, ResourceRecord,
+    Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
 
 /// Numbered schema migrations, applied in order, each in its own IMMEDIATE transaction together
@@ -768,6 +768,9 @@ fn put_tx(
     // Always, not only on create: a container's representation lists its members' metadata,
     // so a replaced member changes it too.
     bump_parent(tx, &put.pod_id, &put.path, now)?;
+    if let Some(old) = &replaced_blob {
+        retire_blob(tx, &put.pod_id, &put.path, old, now)?;
+    }
     Ok(PutOutcome {
         record,
         created,
@@ -823,7 +826,32 @@ fn delete_tx(
     .execute(params![now, pod_id, path])
     .db()?;
     bump_parent(tx, pod_id, path, now)?;
+    if let Some(old) = &live.blob_key {
+        retire_blob(tx, pod_id, path, old, now)?;
+    }
     Ok(live.blob_key)
+}
+
+/// Records that `key` is no longer referenced (a [`RETIRED_BLOB`] document), in the transaction
+/// that unreferenced it, so the blob GC waits out the grace period from now.
+fn retire_blob(
+    tx: &Transaction<'_>,
+    pod_id: &str,
+    path: &str,
+    key: &str,
+    now: i64,
+) -> MetaResult<()> {
+    let doc = serde_json::json!({ "path": path }).to_string();
+    tx.prepare_cached(
+        "INSERT INTO docs (kind, id, owner, version, created_at, updated_at, doc)
+         VALUES (?1, ?2, ?3, 1, ?4, ?4, ?5)
+         ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner,
+             version = docs.version + 1, updated_at = excluded.updated_at, doc = excluded.doc",
+    )
+    .db()?
+    .execute(params![RETIRED_BLOB, key, pod_id, now, doc])
+    .db()?;
+    Ok(())
 }
 
 fn transfer_tx(tx: &Transaction<'_>, pod_id: &str, target: &str) -> MetaResult<PodRecord> {
