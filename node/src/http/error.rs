@@ -139,6 +139,14 @@ impl From<BlobError> for ApiError {
                 format!("body larger than the limit of {limit} bytes"),
             ),
             BlobError::Body(msg) => ApiError::bad_request(format!("request body: {msg}")),
+            e @ BlobError::BodyIdle(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                e.to_string(),
+            ),
+            e @ BlobError::Busy => {
+                ApiError::unavailable(e.to_string()).with_header(http::header::RETRY_AFTER, "5")
+            }
             other => {
                 tracing::error!(error = %other, "object store error");
                 ApiError::unavailable("object store error; retry later")
