@@ -8,6 +8,7 @@
 //! - [`mesh`]: centers with certificates from one CA on one PostgreSQL, meshed over QUIC.
 //! - [`s3`]: a real S3-compatible server (a throwaway `moto_server`) for the S3 region tests.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
+//! - [`eventually`]: waiting for a condition with a deadline.
 
 pub mod bind;
 pub mod curl;
@@ -17,3 +18,19 @@ pub mod node;
 pub mod pebble;
 pub mod pg;
 pub mod s3;
+
+/// Polls `f` every 200 ms until it gives a value, for at most `secs` seconds (then panics,
+/// saying `what` did not happen).
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -16,10 +16,11 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::eventually;
 use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{free_port, xpod_command, NodeProcess, TempDir};
 use xpod_integration::pebble::Pebble;
@@ -28,17 +29,6 @@ use xpod_integration::pg::PgServer;
 const ZONE: &str = "cluster.test";
 const PODS: &str = "pods.cluster.test";
 const SECRET: &str = "test-seal-secret-0123456789abcdef0123456789";
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn certs(c: &NodeProcess, key: &str) -> Value {
     Curl::get(format!("{}/.cluster/certs", c.url()))

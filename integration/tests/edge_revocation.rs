@@ -9,18 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use xpod_integration::curl::Curl;
 use xpod_integration::edges::{new_token, start_center, start_edge, wait_online};
+use xpod_integration::eventually;
 use xpod_integration::node::{free_port, xpod_command, NodeProcess, TempDir};
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn through_center(center: &NodeProcess) -> u16 {
     Curl::get(format!("{}/hello.txt", center.url()))

@@ -4,22 +4,10 @@
 //! records them stopped after its restart, a node shut down gracefully at once.
 //! (Cluster behaviour: `sandboxes.rs`.)
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::eventually;
 use xpod_integration::node::NodeProcess;
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn call(node: &NodeProcess, method: &str, key: &str, path: &str, body: Option<&str>) -> Resp {
     let mut c = Curl::new(method, format!("{}/api/v1{path}", node.url())).bearer(key);

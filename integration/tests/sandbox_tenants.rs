@@ -13,23 +13,11 @@
 //! - `network: true` needs a key with `sandbox:network` (403 otherwise).
 //! - A command whose client went away no longer keeps its sandbox from the idle stop.
 
-use std::time::{Duration, Instant};
-
 use base64::Engine as _;
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::eventually;
 use xpod_integration::node::{xpod_command, NodeProcess, TempDir};
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn api(node: &NodeProcess, method: &str, key: &str, path: &str) -> Curl {
     Curl::new(method, format!("{}/api/v1{path}", node.url())).bearer(key)

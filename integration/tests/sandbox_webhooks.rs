@@ -6,10 +6,11 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::eventually;
 use xpod_integration::node::{free_port, NodeProcess, TempDir};
 
 const RECEIVER: &str = r#"
@@ -81,17 +82,6 @@ fn records(log: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn call(node: &NodeProcess, method: &str, key: &str, path: &str, body: Option<Value>) -> Resp {

@@ -13,28 +13,18 @@
 //! files; a plain delete removes it at once.
 //! (Isolation, limits, fork bombs and runaways: `sandbox_runtime.rs`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::eventually;
 use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
 
 const DOMAIN: &str = "sb.cluster.test";
 const QUOTA: usize = 4;
-
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn api(method: &str, node: &NodeProcess, key: &str, path: &str) -> Curl {
     Curl::new(method, format!("{}/api/v1{path}", node.url())).bearer(key)
