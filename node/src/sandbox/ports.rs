@@ -132,7 +132,20 @@ pub async fn by_host(
             xpod_storage::meta::now_millis(),
         )
         .await?;
-        check(&sb, &principal, &req)?;
+        if let Err(e) = check(&sb, &principal, &req) {
+            if e.status == StatusCode::NOT_FOUND {
+                crate::audit::refusal(
+                    app,
+                    Some(peer.ip()),
+                    principal.actor(),
+                    "refused.not_owner",
+                    format!("sandbox:{id}"),
+                    serde_json::json!({"client": peer.ip().to_string(), "port": port}),
+                    String::new(),
+                );
+            }
+            return Err(e);
+        }
     }
     forward(app, &sb, port, peer, req, None).await
 }
@@ -154,7 +167,12 @@ pub async fn by_path(
         return Err(not_found(id));
     }
     let sb = load(&ctx.app, id).await?;
-    check(&sb, &ctx.principal, &req)?;
+    if let Err(e) = check(&sb, &ctx.principal, &req) {
+        if e.status == StatusCode::NOT_FOUND {
+            ctx.refused_not_owner(format!("sandbox:{id}"));
+        }
+        return Err(e);
+    }
     forward(&ctx.app, &sb, port, ctx.peer, req, Some(prefix)).await
 }
 
