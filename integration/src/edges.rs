@@ -41,9 +41,14 @@ pub fn start_center(tmp: &TempDir, node_id: &str, config: &str) -> NodeProcess {
 
 /// A new single-use join token from `center`'s API.
 pub fn new_token(center: &NodeProcess) -> String {
+    new_token_with(center, json!({"singleUse": true}))
+}
+
+/// A new join token created with `body` (e.g. a grant: `{"podPrefixes": ["laptop-"]}`).
+pub fn new_token_with(center: &NodeProcess, body: Value) -> String {
     let v = Curl::new("POST", format!("{}/.cluster/tokens", center.url()))
         .bearer(&center.admin_key())
-        .json(&json!({"singleUse": true}))
+        .json(&body)
         .send()
         .expect(201)
         .json();
@@ -53,6 +58,17 @@ pub fn new_token(center: &NodeProcess) -> String {
 /// An edge `node_id` in `<tmp>/<node_id>` that joins `center` with a new token; `config` is
 /// its config file (`role = "edge"` is added).
 pub fn start_edge(tmp: &TempDir, center: &NodeProcess, node_id: &str, config: &str) -> NodeProcess {
+    start_edge_with_token(tmp, center, node_id, config, &new_token(center))
+}
+
+/// [`start_edge`] with a given join token.
+pub fn start_edge_with_token(
+    tmp: &TempDir,
+    center: &NodeProcess,
+    node_id: &str,
+    config: &str,
+    token: &str,
+) -> NodeProcess {
     let file = tmp.path().join(format!("{node_id}.toml"));
     std::fs::write(&file, format!("role = \"edge\"\n\n{config}"))
         .expect("writing the edge's config");
@@ -64,7 +80,7 @@ pub fn start_edge(tmp: &TempDir, center: &NodeProcess, node_id: &str, config: &s
         .arg("--join")
         .arg(format!("127.0.0.1:{}", center.port()))
         .arg("--token")
-        .arg(new_token(center))
+        .arg(token)
         .start()
 }
 

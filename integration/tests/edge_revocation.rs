@@ -67,6 +67,24 @@ fn a_revoked_edge_is_cut_off_and_stays_out() {
         (through_center(&center) == 200).then_some(())
     });
 
+    // Grants are checked where they are given: a bad one is a 400 naming it, nothing created.
+    for (body, names) in [
+        (json!({"podPrefixes": ["-x"]}), "podPrefixes"),
+        (json!({"sandboxSlots": 100000}), "sandboxSlots"),
+    ] {
+        let r = Curl::new("POST", format!("{}/.cluster/tokens", center.url()))
+            .bearer(&center.admin_key())
+            .json(&body)
+            .send();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(names), "{}", r.text());
+        let r = Curl::new("PATCH", format!("{}/.cluster/nodes/edge-1", center.url()))
+            .bearer(&center.admin_key())
+            .json(&body)
+            .send();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+    }
+
     // A center cannot revoke itself (it would cut the node answering).
     let out = cli(&center, &["nodes", "revoke", "center-1"]);
     assert!(!out.status.success());

@@ -455,22 +455,30 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
         vec![("XPOD_CONFIG", presence.display().to_string())]
     });
     let key = centers[0].admin_key();
-    let edge = xpod_integration::edges::start_edge(&tmp, &centers[0], "edge-1", "");
+    // The edge joins with a token that grants it the pod prefix `edgy`.
+    let token = xpod_integration::edges::new_token_with(
+        &centers[0],
+        serde_json::json!({"singleUse": true, "podPrefixes": ["edgy"]}),
+    );
+    let edge =
+        xpod_integration::edges::start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
     xpod_integration::edges::wait_online(&centers[0], "edge-1");
 
-    // The edge may bring pods named `edgy…` into the cluster (an admin's grant); a pod it
+    // The edge may bring pods named `edgy…` into the cluster (its token's grant); a pod it
     // creates under another name stays its own: the cluster's name is not squatted.
+    let node = Curl::get(format!("{}/.cluster/nodes/edge-1", centers[1].url()))
+        .bearer(&key)
+        .send()
+        .expect(200)
+        .json();
+    assert_eq!(
+        node["policy"]["podPrefixes"],
+        serde_json::json!(["edgy"]),
+        "{node}"
+    );
     let edge_key = edge.admin_key();
     assert_ne!(edge_key, key, "the edge has its own keys");
     create_pod(&edge, &edge_key, "bank");
-    Curl::new(
-        "PATCH",
-        format!("{}/.cluster/nodes/edge-1", centers[1].url()),
-    )
-    .bearer(&key)
-    .json(&serde_json::json!({"podPrefixes": ["edgy"]}))
-    .send()
-    .expect(200);
     // The pod is created on the edge, with the edge's own key, in the edge's own store.
     create_pod(&edge, &edge_key, "edgy");
     eventually(

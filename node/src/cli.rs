@@ -155,6 +155,12 @@ enum TokensCmd {
         /// A note to recognise the token by.
         #[arg(long, default_value = "")]
         description: String,
+        /// Sandbox slots the joining edge may offer the cluster (default: none).
+        #[arg(long)]
+        sandbox_slots: Option<u32>,
+        /// A pod-id prefix the joining edge may claim for pods it creates (repeatable).
+        #[arg(long = "pod-prefix")]
+        pod_prefixes: Vec<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -707,9 +713,17 @@ async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
             ttl_seconds,
             multi_use,
             description,
+            sandbox_slots,
+            pod_prefixes,
             remote,
         } => {
-            let body = json!({"ttlSeconds": ttl_seconds, "singleUse": !multi_use, "description": description});
+            let body = json!({
+                "ttlSeconds": ttl_seconds,
+                "singleUse": !multi_use,
+                "description": description,
+                "sandboxSlots": sandbox_slots,
+                "podPrefixes": pod_prefixes,
+            });
             let (_, v) = client(&remote)?
                 .call(Method::POST, "/.cluster/tokens", Some(&body))
                 .await?;

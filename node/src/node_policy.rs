@@ -13,6 +13,10 @@
 //!   connections are closed within [`REFRESH`] (+ the close), and it cannot join again under
 //!   that id (the id stays taken).
 //!
+//! A join token can carry a grant (`xpod tokens create --sandbox-slots N --pod-prefix P`; a
+//! [`TOKEN_GRANT`] document keyed by the token's id): the node that joins with it starts with
+//! that policy.
+//!
 //! Every node keeps the documents in memory ([`Policies`]), refreshed every [`REFRESH`]; the
 //! handshake check reads the store itself, so a revocation holds from the moment it is written.
 
@@ -25,6 +29,9 @@ use xpod_storage::meta::{MetaStore, Millis, NodeType};
 
 /// The document kind.
 pub const KIND: &str = "node_policy";
+/// The document kind of a join token's grant (id = the token's id).
+pub const TOKEN_GRANT: &str = "token_grant";
+
 /// How often every node reloads the policies (and closes what a revocation ended).
 pub const REFRESH: Duration = Duration::from_secs(2);
 /// The QUIC close code for a revoked node.
@@ -60,6 +67,51 @@ impl Policy {
             .iter()
             .any(|p| !p.is_empty() && pod_id.starts_with(p.as_str()))
     }
+}
+
+/// Checks a grant's values (the API's and the CLI's input): slots 0..=4096, prefixes 1–50 of
+/// `a-z 0-9 -`, not starting with `-`.
+pub fn validate_grant(slots: Option<u32>, prefixes: &[String]) -> Result<(), String> {
+    if let Some(n) = slots.filter(|n| *n > 4096) {
+        return Err(format!("sandboxSlots {n}: expected 0..=4096"));
+    }
+    for p in prefixes {
+        let ok = !p.is_empty()
+            && p.len() <= 50
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-');
+        if !ok {
+            return Err(format!(
+                "podPrefixes: {p:?}: expected 1–50 of a-z, 0-9, `-`, not starting with `-`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives `node_id` (just joined with token `token_id`) the grant the token carries, if any.
+pub async fn grant_from_token(
+    meta: &dyn MetaStore,
+    token_id: &str,
+    node_id: &str,
+) -> anyhow::Result<()> {
+    let Some(grant) = meta.get_doc(TOKEN_GRANT, token_id).await? else {
+        return Ok(());
+    };
+    let policy: Policy = serde_json::from_value(grant.doc)?;
+    let doc = xpod_storage::meta::DocRecord {
+        kind: KIND.into(),
+        id: node_id.into(),
+        owner: node_id.into(),
+        version: 0,
+        updated_at: 0,
+        doc: serde_json::to_value(&policy)?,
+    };
+    // A new id has no policy yet; if it somehow has, the admin's stays.
+    meta.put_doc(&doc, 0, xpod_storage::meta::now_millis())
+        .await?;
+    Ok(())
 }
 
 /// A node's policy from the store (the default when it has none).

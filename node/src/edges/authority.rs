@@ -1,4 +1,5 @@
-//! Joining: decides whether a join token admits a node id. Refusals are logged (never with the
+//! Joining: decides whether a join token admits a node id (and gives the node what the token
+//! grants, `crate::node_policy`). Refusals are logged (never with the
 //! secret) and sent to the edge in words that reveal nothing about which tokens exist.
 
 use std::sync::Arc;
@@ -77,6 +78,12 @@ impl TokenAuthority {
             return Err(format!(
                 "node id {node_id} is already taken in this cluster; join with another id"
             ));
+        }
+        // What the token grants (sandbox slots, pod prefixes) becomes the node's policy.
+        if let Err(e) =
+            crate::node_policy::grant_from_token(self.meta.as_ref(), &token.id, node_id).await
+        {
+            tracing::warn!(node_id, error = %format!("{e:#}"), "join: the token's grant was not applied; set it with `xpod nodes set`");
         }
         Ok(())
     }

@@ -296,6 +296,10 @@ struct CreateToken {
     description: Option<String>,
     ttl_seconds: Option<i64>,
     single_use: Option<bool>,
+    /// Granted to the node that joins with it (`crate::node_policy`).
+    sandbox_slots: Option<u32>,
+    #[serde(default)]
+    pod_prefixes: Vec<String>,
 }
 
 /// Longest join-token lifetime (30 days) and the default (24 h).
@@ -311,6 +315,8 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
             "ttlSeconds {ttl}: expected 60..={MAX_TOKEN_TTL}"
         )));
     }
+    crate::node_policy::validate_grant(input.sandbox_slots, &input.pod_prefixes)
+        .map_err(ApiError::bad_request)?;
     let description = input.description.unwrap_or_default();
     if description.len() > 200 || description.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -340,14 +346,35 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
         use_count: 0,
         revoked_at: None,
     };
+    let grant = crate::node_policy::Policy {
+        sandbox_slots: input.sandbox_slots,
+        pod_prefixes: input.pod_prefixes,
+        ..Default::default()
+    };
+    let granted = grant != crate::node_policy::Policy::default();
+    if granted {
+        // Written before the token exists, so no join can see the token without its grant.
+        let doc = meta::DocRecord {
+            kind: crate::node_policy::TOKEN_GRANT.into(),
+            id: record.token_id.clone(),
+            owner: record.token_id.clone(),
+            version: 0,
+            updated_at: 0,
+            doc: serde_json::to_value(&grant).unwrap_or_default(),
+        };
+        ctx.app.meta.put_doc(&doc, 0, now).await?;
+    }
     ctx.app.meta.create_join_token(&record).await?;
     ctx.audit(
         "token.create",
         &format!("token:{}", record.token_id),
-        json!({"expiresAt": record.expires_at, "singleUse": record.single_use}),
+        json!({"expiresAt": record.expires_at, "singleUse": record.single_use, "grant": grant}),
     )
     .await;
     let mut value = serde_json::to_value(&record).unwrap_or_default();
+    if granted {
+        value["grant"] = serde_json::to_value(&grant).unwrap_or_default();
+    }
     value["token"] = json!(token.to_text());
     value["caFingerprint"] = json!(fingerprint);
     value["warning"] = json!("this is the only time the token is shown; give it to the edge now");

@@ -70,27 +70,11 @@ pub(super) async fn set_policy(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let input: SetPolicy = read_json(req).await?;
-    if let Some(Some(n)) = input.sandbox_slots {
-        if n > 4096 {
-            return Err(ApiError::bad_request(format!(
-                "sandboxSlots {n}: expected 0..=4096 (or null for no grant)"
-            )));
-        }
-    }
-    if let Some(prefixes) = &input.pod_prefixes {
-        for p in prefixes {
-            let ok = !p.is_empty()
-                && p.len() <= 50
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !p.starts_with('-');
-            if !ok {
-                return Err(ApiError::bad_request(format!(
-                    "podPrefixes: {p:?}: expected 1–50 of a-z, 0-9, `-`, not starting with `-`"
-                )));
-            }
-        }
-    }
+    crate::node_policy::validate_grant(
+        input.sandbox_slots.flatten(),
+        input.pod_prefixes.as_deref().unwrap_or_default(),
+    )
+    .map_err(ApiError::bad_request)?;
     let policy = change_policy(ctx, node_id, |p| {
         if let Some(slots) = input.sandbox_slots {
             p.sandbox_slots = slots;
