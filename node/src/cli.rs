@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use xpod_config::{Config, LogFormat};
 
 use crate::client::ApiClient;
@@ -47,14 +47,14 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     Config(ConfigArgs),
     /// Manage pods on a running node (admin key).
     #[command(subcommand)]
-    Pods(PodsCmd),
+    Pods(crate::pods_cli::PodsCmd),
     /// Manage API keys on a running node (admin key).
     #[command(subcommand)]
-    Keys(KeysCmd),
+    Keys(crate::keys_cli::KeysCmd),
     /// The cluster CA: create it, issue node certificates (local files, no server needed).
     #[command(subcommand)]
     Ca(CaCmd),
-    /// Nodes of the cluster with their presence (admin key).
+    /// Nodes of the cluster: presence, grants, revocation (admin key).
     #[command(subcommand)]
     Nodes(crate::nodes_cli::NodesCmd),
     /// The cluster's DNS zone as a center serves it (admin key).
@@ -62,7 +62,7 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     Dns(DnsCmd),
     /// Join tokens for edges on a running node (admin key).
     #[command(subcommand, alias = "token")]
-    Tokens(TokensCmd),
+    Tokens(crate::keys_cli::TokensCmd),
     /// HTTPS certificates obtained by ACME (admin key).
     #[command(subcommand, alias = "cert")]
     Certs(CertsCmd),
@@ -142,41 +142,6 @@ enum DnsCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum TokensCmd {
-    /// Create a join token (shown once). The node must have the cluster CA's ca.crt.
-    Create {
-        /// Lifetime in seconds (60..=2592000).
-        #[arg(long, default_value_t = 86_400)]
-        ttl_seconds: i64,
-        /// Allow several edges to join with this token (default: single use).
-        #[arg(long)]
-        multi_use: bool,
-        /// A note to recognise the token by.
-        #[arg(long, default_value = "")]
-        description: String,
-        /// Sandbox slots the joining edge may offer the cluster (default: none).
-        #[arg(long)]
-        sandbox_slots: Option<u32>,
-        /// A pod-id prefix the joining edge may claim for pods it creates (repeatable).
-        #[arg(long = "pod-prefix")]
-        pod_prefixes: Vec<String>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List join tokens (never their secrets).
-    List {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Revoke a join token by its id.
-    Revoke {
-        token_id: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
 #[derive(Args)]
 struct UpArgs {
     /// Configuration file (TOML).
@@ -224,78 +189,6 @@ pub(crate) struct Remote {
     /// Print the server's JSON instead of a summary.
     #[arg(long, global = true)]
     pub(crate) json: bool,
-}
-
-#[derive(Subcommand)]
-enum PodsCmd {
-    /// Create a pod owned by the node you talk to.
-    Create {
-        /// Pod id: 1–63 of a-z, 0-9 and '-' (it becomes a DNS label in subdomain mode).
-        pod: String,
-        /// private (default: a key with access is needed), public-read or public-read-write.
-        #[arg(long, default_value = "private")]
-        access_mode: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List pods with their owner node and epoch.
-    List {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Show one pod (owner, epoch, migration state).
-    Show {
-        pod: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Move a pod to another node. Routing follows at once (every center forwards requests for
-    /// the pod to its new owner); writes racing the move fail with a retryable 503.
-    Migrate {
-        pod: String,
-        /// The node that will own the pod (must be online).
-        #[arg(long = "to", value_name = "NODE")]
-        to: String,
-        /// Wait until the migration is done, showing its progress.
-        #[arg(long)]
-        wait: bool,
-        #[command(flatten)]
-        remote: Remote,
-    },
-}
-
-#[derive(Subcommand)]
-enum KeysCmd {
-    /// Create an API key; its secret is printed once.
-    Create {
-        /// A name to recognise the key by.
-        #[arg(long)]
-        name: String,
-        /// What the key may do (repeatable, at least one): admin, sandbox, sandbox:read,
-        /// pod:<podId> (read+write) or pod:<podId>:read.
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// Whose sandboxes, webhooks and quota the key uses (keys with the same owner share
-        /// them). Default: the key is its own owner.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Expire after this many days (default: never).
-        #[arg(long)]
-        expires_in_days: Option<i64>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List keys (never their secrets).
-    List {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Revoke a key by its id (the part after `xp_`).
-    Revoke {
-        key_id: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
 }
 
 /// Parses the command line and runs the command. Errors are one line on stderr.
@@ -354,10 +247,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Pods(cmd) => pods(cmd).await,
-        Command::Keys(cmd) => keys(cmd).await,
+        Command::Pods(cmd) => crate::pods_cli::run(cmd).await,
+        Command::Keys(cmd) => crate::keys_cli::keys(cmd).await,
         Command::Ca(cmd) => ca(cmd),
-        Command::Tokens(cmd) => tokens(cmd).await,
+        Command::Tokens(cmd) => crate::keys_cli::tokens(cmd).await,
         Command::Nodes(cmd) => crate::nodes_cli::run(cmd).await,
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
@@ -463,212 +356,6 @@ pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("-")
 }
 
-fn pod_line(p: &Value) {
-    println!(
-        "{:<24} {:<20} {:>5}  {:<18} {}",
-        s(p, "podId"),
-        s(p, "nodeId"),
-        p.get("epoch").and_then(Value::as_i64).unwrap_or(0),
-        s(p, "accessMode"),
-        p.get("migrationStatus")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    );
-}
-
-async fn pods(cmd: PodsCmd) -> anyhow::Result<()> {
-    match cmd {
-        PodsCmd::Create {
-            pod,
-            access_mode,
-            remote,
-        } => {
-            let (_, v) = client(&remote)?
-                .call(
-                    Method::POST,
-                    "/.cluster/pods",
-                    Some(&json!({"podId": pod, "accessMode": access_mode})),
-                )
-                .await?;
-            print(&remote, &v, |v| {
-                println!(
-                    "created pod {} on node {} ({})",
-                    s(v, "podId"),
-                    s(v, "nodeId"),
-                    s(v, "baseUrl")
-                )
-            });
-        }
-        PodsCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/.cluster/pods", None)
-                .await?;
-            print(&remote, &v, |v| {
-                println!(
-                    "{:<24} {:<20} {:>5}  {:<18} MIGRATION",
-                    "POD", "NODE", "EPOCH", "ACCESS"
-                );
-                for p in v["pods"].as_array().into_iter().flatten() {
-                    pod_line(p);
-                }
-            });
-        }
-        PodsCmd::Show { pod, remote } => {
-            xpod_routing::target::validate_pod_id(&pod)?;
-            let (_, v) = client(&remote)?
-                .call(Method::GET, &format!("/.cluster/pods/{pod}"), None)
-                .await?;
-            print(&remote, &v, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
-            });
-        }
-        PodsCmd::Migrate {
-            pod,
-            to,
-            wait,
-            remote,
-        } => {
-            xpod_routing::target::validate_pod_id(&pod)?;
-            xpod_config::validate_node_id(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            let c = client(&remote)?;
-            let (_, v) = c
-                .call(
-                    Method::POST,
-                    &format!("/.cluster/pods/{pod}/migrate"),
-                    Some(&json!({"targetNode": to})),
-                )
-                .await?;
-            print(&remote, &v, |v| {
-                println!(
-                    "pod {} now belongs to {} (epoch {}); migration {}",
-                    s(v, "podId"),
-                    s(v, "nodeId"),
-                    v["epoch"],
-                    s(v, "migrationStatus")
-                )
-            });
-            if wait {
-                wait_migrated(&c, &pod, remote.json).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Polls the pod until its migration is `done` (or `failed`), with a progress bar on stderr.
-async fn wait_migrated(c: &ApiClient, pod: &str, json: bool) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    loop {
-        let (_, v) = c
-            .call(Method::GET, &format!("/.cluster/pods/{pod}"), None)
-            .await?;
-        let status = v["migrationStatus"].as_str().unwrap_or("none").to_string();
-        let progress = v["migrationProgress"].as_i64().unwrap_or(0).clamp(0, 100);
-        if !json {
-            let filled = (progress / 5) as usize;
-            eprint!(
-                "\r[{}{}] {progress:>3}%  {status}",
-                "#".repeat(filled),
-                "-".repeat(20 - filled)
-            );
-        }
-        match status.as_str() {
-            "done" | "none" => {
-                if !json {
-                    eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
-                }
-                return Ok(());
-            }
-            "failed" => {
-                if !json {
-                    eprintln!();
-                }
-                anyhow::bail!("migration of pod {pod} failed");
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
-        }
-    }
-}
-
-async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
-    match cmd {
-        KeysCmd::Create {
-            name,
-            scopes,
-            owner,
-            expires_in_days,
-            remote,
-        } => {
-            if scopes.is_empty() {
-                anyhow::bail!(
-                    "--scope is required (repeatable): one of {}",
-                    crate::auth::SCOPES
-                );
-            }
-            let mut body =
-                json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
-            if let Some(owner) = owner {
-                body["owner"] = json!(owner);
-            }
-            let (_, v) = client(&remote)?
-                .call(Method::POST, "/api/v1/auth/api-keys", Some(&body))
-                .await?;
-            print(&remote, &v, |v| {
-                println!(
-                    "created key {} ({}, owner {}); the secret is shown once:",
-                    s(v, "keyId"),
-                    s(v, "name"),
-                    s(v, "owner")
-                );
-                println!("{}", s(v, "key"));
-            });
-        }
-        KeysCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/api/v1/auth/api-keys", None)
-                .await?;
-            print(&remote, &v, |v| {
-                println!("{:<14} {:<24} {:<30} STATE", "ID", "NAME", "SCOPES");
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    let scopes: Vec<&str> = k["scopes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let state = if !k["revokedAt"].is_null() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<14} {:<24} {:<30} {state}",
-                        s(k, "keyId"),
-                        s(k, "name"),
-                        scopes.join(",")
-                    );
-                }
-            });
-        }
-        KeysCmd::Revoke { key_id, remote } => {
-            if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                anyhow::bail!("key id `{key_id}`: expected the 12 hex digits after `xp_`");
-            }
-            client(&remote)?
-                .call(
-                    Method::DELETE,
-                    &format!("/api/v1/auth/api-keys/{key_id}"),
-                    None,
-                )
-                .await?;
-            if !remote.json {
-                println!("revoked key {key_id}");
-            }
-        }
-    }
-    Ok(())
-}
-
 fn ca(cmd: CaCmd) -> anyhow::Result<()> {
     use crate::cluster_ca;
     match cmd {
@@ -703,81 +390,6 @@ fn ca(cmd: CaCmd) -> anyhow::Result<()> {
                 data_dir.display()
             ),
         },
-    }
-    Ok(())
-}
-
-async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
-    match cmd {
-        TokensCmd::Create {
-            ttl_seconds,
-            multi_use,
-            description,
-            sandbox_slots,
-            pod_prefixes,
-            remote,
-        } => {
-            let body = json!({
-                "ttlSeconds": ttl_seconds,
-                "singleUse": !multi_use,
-                "description": description,
-                "sandboxSlots": sandbox_slots,
-                "podPrefixes": pod_prefixes,
-            });
-            let (_, v) = client(&remote)?
-                .call(Method::POST, "/.cluster/tokens", Some(&body))
-                .await?;
-            print(&remote, &v, |v| {
-                println!("created join token {} (shown once):", s(v, "tokenId"));
-                println!("{}", s(v, "token"));
-            });
-        }
-        TokensCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/.cluster/tokens", None)
-                .await?;
-            print(&remote, &v, |v| {
-                println!(
-                    "{:<14} {:<8} {:>5}  {:<10} DESCRIPTION",
-                    "ID", "SINGLE", "USES", "STATE"
-                );
-                let now = xpod_storage::meta::now_millis();
-                for t in v["tokens"].as_array().into_iter().flatten() {
-                    let state = if !t["revokedAt"].is_null() {
-                        "revoked"
-                    } else if t["expiresAt"].as_i64().unwrap_or(0) <= now {
-                        "expired"
-                    } else if t["singleUse"] == true && !t["usedAt"].is_null() {
-                        "used"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<14} {:<8} {:>5}  {:<10} {}",
-                        s(t, "tokenId"),
-                        t["singleUse"].as_bool().unwrap_or(true),
-                        t["useCount"].as_i64().unwrap_or(0),
-                        state,
-                        s(t, "description")
-                    );
-                }
-            });
-        }
-        TokensCmd::Revoke { token_id, remote } => {
-            if token_id.is_empty() || !token_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                anyhow::bail!("token id `{token_id}`: expected the 12 hex digits after `xpt_`");
-            }
-            client(&remote)?
-                .call(
-                    Method::DELETE,
-                    &format!("/.cluster/tokens/{token_id}"),
-                    None,
-                )
-                .await?;
-            if !remote.json {
-                println!("revoked join token {token_id}");
-            }
-        }
     }
     Ok(())
 }

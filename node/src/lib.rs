@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `main.rs`: thin — parse the CLI, hand over to [`cli::main`].
-//! - [`cli`]: the commands (`up`, `pods …`, `keys …`) and their `--help`.
+//! - [`cli`]: the command line (`up`, `config`, `ca`, `dns`, `certs`) and their `--help`; the
+//!   other commands are in `pods_cli`, `keys_cli` (keys, join tokens), `nodes_cli`,
+//!   [`sandbox_cli`].
 //! - [`client`]: the small HTTP client the admin commands use.
 //! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
 //! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
@@ -36,10 +38,12 @@ pub mod edges;
 pub mod http;
 pub mod https;
 pub mod idle_copy;
+pub(crate) mod keys_cli;
 pub mod mesh;
 pub mod metrics;
 pub mod node_policy;
 pub(crate) mod nodes_cli;
+pub(crate) mod pods_cli;
 pub mod regions;
 pub mod sandbox;
 pub mod sandbox_cli;
