@@ -1,7 +1,7 @@
 //! The node's shared state and its start-up: open the stores, register this node, make sure a
 //! lone node has an admin key, and run the background loops (heartbeat, blob GC).
 //!
-//! The blob GC (every [`GC_EVERY`], rules in [`xpod_storage::blobs`]) deletes a blob only when
+//! The blob GC (every 10 minutes, rules in [`xpod_storage::blobs`]) deletes a blob only when
 //! no upload and no reader can need it: never while its upload's pending record is fresh
 //! (refreshed every minute, expired after 10 minutes), nor while a resource points to it, nor
 //! within 30 minutes of its retirement (replaced or deleted), nor when younger than an hour.

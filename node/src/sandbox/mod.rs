@@ -3,8 +3,8 @@
 //!   [`supervisor`], speaking [`proto`] over connections passed on the [`ctl`] channel, read
 //!   within the node's bounds by [`events`]),
 //!   [`net`] (`network: true`: outbound internet only, through slirp4netns and nftables),
-//!   [`runner`] (the node's sandboxes: slots, exec with replayable output, port connections,
-//!   idle watchdog, capacity report), [`internal`] (the runner API other nodes call).
+//!   [`runner`] (the node's sandboxes: slots, exec with replayable output ([`replay`]), port
+//!   connections, idle watchdog, capacity report), [`internal`] (the runner API other nodes call).
 //! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
 //!   events), [`client`] (reaching a sandbox's node over the mesh or a tunnel), [`ports`]
 //!   (`<port>-<id>` routing), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
@@ -24,6 +24,7 @@ pub mod model;
 pub mod net;
 pub mod ports;
 pub mod proto;
+pub mod replay;
 pub mod runner;
 pub mod runtime;
 pub mod supervisor;

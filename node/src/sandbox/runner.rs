@@ -14,14 +14,12 @@ use serde::{Deserialize, Serialize};
 use xpod_storage::meta::{now_millis, Millis};
 
 use super::model::Resources;
-use super::proto::{Event, ExecRequest};
+use super::proto::ExecRequest;
+use super::replay::Log;
+pub use super::replay::{LogEntry, LOG_BYTES, LOG_EVENTS};
 use super::runtime::{Sandbox, Spec};
 use super::Limits;
 
-/// Events kept per sandbox for replay.
-pub const LOG_EVENTS: usize = 10_000;
-/// Bytes of event data kept per sandbox for replay.
-pub const LOG_BYTES: usize = 4 << 20;
 /// Commands running at once in one sandbox (each holds bounded buffers on the node).
 pub const MAX_EXECS: i64 = 16;
 
@@ -35,51 +33,6 @@ pub struct StartRequest {
     /// Idle timeout, seconds.
     pub timeout: u64,
     pub network: bool,
-}
-
-/// One numbered output event.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct LogEntry {
-    pub seq: u64,
-    /// Which exec (1, 2, …) produced it.
-    pub exec: u64,
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-#[derive(Default)]
-struct Log {
-    entries: VecDeque<LogEntry>,
-    bytes: usize,
-    next_seq: u64,
-    execs: u64,
-}
-
-impl Log {
-    fn push(&mut self, exec: u64, event: Event) -> LogEntry {
-        self.next_seq += 1;
-        let entry = LogEntry {
-            seq: self.next_seq,
-            exec,
-            event,
-        };
-        self.bytes += size(&entry.event);
-        self.entries.push_back(entry.clone());
-        while self.entries.len() > LOG_EVENTS || self.bytes > LOG_BYTES {
-            match self.entries.pop_front() {
-                Some(old) => self.bytes -= size(&old.event),
-                None => break,
-            }
-        }
-        entry
-    }
-}
-
-fn size(e: &Event) -> usize {
-    match e {
-        Event::Stdout { data } | Event::Stderr { data } => data.len(),
-        _ => 16,
-    }
 }
 
 /// Why a runner refused or failed: the HTTP status and the message.
@@ -564,26 +517,5 @@ impl PortConn {
     /// The stream, and a guard that keeps the sandbox busy (not idle) while it lives.
     pub fn split(self) -> (tokio::net::UnixStream, Box<dyn Send>) {
         (self.stream, Box::new(self._busy))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_is_bounded_and_numbered() {
-        let mut log = Log::default();
-        for i in 0..(LOG_EVENTS + 5) {
-            log.push(1, Event::Start { pid: i as u32 });
-        }
-        assert_eq!(log.entries.len(), LOG_EVENTS);
-        assert_eq!(log.entries.front().unwrap().seq, 6);
-        assert_eq!(log.entries.back().unwrap().seq, (LOG_EVENTS + 5) as u64);
-        let big = "x".repeat(LOG_BYTES / 2 + 1);
-        log.push(2, Event::Stdout { data: big.clone() });
-        log.push(2, Event::Stdout { data: big });
-        assert!(log.bytes <= LOG_BYTES);
-        assert_eq!(log.entries.len(), 1, "the older big event was dropped");
     }
 }
