@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use xpod_config::{Config, Role};
 use xpod_routing::TargetConfig;
 use xpod_storage::blobs::{BlobStore, GcRules};
-use xpod_storage::meta::{self, MetaStore, NodeRecord, NodeStatus, NodeType};
+use xpod_storage::meta::{self, MetaStore, NodeRecord, NodeStatus, NodeType, PodRecord};
 
 use crate::auth;
 use crate::metrics::Metrics;
@@ -66,8 +66,11 @@ pub struct App {
     pub max_body: u64,
     /// A center: the edges whose tunnel it holds (for forwarding to their services).
     pub edges: crate::edges::forward::EdgeRegistry,
-    /// Pod → owner, in memory (kept fresh by the change feed: `mesh::follow_feed`).
-    pub owners: xpod_routing::OwnerTable,
+    /// Pod → its row (owner, epoch, access mode, migration), in memory: routing and the pod
+    /// handler share this one lookup (kept fresh by the change feed: `mesh::follow_feed`).
+    pub owners: xpod_routing::OwnerTable<Arc<PodRecord>>,
+    /// API keys in memory (dropped on revocation by the change feed).
+    pub keys: crate::key_cache::KeyCache,
     /// Connections to the other centers.
     pub mesh: crate::mesh::Mesh,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
@@ -105,12 +108,7 @@ impl App {
                 async move {
                     meta.get_pod(&pod_id)
                         .await
-                        .map(|p| {
-                            p.map(|p| xpod_routing::Owner {
-                                node_id: p.node_id,
-                                epoch: p.epoch,
-                            })
-                        })
+                        .map(|p| p.map(Arc::new))
                         .map_err(|e| e.to_string())
                 }
             })
@@ -118,6 +116,7 @@ impl App {
         let (gc_every, gc) = gc_settings();
         let app = Arc::new(App {
             owners,
+            keys: Default::default(),
             mesh: Default::default(),
             quic_address: Default::default(),
             tls: Default::default(),

@@ -207,6 +207,7 @@ pub fn authorized_by_center(
 /// `Anonymous`; bad, unknown, revoked or expired credentials → 401.
 pub async fn authenticate(
     headers: &http::HeaderMap,
+    keys: &crate::key_cache::KeyCache,
     meta: &dyn MetaStore,
     now: Millis,
 ) -> Result<Principal, ApiError> {
@@ -237,7 +238,7 @@ pub async fn authenticate(
     let invalid = || ApiError::unauthorized("invalid API key");
     let (id, _) = parse_key(&full)
         .ok_or_else(|| ApiError::unauthorized("malformed API key: expected xp_<id>_<secret>"))?;
-    let record = meta.get_api_key(id).await?.ok_or_else(invalid)?;
+    let record = keys.get(meta, id).await?.ok_or_else(invalid)?;
     let presented_hash = hash_key(&full);
     if !bool::from(
         presented_hash
@@ -258,6 +259,7 @@ pub async fn authenticate(
         .last_used_at
         .is_none_or(|t| now - t >= TOUCH_EVERY_MS)
     {
+        keys.touched(&record.key_id, now);
         if let Err(e) = meta.touch_api_key(&record.key_id, now).await {
             tracing::debug!(error = %e, "could not record key use");
         }

@@ -18,6 +18,7 @@
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
 //! - [`audit`]: refusals in the audit log, within a budget.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
+//! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
 //! - [`metrics`]: Prometheus counters.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
 //!   revocation.
@@ -38,6 +39,7 @@ pub mod edges;
 pub mod http;
 pub mod https;
 pub mod idle_copy;
+pub mod key_cache;
 pub(crate) mod keys_cli;
 pub mod mesh;
 pub mod metrics;

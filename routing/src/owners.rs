@@ -35,33 +35,45 @@ pub struct Owner {
     pub epoch: i64,
 }
 
-/// What a load returns: the owner, `None` for no such pod, or an error message.
-pub type LoadResult = Result<Option<Owner>, String>;
-type LoadFuture = Pin<Box<dyn Future<Output = LoadResult> + Send>>;
-type Loader = Arc<dyn Fn(String) -> LoadFuture + Send + Sync>;
+/// What a load returns: the owner (or the whole pod row, see [`OwnerTable`]), `None` for no
+/// such pod, or an error message.
+pub type LoadResult<V = Owner> = Result<Option<V>, String>;
+type LoadFuture<V> = Pin<Box<dyn Future<Output = LoadResult<V>> + Send>>;
+type Loader<V> = Arc<dyn Fn(String) -> LoadFuture<V> + Send + Sync>;
 
-/// See the module docs.
-pub struct OwnerTable {
-    loader: Loader,
-    inner: Mutex<Inner>,
+/// See the module docs. `V` is what is cached per pod: an [`Owner`], or (in the node) the
+/// pod's whole row, so that routing and the handler share one lookup.
+pub struct OwnerTable<V = Owner> {
+    loader: Loader<V>,
+    inner: Mutex<Inner<V>>,
 }
 
-#[derive(Default)]
-struct Inner {
+struct Inner<V> {
     /// Bumped by `clear`, so a load that started before it is not kept.
     generation: u64,
-    slots: HashMap<String, Arc<OnceCell<Option<Owner>>>>,
+    slots: HashMap<String, Arc<OnceCell<Option<V>>>>,
     /// When each cached "no such pod" was loaded.
     missing: HashMap<String, Instant>,
     loads: u64,
 }
 
-impl OwnerTable {
+impl<V> Default for Inner<V> {
+    fn default() -> Self {
+        Inner {
+            generation: 0,
+            slots: HashMap::new(),
+            missing: HashMap::new(),
+            loads: 0,
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> OwnerTable<V> {
     /// A table that loads misses with `loader`.
-    pub fn new<F, Fut>(loader: F) -> OwnerTable
+    pub fn new<F, Fut>(loader: F) -> OwnerTable<V>
     where
         F: Fn(String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = LoadResult> + Send + 'static,
+        Fut: Future<Output = LoadResult<V>> + Send + 'static,
     {
         OwnerTable {
             loader: Arc::new(move |pod| Box::pin(loader(pod))),
@@ -70,7 +82,7 @@ impl OwnerTable {
     }
 
     /// The owner of `pod_id`: from memory, or loaded once for all concurrent callers.
-    pub async fn owner(&self, pod_id: &str) -> LoadResult {
+    pub async fn owner(&self, pod_id: &str) -> LoadResult<V> {
         let (cell, generation) = {
             let mut inner = self.inner.lock().expect("poisoned");
             if inner
@@ -129,7 +141,7 @@ impl OwnerTable {
     }
 
     /// What the table holds for `pod_id` now, without loading (for diagnostics).
-    pub fn peek(&self, pod_id: &str) -> Option<Owner> {
+    pub fn peek(&self, pod_id: &str) -> Option<V> {
         let inner = self.inner.lock().expect("poisoned");
         inner
             .slots

@@ -56,6 +56,8 @@ pub async fn handle(
         (["auth", "api-keys", id], &Method::DELETE) => {
             require_admin(&ctx.principal)?;
             ctx.app.meta.revoke_api_key(id, meta::now_millis()).await?;
+            // Here at once; other nodes when the change feed tells them (`key:<id>`).
+            ctx.app.keys.invalidate(id);
             ctx.audit("apikey.revoke", &format!("key:{id}"), json!({}))
                 .await;
             Ok(Response::builder()

@@ -256,7 +256,15 @@ async fn dispatch(
     }
     let principal = match auth::authorized_by_center(&app, hop.as_ref(), req.headers()) {
         Some(p) => p,
-        None => auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?,
+        None => {
+            auth::authenticate(
+                req.headers(),
+                &app.keys,
+                app.meta.as_ref(),
+                meta::now_millis(),
+            )
+            .await?
+        }
     };
     let ctx = Ctx {
         app,

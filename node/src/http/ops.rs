@@ -58,9 +58,11 @@ pub async fn handle<B>(
                     + &app.runner.render_metrics(&app.config.sandbox)
                     + &format!(
                         "# HELP xpod_refusals_unaudited_total Refusals beyond the audit budget (counted, not audited).\n# TYPE xpod_refusals_unaudited_total counter\nxpod_refusals_unaudited_total {}\n\
-                         # HELP xpod_owner_loads_total Pod owners (or their absence) read from the metadata store by the owner table.\n# TYPE xpod_owner_loads_total counter\nxpod_owner_loads_total {}\n",
+                         # HELP xpod_owner_loads_total Pod owners (or their absence) read from the metadata store by the owner table.\n# TYPE xpod_owner_loads_total counter\nxpod_owner_loads_total {}\n\
+                         # HELP xpod_key_loads_total API keys read from the metadata store by the key cache.\n# TYPE xpod_key_loads_total counter\nxpod_key_loads_total {}\n",
                         app.refusals.unaudited(),
-                        app.owners.loads()
+                        app.owners.loads(),
+                        app.keys.loads()
                     ),
             ))
             .map_err(|e| ApiError::internal(e.to_string()))?,

@@ -1,9 +1,12 @@
 //! Pod resources over HTTP: the LDP basics of the Solid Protocol.
 //!
 //! A request has already been classified to (pod, decoded path) and routed here by the owner
-//! table (`crate::mesh::route`). Here: read the pod row, check this node owns it (else forward
-//! it to the owner after all), authorize through [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/
-//! PUT/POST/DELETE. Bodies stream: a PUT goes straight into a new immutable blob (recorded as
+//! table (`crate::mesh::route`), which holds the pod's row in memory. Here: check this node owns
+//! it (else forward it to the owner after all; a write rereads the row first), authorize through
+//! [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/PUT/POST/DELETE. A GET reads the
+//! resource with `get_resource_fenced`, which checks the in-memory row's owner and epoch in the
+//! same round trip (one query on PostgreSQL): a GET of an existing resource makes one metadata
+//! round trip, and a stale row (a lost change-feed event) forwards the request to the owner. Bodies stream: a PUT goes straight into a new immutable blob (recorded as
 //! pending from before the first byte), then one fenced, conditional metadata transaction makes
 //! it visible and retires the blob it replaces (or the new blob is deleted again). Replaced and
 //! deleted blobs are left to the GC's grace period, never deleted at once.
@@ -81,13 +84,26 @@ async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let app = &ctx.app;
-    let pod = app
-        .meta
-        .get_pod(pod_id)
+    let method = req.method().clone();
+    let reads = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut pod = crate::mesh::route::pod_row(app, pod_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+    if !reads {
+        // A write reads the row afresh (it costs several round trips anyway): a stale table
+        // then forwards the write instead of failing it at the fence.
+        let fresh = app
+            .meta
+            .get_pod(pod_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+        if (fresh.node_id.as_str(), fresh.epoch) != (pod.node_id.as_str(), pod.epoch) {
+            app.owners.invalidate(pod_id);
+        }
+        pod = std::sync::Arc::new(fresh);
+    }
     if pod.node_id != app.node_id {
-        // The owner table said this node; the store says otherwise: it was stale.
+        // The owner table said this node; the row says otherwise: it was stale.
         app.owners.invalidate(pod_id);
         let owner = xpod_routing::Owner {
             node_id: pod.node_id.clone(),
@@ -95,7 +111,6 @@ async fn serve(
         };
         return crate::mesh::forward::pod(app, owner, pod_id, ctx.peer, req).await;
     }
-    let method = req.method().clone();
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
@@ -106,7 +121,35 @@ async fn serve(
     };
     authorize_pod(&ctx.principal, pod_id, pod.access_mode, want)?;
     match method {
-        Method::GET | Method::HEAD => get(ctx, &pod, path, &req, method == Method::HEAD).await,
+        Method::GET | Method::HEAD => {
+            // The pod row came from memory: the read checks it in the same round trip.
+            let fence = Fence {
+                node_id: app.node_id.clone(),
+                epoch: pod.epoch,
+            };
+            let current = match app.meta.get_resource_fenced(pod_id, path, &fence).await {
+                Err(MetaError::Fenced { owner, epoch, .. }) => {
+                    app.owners.invalidate(pod_id);
+                    if owner == app.node_id {
+                        // Still ours, at a newer epoch than the table knew: read again.
+                        let fence = Fence {
+                            node_id: owner,
+                            epoch,
+                        };
+                        app.meta.get_resource_fenced(pod_id, path, &fence).await?
+                    } else {
+                        let owner = xpod_routing::Owner {
+                            node_id: owner,
+                            epoch,
+                        };
+                        return crate::mesh::forward::pod(app, owner, pod_id, ctx.peer, req)
+                            .await;
+                    }
+                }
+                other => other?,
+            };
+            get(ctx, &pod, path, current, &req, method == Method::HEAD).await
+        }
         Method::PUT => put(ctx, &pod, path, req).await,
         Method::POST => post(ctx, &pod, path, req).await,
         Method::DELETE => delete(ctx, &pod, path, req.headers()).await,
@@ -210,15 +253,16 @@ fn resource_headers(mut b: http::response::Builder, r: &ResourceRecord) -> http:
     }
 }
 
+/// GET/HEAD of `current`, the row at `path` read by the caller (fenced).
 async fn get(
     ctx: &Ctx,
     pod: &PodRecord,
     path: &str,
+    current: Option<ResourceRecord>,
     req: &Request<Incoming>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let app = &ctx.app;
-    let current = app.meta.get_resource(&pod.pod_id, path).await?;
     let Some(r) = current else {
         return Err(ApiError::not_found(format!(
             "{path} not found in pod {}",

@@ -164,8 +164,13 @@ async fn authorize_for_edge(
     pod_id: &str,
     mut req: Request<Incoming>,
 ) -> Result<Request<Incoming>, ApiError> {
-    let principal =
-        auth::authenticate(req.headers(), app.meta.as_ref(), meta::now_millis()).await?;
+    let principal = auth::authenticate(
+        req.headers(),
+        &app.keys,
+        app.meta.as_ref(),
+        meta::now_millis(),
+    )
+    .await?;
     let pod = app
         .meta
         .get_pod(pod_id)

@@ -298,7 +298,8 @@ async fn resolve(text: &str) -> Result<SocketAddr, String> {
 
 /// Keeps the owner table in step with the change feed until `shutdown`: an owner event drops
 /// its pod, a reset (feed reconnected, or events lost) drops everything, and so does the
-/// periodic re-check every [`RECHECK_EVERY`]. With `XPOD_TEST_IGNORE_FEED=1` (tests only: it
+/// periodic re-check every [`RECHECK_EVERY`]. A key event (`key:<id>`, a revocation) drops the
+/// key from the key cache ([`crate::key_cache`]), a reset drops every key. With `XPOD_TEST_IGNORE_FEED=1` (tests only: it
 /// simulates lost notifications) events are ignored and only the re-check runs.
 pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let ignore = std::env::var("XPOD_TEST_IGNORE_FEED").is_ok_and(|v| v == "1");
@@ -314,8 +315,13 @@ pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = recheck.tick() => app.owners.clear(),
             ev = feed.next() => match ev {
                 None => break,
+                // Key events are never ignored: the flag simulates lost owner events only.
+                Some(FeedEvent::Key { key_id }) => app.keys.invalidate(&key_id),
                 Some(_) if ignore => {}
-                Some(FeedEvent::Reset) => app.owners.clear(),
+                Some(FeedEvent::Reset) => {
+                    app.owners.clear();
+                    app.keys.clear();
+                }
                 Some(FeedEvent::PodOwner { pod_id, .. }) => app.owners.invalidate(&pod_id),
             },
         }

@@ -6,8 +6,9 @@
 //! store before forwarding on: the sender believed this node was the owner, so one of the two
 //! views is stale. The hop count bounds any remaining loop (508).
 //!
-//! A request that is served here still reads the pod row itself (for access mode and the fence
-//! epoch); if that row names another owner, the table is stale: [`super::forward`] takes over.
+//! The table holds the whole pod row, so the handler of a request served here reads it from
+//! memory too ([`pod_row`]): a pod GET costs no metadata round trip for the pod. Writes are
+//! fenced by the epoch in their own transaction, so a stale row cannot misplace one.
 
 use http::Request;
 use hyper::body::Incoming;
@@ -76,6 +77,17 @@ async fn lookup(app: &App, pod_id: &str) -> Result<Option<Owner>, ApiError> {
             epoch: 0,
         }));
     }
+    Ok(pod_row(app, pod_id).await?.map(|p| Owner {
+        node_id: p.node_id.clone(),
+        epoch: p.epoch,
+    }))
+}
+
+/// The pod's row from the owner table (memory; loaded once on a miss).
+pub async fn pod_row(
+    app: &App,
+    pod_id: &str,
+) -> Result<Option<std::sync::Arc<xpod_storage::meta::PodRecord>>, ApiError> {
     app.owners
         .owner(pod_id)
         .await

@@ -128,6 +128,7 @@ pub async fn by_host(
     if !sb.public {
         let principal = auth::authenticate(
             req.headers(),
+            &app.keys,
             app.meta.as_ref(),
             xpod_storage::meta::now_millis(),
         )

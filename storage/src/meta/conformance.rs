@@ -33,6 +33,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_parent_etag(&store).await;
     check_preconditions(&store).await;
     check_fencing(&store).await;
+    check_fenced_reads(&store).await;
     check_transfer(&store).await;
     check_deletes(&store).await;
     check_clashes(&store).await;
@@ -627,6 +628,67 @@ pub async fn check_preconditions(store: &Arc<dyn MetaStore>) {
         get(store, &fx.pod, "/p.txt").await.as_ref(),
         Some(&r3.record),
         "a failed conditional delete changes nothing"
+    );
+}
+
+/// `get_resource_fenced`: the row for the owner at its epoch; `Fenced` (with the current owner
+/// and epoch) for anyone else or after a transfer; `Ok(None)` for a missing path; `NotFound`
+/// for a missing pod.
+pub async fn check_fenced_reads(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "fread").await;
+    let other = uid("cf-fread-other");
+    ok(
+        store.upsert_node(&node(&other, NodeStatus::Online)).await,
+        "upsert other node",
+    );
+    let written = put(store, &fx, doc(&fx.pod, "/r.txt", &uid("blob")))
+        .await
+        .record;
+    let read = ok(
+        store
+            .get_resource_fenced(&fx.pod, "/r.txt", &fx.fence)
+            .await,
+        "fenced read by the owner",
+    );
+    assert_eq!(read.as_ref(), Some(&written), "the owner reads the row");
+    assert_eq!(
+        ok(
+            store
+                .get_resource_fenced(&fx.pod, "/none.txt", &fx.fence)
+                .await,
+            "fenced read of a missing path",
+        ),
+        None
+    );
+    let wrong = Fence {
+        node_id: other.clone(),
+        epoch: fx.fence.epoch,
+    };
+    match store.get_resource_fenced(&fx.pod, "/r.txt", &wrong).await {
+        Err(MetaError::Fenced { owner, epoch, .. }) => {
+            assert_eq!((owner.as_str(), epoch), (fx.node.as_str(), fx.fence.epoch))
+        }
+        other => panic!("fenced read by a non-owner: expected Fenced, got {other:?}"),
+    }
+    ok(store.transfer_pod(&fx.pod, &other).await, "transfer");
+    match store
+        .get_resource_fenced(&fx.pod, "/none.txt", &fx.fence)
+        .await
+    {
+        Err(MetaError::Fenced { owner, epoch, .. }) => {
+            assert_eq!(
+                (owner.as_str(), epoch),
+                (other.as_str(), fx.fence.epoch + 1)
+            )
+        }
+        other => panic!("fenced read by the old owner: expected Fenced, got {other:?}"),
+    }
+    expect_err!(
+        store
+            .get_resource_fenced(&uid("cf-no-pod"), "/", &fx.fence)
+            .await,
+        MetaError::NotFound(_),
+        "fenced read of a missing pod"
     );
 }
 

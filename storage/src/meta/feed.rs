@@ -16,6 +16,8 @@ pub enum FeedEvent {
     Reset,
     /// The pod's owner or epoch changed (or the pod was created); payload `pod:<id>:<epoch>`.
     PodOwner { pod_id: String, epoch: i64 },
+    /// An API key changed (revoked); payload `key:<id>`. Nodes drop it from their key cache.
+    Key { key_id: String },
 }
 
 impl FeedEvent {
@@ -24,8 +26,18 @@ impl FeedEvent {
         format!("pod:{pod_id}:{epoch}")
     }
 
+    /// The NOTIFY payload for a key event: `key:<id>`.
+    pub fn key_payload(key_id: &str) -> String {
+        format!("key:{key_id}")
+    }
+
     /// Parses a NOTIFY payload; `None` for anything malformed.
     pub fn parse_payload(payload: &str) -> Option<FeedEvent> {
+        if let Some(key_id) = payload.strip_prefix("key:") {
+            return (!key_id.is_empty()).then(|| FeedEvent::Key {
+                key_id: key_id.to_string(),
+            });
+        }
         let rest = payload.strip_prefix("pod:")?;
         let (pod_id, epoch) = rest.rsplit_once(':')?;
         if pod_id.is_empty() {
@@ -115,6 +127,13 @@ mod tests {
     fn payload_round_trip() {
         let p = FeedEvent::payload("alice", 7);
         assert_eq!(p, "pod:alice:7");
+        assert_eq!(
+            FeedEvent::parse_payload(&FeedEvent::key_payload("0123456789ab")),
+            Some(FeedEvent::Key {
+                key_id: "0123456789ab".into()
+            })
+        );
+        assert_eq!(FeedEvent::parse_payload("key:"), None);
         assert_eq!(
             FeedEvent::parse_payload(&p),
             Some(FeedEvent::PodOwner {

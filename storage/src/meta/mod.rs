@@ -492,6 +492,29 @@ pub trait MetaStore: Send + Sync + 'static {
 
     // ---- resources ----
     async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>>;
+    /// [`MetaStore::get_resource`] for the owner that believes `fence`: `Fenced` if the pod is
+    /// owned by another node or at another epoch now, `NotFound` if the pod is gone. The read
+    /// path of a pod's owner, whose pod row comes from memory: the check of that belief rides
+    /// on the same round trip (PostgreSQL: one query).
+    async fn get_resource_fenced(
+        &self,
+        pod_id: &str,
+        path: &str,
+        fence: &Fence,
+    ) -> MetaResult<Option<ResourceRecord>> {
+        let pod = self
+            .get_pod(pod_id)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        if pod.node_id != fence.node_id || pod.epoch != fence.epoch {
+            return Err(MetaError::Fenced {
+                pod_id: pod_id.to_string(),
+                owner: pod.node_id,
+                epoch: pod.epoch,
+            });
+        }
+        self.get_resource(pod_id, path).await
+    }
     /// Direct live members of a container, ordered by path. `NotFound` if the container is not live.
     async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>>;
     /// Fenced, conditional create-or-replace. Creates missing intermediate containers. Errors:

@@ -1108,6 +1108,38 @@ impl MetaStore for PgStore {
         }
     }
 
+    async fn get_resource_fenced(
+        &self,
+        pod_id: &str,
+        path: &str,
+        fence: &Fence,
+    ) -> MetaResult<Option<ResourceRecord>> {
+        let client = self.client().await?;
+        // One round trip: the pod's owner and epoch, and the live row at `path` if any.
+        let sql = format!(
+            "SELECT p.node_id AS fence_owner, p.epoch AS fence_epoch, r.* FROM pods p \
+             LEFT JOIN LATERAL (SELECT {RES_COLS} FROM resources \
+               WHERE pod_id = $1 AND path = $2 AND deleted_at IS NULL) r ON true \
+             WHERE p.pod_id = $1"
+        );
+        let row = query_opt(&client, &sql, &[&pod_id, &path])
+            .await?
+            .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        let owner: String = col(&row, "fence_owner")?;
+        let epoch: i64 = col(&row, "fence_epoch")?;
+        if owner != fence.node_id || epoch != fence.epoch {
+            return Err(MetaError::Fenced {
+                pod_id: pod_id.to_string(),
+                owner,
+                epoch,
+            });
+        }
+        if col::<Option<String>>(&row, "path")?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(resource_from_row(&row)?.0))
+    }
+
     async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>> {
         let mut client = self.client().await?;
         // One snapshot for the existence check and the listing.
@@ -1661,9 +1693,10 @@ impl MetaStore for PgStore {
     }
 
     async fn revoke_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
         let n = execute(
-            &client,
+            &tx,
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE key_id = $1",
             &[&key_id, &at],
         )
@@ -1671,6 +1704,10 @@ impl MetaStore for PgStore {
         if n == 0 {
             return Err(MetaError::NotFound(format!("api key {key_id}")));
         }
+        // Every node drops the key from its cache when this commits.
+        let payload = FeedEvent::key_payload(key_id);
+        query(&tx, "SELECT pg_notify($1, $2)", &[&FEED_CHANNEL, &payload]).await?;
+        tx.commit().await.map_err(pg_err)?;
         Ok(())
     }
 

@@ -1584,6 +1584,7 @@ impl MetaStore for SqliteStore {
 
     async fn revoke_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {
         let key_id = key_id.to_string();
+        let key_id_for_feed = key_id.clone();
         self.call(move |c| {
             // COALESCE keeps the first revocation time: revoking twice is not an error.
             let n = c
@@ -1598,7 +1599,11 @@ impl MetaStore for SqliteStore {
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.hub.send(FeedEvent::Key {
+            key_id: key_id_for_feed,
+        });
+        Ok(())
     }
 
     async fn touch_api_key(&self, key_id: &str, at: i64) -> MetaResult<()> {

@@ -1,0 +1,115 @@
+//! The request path of issue 16, against two real centers on one real PostgreSQL:
+//!
+//! - API keys and pod rows are cached in memory: fifty authenticated GETs of an existing
+//!   resource read neither a key nor a pod row from the store (`xpod_key_loads_total`,
+//!   `xpod_owner_loads_total` stay put), so each costs one metadata round trip (the resource).
+//! - A revoked key stops working on every center through the change feed: the center that did
+//!   not revoke it (and had it cached) refuses it well within the cache's safety-net age
+//!   (`key_cache::MAX_AGE`, 30 s), so only the feed can have told it. The time is printed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use xpod_integration::curl::Curl;
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{NodeProcess, TempDir};
+use xpod_integration::pg::PgServer;
+
+/// A counter from a node's `/metrics`.
+fn metric(c: &NodeProcess, name: &str) -> u64 {
+    let text = Curl::get(format!("{}/metrics", c.url()))
+        .send()
+        .expect(200)
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn keys_and_pods_are_cached_and_a_revoked_key_stops_everywhere() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-reqpath");
+    let centers = start_centers(&tmp, &pg, 2, |_| Vec::new());
+    let admin = centers[0].admin_key();
+
+    // A private pod on center-2, and a key for it minted on center-1.
+    Curl::new("POST", format!("{}/.cluster/pods", centers[1].url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "cached"}))
+        .send()
+        .expect(201);
+    let minted = Curl::new("POST", format!("{}/api/v1/auth/api-keys", centers[0].url()))
+        .bearer(&admin)
+        .json(&json!({"name": "reader", "scopes": ["pod:cached"]}))
+        .send()
+        .expect(201)
+        .json();
+    let key = minted["key"].as_str().unwrap().to_string();
+    let key_id = minted["keyId"].as_str().unwrap().to_string();
+    Curl::new("PUT", format!("{}/cached/a.txt", centers[1].url()))
+        .bearer(&key)
+        .header("Content-Type: text/plain")
+        .body(b"hello".to_vec())
+        .send()
+        .expect(201);
+
+    // Warm, then count: GETs at the owner read no key and no pod row.
+    let get = |c: &NodeProcess| {
+        Curl::get(format!("{}/cached/a.txt", c.url()))
+            .bearer(&key)
+            .arg("--max-time")
+            .arg("10")
+            .send()
+    };
+    get(&centers[1]).expect(200);
+    let (keys0, pods0) = (
+        metric(&centers[1], "xpod_key_loads_total"),
+        metric(&centers[1], "xpod_owner_loads_total"),
+    );
+    for _ in 0..50 {
+        assert_eq!(get(&centers[1]).expect(200).text(), "hello");
+    }
+    assert_eq!(
+        metric(&centers[1], "xpod_key_loads_total"),
+        keys0,
+        "a cached key is not read again"
+    );
+    assert_eq!(
+        metric(&centers[1], "xpod_owner_loads_total"),
+        pods0,
+        "a cached pod row is not read again"
+    );
+
+    // Revoke on center-1; center-2 (which has the key cached) refuses it soon after.
+    Curl::new(
+        "DELETE",
+        format!("{}/api/v1/auth/api-keys/{key_id}", centers[0].url()),
+    )
+    .bearer(&admin)
+    .send()
+    .expect(204);
+    let revoked = Instant::now();
+    loop {
+        let r = get(&centers[1]);
+        if r.status == 401 {
+            assert!(r.text().contains("revoked"), "{r:?}");
+            break;
+        }
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            revoked.elapsed() < Duration::from_secs(10),
+            "center-2 still accepts the revoked key after 10 s: the change feed did not reach its key cache"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "revoked key refused by the other center {} ms after the revocation answered",
+        revoked.elapsed().as_millis()
+    );
+    // And on the center that revoked it, at once.
+    assert_eq!(get(&centers[0]).status, 401);
+}
