@@ -3,6 +3,9 @@
 //! - API keys and pod rows are cached in memory: fifty authenticated GETs of an existing
 //!   resource read neither a key nor a pod row from the store (`xpod_key_loads_total`,
 //!   `xpod_owner_loads_total` stay put), so each costs one metadata round trip (the resource).
+//! - Forwarding reuses streams: a hundred GETs through the other center, one after another,
+//!   open at most a few mesh streams (`xpod_mesh_forward_streams_opened_total`), not one each;
+//!   pod-stream headers a client forges (`x-xpod-hop`, `x-xpod-client`) are replaced.
 //! - A revoked key stops working on every center through the change feed: the center that did
 //!   not revoke it (and had it cached) refuses it well within the cache's safety-net age
 //!   (`key_cache::MAX_AGE`, 30 s), so only the feed can have told it. The time is printed.
@@ -82,6 +85,34 @@ fn keys_and_pods_are_cached_and_a_revoked_key_stops_everywhere() {
         metric(&centers[1], "xpod_owner_loads_total"),
         pods0,
         "a cached pod row is not read again"
+    );
+
+    // Through center-1: forwarded over the mesh on pooled streams.
+    get(&centers[0]).expect(200);
+    let (fwd0, opened0) = (
+        metric(&centers[0], "xpod_mesh_forwarded_requests_total"),
+        metric(&centers[0], "xpod_mesh_forward_streams_opened_total"),
+    );
+    for i in 0..100 {
+        let mut c = Curl::get(format!("{}/cached/a.txt", centers[0].url())).bearer(&key);
+        if i % 10 == 0 {
+            // A client cannot pose as a hop of the mesh: these are replaced.
+            c = c
+                .header("x-xpod-hop: elsewhere 9 0")
+                .header("x-xpod-client: 203.0.113.9:1");
+        }
+        let r = c.send();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-xpod-node"), Some("center-2"));
+        assert_eq!(r.text(), "hello");
+    }
+    let forwarded = metric(&centers[0], "xpod_mesh_forwarded_requests_total") - fwd0;
+    let opened = metric(&centers[0], "xpod_mesh_forward_streams_opened_total") - opened0;
+    println!("100 forwarded GETs: {forwarded} forwarded, {opened} new streams");
+    assert_eq!(forwarded, 100);
+    assert!(
+        opened <= 5,
+        "{opened} streams opened for 100 sequential forwarded requests: streams are not reused"
     );
 
     // Revoke on center-1; center-2 (which has the key cached) refuses it soon after.

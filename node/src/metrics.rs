@@ -21,6 +21,7 @@ pub struct Metrics {
     blobs_collected: AtomicU64,
     audit_failures: AtomicU64,
     forwarded: AtomicU64,
+    forward_streams: AtomicU64,
 }
 
 #[derive(Default)]
@@ -75,6 +76,11 @@ impl Metrics {
     /// A pod request forwarded to its owner over the mesh.
     pub fn forwarded(&self) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A stream opened to forward a pod request (the others reused a pooled one).
+    pub fn forward_stream_opened(&self) {
+        self.forward_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_failed(&self) {
@@ -145,6 +151,12 @@ impl Metrics {
                 "counter",
                 "Pod requests forwarded to their owner over the mesh.",
                 self.forwarded.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_mesh_forward_streams_opened_total",
+                "counter",
+                "Streams opened to forward pod requests (every other forwarded request reused a pooled stream).",
+                self.forward_streams.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "xpod_audit_failures_total",

@@ -1,7 +1,9 @@
-//! xpod routing: what a request is for, and (with later issues) who owns it and where it goes.
+//! xpod routing: what a request is for, who owns it, and how it is forwarded there.
 //!
 //! # Layout
 //! - [`edge_host`]: edge names (`<service>.<node>.<edge domain>`) from Host or SNI.
+//! - [`forward`]: the one forwarder — forwarding headers, the keep-alive stream pool, sending
+//!   a request over a QUIC stream with the replay rule.
 //! - [`owners`]: the owner table — pod → (owner, epoch) in memory, single-flight loads,
 //!   invalidation by the change feed.
 //! - [`path`]: strict parsing of request paths into decoded resource paths (rejects `..`,
@@ -14,6 +16,7 @@
 //! answers with 400.
 
 pub mod edge_host;
+pub mod forward;
 pub mod owners;
 pub mod path;
 pub mod sni;

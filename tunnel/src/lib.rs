@@ -17,8 +17,10 @@
 //! - [`endpoint`]: the quinn endpoints — a center's one UDP port serving `xpod/1` (mutual TLS)
 //!   and `xpod-join/1` (token-authenticated joins), the control-stream driver that runs a
 //!   session over a connection, and the edge's reconnecting dialer (one connection per center).
+//! - [`stream`]: opening a data stream (`open_bi` + its header), for every forwarder.
 
 pub mod endpoint;
 pub mod identity;
 pub mod plane;
 pub mod proto;
+pub mod stream;

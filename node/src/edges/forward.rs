@@ -4,14 +4,14 @@
 //! or `<node>.<edge_domain>` (meaning the service [`DEFAULT_SERVICE`], `web`) never reaches the
 //! pod or cluster handlers and needs no credentials (the edge's service decides): it goes
 //! through a QUIC stream on the tunnel of edge `<node>` — the stream starts with a
-//! [`StreamHeader`] `Http { service }` and is then spoken as HTTP/1.1 with hyper's client;
-//! streams are kept alive and reused by later requests ([`super::pool`]), so the edge's service
-//! sees keep-alive connections. Bodies stream both ways (nothing buffered).
-//! Hop-by-hop headers are stripped both ways; the request gains `Forwarded`,
+//! [`StreamHeader`] `Http { service }` and is then spoken as HTTP/1.1 by the one forwarder
+//! ([`xpod_routing::forward`]); streams are kept alive and reused by later requests (its
+//! pool), so the edge's service sees keep-alive connections. Bodies stream both ways (nothing
+//! buffered). Hop-by-hop headers are stripped both ways; the request gains `Forwarded`,
 //! `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto`.
 //!
 //! Errors: a name that is not a DNS label → 400; an edge whose tunnel this center does not hold
-//! → 503 `edge_unavailable` at once; a stream that cannot be opened within [`OPEN_TIMEOUT`] or an
+//! → 503 `edge_unavailable` at once; a stream that cannot be opened within the forwarder's `OPEN_TIMEOUT` (5 s) or an
 //! exchange that fails before the response head → 502 `bad_gateway`. The edge itself answers 502
 //! for a service it does not publish.
 //!
@@ -24,38 +24,54 @@
 //! that holds the edge.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use xpod_routing::forward::{self as fwd, ForwardError, StreamPool};
 use xpod_tunnel::proto::{StreamHeader, Target};
 
-use super::pool::{Key, StreamPool};
 use crate::app::App;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
-
-/// Upper bound for opening a stream to an edge and starting the exchange on it.
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Relayed connections (TCP forwards, TLS passthrough) one edge's tunnel carries at most: the
 /// rest of its streams ([`xpod_tunnel::endpoint::MAX_STREAMS`]) stay free for HTTP, pods and
 /// sandboxes, however many clients hold connections open.
 pub const RELAYS_PER_EDGE: usize = 3072;
+/// The most idle streams kept per (edge, service, connection).
+pub const MAX_IDLE_PER_SERVICE: usize = 64;
+
+/// Identifies the streams that can serve a request: same edge, same service, same connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Key {
+    pub node: String,
+    pub service: String,
+    /// `quinn::Connection::stable_id` of the tunnel.
+    pub conn: usize,
+}
 
 /// The edges whose tunnel this center holds: node id → the QUIC connection.
-#[derive(Default)]
 pub struct EdgeRegistry {
     conns: Mutex<HashMap<String, quinn::Connection>>,
     /// Per edge, the budget of relayed connections ([`RELAYS_PER_EDGE`]).
     relays: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Idle HTTP exchanges to the edges' services, for reuse.
-    pub pool: Arc<StreamPool>,
+    pub pool: Arc<StreamPool<Key, Body>>,
+}
+
+impl Default for EdgeRegistry {
+    fn default() -> Self {
+        EdgeRegistry {
+            conns: Mutex::default(),
+            relays: Mutex::default(),
+            pool: Arc::new(StreamPool::new(MAX_IDLE_PER_SERVICE)),
+        }
+    }
 }
 
 impl EdgeRegistry {
@@ -76,7 +92,7 @@ impl EdgeRegistry {
             .is_some_and(|c| c.stable_id() == conn.stable_id())
         {
             conns.remove(node_id);
-            self.pool.forget_node(node_id);
+            self.pool.forget(|k| k.node == node_id);
             true
         } else {
             false
@@ -148,31 +164,22 @@ fn bad_gateway(route: &EdgeRoute, why: String) -> ApiError {
     .with_details(serde_json::json!({"node": route.node, "service": route.service}))
 }
 
-/// A new stream to `route`'s service, within [`OPEN_TIMEOUT`].
-async fn open_timed(
-    app: &App,
-    conn: &quinn::Connection,
-    route: &EdgeRoute,
-) -> Result<hyper::client::conn::http1::SendRequest<Body>, ApiError> {
-    match tokio::time::timeout(OPEN_TIMEOUT, open(conn, route)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(Open::Lost(e))) => {
-            tracing::info!(node = %route.node, error = %e, "edge tunnel lost while opening a stream");
-            Err(unavailable(app, route))
+/// The JSON error for a failed forward to `route`.
+fn forward_error(app: &App, route: &EdgeRoute, e: ForwardError) -> ApiError {
+    match e {
+        ForwardError::Lost(why) => {
+            tracing::info!(node = %route.node, error = %why, "edge tunnel lost while opening a stream");
+            unavailable(app, route)
         }
-        Ok(Err(Open::Failed(why))) => Err(bad_gateway(route, why)),
-        Err(_) => Err(bad_gateway(
-            route,
-            format!(
-                "no stream could be opened within {} s",
-                OPEN_TIMEOUT.as_secs()
-            ),
-        )),
+        e => {
+            tracing::info!(node = %route.node, service = %route.service, error = %e, "forwarded request failed");
+            bad_gateway(route, e.to_string())
+        }
     }
 }
 
 /// Forwards `req` (for `host`, from `peer`) to `route` through the edge's tunnel, on an idle
-/// stream from the pool when there is one (see [`super::pool`]).
+/// stream from the pool when there is one.
 pub async fn forward(
     app: &App,
     route: EdgeRoute,
@@ -189,52 +196,28 @@ pub async fn forward(
         conn: conn.stable_id(),
     };
     let mut req = req;
-    let upgrade = upgrade_protocol(req.headers());
+    let upgrade = fwd::upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let mut req = prepare(req, host, peer);
+    let mut req = fwd::prepare(req, host, peer);
     if let Some(protocol) = &upgrade {
         let h = req.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, protocol.clone());
     }
-    let failed = |e: hyper::Error| {
-        tracing::info!(node = %route.node, service = %route.service, error = %e, "forwarded request failed");
-        bad_gateway(&route, format!("no response: {e}"))
-    };
-    let (parts, body) = req.into_parts();
-    // A bodiless idempotent request can be sent again if a reused stream closes under it.
-    let replay = replayable(&parts).then(|| {
-        let mut again = Request::new(crate::http::body::empty());
-        *again.method_mut() = parts.method.clone();
-        *again.uri_mut() = parts.uri.clone();
-        *again.version_mut() = parts.version;
-        *again.headers_mut() = parts.headers.clone();
-        again
-    });
-    let req = Request::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync());
-    let (sender, mut resp) = match app.edges.pool.checkout(&key) {
-        Some(mut sender) => match sender.try_send_request(req).await {
-            Ok(resp) => (sender, resp),
-            Err(mut e) => {
-                // The pooled stream closed as the request went out: the service ended an idle
-                // keep-alive connection. Send it again on a new stream if it did not go out
-                // (hyper hands it back) or may safely be repeated.
-                let again = e
-                    .take_message()
-                    .or(replay)
-                    .ok_or_else(|| failed(e.into_error()))?;
-                tracing::debug!(node = %route.node, service = %route.service, "a reused stream closed; sending on a new one");
-                let mut sender = open_timed(app, &conn, &route).await?;
-                let resp = sender.send_request(again).await.map_err(failed)?;
-                (sender, resp)
-            }
+    let replay = fwd::replay_of(&req, crate::http::body::empty);
+    let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+    let header = StreamHeader {
+        target: Target::Http {
+            service: route.service.clone(),
         },
-        None => {
-            let mut sender = open_timed(app, &conn, &route).await?;
-            let resp = sender.send_request(req).await.map_err(failed)?;
-            (sender, resp)
-        }
+        // A stream carries many requests (pooled); each one names its client in `Forwarded`.
+        client_addr: None,
     };
+    let fwd::Sent {
+        mut resp, sender, ..
+    } = fwd::send(&app.edges.pool, &key, &conn, &header, req, replay)
+        .await
+        .map_err(|e| forward_error(app, &route, e))?;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgraded = match (switching, client_upgrade) {
         (true, Some(client)) => {
@@ -258,7 +241,7 @@ pub async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
+    fwd::strip_hop_by_hop(&mut parts.headers);
     // This center serves the response; an edge's service cannot speak for a node.
     parts.headers.remove("x-xpod-node");
     if upgraded {
@@ -273,33 +256,6 @@ pub async fn forward(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
     ))
-}
-
-/// Whether a request may be sent twice: an idempotent method without a body (what Go's
-/// `http.Transport` retries on a reused connection too).
-fn replayable(parts: &http::request::Parts) -> bool {
-    let idempotent = matches!(
-        parts.method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-    );
-    let no_body = !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0");
-    idempotent && no_body && !parts.headers.contains_key(header::UPGRADE)
-}
-
-/// The protocol a request asks to switch to: its `Upgrade` header, when `Connection` lists
-/// `upgrade`.
-fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
-    let asks = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
 }
 
 /// Joins an upgraded client connection and the upgraded stream to the edge, byte for byte,
@@ -326,165 +282,5 @@ async fn relay_upgraded(
         Err(e) => {
             tracing::debug!(node = %route.node, service = %route.service, error = %e, "upgraded connection ended")
         }
-    }
-}
-
-enum Open {
-    /// The tunnel is gone: the edge is unavailable.
-    Lost(quinn::ConnectionError),
-    Failed(String),
-}
-
-/// Opens a stream, writes its header and starts an HTTP/1.1 client connection over it (its
-/// driver task ends when the connection does: the stream or its tunnel closed, or the pool
-/// dropped it).
-async fn open(
-    conn: &quinn::Connection,
-    route: &EdgeRoute,
-) -> Result<hyper::client::conn::http1::SendRequest<Body>, Open> {
-    let (mut send, recv) = conn.open_bi().await.map_err(Open::Lost)?;
-    let mut head = BytesMut::new();
-    StreamHeader {
-        target: Target::Http {
-            service: route.service.clone(),
-        },
-        // A stream carries many requests (pooled); each one names its client in `Forwarded`.
-        client_addr: None,
-    }
-    .encode(&mut head)
-    .map_err(|e| Open::Failed(e.to_string()))?;
-    send.write_all(&head)
-        .await
-        .map_err(|e| Open::Failed(format!("writing the stream header: {e}")))?;
-    let io = TokioIo::new(tokio::io::join(recv, send));
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| Open::Failed(format!("HTTP handshake: {e}")))?;
-    let node = route.node.clone();
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(%node, error = %e, "forwarded HTTP exchange ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
-/// The request as the edge's service gets it: origin-form target, HTTP/1.1, no hop-by-hop
-/// headers (nor `Expect`: this node already answered it), plus the forwarding headers.
-pub(crate) fn prepare(req: Request<Incoming>, host: &str, peer: SocketAddr) -> Request<Incoming> {
-    let (mut parts, body) = req.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    parts.uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
-    parts.version = http::Version::HTTP_11;
-    let h = &mut parts.headers;
-    strip_hop_by_hop(h);
-    h.remove(header::EXPECT);
-    if !h.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            h.insert(header::HOST, v);
-        }
-    }
-    let ip = peer.ip();
-    let for_node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let host_q = host.replace(['"', '\\'], "");
-    append(
-        h,
-        header::FORWARDED,
-        &format!("for={for_node};host=\"{host_q}\";proto=http"),
-    );
-    append(
-        h,
-        HeaderName::from_static("x-forwarded-for"),
-        &ip.to_string(),
-    );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        h.insert(HeaderName::from_static("x-forwarded-host"), v);
-    }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    Request::from_parts(parts, body)
-}
-
-/// Adds `value` to a list header: `old, value` (several lines folded into one).
-fn append(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    let old: Vec<&str> = h
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let joined = if old.is_empty() {
-        value.to_string()
-    } else {
-        format!("{}, {value}", old.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        h.insert(name, v);
-    }
-}
-
-/// Removes the hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names.
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        h.remove(n);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_stripped() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        h.insert("content-type", HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
-    }
-
-    #[test]
-    fn list_headers_are_appended() {
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        append(
-            &mut h,
-            HeaderName::from_static("x-forwarded-for"),
-            "127.0.0.1",
-        );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
     }
 }

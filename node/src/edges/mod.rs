@@ -10,9 +10,8 @@
 //!   each configured center.
 //!
 //! - [`forward`]: a center's side of HTTP forwarding: the registry of edge connections it holds
-//!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests.
-//! - [`pool`]: idle HTTP/1.1 exchanges over QUIC streams to edges' services, reused by later
-//!   requests (keep-alive end to end).
+//!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests
+//!   (sent by the one forwarder, `xpod_routing::forward`, on pooled keep-alive streams).
 //! - [`passthrough`]: a center's TLS passthrough (`tunnel.tls_listen`): routes a connection by
 //!   the SNI of its ClientHello to an edge's `kind = "tls"` service, relaying raw bytes.
 //! - [`tcp_forward`]: a center's TCP port forwards (`[[tunnel.forwards]]`) to edges'
@@ -28,7 +27,6 @@ pub mod authority;
 pub mod center;
 pub mod edge;
 pub mod forward;
-pub mod pool;
 pub mod relay;
 pub mod services;
 pub mod tcp_forward;

@@ -283,6 +283,11 @@ async fn serve_stream(
             crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
             return;
         }
+        Target::PodRequests if services.pods.is_some() => {
+            let app = services.pods.clone().expect("checked");
+            crate::mesh::serve::pod_requests(app, send, recv, rest, "center".into()).await;
+            return;
+        }
         Target::Runner { node, hops } if services.pods.is_some() => {
             let app = services.pods.clone().expect("checked");
             let hop = crate::sandbox::internal::RunnerHop { node, hops };

@@ -15,15 +15,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use xpod_config::TunnelForward;
 use xpod_tunnel::proto::{StreamHeader, Target};
 
-use super::forward::OPEN_TIMEOUT;
 use crate::app::App;
+use xpod_routing::forward::OPEN_TIMEOUT;
 
 /// Connections one client address may hold open on one forward; more are closed at once.
 pub const PER_CLIENT: usize = 256;
@@ -111,14 +110,10 @@ pub(crate) async fn relay_to_edge(
         tracing::warn!(%node, ?peer, "the edge's relay budget is spent; connection closed");
         return;
     };
-    let mut head = BytesMut::new();
-    if let Err(e) = header.encode(&mut head) {
-        tracing::warn!(%node, error = %e, "cannot encode the stream header");
-        return;
-    }
     let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&head).await.map_err(|e| e.to_string())?;
+        let (mut send, recv) = xpod_tunnel::stream::open(&conn, &header)
+            .await
+            .map_err(|e| e.to_string())?;
         if !prefix.is_empty() {
             send.write_all(prefix).await.map_err(|e| e.to_string())?;
         }

@@ -1,10 +1,14 @@
 //! Sending a pod request to its owner over the mesh (ARCHITECTURE §5).
 //!
-//! One QUIC stream per request on the connection this node dialed to the owner: a
-//! [`StreamHeader`] `Pod { pod_id, epoch, hops + 1 }` carrying the original client's address,
-//! then HTTP/1.1 spoken by hyper's client. Bodies stream both ways. On the first hop the
-//! request gets `Forwarded`/`X-Forwarded-*` and loses its hop-by-hop headers (as for edges);
-//! later hops pass it on unchanged. The owner's response keeps its `X-Xpod-Node`; if that names
+//! Keep-alive streams on the connection this node dialed to the next hop, sent by the one
+//! forwarder ([`xpod_routing::forward`]): a stream starts with the [`StreamHeader`]
+//! `PodRequests` and then carries any number of HTTP/1.1 exchanges for any pods; each request
+//! names its pod, the epoch this node believed and its hop count in `x-xpod-hop`, and its
+//! original client in `x-xpod-client` (both replaced on every hop, so a client cannot set
+//! them). Streams go back to the pool when their response has been read, so a forwarded
+//! request in steady state opens no stream and makes no handshake. Bodies stream both ways.
+//! On the first hop the request gets `Forwarded`/`X-Forwarded-*` and loses its hop-by-hop
+//! headers (as for edges); later hops pass it on otherwise unchanged. The owner's response keeps its `X-Xpod-Node`; if that names
 //! another node than the one this node believed, its owner-table entry is dropped, so the next
 //! request goes straight to the right node (the correction for lost change-feed events).
 //!
@@ -14,17 +18,17 @@
 //!
 //! Errors are immediate JSON: more than [`MAX_HOPS`] forwards → 508 `loop_detected`; an owner
 //! that cannot be reached → 503 `owner_unavailable`; a stream or exchange that fails → 502.
+//! A pooled stream that the next hop closed as the request went out is replaced by a new one
+//! (the forwarder's replay rule).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::BytesMut;
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
+use xpod_routing::forward::{self as fwd, headers as fwd_headers, ForwardError};
 use xpod_routing::Owner;
 use xpod_storage::meta::{self, NodeType};
 use xpod_tunnel::proto::{StreamHeader, Target};
@@ -32,14 +36,21 @@ use xpod_tunnel::proto::{StreamHeader, Target};
 use super::route::MeshHop;
 use crate::app::App;
 use crate::auth::{self, Access, AUTHORIZED_BY_CENTER};
-use crate::edges::forward::{prepare, strip_hop_by_hop};
 use crate::http::body::Body;
 use crate::http::error::ApiError;
 
-/// A request forwarded this many times is in a loop.
-pub const MAX_HOPS: u8 = 4;
-/// Upper bound for opening a stream to the owner and starting the exchange.
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+pub use xpod_routing::forward::MAX_HOPS;
+
+/// The most idle pod-request streams kept per next hop (and connection).
+pub const MAX_IDLE_PER_PEER: usize = 256;
+
+/// Identifies the streams that can carry a pod request: same next hop, same connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PeerKey {
+    pub node: String,
+    /// `quinn::Connection::stable_id`.
+    pub conn: usize,
+}
 
 /// Forwards `req` (for pod `pod_id`, from client `peer`) to `owner`.
 pub async fn pod(
@@ -78,16 +89,17 @@ pub async fn pod(
         .node(app, &owner.node_id)
         .await
         .map_err(unavailable)?;
-    let (conn, req) = if node.node_type != NodeType::Edge {
+    let (conn, req, via) = if node.node_type != NodeType::Edge {
         let conn = app
             .mesh
             .connection(app, &owner.node_id)
             .await
             .map_err(unavailable)?;
-        (conn, req)
+        (conn, req, owner.node_id.clone())
     } else if let Some(conn) = app.edges.get(&owner.node_id) {
         // This center holds the edge's tunnel: it authorizes, the edge serves.
-        (conn, authorize_for_edge(app, pod_id, req).await?)
+        let req = authorize_for_edge(app, pod_id, req).await?;
+        (conn, req, owner.node_id.clone())
     } else {
         // Through the center that holds the edge's tunnel.
         let holder = node
@@ -105,41 +117,57 @@ pub async fn pod(
             .connection(app, holder)
             .await
             .map_err(unavailable)?;
-        (conn, req)
+        (conn, req, holder.clone())
     };
-    let header = StreamHeader {
-        target: Target::Pod {
-            pod_id: pod_id.to_string(),
-            epoch: u64::try_from(owner.epoch).unwrap_or(0),
-            hops: hops + 1,
-        },
-        client_addr: Some(peer),
+    let next_hop = PeerKey {
+        node: via,
+        conn: conn.stable_id(),
     };
-    let mut sender = tokio::time::timeout(OPEN_TIMEOUT, open(&conn, header))
-        .await
-        .map_err(|_| unavailable(format!("no stream within {OPEN_TIMEOUT:?}")))?
-        .map_err(unavailable)?;
-    let req = if hops == 0 {
+    let mut req = if hops == 0 {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        prepare(req, &host, peer)
+        fwd::prepare(req, &host, peer)
     } else {
         req
     };
-    let resp = sender.send_request(req).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            format!("forwarding to node {} failed: {e}", owner.node_id),
-        )
-        .with_details(details.clone())
-    })?;
+    let h = req.headers_mut();
+    let epoch = u64::try_from(owner.epoch).unwrap_or(0);
+    if let Ok(v) = HeaderValue::from_str(&fwd_headers::hop_value(pod_id, epoch, hops + 1)) {
+        h.insert(fwd_headers::HOP, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+        h.insert(fwd_headers::CLIENT, v);
+    }
+    let replay = fwd::replay_of(&req, crate::http::body::empty);
+    let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+    let header = StreamHeader {
+        target: Target::PodRequests,
+        client_addr: None,
+    };
+    let sent = fwd::send(&app.mesh.pool, &next_hop, &conn, &header, req, replay)
+        .await
+        .map_err(|e| match e {
+            ForwardError::Lost(why) | ForwardError::Open(why) => unavailable(why),
+            ForwardError::Failed(e) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("forwarding to node {} failed: {e}", owner.node_id),
+            )
+            .with_details(details.clone()),
+        })?;
+    let resp = sent.resp;
+    if !sent.reused {
+        app.metrics.forward_stream_opened();
+    }
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        app.mesh.pool.checkin_when_ready(next_hop, sent.sender);
+    }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    fwd::strip_hop_by_hop(&mut parts.headers);
     let served_by = parts
         .headers
         .get("x-xpod-node")
@@ -188,30 +216,4 @@ async fn authorize_for_edge(
         h.insert(AUTHORIZED_BY_CENTER, v);
     }
     Ok(req)
-}
-
-/// Opens a stream, writes `header`, and starts an HTTP/1.1 client on it.
-async fn open(
-    conn: &quinn::Connection,
-    header: StreamHeader,
-) -> Result<hyper::client::conn::http1::SendRequest<Incoming>, String> {
-    let (mut send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| format!("the mesh connection is gone: {e}"))?;
-    let mut head = BytesMut::new();
-    header.encode(&mut head).map_err(|e| e.to_string())?;
-    send.write_all(&head)
-        .await
-        .map_err(|e| format!("writing the stream header: {e}"))?;
-    let io = TokioIo::new(tokio::io::join(recv, send));
-    let (sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "forwarded pod exchange ended with an error");
-        }
-    });
-    Ok(sender)
 }

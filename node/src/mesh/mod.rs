@@ -9,9 +9,11 @@
 //!   only on the connection it dialed (no tie-breaking, no shared state). The peer's node id is
 //!   read from its verified certificate and must be the one dialed. A failed dial is retried on
 //!   the next refresh, and not sooner than [`RETRY_AFTER`] on the request path.
-//! - **Streams**: one per forwarded request: a [`StreamHeader`](xpod_tunnel::proto::StreamHeader)
-//!   `Pod { pod_id, epoch, hops }` with the client's address, then HTTP/1.1 ([`forward`] sends,
-//!   [`serve`] answers with the same request path as the TCP listener).
+//! - **Streams**: keep-alive HTTP/1.1 over pooled streams that start with the
+//!   [`StreamHeader`](xpod_tunnel::proto::StreamHeader) `PodRequests`; each request names its
+//!   pod, epoch, hops and client in headers ([`forward`] sends with the one forwarder of
+//!   `xpod_routing::forward`, [`serve`] answers with the same request path as the TCP
+//!   listener). The pool is swept every [`REFRESH`].
 //! - **Owners**: [`route`] decides local or forward from the owner table (`xpod_routing::owners`),
 //!   kept fresh by the change feed ([`follow_feed`]).
 
@@ -28,6 +30,8 @@ use tokio::sync::watch;
 use xpod_storage::meta::{self, FeedEvent, NodeRecord, NodeStatus, NodeType};
 
 use crate::app::App;
+use crate::http::body::Body;
+use xpod_routing::forward::StreamPool;
 
 /// How often the list of centers is reread and missing connections dialed.
 pub const REFRESH: Duration = Duration::from_secs(2);
@@ -41,10 +45,21 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The mesh state of one node. Empty (and never dialing) on nodes without a QUIC endpoint.
-#[derive(Default)]
 pub struct Mesh {
     dialer: OnceLock<Dialer>,
     state: Mutex<State>,
+    /// Idle keep-alive streams of pod requests, per next hop ([`forward`]).
+    pub pool: Arc<StreamPool<forward::PeerKey, Body>>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            dialer: OnceLock::new(),
+            state: Mutex::default(),
+            pool: Arc::new(StreamPool::new(forward::MAX_IDLE_PER_PEER)),
+        }
+    }
 }
 
 struct Dialer {
@@ -185,6 +200,7 @@ impl Mesh {
     /// Closes the connection this node dialed to `node_id` (a revoked node); whether there was one.
     pub fn close_peer(&self, node_id: &str, reason: &[u8]) -> bool {
         let conn = self.state.lock().expect("poisoned").peers.remove(node_id);
+        self.pool.forget(|k| k.node == node_id);
         match conn {
             Some(c) => {
                 c.close(crate::node_policy::REVOKED_CODE.into(), reason);
@@ -213,6 +229,7 @@ impl Mesh {
                 _ = shutdown.changed() => break,
                 _ = tick.tick() => {}
             }
+            app.mesh.pool.sweep();
             let nodes = match app.meta.list_nodes().await {
                 Ok(n) => n,
                 Err(e) => {

@@ -1,17 +1,22 @@
 //! Serving the streams another center opens on the connection it dialed to this one.
 //!
-//! Each stream starts with a [`StreamHeader`]; `Pod { pod_id, epoch, hops }` streams are then
-//! served as one HTTP/1.1 exchange through the same request path as the TCP listener
-//! ([`crate::http::handle`]), with a [`MeshHop`] in the request's extensions and the original
-//! client's address as the peer. The owner authenticates and authorizes the request itself
-//! (keys live in the shared store). Any other target resets the stream.
+//! Each stream starts with a [`StreamHeader`]. `PodRequests` streams are keep-alive HTTP/1.1
+//! connections ([`pod_requests`]): every request goes through the same request path as the TCP
+//! listener ([`crate::http::handle`]) with a [`MeshHop`] built from its `x-xpod-hop` header and
+//! its `x-xpod-client` as the peer (both removed first; a request without a valid `x-xpod-hop`
+//! is answered 400). `Pod { pod_id, epoch, hops }` streams (one exchange each, from nodes of an
+//! older version) and `Runner` streams are served by [`exchange`]. The owner authenticates and
+//! authorizes the request itself (keys live in the shared store). Any other target resets the
+//! stream.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt as _;
+use xpod_routing::forward::headers as fwd_headers;
 use xpod_tunnel::proto::Target;
 
 use super::route::MeshHop;
@@ -59,6 +64,10 @@ async fn stream(
         }
     };
     let (pod_id, epoch, hops) = match header.target {
+        Target::PodRequests => {
+            pod_requests(app, send, recv, rest, from).await;
+            return;
+        }
         Target::Pod {
             pod_id,
             epoch,
@@ -101,6 +110,55 @@ async fn stream(
         from,
     };
     exchange(app, send, recv, rest, hop, client).await;
+}
+
+/// Serves a `PodRequests` stream (`rest`: bytes read past its header) from `from` (a center's
+/// node id, or `center` on an edge's tunnel) until the sender closes it.
+pub async fn pod_requests(
+    app: Arc<App>,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: bytes::BytesMut,
+    from: String,
+) {
+    let io = TokioIo::new(tokio::io::join(
+        std::io::Cursor::new(rest.freeze()).chain(recv),
+        send,
+    ));
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let (app, from) = (app.clone(), from.clone());
+        async move {
+            let h = req.headers_mut();
+            let hop = h
+                .remove(fwd_headers::HOP)
+                .and_then(|v| fwd_headers::parse_hop(v.to_str().ok()?));
+            let client = h
+                .remove(fwd_headers::CLIENT)
+                .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let Some((pod_id, epoch, hops)) = hop else {
+                let e = crate::http::error::ApiError::bad_request(format!(
+                    "a request on a pod stream must name its pod, epoch and hops in {}",
+                    fwd_headers::HOP
+                ));
+                return Ok(crate::http::error_response(&e, "-"));
+            };
+            req.extensions_mut().insert(MeshHop {
+                pod_id,
+                hops,
+                epoch,
+                from,
+            });
+            crate::http::handle(app, client, req).await
+        }
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "pod request stream ended with an error");
+    }
 }
 
 /// Serves one HTTP/1.1 exchange on a stream whose header was `Pod` or `Runner` (`rest`: bytes

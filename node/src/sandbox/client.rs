@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
@@ -69,13 +69,9 @@ async fn open_stream(
 ) -> Result<(quinn::SendStream, quinn::RecvStream), ApiError> {
     let conn = connection_to(app, node).await?;
     let open = async {
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let mut head = BytesMut::new();
-        header.encode(&mut head).map_err(|e| e.to_string())?;
-        send.write_all(&head)
+        xpod_tunnel::stream::open(&conn, &header)
             .await
-            .map_err(|e| format!("writing the stream header: {e}"))?;
-        Ok::<_, String>((send, recv))
+            .map_err(|e| e.to_string())
     };
     tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
@@ -137,7 +133,7 @@ pub async fn call(
         )
     })?;
     let (mut parts, b) = resp.into_parts();
-    crate::edges::forward::strip_hop_by_hop(&mut parts.headers);
+    xpod_routing::forward::strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
         b.map_err(std::io::Error::other).boxed_unsync(),

@@ -217,7 +217,7 @@ async fn forward(
             .parse::<Uri>()
             .map_err(|e| ApiError::bad_request(format!("path: {e}")))?;
     }
-    let upgrade = upgrade_protocol(req.headers());
+    let upgrade = xpod_routing::forward::upgrade_protocol(req.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let host = req
         .headers()
@@ -225,7 +225,7 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let mut req = crate::edges::forward::prepare(req, &host, peer);
+    let mut req = xpod_routing::forward::prepare(req, &host, peer);
     if let Some(p) = &upgrade {
         let h = req.headers_mut();
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -266,7 +266,7 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    crate::edges::forward::strip_hop_by_hop(&mut parts.headers);
+    xpod_routing::forward::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove("x-xpod-node");
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         parts
@@ -330,16 +330,6 @@ impl IntoIo for tokio::io::Join<quinn::RecvStream, quinn::SendStream> {
     fn into_io(self) -> (Self::Io, Option<Box<dyn Send>>) {
         (self, None)
     }
-}
-
-fn upgrade_protocol(h: &http::HeaderMap) -> Option<HeaderValue> {
-    let asks = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
 }
 
 /// The runner side of a `SandboxPort` stream (`rest`: bytes read past its header): relayed to

@@ -204,6 +204,7 @@ mod tests {
                 node: "e1".into(),
                 hops: 1,
             },
+            Target::PodRequests,
         ];
         let addrs = [
             None,

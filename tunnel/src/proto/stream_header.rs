@@ -20,6 +20,8 @@
 //! | `03` | Tcp             | service                                  |
 //! | `04` | Pod             | pod_id, epoch u64, hops u8               |
 //! | `05` | SandboxPort     | sandbox_id, port u16 (not 0)             |
+//! | `06` | Runner          | node, hops u8                            |
+//! | `07` | PodRequests     | (none)                                   |
 //!
 //! Strings are a `u16` length then UTF-8: 1..=255 bytes, no control characters. IPv6 flow info
 //! and scope id are not carried (they mean nothing on another host).
@@ -74,6 +76,10 @@ pub enum Target {
         /// How many nodes forwarded this request already (loop detection).
         hops: u8,
     },
+    /// A keep-alive HTTP/1.1 connection of pod requests: each request names its pod, epoch and
+    /// hop count, and its client, in headers (`xpod_routing::forward`), so one stream serves
+    /// any number of requests for any pods (the forwarder pools these streams).
+    PodRequests,
     /// A port inside a sandbox on the receiving node.
     SandboxPort {
         /// The sandbox.
@@ -174,6 +180,7 @@ impl StreamHeader {
                 node: r.str(Str::Name, "node")?,
                 hops: r.u8("hops")?,
             },
+            0x07 => Target::PodRequests,
             tag => {
                 return Err(ProtoError::UnknownType {
                     what: "stream target",
@@ -278,6 +285,7 @@ impl StreamHeader {
                 w.str(Str::Name, "node", node)?;
                 w.u8(*hops);
             }
+            Target::PodRequests => w.u8(0x07),
         }
         match self.client_addr {
             None => w.u8(0x00),
@@ -397,6 +405,17 @@ mod tests {
                 client_addr: None,
             },
             "a1 0007  06 0002 6531 01  00",
+        );
+    }
+
+    #[test]
+    fn golden_pod_requests() {
+        golden(
+            StreamHeader {
+                target: Target::PodRequests,
+                client_addr: None,
+            },
+            "a1 0002  07  00",
         );
     }
 

@@ -1,67 +1,65 @@
-//! Keep-alive for HTTP forwarding to edges: idle HTTP/1.1 exchanges over QUIC streams, kept per
-//! (edge, service, tunnel connection) for reuse by later requests.
+//! Keep-alive for forwarding: idle HTTP/1.1 exchanges over QUIC streams, kept per key (for
+//! example (edge, service, tunnel connection), or (center, mesh connection)) for reuse by
+//! later requests.
 //!
-//! A forwarded request used to cost a new QUIC stream, an HTTP handshake on it and — on the
-//! edge, which relays each stream to its own TCP connection — a new TCP connection to the
-//! service. Now a stream whose response has been read to the end goes back to the pool, so one
-//! stream is one keep-alive connection to the service, end to end:
+//! A forwarded request would otherwise cost a new QUIC stream, an HTTP handshake on it and —
+//! on an edge, which relays each stream to its own TCP connection — a new TCP connection to
+//! the service. A stream whose response has been read to the end goes back to the pool, so one
+//! stream is one keep-alive connection, end to end:
 //!
 //! - LIFO: the most recently used stream is taken first, so under a light load few stay open.
 //! - A stream is reusable only when hyper says its connection is ready (the previous response
-//!   read to the end, no `Connection: close` from the service, not upgraded). A service that
-//!   closes an idle keep-alive connection makes the edge finish the stream, and the pooled
-//!   exchange notices it is closed.
-//! - Streams idle longer than [`IDLE_TIMEOUT`] are dropped by [`StreamPool::sweep`] (the
-//!   center's presence sweeper calls it every few seconds); dropping one finishes the stream and
-//!   the edge closes its connection to the service.
-//! - At most [`MAX_IDLE_PER_SERVICE`] idle streams per key; more are closed.
-//! - The key includes the tunnel connection's id: after an edge reconnects, streams of the old
-//!   connection are never handed out (they fail anyway when their connection ends).
-//!
-//! A request sent on a pooled stream that the service closes at that very moment is sent again on
-//! a new stream by the caller when hyper hands it back unsent (`try_send_request`) or when it is
-//! an idempotent request without a body (as Go's `http.Transport` and nginx's
-//! `proxy_next_upstream` do); otherwise the client gets a 502.
+//!   read to the end, no `Connection: close` from the far side, not upgraded). A far side that
+//!   closes an idle keep-alive connection finishes the stream, and the pooled exchange notices
+//!   it is closed.
+//! - Streams idle longer than [`IDLE_TIMEOUT`] are dropped by [`StreamPool::sweep`] (called
+//!   every few seconds by whoever owns the pool); dropping one finishes the stream.
+//! - At most `max_per_key` idle streams per key and [`MAX_IDLE_TOTAL`] in all: idle streams
+//!   count against the peer's concurrent-stream limit, so they may never starve new ones.
+//! - Keys include the QUIC connection's id: after a reconnect, streams of the old connection
+//!   are never handed out (they fail anyway when their connection ends).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
-use crate::http::body::Body;
-
 /// How long an idle stream is kept for reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The most idle streams kept per (edge, service, connection).
-pub const MAX_IDLE_PER_SERVICE: usize = 64;
+/// The most idle streams kept by one pool (a fraction of a connection's stream limit).
+pub const MAX_IDLE_TOTAL: usize = 512;
 /// How long a returned stream may take to become reusable (its response body read to the end)
 /// before it is given up; long downloads simply do not come back.
 const READY_WITHIN: Duration = Duration::from_secs(300);
 
-/// Identifies the streams that can serve a request: same edge, same service, same connection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Key {
-    pub node: String,
-    pub service: String,
-    /// `quinn::Connection::stable_id` of the tunnel.
-    pub conn: usize,
-}
-
-struct Idle {
-    sender: SendRequest<Body>,
+struct Idle<B> {
+    sender: SendRequest<B>,
     since: Instant,
 }
 
 /// The idle streams, by key. See the module docs.
-#[derive(Default)]
-pub struct StreamPool {
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+pub struct StreamPool<K, B> {
+    idle: Mutex<HashMap<K, Vec<Idle<B>>>>,
+    max_per_key: usize,
 }
 
-impl StreamPool {
+impl<K, B> StreamPool<K, B>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    B: http_body::Body + Send + 'static,
+{
+    /// A pool that keeps at most `max_per_key` idle streams per key.
+    pub fn new(max_per_key: usize) -> StreamPool<K, B> {
+        StreamPool {
+            idle: Mutex::new(HashMap::new()),
+            max_per_key,
+        }
+    }
+
     /// An idle, ready stream for `key`, if there is one (the most recently returned).
-    pub fn checkout(&self, key: &Key) -> Option<SendRequest<Body>> {
+    pub fn checkout(&self, key: &K) -> Option<SendRequest<B>> {
         let mut idle = self.idle.lock().expect("poisoned");
         let list = idle.get_mut(key)?;
         let mut found = None;
@@ -79,7 +77,7 @@ impl StreamPool {
 
     /// Returns `sender` to the pool once its current exchange is over (response body read to
     /// the end); a connection that closes instead is forgotten.
-    pub fn checkin_when_ready(self: &Arc<Self>, key: Key, mut sender: SendRequest<Body>) {
+    pub fn checkin_when_ready(self: &Arc<Self>, key: K, mut sender: SendRequest<B>) {
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             match tokio::time::timeout(READY_WITHIN, sender.ready()).await {
@@ -88,8 +86,9 @@ impl StreamPool {
             }
             let Some(pool) = pool.upgrade() else { return };
             let mut idle = pool.idle.lock().expect("poisoned");
+            let total: usize = idle.values().map(Vec::len).sum();
             let list = idle.entry(key).or_default();
-            if list.len() < MAX_IDLE_PER_SERVICE {
+            if list.len() < pool.max_per_key && total < MAX_IDLE_TOTAL {
                 list.push(Idle {
                     sender,
                     since: Instant::now(),
@@ -109,12 +108,12 @@ impl StreamPool {
         idle.values().map(Vec::len).sum()
     }
 
-    /// Drops every idle stream of `node` (its tunnel is gone or replaced).
-    pub fn forget_node(&self, node: &str) {
+    /// Drops every idle stream whose key matches (its connection is gone or replaced).
+    pub fn forget(&self, matches: impl Fn(&K) -> bool) {
         self.idle
             .lock()
             .expect("poisoned")
-            .retain(|k, _| k.node != node);
+            .retain(|k, _| !matches(k));
     }
 
     /// How many idle streams the pool holds.
