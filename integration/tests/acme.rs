@@ -216,6 +216,32 @@ fn two_centers_share_one_acme_certificate_and_serve_pods_over_https() {
             .expect(200);
         assert_eq!(r.text(), "hello over https");
     }
+    // ALPN offers h2 and HTTP/1.1: curl gets what it asks for, from the same handlers.
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                flag,
+            ])
+            .arg("--cacert")
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("{host}:{}:127.0.0.1", tls[0]))
+            .args(["-H", &format!("Authorization: Bearer {key}")])
+            .arg(format!("https://{host}:{}/hello.txt", tls[0]))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{want} 200"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // The apex name is covered too.
     https("GET", ZONE, tls[1], "/health", &root)
         .send()

@@ -144,3 +144,62 @@ fn keys_and_pods_are_cached_and_a_revoked_key_stops_everywhere() {
     // And on the center that revoked it, at once.
     assert_eq!(get(&centers[0]).status, 401);
 }
+
+/// `curl` with `ARGS`, printing `<http_version> <status>` last; returns (version, status, body).
+fn curl_version(args: &[&str]) -> (String, u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (version, status) = last.split_once(' ').unwrap_or(("", "0"));
+    (
+        version.to_string(),
+        status.parse().unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn http2_and_http1_reach_the_same_handlers() {
+    // (HTTP/2 over TLS, chosen by ALPN, is checked in `acme.rs`, where a center serves a
+    // certificate a client can verify.)
+    let node = NodeProcess::start();
+    let admin = node.admin_key();
+    let auth = format!("Authorization: Bearer {admin}");
+    Curl::new("POST", format!("{}/.cluster/pods", node.url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "h2"}))
+        .send()
+        .expect(201);
+    // Written over HTTP/2 with prior knowledge (h2c)…
+    let url = format!("{}/h2/note.txt", node.url());
+    let (v, status, _) = curl_version(&[
+        "--http2-prior-knowledge",
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        "over h2",
+        &url,
+    ]);
+    assert_eq!((v.as_str(), status), ("2", 201));
+    // …read over HTTP/1.1…
+    let (v, status, body) = curl_version(&["--http1.1", "-H", &auth, &url]);
+    assert_eq!((v.as_str(), status, body.as_str()), ("1.1", 200, "over h2"));
+    // Errors are the same JSON over HTTP/2.
+    let (v, status, body) = curl_version(&["--http2-prior-knowledge", &url]);
+    assert_eq!((v.as_str(), status), ("2", 401), "{body}");
+    assert!(body.contains("\"code\""), "{body}");
+}

@@ -2,8 +2,10 @@
 //! Connections are bounded per client address and in total (`http.max_connections_per_client`,
 //! `http.max_connections`; `crate::conn_limit`).
 //!
-//! Connections are served with upgrades enabled (WebSocket through the edge forwarder). The
-//! drain is our own (hyper-util's `GracefulShutdown` cannot watch an upgradeable HTTP/1
+//! Connections speak HTTP/1.1 or HTTP/2 (prior knowledge on plain TCP, ALPN `h2` on TLS;
+//! hyper-util's auto builder tells them apart by the connection preface), with the same
+//! handlers. HTTP/1.1 is served with upgrades enabled (WebSocket through the edge forwarder);
+//! HTTP/2 connections carry at most [`H2_MAX_STREAMS`] concurrent streams. The drain is our own (hyper-util's `GracefulShutdown` cannot watch an upgradeable HTTP/1
 //! connection): every connection task watches a stop flag, tells hyper to finish the request
 //! in flight and close, and holds a token whose drop the drain waits for. Connections already
 //! upgraded to another protocol are not waited for.
@@ -22,6 +24,8 @@ use crate::app::App;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(30);
+/// Concurrent streams (requests) one HTTP/2 connection may carry.
+pub const H2_MAX_STREAMS: u32 = 256;
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// [`DRAIN`] for in-flight requests.
@@ -83,8 +87,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
 #[derive(Clone, Copy, Debug)]
 pub struct Https;
 
-/// Serves HTTP/1.1 (with upgrades) on one connection until it ends; when `stop` turns true the
-/// request in flight finishes and the connection closes. `token` is dropped at the end (the
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one connection until it ends; when `stop` turns
+/// true the requests in flight finish and the connection closes. `token` is dropped at the end (the
 /// drain waits for it).
 pub async fn serve_connection<I, T>(
     app: Arc<App>,
@@ -102,11 +106,19 @@ pub async fn serve_connection<I, T>(
         }
         crate::http::handle(app.clone(), peer, req)
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

@@ -139,7 +139,7 @@ impl Services {
         app.tls.certs.for_name(sni)?;
         let acceptor = self
             .tls
-            .get_or_init(|| match crate::https::server_config(app) {
+            .get_or_init(|| match crate::https::server_config(app, false) {
                 Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "no TLS configuration on this edge");

@@ -88,6 +88,17 @@ pub async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let mut req = req;
+    if !req.headers().contains_key(http::header::HOST) {
+        // HTTP/2 names the host in `:authority`: the handlers (and forwarded HTTP/1.1) read Host.
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
     let trace_id = hex::encode(rand::random::<[u8; 8]>());
     let started = Instant::now();
     let _in_flight = app.metrics.start();
