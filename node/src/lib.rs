@@ -22,6 +22,7 @@
 //! - [`metrics`]: Prometheus counters.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
 //!   revocation.
+//! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //!
 //! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
@@ -51,6 +52,7 @@ pub mod sandbox;
 pub mod sandbox_cli;
 pub mod server;
 pub mod special_ip;
+pub mod tasks;
 pub mod webhooks;
 
 use std::future::Future;
@@ -60,8 +62,8 @@ use xpod_config::Config;
 
 pub use app::App;
 
-/// Runs a node on `listener` until `shutdown` resolves, then drains in-flight requests and
-/// marks the node offline. `config.node_id` may be `auto` (resolved here).
+/// Runs a node on `listener` until `shutdown` resolves (or one of its tasks fails: then that
+/// error is returned), then drains in-flight requests and marks the node offline. `config.node_id` may be `auto` (resolved here).
 pub async fn run(
     mut config: Config,
     listener: TcpListener,
@@ -87,60 +89,92 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot load node policies yet");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let policies = tokio::spawn(node_policy::watch(app.clone(), stop_rx.clone()));
-    let tunnels = start_tunnels(&app, addr, stop_rx.clone()).await?;
-    let feed = tokio::spawn(mesh::follow_feed(app.clone(), stop_rx.clone()));
-    let sync = tokio::spawn(regions::sync_loop(app.clone(), stop_rx.clone()));
-    let dns = match app.config.dns.listen {
-        Some(_) => Some(dns::serve(app.clone(), stop_rx.clone()).await?),
-        None => None,
-    };
+    let mut tasks = tasks::Tasks::default();
+    tasks.spawn_infallible(
+        "node policies",
+        node_policy::watch(app.clone(), stop_rx.clone()),
+    );
+    if let Some(t) = start_tunnels(&app, addr, stop_rx.clone()).await? {
+        tasks.watch("tunnels", t);
+    }
+    tasks.spawn_infallible(
+        "change feed",
+        mesh::follow_feed(app.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible(
+        "region sync",
+        regions::sync_loop(app.clone(), stop_rx.clone()),
+    );
+    if app.config.dns.listen.is_some() {
+        tasks.watch("dns", dns::serve(app.clone(), stop_rx.clone()).await?);
+    }
     // The TLS port (HTTPS and passthrough to edges): bound now so a taken port stops start-up.
-    let https = match (app.config.role, app.config.tunnel.tls_listen) {
-        (xpod_config::Role::Center, Some(addr)) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("binding tunnel.tls_listen {addr}: {e}"))?;
-            Some(tokio::spawn(https::serve(
+    if let (xpod_config::Role::Center, Some(addr)) = (app.config.role, app.config.tunnel.tls_listen)
+    {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding tunnel.tls_listen {addr}: {e}"))?;
+        tasks.spawn(
+            "https",
+            https::serve(
                 app.clone(),
                 app.config.tunnel.edge_domain.clone(),
                 listener,
                 stop_rx.clone(),
-            )))
+            ),
+        );
+    }
+    tasks.spawn_infallible("acme", certs::run(app.clone(), stop_rx.clone()));
+    tasks.spawn_infallible(
+        "sandboxes",
+        sandbox::worker::run(app.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible(
+        "webhooks",
+        webhooks::deliver::run(app.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible(
+        "rfc2136",
+        dns::update::push_loop(app.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible("background", app.clone().background(stop_rx));
+    // Serve until `shutdown`, or until a task fails (then drain and return its error).
+    let failed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop_serving = {
+        let failed = failed.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = failed.notified() => {}
+            }
         }
-        _ => None,
     };
-    let acme = tokio::spawn(certs::run(app.clone(), stop_rx.clone()));
-    let sandboxes = tokio::spawn(sandbox::worker::run(app.clone(), stop_rx.clone()));
-    let hooks = tokio::spawn(webhooks::deliver::run(app.clone(), stop_rx.clone()));
-    let rfc2136 = tokio::spawn(dns::update::push_loop(app.clone(), stop_rx.clone()));
-    let background = tokio::spawn(app.clone().background(stop_rx));
-    server::serve(app.clone(), listener, shutdown).await;
-    let _ = stop_tx.send(true);
-    let _ = background.await;
-    let _ = policies.await;
-    let _ = acme.await;
-    let _ = sandboxes.await;
-    let _ = hooks.await;
-    let _ = rfc2136.await;
-    if let Some(h) = https {
-        if let Ok(Err(e)) = h.await {
-            tracing::warn!(error = %format!("{e:#}"), "the TLS port stopped with an error");
+    let serving = server::serve(app.clone(), listener, stop_serving);
+    tokio::pin!(serving);
+    let mut first_error = None;
+    tokio::select! {
+        _ = &mut serving => {}
+        e = tasks.next_failure() => {
+            tracing::error!(error = %format!("{e:#}"), "a task failed: stopping the node");
+            first_error = Some(e);
+            failed.notify_one();
+            serving.await;
         }
     }
-    let _ = sync.await;
-    if let Some(d) = dns {
-        let _ = d.await;
-    }
-    let _ = feed.await;
-    if let Some(t) = tunnels {
-        let _ = t.await;
+    let _ = stop_tx.send(true);
+    if let Some(e) = tasks.join_all().await {
+        first_error.get_or_insert(e);
     }
     if let Err(e) = app.heartbeat(xpod_storage::meta::NodeStatus::Offline).await {
         tracing::warn!(error = %e, "could not mark this node offline");
     }
-    tracing::info!("stopped");
-    Ok(())
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
 }
 
 /// Starts the QUIC side when this node has an identity (`<data_dir>/node.crt`): a center binds

@@ -201,10 +201,11 @@ pub fn render_metrics(regions: &Regions) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP xpod_blob_reads_total Blob reads by tier (cache, own region, another region).
+        "# HELP xpod_blob_reads_total Blob reads by tier (memory, disk cache, own region, another region).
 # TYPE xpod_blob_reads_total counter"
     );
     for (tier, v) in [
+        ("memory", &s.memory_hits),
         ("cache", &s.cache_hits),
         ("own", &s.own_reads),
         ("remote", &s.remote_reads),

@@ -6,8 +6,10 @@
 //!   that both backends pass.
 //! - [`blobs`]: resource bodies behind `object_store` under immutable keys (a new key per
 //!   write), streamed in and out, with garbage collection of unreferenced blobs.
+//! - [`memcache`]: small immutable blobs in memory (the hot path of small GETs).
 
 pub mod blobs;
 pub mod cache;
+pub mod memcache;
 pub mod meta;
 pub mod regions;

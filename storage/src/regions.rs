@@ -4,6 +4,8 @@
 //! Writes always go to the own region's store under a new immutable key (see
 //! [`crate::blobs`]); the metadata row lists the regions whose bucket holds the blob. A read
 //! ([`Regions::read`]) tries, in order:
+//! 0. the memory tier ([`MemCache`]) — small blobs (≤ 64 KiB) read in full from the own
+//!    region's store are kept there, so a hot small GET touches no file;
 //! 1. the disk cache ([`DiskCache`]) — filled by full reads that came over the network;
 //! 2. the own region's store;
 //! 3. the regions the row says hold the blob, then every other configured region.
@@ -39,6 +41,7 @@ use object_store::{ObjectStoreExt as _, PutMode, PutOptions, PutPayload, WriteMu
 
 use crate::blobs::{BlobError, BlobStore};
 use crate::cache::{CacheWriter, DiskCache};
+use crate::memcache::MemCache;
 use crate::meta::MetaStore;
 
 /// Blobs up to this size are copied with one create-only put; larger ones by multipart upload.
@@ -58,6 +61,8 @@ pub struct Region {
 /// Where a read was served from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tier {
+    /// The memory tier of small blobs.
+    Memory,
     Cache,
     /// A region's store (the own region or another).
     Region(String),
@@ -67,6 +72,7 @@ impl Tier {
     /// `cache` or the region's name.
     pub fn label(&self) -> &str {
         match self {
+            Tier::Memory => "memory",
             Tier::Cache => "cache",
             Tier::Region(r) => r,
         }
@@ -95,6 +101,8 @@ pub enum RegionError {
 #[derive(Debug, Default)]
 pub struct RegionStats {
     pub cache_hits: AtomicU64,
+    /// Reads served from the memory tier.
+    pub memory_hits: AtomicU64,
     pub own_reads: AtomicU64,
     pub remote_reads: AtomicU64,
     /// Blobs copied into the own region (by reads or the sync job).
@@ -102,11 +110,15 @@ pub struct RegionStats {
     pub copy_failures: AtomicU64,
 }
 
+/// The memory tier's budget.
+pub const MEMORY_TIER_BYTES: usize = 32 * 1024 * 1024;
+
 /// The regions of a cluster as one node sees them. See the module docs.
 pub struct Regions {
     own: Region,
     others: Vec<Region>,
     cache: Option<Arc<DiskCache>>,
+    mem: MemCache,
     meta: Arc<dyn MetaStore>,
     copying: Arc<Mutex<HashSet<String>>>,
     pub stats: Arc<RegionStats>,
@@ -146,6 +158,7 @@ impl Regions {
             own,
             others,
             cache,
+            mem: MemCache::new(MEMORY_TIER_BYTES),
             meta,
             copying: Default::default(),
             stats: Default::default(),
@@ -199,6 +212,13 @@ impl Regions {
         holding: &[String],
         range: Option<Range<u64>>,
     ) -> Result<Read, RegionError> {
+        if let Some(b) = self.mem.get(key, range.clone()) {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Read {
+                stream: futures_util::stream::once(async move { Ok(b) }).boxed(),
+                tier: Tier::Memory,
+            });
+        }
         if let Some(cache) = &self.cache {
             if let Some(s) = cache.get(key, range.clone()).await {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +254,9 @@ impl Regions {
                 };
                 let stream = match writer {
                     Some(w) => tee(stream, w, size, None),
+                    None if range.is_none() && self.mem.admits(size) => {
+                        self.keep_in_memory(key, size, stream).await
+                    }
                     None => stream,
                 };
                 return Ok(Read { stream, tier });
@@ -284,6 +307,45 @@ impl Regions {
                     .join("; "),
                 regions: failed.into_iter().map(|(r, _)| r).collect(),
             })
+        }
+    }
+
+    /// Reads a small blob (`size` bytes) in full and keeps it in the memory tier if exactly
+    /// `size` bytes arrived; the bytes (and an error that cut the read short) are streamed on.
+    async fn keep_in_memory(
+        &self,
+        key: &str,
+        size: u64,
+        mut stream: BoxStream<'static, Result<Bytes, BlobError>>,
+    ) -> BoxStream<'static, Result<Bytes, BlobError>> {
+        let mut buf = bytes::BytesMut::with_capacity(size as usize);
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) if (buf.len() + c.len()) as u64 <= size => buf.extend_from_slice(&c),
+                Ok(c) => {
+                    // More than the row says: serve it, keep nothing.
+                    buf.extend_from_slice(&c);
+                    failed = Some(None);
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(Some(e));
+                    break;
+                }
+            }
+        }
+        let bytes = buf.freeze();
+        if failed.is_none() && bytes.len() as u64 == size {
+            self.mem.put(key, bytes.clone());
+        }
+        let head = futures_util::stream::once(async move { Ok(bytes) });
+        match failed {
+            Some(Some(e)) => head
+                .chain(futures_util::stream::once(async move { Err(e) }))
+                .boxed(),
+            Some(None) => head.chain(stream).boxed(),
+            None => head.boxed(),
         }
     }
 
