@@ -35,7 +35,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt as _;
 use xpod_config::{ServiceKind, TunnelConfig};
-use xpod_tunnel::proto::{self, StreamHeader, Target, MAX_STREAM_HEADER};
+use xpod_tunnel::proto::{self, StreamHeader, Target};
 
 /// How long a center may take to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,49 +186,26 @@ pub async fn serve_connection(conn: quinn::Connection, services: Arc<Services>) 
     }
 }
 
-/// Reads the header: `Ok(Some((header, rest)))`, `Ok(None)` on a clean EOF before any byte.
-pub(crate) async fn read_header(
-    recv: &mut quinn::RecvStream,
-) -> Result<Option<(StreamHeader, BytesMut)>, String> {
-    let mut buf = BytesMut::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(h) = StreamHeader::decode(&mut buf).map_err(|e| e.to_string())? {
-            return Ok(Some((h, buf)));
-        }
-        if buf.len() >= MAX_STREAM_HEADER {
-            return Err(format!(
-                "stream header exceeds the {MAX_STREAM_HEADER}-byte cap"
-            ));
-        }
-        // Bytes read past the header are payload; they stay in `buf` for the relay.
-        match recv.read(&mut chunk).await.map_err(|e| e.to_string())? {
-            Some(n) => buf.extend_from_slice(&chunk[..n]),
-            None if buf.is_empty() => return Ok(None),
-            None => return Err("stream ended inside its header".into()),
-        }
-    }
-}
-
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     services: Arc<Services>,
 ) {
-    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "bad data stream from a center; reset");
-            refuse(send, recv);
-            return;
-        }
-        Err(_) => {
-            tracing::warn!("a center sent no stream header within {HEADER_TIMEOUT:?}; reset");
-            refuse(send, recv);
-            return;
-        }
-    };
+    let header =
+        match tokio::time::timeout(HEADER_TIMEOUT, xpod_tunnel::stream::accept(&mut recv)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "bad data stream from a center; reset");
+                refuse(send, recv);
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("a center sent no stream header within {HEADER_TIMEOUT:?}; reset");
+                refuse(send, recv);
+                return;
+            }
+        };
     let (
         StreamHeader {
             target,

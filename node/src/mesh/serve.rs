@@ -21,7 +21,6 @@ use xpod_tunnel::proto::Target;
 
 use super::route::MeshHop;
 use crate::app::App;
-use crate::edges::services::read_header;
 
 /// How long a peer may take to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,20 +48,21 @@ async fn stream(
     mut recv: quinn::RecvStream,
     from: String,
 ) {
-    let (header, rest) = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::warn!(peer = %from, error = %e, "bad mesh stream; reset");
-            let _ = send.reset(STREAM_REFUSED.into());
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(peer = %from, "no stream header within {HEADER_TIMEOUT:?}; reset");
-            let _ = send.reset(STREAM_REFUSED.into());
-            return;
-        }
-    };
+    let (header, rest) =
+        match tokio::time::timeout(HEADER_TIMEOUT, xpod_tunnel::stream::accept(&mut recv)).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %from, error = %e, "bad mesh stream; reset");
+                let _ = send.reset(STREAM_REFUSED.into());
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(peer = %from, "no stream header within {HEADER_TIMEOUT:?}; reset");
+                let _ = send.reset(STREAM_REFUSED.into());
+                return;
+            }
+        };
     let (pod_id, epoch, hops) = match header.target {
         Target::PodRequests => {
             pod_requests(app, send, recv, rest, from).await;
