@@ -585,9 +585,14 @@ fn sandboxes_across_centers_and_an_edge() {
     });
 
     // An expired key is refused (expired in the store: the API gives keys at least a day).
+    // Nodes cache keys and follow the change feed, so the edit is announced as the store
+    // announces every key change (`key:<id>`); without it, the cache's safety-net age applies.
     let bob_id = &bob[3..15];
     let url = pg.url().to_string();
-    let stmt = format!("UPDATE api_keys SET expires_at = 1 WHERE key_id = '{bob_id}'");
+    let stmt = format!(
+        "UPDATE api_keys SET expires_at = 1 WHERE key_id = '{bob_id}'; \
+         SELECT pg_notify('xpod_pods', 'key:{bob_id}')"
+    );
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -598,7 +603,10 @@ fn sandboxes_across_centers_and_an_edge() {
     .join()
     .unwrap()
     .expect("expiring bob's key");
-    let r = api("GET", &centers[0], &bob, "/sandboxes").send();
+    let r = eventually(10, "the expired key is refused", || {
+        let r = api("GET", &centers[0], &bob, "/sandboxes").send();
+        (r.status != 200).then_some(r)
+    });
     assert_eq!(r.status, 401);
     assert!(r.text().contains("expired"), "{}", r.text());
 
@@ -611,7 +619,11 @@ fn sandboxes_across_centers_and_an_edge() {
     )
     .send()
     .expect(204);
-    let r = api("GET", &centers[1], &alice, "/sandboxes").send();
+    // On the other center as soon as the change feed tells it (request_path times it).
+    let r = eventually(5, "the revoked key is refused on the other center", || {
+        let r = api("GET", &centers[1], &alice, "/sandboxes").send();
+        (r.status != 200).then_some(r)
+    });
     assert_eq!(r.status, 401);
     assert!(r.text().contains("revoked"), "{}", r.text());
     drop(edge);

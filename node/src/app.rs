@@ -98,8 +98,14 @@ impl App {
             .with_context(|| format!("opening the metadata store ({})", redact_url(&db_url)))?;
         let regions = crate::regions::open(&config, meta.clone())?;
         let blobs = regions.own().store.clone();
+        let domain = |d: &Option<String>| {
+            d.as_deref()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        };
         let target = TargetConfig {
             pods_domain: config.http.pods_domain.clone(),
+            edge_domain: domain(&config.tunnel.edge_domain),
+            sandbox_domain: domain(&config.sandbox.domain),
         };
         let owners = {
             let meta = meta.clone();

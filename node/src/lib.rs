@@ -278,10 +278,7 @@ fn advertised_quic(bound: std::net::SocketAddr, base_url: &str) -> String {
         .split('/')
         .next()
         .unwrap_or_default();
-    let host = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+    let host = xpod_routing::host::strip_port(host);
     if host.is_empty() {
         return server::reachable(bound).to_string();
     }

@@ -3,6 +3,8 @@
 //! service names; anything deeper is an error (the node answers 400, or closes a TLS
 //! connection), never a panic.
 
+use crate::host::Host;
+
 /// The service a bare `<node>.<edge_domain>` means.
 pub const DEFAULT_SERVICE: &str = "web";
 
@@ -20,36 +22,32 @@ pub struct EdgeRoute {
 /// `Ok(None)`: not an edge host (including `edge_domain` itself). Names that are not DNS labels,
 /// or deeper names, are a 400.
 pub fn edge_route(host: Option<&str>, edge_domain: &str) -> Result<Option<EdgeRoute>, String> {
-    let Some(host) = host else { return Ok(None) };
-    if host.starts_with('[') {
-        return Ok(None); // an IPv6 literal
-    }
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let Some(raw) = host else { return Ok(None) };
+    let parsed = Host::parse(raw).map_err(|_| format!("host {raw:?} is not a valid host name"))?;
+    route_of(&parsed, edge_domain)
+}
+
+/// [`edge_route`] of a parsed host.
+pub fn route_of(host: &Host, edge_domain: &str) -> Result<Option<EdgeRoute>, String> {
     let domain = edge_domain.trim_end_matches('.').to_ascii_lowercase();
-    let Some(prefix) = name
-        .strip_suffix(domain.as_str())
-        .and_then(|p| p.strip_suffix('.'))
-    else {
+    let Some(prefix) = host.under(&domain) else {
         return Ok(None);
     };
+    let name = &host.name;
     let labels: Vec<&str> = prefix.split('.').collect();
     let (service, node) = match labels[..] {
         [node] => (DEFAULT_SERVICE, node),
         [service, node] => (service, node),
         _ => {
             return Err(format!(
-                "host {host:?}: expected <node>.{domain} or <service>.<node>.{domain}"
+                "host {name:?}: expected <node>.{domain} or <service>.<node>.{domain}"
             ))
         }
     };
-    xpod_config::validate_node_id(node).map_err(|e| format!("host {host:?}: {e}"))?;
+    xpod_config::validate_node_id(node).map_err(|e| format!("host {name:?}: {e}"))?;
     xpod_config::validate_pod_id(service).map_err(|e| {
         format!(
-            "host {host:?}: {}",
+            "host {name:?}: {}",
             e.replacen("a pod id", "a service name", 1)
         )
     })?;

@@ -1,11 +1,16 @@
-//! What a request is for, from its Host header and path.
+//! What a request is for, from its Host header and path: one classifier for every target.
 //!
-//! Order: operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the
+//! Order: the host first — `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` is an edge's
+//! service ([`Target::EdgeService`]), `<port>-<id>.<sandbox_domain>` a sandbox's port
+//! ([`Target::SandboxPort`]), `<pod>.<pods_domain>` a pod (subdomain mode); then the path:
+//! operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the
 //! cluster API (`/.cluster/…`), the `/api/v1/…` API, then pods. In subdomain mode a Host of
 //! `<pod>.<pods-domain>` selects the pod and the whole path is the resource path; otherwise the
 //! first path segment is the pod (path mode). Pod ids are DNS labels, so the reserved words
 //! below can never be pod ids that collide with API paths.
 
+use crate::edge_host::{route_of, EdgeRoute};
+use crate::host::Host;
 use crate::path::{parse_resource_path, PathError};
 
 /// Words that cannot be pod ids because path mode would shadow them.
@@ -16,6 +21,10 @@ pub const RESERVED_POD_IDS: &[&str] = &["api", "health", "readiness", "metrics",
 pub struct TargetConfig {
     /// Enables subdomain mode for `<pod>.<pods_domain>` (lowercase, no trailing dot).
     pub pods_domain: Option<String>,
+    /// Edges' services at `<service>.<node>.<edge_domain>` (`tunnel.edge_domain`).
+    pub edge_domain: Option<String>,
+    /// Sandbox ports at `<port>-<id>.<sandbox_domain>` (`sandbox.domain`).
+    pub sandbox_domain: Option<String>,
 }
 
 /// Operations endpoints.
@@ -43,6 +52,13 @@ pub enum Target {
     },
     /// `/` in path mode: the node's landing document.
     Index,
+    /// A service an edge published, by host; the edge's service decides about credentials.
+    EdgeService(EdgeRoute),
+    /// A port inside a sandbox, by host.
+    SandboxPort {
+        id: String,
+        port: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +67,9 @@ pub enum TargetError {
     BadPodId { id: String, reason: String },
     #[error("invalid Host header")]
     BadHost,
+    /// A host under a configured domain that does not have the shape that domain requires.
+    #[error("{0}")]
+    BadName(String),
     #[error(transparent)]
     Path(#[from] PathError),
 }
@@ -74,13 +93,55 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).flat_map(char::escape_default).collect()
 }
 
+/// Whether `id` has the shape of a sandbox id: `sb` and 14 lowercase hex digits.
+pub fn valid_sandbox_id(id: &str) -> bool {
+    id.len() == 16
+        && id.starts_with("sb")
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `<port>-<id>.<domain>` → (port, id); `Ok(None)`: not a sandbox host (including deeper names).
+pub fn sandbox_port(host: &Host, domain: &str) -> Result<Option<(u16, String)>, TargetError> {
+    let Some(label) = host.under(domain) else {
+        return Ok(None);
+    };
+    if label.contains('.') {
+        return Ok(None);
+    }
+    let bad = || {
+        TargetError::BadName(format!(
+            "host {:?}: expected <port>-<sandboxId>.{domain}",
+            host.name
+        ))
+    };
+    let (port, id) = label.split_once('-').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    if !valid_sandbox_id(id) {
+        return Err(bad());
+    }
+    Ok(Some((port, id.to_string())))
+}
+
 /// Classifies a request. `raw_path` is the URI path, still percent-encoded, without the query.
 pub fn classify(
     cfg: &TargetConfig,
     host: Option<&str>,
     raw_path: &str,
 ) -> Result<Target, TargetError> {
-    if let Some(pod) = subdomain_pod(cfg, host)? {
+    let host = host.map(Host::parse).transpose()?;
+    if let (Some(h), Some(domain)) = (&host, cfg.edge_domain.as_deref()) {
+        if let Some(route) = route_of(h, domain).map_err(TargetError::BadName)? {
+            return Ok(Target::EdgeService(route));
+        }
+    }
+    if let (Some(h), Some(domain)) = (&host, cfg.sandbox_domain.as_deref()) {
+        if let Some((port, id)) = sandbox_port(h, domain)? {
+            return Ok(Target::SandboxPort { id, port });
+        }
+    }
+    if let Some(pod) = subdomain_pod(cfg, host.as_ref()) {
         validate_pod_id(&pod)?;
         return Ok(Target::Pod {
             pod_id: pod,
@@ -130,40 +191,12 @@ fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// The pod named by the Host header in subdomain mode, if any.
-fn subdomain_pod(cfg: &TargetConfig, host: Option<&str>) -> Result<Option<String>, TargetError> {
+/// The pod named by the Host header in subdomain mode, if any (validated by the caller).
+fn subdomain_pod(cfg: &TargetConfig, host: Option<&Host>) -> Option<String> {
     let (Some(domain), Some(host)) = (cfg.pods_domain.as_deref(), host) else {
-        return Ok(None);
+        return None;
     };
-    let name = host_name(host)?;
-    let Some(label) = name.strip_suffix(domain).and_then(|l| l.strip_suffix('.')) else {
-        return Ok(None);
-    };
-    if label.contains('.') {
-        return Err(TargetError::BadPodId {
-            id: truncate(label),
-            reason: "must be a single DNS label".into(),
-        });
-    }
-    Ok(Some(label.to_string()))
-}
-
-/// The lowercase host name of a Host header value, without port and trailing dot.
-fn host_name(host: &str) -> Result<String, TargetError> {
-    if host.is_empty() || host.len() > 260 || !host.is_ascii() {
-        return Err(TargetError::BadHost);
-    }
-    let name = if host.starts_with('[') {
-        // IPv6 literal: never a pod name.
-        return Ok(String::new());
-    } else {
-        match host.rsplit_once(':') {
-            Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => n,
-            Some(_) => return Err(TargetError::BadHost),
-            None => host,
-        }
-    };
-    Ok(name.trim_end_matches('.').to_ascii_lowercase())
+    host.under(domain).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -177,7 +210,68 @@ mod tests {
     fn sub() -> TargetConfig {
         TargetConfig {
             pods_domain: Some("pods.example.com".into()),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn one_classifier_for_edges_sandboxes_and_pods() {
+        let c = TargetConfig {
+            pods_domain: Some("pods.example.com".into()),
+            edge_domain: Some("edges.example.com".into()),
+            sandbox_domain: Some("sb.example.com".into()),
+        };
+        let t = |h: &str| classify(&c, Some(h), "/x");
+        assert_eq!(
+            t("api.e1.edges.example.com:8080").unwrap(),
+            Target::EdgeService(EdgeRoute {
+                node: "e1".into(),
+                service: "api".into()
+            })
+        );
+        assert_eq!(
+            t("E1.Edges.Example.Com.").unwrap(),
+            Target::EdgeService(EdgeRoute {
+                node: "e1".into(),
+                service: "web".into()
+            })
+        );
+        assert_eq!(
+            t("8080-sb0123456789abcd.sb.example.com").unwrap(),
+            Target::SandboxPort {
+                id: "sb0123456789abcd".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            t("alice.pods.example.com").unwrap(),
+            Target::Pod {
+                pod_id: "alice".into(),
+                path: "/x".into()
+            }
+        );
+        assert_eq!(
+            t("example.com").unwrap(),
+            Target::Pod {
+                pod_id: "x".into(),
+                path: "/".into()
+            }
+        );
+        for bad in [
+            "a.b.e1.edges.example.com",
+            "0-sb0123456789abcd.sb.example.com",
+            "80-nope.sb.example.com",
+            "80.sb.example.com",
+            "a.b.pods.example.com",
+            "x:y",
+        ] {
+            assert!(t(bad).is_err(), "{bad} should be a 400");
+        }
+        // Deeper names under the sandbox domain are not sandbox hosts (nor errors).
+        assert!(matches!(
+            classify(&c, Some("a.b.sb.example.com"), "/p/x").unwrap(),
+            Target::Pod { .. }
+        ));
     }
 
     #[test]
@@ -334,6 +428,7 @@ mod invariants {
         let mut rng = rand::rng();
         let cfg = TargetConfig {
             pods_domain: Some("pods.example.com".into()),
+            ..Default::default()
         };
         let mut accepted = 0;
         for _ in 0..200_000 {

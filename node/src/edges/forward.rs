@@ -135,11 +135,6 @@ impl EdgeRegistry {
 
 pub use xpod_routing::edge_host::{EdgeRoute, DEFAULT_SERVICE};
 
-/// [`xpod_routing::edge_host::edge_route`] with its error as a 400.
-pub fn edge_route(host: Option<&str>, edge_domain: &str) -> Result<Option<EdgeRoute>, ApiError> {
-    xpod_routing::edge_host::edge_route(host, edge_domain).map_err(ApiError::bad_request)
-}
-
 fn unavailable(app: &App, route: &EdgeRoute) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1,10 +1,11 @@
 //! The HTTP front: one pass per request, in one direction —
-//! trace id → classify (routing) → authenticate → the handler for the target → error mapping,
-//! node and trace headers, metrics and a log line. Early branches, before classification: a
-//! runner request on a `Runner` stream from a center (`sandbox::internal`, never from a
-//! client); with `tunnel.edge_domain` set, edge hosts (`<service>.<node>.<edge_domain>`) go
-//! through the edge's tunnel (`edges::forward`); with `sandbox.domain` set,
-//! `<port>-<id>.<sandbox.domain>` goes to the sandbox's port (`sandbox::ports`).
+//! trace id → classify (one classifier, `xpod_routing::classify`, for every target) → route →
+//! authenticate → the handler for the target → error mapping, node and trace headers, metrics
+//! and a log line. Routing: an edge's service (`<service>.<node>.<edge_domain>`) goes through
+//! the edge's tunnel (`edges::forward`), a sandbox port (`<port>-<id>.<sandbox.domain>`) to the
+//! sandbox (`sandbox::ports`), a pod to its owner unless this node owns it (`mesh::route`).
+//! Early branches, before classification: a runner request on a `Runner` stream from a center
+//! (`sandbox::internal`, never from a client) and the HTTPS redirect.
 
 pub mod api;
 pub mod body;
@@ -220,26 +221,22 @@ async fn dispatch(
             return Ok(resp);
         }
     }
-    if let (None, Some(edge_domain)) = (&hop, app.config.tunnel.edge_domain.as_deref()) {
-        // Edge hosts never reach the pod or cluster handlers, and need no credentials here:
-        // the edge's service decides (edges::forward).
-        if let Some(route) = crate::edges::forward::edge_route(host.as_deref(), edge_domain)? {
-            let host = host.unwrap_or_default();
-            return crate::edges::forward::forward(&app, route, &host, peer, req).await;
-        }
-    }
-    if let (None, Some(domain)) = (&hop, app.config.sandbox.domain.as_deref()) {
-        if let Some((port, id)) = host
-            .as_deref()
-            .map(|h| crate::sandbox::ports::parse_host(h, domain))
-            .transpose()?
-            .flatten()
-        {
-            return crate::sandbox::ports::by_host(&app, port, &id, peer, req).await;
-        }
-    }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if hop.is_none() {
+        match target {
+            // Edge hosts never reach the pod or cluster handlers, and need no credentials
+            // here: the edge's service decides (edges::forward).
+            Target::EdgeService(route) => {
+                let host = host.unwrap_or_default();
+                return crate::edges::forward::forward(&app, route, &host, peer, req).await;
+            }
+            Target::SandboxPort { id, port } => {
+                return crate::sandbox::ports::by_host(&app, port, &id, peer, req).await;
+            }
+            _ => {}
+        }
+    }
     if let Some(hop) = &hop {
         // A stream opened for a pod carries a request for that pod and nothing else.
         if !matches!(&target, Target::Pod { pod_id, .. } if *pod_id == hop.pod_id) {
@@ -284,7 +281,9 @@ async fn dispatch(
         peer,
     };
     match target {
-        Target::Ops(_) => unreachable!("handled above"),
+        Target::Ops(_) | Target::EdgeService(_) | Target::SandboxPort { .. } => {
+            unreachable!("handled above")
+        }
         Target::Index => Ok(index(&ctx)),
         Target::Cluster(rest) => cluster::handle(&ctx, &rest, req).await,
         Target::Api(rest) => api::handle(&ctx, &rest, req).await,
@@ -327,10 +326,7 @@ fn https_redirect<B>(app: &App, host: Option<&str>, req: &Request<B>) -> Option<
     }
     let tls = app.config.tunnel.tls_listen?;
     let host = host?;
-    let name = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
+    let name = xpod_routing::host::strip_port(host);
     let path = req.uri().path();
     let exempt = [
         "/health",

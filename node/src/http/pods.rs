@@ -227,7 +227,7 @@ fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
         .unwrap_or("")
         .to_ascii_lowercase();
     let sub = ctx.app.target.pods_domain.as_deref().is_some_and(|d| {
-        let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+        let name = xpod_routing::host::strip_port(&host);
         name.trim_end_matches('.') == format!("{pod_id}.{d}")
     });
     if sub {

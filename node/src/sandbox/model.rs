@@ -124,11 +124,7 @@ pub fn new_id() -> String {
 
 /// Whether `id` has the shape of a sandbox id (before any lookup).
 pub fn valid_id(id: &str) -> bool {
-    id.len() == 16
-        && id.starts_with("sb")
-        && id[2..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    xpod_routing::target::valid_sandbox_id(id)
 }
 
 fn parse(d: DocRecord) -> Option<(Sandbox, i64)> {

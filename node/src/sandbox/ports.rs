@@ -28,32 +28,6 @@ use crate::http::Ctx;
 /// The header carrying a sandbox's access token.
 pub const TOKEN_HEADER: &str = "x-sandbox-token";
 
-/// `<port>-<id>` under `domain` → (port, id). `Ok(None)`: not a sandbox host.
-pub fn parse_host(host: &str, domain: &str) -> Result<Option<(u16, String)>, ApiError> {
-    let name = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let Some(label) = name.strip_suffix(domain).and_then(|l| l.strip_suffix('.')) else {
-        return Ok(None);
-    };
-    if label.contains('.') {
-        return Ok(None);
-    }
-    let bad = || {
-        ApiError::bad_request(format!(
-            "host {host:?}: expected <port>-<sandboxId>.{domain}"
-        ))
-    };
-    let (port, id) = label.split_once('-').ok_or_else(bad)?;
-    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
-    if !model::valid_id(id) {
-        return Err(bad());
-    }
-    Ok(Some((port, id.to_string())))
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("sandbox {id} not found"))
 }
@@ -381,34 +355,6 @@ pub async fn serve_stream(
         Err(e) => {
             tracing::info!(sandbox = %id, %node, error = %e.message, "cannot pass a port stream on");
             let _ = send.reset(1u32.into());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts() {
-        let d = "sb.example.test";
-        assert_eq!(
-            parse_host("8080-sb0123456789abcd.sb.example.test", d).unwrap(),
-            Some((8080, "sb0123456789abcd".into()))
-        );
-        assert_eq!(
-            parse_host("3000-sb0123456789abcd.SB.example.test:8443", d).unwrap(),
-            Some((3000, "sb0123456789abcd".into()))
-        );
-        assert_eq!(parse_host("example.test", d).unwrap(), None);
-        assert_eq!(parse_host("a.b.sb.example.test", d).unwrap(), None);
-        for bad in [
-            "sb0123456789abcd.sb.example.test",
-            "0-sb0123456789abcd.sb.example.test",
-            "70000-sb0123456789abcd.sb.example.test",
-            "80-nope.sb.example.test",
-        ] {
-            assert!(parse_host(bad, d).is_err(), "{bad}");
         }
     }
 }
