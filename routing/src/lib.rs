@@ -1,6 +1,8 @@
 //! xpod routing: what a request is for, who owns it, and how it is forwarded there.
 //!
 //! # Layout
+//! - [`decide`]: where a pod request goes (local, missing, a peer center, an edge, via the
+//!   center that holds an edge), decided once behind a small directory trait.
 //! - [`edge_host`]: edge names (`<service>.<node>.<edge domain>`) from Host or SNI.
 //! - [`forward`]: the one forwarder — forwarding headers, the keep-alive stream pool, sending
 //!   a request over a QUIC stream with the replay rule.
@@ -17,6 +19,7 @@
 //! Parsing never panics: anything that is not a valid name or path is an error that the node
 //! answers with 400.
 
+pub mod decide;
 pub mod edge_host;
 pub mod forward;
 pub mod host;

@@ -78,6 +78,28 @@ impl ApiError {
     }
 }
 
+impl From<xpod_routing::decide::RouteError> for ApiError {
+    fn from(e: xpod_routing::decide::RouteError) -> Self {
+        use xpod_routing::decide::RouteError;
+        match e {
+            RouteError::Unavailable(msg) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", msg)
+                    .with_header(http::header::RETRY_AFTER, "1")
+            }
+            RouteError::Loop { pod_id, hops } => {
+                tracing::warn!(pod = %pod_id, hops, "forwarding loop stopped");
+                let msg = RouteError::Loop {
+                    pod_id: pod_id.clone(),
+                    hops,
+                }
+                .to_string();
+                ApiError::new(StatusCode::LOOP_DETECTED, "loop_detected", msg)
+                    .with_details(json!({"podId": pod_id, "hops": hops}))
+            }
+        }
+    }
+}
+
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> Self {
         match e {

@@ -29,6 +29,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use tracing::Instrument as _;
+use xpod_routing::decide::Route;
 use xpod_routing::{classify, Target};
 use xpod_storage::meta::{self, NewAudit};
 
@@ -249,13 +250,9 @@ async fn dispatch(
     if let Target::Pod { pod_id, .. } = &target {
         // Not ours: the owner authenticates and serves it (ARCHITECTURE §5).
         match crate::mesh::route::decide(&app, pod_id, &req).await? {
-            crate::mesh::route::Decision::Forward(owner) => {
-                return crate::mesh::forward::pod(&app, owner, pod_id, peer, req).await;
-            }
-            crate::mesh::route::Decision::Missing => {
-                return Err(ApiError::not_found(format!("pod {pod_id} not found")));
-            }
-            crate::mesh::route::Decision::Local => {}
+            Route::Local => {}
+            Route::Missing => return Err(ApiError::not_found(format!("pod {pod_id} not found"))),
+            route => return crate::mesh::forward::pod(&app, route, pod_id, peer, req).await,
         }
     }
     if let Target::Ops(route) = target {

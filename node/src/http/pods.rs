@@ -109,7 +109,8 @@ async fn serve(
             node_id: pod.node_id.clone(),
             epoch: pod.epoch,
         };
-        return crate::mesh::forward::pod(app, owner, pod_id, ctx.peer, req).await;
+        let route = crate::mesh::route::route_to(app, pod_id, owner, &req).await?;
+        return crate::mesh::forward::pod(app, route, pod_id, ctx.peer, req).await;
     }
     if method == Method::OPTIONS {
         return Ok(options(path));
@@ -142,7 +143,8 @@ async fn serve(
                             node_id: owner,
                             epoch,
                         };
-                        return crate::mesh::forward::pod(app, owner, pod_id, ctx.peer, req)
+                        let route = crate::mesh::route::route_to(app, pod_id, owner, &req).await?;
+                        return crate::mesh::forward::pod(app, route, pod_id, ctx.peer, req)
                             .await;
                     }
                 }

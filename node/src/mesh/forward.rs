@@ -28,9 +28,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
+use xpod_routing::decide::Route;
 use xpod_routing::forward::{self as fwd, headers as fwd_headers, ForwardError};
-use xpod_routing::Owner;
-use xpod_storage::meta::{self, NodeType};
+use xpod_storage::meta;
 use xpod_tunnel::proto::{StreamHeader, Target};
 
 use super::route::MeshHop;
@@ -52,26 +52,27 @@ pub struct PeerKey {
     pub conn: usize,
 }
 
-/// Forwards `req` (for pod `pod_id`, from client `peer`) to `owner`.
+/// Forwards `req` (for pod `pod_id`, from client `peer`) along `route` (one of the forwarding
+/// routes of [`xpod_routing::decide`]).
 pub async fn pod(
     app: &Arc<App>,
-    owner: Owner,
+    route: Route,
     pod_id: &str,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let hops = req.extensions().get::<MeshHop>().map_or(0, |h| h.hops);
+    let (owner, via) = match &route {
+        Route::Peer { owner } | Route::Edge { owner } => (owner.clone(), owner.node_id.clone()),
+        Route::ViaCenter { owner, center } => (owner.clone(), center.clone()),
+        Route::Local | Route::Missing => {
+            return Err(ApiError::internal(format!(
+                "pod {pod_id}: route {route:?} is not a forward"
+            )))
+        }
+    };
     let details =
         json!({"podId": pod_id, "owner": owner.node_id, "epoch": owner.epoch, "hops": hops});
-    if hops >= MAX_HOPS {
-        tracing::warn!(pod = pod_id, owner = %owner.node_id, hops, "forwarding loop stopped");
-        return Err(ApiError::new(
-            StatusCode::LOOP_DETECTED,
-            "loop_detected",
-            format!("the request for pod {pod_id} was forwarded {hops} times without reaching its owner; the nodes disagree about who owns it"),
-        )
-        .with_details(details));
-    }
     let unavailable = |why: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -84,40 +85,19 @@ pub async fn pod(
         .with_details(details.clone())
         .with_header(header::RETRY_AFTER, "1")
     };
-    let node = app
-        .mesh
-        .node(app, &owner.node_id)
-        .await
-        .map_err(unavailable)?;
-    let (conn, req, via) = if node.node_type != NodeType::Edge {
-        let conn = app
-            .mesh
-            .connection(app, &owner.node_id)
-            .await
-            .map_err(unavailable)?;
-        (conn, req, owner.node_id.clone())
-    } else if let Some(conn) = app.edges.get(&owner.node_id) {
-        // This center holds the edge's tunnel: it authorizes, the edge serves.
-        let req = authorize_for_edge(app, pod_id, req).await?;
-        (conn, req, owner.node_id.clone())
-    } else {
-        // Through the center that holds the edge's tunnel.
-        let holder = node
-            .attached_centers
-            .iter()
-            .find(|c| **c != app.node_id)
-            .ok_or_else(|| {
-                unavailable(format!(
-                    "edge {} has no tunnel to any center",
-                    owner.node_id
-                ))
-            })?;
-        let conn = app
-            .mesh
-            .connection(app, holder)
-            .await
-            .map_err(unavailable)?;
-        (conn, req, holder.clone())
+    let (conn, req) = match &route {
+        Route::Edge { .. } => {
+            // This center holds the edge's tunnel: it authorizes, the edge serves.
+            let conn = app
+                .edges
+                .get(&via)
+                .ok_or_else(|| unavailable(format!("the tunnel of edge {via} just closed")))?;
+            (conn, authorize_for_edge(app, pod_id, req).await?)
+        }
+        _ => {
+            let conn = app.mesh.connection(app, &via).await.map_err(unavailable)?;
+            (conn, req)
+        }
     };
     let next_hop = PeerKey {
         node: via,

@@ -1,10 +1,7 @@
-//! Where a pod request goes: served here, or forwarded to the owner (ARCHITECTURE §5).
-//!
-//! The owner table answers from memory. A request that came over the mesh ([`MeshHop`] in its
-//! extensions — set only by [`super::serve`], so a client cannot forge it) for a pod this
-//! node's table says it does not own makes the table reload that pod once from the metadata
-//! store before forwarding on: the sender believed this node was the owner, so one of the two
-//! views is stale. The hop count bounds any remaining loop (508).
+//! Where a pod request goes: served here, or forwarded to the owner (ARCHITECTURE §5). The
+//! rules are `xpod_routing::decide` (tested there with fakes); this module supplies this node's
+//! facts ([`AppDirectory`]) and the hop of a request that came over the mesh ([`MeshHop`] in
+//! its extensions — set only by [`super::serve`], so a client cannot forge it).
 //!
 //! The table holds the whole pod row, so the handler of a request served here reads it from
 //! memory too ([`pod_row`]): a pod GET costs no metadata round trip for the pod. Writes are
@@ -12,7 +9,9 @@
 
 use http::Request;
 use hyper::body::Incoming;
+use xpod_routing::decide::{Directory, NodeInfo, Route};
 use xpod_routing::Owner;
+use xpod_storage::meta::NodeType;
 
 use crate::app::App;
 use crate::http::error::ApiError;
@@ -30,57 +29,61 @@ pub struct MeshHop {
     pub from: String,
 }
 
-/// The decision for one pod request.
-#[derive(Debug)]
-pub enum Decision {
-    /// This node owns it.
-    Local,
-    /// No such pod (from the owner table, which remembers misses briefly): 404 without
-    /// authenticating or reading the store again.
-    Missing,
-    /// Forward to this owner.
-    Forward(Owner),
+/// The facts of this node for [`xpod_routing::decide`]: its owner table (with the test
+/// override), the node directory of the mesh, the tunnels it holds.
+pub struct AppDirectory<'a>(pub &'a App);
+
+impl Directory for AppDirectory<'_> {
+    fn self_id(&self) -> &str {
+        &self.0.node_id
+    }
+
+    async fn owner(&self, pod_id: &str) -> Result<Option<Owner>, String> {
+        if let Some(node) = test_override(pod_id) {
+            return Ok(Some(Owner {
+                node_id: node,
+                epoch: 0,
+            }));
+        }
+        Ok(self.0.owners.owner(pod_id).await?.map(|p| Owner {
+            node_id: p.node_id.clone(),
+            epoch: p.epoch,
+        }))
+    }
+
+    fn forget(&self, pod_id: &str) {
+        self.0.owners.invalidate(pod_id);
+    }
+
+    async fn node(&self, node_id: &str) -> Result<NodeInfo, String> {
+        let n = self.0.mesh.node(self.0, node_id).await?;
+        Ok(NodeInfo {
+            is_edge: n.node_type == NodeType::Edge,
+            attached_centers: n.attached_centers,
+        })
+    }
+
+    fn holds_tunnel(&self, node_id: &str) -> bool {
+        self.0.edges.get(node_id).is_some()
+    }
 }
 
-/// Decides where the request for `pod_id` goes.
-pub async fn decide(
+/// Decides where the request for `pod_id` goes (once per request; see
+/// [`xpod_routing::decide`]).
+pub async fn decide(app: &App, pod_id: &str, req: &Request<Incoming>) -> Result<Route, ApiError> {
+    let hops = req.extensions().get::<MeshHop>().map(|h| h.hops);
+    Ok(xpod_routing::decide::decide(&AppDirectory(app), pod_id, hops).await?)
+}
+
+/// The route to `owner`, which the handler learnt is the owner after all (a stale table).
+pub async fn route_to(
     app: &App,
     pod_id: &str,
+    owner: Owner,
     req: &Request<Incoming>,
-) -> Result<Decision, ApiError> {
-    let owner = lookup(app, pod_id).await?;
-    let Some(owner) = owner else {
-        // Over the mesh the sender believed it exists: let the local handler read the store.
-        if req.extensions().get::<MeshHop>().is_some() {
-            return Ok(Decision::Local);
-        }
-        return Ok(Decision::Missing);
-    };
-    if owner.node_id == app.node_id {
-        return Ok(Decision::Local);
-    }
-    if req.extensions().get::<MeshHop>().is_none() {
-        return Ok(Decision::Forward(owner));
-    }
-    // Sent here by a node that thinks we own it: reload once before passing it on.
-    app.owners.invalidate(pod_id);
-    match lookup(app, pod_id).await? {
-        Some(o) if o.node_id != app.node_id => Ok(Decision::Forward(o)),
-        _ => Ok(Decision::Local),
-    }
-}
-
-async fn lookup(app: &App, pod_id: &str) -> Result<Option<Owner>, ApiError> {
-    if let Some(node) = test_override(pod_id) {
-        return Ok(Some(Owner {
-            node_id: node,
-            epoch: 0,
-        }));
-    }
-    Ok(pod_row(app, pod_id).await?.map(|p| Owner {
-        node_id: p.node_id.clone(),
-        epoch: p.epoch,
-    }))
+) -> Result<Route, ApiError> {
+    let hops = req.extensions().get::<MeshHop>().map_or(0, |h| h.hops);
+    Ok(xpod_routing::decide::route_to(&AppDirectory(app), pod_id, owner, hops).await?)
 }
 
 /// The pod's row from the owner table (memory; loaded once on a miss).
