@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use xpod_storage::meta::{AccessMode, ApiKeyRecord, MetaStore, Millis};
 
-use crate::http::error::ApiError;
+use crate::reply::error::ApiError;
 
 /// How often `last_used_at` is refreshed.
 const TOUCH_EVERY_MS: Millis = 60_000;

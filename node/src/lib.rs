@@ -13,9 +13,12 @@
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
 //! - [`idle_copy`]: copying between two connections that ends when both are quiet too long.
 //! - [`conn_limit`]: connections per client address and in total, per listener.
-//! - [`server`]: accept loop, hyper connections, graceful drain.
+//! - [`front`]: where requests enter — the TCP listener (HTTP/1.1, HTTP/2), the TLS port
+//!   (HTTPS, passthrough) and QUIC data streams from other nodes — all into [`http`].
 //! - [`http`]: one request path — classify → authenticate → handler (ops, cluster API,
 //!   `/api/v1`, pods) → JSON errors, node and trace headers, metrics.
+//! - [`reply`]: what every handler answers with: `ApiError` (JSON errors, mapped once from the
+//!   store's, the blobs' and routing's errors) and the response `Body` helpers.
 //! - [`audit`]: refusals in the audit log, within a budget.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
@@ -37,8 +40,8 @@ pub mod cluster_ca;
 pub mod conn_limit;
 pub mod dns;
 pub mod edges;
+pub mod front;
 pub mod http;
-pub mod https;
 pub mod idle_copy;
 pub mod key_cache;
 pub(crate) mod keys_cli;
@@ -48,9 +51,9 @@ pub mod node_policy;
 pub(crate) mod nodes_cli;
 pub(crate) mod pods_cli;
 pub mod regions;
+pub mod reply;
 pub mod sandbox;
 pub mod sandbox_cli;
-pub mod server;
 pub mod special_ip;
 pub mod tasks;
 pub mod webhooks;
@@ -75,7 +78,7 @@ pub async fn run(
         .http
         .base_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", server::reachable(addr)));
+        .unwrap_or_else(|| format!("http://{}", front::http::reachable(addr)));
     let app = App::open(config, base_url).await?;
     if let Some(key) = app::ensure_admin_key(&app).await? {
         // Deliberately on stdout and not in the log: the secret is shown once, here.
@@ -116,7 +119,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("binding tunnel.tls_listen {addr}: {e}"))?;
         tasks.spawn(
             "https",
-            https::serve(
+            front::https::serve(
                 app.clone(),
                 app.config.tunnel.edge_domain.clone(),
                 listener,
@@ -149,7 +152,7 @@ pub async fn run(
             }
         }
     };
-    let serving = server::serve(app.clone(), listener, stop_serving);
+    let serving = front::http::serve(app.clone(), listener, stop_serving);
     tokio::pin!(serving);
     let mut first_error = None;
     tokio::select! {
@@ -280,7 +283,7 @@ fn advertised_quic(bound: std::net::SocketAddr, base_url: &str) -> String {
         .unwrap_or_default();
     let host = xpod_routing::host::strip_port(host);
     if host.is_empty() {
-        return server::reachable(bound).to_string();
+        return front::http::reachable(bound).to_string();
     }
     format!("{host}:{}", bound.port())
 }

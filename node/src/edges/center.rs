@@ -48,7 +48,7 @@ pub async fn serve(
             }
             Some(Accepted::Node { conn, peer }) => {
                 // Another center: it forwards pod requests to this node (crate::mesh).
-                tokio::spawn(crate::mesh::serve::peer(app.clone(), conn, peer.node_id));
+                tokio::spawn(crate::front::streams::peer(app.clone(), conn, peer.node_id));
             }
             Some(_) => {}
             None => break,

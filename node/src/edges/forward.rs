@@ -36,8 +36,8 @@ use xpod_routing::forward::{self as fwd, ForwardError, StreamPool};
 use xpod_tunnel::proto::{StreamHeader, Target};
 
 use crate::app::App;
-use crate::http::body::Body;
-use crate::http::error::ApiError;
+use crate::reply::body::Body;
+use crate::reply::error::ApiError;
 
 /// Relayed connections (TCP forwards, TLS passthrough) one edge's tunnel carries at most: the
 /// rest of its streams ([`xpod_tunnel::endpoint::MAX_STREAMS`]) stay free for HTTP, pods and
@@ -199,7 +199,7 @@ pub async fn forward(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, protocol.clone());
     }
-    let replay = fwd::replay_of(&req, crate::http::body::empty);
+    let replay = fwd::replay_of(&req, crate::reply::body::empty);
     let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
     let header = StreamHeader {
         target: Target::Http {

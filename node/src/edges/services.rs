@@ -17,7 +17,7 @@
 //!   the center cannot read.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
 //! - `Pod { pod_id, .. }` → this edge's own pod: one HTTP exchange through the edge's request
-//!   path (`crate::mesh::serve::exchange`); the center has already authenticated and
+//!   path (`crate::front::streams::exchange`); the center has already authenticated and
 //!   authorized the request (see `crate::mesh::forward`).
 //!
 //! For TLS and TCP there is no protocol to answer an error in: an unknown service, a service of
@@ -139,7 +139,7 @@ impl Services {
         app.tls.certs.for_name(sni)?;
         let acceptor = self
             .tls
-            .get_or_init(|| match crate::https::server_config(app, false) {
+            .get_or_init(|| match crate::front::https::server_config(app, false) {
                 Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "no TLS configuration on this edge");
@@ -257,19 +257,19 @@ async fn serve_stream(
                 from: "center".into(),
             };
             let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
+            crate::front::streams::exchange(app, send, recv, rest, hop, client).await;
             return;
         }
         Target::PodRequests if services.pods.is_some() => {
             let app = services.pods.clone().expect("checked");
-            crate::mesh::serve::pod_requests(app, send, recv, rest, "center".into()).await;
+            crate::front::streams::pod_requests(app, send, recv, rest, "center".into()).await;
             return;
         }
         Target::Runner { node, hops } if services.pods.is_some() => {
             let app = services.pods.clone().expect("checked");
             let hop = crate::sandbox::internal::RunnerHop { node, hops };
             let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            crate::mesh::serve::exchange(app, send, recv, rest, hop, client).await;
+            crate::front::streams::exchange(app, send, recv, rest, hop, client).await;
             return;
         }
         Target::SandboxPort { sandbox_id, port } if services.pods.is_some() => {
@@ -393,7 +393,7 @@ async fn terminate(
     client_addr: Option<SocketAddr>,
     idle: std::time::Duration,
 ) {
-    let io = tokio::io::join(crate::server::Replay::new(rest.freeze(), recv), send);
+    let io = tokio::io::join(crate::front::http::Replay::new(rest.freeze(), recv), send);
     let mut tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(io)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta;
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::{read_json, segments, Ctx};
 use crate::auth::{self, require_admin};
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 /// Longest accepted key lifetime.
 const MAX_DAYS: i64 = 3650;

@@ -17,10 +17,10 @@ use serde_json::json;
 use xpod_storage::meta::{self, AccessMode, JoinTokenRecord, NewPod};
 use xpod_tunnel::identity::JoinToken;
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::{read_json, segments, Ctx};
 use crate::auth::require_admin;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

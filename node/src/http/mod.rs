@@ -8,9 +8,7 @@
 //! (`sandbox::internal`, never from a client) and the HTTPS redirect.
 
 pub mod api;
-pub mod body;
 pub mod cluster;
-pub mod error;
 pub mod ldp;
 pub mod node_admin;
 pub mod ops;
@@ -35,8 +33,8 @@ use xpod_storage::meta::{self, NewAudit};
 
 use crate::app::App;
 use crate::auth::{self, Principal};
-use body::Body;
-use error::ApiError;
+use crate::reply::body::{self, Body};
+use crate::reply::error::{error_response, ApiError};
 
 /// Largest JSON request body of the APIs.
 const MAX_JSON: usize = 1024 * 1024;
@@ -179,16 +177,6 @@ fn audit_refusal(
     );
 }
 
-pub fn error_response(e: &ApiError, trace_id: &str) -> Response<Body> {
-    let mut resp = body::json(e.status, &e.body(trace_id));
-    for (name, value) in &e.headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            resp.headers_mut().append(name.clone(), v);
-        }
-    }
-    resp
-}
-
 async fn dispatch(
     app: Arc<App>,
     peer: SocketAddr,
@@ -318,7 +306,11 @@ async fn runner_request(
 /// TLS port. Health, readiness, metrics and ACME paths stay on plain HTTP (probes and CAs use
 /// them); names without an ACME certificate (IPs, localhost, before the first issuance) too.
 fn https_redirect<B>(app: &App, host: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
-    if req.extensions().get::<crate::server::Https>().is_some() {
+    if req
+        .extensions()
+        .get::<crate::front::http::Https>()
+        .is_some()
+    {
         return None;
     }
     let tls = app.config.tunnel.tls_listen?;

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta;
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::{read_json, Ctx};
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

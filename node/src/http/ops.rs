@@ -5,9 +5,9 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use xpod_routing::OpsRoute;
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use crate::app::App;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 static OPENAPI: &str = include_str!("../openapi.json");
 

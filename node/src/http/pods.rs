@@ -24,11 +24,12 @@ use xpod_storage::meta::{
     parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
 };
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::ldp::{self, RangeSpec};
-use super::{error_response, Ctx};
+use super::Ctx;
 use crate::auth::{authorize_pod, Access};
+use crate::reply::body::{self, Body};
+use crate::reply::error::error_response;
+use crate::reply::error::ApiError;
 
 const ALLOW_DOC: &str = "OPTIONS, HEAD, GET, PUT, DELETE";
 const ALLOW_CONTAINER: &str = "OPTIONS, HEAD, GET, POST, PUT, DELETE";

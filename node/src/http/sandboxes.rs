@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta::now_millis;
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::{read_json, read_small_body, segments, Ctx};
 use crate::auth::{Access, Principal};
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 use crate::sandbox::internal::ExecBody;
 use crate::sandbox::lifecycle;
 use crate::sandbox::model::{self, Resources, Sandbox, Status};

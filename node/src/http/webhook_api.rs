@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta::{now_millis, DocRecord};
 
-use super::body::{self, Body};
-use super::error::ApiError;
 use super::{read_json, segments, Ctx};
 use crate::auth::{Access, Principal};
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 use crate::webhooks::{self, Delivery, Webhook, DELIVERY_KIND, EVENTS, KIND};
 
 /// Webhooks per owner.

@@ -36,8 +36,8 @@ use xpod_tunnel::proto::{StreamHeader, Target};
 use super::route::MeshHop;
 use crate::app::App;
 use crate::auth::{self, Access, AUTHORIZED_BY_CENTER};
-use crate::http::body::Body;
-use crate::http::error::ApiError;
+use crate::reply::body::Body;
+use crate::reply::error::ApiError;
 
 pub use xpod_routing::forward::MAX_HOPS;
 
@@ -122,7 +122,7 @@ pub async fn pod(
     if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
         h.insert(fwd_headers::CLIENT, v);
     }
-    let replay = fwd::replay_of(&req, crate::http::body::empty);
+    let replay = fwd::replay_of(&req, crate::reply::body::empty);
     let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
     let header = StreamHeader {
         target: Target::PodRequests,

@@ -12,14 +12,13 @@
 //! - **Streams**: keep-alive HTTP/1.1 over pooled streams that start with the
 //!   [`StreamHeader`](xpod_tunnel::proto::StreamHeader) `PodRequests`; each request names its
 //!   pod, epoch, hops and client in headers ([`forward`] sends with the one forwarder of
-//!   `xpod_routing::forward`, [`serve`] answers with the same request path as the TCP
+//!   `xpod_routing::forward`, `crate::front::streams` answers with the same request path as the TCP
 //!   listener). The pool is swept every [`REFRESH`].
 //! - **Owners**: [`route`] decides local or forward from the owner table (`xpod_routing::owners`),
 //!   kept fresh by the change feed ([`follow_feed`]).
 
 pub mod forward;
 pub mod route;
-pub mod serve;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +29,7 @@ use tokio::sync::watch;
 use xpod_storage::meta::{self, FeedEvent, NodeRecord, NodeStatus, NodeType};
 
 use crate::app::App;
-use crate::http::body::Body;
+use crate::reply::body::Body;
 use xpod_routing::forward::StreamPool;
 
 /// How often the list of centers is reread and missing connections dialed.

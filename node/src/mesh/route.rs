@@ -1,7 +1,7 @@
 //! Where a pod request goes: served here, or forwarded to the owner (ARCHITECTURE §5). The
 //! rules are `xpod_routing::decide` (tested there with fakes); this module supplies this node's
 //! facts ([`AppDirectory`]) and the hop of a request that came over the mesh ([`MeshHop`] in
-//! its extensions — set only by [`super::serve`], so a client cannot forge it).
+//! its extensions — set only by `crate::front::streams`, so a client cannot forge it).
 //!
 //! The table holds the whole pod row, so the handler of a request served here reads it from
 //! memory too ([`pod_row`]): a pod GET costs no metadata round trip for the pod. Writes are
@@ -14,7 +14,7 @@ use xpod_routing::Owner;
 use xpod_storage::meta::NodeType;
 
 use crate::app::App;
-use crate::http::error::ApiError;
+use crate::reply::error::ApiError;
 
 /// Set on a request that arrived over the mesh.
 #[derive(Clone, Debug)]

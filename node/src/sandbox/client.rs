@@ -19,8 +19,8 @@ use xpod_storage::meta::NodeType;
 use xpod_tunnel::proto::{StreamHeader, Target};
 
 use crate::app::App;
-use crate::http::body::{self, Body};
-use crate::http::error::ApiError;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 /// A runner request passed on this many times is in a loop.
 pub const MAX_HOPS: u8 = 4;

@@ -23,8 +23,8 @@ use serde_json::json;
 use super::proto::ExecRequest;
 use super::runner::{RunnerError, StartRequest};
 use crate::app::App;
-use crate::http::body::{self, Body};
-use crate::http::error::ApiError;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 /// Set on a request that arrived on a `Runner` stream.
 #[derive(Clone, Debug)]

@@ -20,7 +20,7 @@ use xpod_storage::meta::{now_millis, NodeRecord, NodeStatus, NodeType};
 use super::model::{self, Sandbox, Status};
 use super::runner::{Report, StartRequest};
 use crate::app::App;
-use crate::http::error::ApiError;
+use crate::reply::error::ApiError;
 
 /// Nodes tried for one create.
 pub const MAX_TRIES: usize = 3;

@@ -21,9 +21,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use super::model::{self, Sandbox, Status};
 use crate::app::App;
 use crate::auth::{self, Access, Principal};
-use crate::http::body::Body;
-use crate::http::error::ApiError;
 use crate::http::Ctx;
+use crate::reply::body::Body;
+use crate::reply::error::ApiError;
 
 /// The header carrying a sandbox's access token.
 pub const TOKEN_HEADER: &str = "x-sandbox-token";

@@ -19,8 +19,8 @@ use tokio::io::AsyncReadExt as _;
 use xpod_routing::forward::headers as fwd_headers;
 use xpod_tunnel::proto::Target;
 
-use super::route::MeshHop;
 use crate::app::App;
+use crate::mesh::route::MeshHop;
 
 /// How long a peer may take to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,11 +137,11 @@ pub async fn pod_requests(
                 .and_then(|v| v.to_str().ok()?.parse::<SocketAddr>().ok())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             let Some((pod_id, epoch, hops)) = hop else {
-                let e = crate::http::error::ApiError::bad_request(format!(
+                let e = crate::reply::error::ApiError::bad_request(format!(
                     "a request on a pod stream must name its pod, epoch and hops in {}",
                     fwd_headers::HOP
                 ));
-                return Ok(crate::http::error_response(&e, "-"));
+                return Ok(crate::reply::error::error_response(&e, "-"));
             };
             req.extensions_mut().insert(MeshHop {
                 pod_id,

@@ -176,3 +176,14 @@ impl From<BlobError> for ApiError {
         }
     }
 }
+
+/// The HTTP response for `e`: its JSON body (with `trace_id`) and its extra headers.
+pub fn error_response(e: &ApiError, trace_id: &str) -> http::Response<crate::reply::body::Body> {
+    let mut resp = crate::reply::body::json(e.status, &e.body(trace_id));
+    for (name, value) in &e.headers {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            resp.headers_mut().append(name.clone(), v);
+        }
+    }
+    resp
+}
