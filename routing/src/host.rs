@@ -2,7 +2,10 @@
 //! and trailing dot, and which configured domain it falls under. Every rule that reads a host
 //! name (pods in subdomain mode, edges' services, sandbox ports, HTTPS redirects) starts here.
 
-use crate::target::TargetError;
+/// A Host value that is not a host name (empty, too long, not ASCII, a bad port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Host header")]
+pub struct BadHost;
 
 /// A parsed Host header value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,17 +20,15 @@ pub struct Host {
 
 impl Host {
     /// Parses `value` strictly: ASCII, 1–260 bytes, a numeric port if any.
-    pub fn parse(value: &str) -> Result<Host, TargetError> {
+    pub fn parse(value: &str) -> Result<Host, BadHost> {
         if value.is_empty() || value.len() > 260 || !value.is_ascii() {
-            return Err(TargetError::BadHost);
+            return Err(BadHost);
         }
         if let Some(rest) = value.strip_prefix('[') {
-            let (_, after) = rest.split_once(']').ok_or(TargetError::BadHost)?;
+            let (_, after) = rest.split_once(']').ok_or(BadHost)?;
             let port = match after {
                 "" => None,
-                p => Some(parse_port(
-                    p.strip_prefix(':').ok_or(TargetError::BadHost)?,
-                )?),
+                p => Some(parse_port(p.strip_prefix(':').ok_or(BadHost)?)?),
             };
             return Ok(Host {
                 name: String::new(),
@@ -59,11 +60,11 @@ impl Host {
     }
 }
 
-fn parse_port(p: &str) -> Result<u16, TargetError> {
+fn parse_port(p: &str) -> Result<u16, BadHost> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(TargetError::BadHost);
+        return Err(BadHost);
     }
-    p.parse().map_err(|_| TargetError::BadHost)
+    p.parse().map_err(|_| BadHost)
 }
 
 /// `name` without a trailing `:port` (for values already known to be well formed).

@@ -74,6 +74,12 @@ pub enum TargetError {
     Path(#[from] PathError),
 }
 
+impl From<crate::host::BadHost> for TargetError {
+    fn from(_: crate::host::BadHost) -> Self {
+        TargetError::BadHost
+    }
+}
+
 /// Validates a pod id: a DNS label (1–63 of `a-z0-9-`, no leading/trailing `-`), not reserved.
 pub fn validate_pod_id(id: &str) -> Result<(), TargetError> {
     let bad = |reason: &str| TargetError::BadPodId {
