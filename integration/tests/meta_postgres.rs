@@ -7,7 +7,8 @@
 //! PostgreSQL the tests fail loudly instead of skipping.
 //!
 //! Covered:
-//! - the shared conformance suite (`meta::conformance::run_all`), the same one SQLite passes;
+//! - the shared conformance suite, one test per check (`xpod_storage::conformance_tests!`), the
+//!   same one SQLite passes;
 //! - migrations: four nodes connecting at once to an empty database all succeed, each version is
 //!   recorded once, and a later connect re-applies nothing;
 //! - the change feed across stores (two "nodes" on one database): Reset once live, then
@@ -24,8 +25,8 @@ use std::time::Duration;
 use xpod_integration::pg::PgServer;
 use xpod_storage::meta::postgres::{PgStore, MIGRATIONS};
 use xpod_storage::meta::{
-    conformance, now_millis, AccessMode, ChangeFeed, EtagCondition, FeedEvent, Fence, MetaError,
-    MetaStore, NewPod, NodeRecord, NodeStatus, NodeType, Precondition, PutResource,
+    now_millis, AccessMode, ChangeFeed, EtagCondition, FeedEvent, Fence, MetaError, MetaStore,
+    NewPod, NodeRecord, NodeStatus, NodeType, Precondition, PutResource,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -90,14 +91,19 @@ fn new_pod(id: &str, node: &str) -> NewPod {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_suite() {
-    let pg = server();
-    let store: Arc<dyn MetaStore> = Arc::new(store(pg.url()).await);
-    assert_eq!(store.backend(), "postgres");
-    tokio::time::timeout(Duration::from_secs(300), conformance::run_all(store))
-        .await
-        .expect("conformance suite timed out");
+/// Every conformance check as its own test, each on its own database (`PgServer`: dropped,
+/// and so stopped or removed, when the test ends).
+mod conformance_suite {
+    use super::*;
+
+    async fn pg_store() -> (PgServer, Arc<dyn MetaStore>) {
+        let pg = server();
+        let s: Arc<dyn MetaStore> = Arc::new(store(pg.url()).await);
+        assert_eq!(s.backend(), "postgres");
+        (pg, s)
+    }
+
+    xpod_storage::conformance_tests!(pg_store().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,5 @@
-//! The SQLite backend against the conformance suite (in memory and on disk), plus reopening.
+//! The SQLite backend against the conformance suite (one test per check in memory; the whole
+//! suite twice on disk), plus reopening.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,10 +36,14 @@ impl Drop for TempDir {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_in_memory() {
-    let store = SqliteStore::open_in_memory().await.expect("open in memory");
-    conformance::run_all(Arc::new(store)).await;
+/// Every conformance check as its own test, each on a fresh in-memory database.
+mod conformance_in_memory {
+    use super::*;
+
+    xpod_storage::conformance_tests!((
+        (),
+        Arc::new(SqliteStore::open_in_memory().await.expect("open in memory"))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! The conformance suite: the semantics of [`MetaStore`] as executable checks, run against every
-//! backend (SQLite in `tests/meta_sqlite.rs`, PostgreSQL in its own test).
+//! backend, one test per check ([`conformance_tests!`](crate::conformance_tests): SQLite in
+//! `tests/meta_sqlite.rs`, PostgreSQL in the integration tests). Compiled only with the
+//! `conformance` feature (tests turn it on), never into the shipped binary.
 //!
 //! Each check panics with a message saying what broke. Each one makes its own nodes, pods, keys
 //! and blob keys with a random suffix, so the suite can run twice (or from two processes at
@@ -24,7 +26,7 @@ use super::{
 /// How long a feed event may take before the check fails instead of hanging.
 const FEED_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs every check, one after another.
+/// Runs every check, one after another (for running the whole suite twice on one database).
 pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_ping(&store).await;
     check_nodes(&store).await;
@@ -53,6 +55,27 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_concurrent_members(&store).await;
     check_concurrent_join_token_use(&store).await;
     check_concurrent_node_claims(&store).await;
+}
+
+/// One `#[tokio::test]` per check. `$make` is an expression evaluated inside each test (it may
+/// `.await`) that yields `(guard, store)`: the store to check, and whatever must live as long
+/// as the test (a throwaway database server; `()` if nothing). In a backend's test file:
+/// `xpod_storage::conformance_tests!(my_store().await);`. Every backend runs every case as its
+/// own test, so a failure names it.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (_guard, store): (_, std::sync::Arc<dyn $crate::meta::MetaStore>) = $make;
+                $crate::meta::conformance::$case(&store).await;
+            }
+        )*
+    };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 //! - Paths are absolute within the pod: `/` is the root container, containers end with `/`,
 //!   `parent("/a/b.txt") == "/a/"`. Validation of path syntax happens before the store (routing).
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod feed;
 pub mod postgres;
