@@ -325,10 +325,8 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
             tracing::info!(node_id = %node_id, center = %center, "joined the cluster; identity saved in the data dir");
         }
     }
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    crate::run(config, listener, crate::shutdown_signal()).await
+    let listeners = crate::Listeners::bind(&config).await?;
+    crate::run(config, listeners, crate::shutdown_signal()).await
 }
 
 pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {

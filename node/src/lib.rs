@@ -21,6 +21,7 @@
 //!   store's, the blobs' and routing's errors) and the response `Body` helpers.
 //! - [`audit`]: refusals in the audit log, within a budget.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
+//! - [`listeners`]: every socket a node serves, bound by the caller of [`run`].
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
 //! - [`metrics`]: Prometheus counters.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
@@ -28,7 +29,7 @@
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //!
-//! Tests call [`run`] with a `127.0.0.1:0` listener and a shutdown future.
+//! Tests call [`run`] with [`Listeners`] they bound (e.g. `127.0.0.1:0`) and a shutdown future.
 
 pub mod app;
 pub mod audit;
@@ -45,6 +46,7 @@ pub mod http;
 pub mod idle_copy;
 pub mod key_cache;
 pub(crate) mod keys_cli;
+pub mod listeners;
 pub mod mesh;
 pub mod metrics;
 pub mod node_policy;
@@ -64,14 +66,22 @@ use tokio::net::TcpListener;
 use xpod_config::Config;
 
 pub use app::App;
+pub use listeners::Listeners;
 
 /// Runs a node on `listener` until `shutdown` resolves (or one of its tasks fails: then that
 /// error is returned), then drains in-flight requests and marks the node offline. `config.node_id` may be `auto` (resolved here).
 pub async fn run(
     mut config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        http: listener,
+        tls,
+        quic,
+        dns,
+        forwards,
+    } = listeners;
     let node_id = config.resolve_node_id()?;
     let addr = listener.local_addr()?;
     let base_url = config
@@ -97,7 +107,7 @@ pub async fn run(
         "node policies",
         node_policy::watch(app.clone(), stop_rx.clone()),
     );
-    if let Some(t) = start_tunnels(&app, addr, stop_rx.clone()).await? {
+    if let Some(t) = start_tunnels(&app, quic, forwards, stop_rx.clone()).await? {
         tasks.watch("tunnels", t);
     }
     tasks.spawn_infallible(
@@ -108,15 +118,11 @@ pub async fn run(
         "region sync",
         regions::sync_loop(app.clone(), stop_rx.clone()),
     );
-    if app.config.dns.listen.is_some() {
-        tasks.watch("dns", dns::serve(app.clone(), stop_rx.clone()).await?);
+    if let Some((udp, tcp)) = dns {
+        tasks.watch("dns", dns::serve(app.clone(), udp, tcp, stop_rx.clone())?);
     }
-    // The TLS port (HTTPS and passthrough to edges): bound now so a taken port stops start-up.
-    if let (xpod_config::Role::Center, Some(addr)) = (app.config.role, app.config.tunnel.tls_listen)
-    {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding tunnel.tls_listen {addr}: {e}"))?;
+    // The TLS port (HTTPS and passthrough to edges).
+    if let Some(listener) = tls {
         tasks.spawn(
             "https",
             front::https::serve(
@@ -186,7 +192,8 @@ pub async fn run(
 /// passthrough) and `[[tunnel.forwards]]` (TCP forwards); an edge keeps tunnels to its centers.
 async fn start_tunnels(
     app: &std::sync::Arc<App>,
-    http_addr: std::net::SocketAddr,
+    quic: Option<std::net::UdpSocket>,
+    forwards: Vec<(xpod_config::TunnelForward, TcpListener)>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     use anyhow::Context as _;
@@ -206,7 +213,10 @@ async fn start_tunnels(
     }
     match app.config.role {
         xpod_config::Role::Center => {
-            let quic = app.config.tunnel.quic_listen.unwrap_or(http_addr);
+            let socket = quic.context(
+                "a center with a node certificate needs its QUIC socket (Listeners::bind makes it)",
+            )?;
+            let quic = socket.local_addr()?;
             let authority: Option<std::sync::Arc<dyn xpod_tunnel::endpoint::JoinAuthority>> =
                 if dir.join(cluster_ca::CA_KEY).exists() {
                     let ca = cluster_ca::load(dir)?;
@@ -219,8 +229,9 @@ async fn start_tunnels(
                     None
                 };
             let joins = authority.is_some();
-            let endpoint = xpod_tunnel::endpoint::CenterEndpoint::bind(quic, &identity, authority)
-                .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
+            let endpoint =
+                xpod_tunnel::endpoint::CenterEndpoint::from_socket(socket, &identity, authority)
+                    .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
             tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges and centers");
             // The mesh dials other centers from this same endpoint and advertises its address.
             app.mesh.enable(
@@ -235,8 +246,7 @@ async fn start_tunnels(
                 .context("publishing this center's QUIC address")?;
             let mut tasks = tokio::task::JoinSet::new();
             // TCP forwards: bound now so a taken port stops start-up.
-            for (forward, listener) in edges::tcp_forward::bind(&app.config.tunnel.forwards).await?
-            {
+            for (forward, listener) in forwards {
                 tasks.spawn(edges::tcp_forward::serve(
                     app.clone(),
                     forward,

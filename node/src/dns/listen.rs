@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use hickory_proto::op::{Message, ResponseCode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -19,21 +18,16 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const TCP_CONNS: usize = 256;
 /// UDP queries answered at once at most (more are dropped: the client retries).
 const UDP_IN_FLIGHT: usize = 1024;
-/// Serves DNS on `dns.listen` (UDP and TCP) until `shutdown`.
-pub async fn serve(
+/// Serves DNS on `udp` and `tcp` (bound for `dns.listen` by the caller) until `shutdown`.
+pub fn serve(
     app: Arc<App>,
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let addr: SocketAddr = app.config.dns.listen.context("dns.listen is not set")?;
+    let addr: SocketAddr = udp.local_addr()?;
     let dns = Arc::new(Dns::new(app)?);
-    let udp = Arc::new(
-        tokio::net::UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding DNS (UDP) on {addr}"))?,
-    );
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding DNS (TCP) on {addr}"))?;
+    let udp = Arc::new(udp);
     tracing::info!(%addr, zone = %dns.zone, secondaries = ?dns.secondaries, "DNS serving");
     tokio::spawn(xfr::notify_loop(dns.clone(), shutdown.clone()));
     let udp_slots = Arc::new(tokio::sync::Semaphore::new(UDP_IN_FLIGHT));

@@ -118,6 +118,21 @@ impl CenterEndpoint {
         identity: &NodeIdentity,
         join: Option<Arc<dyn JoinAuthority>>,
     ) -> Result<CenterEndpoint, EndpointError> {
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        Self::from_socket(socket, identity, join)
+    }
+
+    /// [`CenterEndpoint::bind`] on a UDP socket the caller bound.
+    pub fn from_socket(
+        socket: std::net::UdpSocket,
+        identity: &NodeIdentity,
+        join: Option<Arc<dyn JoinAuthority>>,
+    ) -> Result<CenterEndpoint, EndpointError> {
+        let addr = socket.local_addr().map_err(|source| EndpointError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         let node = identity.identity()?;
         if node.role != NodeRole::Center {
             return Err(EndpointError::NotACenter(node.role));
@@ -142,8 +157,6 @@ impl CenterEndpoint {
         // old connections' packets as "invalid CID" instead of resetting them. Plain random ids
         // have no such check (resets stay rate-limited by quinn).
         endpoint_config.cid_generator(|| Box::new(RandomCids));
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|source| EndpointError::Bind { addr, source })?;
         // Drivers, socket and timers on the data plane (see `crate::plane`).
         let runtime = crate::plane::runtime();
         let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
