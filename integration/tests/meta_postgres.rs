@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xpod_integration::pg::PgServer;
+use xpod_storage::meta::parts::*;
 use xpod_storage::meta::postgres::{PgStore, MIGRATIONS};
 use xpod_storage::meta::{
     now_millis, AccessMode, ChangeFeed, EtagCondition, FeedEvent, Fence, MetaError, MetaStore,

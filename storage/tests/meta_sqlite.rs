@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use xpod_storage::meta::parts::*;
 use xpod_storage::meta::sqlite::SqliteStore;
 use xpod_storage::meta::{
     conformance, AccessMode, EtagCondition, Fence, MetaError, MetaStore, NewPod, NodeRecord,

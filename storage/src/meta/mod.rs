@@ -453,36 +453,48 @@ pub struct DocRecord {
     pub doc: serde_json::Value,
 }
 
-/// The metadata store. Both backends implement exactly these semantics.
+/// Every part of the store, to call its methods on a concrete backend (`dyn MetaStore` needs no
+/// import): `use xpod_storage::meta::parts::*;`.
+pub mod parts {
+    pub use super::{
+        AuditStore, CertStore, DocStore, KeyStore, LeaseStore, MetaStore, NodeStore, PodStore,
+        TokenStore,
+    };
+}
+
+/// Nodes and their presence (heartbeats, addresses, attached centers).
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// `postgres` or `sqlite`.
-    fn backend(&self) -> &'static str;
-
-    /// A cheap round trip, for `/readiness`.
-    async fn ping(&self) -> MetaResult<()>;
-
-    // ---- nodes ----
+pub trait NodeStore: Send + Sync {
     /// Insert or replace the node's row.
     async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()>;
+
     /// Inserts `node` only if its id is free: `true` if this call inserted it, `false` if a
     /// row with that id exists (left unchanged). Atomic: of racing calls, one wins.
     async fn insert_node(&self, node: &NodeRecord) -> MetaResult<bool>;
+
     async fn get_node(&self, node_id: &str) -> MetaResult<Option<NodeRecord>>;
+
     /// Ordered by node_id.
     async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>>;
+}
 
-    // ---- pods ----
+/// Pods and their resources: ownership and epochs, fenced conditional writes, listings, the blob references the GC and the region sync need.
+#[async_trait]
+pub trait PodStore: Send + Sync {
     /// Creates the pod at epoch 1 and its root container `/`, and notifies the change feed.
     /// `Conflict` if the pod id exists.
     async fn create_pod(&self, pod: &NewPod) -> MetaResult<PodRecord>;
+
     async fn get_pod(&self, pod_id: &str) -> MetaResult<Option<PodRecord>>;
+
     /// Ordered by pod_id.
     async fn list_pods(&self) -> MetaResult<Vec<PodRecord>>;
+
     /// Moves ownership in one transaction: `NotFound` for an unknown pod or node, `Conflict` if
     /// the target is not online or already the owner; else owner := target, epoch += 1,
     /// migration_status := syncing, migration_target_node := target, progress := 0; notifies.
     async fn transfer_pod(&self, pod_id: &str, target_node: &str) -> MetaResult<PodRecord>;
+
     /// Updates migration status/progress (no epoch change).
     async fn set_migration_state(
         &self,
@@ -491,8 +503,8 @@ pub trait MetaStore: Send + Sync + 'static {
         progress: Option<i32>,
     ) -> MetaResult<()>;
 
-    // ---- resources ----
     async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>>;
+
     /// [`MetaStore::get_resource`] for the owner that believes `fence`: `Fenced` if the pod is
     /// owned by another node or at another epoch now, `NotFound` if the pod is gone. The read
     /// path of a pod's owner, whose pod row comes from memory: the check of that belief rides
@@ -516,8 +528,10 @@ pub trait MetaStore: Send + Sync + 'static {
         }
         self.get_resource(pod_id, path).await
     }
+
     /// Direct live members of a container, ordered by path. `NotFound` if the container is not live.
     async fn list_container(&self, pod_id: &str, path: &str) -> MetaResult<Vec<ResourceRecord>>;
+
     /// Fenced, conditional create-or-replace. Creates missing intermediate containers. Errors:
     /// `NotFound` (pod), `Fenced`, `PreconditionFailed`, `Conflict` (path is a container and the
     /// put is a document or vice versa, an ancestor is a document, `/a` vs `/a/` clash).
@@ -527,6 +541,7 @@ pub trait MetaStore: Send + Sync + 'static {
         put: &PutResource,
         pre: &Precondition,
     ) -> MetaResult<PutOutcome>;
+
     /// Fenced, conditional tombstone. Returns the blob the row pointed to (now unreferenced,
     /// retired as a [`RETIRED_BLOB`] document in the same transaction).
     /// Errors: `NotFound` (pod or resource), `Fenced`, `PreconditionFailed`, `Conflict`
@@ -538,34 +553,51 @@ pub trait MetaStore: Send + Sync + 'static {
         path: &str,
         pre: &Precondition,
     ) -> MetaResult<Option<String>>;
+
     /// The subset of `keys` that a live resource row still points to (for blob GC).
     async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>>;
-    // ---- DNS TXT records (ACME DNS-01 challenges) ----
-    /// Adds (or renews) TXT record `value` at `name` (lowercase FQDN without the final dot)
-    /// until `expires_at`; expired records are removed.
-    async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()>;
-    /// Removes one TXT record; whether it existed.
-    async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool>;
-    /// The unexpired TXT values at `name`, sorted.
-    async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>>;
-    /// Every unexpired TXT record as (name, value), sorted (for RFC 2136 pushes).
-    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>>;
 
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
+
     /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;
     /// idempotent). Returns how many rows changed.
     async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64>;
+}
 
-    // ---- certificates, cluster settings, leases (ACME) ----
+/// Certificates, cluster settings and DNS TXT records (ACME DNS-01).
+#[async_trait]
+pub trait CertStore: Send + Sync {
+    /// Adds (or renews) TXT record `value` at `name` (lowercase FQDN without the final dot)
+    /// until `expires_at`; expired records are removed.
+    async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()>;
+
+    /// Removes one TXT record; whether it existed.
+    async fn delete_txt(&self, name: &str, value: &str) -> MetaResult<bool>;
+
+    /// The unexpired TXT values at `name`, sorted.
+    async fn list_txt(&self, name: &str) -> MetaResult<Vec<String>>;
+
+    /// Every unexpired TXT record as (name, value), sorted (for RFC 2136 pushes).
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>>;
+
     /// Inserts or replaces the certificate set `cert.id`.
     async fn put_cert(&self, cert: &CertRecord) -> MetaResult<()>;
+
     async fn get_cert(&self, id: &str) -> MetaResult<Option<CertRecord>>;
+
     /// Ordered by id.
     async fn list_certs(&self) -> MetaResult<Vec<CertRecord>>;
+
     /// A cluster-wide setting (e.g. the sealed ACME account): insert or replace.
     async fn put_setting(&self, name: &str, value: &str) -> MetaResult<()>;
+
     async fn get_setting(&self, name: &str) -> MetaResult<Option<String>>;
+}
+
+/// Leases with the database's atomicity (one holder at a time).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Takes lease `name` for `holder` until `until` if it is free, expired (`expires_at <= now`)
     /// or already `holder`'s (then extended). `true` if `holder` holds it after the call.
     /// Atomic: of racing callers at most one holds an unexpired lease.
@@ -576,37 +608,57 @@ pub trait MetaStore: Send + Sync + 'static {
         now: Millis,
         until: Millis,
     ) -> MetaResult<bool>;
+
     /// Gives the lease up if `holder` holds it; whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool>;
+}
 
-    // ---- versioned documents ----
+/// Versioned JSON documents by (kind, id): sandboxes, webhooks, node policies, blob bookkeeping.
+#[async_trait]
+pub trait DocStore: Send + Sync {
     /// Writes `doc` (its `version` and `updated_at` are set by the store: `expect + 1`, `now`):
     /// `expect = 0` creates it (false if `(kind, id)` exists), otherwise it updates only the
     /// row at version `expect` (false if it is gone or at another version).
     async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool>;
+
     async fn get_doc(&self, kind: &str, id: &str) -> MetaResult<Option<DocRecord>>;
+
     /// Documents of a kind (of one owner when given), oldest first (by id within a millisecond).
     async fn list_docs(&self, kind: &str, owner: Option<&str>) -> MetaResult<Vec<DocRecord>>;
+
     /// Deletes the row at version `expect` (any version when `expect = 0`); false if not there.
     async fn delete_doc(&self, kind: &str, id: &str, expect: i64) -> MetaResult<bool>;
+}
 
-    // ---- api keys ----
+/// API keys (hashed).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// `Conflict` if the key id exists.
     async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()>;
+
     async fn get_api_key(&self, key_id: &str) -> MetaResult<Option<ApiKeyRecord>>;
+
     /// Ordered by created_at, then key_id.
     async fn list_api_keys(&self) -> MetaResult<Vec<ApiKeyRecord>>;
+
     /// Sets revoked_at (idempotent: keeps the first time). `NotFound` for an unknown key.
     async fn revoke_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
+
     /// Best-effort last_used_at update.
     async fn touch_api_key(&self, key_id: &str, at: Millis) -> MetaResult<()>;
+}
 
-    // ---- join tokens ----
+/// Join tokens for edges.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// `Conflict` if the token id exists.
     async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()>;
+
     async fn get_join_token(&self, token_id: &str) -> MetaResult<Option<JoinTokenRecord>>;
+
     /// Ordered by created_at, then token_id.
     async fn list_join_tokens(&self) -> MetaResult<Vec<JoinTokenRecord>>;
+
     /// Atomically records a use by `node_id` at `now` and returns the updated row. In one
     /// statement or transaction, checked in this order: `NotFound` (unknown id);
     /// `Conflict("join token <id> was revoked")`; `Conflict("join token <id> expired")` when
@@ -621,15 +673,41 @@ pub trait MetaStore: Send + Sync + 'static {
         node_id: &str,
         now: Millis,
     ) -> MetaResult<JoinTokenRecord>;
+
     /// Sets revoked_at (idempotent: keeps the first time). `NotFound` for an unknown token.
     async fn revoke_join_token(&self, token_id: &str, at: Millis) -> MetaResult<()>;
+}
 
-    // ---- audit ----
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64>;
+
     /// Newest first, at most `limit`, only ids below `before` when given.
     async fn list_audit(&self, limit: i64, before: Option<i64>) -> MetaResult<Vec<AuditEntry>>;
+}
 
-    // ---- change feed ----
+/// The metadata store: every part above, plus the backend's name, liveness and the change
+/// feed. Both backends implement exactly these semantics (the conformance suite). Code that
+/// needs one part can take that part (`&dyn KeyStore`, …); `dyn MetaStore` has them all.
+#[async_trait]
+pub trait MetaStore:
+    NodeStore
+    + PodStore
+    + CertStore
+    + LeaseStore
+    + DocStore
+    + KeyStore
+    + TokenStore
+    + AuditStore
+    + 'static
+{
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip, for `/readiness`.
+    async fn ping(&self) -> MetaResult<()>;
+
     /// A new subscription. Its first event is [`FeedEvent::Reset`] once the feed is live
     /// (for PostgreSQL: after LISTEN succeeded), and again after every reconnect.
     fn subscribe(&self) -> ChangeFeed;

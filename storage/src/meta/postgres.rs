@@ -45,6 +45,9 @@ use super::{
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
+use super::{
+    AuditStore, CertStore, DocStore, KeyStore, LeaseStore, NodeStore, PodStore, TokenStore,
+};
 
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
 pub const MIGRATION_LOCK: i64 = 0x7870_6f64_6d69_6772;
@@ -880,8 +883,13 @@ impl MetaStore for PgStore {
         Ok(())
     }
 
-    // ---- nodes ----
+    fn subscribe(&self) -> ChangeFeed {
+        self.hub.subscribe()
+    }
+}
 
+#[async_trait]
+impl NodeStore for PgStore {
     async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()> {
         let attached = to_json(&node.attached_centers)?;
         let capacity = to_json(&node.capacity)?;
@@ -962,9 +970,10 @@ impl MetaStore for PgStore {
             .map(node_from_row)
             .collect()
     }
+}
 
-    // ---- pods ----
-
+#[async_trait]
+impl PodStore for PgStore {
     async fn create_pod(&self, pod: &NewPod) -> MetaResult<PodRecord> {
         if pod.pod_id.is_empty() {
             return Err(MetaError::Invalid("pod_id is empty".into()));
@@ -1094,8 +1103,6 @@ impl MetaStore for PgStore {
         }
         Ok(())
     }
-
-    // ---- resources ----
 
     async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>> {
         let client = self.client().await?;
@@ -1400,6 +1407,33 @@ impl MetaStore for PgStore {
         rows.iter().map(|r| col::<String>(r, "blob_key")).collect()
     }
 
+    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {RES_COLS} FROM resources \
+             WHERE pod_id = $1 AND blob_key IS NOT NULL AND deleted_at IS NULL ORDER BY path"
+        );
+        let rows = query(&client, &sql, &[&pod_id]).await?;
+        rows.iter()
+            .map(|r| resource_from_row(r).map(|(rec, _)| rec))
+            .collect()
+    }
+
+    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
+        let client = self.client().await?;
+        let add = serde_json::Value::from(vec![region]).to_string();
+        execute(
+            &client,
+            "UPDATE resources SET regions = regions || $2::text::jsonb \
+             WHERE blob_key = $1 AND NOT regions @> $2::text::jsonb",
+            &[&key, &add],
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl CertStore for PgStore {
     async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()> {
         let client = self.client().await?;
         execute(
@@ -1509,6 +1543,22 @@ impl MetaStore for PgStore {
         .transpose()
     }
 
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT name, value FROM dns_txt WHERE expires_at > $1 ORDER BY name, value",
+            &[&now_millis()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col::<String>(r, "name")?, col::<String>(r, "value")?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl LeaseStore for PgStore {
     async fn try_lease(
         &self,
         name: &str,
@@ -1540,7 +1590,10 @@ impl MetaStore for PgStore {
         .await?;
         Ok(n > 0)
     }
+}
 
+#[async_trait]
+impl DocStore for PgStore {
     async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool> {
         let client = self.client().await?;
         let body = to_json(&doc.doc)?;
@@ -1601,46 +1654,10 @@ impl MetaStore for PgStore {
         .await?;
         Ok(n == 1)
     }
+}
 
-    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            "SELECT name, value FROM dns_txt WHERE expires_at > $1 ORDER BY name, value",
-            &[&now_millis()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| Ok((col::<String>(r, "name")?, col::<String>(r, "value")?)))
-            .collect()
-    }
-
-    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {RES_COLS} FROM resources \
-             WHERE pod_id = $1 AND blob_key IS NOT NULL AND deleted_at IS NULL ORDER BY path"
-        );
-        let rows = query(&client, &sql, &[&pod_id]).await?;
-        rows.iter()
-            .map(|r| resource_from_row(r).map(|(rec, _)| rec))
-            .collect()
-    }
-
-    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
-        let client = self.client().await?;
-        let add = serde_json::Value::from(vec![region]).to_string();
-        execute(
-            &client,
-            "UPDATE resources SET regions = regions || $2::text::jsonb \
-             WHERE blob_key = $1 AND NOT regions @> $2::text::jsonb",
-            &[&key, &add],
-        )
-        .await
-    }
-
-    // ---- api keys ----
-
+#[async_trait]
+impl KeyStore for PgStore {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()> {
         let scopes = to_json(&key.scopes)?;
         let client = self.client().await?;
@@ -1721,9 +1738,10 @@ impl MetaStore for PgStore {
         .await?;
         Ok(())
     }
+}
 
-    // ---- join tokens ----
-
+#[async_trait]
+impl TokenStore for PgStore {
     async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()> {
         let client = self.client().await?;
         let n = execute(
@@ -1843,9 +1861,10 @@ impl MetaStore for PgStore {
         }
         Ok(())
     }
+}
 
-    // ---- audit ----
-
+#[async_trait]
+impl AuditStore for PgStore {
     async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64> {
         let details = to_json(&entry.details)?;
         let client = self.client().await?;
@@ -1878,12 +1897,6 @@ impl MetaStore for PgStore {
         )
         .await?;
         rows.iter().map(audit_from_row).collect()
-    }
-
-    // ---- change feed ----
-
-    fn subscribe(&self) -> ChangeFeed {
-        self.hub.subscribe()
     }
 }
 

@@ -29,6 +29,9 @@ use super::{
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
+use super::{
+    AuditStore, CertStore, DocStore, KeyStore, LeaseStore, NodeStore, PodStore, TokenStore,
+};
 
 /// Numbered schema migrations, applied in order, each in its own IMMEDIATE transaction together
 /// with its `schema_migrations` row, so a crash never leaves a half-applied version. Never edit
@@ -906,8 +909,13 @@ impl MetaStore for SqliteStore {
             .await
     }
 
-    // ---- nodes ----
+    fn subscribe(&self) -> ChangeFeed {
+        self.hub.subscribe()
+    }
+}
 
+#[async_trait]
+impl NodeStore for SqliteStore {
     async fn upsert_node(&self, node: &NodeRecord) -> MetaResult<()> {
         let node = node.clone();
         let centers = to_json(&node.attached_centers)?;
@@ -995,9 +1003,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
-    // ---- pods ----
-
+#[async_trait]
+impl PodStore for SqliteStore {
     async fn create_pod(&self, pod: &NewPod) -> MetaResult<PodRecord> {
         let pod = pod.clone();
         let record = self
@@ -1110,8 +1119,6 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    // ---- resources ----
-
     async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>> {
         let (pod_id, path) = (pod_id.to_string(), path.to_string());
         self.call(move |c| load_live(c, &pod_id, &path)).await
@@ -1206,6 +1213,44 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
+        let pod_id = pod_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLS} FROM resources
+                 WHERE pod_id = ?1 AND blob_key IS NOT NULL AND deleted_at IS NULL
+                 ORDER BY path"
+            ))
+            .db()?
+            .query_map([&pod_id], resource_from_row)
+            .db()?
+            .map(|r| r.map(|s| s.record))
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
+        let (key, region) = (key.to_string(), region.to_string());
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE resources SET regions = json_insert(regions, '$[#]', ?2)
+                     WHERE blob_key = ?1
+                       AND NOT EXISTS (SELECT 1 FROM json_each(regions) WHERE value = ?2)",
+                )
+                .db()?
+                .execute([&key, &region])
+                .db()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CertStore for SqliteStore {
     async fn put_txt(&self, name: &str, value: &str, expires_at: Millis) -> MetaResult<()> {
         let (name, value) = (name.to_string(), value.to_string());
         self.call(move |c| {
@@ -1338,6 +1383,25 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT name, value FROM dns_txt WHERE expires_at > ?1 ORDER BY name, value",
+            )
+            .db()?
+            .query_map([now_millis()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
     async fn try_lease(
         &self,
         name: &str,
@@ -1375,7 +1439,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl DocStore for SqliteStore {
     async fn put_doc(&self, doc: &DocRecord, expect: i64, now: Millis) -> MetaResult<bool> {
         let body = serde_json::to_string(&doc.doc)
             .map_err(|e| MetaError::Invalid(format!("json: {e}")))?;
@@ -1461,60 +1528,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
-    async fn list_all_txt(&self) -> MetaResult<Vec<(String, String)>> {
-        self.call(move |c| {
-            c.prepare_cached(
-                "SELECT name, value FROM dns_txt WHERE expires_at > ?1 ORDER BY name, value",
-            )
-            .db()?
-            .query_map([now_millis()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .db()?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db()
-        })
-        .await
-    }
-
-    async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
-        let pod_id = pod_id.to_string();
-        self.call(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {RESOURCE_COLS} FROM resources
-                 WHERE pod_id = ?1 AND blob_key IS NOT NULL AND deleted_at IS NULL
-                 ORDER BY path"
-            ))
-            .db()?
-            .query_map([&pod_id], resource_from_row)
-            .db()?
-            .map(|r| r.map(|s| s.record))
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .db()
-        })
-        .await
-    }
-
-    async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64> {
-        let (key, region) = (key.to_string(), region.to_string());
-        self.call(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE resources SET regions = json_insert(regions, '$[#]', ?2)
-                     WHERE blob_key = ?1
-                       AND NOT EXISTS (SELECT 1 FROM json_each(regions) WHERE value = ?2)",
-                )
-                .db()?
-                .execute([&key, &region])
-                .db()?;
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    // ---- api keys ----
-
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn create_api_key(&self, key: &ApiKeyRecord) -> MetaResult<()> {
         let key = key.clone();
         let scopes = to_json(&key.scopes)?;
@@ -1618,9 +1635,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
-    // ---- join tokens ----
-
+#[async_trait]
+impl TokenStore for SqliteStore {
     async fn create_join_token(&self, t: &JoinTokenRecord) -> MetaResult<()> {
         let t = t.clone();
         self.call(move |c| {
@@ -1740,9 +1758,10 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+}
 
-    // ---- audit ----
-
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, entry: &NewAudit) -> MetaResult<i64> {
         let entry = entry.clone();
         let details = to_json(&entry.details)?;
@@ -1785,11 +1804,5 @@ impl MetaStore for SqliteStore {
             .db()
         })
         .await
-    }
-
-    // ---- change feed ----
-
-    fn subscribe(&self) -> ChangeFeed {
-        self.hub.subscribe()
     }
 }
