@@ -1,9 +1,14 @@
-//! Metadata: one trait ([`MetaStore`]), two backends.
+//! Metadata: one trait ([`MetaStore`], the sum of per-domain parts: [`PodStore`],
+//! [`NodeStore`], [`KeyStore`], [`TokenStore`], [`CertStore`], [`LeaseStore`], [`DocStore`],
+//! [`AuditStore`]), two backends.
 //!
+//! - [`plan`]: the resource rules (fencing, shape, preconditions, twins, ancestors, versions,
+//!   parent etags, retired blobs), written once; both backends read, plan and execute.
+//! - [`feed`]: the change feed's hub and subscriptions.
 //! - [`postgres`]: shared by centers. A connection pool, numbered migrations applied under an
 //!   advisory lock, and a dedicated LISTEN connection for the change feed.
 //! - [`sqlite`]: embedded, for a lone node or an edge. Same schema, same semantics, same tests
-//!   ([`conformance`]); its change feed is in-process.
+//!   (`conformance`, a test-only feature); its change feed is in-process.
 //!
 //! Rules every backend keeps (the conformance suite checks them):
 //! - Timestamps are Unix milliseconds ([`Millis`]) computed by the caller's clock (`now_millis`).
@@ -18,6 +23,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod feed;
+pub mod plan;
 pub mod postgres;
 pub mod sqlite;
 
@@ -227,7 +233,7 @@ pub struct PodRecord {
     pub created_at: Millis,
 }
 
-/// Input of [`MetaStore::create_pod`]. The pod starts at epoch 1 with its root container `/`.
+/// Input of [`PodStore::create_pod`]. The pod starts at epoch 1 with its root container `/`.
 #[derive(Clone, Debug)]
 pub struct NewPod {
     pub pod_id: String,
@@ -311,7 +317,7 @@ impl Precondition {
     }
 }
 
-/// Input of [`MetaStore::put_resource`]. A path ending in `/` is a container (then `blob_key`,
+/// Input of [`PodStore::put_resource`]. A path ending in `/` is a container (then `blob_key`,
 /// `content_type` are `None` and `size` is 0).
 #[derive(Clone, Debug)]
 pub struct PutResource {
@@ -323,7 +329,7 @@ pub struct PutResource {
     pub regions: Vec<String>,
 }
 
-/// Result of [`MetaStore::put_resource`].
+/// Result of [`PodStore::put_resource`].
 #[derive(Clone, Debug)]
 pub struct PutOutcome {
     pub record: ResourceRecord,
@@ -390,7 +396,7 @@ pub struct JoinTokenRecord {
     pub revoked_at: Option<Millis>,
 }
 
-/// Input of [`MetaStore::append_audit`].
+/// Input of [`AuditStore::append_audit`].
 #[derive(Clone, Debug)]
 pub struct NewAudit {
     pub at: Millis,
@@ -505,7 +511,7 @@ pub trait PodStore: Send + Sync {
 
     async fn get_resource(&self, pod_id: &str, path: &str) -> MetaResult<Option<ResourceRecord>>;
 
-    /// [`MetaStore::get_resource`] for the owner that believes `fence`: `Fenced` if the pod is
+    /// [`PodStore::get_resource`] for the owner that believes `fence`: `Fenced` if the pod is
     /// owned by another node or at another epoch now, `NotFound` if the pod is gone. The read
     /// path of a pod's owner, whose pod row comes from memory: the check of that belief rides
     /// on the same round trip (PostgreSQL: one query).

@@ -39,6 +39,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::feed::FeedHub;
+use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
     ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
@@ -788,14 +789,7 @@ async fn lock_pod_fenced<C: GenericClient>(tx: &C, pod_id: &str, fence: &Fence) 
     .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
     let owner: String = col(&row, "node_id")?;
     let epoch: i64 = col(&row, "epoch")?;
-    if owner != fence.node_id || epoch != fence.epoch {
-        return Err(MetaError::Fenced {
-            pod_id: pod_id.to_string(),
-            owner,
-            epoch,
-        });
-    }
-    Ok(())
+    plan::check_fence(pod_id, &owner, epoch, fence)
 }
 
 /// The row at `path` (live or tombstoned), locked.
@@ -829,29 +823,6 @@ async fn bump_containers<C: GenericClient>(
         .await?;
     }
     Ok(())
-}
-
-/// Ancestor containers of `path`, from `/` down to its direct parent.
-fn ancestors(path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = parent_path(path);
-    while let Some(p) = cur {
-        out.push(p.to_string());
-        cur = parent_path(p);
-    }
-    out.reverse();
-    out
-}
-
-/// The path of the other kind at the same place: `/a` ↔ `/a/` (`None` for `/`).
-fn twin(path: &str) -> Option<String> {
-    if path == "/" {
-        None
-    } else if let Some(doc) = path.strip_suffix('/') {
-        Some(doc.to_string())
-    } else {
-        Some(format!("{path}/"))
-    }
 }
 
 fn check_path(path: &str) -> MetaResult<()> {
@@ -1187,77 +1158,38 @@ impl PodStore for PgStore {
         put: &PutResource,
         pre: &Precondition,
     ) -> MetaResult<PutOutcome> {
-        check_path(&put.path)?;
-        let path = put.path.as_str();
-        let is_container = path.ends_with('/');
-        if is_container && (put.blob_key.is_some() || put.content_type.is_some() || put.size != 0) {
-            return Err(MetaError::Invalid(format!(
-                "container {path}: blob_key and content_type must be None and size 0"
-            )));
-        }
-        let pod_id = put.pod_id.as_str();
+        plan::validate_put(put)?;
+        let (pod_id, path) = (put.pod_id.as_str(), put.path.as_str());
         let regions = to_json(&put.regions)?;
         let now = now_millis();
 
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         lock_pod_fenced(&tx, pod_id, fence).await?;
-
         let current = resource_for_update(&tx, pod_id, path).await?;
-        let live = current
-            .as_ref()
-            .filter(|(_, deleted)| deleted.is_none())
-            .map(|(r, _)| r);
-        if !pre.holds(live) {
-            return Err(MetaError::PreconditionFailed);
-        }
-
-        // Everything the type checks and the ancestor creation need, in one query.
-        let ancestors = ancestors(path);
-        let mut wanted: Vec<String> = ancestors.clone();
-        wanted.extend(ancestors.iter().filter_map(|a| twin(a)));
-        wanted.extend(twin(path));
+        // Everything else the rules need, in one query.
+        let wanted = plan::put_reads(path);
         let rows = query(
             &tx,
             "SELECT path, version, deleted_at FROM resources WHERE pod_id = $1 AND path = ANY($2)",
             &[&pod_id, &wanted],
         )
         .await?;
-        // path → (version, live)
-        let mut found: HashMap<String, (i64, bool)> = HashMap::new();
+        let mut seen = HashMap::new();
         for row in &rows {
-            let p: String = col(row, "path")?;
-            let v: i64 = col(row, "version")?;
-            let d: Option<i64> = col(row, "deleted_at")?;
-            found.insert(p, (v, d.is_none()));
+            let deleted: Option<i64> = col(row, "deleted_at")?;
+            seen.insert(
+                col::<String>(row, "path")?,
+                plan::Seen {
+                    version: col(row, "version")?,
+                    live: deleted.is_none(),
+                },
+            );
         }
-        let is_live = |p: &str| found.get(p).is_some_and(|(_, live)| *live);
+        let current = current.as_ref().map(|(r, deleted)| (r, deleted.is_none()));
+        let plan = plan::plan_put(put, pre, current, &seen, now)?;
 
-        if let Some(t) = twin(path) {
-            if is_live(&t) {
-                return Err(MetaError::Conflict(format!(
-                    "{t} exists, clashes with {path}"
-                )));
-            }
-        }
-        for a in &ancestors {
-            if let Some(doc) = twin(a) {
-                if is_live(&doc) {
-                    return Err(MetaError::Conflict(format!(
-                        "{doc} is a document, not a container"
-                    )));
-                }
-            }
-        }
-
-        // Create missing ancestors, root first.
-        let mut bump: BTreeSet<String> = BTreeSet::new();
-        for a in &ancestors {
-            if is_live(a) {
-                continue;
-            }
-            let version = found.get(a.as_str()).map_or(1, |(v, _)| v + 1);
-            let parent = parent_path(a);
+        for (a, version) in &plan.containers {
             execute(
                 &tx,
                 "INSERT INTO resources (pod_id, path, parent, is_container, content_type, etag, \
@@ -1267,17 +1199,11 @@ impl PodStore for PgStore {
                      is_container = TRUE, content_type = NULL, etag = EXCLUDED.etag, size = 0, \
                      blob_key = NULL, regions = '[]', version = EXCLUDED.version, \
                      modified_at = EXCLUDED.modified_at, deleted_at = NULL",
-                &[&pod_id, a, &parent, &new_etag(), &version, &now],
+                &[&pod_id, a, &parent_path(a), &new_etag(), version, &now],
             )
             .await?;
-            if let Some(p) = parent {
-                bump.insert(p.to_string());
-            }
         }
-
-        // The resource itself.
-        let version = current.as_ref().map_or(1, |(r, _)| r.version + 1);
-        let parent = parent_path(path);
+        let r = &plan.record;
         let sql = format!(
             "INSERT INTO resources (pod_id, path, parent, is_container, content_type, etag, size, \
                  blob_key, regions, version, modified_at, deleted_at) \
@@ -1295,36 +1221,29 @@ impl PodStore for PgStore {
             &[
                 &pod_id,
                 &path,
-                &parent,
-                &is_container,
-                &put.content_type,
-                &new_etag(),
-                &put.size,
-                &put.blob_key,
+                &parent_path(path),
+                &r.is_container,
+                &r.content_type,
+                &r.etag,
+                &r.size,
+                &r.blob_key,
                 &regions,
-                &version,
+                &r.version,
                 &now,
             ],
         )
         .await?
         .ok_or_else(|| MetaError::Backend("upsert returned no row".into()))?;
         let (record, _) = resource_from_row(&row)?;
-        if let Some(p) = parent {
-            bump.insert(p.to_string());
-        }
-        bump_containers(&tx, pod_id, &bump, now).await?;
-        let created = live.is_none();
-        let replaced_blob = live
-            .and_then(|r| r.blob_key.clone())
-            .filter(|old| put.blob_key.as_ref() != Some(old));
-        if let Some(old) = &replaced_blob {
+        bump_containers(&tx, pod_id, &plan.bump, now).await?;
+        if let Some(old) = &plan.replaced_blob {
             retire_blob(&tx, pod_id, path, old, now).await?;
         }
         tx.commit().await.map_err(pg_err)?;
         Ok(PutOutcome {
             record,
-            created,
-            replaced_blob,
+            created: plan.created,
+            replaced_blob: plan.replaced_blob,
         })
     }
 
@@ -1903,21 +1822,6 @@ impl AuditStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ancestors_root_first() {
-        assert_eq!(ancestors("/"), Vec::<String>::new());
-        assert_eq!(ancestors("/a.txt"), vec!["/"]);
-        assert_eq!(ancestors("/a/b/c.txt"), vec!["/", "/a/", "/a/b/"]);
-        assert_eq!(ancestors("/a/b/"), vec!["/", "/a/"]);
-    }
-
-    #[test]
-    fn twins() {
-        assert_eq!(twin("/"), None);
-        assert_eq!(twin("/a"), Some("/a/".into()));
-        assert_eq!(twin("/a/"), Some("/a".into()));
-    }
 
     #[test]
     fn migrations_are_numbered_in_order() {

@@ -10,7 +10,7 @@
 //! The change feed is in-process: this store is the only writer, so it sends the events itself
 //! after each commit, and the feed is live from the moment the store opens.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use rusqlite::{
 use serde::de::DeserializeOwned;
 
 use super::feed::FeedHub;
+use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
     ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
@@ -443,12 +444,6 @@ struct StoredResource {
     deleted: bool,
 }
 
-impl StoredResource {
-    fn live(&self) -> Option<&ResourceRecord> {
-        (!self.deleted).then_some(&self.record)
-    }
-}
-
 fn resource_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource> {
     Ok(StoredResource {
         record: ResourceRecord {
@@ -588,13 +583,7 @@ fn load_pod(conn: &Connection, pod_id: &str) -> MetaResult<Option<PodRecord>> {
 /// Loads the pod and checks the fence: the first two steps of every resource write.
 fn check_fence(tx: &Transaction<'_>, pod_id: &str, fence: &Fence) -> MetaResult<PodRecord> {
     let pod = load_pod(tx, pod_id)?.ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
-    if pod.node_id != fence.node_id || pod.epoch != fence.epoch {
-        return Err(MetaError::Fenced {
-            pod_id: pod_id.to_string(),
-            owner: pod.node_id,
-            epoch: pod.epoch,
-        });
-    }
+    plan::check_fence(pod_id, &pod.node_id, pod.epoch, fence)?;
     Ok(pod)
 }
 
@@ -617,17 +606,6 @@ fn load_live(conn: &Connection, pod_id: &str, path: &str) -> MetaResult<Option<R
     Ok(load_resource(conn, pod_id, path)?
         .filter(|r| !r.deleted)
         .map(|r| r.record))
-}
-
-/// The path of the other kind with the same name: `/a` ↔ `/a/` (none for the root).
-fn twin_path(path: &str) -> Option<String> {
-    if path == "/" {
-        None
-    } else if let Some(doc) = path.strip_suffix('/') {
-        Some(doc.to_string())
-    } else {
-        Some(format!("{path}/"))
-    }
 }
 
 /// Inserts or revives the row for `record.path` (clearing any tombstone). `record.version`
@@ -663,125 +641,69 @@ fn upsert_resource(tx: &Transaction<'_>, record: &ResourceRecord) -> MetaResult<
 
 /// A container's etag changes when a direct member is added or removed.
 fn bump_parent(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
-    if let Some(parent) = parent_path(path) {
-        tx.prepare_cached(
-            "UPDATE resources SET etag = ?1, modified_at = ?2
-             WHERE pod_id = ?3 AND path = ?4 AND deleted_at IS NULL",
-        )
-        .db()?
-        .execute(params![new_etag(), now, pod_id, parent])
-        .db()?;
+    match parent_path(path) {
+        Some(parent) => bump_container(tx, pod_id, parent, now),
+        None => Ok(()),
     }
+}
+
+/// A new etag for the live container `path`.
+fn bump_container(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
+    tx.prepare_cached(
+        "UPDATE resources SET etag = ?1, modified_at = ?2
+         WHERE pod_id = ?3 AND path = ?4 AND deleted_at IS NULL",
+    )
+    .db()?
+    .execute(params![new_etag(), now, pod_id, path])
+    .db()?;
     Ok(())
 }
 
-/// A fresh container row at `path`, one version above whatever (tombstone) was there.
-fn new_container(pod_id: &str, path: &str, previous_version: i64, now: i64) -> ResourceRecord {
-    ResourceRecord {
-        pod_id: pod_id.to_string(),
-        path: path.to_string(),
-        is_container: true,
-        content_type: None,
-        etag: new_etag(),
-        size: 0,
-        blob_key: None,
-        regions: Vec::new(),
-        version: previous_version + 1,
-        modified_at: now,
-    }
-}
-
-/// Makes every ancestor of `path` a live container, creating missing ones from the root down
-/// (each creation bumps its own parent). A live document where a container should be is a
-/// `Conflict` naming it.
-fn ensure_ancestors(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
-    let mut ancestors = Vec::new();
-    let mut cur = parent_path(path);
-    while let Some(p) = cur {
-        ancestors.push(p);
-        cur = parent_path(p);
-    }
-    for anc in ancestors.into_iter().rev() {
-        let existing = load_resource(tx, pod_id, anc)?;
-        if existing.as_ref().is_some_and(|r| !r.deleted) {
-            continue;
-        }
-        if let Some(doc) = twin_path(anc) {
-            if load_live(tx, pod_id, &doc)?.is_some() {
-                return Err(MetaError::Conflict(format!(
-                    "{doc} is a document, not a container"
-                )));
-            }
-        }
-        let previous_version = existing.map_or(0, |r| r.record.version);
-        upsert_resource(tx, &new_container(pod_id, anc, previous_version, now))?;
-        bump_parent(tx, pod_id, anc, now)?;
-    }
-    Ok(())
-}
-
-/// The body of [`MetaStore::put_resource`], inside one IMMEDIATE transaction.
+/// The body of [`PodStore::put_resource`], inside one IMMEDIATE transaction: reads what the
+/// rules need, then executes the plan of [`plan::plan_put`].
 fn put_tx(
     tx: &Transaction<'_>,
     fence: &Fence,
     put: &PutResource,
     pre: &Precondition,
 ) -> MetaResult<PutOutcome> {
+    plan::validate_put(put)?;
     check_fence(tx, &put.pod_id, fence)?;
-    let is_container = put.path.ends_with('/');
-    if is_container && (put.blob_key.is_some() || put.content_type.is_some() || put.size != 0) {
-        return Err(MetaError::Invalid(format!(
-            "container {}: no blob, content type or size",
-            put.path
-        )));
-    }
-    let existing = load_resource(tx, &put.pod_id, &put.path)?;
-    let live = existing.as_ref().and_then(StoredResource::live);
-    if !pre.holds(live) {
-        return Err(MetaError::PreconditionFailed);
-    }
-    if let Some(twin) = twin_path(&put.path) {
-        if load_live(tx, &put.pod_id, &twin)?.is_some() {
-            return Err(MetaError::Conflict(format!(
-                "{twin} exists, clashes with {}",
-                put.path
-            )));
+    let pod_id = put.pod_id.as_str();
+    let existing = load_resource(tx, pod_id, &put.path)?;
+    let mut seen = HashMap::new();
+    for p in plan::put_reads(&put.path) {
+        if let Some(r) = load_resource(tx, pod_id, &p)? {
+            seen.insert(
+                p,
+                plan::Seen {
+                    version: r.record.version,
+                    live: !r.deleted,
+                },
+            );
         }
     }
     let now = now_millis();
-    ensure_ancestors(tx, &put.pod_id, &put.path, now)?;
-
-    let created = live.is_none();
-    let replaced_blob = live
-        .and_then(|r| r.blob_key.clone())
-        .filter(|old| put.blob_key.as_ref() != Some(old));
-    let record = ResourceRecord {
-        pod_id: put.pod_id.clone(),
-        path: put.path.clone(),
-        is_container,
-        content_type: put.content_type.clone(),
-        etag: new_etag(),
-        size: put.size,
-        blob_key: put.blob_key.clone(),
-        regions: put.regions.clone(),
-        version: existing.as_ref().map_or(0, |r| r.record.version) + 1,
-        modified_at: now,
-    };
-    upsert_resource(tx, &record)?;
-    // Always, not only on create: a container's representation lists its members' metadata,
-    // so a replaced member changes it too.
-    bump_parent(tx, &put.pod_id, &put.path, now)?;
-    if let Some(old) = &replaced_blob {
-        retire_blob(tx, &put.pod_id, &put.path, old, now)?;
+    let current = existing.as_ref().map(|r| (&r.record, !r.deleted));
+    let plan = plan::plan_put(put, pre, current, &seen, now)?;
+    for (a, version) in &plan.containers {
+        upsert_resource(tx, &plan::container(pod_id, a, *version, now))?;
+    }
+    upsert_resource(tx, &plan.record)?;
+    for c in &plan.bump {
+        bump_container(tx, pod_id, c, now)?;
+    }
+    if let Some(old) = &plan.replaced_blob {
+        retire_blob(tx, pod_id, &put.path, old, now)?;
     }
     Ok(PutOutcome {
-        record,
-        created,
-        replaced_blob,
+        record: plan.record,
+        created: plan.created,
+        replaced_blob: plan.replaced_blob,
     })
 }
 
-/// The body of [`MetaStore::delete_resource`], inside one IMMEDIATE transaction.
+/// The body of [`PodStore::delete_resource`], inside one IMMEDIATE transaction.
 fn delete_tx(
     tx: &Transaction<'_>,
     fence: &Fence,
@@ -1044,7 +966,7 @@ impl PodStore for SqliteStore {
                 .db()?;
                 // A tombstoned root of an earlier pod with this id cannot exist: pods are never
                 // deleted and `/` cannot be deleted, so the root is version 1.
-                upsert_resource(&tx, &new_container(&record.pod_id, "/", 0, now))?;
+                upsert_resource(&tx, &plan::container(&record.pod_id, "/", 1, now))?;
                 tx.commit().db()?;
                 Ok(record)
             })
