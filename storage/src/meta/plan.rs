@@ -174,6 +174,49 @@ pub fn plan_put(
     })
 }
 
+/// The first rules of a delete of `path`, given its live row: not the root (`Conflict`), live
+/// (`NotFound`), the precondition. Returns the row. The caller then asks whether a container
+/// has live members and plans with [`plan_delete`].
+pub fn check_delete<'a>(
+    path: &str,
+    live: Option<&'a ResourceRecord>,
+    pre: &Precondition,
+) -> MetaResult<&'a ResourceRecord> {
+    if path == "/" {
+        return Err(MetaError::Conflict(
+            "the root container / cannot be deleted".into(),
+        ));
+    }
+    let live = live.ok_or_else(|| MetaError::NotFound(format!("resource {path}")))?;
+    if !pre.holds(Some(live)) {
+        return Err(MetaError::PreconditionFailed);
+    }
+    Ok(live)
+}
+
+/// What a delete does: tombstone the row (version + 1, no blob key, so it never counts as a
+/// reference), give `bump` a new etag, retire `retired_blob`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeletePlan {
+    pub bump: Option<String>,
+    pub retired_blob: Option<String>,
+}
+
+/// Plans the delete of `live` (checked by [`check_delete`]); `has_member`: whether the
+/// container has a live member (ignored for a document).
+pub fn plan_delete(live: &ResourceRecord, has_member: bool) -> MetaResult<DeletePlan> {
+    if live.is_container && has_member {
+        return Err(MetaError::Conflict(format!(
+            "container {} is not empty",
+            live.path
+        )));
+    }
+    Ok(DeletePlan {
+        bump: parent_path(&live.path).map(str::to_string),
+        retired_blob: live.blob_key.clone(),
+    })
+}
+
 /// A fresh container row at `path` with `version`.
 pub fn container(pod_id: &str, path: &str, version: i64, now: Millis) -> ResourceRecord {
     ResourceRecord {

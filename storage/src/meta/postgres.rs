@@ -1259,38 +1259,22 @@ impl PodStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         lock_pod_fenced(&tx, pod_id, fence).await?;
-        if path == "/" {
-            return Err(MetaError::Conflict(
-                "the root container / cannot be deleted".into(),
-            ));
-        }
         let current = resource_for_update(&tx, pod_id, path).await?;
-        let Some(live) = current
+        let live = current
             .as_ref()
             .filter(|(_, deleted)| deleted.is_none())
-            .map(|(r, _)| r)
-        else {
-            return Err(MetaError::NotFound(format!("resource {path}")));
-        };
-        if !pre.holds(Some(live)) {
-            return Err(MetaError::PreconditionFailed);
-        }
-        if live.is_container {
-            let member = query_opt(
+            .map(|(r, _)| r);
+        let live = plan::check_delete(path, live, pre)?;
+        let has_member = live.is_container
+            && query_opt(
                 &tx,
                 "SELECT path FROM resources \
                  WHERE pod_id = $1 AND parent = $2 AND deleted_at IS NULL LIMIT 1",
                 &[&pod_id, &path],
             )
-            .await?;
-            if member.is_some() {
-                return Err(MetaError::Conflict(format!(
-                    "container {path} is not empty"
-                )));
-            }
-        }
-        // The tombstone keeps its version history (+1: a delete is a write) and drops the blob
-        // key, so it never counts as a reference once the caller deletes the blob.
+            .await?
+            .is_some();
+        let plan = plan::plan_delete(live, has_member)?;
         execute(
             &tx,
             "UPDATE resources SET deleted_at = $3, modified_at = $3, version = version + 1, \
@@ -1299,16 +1283,12 @@ impl PodStore for PgStore {
             &[&pod_id, &path, &now],
         )
         .await?;
-        let mut bump = BTreeSet::new();
-        if let Some(p) = parent_path(path) {
-            bump.insert(p.to_string());
-        }
-        bump_containers(&tx, pod_id, &bump, now).await?;
-        if let Some(old) = &live.blob_key {
+        bump_containers(&tx, pod_id, &plan.bump.iter().cloned().collect(), now).await?;
+        if let Some(old) = &plan.retired_blob {
             retire_blob(&tx, pod_id, path, old, now).await?;
         }
         tx.commit().await.map_err(pg_err)?;
-        Ok(live.blob_key.clone())
+        Ok(plan.retired_blob)
     }
 
     async fn referenced_blobs(&self, keys: &[String]) -> MetaResult<HashSet<String>> {

@@ -639,14 +639,6 @@ fn upsert_resource(tx: &Transaction<'_>, record: &ResourceRecord) -> MetaResult<
     Ok(())
 }
 
-/// A container's etag changes when a direct member is added or removed.
-fn bump_parent(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
-    match parent_path(path) {
-        Some(parent) => bump_container(tx, pod_id, parent, now),
-        None => Ok(()),
-    }
-}
-
 /// A new etag for the live container `path`.
 fn bump_container(tx: &Transaction<'_>, pod_id: &str, path: &str, now: i64) -> MetaResult<()> {
     tx.prepare_cached(
@@ -712,18 +704,10 @@ fn delete_tx(
     pre: &Precondition,
 ) -> MetaResult<Option<String>> {
     check_fence(tx, pod_id, fence)?;
-    if path == "/" {
-        return Err(MetaError::Conflict(
-            "the root container / cannot be deleted".into(),
-        ));
-    }
-    let live = load_live(tx, pod_id, path)?
-        .ok_or_else(|| MetaError::NotFound(format!("resource {path}")))?;
-    if !pre.holds(Some(&live)) {
-        return Err(MetaError::PreconditionFailed);
-    }
-    if live.is_container {
-        let has_member = tx
+    let live = load_live(tx, pod_id, path)?;
+    let live = plan::check_delete(path, live.as_ref(), pre)?;
+    let has_member = live.is_container
+        && tx
             .prepare_cached(
                 "SELECT 1 FROM resources
                  WHERE pod_id = ?1 AND parent = ?2 AND deleted_at IS NULL LIMIT 1",
@@ -733,12 +717,7 @@ fn delete_tx(
             .optional()
             .db()?
             .is_some();
-        if has_member {
-            return Err(MetaError::Conflict(format!(
-                "container {path} is not empty"
-            )));
-        }
-    }
+    let plan = plan::plan_delete(live, has_member)?;
     let now = now_millis();
     // The tombstone keeps its version history (+1: a delete is a write) but drops the blob key,
     // so it never counts as a reference once the caller deletes the blob.
@@ -750,11 +729,13 @@ fn delete_tx(
     .db()?
     .execute(params![now, pod_id, path])
     .db()?;
-    bump_parent(tx, pod_id, path, now)?;
-    if let Some(old) = &live.blob_key {
+    if let Some(c) = &plan.bump {
+        bump_container(tx, pod_id, c, now)?;
+    }
+    if let Some(old) = &plan.retired_blob {
         retire_blob(tx, pod_id, path, old, now)?;
     }
-    Ok(live.blob_key)
+    Ok(plan.retired_blob)
 }
 
 /// Records that `key` is no longer referenced (a [`RETIRED_BLOB`] document), in the transaction
