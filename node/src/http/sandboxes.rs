@@ -170,7 +170,15 @@ pub async fn handle(
             let id = id.to_string();
             let port = port.to_string();
             let prefix = format!("/api/v1/sandboxes/{id}/ports/{port}");
-            crate::sandbox::ports::by_path(ctx, &id, &port, &prefix, req).await
+            crate::sandbox::ports::by_path(
+                &ctx.app,
+                &ctx.principal,
+                ctx.peer,
+                &ctx.trace_id,
+                (&id, &port, &prefix),
+                req,
+            )
+            .await
         }
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }

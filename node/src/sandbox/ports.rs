@@ -21,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use super::model::{self, Sandbox, Status};
 use crate::app::App;
 use crate::auth::{self, Access, Principal};
-use crate::http::Ctx;
 use crate::reply::body::Body;
 use crate::reply::error::ApiError;
 
@@ -126,11 +125,13 @@ pub async fn by_host(
 }
 
 /// A request for `/api/v1/sandboxes/{id}/ports/{port}/…` (`prefix` is removed from the path).
+/// `principal` made the request from `peer`; `trace_id` names it in the audit of a refusal.
 pub async fn by_path(
-    ctx: &Ctx,
-    id: &str,
-    port: &str,
-    prefix: &str,
+    app: &Arc<App>,
+    principal: &Principal,
+    peer: SocketAddr,
+    trace_id: &str,
+    (id, port, prefix): (&str, &str, &str),
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let port: u16 = port
@@ -141,14 +142,22 @@ pub async fn by_path(
     if !model::valid_id(id) {
         return Err(not_found(id));
     }
-    let sb = load(&ctx.app, id).await?;
-    if let Err(e) = check(&sb, &ctx.principal, &req) {
+    let sb = load(app, id).await?;
+    if let Err(e) = check(&sb, principal, &req) {
         if e.status == StatusCode::NOT_FOUND {
-            ctx.refused_not_owner(format!("sandbox:{id}"));
+            crate::audit::refusal(
+                app,
+                Some(peer.ip()),
+                principal.actor(),
+                "refused.not_owner",
+                format!("sandbox:{id}"),
+                serde_json::json!({"client": peer.ip().to_string()}),
+                trace_id.to_string(),
+            );
         }
         return Err(e);
     }
-    forward(&ctx.app, &sb, port, ctx.peer, req, Some(prefix)).await
+    forward(app, &sb, port, peer, req, Some(prefix)).await
 }
 
 fn bad_gateway(sb: &Sandbox, port: u16, why: impl std::fmt::Display) -> ApiError {
