@@ -11,6 +11,7 @@
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
+//! - [`netio`]: small socket helpers (a stream with replayed first bytes, a reachable address).
 //! - [`idle_copy`]: copying between two connections that ends when both are quiet too long.
 //! - [`conn_limit`]: connections per client address and in total, per listener.
 //! - [`front`]: where requests enter — the TCP listener (HTTP/1.1, HTTP/2), the TLS port
@@ -49,6 +50,7 @@ pub(crate) mod keys_cli;
 pub mod listeners;
 pub mod mesh;
 pub mod metrics;
+pub mod netio;
 pub mod node_policy;
 pub(crate) mod nodes_cli;
 pub(crate) mod pods_cli;
@@ -88,7 +90,7 @@ pub async fn run(
         .http
         .base_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", front::http::reachable(addr)));
+        .unwrap_or_else(|| format!("http://{}", netio::reachable(addr)));
     let app = App::open(config, base_url).await?;
     if let Some(key) = app::ensure_admin_key(&app).await? {
         // Deliberately on stdout and not in the log: the secret is shown once, here.
@@ -293,7 +295,7 @@ fn advertised_quic(bound: std::net::SocketAddr, base_url: &str) -> String {
         .unwrap_or_default();
     let host = xpod_routing::host::strip_port(host);
     if host.is_empty() {
-        return front::http::reachable(bound).to_string();
+        return netio::reachable(bound).to_string();
     }
     format!("{host}:{}", bound.port())
 }

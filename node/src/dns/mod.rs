@@ -483,7 +483,7 @@ async fn reply(dns: &Dns, bytes: &[u8], limit: Option<usize>, peer: IpAddr) -> O
 /// would see. Used by the ACME issuer to wait until a challenge is served.
 pub async fn query_txt(server: SocketAddr, name: &str) -> anyhow::Result<Vec<String>> {
     use hickory_proto::op::{MessageType, Query};
-    let server = crate::front::http::reachable(server);
+    let server = crate::netio::reachable(server);
     let mut q = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     q.add_query(Query::query(self::name(name)?, RecordType::TXT));
     let bytes = q.to_vec().context("encoding the query")?;

@@ -393,7 +393,7 @@ async fn terminate(
     client_addr: Option<SocketAddr>,
     idle: std::time::Duration,
 ) {
-    let io = tokio::io::join(crate::front::http::Replay::new(rest.freeze(), recv), send);
+    let io = tokio::io::join(crate::netio::Replay::new(rest.freeze(), recv), send);
     let mut tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(io)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {

@@ -10,7 +10,7 @@
 //! plaintext. Every other hello goes to rustls with the bytes replayed: the certificate is
 //! picked by SNI from [`crate::certs::Tls`] (swapped in memory on renewal; open connections keep
 //! theirs), a name no certificate covers — or no name — gets a handshake failure alert, and an
-//! accepted connection is served like the HTTP port (requests carry [`crate::front::http::Https`]).
+//! accepted connection is served like the HTTP port (requests carry [`crate::http::Https`]).
 //!
 //! Tasks: see [`crate::edges::tcp_forward::accept_loop`]; at shutdown HTTPS connections finish
 //! the request in flight.
@@ -108,7 +108,7 @@ pub async fn serve(
                 relay_to_edge(&app, &route.node, header, &hello, tcp).await;
                 return;
             }
-            let io = crate::front::http::Replay::new(hello, tcp);
+            let io = crate::netio::Replay::new(hello, tcp);
             let tls = match tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

@@ -39,6 +39,10 @@ use crate::reply::error::{error_response, ApiError};
 /// Largest JSON request body of the APIs.
 const MAX_JSON: usize = 1024 * 1024;
 
+/// Marks a request that arrived over HTTPS (a request extension set by the TLS front).
+#[derive(Clone, Copy, Debug)]
+pub struct Https;
+
 /// Per-request context handed to handlers.
 pub struct Ctx {
     pub app: Arc<App>,
@@ -306,11 +310,7 @@ async fn runner_request(
 /// TLS port. Health, readiness, metrics and ACME paths stay on plain HTTP (probes and CAs use
 /// them); names without an ACME certificate (IPs, localhost, before the first issuance) too.
 fn https_redirect<B>(app: &App, host: Option<&str>, req: &Request<B>) -> Option<Response<Body>> {
-    if req
-        .extensions()
-        .get::<crate::front::http::Https>()
-        .is_some()
-    {
+    if req.extensions().get::<Https>().is_some() {
         return None;
     }
     let tls = app.config.tunnel.tls_listen?;
