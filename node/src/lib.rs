@@ -29,6 +29,12 @@
 //!   revocation.
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
+//! - [`regions`]: this node's view of the region buckets, the disk cache and the migration
+//!   sync loop.
+//! - [`certs`]: HTTPS certificates (ACME DNS-01 for centers and edges, sealed keys, files).
+//! - [`dns`]: the centers' authoritative DNS (zone, TSIG, transfers, RFC 2136 pushes).
+//! - [`sandbox`]: sandboxes (runner, supervisor, isolation, ports, the runner API).
+//! - [`webhooks`]: signed webhooks for sandbox events and their delivery.
 //!
 //! Tests call [`run`] with [`Listeners`] they bound (e.g. `127.0.0.1:0`) and a shutdown future.
 

@@ -12,8 +12,10 @@
 //! - [`forward`]: a center's side of HTTP forwarding: the registry of edge connections it holds
 //!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests
 //!   (sent by the one forwarder, `xpod_routing::forward`, on pooled keep-alive streams).
-//! - [`passthrough`]: a center's TLS passthrough (`tunnel.tls_listen`): routes a connection by
-//!   the SNI of its ClientHello to an edge's `kind = "tls"` service, relaying raw bytes.
+//! - (TLS passthrough — a connection on `tunnel.tls_listen` routed by the SNI of its ClientHello
+//!   to an edge's `kind = "tls"` service as raw bytes — is served by `crate::front::https`.)
+//! - [`relay`]: relaying raw bytes between a client connection and a stream, with an idle
+//!   timeout.
 //! - [`tcp_forward`]: a center's TCP port forwards (`[[tunnel.forwards]]`) to edges'
 //!   `kind = "tcp"` services.
 //! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`) and its

@@ -1,6 +1,6 @@
 //! Serving the streams another center opens on the connection it dialed to this one.
 //!
-//! Each stream starts with a [`StreamHeader`]. `PodRequests` streams are keep-alive HTTP/1.1
+//! Each stream starts with a [`StreamHeader`](xpod_tunnel::proto::StreamHeader). `PodRequests` streams are keep-alive HTTP/1.1
 //! connections ([`pod_requests`]): every request goes through the same request path as the TCP
 //! listener ([`crate::http::handle`]) with a [`MeshHop`] built from its `x-xpod-hop` header and
 //! its `x-xpod-client` as the peer (both removed first; a request without a valid `x-xpod-hop`
