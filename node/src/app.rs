@@ -65,22 +65,22 @@ pub struct App {
     /// Largest accepted resource body.
     pub max_body: u64,
     /// A center: the edges whose tunnel it holds (for forwarding to their services).
-    pub edges: crate::edges::forward::EdgeRegistry,
+    pub edges: crate::edges::registry::EdgeRegistry,
     /// Pod → its row (owner, epoch, access mode, migration), in memory: routing and the pod
     /// handler share this one lookup (kept fresh by the change feed: `mesh::follow_feed`).
-    pub owners: xpod_routing::OwnerTable<Arc<PodRecord>>,
+    pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
     /// API keys in memory (dropped on revocation by the change feed).
     pub keys: crate::key_cache::KeyCache,
     /// Connections to the other centers.
-    pub mesh: crate::mesh::Mesh,
+    pub mesh: Arc<crate::mesh::peers::Mesh>,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
     pub quic_address: std::sync::OnceLock<String>,
     /// Certificates served on the HTTPS port and the ACME manager's status.
-    pub tls: Arc<crate::certs::Tls>,
+    pub tls: Arc<crate::certs::tls::Tls>,
     /// The sandboxes this node runs (`[sandbox] slots`).
     pub runner: crate::sandbox::runner::Runner,
     /// What the cluster grants each node (sandbox slots, pod prefixes, revocation).
-    pub policies: crate::node_policy::Policies,
+    pub policies: Arc<crate::node_policy::Policies>,
     /// The budget of audited refusals.
     pub refusals: crate::audit::Budget,
     /// How often the blob GC runs, and its rules (uploads read `pending_refresh`).
@@ -109,7 +109,7 @@ impl App {
         };
         let owners = {
             let meta = meta.clone();
-            xpod_routing::OwnerTable::new(move |pod_id: String| {
+            Arc::new(xpod_routing::OwnerTable::new(move |pod_id: String| {
                 let meta = meta.clone();
                 async move {
                     meta.get_pod(&pod_id)
@@ -117,7 +117,7 @@ impl App {
                         .map(|p| p.map(Arc::new))
                         .map_err(|e| e.to_string())
                 }
-            })
+            }))
         };
         let (gc_every, gc) = gc_settings();
         let app = Arc::new(App {
@@ -180,6 +180,37 @@ impl App {
         };
         self.meta.upsert_node(&node).await?;
         Ok(())
+    }
+
+    /// Writes a refusal to the audit log in the background, within the budget of
+    /// [`crate::audit`] (`client`: `None` for the node's own refusals).
+    pub fn refusal(
+        self: &Arc<Self>,
+        client: Option<std::net::IpAddr>,
+        actor: String,
+        action: &str,
+        target: String,
+        details: serde_json::Value,
+        trace_id: String,
+    ) {
+        if !self.refusals.take(client) {
+            return;
+        }
+        let entry = meta::NewAudit {
+            at: meta::now_millis(),
+            actor,
+            action: action.to_string(),
+            target,
+            details,
+            trace_id,
+        };
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.meta.append_audit(&entry).await {
+                app.metrics.audit_failed();
+                tracing::error!(error = %e, action = %entry.action, "audit entry lost");
+            }
+        });
     }
 
     /// The base URL of a pod as clients see it.

@@ -5,17 +5,14 @@
 //! refusal costs the refused party nothing, so the log must not become the cheapest way to
 //! load the database: entries are written in the background and bounded — at most
 //! [`PER_CLIENT`] per client address and [`TOTAL`] in all per second; the rest are counted
-//! (`xpod_refusals_unaudited_total`) and named in one warning per second.
+//! (`xpod_refusals_unaudited_total`) and named in one warning per second. The node writes them
+//! with [`crate::app::App::refusal`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use xpod_storage::meta::{self, NewAudit};
-
-use crate::app::App;
 
 /// Refusals audited per client address per second.
 pub const PER_CLIENT: u32 = 20;
@@ -75,36 +72,6 @@ impl Budget {
     pub fn unaudited(&self) -> u64 {
         self.unaudited.load(Ordering::Relaxed)
     }
-}
-
-/// Writes an audit entry in the background, within the budget.
-pub fn refusal(
-    app: &Arc<App>,
-    client: Option<IpAddr>,
-    actor: String,
-    action: &str,
-    target: String,
-    details: serde_json::Value,
-    trace_id: String,
-) {
-    if !app.refusals.take(client) {
-        return;
-    }
-    let entry = NewAudit {
-        at: meta::now_millis(),
-        actor,
-        action: action.to_string(),
-        target,
-        details,
-        trace_id,
-    };
-    let app = app.clone();
-    tokio::spawn(async move {
-        if let Err(e) = app.meta.append_audit(&entry).await {
-            app.metrics.audit_failed();
-            tracing::error!(error = %e, action = %entry.action, "audit entry lost");
-        }
-    });
 }
 
 #[cfg(test)]

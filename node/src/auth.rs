@@ -189,11 +189,11 @@ pub const AUTHORIZED_BY_CENTER: &str = "x-xpod-authorized";
 /// center opened over mutual TLS) with [`AUTHORIZED_BY_CENTER`] was authorized by the center.
 /// Everywhere else (centers, lone nodes, the edge's own listener) the header means nothing.
 pub fn authorized_by_center(
-    app: &crate::app::App,
-    hop: Option<&crate::mesh::route::MeshHop>,
+    role: xpod_config::Role,
+    hop: Option<&xpod_routing::forward::MeshHop>,
     headers: &http::HeaderMap,
 ) -> Option<Principal> {
-    if app.config.role != xpod_config::Role::Edge {
+    if role != xpod_config::Role::Edge {
         return None;
     }
     hop?;

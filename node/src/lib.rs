@@ -2,9 +2,8 @@
 //!
 //! # Layout
 //! - `main.rs`: thin — parse the CLI, hand over to [`cli::main`].
-//! - [`cli`]: the command line (`up`, `config`, `ca`, `dns`, `certs`) and their `--help`; the
-//!   other commands are in `pods_cli`, `keys_cli` (keys, join tokens), `nodes_cli`,
-//!   [`sandbox_cli`].
+//! - [`cli`]: the command line (`up`, `config`, `ca`, `dns`, `certs`, and in its modules the
+//!   remote commands: keys, join tokens, nodes, pods, sandboxes) and their `--help`.
 //! - [`client`]: the small HTTP client the admin commands use.
 //! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
 //! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
@@ -52,18 +51,14 @@ pub mod front;
 pub mod http;
 pub mod idle_copy;
 pub mod key_cache;
-pub(crate) mod keys_cli;
 pub mod listeners;
 pub mod mesh;
 pub mod metrics;
 pub mod netio;
 pub mod node_policy;
-pub(crate) mod nodes_cli;
-pub(crate) mod pods_cli;
 pub mod regions;
 pub mod reply;
 pub mod sandbox;
-pub mod sandbox_cli;
 pub mod special_ip;
 pub mod tasks;
 pub mod webhooks;
@@ -113,7 +108,22 @@ pub async fn run(
     let mut tasks = tasks::Tasks::default();
     tasks.spawn_infallible(
         "node policies",
-        node_policy::watch(app.clone(), stop_rx.clone()),
+        node_policy::watch(
+            app.meta.clone(),
+            app.policies.clone(),
+            {
+                let app = app.clone();
+                move |id: &str| {
+                    let mut closed = false;
+                    if let Some(conn) = app.edges.get(id) {
+                        conn.close(node_policy::REVOKED_CODE.into(), b"node revoked");
+                        closed = true;
+                    }
+                    closed | app.mesh.close_peer(id, b"node revoked")
+                }
+            },
+            stop_rx.clone(),
+        ),
     );
     if let Some(t) = start_tunnels(&app, quic, forwards, stop_rx.clone()).await? {
         tasks.watch("tunnels", t);
@@ -124,7 +134,14 @@ pub async fn run(
     );
     tasks.spawn_infallible(
         "region sync",
-        regions::sync_loop(app.clone(), stop_rx.clone()),
+        regions::sync_loop(
+            regions::SyncJob {
+                meta: app.meta.clone(),
+                regions: app.regions.clone(),
+                node_id: app.node_id.clone(),
+            },
+            stop_rx.clone(),
+        ),
     );
     if let Some((udp, tcp)) = dns {
         tasks.watch("dns", dns::serve(app.clone(), udp, tcp, stop_rx.clone())?);
@@ -262,8 +279,12 @@ async fn start_tunnels(
                     stop.clone(),
                 ));
             }
-            tasks.spawn(mesh::Mesh::run(app.clone(), stop.clone()));
-            tasks.spawn(edges::center::serve(app.clone(), endpoint, stop));
+            tasks.spawn(
+                app.mesh
+                    .clone()
+                    .run(app.meta.clone(), app.node_id.clone(), stop.clone()),
+            );
+            tasks.spawn(front::quic::center(app.clone(), endpoint, stop));
             Ok(Some(tokio::spawn(async move {
                 tasks.join_all().await;
             })))
@@ -275,7 +296,10 @@ async fn start_tunnels(
                 return Ok(None);
             }
             let services = edges::services::Services::from_config(&app.config.tunnel, &app.node_id)
-                .with_pods(app.clone());
+                .with_node(
+                    std::sync::Arc::new(front::streams::EdgeNode(app.clone())),
+                    app.tls.clone(),
+                );
             let app = app.clone();
             Ok(Some(tokio::spawn(async move {
                 if let Err(e) = edges::edge::run(app, identity, centers, services, stop).await {

@@ -162,34 +162,34 @@ impl Policies {
 
 /// Whether `node_id` may be served at a handshake: the store decides (so a revocation holds at
 /// once); if it cannot be read, the copy in memory does.
-pub async fn admitted(app: &crate::app::App, node_id: &str) -> bool {
-    match load(app.meta.as_ref(), node_id).await {
+pub async fn admitted(meta: &dyn MetaStore, policies: &Policies, node_id: &str) -> bool {
+    match load(meta, node_id).await {
         Ok((p, _)) => p.revoked_at.is_none(),
         Err(e) => {
             tracing::warn!(node = node_id, error = %e, "policy check from memory (store unavailable)");
-            !app.policies.is_revoked(node_id)
+            !policies.is_revoked(node_id)
         }
     }
 }
 
-/// Reloads the policies every [`REFRESH`] and closes the live connections of revoked nodes.
-pub async fn watch(app: Arc<crate::app::App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Reloads the policies every [`REFRESH`] and hands every revoked node to `close`, which closes
+/// its live connections and says whether there were any.
+pub async fn watch(
+    meta: Arc<dyn MetaStore>,
+    policies: Arc<Policies>,
+    close: impl Fn(&str) -> bool,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(REFRESH);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
-        match app.policies.refresh(app.meta.as_ref()).await {
+        match policies.refresh(meta.as_ref()).await {
             Ok(revoked) => {
                 for id in revoked {
-                    let mut closed = false;
-                    if let Some(conn) = app.edges.get(&id) {
-                        conn.close(REVOKED_CODE.into(), b"node revoked");
-                        closed = true;
-                    }
-                    closed |= app.mesh.close_peer(&id, b"node revoked");
-                    if closed {
+                    if close(&id) {
                         tracing::warn!(node = %id, "revoked node: its connection is closed");
                     }
                 }

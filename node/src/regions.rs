@@ -25,8 +25,6 @@ use xpod_storage::cache::DiskCache;
 use xpod_storage::meta::{self, MetaStore, MigrationStatus};
 use xpod_storage::regions::{Region, Regions};
 
-use crate::app::App;
-
 /// How often the sync job looks for pods to finish.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Blobs copied at the same time by the sync job.
@@ -86,11 +84,18 @@ pub fn open(config: &Config, meta: Arc<dyn MetaStore>) -> anyhow::Result<Arc<Reg
     )))
 }
 
+/// What the migration sync works with: the metadata, the regions, and this node's id.
+pub struct SyncJob {
+    pub meta: Arc<dyn MetaStore>,
+    pub regions: Arc<Regions>,
+    pub node_id: String,
+}
+
 /// Finishes the migrations to this node: see the module docs.
 ///
 /// Test hook: while the file named by `XPOD_TEST_SYNC_HOLD` exists, the job waits (so a test
 /// can observe reads through the fallback chain before the job copies everything).
-pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn sync_loop(job: SyncJob, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SYNC_EVERY);
     let hold = std::env::var_os("XPOD_TEST_SYNC_HOLD").map(std::path::PathBuf::from);
     loop {
@@ -101,7 +106,7 @@ pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
         if hold.as_ref().is_some_and(|h| h.exists()) {
             continue;
         }
-        let pods = match app.meta.list_pods().await {
+        let pods = match job.meta.list_pods().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "migration sync skipped");
@@ -109,7 +114,7 @@ pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
             }
         };
         for pod in pods.into_iter().filter(|p| {
-            p.node_id == app.node_id
+            p.node_id == job.node_id
                 && matches!(
                     p.migration_status,
                     Some(MigrationStatus::Syncing) | Some(MigrationStatus::Failed)
@@ -117,7 +122,7 @@ pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
         }) {
             let stop = tokio::select! {
                 _ = shutdown.changed() => true,
-                r = sync_pod(&app, &pod.pod_id) => { report(&app, &pod.pod_id, r).await; false }
+                r = sync_pod(&job, &pod.pod_id) => { report(&job, &pod.pod_id, r).await; false }
             };
             if stop {
                 return;
@@ -126,7 +131,7 @@ pub async fn sync_loop(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver
     }
 }
 
-async fn report(app: &App, pod_id: &str, result: anyhow::Result<(usize, usize)>) {
+async fn report(job: &SyncJob, pod_id: &str, result: anyhow::Result<(usize, usize)>) {
     let (status, progress) = match &result {
         Ok((copied, total)) => {
             tracing::info!(pod = pod_id, copied, blobs = total, "migration sync done");
@@ -137,7 +142,7 @@ async fn report(app: &App, pod_id: &str, result: anyhow::Result<(usize, usize)>)
             (MigrationStatus::Failed, None)
         }
     };
-    if let Err(e) = app
+    if let Err(e) = job
         .meta
         .set_migration_state(pod_id, Some(status), progress)
         .await
@@ -147,14 +152,14 @@ async fn report(app: &App, pod_id: &str, result: anyhow::Result<(usize, usize)>)
 }
 
 /// Copies every blob of `pod_id` that the own region lacks. Returns (copied, total).
-async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
-    let own = app.regions.own().name.clone();
-    let blobs = app.meta.list_pod_blobs(pod_id).await?;
+async fn sync_pod(job: &SyncJob, pod_id: &str) -> anyhow::Result<(usize, usize)> {
+    let own = job.regions.own().name.clone();
+    let blobs = job.meta.list_pod_blobs(pod_id).await?;
     let total = blobs.len();
     let mut copied = 0;
     let mut last_pct = -1;
     // Copies run SYNC_PARALLEL at a time; results come back in order, so progress is monotonic.
-    let regions = app.regions.clone();
+    let regions = job.regions.clone();
     let mut copies = futures_util::stream::iter(blobs.into_iter().map(move |r| {
         let (own, regions) = (own.clone(), regions.clone());
         futures_util::FutureExt::boxed(async move {
@@ -173,8 +178,8 @@ async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
     while let Some((i, done)) = futures_util::StreamExt::next(&mut copies).await {
         // Still ours? A later migration moved it on: that node finishes it.
         if i % 50 == 0 {
-            match app.meta.get_pod(pod_id).await? {
-                Some(p) if p.node_id == app.node_id => {}
+            match job.meta.get_pod(pod_id).await? {
+                Some(p) if p.node_id == job.node_id => {}
                 _ => return Ok((copied, total)),
             }
         }
@@ -185,7 +190,7 @@ async fn sync_pod(app: &App, pod_id: &str) -> anyhow::Result<(usize, usize)> {
         // Progress is written at most once per percent (and never 100 before the end).
         if pct != last_pct && pct < 100 {
             last_pct = pct;
-            app.meta
+            job.meta
                 .set_migration_state(pod_id, Some(MigrationStatus::Syncing), Some(pct))
                 .await?;
         }

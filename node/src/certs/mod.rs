@@ -10,24 +10,26 @@
 //! dies mid-order. A failed order is retried with exponential backoff ([`BACKOFF_MIN`] doubling
 //! to [`BACKOFF_MAX`]) and the old certificate stays in service. Until any certificate exists a
 //! center serves a self-signed one for the same names. [`resolver`] picks by SNI; [`seal`]
-//! seals private keys for the store.
+//! seals private keys for the store; [`tls`] is the state the listener, the API and the manager
+//! share; [`files`] keeps an edge's certificate in its data dir.
 
 pub mod files;
 pub mod issuer;
 pub mod resolver;
 pub mod seal;
+pub mod tls;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use xpod_storage::meta::{now_millis, CertRecord, Millis};
 
 use crate::app::App;
-use resolver::{Certs, Served, Source};
+use resolver::{Served, Source};
+pub use tls::{Status, Tls};
 
 /// The id of the centers' shared certificate record.
 pub const CENTER: &str = "center";
@@ -42,78 +44,6 @@ pub const CHECK: Duration = Duration::from_secs(3);
 /// First retry after a failed order, doubled per failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(3600);
-
-/// TLS state shared by the listener, the API and the manager.
-#[derive(Debug, Default)]
-pub struct Tls {
-    /// What the HTTPS listener serves.
-    pub certs: Certs,
-    status: Mutex<Status>,
-    /// Wakes the manager (a renewal request).
-    wake: Notify,
-    /// Certificates this node obtained.
-    pub issued: AtomicU64,
-    /// Orders that failed on this node.
-    pub failed: AtomicU64,
-}
-
-/// The manager's view, for `GET /.cluster/certs`.
-#[derive(Clone, Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// The names the centers' certificate should cover.
-    pub names: Vec<String>,
-    /// Failed orders in a row (0 after a success).
-    pub failures: u32,
-    pub last_error: Option<String>,
-    /// When this node tries again after a failure (Unix ms).
-    pub next_attempt_at: Option<Millis>,
-}
-
-impl rustls::server::ResolvesServerCert for Tls {
-    fn resolve(
-        &self,
-        hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.certs.resolve(hello)
-    }
-}
-
-impl Tls {
-    pub fn status(&self) -> Status {
-        self.status.lock().expect("tls status").clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().expect("tls status"))
-    }
-
-    /// Asks the manager to look now.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Prometheus lines.
-    pub fn render_metrics(&self) -> String {
-        let mut out = format!(
-            "# TYPE xpod_acme_issued_total counter\nxpod_acme_issued_total {}\n\
-             # TYPE xpod_acme_failures_total counter\nxpod_acme_failures_total {}\n",
-            self.issued.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed)
-        );
-        if let Some(s) = self.certs.current() {
-            out += &format!(
-                "# TYPE xpod_tls_certificate_expiry_seconds gauge\nxpod_tls_certificate_expiry_seconds{{source=\"{}\"}} {}\n",
-                match s.source {
-                    Source::Acme => "acme",
-                    Source::SelfSigned => "self-signed",
-                },
-                s.not_after / 1000
-            );
-        }
-        out
-    }
-}
 
 /// The names of the centers' certificate: `acme.names`, else `dns.zone`,
 /// `*.<http.pods_domain>` and `*.<sandbox.domain>`.

@@ -49,7 +49,7 @@ fn state() -> &'static State {
                 "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==",
             ));
             c.dns.secondaries = vec!["127.0.0.1:5300".parse().expect("addr")];
-            let app = crate::App::open(c, "http://127.0.0.1:1".into())
+            let app = crate::app::App::open(c, "http://127.0.0.1:1".into())
                 .await
                 .expect("an in-memory node");
             app.meta
@@ -70,7 +70,9 @@ fn state() -> &'static State {
                 )
                 .await
                 .expect("a TXT record");
-            Arc::new(Dns::new(app).expect("the DNS view"))
+            Arc::new(
+                Dns::new(&app.config, app.meta.clone(), app.owners.clone()).expect("the DNS view"),
+            )
         });
         State { rt, dns }
     })

@@ -26,7 +26,7 @@ pub fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let addr: SocketAddr = udp.local_addr()?;
-    let dns = Arc::new(Dns::new(app)?);
+    let dns = Arc::new(Dns::new(&app.config, app.meta.clone(), app.owners.clone())?);
     let udp = Arc::new(udp);
     tracing::info!(%addr, zone = %dns.zone, secondaries = ?dns.secondaries, "DNS serving");
     tokio::spawn(xfr::notify_loop(dns.clone(), shutdown.clone()));

@@ -37,9 +37,8 @@ use anyhow::Context as _;
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use xpod_storage::meta::{NodeRecord, NodeStatus, NodeType};
-
-use crate::app::App;
+use xpod_routing::OwnerTable;
+use xpod_storage::meta::{MetaStore, NodeRecord, NodeStatus, NodeType, PodRecord};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
@@ -60,7 +59,9 @@ const TSIG_ROOM: usize = 200;
 
 /// The DNS server's view of the cluster.
 pub struct Dns {
-    app: Arc<App>,
+    meta: Arc<dyn MetaStore>,
+    /// The pods' owners (the node's owner table, shared with routing).
+    owners: Arc<OwnerTable<Arc<PodRecord>>>,
     zone: Name,
     ns: Name,
     pods: Option<Name>,
@@ -94,8 +95,11 @@ fn name(s: &str) -> anyhow::Result<Name> {
 
 impl Dns {
     /// From the node's configuration (`dns.zone` must be set).
-    pub fn new(app: Arc<App>) -> anyhow::Result<Dns> {
-        let c = &app.config;
+    pub fn new(
+        c: &xpod_config::Config,
+        meta: Arc<dyn MetaStore>,
+        owners: Arc<OwnerTable<Arc<PodRecord>>>,
+    ) -> anyhow::Result<Dns> {
         let zone = name(c.dns.zone.as_deref().context("dns.zone is not set")?)?;
         let inside = |d: &Option<String>| -> anyhow::Result<Option<Name>> {
             match d {
@@ -117,7 +121,8 @@ impl Dns {
             tsig: tsig::signer(&c.dns)?,
             secondaries: c.dns.secondaries.clone(),
             rrl: Default::default(),
-            app,
+            meta,
+            owners,
         })
     }
 
@@ -127,7 +132,7 @@ impl Dns {
                 return Ok(nodes.clone());
             }
         }
-        let nodes = Arc::new(self.app.meta.list_nodes().await?);
+        let nodes = Arc::new(self.meta.list_nodes().await?);
         *self.nodes.lock().expect("poisoned") = Some((Instant::now(), nodes.clone()));
         Ok(nodes)
     }
@@ -164,7 +169,7 @@ impl Dns {
             .is_some_and(|l| l.eq_ignore_ascii_case(b"_acme-challenge"))
         {
             let key = q.to_ascii();
-            let values = self.app.meta.list_txt(key.trim_end_matches('.')).await?;
+            let values = self.meta.list_txt(key.trim_end_matches('.')).await?;
             return Ok((!values.is_empty()).then_some(Found::Txt(values)));
         }
         let nodes = self.nodes().await?;
@@ -198,7 +203,6 @@ impl Dns {
                     return Ok(None);
                 }
                 let owner = self
-                    .app
                     .owners
                     .owner(&pod)
                     .await
@@ -254,7 +258,7 @@ impl Dns {
             out.extend(hosts(&under(&n.node_id, &self.zone)?, &ips));
         }
         if let Some(pods) = &self.pods {
-            for p in self.app.meta.list_pods().await? {
+            for p in self.meta.list_pods().await? {
                 if let Some(ips) = Self::serving(&nodes, &p.node_id) {
                     out.extend(hosts(&under(&p.pod_id, pods)?, &ips));
                 }

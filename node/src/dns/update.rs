@@ -41,7 +41,7 @@ async fn desired(dns: &Dns) -> anyhow::Result<Sets> {
         }
         sets.entry((r.name.to_ascii(), t)).or_default().push(r);
     }
-    for (name, value) in dns.app.meta.list_all_txt().await? {
+    for (name, value) in dns.meta.list_all_txt().await? {
         let owner = super::name(&name)?;
         if !dns.zone.zone_of(&owner) {
             continue;
@@ -62,7 +62,7 @@ pub async fn push_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<boo
     let Some(server) = app.config.dns.update_server else {
         return;
     };
-    let dns = match Dns::new(app.clone()) {
+    let dns = match Dns::new(&app.config, app.meta.clone(), app.owners.clone()) {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "RFC 2136 mode off");

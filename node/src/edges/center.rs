@@ -1,4 +1,6 @@
-//! A center's QUIC endpoint: accept edges' tunnels, run each control session, keep presence.
+//! A center's side of edges' tunnels: run each control session ([`edge_session`]), record the
+//! pods an edge hosts, keep presence ([`sweep`]). The endpoint's accept loop is
+//! `crate::front::quic`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 use xpod_storage::meta::{self, NodeRecord, NodeStatus, NodeType};
-use xpod_tunnel::endpoint::{driver, Accepted, CenterEndpoint};
-use xpod_tunnel::identity::{NodeRole, PeerIdentity};
+use xpod_tunnel::endpoint::driver;
+use xpod_tunnel::identity::PeerIdentity;
 use xpod_tunnel::proto::{Event, PeerStatus, Register, ServerConfig, Session};
 
 use crate::app::App;
@@ -15,51 +17,8 @@ use crate::app::App;
 /// How often (at most) the presence sweeper looks at the edges this center holds.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Accepts tunnels until `shutdown`, then closes the endpoint (edges reconnect elsewhere).
-pub async fn serve(
-    app: Arc<App>,
-    mut endpoint: CenterEndpoint,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let sweeper = tokio::spawn(sweep(app.clone(), shutdown.clone()));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = endpoint.accept() => a,
-        };
-        match accepted {
-            Some(Accepted::Node { conn, peer })
-                if !crate::node_policy::admitted(&app, &peer.node_id).await =>
-            {
-                tracing::warn!(node = %peer.node_id, remote = %conn.remote_address(), "a revoked node connected: refused");
-                conn.close(crate::node_policy::REVOKED_CODE.into(), b"node revoked");
-                crate::audit::refusal(
-                    &app,
-                    Some(conn.remote_address().ip()),
-                    format!("node:{}", peer.node_id),
-                    "refused.node_revoked",
-                    format!("node:{}", peer.node_id),
-                    serde_json::json!({"remote": conn.remote_address().to_string()}),
-                    String::new(),
-                );
-            }
-            Some(Accepted::Node { conn, peer }) if peer.role == NodeRole::Edge => {
-                tokio::spawn(edge_session(app.clone(), conn, peer));
-            }
-            Some(Accepted::Node { conn, peer }) => {
-                // Another center: it forwards pod requests to this node (crate::mesh).
-                tokio::spawn(crate::front::streams::peer(app.clone(), conn, peer.node_id));
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    endpoint.shutdown().await;
-    let _ = sweeper.await;
-}
-
 /// One edge's control session: presence from its registration and heartbeats.
-async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity) {
+pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity) {
     let remote = conn.remote_address();
     let session = Session::new_server(
         ServerConfig {
@@ -221,8 +180,7 @@ async fn claim_pods(app: &Arc<App>, edge: &str, pods: &[String]) {
         match app.meta.get_pod(pod_id).await {
             Ok(Some(p)) if p.node_id == edge => {}
             Ok(Some(p)) => {
-                crate::audit::refusal(
-                    app,
+                app.refusal(
                     None,
                     format!("node:{edge}"),
                     "refused.pod_claim",
@@ -233,8 +191,7 @@ async fn claim_pods(app: &Arc<App>, edge: &str, pods: &[String]) {
                 tracing::warn!(pod = %pod_id, owner = %p.node_id, "edge hosts a pod whose id another node owns in the cluster; not claimed")
             }
             Ok(None) if !policy.may_claim(pod_id) => {
-                crate::audit::refusal(
-                    app,
+                app.refusal(
                     None,
                     format!("node:{edge}"),
                     "refused.pod_claim",
@@ -328,7 +285,7 @@ async fn update(app: &App, node_id: &str, f: impl FnOnce(&mut NodeRecord)) {
 
 /// Marks the edges this center holds inactive/offline by the seed's timings, from their last
 /// heartbeat — also for edges whose tunnel is gone, which no session reports any more.
-async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+pub async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let timers = super::presence_timers(&app.config.tunnel.presence);
     let mut tick = tokio::time::interval(SWEEP_EVERY.min(timers.heartbeat_interval));
     loop {

@@ -23,116 +23,21 @@
 //! Not yet: HTTPS on the center (`proto` is always `http`), forwarding through another center
 //! that holds the edge.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use xpod_routing::forward::{self as fwd, ForwardError, StreamPool};
+use xpod_routing::forward::{self as fwd, ForwardError};
 use xpod_tunnel::proto::{StreamHeader, Target};
 
 use crate::app::App;
 use crate::reply::body::Body;
 use crate::reply::error::ApiError;
 
-/// Relayed connections (TCP forwards, TLS passthrough) one edge's tunnel carries at most: the
-/// rest of its streams ([`xpod_tunnel::endpoint::MAX_STREAMS`]) stay free for HTTP, pods and
-/// sandboxes, however many clients hold connections open.
-pub const RELAYS_PER_EDGE: usize = 3072;
-/// The most idle streams kept per (edge, service, connection).
-pub const MAX_IDLE_PER_SERVICE: usize = 64;
-
-/// Identifies the streams that can serve a request: same edge, same service, same connection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Key {
-    pub node: String,
-    pub service: String,
-    /// `quinn::Connection::stable_id` of the tunnel.
-    pub conn: usize,
-}
-
-/// The edges whose tunnel this center holds: node id → the QUIC connection.
-pub struct EdgeRegistry {
-    conns: Mutex<HashMap<String, quinn::Connection>>,
-    /// Per edge, the budget of relayed connections ([`RELAYS_PER_EDGE`]).
-    relays: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
-    /// Idle HTTP exchanges to the edges' services, for reuse.
-    pub pool: Arc<StreamPool<Key, Body>>,
-}
-
-impl Default for EdgeRegistry {
-    fn default() -> Self {
-        EdgeRegistry {
-            conns: Mutex::default(),
-            relays: Mutex::default(),
-            pool: Arc::new(StreamPool::new(MAX_IDLE_PER_SERVICE)),
-        }
-    }
-}
-
-impl EdgeRegistry {
-    /// Records `conn` as the tunnel of `node_id` (replacing an older one).
-    pub fn insert(&self, node_id: &str, conn: quinn::Connection) {
-        self.conns
-            .lock()
-            .expect("poisoned")
-            .insert(node_id.to_string(), conn);
-    }
-
-    /// Forgets `node_id`'s tunnel if it is still `conn` (a newer connection stays). Returns
-    /// whether it was removed.
-    pub fn remove(&self, node_id: &str, conn: &quinn::Connection) -> bool {
-        let mut conns = self.conns.lock().expect("poisoned");
-        if conns
-            .get(node_id)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            conns.remove(node_id);
-            self.pool.forget(|k| k.node == node_id);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// The live tunnel of `node_id`, if this center holds one.
-    pub fn get(&self, node_id: &str) -> Option<quinn::Connection> {
-        self.conns
-            .lock()
-            .expect("poisoned")
-            .get(node_id)
-            .filter(|c| c.close_reason().is_none())
-            .cloned()
-    }
-
-    /// A place for one more relayed connection to `node_id`, or `None` when its budget is
-    /// spent (the client's connection is then closed at once, not queued).
-    pub fn relay_permit(&self, node_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let budget = self
-            .relays
-            .lock()
-            .expect("poisoned")
-            .entry(node_id.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RELAYS_PER_EDGE)))
-            .clone();
-        budget.try_acquire_owned().ok()
-    }
-
-    /// How many edges' tunnels this center holds.
-    pub fn len(&self) -> usize {
-        self.conns.lock().expect("poisoned").len()
-    }
-
-    /// Whether this center holds no edge's tunnel.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
+use super::registry::Key;
 pub use xpod_routing::edge_host::{EdgeRoute, DEFAULT_SERVICE};
 
 fn unavailable(app: &App, route: &EdgeRoute) -> ApiError {

@@ -9,8 +9,9 @@
 //! - [`edge`]: an edge's side: join once (identity saved in the data dir), then keep a tunnel to
 //!   each configured center.
 //!
-//! - [`forward`]: a center's side of HTTP forwarding: the registry of edge connections it holds
-//!   and the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests
+//! - [`registry`]: the edge connections a center holds, their relay budgets and the pool of idle
+//!   exchanges to their services.
+//! - [`forward`]: a center's side of HTTP forwarding: the handler for `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` requests
 //!   (sent by the one forwarder, `xpod_routing::forward`, on pooled keep-alive streams).
 //! - (TLS passthrough — a connection on `tunnel.tls_listen` routed by the SNI of its ClientHello
 //!   to an edge's `kind = "tls"` service as raw bytes — is served by `crate::front::https`.)
@@ -29,6 +30,7 @@ pub mod authority;
 pub mod center;
 pub mod edge;
 pub mod forward;
+pub mod registry;
 pub mod relay;
 pub mod services;
 pub mod tcp_forward;

@@ -16,13 +16,12 @@
 //!   the edge terminates TLS itself and relays the plaintext to the service: end-to-end TLS
 //!   the center cannot read.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
-//! - `Pod { pod_id, .. }` → this edge's own pod: one HTTP exchange through the edge's request
-//!   path (`crate::front::streams::exchange`); the center has already authenticated and
-//!   authorized the request (see `crate::mesh::forward`).
+//! - `Pod`, `PodRequests`, `Runner`, `SandboxPort` → this edge's own node ([`NodeStreams`],
+//!   served by the front through the edge's request path); the center has already
+//!   authenticated and authorized a pod request (see `crate::mesh::forward`).
 //!
 //! For TLS and TCP there is no protocol to answer an error in: an unknown service, a service of
-//! another kind, or a local service that cannot be reached resets the stream. Other targets
-//! (pods, sandbox ports) are not served by edges and are reset too.
+//! another kind, or a local service that cannot be reached resets the stream.
 //!
 //! Tasks: the accept loop ends when the connection does; each stream task ends when its relay
 //! does (either side's EOF/error, or the connection's end).
@@ -44,6 +43,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Application error code for streams this edge refuses (not an HTTP target, bad header).
 const STREAM_REFUSED: u32 = 1;
 
+/// What an edge's own node serves on the streams its centers open: its pods (`Pod`,
+/// `PodRequests`), its runner API (`Runner`) and its sandboxes' ports (`SandboxPort`). The
+/// node's front implements it (`crate::front::streams::EdgeNode`), so this relay to local
+/// services stays below the request path.
+pub trait NodeStreams: Send + Sync {
+    /// Serves one stream whose header named `target`; `rest` was read past the header.
+    fn serve(
+        &self,
+        target: Target,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        rest: BytesMut,
+        client_addr: Option<SocketAddr>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
 /// The services an edge publishes, by name, with their kind and local address.
 #[derive(Default)]
 pub struct Services {
@@ -52,8 +67,11 @@ pub struct Services {
     by_name: HashMap<String, (ServiceKind, SocketAddr)>,
     /// Services that want a PROXY protocol v2 header (`proxy_protocol = true`).
     proxy: HashSet<String>,
-    /// This edge's node, to serve its pods on `Pod` streams (none: such streams are reset).
-    pods: Option<Arc<crate::app::App>>,
+    /// This edge's own node: serves the streams for its pods, its runner API and its
+    /// sandboxes' ports (none: such streams are reset).
+    node: Option<Arc<dyn NodeStreams>>,
+    /// This edge's certificates (for TLS it terminates itself).
+    certs: Option<Arc<crate::certs::tls::Tls>>,
     /// The edge's own TLS termination (its ACME certificate), built on first use.
     tls: std::sync::OnceLock<Option<tokio_rustls::TlsAcceptor>>,
     /// How long a relay to a local service may stay idle (`tunnel.relay_idle_secs`).
@@ -65,7 +83,7 @@ impl std::fmt::Debug for Services {
         f.debug_struct("Services")
             .field("node_id", &self.node_id)
             .field("by_name", &self.by_name)
-            .field("serves_pods", &self.pods.is_some())
+            .field("serves_pods", &self.node.is_some())
             .finish()
     }
 }
@@ -88,15 +106,22 @@ impl Services {
             node_id: node_id.to_string(),
             by_name,
             proxy,
-            pods: None,
+            node: None,
+            certs: None,
             tls: Default::default(),
             relay_idle: tunnel.relay_idle(),
         }
     }
 
-    /// Serves this edge's pods on the `Pod` streams its centers open.
-    pub fn with_pods(mut self, app: Arc<crate::app::App>) -> Services {
-        self.pods = Some(app);
+    /// Serves this edge's own streams (pods, runner, sandbox ports) with `node`, and
+    /// terminates TLS with its certificates `certs`.
+    pub fn with_node(
+        mut self,
+        node: Arc<dyn NodeStreams>,
+        certs: Arc<crate::certs::tls::Tls>,
+    ) -> Services {
+        self.node = Some(node);
+        self.certs = Some(certs);
         self
     }
 
@@ -135,11 +160,11 @@ impl Services {
     /// and the edge's own certificate covers `sni`. The acceptor and the service's address.
     fn terminates(&self, name: &str, sni: &str) -> Option<(tokio_rustls::TlsAcceptor, SocketAddr)> {
         let local = self.http(name)?;
-        let app = self.pods.as_ref()?;
-        app.tls.certs.for_name(sni)?;
+        let certs = self.certs.as_ref()?;
+        certs.certs.for_name(sni)?;
         let acceptor = self
             .tls
-            .get_or_init(|| match crate::front::https::server_config(app, false) {
+            .get_or_init(|| match crate::certs::tls::server_config(certs.clone(), false) {
                 Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "no TLS configuration on this edge");
@@ -244,51 +269,16 @@ async fn serve_stream(
                 .map(|addr| (addr, service));
             return raw(send, recv, rest, found, "tcp", client_addr, &services).await;
         }
-        Target::Pod {
-            pod_id,
-            epoch,
-            hops,
-        } if services.pods.is_some() => {
-            let app = services.pods.clone().expect("checked");
-            let hop = crate::mesh::route::MeshHop {
-                pod_id,
-                hops,
-                epoch,
-                from: "center".into(),
-            };
-            let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            crate::front::streams::exchange(app, send, recv, rest, hop, client).await;
-            return;
-        }
-        Target::PodRequests if services.pods.is_some() => {
-            let app = services.pods.clone().expect("checked");
-            crate::front::streams::pod_requests(app, send, recv, rest, "center".into()).await;
-            return;
-        }
-        Target::Runner { node, hops } if services.pods.is_some() => {
-            let app = services.pods.clone().expect("checked");
-            let hop = crate::sandbox::internal::RunnerHop { node, hops };
-            let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            crate::front::streams::exchange(app, send, recv, rest, hop, client).await;
-            return;
-        }
-        Target::SandboxPort { sandbox_id, port } if services.pods.is_some() => {
-            let app = services.pods.clone().expect("checked");
-            crate::sandbox::ports::serve_stream(
-                app,
-                send,
-                recv,
-                rest,
-                sandbox_id,
-                port,
-                client_addr,
-            )
-            .await;
-            return;
-        }
-        other => {
-            tracing::info!(target = ?other, "stream target not served by edges; reset");
-            refuse(send, recv);
+        // Pods, runner API, sandbox ports: the edge's own node (which resets what it does
+        // not serve).
+        target => {
+            match &services.node {
+                Some(node) => node.serve(target, send, recv, rest, client_addr).await,
+                None => {
+                    tracing::info!(?target, "stream target not served by this edge; reset");
+                    refuse(send, recv);
+                }
+            }
             return;
         }
     };

@@ -36,23 +36,6 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// 16 KiB; this leaves room for the record headers of a hello split into many records).
 const MAX_BUFFERED: usize = 64 * 1024;
 
-/// The rustls configuration of the HTTPS side: certificates from `app.tls`; ALPN offers HTTP/2
-/// (`h2`) when `h2` (this node's own handlers), else only HTTP/1.1 (an edge terminating TLS for
-/// a service it relays bytes to, which speaks HTTP/1.1).
-pub(crate) fn server_config(app: &App, h2: bool) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_cert_resolver(app.tls.clone());
-    config.alpn_protocols = if h2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Ok(Arc::new(config))
-}
-
 /// Serves `listener` until `stop`; `edge_domain` is `tunnel.edge_domain` (no passthrough
 /// without it).
 pub async fn serve(
@@ -63,7 +46,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     tracing::info!(listen = ?listener.local_addr().ok(), ?edge_domain, "HTTPS / TLS passthrough serving");
     let edge_domain: Option<Arc<str>> = edge_domain.map(Into::into);
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&app, true)?);
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(crate::certs::tls::server_config(app.tls.clone(), true)?);
     let conn_stop = stop.clone();
     // Relays to edges are cut after the drain; HTTPS connections finish their request.
     let limits = crate::conn_limit::ConnLimits::new(

@@ -3,9 +3,12 @@
 //! - [`http`]: the TCP listener — accept loop, HTTP/1.1 or HTTP/2 per connection, connection
 //!   limits, graceful drain.
 //! - [`https`]: the TLS port — HTTPS for the node's own names, TLS passthrough to edges by SNI.
+//! - [`quic`]: a center's QUIC endpoint — edges' tunnels (to `crate::edges::center`) and other
+//!   centers' mesh connections (to [`streams`]).
 //! - [`streams`]: QUIC data streams from other nodes — pod requests over the mesh (and on an
 //!   edge's tunnel from its center), runner requests.
 
 pub mod http;
 pub mod https;
+pub mod quic;
 pub mod streams;

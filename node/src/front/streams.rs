@@ -1,4 +1,6 @@
-//! Serving the streams another center opens on the connection it dialed to this one.
+//! Serving the streams other nodes open to this one: another center on the connection it
+//! dialed ([`peer`]), or a center on an edge's tunnel ([`EdgeNode`], for the edge's own pods,
+//! runner and sandbox ports).
 //!
 //! Each stream starts with a [`StreamHeader`](xpod_tunnel::proto::StreamHeader). `PodRequests` streams are keep-alive HTTP/1.1
 //! connections ([`pod_requests`]): every request goes through the same request path as the TCP
@@ -20,7 +22,7 @@ use xpod_routing::forward::headers as fwd_headers;
 use xpod_tunnel::proto::Target;
 
 use crate::app::App;
-use crate::mesh::route::MeshHop;
+use xpod_routing::forward::MeshHop;
 
 /// How long a peer may take to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,23 +65,49 @@ async fn stream(
                 return;
             }
         };
-    let (pod_id, epoch, hops) = match header.target {
-        Target::PodRequests => {
-            pod_requests(app, send, recv, rest, from).await;
-            return;
-        }
+    serve_target(
+        app,
+        header.target,
+        send,
+        recv,
+        rest,
+        header.client_addr,
+        from,
+    )
+    .await;
+}
+
+/// Serves one stream for `target` from `from` (a center's node id, or `center` on an edge's
+/// tunnel): pod requests and the runner API through this node's request path, sandbox ports
+/// through [`crate::sandbox::ports`]; any other target resets the stream.
+async fn serve_target(
+    app: Arc<App>,
+    target: Target,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    rest: bytes::BytesMut,
+    client_addr: Option<SocketAddr>,
+    from: String,
+) {
+    let client = client_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    match target {
+        Target::PodRequests => pod_requests(app, send, recv, rest, from).await,
         Target::Pod {
             pod_id,
             epoch,
             hops,
-        } => (pod_id, epoch, hops),
+        } => {
+            let hop = MeshHop {
+                pod_id,
+                hops,
+                epoch,
+                from,
+            };
+            exchange(app, send, recv, rest, hop, client).await;
+        }
         Target::Runner { node, hops } => {
-            let client = header
-                .client_addr
-                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
             let hop = crate::sandbox::internal::RunnerHop { node, hops };
             exchange(app, send, recv, rest, hop, client).await;
-            return;
         }
         Target::SandboxPort { sandbox_id, port } => {
             crate::sandbox::ports::serve_stream(
@@ -89,27 +117,15 @@ async fn stream(
                 rest,
                 sandbox_id,
                 port,
-                header.client_addr,
+                client_addr,
             )
             .await;
-            return;
         }
         other => {
-            tracing::info!(peer = %from, target = ?other, "mesh stream target not served; reset");
+            tracing::info!(peer = %from, target = ?other, "stream target not served; reset");
             let _ = send.reset(STREAM_REFUSED.into());
-            return;
         }
-    };
-    let client = header
-        .client_addr
-        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-    let hop = MeshHop {
-        pod_id,
-        hops,
-        epoch,
-        from,
-    };
-    exchange(app, send, recv, rest, hop, client).await;
+    }
 }
 
 /// Serves a `PodRequests` stream (`rest`: bytes read past its header) from `from` (a center's
@@ -187,5 +203,31 @@ pub async fn exchange<H: Clone + Send + Sync + 'static>(
         .await;
     if let Err(e) = served {
         tracing::debug!(error = %e, "mesh exchange ended with an error");
+    }
+}
+
+/// An edge's own node, serving the streams its centers open for it (see
+/// [`crate::edges::services::NodeStreams`]): pod requests and the runner API through this
+/// node's request path, sandbox ports through [`crate::sandbox::ports`]. Other targets reset.
+pub struct EdgeNode(pub Arc<App>);
+
+impl crate::edges::services::NodeStreams for EdgeNode {
+    fn serve(
+        &self,
+        target: Target,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        rest: bytes::BytesMut,
+        client_addr: Option<SocketAddr>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(serve_target(
+            self.0.clone(),
+            target,
+            send,
+            recv,
+            rest,
+            client_addr,
+            "center".into(),
+        ))
     }
 }

@@ -125,8 +125,12 @@ pub async fn handle(
                     "this node serves no DNS zone (dns.zone is not set)",
                 ));
             }
-            let dns = crate::dns::Dns::new(ctx.app.clone())
-                .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+            let dns = crate::dns::Dns::new(
+                &ctx.app.config,
+                ctx.app.meta.clone(),
+                ctx.app.owners.clone(),
+            )
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
             let records = dns
                 .records()
                 .await

@@ -74,8 +74,7 @@ impl Ctx {
     /// Audits a request refused as if the thing did not exist (another owner's sandbox or
     /// webhook answers 404, so its existence is not revealed; the operator still sees it).
     pub fn refused_not_owner(&self, target: String) {
-        crate::audit::refusal(
-            &self.app,
+        self.app.refusal(
             Some(self.peer.ip()),
             self.principal.actor(),
             "refused.not_owner",
@@ -170,8 +169,7 @@ fn audit_refusal(
         Some(id) => format!("key:{id}"),
         None => format!("client:{}", peer.ip()),
     };
-    crate::audit::refusal(
-        app,
+    app.refusal(
         Some(peer.ip()),
         actor,
         &format!("refused.{}", e.status.as_u16()),
@@ -207,7 +205,7 @@ async fn dispatch(
     }
     let hop = req
         .extensions()
-        .get::<crate::mesh::route::MeshHop>()
+        .get::<xpod_routing::forward::MeshHop>()
         .cloned();
     if hop.is_none() {
         if let Some(resp) = https_redirect(&app, host.as_deref(), &req) {
@@ -251,7 +249,7 @@ async fn dispatch(
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
-    let principal = match auth::authorized_by_center(&app, hop.as_ref(), req.headers()) {
+    let principal = match auth::authorized_by_center(app.config.role, hop.as_ref(), req.headers()) {
         Some(p) => p,
         None => {
             auth::authenticate(

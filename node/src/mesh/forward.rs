@@ -33,24 +33,14 @@ use xpod_routing::forward::{self as fwd, headers as fwd_headers, ForwardError};
 use xpod_storage::meta;
 use xpod_tunnel::proto::{StreamHeader, Target};
 
-use super::route::MeshHop;
+use super::peers::PeerKey;
 use crate::app::App;
 use crate::auth::{self, Access, AUTHORIZED_BY_CENTER};
 use crate::reply::body::Body;
 use crate::reply::error::ApiError;
+use xpod_routing::forward::MeshHop;
 
 pub use xpod_routing::forward::MAX_HOPS;
-
-/// The most idle pod-request streams kept per next hop (and connection).
-pub const MAX_IDLE_PER_PEER: usize = 256;
-
-/// Identifies the streams that can carry a pod request: same next hop, same connection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct PeerKey {
-    pub node: String,
-    /// `quinn::Connection::stable_id`.
-    pub conn: usize,
-}
 
 /// Forwards `req` (for pod `pod_id`, from client `peer`) along `route` (one of the forwarding
 /// routes of [`xpod_routing::decide`]).
@@ -95,7 +85,11 @@ pub async fn pod(
             (conn, authorize_for_edge(app, pod_id, req).await?)
         }
         _ => {
-            let conn = app.mesh.connection(app, &via).await.map_err(unavailable)?;
+            let conn = app
+                .mesh
+                .connection(&app.policies, app.meta.as_ref(), &via)
+                .await
+                .map_err(unavailable)?;
             (conn, req)
         }
     };

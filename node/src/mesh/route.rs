@@ -1,7 +1,8 @@
 //! Where a pod request goes: served here, or forwarded to the owner (ARCHITECTURE §5). The
 //! rules are `xpod_routing::decide` (tested there with fakes); this module supplies this node's
-//! facts ([`AppDirectory`]) and the hop of a request that came over the mesh ([`MeshHop`] in
-//! its extensions — set only by `crate::front::streams`, so a client cannot forge it).
+//! facts ([`AppDirectory`]); the hop of a request that came over the mesh is a
+//! [`xpod_routing::forward::MeshHop`] in its extensions, set only by `crate::front::streams`, so a
+//! client cannot forge it.
 //!
 //! The table holds the whole pod row, so the handler of a request served here reads it from
 //! memory too ([`pod_row`]): a pod GET costs no metadata round trip for the pod. Writes are
@@ -10,24 +11,12 @@
 use http::Request;
 use hyper::body::Incoming;
 use xpod_routing::decide::{Directory, NodeInfo, Route};
+use xpod_routing::forward::MeshHop;
 use xpod_routing::Owner;
 use xpod_storage::meta::NodeType;
 
 use crate::app::App;
 use crate::reply::error::ApiError;
-
-/// Set on a request that arrived over the mesh.
-#[derive(Clone, Debug)]
-pub struct MeshHop {
-    /// The pod the stream was opened for; the request inside must be for it.
-    pub pod_id: String,
-    /// How many nodes forwarded it already.
-    pub hops: u8,
-    /// The epoch the sender believed.
-    pub epoch: u64,
-    /// The node that sent it (from its certificate; `center` on an edge's tunnel).
-    pub from: String,
-}
 
 /// The facts of this node for [`xpod_routing::decide`]: its owner table (with the test
 /// override), the node directory of the mesh, the tunnels it holds.
@@ -56,7 +45,7 @@ impl Directory for AppDirectory<'_> {
     }
 
     async fn node(&self, node_id: &str) -> Result<NodeInfo, String> {
-        let n = self.0.mesh.node(self.0, node_id).await?;
+        let n = self.0.mesh.node(self.0.meta.as_ref(), node_id).await?;
         Ok(NodeInfo {
             is_edge: n.node_type == NodeType::Edge,
             attached_centers: n.attached_centers,

@@ -57,7 +57,7 @@ pub async fn connection_to(app: &App, node: &str) -> Result<quinn::Connection, A
         node.to_string()
     };
     app.mesh
-        .connection(app, &via)
+        .connection(&app.policies, app.meta.as_ref(), &via)
         .await
         .map_err(|e| unavailable(node, e))
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::bail;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
+use super::killer::Killer;
 use super::proto::Event;
-use super::runtime::Killer;
 
 /// Longest line the node reads from a supervisor (an output event carries at most 32 KiB,
 /// about 44 KiB in base64).

@@ -1,7 +1,7 @@
 //! Sandboxes (issue 7; ARCHITECTURE "Sandboxes").
 //! - On a node: [`runtime`] (a bubblewrap sandbox whose PID 1 is `xpod sandbox-init`,
 //!   [`supervisor`], speaking [`proto`] over connections passed on the [`ctl`] channel, read
-//!   within the node's bounds by [`events`]),
+//!   within the node's bounds by [`events`], killed from outside by [`killer`]),
 //!   [`net`] (`network: true`: outbound internet only, through slirp4netns and nftables),
 //!   [`runner`] (the node's sandboxes: slots, exec with replayable output ([`replay`]), port
 //!   connections, idle watchdog, capacity report), [`internal`] (the runner API other nodes call).
@@ -19,6 +19,7 @@ pub mod client;
 pub mod ctl;
 pub mod events;
 pub mod internal;
+pub mod killer;
 pub mod lifecycle;
 pub mod model;
 pub mod net;

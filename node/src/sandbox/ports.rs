@@ -108,8 +108,7 @@ pub async fn by_host(
         .await?;
         if let Err(e) = check(&sb, &principal, &req) {
             if e.status == StatusCode::NOT_FOUND {
-                crate::audit::refusal(
-                    app,
+                app.refusal(
                     Some(peer.ip()),
                     principal.actor(),
                     "refused.not_owner",
@@ -145,8 +144,7 @@ pub async fn by_path(
     let sb = load(app, id).await?;
     if let Err(e) = check(&sb, principal, &req) {
         if e.status == StatusCode::NOT_FOUND {
-            crate::audit::refusal(
-                app,
+            app.refusal(
                 Some(peer.ip()),
                 principal.actor(),
                 "refused.not_owner",

@@ -140,6 +140,20 @@ pub fn replay_of<B, E>(req: &Request<B>, empty: impl FnOnce() -> E) -> Option<Re
     replayable(&parts).then(|| Request::from_parts(parts, empty()))
 }
 
+/// Set in the extensions of a request that arrived over the mesh or an edge's tunnel (from a
+/// mutually authenticated peer's `HOP` header, never from a client's).
+#[derive(Clone, Debug)]
+pub struct MeshHop {
+    /// The pod the request is for; a request for another pod is refused.
+    pub pod_id: String,
+    /// How many nodes forwarded it already.
+    pub hops: u8,
+    /// The epoch the sender believed.
+    pub epoch: u64,
+    /// The node that sent it (from its certificate; `center` on an edge's tunnel).
+    pub from: String,
+}
+
 /// The `HOP` header value for a pod request: `<pod_id> <epoch> <hops>`.
 pub fn hop_value(pod_id: &str, epoch: u64, hops: u8) -> String {
     format!("{pod_id} {epoch} {hops}")

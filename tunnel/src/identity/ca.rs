@@ -550,7 +550,7 @@ impl NodeIdentity {
         let ca = self.ca_der()?;
         let key = self.key_der()?;
         self.identity()?;
-        let provider = super::tls::provider();
+        let provider = super::provider::provider();
         rustls::sign::CertifiedKey::from_der(vec![cert.clone()], key, &provider).map_err(|e| {
             match e {
                 rustls::Error::InconsistentKeys(_) => IdentityError::KeyMismatch,

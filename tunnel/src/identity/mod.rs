@@ -41,6 +41,7 @@
 //! No `Debug` implementation here prints a private key or a token secret.
 
 mod ca;
+mod provider;
 mod tls;
 mod token;
 

@@ -9,7 +9,8 @@ use rustls::{CertificateError, ClientConfig, ClientConnection, ServerConfig, Ser
 use rustls_pki_types::ServerName;
 
 use super::ca::{identity_from_uris_for_test, issuer_of, node_params_for_test};
-use super::tls::{provider, CaServerVerifier};
+use super::provider::provider;
+use super::tls::CaServerVerifier;
 use super::*;
 
 const ALPN: &[&[u8]] = &[b"xpod/1"];

@@ -9,10 +9,10 @@
 //! identifies a peer is its node certificate, read with [`peer_identity`].
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
@@ -24,13 +24,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use super::ca::{parse_fingerprint, peer_identity, NodeIdentity, NodeRole};
 use super::{IdentityError, Result};
 
-/// The ring crypto provider, shared by every config this module builds.
-pub(super) fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
+use super::provider::provider;
 
 fn alpn_list(alpn: &[&[u8]]) -> Vec<Vec<u8>> {
     alpn.iter().map(|p| p.to_vec()).collect()

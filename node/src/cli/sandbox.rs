@@ -10,7 +10,7 @@ use http::Method;
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 
-use crate::cli::{client, print, s, Remote};
+use super::remote::{client, print, s, Remote};
 
 #[derive(Subcommand)]
 pub(crate) enum SandboxCmd {

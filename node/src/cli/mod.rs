@@ -1,4 +1,15 @@
 //! The command line. `xpod up` runs a node; the other commands talk to a running node's API.
+//!
+//! - this file: the command tree and its `--help`, `up`, `config`, `ca`, `dns`, `certs`;
+//! - [`remote`]: what the remote commands share (`--server`, `--key`, `--json`, the client);
+//! - [`keys`]: API keys and join tokens; [`nodes`]: nodes; [`pods`]: pods;
+//!   [`sandbox`]: sandboxes.
+
+pub mod keys;
+pub mod nodes;
+pub mod pods;
+pub mod remote;
+pub mod sandbox;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +21,7 @@ use http::Method;
 use serde_json::Value;
 use xpod_config::{Config, LogFormat};
 
-use crate::client::ApiClient;
+use remote::{client, print, s, Remote};
 
 #[derive(Parser)]
 #[command(
@@ -47,29 +58,29 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     Config(ConfigArgs),
     /// Manage pods on a running node (admin key).
     #[command(subcommand)]
-    Pods(crate::pods_cli::PodsCmd),
+    Pods(pods::PodsCmd),
     /// Manage API keys on a running node (admin key).
     #[command(subcommand)]
-    Keys(crate::keys_cli::KeysCmd),
+    Keys(keys::KeysCmd),
     /// The cluster CA: create it, issue node certificates (local files, no server needed).
     #[command(subcommand)]
     Ca(CaCmd),
     /// Nodes of the cluster: presence, grants, revocation (admin key).
     #[command(subcommand)]
-    Nodes(crate::nodes_cli::NodesCmd),
+    Nodes(nodes::NodesCmd),
     /// The cluster's DNS zone as a center serves it (admin key).
     #[command(subcommand)]
     Dns(DnsCmd),
     /// Join tokens for edges on a running node (admin key).
     #[command(subcommand, alias = "token")]
-    Tokens(crate::keys_cli::TokensCmd),
+    Tokens(keys::TokensCmd),
     /// HTTPS certificates obtained by ACME (admin key).
     #[command(subcommand, alias = "cert")]
     Certs(CertsCmd),
     /// Sandboxes: create, list, run commands, read their output, delete (a key with the
     /// `sandbox` scope, or an admin key).
     #[command(subcommand, alias = "sandboxes")]
-    Sandbox(crate::sandbox_cli::SandboxCmd),
+    Sandbox(sandbox::SandboxCmd),
     /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
     #[command(hide = true)]
     SandboxInit {
@@ -173,24 +184,6 @@ struct ConfigArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(Args)]
-pub(crate) struct Remote {
-    /// The node to talk to.
-    #[arg(
-        long,
-        env = "XPOD_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub(crate) server: String,
-    /// Admin API key (xp_<id>_<secret>) [default: the contents of ./xpod-data/admin.key].
-    #[arg(long, env = "XPOD_KEY", hide_env_values = true, global = true)]
-    pub(crate) key: Option<String>,
-    /// Print the server's JSON instead of a summary.
-    #[arg(long, global = true)]
-    pub(crate) json: bool,
-}
-
 /// Parses the command line and runs the command. Errors are one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -247,15 +240,15 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Pods(cmd) => crate::pods_cli::run(cmd).await,
-        Command::Keys(cmd) => crate::keys_cli::keys(cmd).await,
+        Command::Pods(cmd) => pods::run(cmd).await,
+        Command::Keys(cmd) => keys::keys(cmd).await,
         Command::Ca(cmd) => ca(cmd),
-        Command::Tokens(cmd) => crate::keys_cli::tokens(cmd).await,
-        Command::Nodes(cmd) => crate::nodes_cli::run(cmd).await,
+        Command::Tokens(cmd) => keys::tokens(cmd).await,
+        Command::Nodes(cmd) => nodes::run(cmd).await,
         Command::Dns(DnsCmd::Records { remote }) => dns_records(remote).await,
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
-        Command::Sandbox(cmd) => crate::sandbox_cli::run(cmd).await,
+        Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::SandboxInit { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -327,31 +320,6 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
     }
     let listeners = crate::Listeners::bind(&config).await?;
     crate::run(config, listeners, crate::shutdown_signal()).await
-}
-
-pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
-    let key = match &remote.key {
-        Some(k) => Some(k.trim().to_string()),
-        None => std::fs::read_to_string("xpod-data/admin.key")
-            .ok()
-            .map(|s| s.trim().to_string()),
-    };
-    ApiClient::new(&remote.server, key)
-}
-
-pub(crate) fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
-    if remote.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-    } else {
-        summary(value);
-    }
-}
-
-pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("-")
 }
 
 fn ca(cmd: CaCmd) -> anyhow::Result<()> {

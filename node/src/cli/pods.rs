@@ -4,7 +4,7 @@ use clap::Subcommand;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{client, print, s, Remote};
+use super::remote::{client, print, s, Remote};
 use crate::client::ApiClient;
 
 #[derive(Subcommand)]

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{client, print, s, Remote};
+use super::remote::{client, print, s, Remote};
 
 #[derive(Subcommand)]
 pub(crate) enum NodesCmd {

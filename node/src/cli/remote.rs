@@ -1,0 +1,49 @@
+//! What every remote command shares: which node to talk to with which key (`--server`,
+//! `--key`, `--json`), the API client for it, and printing an answer (JSON or a summary).
+
+use serde_json::Value;
+
+use crate::client::ApiClient;
+
+#[derive(clap::Args)]
+pub(crate) struct Remote {
+    /// The node to talk to.
+    #[arg(
+        long,
+        env = "XPOD_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub(crate) server: String,
+    /// Admin API key (xp_<id>_<secret>) [default: the contents of ./xpod-data/admin.key].
+    #[arg(long, env = "XPOD_KEY", hide_env_values = true, global = true)]
+    pub(crate) key: Option<String>,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
+    let key = match &remote.key {
+        Some(k) => Some(k.trim().to_string()),
+        None => std::fs::read_to_string("xpod-data/admin.key")
+            .ok()
+            .map(|s| s.trim().to_string()),
+    };
+    ApiClient::new(&remote.server, key)
+}
+
+pub(crate) fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
+    if remote.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        summary(value);
+    }
+}
+
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}

@@ -1,0 +1,305 @@
+//! The connections of this center to the other centers: discovery from the `nodes` rows, dials
+//! (one connection per peer, from this node's own QUIC endpoint), revocation, and the pool of
+//! idle pod-request streams per peer. Knows nothing of requests: [`super::forward`] sends them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use xpod_routing::forward::StreamPool;
+use xpod_storage::meta::{self, NodeRecord, NodeStatus, NodeStore, NodeType};
+
+use crate::node_policy::Policies;
+use crate::reply::body::Body;
+
+/// How often the list of centers is reread and missing connections dialed.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// A center whose heartbeat is older than this is not dialed.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+/// After a failed dial, the request path does not dial the same peer again for this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Upper bound for a dial on the request path.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most idle pod-request streams kept per next hop (and connection).
+pub const MAX_IDLE_PER_PEER: usize = 256;
+
+/// Identifies the streams that can carry a pod request: same next hop, same connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PeerKey {
+    pub node: String,
+    /// `quinn::Connection::stable_id`.
+    pub conn: usize,
+}
+
+/// The mesh state of one node. Empty (and never dialing) on nodes without a QUIC endpoint.
+pub struct Mesh {
+    dialer: OnceLock<Dialer>,
+    state: Mutex<State>,
+    /// Idle keep-alive streams of pod requests, per next hop ([`super::forward`]).
+    pub pool: Arc<StreamPool<PeerKey, Body>>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            dialer: OnceLock::new(),
+            state: Mutex::default(),
+            pool: Arc::new(StreamPool::new(MAX_IDLE_PER_PEER)),
+        }
+    }
+}
+
+struct Dialer {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+}
+
+#[derive(Default)]
+struct State {
+    /// Connections this node dialed, by peer node id.
+    peers: HashMap<String, quinn::Connection>,
+    /// The last known `nodes` rows (all types), by node id.
+    nodes: HashMap<String, NodeRecord>,
+    /// When a dial to a peer last failed.
+    failed: HashMap<String, Instant>,
+    /// Peers the refresh loop is dialing now (so a slow dial is not started twice).
+    dialing: std::collections::HashSet<String>,
+}
+
+impl Mesh {
+    /// Enables dialing from `endpoint` (a center's own QUIC endpoint) with `client`.
+    pub fn enable(&self, endpoint: quinn::Endpoint, client: quinn::ClientConfig) {
+        let _ = self.dialer.set(Dialer { endpoint, client });
+    }
+
+    /// Whether this node can dial other centers.
+    pub fn enabled(&self) -> bool {
+        self.dialer.get().is_some()
+    }
+
+    /// The live connection to center `node_id`, dialing it now if there is none (unless a dial
+    /// failed less than [`RETRY_AFTER`] ago).
+    pub async fn connection(
+        &self,
+        policies: &Policies,
+        nodes: &dyn NodeStore,
+        node_id: &str,
+    ) -> Result<quinn::Connection, String> {
+        if policies.is_revoked(node_id) {
+            return Err(format!("center {node_id} is revoked"));
+        }
+        if let Some(c) = self.live(node_id) {
+            return Ok(c);
+        }
+        let recent_failure = {
+            let state = self.state.lock().expect("poisoned");
+            state
+                .failed
+                .get(node_id)
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER)
+        };
+        if recent_failure {
+            return Err(format!("center {node_id} was unreachable moments ago"));
+        }
+        let node = self.node(nodes, node_id).await?;
+        self.dial(&node).await
+    }
+
+    fn live(&self, node_id: &str) -> Option<quinn::Connection> {
+        let state = self.state.lock().expect("poisoned");
+        state
+            .peers
+            .get(node_id)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// The `nodes` row of `node_id`, from the last refresh or read now.
+    pub async fn node(&self, nodes: &dyn NodeStore, node_id: &str) -> Result<NodeRecord, String> {
+        if let Some(n) = self.state.lock().expect("poisoned").nodes.get(node_id) {
+            return Ok(n.clone());
+        }
+        let n = nodes
+            .get_node(node_id)
+            .await
+            .map_err(|e| format!("reading node {node_id}: {e}"))?
+            .ok_or_else(|| format!("node {node_id} is not known to the cluster"))?;
+        self.state
+            .lock()
+            .expect("poisoned")
+            .nodes
+            .insert(node_id.to_string(), n.clone());
+        Ok(n)
+    }
+
+    async fn dial(&self, node: &NodeRecord) -> Result<quinn::Connection, String> {
+        let id = &node.node_id;
+        let result = self.try_dial(node).await;
+        let mut state = self.state.lock().expect("poisoned");
+        match &result {
+            Ok(conn) => {
+                state.failed.remove(id);
+                // Another dial may have won meanwhile; keep the newer one, close neither.
+                state.peers.insert(id.clone(), conn.clone());
+                tracing::info!(peer = %id, remote = %conn.remote_address(), "mesh connection up");
+            }
+            Err(e) => {
+                state.failed.insert(id.clone(), Instant::now());
+                tracing::debug!(peer = %id, error = %e, "mesh dial failed");
+            }
+        }
+        result
+    }
+
+    async fn try_dial(&self, node: &NodeRecord) -> Result<quinn::Connection, String> {
+        let dialer = self
+            .dialer
+            .get()
+            .ok_or("this node has no QUIC endpoint (no node certificate), so it cannot reach other centers")?;
+        if node.node_type != NodeType::Center {
+            return Err(format!("node {} is not a center", node.node_id));
+        }
+        let text = node
+            .quic_address
+            .as_deref()
+            .ok_or_else(|| format!("center {} has not published a QUIC address", node.node_id))?;
+        let addr = resolve(text).await?;
+        let connecting = dialer
+            .endpoint
+            .connect_with(dialer.client.clone(), addr, "xpod")
+            .map_err(|e| format!("cannot dial {} at {addr}: {e}", node.node_id))?;
+        let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                format!(
+                    "center {} at {addr} did not answer within {DIAL_TIMEOUT:?}",
+                    node.node_id
+                )
+            })?
+            .map_err(|e| format!("connecting to center {} at {addr}: {e}", node.node_id))?;
+        let peer = peer_id(&conn)?;
+        if peer != node.node_id {
+            conn.close(0u32.into(), b"not the center that was dialed");
+            return Err(format!(
+                "{addr} presented a certificate for {peer}, not {}",
+                node.node_id
+            ));
+        }
+        Ok(conn)
+    }
+
+    /// Closes the connection this node dialed to `node_id` (a revoked node); whether there was one.
+    pub fn close_peer(&self, node_id: &str, reason: &[u8]) -> bool {
+        let conn = self.state.lock().expect("poisoned").peers.remove(node_id);
+        self.pool.forget(|k| k.node == node_id);
+        match conn {
+            Some(c) => {
+                c.close(crate::node_policy::REVOKED_CODE.into(), reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many live connections this node dialed.
+    pub fn live_peers(&self) -> usize {
+        let state = self.state.lock().expect("poisoned");
+        state
+            .peers
+            .values()
+            .filter(|c| c.close_reason().is_none())
+            .count()
+    }
+
+    /// Rereads the nodes and dials every online center without a live connection, every
+    /// [`REFRESH`], until `shutdown`; then closes the connections it dialed.
+    /// `self_id` is this node's id (never dialed).
+    pub async fn run(
+        self: Arc<Self>,
+        nodes_store: Arc<dyn NodeStore>,
+        self_id: String,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(REFRESH);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            self.pool.sweep();
+            let nodes = match nodes_store.list_nodes().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "mesh: cannot list nodes");
+                    continue;
+                }
+            };
+            let now = meta::now_millis();
+            let wanted: Vec<NodeRecord> = nodes
+                .iter()
+                .filter(|n| {
+                    n.node_type == NodeType::Center
+                        && n.node_id != self_id
+                        && n.status == NodeStatus::Online
+                        && n.quic_address.is_some()
+                        && now - n.last_heartbeat < STALE_AFTER.as_millis() as i64
+                })
+                .cloned()
+                .collect();
+            {
+                let mut state = self.state.lock().expect("poisoned");
+                state.nodes = nodes.into_iter().map(|n| (n.node_id.clone(), n)).collect();
+                state.peers.retain(|_, c| c.close_reason().is_none());
+            }
+            if !self.enabled() {
+                continue;
+            }
+            for node in wanted {
+                if self.live(&node.node_id).is_some() {
+                    continue;
+                }
+                if !self
+                    .state
+                    .lock()
+                    .expect("poisoned")
+                    .dialing
+                    .insert(node.node_id.clone())
+                {
+                    continue;
+                }
+                let mesh = self.clone();
+                tokio::spawn(async move {
+                    let _ = mesh.dial(&node).await;
+                    mesh.state
+                        .lock()
+                        .expect("poisoned")
+                        .dialing
+                        .remove(&node.node_id);
+                });
+            }
+        }
+        let peers: Vec<_> = self.state.lock().expect("poisoned").peers.drain().collect();
+        for (_, c) in peers {
+            c.close(0u32.into(), b"center shutting down");
+        }
+    }
+}
+
+/// The node id in the verified certificate of `conn`'s peer.
+pub fn peer_id(conn: &quinn::Connection) -> Result<String, String> {
+    xpod_tunnel::endpoint::verified_peer(conn).map(|p| p.node_id)
+}
+
+async fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    tokio::net::lookup_host(text)
+        .await
+        .map_err(|e| format!("resolving {text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
