@@ -57,7 +57,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let best = UNITS
             .iter()
-            .filter(|(u, m)| !u.is_empty() && self.0 % m == 0)
+            .filter(|(u, m)| !u.is_empty() && self.0.is_multiple_of(*m))
             .min_by_key(|(_, m)| self.0 / m);
         match best {
             Some((unit, mult)) if self.0 != 0 => {

@@ -69,7 +69,7 @@ pub(crate) fn bucket(b: &str) -> Result<(), String> {
 pub(crate) fn base64_key(s: &str) -> Result<(), String> {
     let s = s.trim();
     let body = s.trim_end_matches('=');
-    let ok = s.len() % 4 == 0
+    let ok = s.len().is_multiple_of(4)
         && s.len() - body.len() <= 2
         && body
             .bytes()

@@ -27,6 +27,7 @@
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
 //!   revocation.
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
+//! - [`solid`]: RDF formats and content negotiation, PATCH (N3 Patch, SPARQL Update).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //! - [`regions`]: this node's view of the region buckets, the disk cache and the migration
 //!   sync loop.
@@ -59,6 +60,7 @@ pub mod node_policy;
 pub mod regions;
 pub mod reply;
 pub mod sandbox;
+pub mod solid;
 pub mod special_ip;
 pub mod tasks;
 pub mod webhooks;

@@ -71,7 +71,7 @@ impl Limiter {
             return Verdict::Answer;
         }
         let n = self.limited.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % SLIP == 0 {
+        if n.is_multiple_of(SLIP) {
             Verdict::Truncate
         } else {
             Verdict::Drop

@@ -6,12 +6,15 @@ use xpod_storage::meta::{EtagCondition, Millis, ResourceRecord};
 
 const LDP: &str = "http://www.w3.org/ns/ldp#";
 
-/// The `Link` header values (rel="type") of a resource.
-pub fn type_links(path: &str, is_container: bool) -> Vec<String> {
+/// The `Link` header values (rel="type") of a resource (`rdf`: a document with an RDF media
+/// type, an `ldp:RDFSource`).
+pub fn type_links(path: &str, is_container: bool, rdf: bool) -> Vec<String> {
     let mut v = vec![format!("<{LDP}Resource>; rel=\"type\"")];
     if is_container {
         v.push(format!("<{LDP}Container>; rel=\"type\""));
         v.push(format!("<{LDP}BasicContainer>; rel=\"type\""));
+    } else if rdf {
+        v.push(format!("<{LDP}RDFSource>; rel=\"type\""));
     } else {
         v.push(format!("<{LDP}NonRDFSource>; rel=\"type\""));
     }
@@ -19,6 +22,20 @@ pub fn type_links(path: &str, is_container: bool) -> Vec<String> {
         v.push("<http://www.w3.org/ns/pim/space#Storage>; rel=\"type\"".to_string());
     }
     v
+}
+
+/// The `Link` to a resource's description resource (`<name>.meta`, a container's `.meta`),
+/// relative to the resource.
+pub fn describedby_link(path: &str) -> String {
+    let target = if path.ends_with('/') {
+        ".meta".to_string()
+    } else {
+        format!(
+            "{}.meta",
+            encode_path(path.rsplit('/').next().unwrap_or(""))
+        )
+    };
+    format!("<{target}>; rel=\"describedby\"")
 }
 
 /// The last segment of a member path, as a relative IRI (`a.txt`, `sub/`), percent-encoded.

@@ -14,6 +14,7 @@ pub mod node_admin;
 pub mod ops;
 pub mod pods;
 pub mod sandboxes;
+pub mod solid;
 pub mod webhook_api;
 
 use std::convert::Infallible;
@@ -39,9 +40,7 @@ use crate::reply::error::{error_response, ApiError};
 /// Largest JSON request body of the APIs.
 const MAX_JSON: usize = 1024 * 1024;
 
-/// Marks a request that arrived over HTTPS (a request extension set by the TLS front).
-#[derive(Clone, Copy, Debug)]
-pub struct Https;
+pub use xpod_routing::forward::Https;
 
 /// Per-request context handed to handlers.
 pub struct Ctx {
@@ -49,6 +48,19 @@ pub struct Ctx {
     pub trace_id: String,
     pub principal: Principal,
     pub peer: SocketAddr,
+    /// Credentials on a pod request that were not accepted: the request goes on as anonymous
+    /// (a public resource needs none, and an unknown `Authorization` must not break it); when
+    /// anonymous access is refused, this error is the answer.
+    pub rejected: Option<ApiError>,
+}
+
+impl Ctx {
+    /// Whether `principal` may access pod `pod` (see [`auth::authorize_pod`]); refused as
+    /// anonymous after credentials were rejected, the answer is why they were.
+    pub fn authorize_pod(&self, pod: &meta::PodRecord, want: auth::Access) -> Result<(), ApiError> {
+        auth::authorize_pod(&self.principal, &pod.pod_id, pod.access_mode, want)
+            .map_err(|e| self.rejected.clone().unwrap_or(e))
+    }
 }
 
 impl Ctx {
@@ -249,23 +261,36 @@ async fn dispatch(
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
-    let principal = match auth::authorized_by_center(app.config.role, hop.as_ref(), req.headers()) {
-        Some(p) => p,
-        None => {
-            auth::authenticate(
-                req.headers(),
-                &app.keys,
-                app.meta.as_ref(),
-                meta::now_millis(),
-            )
-            .await?
-        }
-    };
+    let (principal, rejected) =
+        match auth::authorized_by_center(app.config.role, hop.as_ref(), req.headers()) {
+            Some(p) => (p, None),
+            None => {
+                let authenticated = auth::authenticate(
+                    req.headers(),
+                    &app.keys,
+                    app.meta.as_ref(),
+                    meta::now_millis(),
+                )
+                .await;
+                match authenticated {
+                    Ok(p) => (p, None),
+                    // A pod request goes on as anonymous: a public pod needs no credentials.
+                    Err(e)
+                        if e.status == StatusCode::UNAUTHORIZED
+                            && matches!(target, Target::Pod { .. }) =>
+                    {
+                        (Principal::Anonymous, Some(e))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
     let ctx = Ctx {
         app,
         trace_id: trace_id.to_string(),
         principal,
         peer,
+        rejected,
     };
     match target {
         Target::Ops(_) | Target::EdgeService(_) | Target::SandboxPort { .. } => {

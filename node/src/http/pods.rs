@@ -26,14 +26,15 @@ use xpod_storage::meta::{
 
 use super::ldp::{self, RangeSpec};
 use super::Ctx;
-use crate::auth::{authorize_pod, Access};
+use crate::auth::Access;
 use crate::reply::body::{self, Body};
 use crate::reply::error::error_response;
 use crate::reply::error::ApiError;
+use crate::solid::rdf;
 
-const ALLOW_DOC: &str = "OPTIONS, HEAD, GET, PUT, DELETE";
+const ALLOW_DOC: &str = "OPTIONS, HEAD, GET, PUT, PATCH, DELETE";
 const ALLOW_CONTAINER: &str = "OPTIONS, HEAD, GET, POST, PUT, DELETE";
-const EXPOSE: &str = "Accept-Patch, Accept-Post, Accept-Put, Accept-Ranges, Allow, Content-Range, ETag, Last-Modified, Link, Location, WWW-Authenticate, X-Xpod-Node, X-Trace-Id";
+const EXPOSE: &str = "Accept-Patch, Accept-Post, Accept-Put, Accept-Ranges, Allow, Content-Range, ETag, Last-Modified, Link, Location, Vary, WAC-Allow, WWW-Authenticate, X-Xpod-Node, X-Trace-Id";
 
 /// Entry point for a pod request; errors become JSON here so CORS headers apply to them too.
 pub async fn handle(
@@ -67,7 +68,7 @@ pub async fn handle(
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOW_CONTAINER),
+                HeaderValue::from_static("OPTIONS, HEAD, GET, POST, PUT, PATCH, DELETE"),
             );
             h.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -121,7 +122,7 @@ async fn serve(
     } else {
         Access::Write
     };
-    authorize_pod(&ctx.principal, pod_id, pod.access_mode, want)?;
+    ctx.authorize_pod(&pod, want)?;
     match method {
         Method::GET | Method::HEAD => {
             // The pod row came from memory: the read checks it in the same round trip.
@@ -145,8 +146,7 @@ async fn serve(
                             epoch,
                         };
                         let route = crate::mesh::route::route_to(app, pod_id, owner, &req).await?;
-                        return crate::mesh::forward::pod(app, route, pod_id, ctx.peer, req)
-                            .await;
+                        return crate::mesh::forward::pod(app, route, pod_id, ctx.peer, req).await;
                     }
                 }
                 other => other?,
@@ -156,8 +156,11 @@ async fn serve(
         Method::PUT => put(ctx, &pod, path, req).await,
         Method::POST => post(ctx, &pod, path, req).await,
         Method::DELETE => delete(ctx, &pod, path, req.headers()).await,
-        Method::PATCH => Err(ApiError::method_not_allowed(allow(path))
-            .with_details(json!({"reason": "N3 and SPARQL PATCH are not supported yet; replace the resource with PUT"}))),
+        Method::PATCH if path.ends_with('/') => Err(ApiError::method_not_allowed(ALLOW_CONTAINER)
+            .with_details(
+                json!({"reason": "a container's listing is not patched; PATCH its members"}),
+            )),
+        Method::PATCH => super::solid::patch(ctx, &pod, path, req).await,
         _ => Err(ApiError::method_not_allowed(allow(path))),
     }
 }
@@ -177,8 +180,10 @@ fn options(path: &str) -> Response<Body> {
         .header("accept-put", "*/*");
     if path.ends_with('/') {
         b = b.header("accept-post", "*/*");
+    } else {
+        b = b.header("accept-patch", super::solid::ACCEPT_PATCH);
     }
-    for l in ldp::type_links(path, path.ends_with('/')) {
+    for l in ldp::type_links(path, path.ends_with('/'), false) {
         b = b.header(header::LINK, l);
     }
     b.body(body::empty())
@@ -186,7 +191,7 @@ fn options(path: &str) -> Response<Body> {
 }
 
 /// `If-Match` / `If-None-Match` from the headers.
-fn preconditions(h: &HeaderMap) -> Result<Precondition, ApiError> {
+pub(super) fn preconditions(h: &HeaderMap) -> Result<Precondition, ApiError> {
     let joined = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
         let vals: Vec<&str> = h
             .get_all(&name)
@@ -212,18 +217,18 @@ fn preconditions(h: &HeaderMap) -> Result<Precondition, ApiError> {
     })
 }
 
-fn quoted(etag: &str) -> String {
+pub(super) fn quoted(etag: &str) -> String {
     format!("\"{etag}\"")
 }
 
 /// The URL path of a resource as the client addressed the pod, for `Location`: `/<pod>/…` in
 /// path mode, `/…` when the request came to `<pod>.<pods-domain>`.
-fn location(mount: &str, path: &str) -> String {
+pub(super) fn location(mount: &str, path: &str) -> String {
     format!("{mount}{}", encode_path(path))
 }
 
 /// `""` when the request's Host is the pod's own subdomain, else `/<pod>`.
-fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
+pub(super) fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
     let host = h
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -240,19 +245,29 @@ fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
     }
 }
 
-fn resource_headers(mut b: http::response::Builder, r: &ResourceRecord) -> http::response::Builder {
+pub(super) fn resource_headers(
+    mut b: http::response::Builder,
+    r: &ResourceRecord,
+) -> http::response::Builder {
     b = b
         .header(header::ETAG, quoted(&r.etag))
         .header(header::LAST_MODIFIED, ldp::http_date(r.modified_at))
         .header(header::ALLOW, allow(&r.path));
-    for l in ldp::type_links(&r.path, r.is_container) {
+    let is_rdf = r
+        .content_type
+        .as_deref()
+        .and_then(rdf::Format::of_media_type)
+        .is_some();
+    for l in ldp::type_links(&r.path, r.is_container, is_rdf) {
         b = b.header(header::LINK, l);
     }
+    b = b.header(header::LINK, ldp::describedby_link(&r.path));
     if r.is_container {
         b.header("accept-post", "*/*")
             .header(header::VARY, "Accept")
     } else {
         b.header(header::ACCEPT_RANGES, "bytes")
+            .header("accept-patch", super::solid::ACCEPT_PATCH)
     }
 }
 
@@ -303,15 +318,36 @@ async fn get(
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let wants_json = (accept.contains("application/ld+json")
-            || accept.contains("application/json"))
-            && !accept.contains("text/turtle");
-        let (ctype, bytes) = if wants_json {
-            let mut v = serde_json::to_vec_pretty(&ldp::json_ld(&r, &members)).unwrap_or_default();
-            v.push(b'\n');
-            ("application/ld+json", v)
+        let accept = if accept.contains("application/json") && !accept.contains("ld+json") {
+            // Plain JSON clients get the JSON-LD listing.
+            accept.replace("application/json", "application/ld+json")
         } else {
-            ("text/turtle", ldp::turtle(&r, &members).into_bytes())
+            accept.to_string()
+        };
+        let format = rdf::negotiate(Some(&accept), rdf::Format::Turtle)
+            .ok_or_else(super::solid::not_acceptable)?;
+        let (ctype, bytes) = match format {
+            rdf::Format::JsonLd => {
+                let mut v =
+                    serde_json::to_vec_pretty(&ldp::json_ld(&r, &members)).unwrap_or_default();
+                v.push(b'\n');
+                ("application/ld+json", v)
+            }
+            rdf::Format::Turtle => ("text/turtle", ldp::turtle(&r, &members).into_bytes()),
+            rdf::Format::NTriples => {
+                let base = super::solid::resource_url(
+                    req,
+                    &mount_of(ctx, &pod.pod_id, req.headers()),
+                    path,
+                );
+                let ttl = ldp::turtle(&r, &members);
+                let graph = rdf::parse(ttl.as_bytes(), rdf::Format::Turtle, &base)
+                    .map_err(|e| ApiError::internal(format!("container listing: {e}")))?;
+                (
+                    "application/n-triples",
+                    rdf::serialize(&graph, rdf::Format::NTriples, &base),
+                )
+            }
         };
         let b = resource_headers(Response::builder().status(StatusCode::OK), &r)
             .header(header::CONTENT_TYPE, ctype)
@@ -322,6 +358,9 @@ async fn get(
             body::full(bytes)
         };
         return b.body(body).map_err(|e| ApiError::internal(e.to_string()));
+    }
+    if let Some(converted) = super::solid::converted(ctx, pod, path, &r, req, head).await? {
+        return Ok(converted);
     }
     let size = r.size.max(0) as u64;
     let mut range = req
@@ -344,6 +383,14 @@ async fn get(
             .as_deref()
             .unwrap_or("application/octet-stream"),
     );
+    if r.content_type
+        .as_deref()
+        .and_then(rdf::Format::of_media_type)
+        .is_some()
+    {
+        // Served as stored here, but other formats on request.
+        b = b.header(header::VARY, "Accept");
+    }
     let byte_range = match range {
         RangeSpec::Unsatisfiable => {
             return Err(ApiError::new(
@@ -413,12 +460,47 @@ fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
-/// Streams the body into a blob, commits the metadata, cleans up on failure.
-async fn write_resource(
+/// What a write stores: a request's body, streamed (its `Content-Type` is the media type), or
+/// bytes already read (an RDF body that was checked, a patched document).
+pub(super) enum Payload {
+    Body(Box<Request<Incoming>>),
+    Bytes {
+        content_type: String,
+        bytes: bytes::Bytes,
+    },
+}
+
+impl Payload {
+    /// The payload of a PUT/POST to `path` (`url`: its public URL, the base of RDF): a
+    /// container's body is ignored; an RDF document is read (up to [`rdf::MAX_RDF`]) and must
+    /// parse; any other document streams.
+    pub(super) async fn of_request(
+        req: Request<Incoming>,
+        path: &str,
+        url: &str,
+    ) -> Result<Payload, ApiError> {
+        if path.ends_with('/') {
+            return Ok(Payload::Body(Box::new(req)));
+        }
+        let content_type = content_type(req.headers())?;
+        let Some(format) = rdf::Format::of_media_type(&content_type) else {
+            return Ok(Payload::Body(Box::new(req)));
+        };
+        let bytes = super::read_small_body(req, rdf::MAX_RDF).await?;
+        super::solid::check_rdf(&bytes, format, url)?;
+        Ok(Payload::Bytes {
+            content_type,
+            bytes,
+        })
+    }
+}
+
+/// Streams the payload into a blob, commits the metadata, cleans up on failure.
+pub(super) async fn write_resource(
     ctx: &Ctx,
     pod: &PodRecord,
     path: &str,
-    req: Request<Incoming>,
+    payload: Payload,
     pre: &Precondition,
 ) -> Result<(ResourceRecord, bool), ApiError> {
     let app = &ctx.app;
@@ -437,14 +519,33 @@ async fn write_resource(
         regions: vec![app.config.region.clone()],
     };
     if !is_container {
-        put.content_type = Some(content_type(req.headers())?);
-        if declared_length(req.headers())?.is_some_and(|n| n > app.max_body) {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("body larger than the limit of {} bytes", app.max_body),
-            ));
-        }
+        let (content_type, stream) = match payload {
+            Payload::Body(req) => {
+                let ct = content_type(req.headers())?;
+                if declared_length(req.headers())?.is_some_and(|n| n > app.max_body) {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("body larger than the limit of {} bytes", app.max_body),
+                    ));
+                }
+                let stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> =
+                    Box::pin(futures_util::StreamExt::map(
+                        req.into_body().into_data_stream(),
+                        |r| r.map_err(|e| e.to_string()),
+                    ));
+                (ct, stream)
+            }
+            Payload::Bytes {
+                content_type,
+                bytes,
+            } => {
+                let stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> =
+                    Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
+                (content_type, stream)
+            }
+        };
+        put.content_type = Some(content_type);
         // Recorded as pending before the first byte, until the commit (the GC keeps it).
         let upload = PendingUpload::begin(
             app.meta.clone(),
@@ -453,7 +554,6 @@ async fn write_resource(
             app.gc.pending_refresh,
         )
         .await?;
-        let stream = req.into_body().into_data_stream();
         let blob = match app
             .blobs
             .put_stream_at(upload.key(), stream, Some(app.max_body))
@@ -473,6 +573,11 @@ async fn write_resource(
         commit_hold().await;
     } else {
         // A container PUT carries no representation we keep; drain it so the connection stays usable.
+        let Payload::Body(req) = payload else {
+            return Err(ApiError::internal(
+                "a container write with a document payload",
+            ));
+        };
         let mut b = req.into_body();
         while let Some(frame) = b.frame().await {
             frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
@@ -535,7 +640,9 @@ async fn put(
         )));
     }
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
-    let (record, created) = write_resource(ctx, pod, path, req, &pre).await?;
+    let url = super::solid::resource_url(&req, &mount, path);
+    let payload = Payload::of_request(req, path, &url).await?;
+    let (record, created) = write_resource(ctx, pod, path, payload, &pre).await?;
     ctx.audit(
         "resource.put",
         &format!("{}:{path}", pod.pod_id),
@@ -598,15 +705,8 @@ async fn post(
         ));
     }
     let app = &ctx.app;
-    match app.meta.get_resource(&pod.pod_id, path).await? {
-        Some(r) if r.is_container => {}
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "container {path} not found in pod {}",
-                pod.pod_id
-            )))
-        }
-    }
+    // A container that does not exist yet is created with the member (and its ancestors),
+    // as a PUT would.
     let container = wants_container(req.headers());
     let base = usable_slug(req.headers()).unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
     let member = |name: &str| format!("{path}{name}{}", if container { "/" } else { "" });
@@ -635,7 +735,9 @@ async fn post(
         if_match: None,
         if_none_match: Some(xpod_storage::meta::EtagCondition::Any),
     };
-    let (record, _) = write_resource(ctx, pod, &target, req, &pre)
+    let url = super::solid::resource_url(&req, &mount, &target);
+    let payload = Payload::of_request(req, &target, &url).await?;
+    let (record, _) = write_resource(ctx, pod, &target, payload, &pre)
         .await
         .map_err(|e| {
             if e.status == StatusCode::PRECONDITION_FAILED {

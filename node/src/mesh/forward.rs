@@ -166,13 +166,20 @@ async fn authorize_for_edge(
     pod_id: &str,
     mut req: Request<Incoming>,
 ) -> Result<Request<Incoming>, ApiError> {
-    let principal = auth::authenticate(
+    // Credentials that are not accepted leave the request anonymous (a public pod needs
+    // none); if anonymous access is refused, the answer says why they were not accepted.
+    let (principal, rejected) = match auth::authenticate(
         req.headers(),
         &app.keys,
         app.meta.as_ref(),
         meta::now_millis(),
     )
-    .await?;
+    .await
+    {
+        Ok(p) => (p, None),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => (auth::Principal::Anonymous, Some(e)),
+        Err(e) => return Err(e),
+    };
     let pod = app
         .meta
         .get_pod(pod_id)
@@ -182,7 +189,8 @@ async fn authorize_for_edge(
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Access::Read,
         _ => Access::Write,
     };
-    auth::authorize_pod(&principal, pod_id, pod.access_mode, want)?;
+    auth::authorize_pod(&principal, pod_id, pod.access_mode, want)
+        .map_err(|e| rejected.unwrap_or(e))?;
     let h = req.headers_mut();
     h.remove(header::AUTHORIZATION);
     h.remove("x-api-key");

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use xpod_storage::blobs::BlobError;
 use xpod_storage::meta::MetaError;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

@@ -13,9 +13,15 @@ pub const CLIENT: &str = "x-xpod-client";
 
 /// The request as the next hop gets it on the first hop: origin-form target, HTTP/1.1, no
 /// hop-by-hop headers (nor `Expect`: this node already answered it), plus `Forwarded`,
-/// `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto`.
+/// `X-Forwarded-For` (appended), `X-Forwarded-Host` and `X-Forwarded-Proto` (`https` for a
+/// request marked [`Https`]).
 pub fn prepare<B>(req: Request<B>, host: &str, peer: SocketAddr) -> Request<B> {
     let (mut parts, body) = req.into_parts();
+    let proto = if parts.extensions.get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let target = parts
         .uri
         .path_and_query()
@@ -40,7 +46,7 @@ pub fn prepare<B>(req: Request<B>, host: &str, peer: SocketAddr) -> Request<B> {
     append(
         h,
         header::FORWARDED,
-        &format!("for={for_node};host=\"{host_q}\";proto=http"),
+        &format!("for={for_node};host=\"{host_q}\";proto={proto}"),
     );
     append(
         h,
@@ -52,7 +58,7 @@ pub fn prepare<B>(req: Request<B>, host: &str, peer: SocketAddr) -> Request<B> {
     }
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(proto),
     );
     Request::from_parts(parts, body)
 }
@@ -140,6 +146,11 @@ pub fn replay_of<B, E>(req: &Request<B>, empty: impl FnOnce() -> E) -> Option<Re
     replayable(&parts).then(|| Request::from_parts(parts, empty()))
 }
 
+/// Marks a request that arrived over HTTPS (a request extension set by the TLS front); the
+/// first hop forwards it as `X-Forwarded-Proto: https`.
+#[derive(Clone, Copy, Debug)]
+pub struct Https;
+
 /// Set in the extensions of a request that arrived over the mesh or an edge's tunnel (from a
 /// mutually authenticated peer's `HOP` header, never from a client's).
 #[derive(Clone, Debug)]
@@ -216,6 +227,19 @@ mod tests {
             "for=\"[2001:db8::1]\";host=\"a.example\";proto=http"
         );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn a_request_that_came_over_https_is_forwarded_as_https() {
+        let mut req = Request::get("/x").body(()).unwrap();
+        req.extensions_mut().insert(Https);
+        let out = prepare(req, "a.example", "192.0.2.1:5".parse().unwrap());
+        assert_eq!(out.headers()["x-forwarded-proto"], "https");
+        assert!(out.headers()["forwarded"]
+            .to_str()
+            .unwrap()
+            .ends_with("proto=https"));
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub mod headers;
 pub mod pool;
 
 pub use exchange::{handshake, open, send, ForwardError, Sent, OPEN_TIMEOUT};
-pub use headers::{prepare, replay_of, replayable, strip_hop_by_hop, upgrade_protocol, MeshHop};
+pub use headers::{
+    prepare, replay_of, replayable, strip_hop_by_hop, upgrade_protocol, Https, MeshHop,
+};
 pub use pool::StreamPool;
 
 /// A request forwarded this many times is in a loop (508).

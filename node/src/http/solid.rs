@@ -1,0 +1,298 @@
+//! The Solid parts of the pod handler (issue 17): the public URL of a resource (the base of
+//! its RDF), checking RDF bodies, serving an RDF document in another format, and PATCH.
+//! The RDF and patch logic itself is [`crate::solid`]; this module reads and writes.
+//!
+//! PATCH reads the document (at most [`rdf::MAX_RDF`] bytes), applies the patch in memory and
+//! writes the result as a new blob in the document's own format (Turtle for a new document),
+//! conditional on the entity tag it read, or on the client's `If-Match`. A write that raced it
+//! is retried from a fresh read ([`PATCH_ATTEMPTS`] in all): the patch applies to the newest
+//! version or not at all, and a client's `If-Match` that no longer holds is a 412. The write is
+//! fenced by the pod's epoch like any other.
+
+use bytes::Bytes;
+use http::header;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use xpod_storage::meta::{EtagCondition, PodRecord, Precondition, ResourceRecord};
+
+use super::pods::{self, Payload};
+use super::Ctx;
+use crate::auth::Access;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
+use crate::solid::patch::{self, PatchError};
+use crate::solid::rdf::{self, Format, RdfError};
+
+/// The patch formats a document accepts (`Accept-Patch`).
+pub const ACCEPT_PATCH: &str = "text/n3, application/sparql-update";
+/// The largest patch body.
+pub const MAX_PATCH: usize = 1 << 20;
+/// How often a PATCH that raced another write is tried in all.
+pub const PATCH_ATTEMPTS: usize = 4;
+
+/// 406 naming the formats there are.
+pub fn not_acceptable() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "not_acceptable",
+        "none of the media types in Accept is available; this resource is served as text/turtle, application/ld+json or application/n-triples",
+    )
+}
+
+/// `scheme://host` of the request as its client made it: from `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` when a mutually authenticated node forwarded it (a request carrying a
+/// [`xpod_routing::forward::MeshHop`]), else from this node's own listener and `Host`.
+pub fn origin<B>(req: &Request<B>) -> String {
+    let h = req.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let forwarded = req
+        .extensions()
+        .get::<xpod_routing::forward::MeshHop>()
+        .is_some();
+    let proto = if forwarded {
+        match text("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        }
+    } else if req.extensions().get::<super::Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = forwarded
+        .then(|| text("x-forwarded-host"))
+        .flatten()
+        .or_else(|| text(header::HOST.as_str()))
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("{proto}://{}", host.to_ascii_lowercase())
+}
+
+/// The absolute URL of `path` (a decoded pod path) mounted at `mount` (`""` or `/<pod>`).
+pub fn resource_url<B>(req: &Request<B>, mount: &str, path: &str) -> String {
+    format!("{}{}", origin(req), pods::location(mount, path))
+}
+
+/// A body with an RDF media type must parse: 400 `invalid_rdf` naming line and column. JSON-LD
+/// that needs a remote context cannot be checked here and is stored as sent.
+pub fn check_rdf(bytes: &[u8], format: Format, base: &str) -> Result<(), ApiError> {
+    match rdf::parse(bytes, format, base) {
+        Ok(_) | Err(RdfError::RemoteContext(_)) => Ok(()),
+        Err(RdfError::TooLarge) => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_rdf",
+            format!("the body is not valid {}: {e}", format.media_type()),
+        )),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("RDF documents are limited to {} bytes", rdf::MAX_RDF),
+    )
+}
+
+/// Reads a whole document (at most [`rdf::MAX_RDF`] bytes).
+async fn read_all(ctx: &Ctx, r: &ResourceRecord) -> Result<Bytes, ApiError> {
+    let size = r.size.max(0) as u64;
+    if size > rdf::MAX_RDF as u64 {
+        return Err(too_large());
+    }
+    let Some(key) = r.blob_key.as_deref() else {
+        return Ok(Bytes::new());
+    };
+    let read = ctx.app.regions.read(key, size, &r.regions, None).await?;
+    let mut out = Vec::with_capacity(size as usize);
+    let mut stream = read.stream;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| ApiError::internal(format!("reading {}: {e}", r.path)))?;
+        out.extend_from_slice(&chunk);
+        if out.len() > rdf::MAX_RDF {
+            return Err(too_large());
+        }
+    }
+    Ok(out.into())
+}
+
+/// For a GET/HEAD of RDF document `r`: the response in another RDF format when `Accept` asks
+/// for one, `None` to serve the stored bytes, 406 when `Accept` takes no RDF format. A
+/// document that cannot be converted (too large, a remote JSON-LD context) is served as stored.
+pub async fn converted(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    r: &ResourceRecord,
+    req: &Request<Incoming>,
+    head: bool,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let Some(stored) = r.content_type.as_deref().and_then(Format::of_media_type) else {
+        return Ok(None);
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let want = rdf::negotiate(accept, stored).ok_or_else(not_acceptable)?;
+    if want == stored || r.size.max(0) as usize > rdf::MAX_RDF {
+        return Ok(None);
+    }
+    let base = resource_url(req, &pods::mount_of(ctx, &pod.pod_id, req.headers()), path);
+    let bytes = read_all(ctx, r).await?;
+    let graph = match rdf::parse(&bytes, stored, &base) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::debug!(path, error = %e, "RDF document served as stored (not convertible)");
+            return Ok(None);
+        }
+    };
+    let out = rdf::serialize(&graph, want, &base);
+    let b = pods::resource_headers(Response::builder().status(StatusCode::OK), r)
+        .header(header::CONTENT_TYPE, want.media_type())
+        .header(header::CONTENT_LENGTH, out.len())
+        .header(header::VARY, "Accept");
+    let body = if head { body::empty() } else { body::full(out) };
+    b.body(body)
+        .map(Some)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn patch_error(e: PatchError) -> ApiError {
+    let (status, code) = match &e {
+        PatchError::Syntax(_) => (StatusCode::BAD_REQUEST, "invalid_patch"),
+        PatchError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_patch"),
+        PatchError::Conflict(_) => (StatusCode::CONFLICT, "patch_conflict"),
+        PatchError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported_patch"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+/// PATCH of document `path` (see the module docs).
+pub async fn patch(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let mount = pods::mount_of(ctx, &pod.pod_id, req.headers());
+    let url = resource_url(&req, &mount, path);
+    let client_pre = pods::preconditions(req.headers())?;
+    let body = super::read_small_body(req, MAX_PATCH).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("a patch must be UTF-8 text"))?;
+    let parsed = match ct.as_str() {
+        "text/n3" => patch::parse_n3(text, &url),
+        "application/sparql-update" => patch::parse_sparql(text, &url),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("PATCH takes {ACCEPT_PATCH}, not {other:?}"),
+            )
+            .with_header(
+                header::HeaderName::from_static("accept-patch"),
+                ACCEPT_PATCH,
+            ))
+        }
+    }
+    .map_err(patch_error)?;
+    let needs = parsed.needs();
+    // Until Web Access Control: a patch that only inserts still needs write access here.
+    ctx.authorize_pod(
+        pod,
+        if needs.write || needs.append {
+            Access::Write
+        } else {
+            Access::Read
+        },
+    )?;
+    for attempt in 1..=PATCH_ATTEMPTS {
+        let current = ctx.app.meta.get_resource(&pod.pod_id, path).await?;
+        if !client_pre.holds(current.as_ref()) {
+            return Err(ApiError::precondition_failed());
+        }
+        let (format, content_type, mut graph) = match &current {
+            Some(r) => {
+                let content_type = r.content_type.clone().unwrap_or_default();
+                let format = Format::of_media_type(&content_type).ok_or_else(|| {
+                    ApiError::conflict(format!(
+                        "{path} is not an RDF document ({content_type}); only RDF documents are patched"
+                    ))
+                })?;
+                let bytes = read_all(ctx, r).await?;
+                let graph = rdf::parse(&bytes, format, &url).map_err(|e| {
+                    ApiError::conflict(format!(
+                        "{path} does not hold valid RDF, so it cannot be patched: {e}"
+                    ))
+                })?;
+                (format, content_type, graph)
+            }
+            None => (
+                Format::Turtle,
+                Format::Turtle.media_type().to_string(),
+                oxrdf::Graph::new(),
+            ),
+        };
+        parsed.apply(&mut graph).map_err(patch_error)?;
+        let bytes = Bytes::from(rdf::serialize(&graph, format, &url));
+        // The write holds only if nothing changed the document since it was read.
+        let pre = Precondition {
+            if_match: current
+                .as_ref()
+                .map(|r| EtagCondition::Tags(vec![r.etag.clone()])),
+            if_none_match: current.is_none().then_some(EtagCondition::Any),
+        };
+        let payload = Payload::Bytes {
+            content_type,
+            bytes,
+        };
+        match pods::write_resource(ctx, pod, path, payload, &pre).await {
+            Ok((record, created)) => {
+                ctx.audit(
+                    "resource.patch",
+                    &format!("{}:{path}", pod.pod_id),
+                    json!({"size": record.size, "etag": record.etag, "created": created, "attempts": attempt}),
+                )
+                .await;
+                let mut b = Response::builder()
+                    .header(header::ETAG, pods::quoted(&record.etag));
+                b = if created {
+                    b.status(StatusCode::CREATED)
+                        .header(header::LOCATION, pods::location(&mount, path))
+                } else {
+                    // 205 like the Community Solid Server: done, nothing to show.
+                    b.status(StatusCode::RESET_CONTENT)
+                };
+                return b
+                    .body(body::empty())
+                    .map_err(|e| ApiError::internal(e.to_string()));
+            }
+            Err(e) if e.status == StatusCode::PRECONDITION_FAILED && attempt < PATCH_ATTEMPTS => {
+                tracing::debug!(path, attempt, "PATCH raced another write; reading again");
+            }
+            Err(e) if e.status == StatusCode::PRECONDITION_FAILED => {
+                return Err(ApiError::conflict(format!(
+                    "{path} kept changing while the patch was applied ({PATCH_ATTEMPTS} attempts); retry"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}

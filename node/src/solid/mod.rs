@@ -1,0 +1,7 @@
+//! What makes a pod a Solid storage, as pure functions the pod handlers call (issue 17):
+//! - [`rdf`]: RDF media types, content negotiation, parsing (errors with line and column) and
+//!   serialising Turtle, JSON-LD and N-Triples;
+//! - [`patch`]: N3 Patch and SPARQL Update, parsed into one patch and applied to a graph.
+
+pub mod patch;
+pub mod rdf;
