@@ -71,6 +71,8 @@ pub struct App {
     pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
     /// API keys in memory (dropped on revocation by the change feed).
     pub keys: crate::key_cache::KeyCache,
+    /// Effective ACLs in memory (dropped when an `.acl` or the pod's owner changes).
+    pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
@@ -123,6 +125,7 @@ impl App {
         let app = Arc::new(App {
             owners,
             keys: Default::default(),
+            acls: Default::default(),
             mesh: Default::default(),
             quic_address: Default::default(),
             tls: Default::default(),

@@ -151,7 +151,8 @@ impl Principal {
         matches!(self, Principal::Key(k) if k.scopes.iter().any(|s| s == "admin" || s == "sandbox:network"))
     }
 
-    fn pod_access(&self, pod_id: &str) -> Option<Access> {
+    /// What the principal may do with pod `pod_id` by its scopes (`None`: nothing).
+    pub fn pod_access(&self, pod_id: &str) -> Option<Access> {
         if let Principal::Center { .. } = self {
             return Some(Access::Write); // the center checked this pod's access already
         }

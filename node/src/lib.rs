@@ -22,6 +22,7 @@
 //! - [`audit`]: refusals in the audit log, within a budget.
 //! - [`auth`]: API keys (hashed, constant-time check) and the pod authorization seam.
 //! - [`listeners`]: every socket a node serves, bound by the caller of [`run`].
+//! - [`acl_cache`]: effective ACLs in memory, dropped when an `.acl` or a pod's owner changes.
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
 //! - [`metrics`]: Prometheus counters.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
@@ -38,6 +39,7 @@
 //!
 //! Tests call [`run`] with [`Listeners`] they bound (e.g. `127.0.0.1:0`) and a shutdown future.
 
+pub mod acl_cache;
 pub mod app;
 pub mod audit;
 pub mod auth;

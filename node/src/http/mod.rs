@@ -7,6 +7,7 @@
 //! Early branches, before classification: a runner request on a `Runner` stream from a center
 //! (`sandbox::internal`, never from a client) and the HTTPS redirect.
 
+pub mod access;
 pub mod api;
 pub mod cluster;
 pub mod ldp;
@@ -52,15 +53,6 @@ pub struct Ctx {
     /// (a public resource needs none, and an unknown `Authorization` must not break it); when
     /// anonymous access is refused, this error is the answer.
     pub rejected: Option<ApiError>,
-}
-
-impl Ctx {
-    /// Whether `principal` may access pod `pod` (see [`auth::authorize_pod`]); refused as
-    /// anonymous after credentials were rejected, the answer is why they were.
-    pub fn authorize_pod(&self, pod: &meta::PodRecord, want: auth::Access) -> Result<(), ApiError> {
-        auth::authorize_pod(&self.principal, &pod.pod_id, pod.access_mode, want)
-            .map_err(|e| self.rejected.clone().unwrap_or(e))
-    }
 }
 
 impl Ctx {

@@ -3,7 +3,8 @@
 //! A request has already been classified to (pod, decoded path) and routed here by the owner
 //! table (`crate::mesh::route`), which holds the pod's row in memory. Here: check this node owns
 //! it (else forward it to the owner after all; a write rereads the row first), authorize through
-//! [`crate::auth::authorize_pod`], then GET/HEAD/OPTIONS/PUT/POST/DELETE. A GET reads the
+//! [`super::access`] (API key scopes, else Web Access Control), then
+//! GET/HEAD/OPTIONS/PUT/POST/PATCH/DELETE; every answer carries `WAC-Allow`. A GET reads the
 //! resource with `get_resource_fenced`, which checks the in-memory row's owner and epoch in the
 //! same round trip (one query on PostgreSQL): a GET of an existing resource makes one metadata
 //! round trip, and a stale row (a lost change-feed event) forwards the request to the owner. Bodies stream: a PUT goes straight into a new immutable blob (recorded as
@@ -24,13 +25,14 @@ use xpod_storage::meta::{
     parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
 };
 
+use super::access;
 use super::ldp::{self, RangeSpec};
 use super::Ctx;
-use crate::auth::Access;
 use crate::reply::body::{self, Body};
 use crate::reply::error::error_response;
 use crate::reply::error::ApiError;
 use crate::solid::rdf;
+use crate::solid::wac::Modes;
 
 const ALLOW_DOC: &str = "OPTIONS, HEAD, GET, PUT, PATCH, DELETE";
 const ALLOW_CONTAINER: &str = "OPTIONS, HEAD, GET, POST, PUT, DELETE";
@@ -117,13 +119,17 @@ async fn serve(
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
-    let want = if method == Method::GET || method == Method::HEAD {
-        Access::Read
-    } else {
-        Access::Write
-    };
-    ctx.authorize_pod(&pod, want)?;
-    match method {
+    let decision = access::decide(ctx, &pod, path, &req).await?;
+    if method != Method::PATCH {
+        // A PATCH needs what its patch does (checked once it is parsed).
+        access::require(
+            ctx,
+            &decision,
+            access::needs(&method),
+            &format!("{method} {path}"),
+        )?;
+    }
+    let mut resp = match method {
         Method::GET | Method::HEAD => {
             // The pod row came from memory: the read checks it in the same round trip.
             let fence = Fence {
@@ -151,18 +157,69 @@ async fn serve(
                 }
                 other => other?,
             };
+            if current.is_none() && path == "/.acl" {
+                // No ACL stored at the root: the pod's default one is in force; show it.
+                return default_root_acl(ctx, &pod, &req, method == Method::HEAD, &decision);
+            }
             get(ctx, &pod, path, current, &req, method == Method::HEAD).await
         }
         Method::PUT => put(ctx, &pod, path, req).await,
         Method::POST => post(ctx, &pod, path, req).await,
-        Method::DELETE => delete(ctx, &pod, path, req.headers()).await,
+        Method::DELETE => delete(ctx, &pod, path, &req).await,
         Method::PATCH if path.ends_with('/') => Err(ApiError::method_not_allowed(ALLOW_CONTAINER)
             .with_details(
                 json!({"reason": "a container's listing is not patched; PATCH its members"}),
             )),
-        Method::PATCH => super::solid::patch(ctx, &pod, path, req).await,
+        Method::PATCH => super::solid::patch(ctx, &pod, path, req, &decision).await,
         _ => Err(ApiError::method_not_allowed(allow(path))),
+    }?;
+    if let Ok(v) = HeaderValue::from_str(&decision.header()) {
+        resp.headers_mut().insert(access::WAC_ALLOW, v);
     }
+    if !matches!(method, Method::GET | Method::HEAD) {
+        access::acl_changed(ctx, pod_id, path);
+    }
+    Ok(resp)
+}
+
+/// `GET /.acl` of a pod without a stored root ACL: the default in force (Turtle).
+fn default_root_acl(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    req: &Request<Incoming>,
+    head: bool,
+    decision: &access::Decision,
+) -> Result<Response<Body>, ApiError> {
+    let base = access::base_of(ctx, pod, req);
+    let ttl = access::default_acl_turtle(pod);
+    let format = rdf::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+        rdf::Format::Turtle,
+    )
+    .ok_or_else(super::solid::not_acceptable)?;
+    let acl_url = format!("{base}/.acl");
+    let bytes = if format == rdf::Format::Turtle {
+        ttl.into_bytes()
+    } else {
+        let g = rdf::parse(ttl.as_bytes(), rdf::Format::Turtle, &acl_url)
+            .map_err(|e| ApiError::internal(format!("the default ACL: {e}")))?;
+        rdf::serialize(&g, format, &acl_url)
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, format.media_type())
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(header::ALLOW, ALLOW_DOC)
+        .header(header::VARY, "Accept")
+        .header(access::WAC_ALLOW, decision.header())
+        .body(if head {
+            body::empty()
+        } else {
+            body::full(bytes)
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn allow(path: &str) -> &'static str {
@@ -185,6 +242,9 @@ fn options(path: &str) -> Response<Body> {
     }
     for l in ldp::type_links(path, path.ends_with('/'), false) {
         b = b.header(header::LINK, l);
+    }
+    if access::acl_subject(path).is_none() {
+        b = b.header(header::LINK, access::acl_link(path));
     }
     b.body(body::empty())
         .unwrap_or_else(|_| Response::new(body::empty()))
@@ -262,6 +322,9 @@ pub(super) fn resource_headers(
         b = b.header(header::LINK, l);
     }
     b = b.header(header::LINK, ldp::describedby_link(&r.path));
+    if access::acl_subject(&r.path).is_none() {
+        b = b.header(header::LINK, access::acl_link(&r.path));
+    }
     if r.is_container {
         b.header("accept-post", "*/*")
             .header(header::VARY, "Accept")
@@ -639,6 +702,9 @@ async fn put(
             "container {path} exists; containers cannot be replaced with PUT"
         )));
     }
+    if current.is_none() {
+        access::require_on_parent(ctx, pod, path, &req, Modes::APPEND).await?;
+    }
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
     let url = super::solid::resource_url(&req, &mount, path);
     let payload = Payload::of_request(req, path, &url).await?;
@@ -677,6 +743,7 @@ fn usable_slug(h: &HeaderMap) -> Option<String> {
         && s != ".."
         && !s.contains('/')
         && !s.contains('\\')
+        && !s.ends_with(".acl")
         && !s.chars().any(char::is_control);
     ok.then(|| s.to_string())
 }
@@ -764,8 +831,9 @@ async fn delete(
     ctx: &Ctx,
     pod: &PodRecord,
     path: &str,
-    h: &HeaderMap,
+    req: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let h = req.headers();
     if path == "/" {
         return Err(
             ApiError::method_not_allowed("OPTIONS, HEAD, GET, POST, PUT")
@@ -773,6 +841,9 @@ async fn delete(
         );
     }
     let pre = preconditions(h)?;
+    if access::acl_subject(path).is_none() {
+        access::require_on_parent(ctx, pod, path, req, Modes::WRITE).await?;
+    }
     let fence = Fence {
         node_id: ctx.app.node_id.clone(),
         epoch: pod.epoch,

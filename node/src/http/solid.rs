@@ -16,13 +16,14 @@ use hyper::body::Incoming;
 use serde_json::json;
 use xpod_storage::meta::{EtagCondition, PodRecord, Precondition, ResourceRecord};
 
+use super::access;
 use super::pods::{self, Payload};
 use super::Ctx;
-use crate::auth::Access;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 use crate::solid::patch::{self, PatchError};
 use crate::solid::rdf::{self, Format, RdfError};
+use crate::solid::wac::Modes;
 
 /// The patch formats a document accepts (`Accept-Patch`).
 pub const ACCEPT_PATCH: &str = "text/n3, application/sparql-update";
@@ -98,7 +99,7 @@ fn too_large() -> ApiError {
 }
 
 /// Reads a whole document (at most [`rdf::MAX_RDF`] bytes).
-async fn read_all(ctx: &Ctx, r: &ResourceRecord) -> Result<Bytes, ApiError> {
+pub(super) async fn read_all(ctx: &Ctx, r: &ResourceRecord) -> Result<Bytes, ApiError> {
     let size = r.size.max(0) as u64;
     if size > rdf::MAX_RDF as u64 {
         return Err(too_large());
@@ -177,6 +178,7 @@ pub async fn patch(
     pod: &PodRecord,
     path: &str,
     req: Request<Incoming>,
+    decision: &access::Decision,
 ) -> Result<Response<Body>, ApiError> {
     let ct = req
         .headers()
@@ -193,6 +195,16 @@ pub async fn patch(
     let mount = pods::mount_of(ctx, &pod.pod_id, req.headers());
     let url = resource_url(&req, &mount, path);
     let client_pre = pods::preconditions(req.headers())?;
+    // Whether the container allows a create is asked before the body is read.
+    let exists = ctx
+        .app
+        .meta
+        .get_resource(&pod.pod_id, path)
+        .await?
+        .is_some();
+    if !exists {
+        access::require_on_parent(ctx, pod, path, &req, Modes::APPEND).await?;
+    }
     let body = super::read_small_body(req, MAX_PATCH).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("a patch must be UTF-8 text"))?;
@@ -212,16 +224,18 @@ pub async fn patch(
         }
     }
     .map_err(patch_error)?;
+    // Inserting needs Append; reading conditions or deleting needs Read, deleting Write.
     let needs = parsed.needs();
-    // Until Web Access Control: a patch that only inserts still needs write access here.
-    ctx.authorize_pod(
-        pod,
-        if needs.write || needs.append {
-            Access::Write
-        } else {
-            Access::Read
-        },
-    )?;
+    let mut need = Modes::default();
+    if needs.read {
+        need = need.union(Modes::READ);
+    }
+    if needs.write {
+        need = need.union(Modes::WRITE);
+    } else if needs.append {
+        need = need.union(Modes::APPEND);
+    }
+    access::require(ctx, decision, need, &format!("this PATCH of {path}"))?;
     for attempt in 1..=PATCH_ATTEMPTS {
         let current = ctx.app.meta.get_resource(&pod.pod_id, path).await?;
         if !client_pre.holds(current.as_ref()) {

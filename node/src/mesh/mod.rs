@@ -50,7 +50,10 @@ pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = recheck.tick() => app.owners.clear(),
+            _ = recheck.tick() => {
+                app.owners.clear();
+                app.acls.clear();
+            }
             ev = feed.next() => match ev {
                 None => break,
                 // Key events are never ignored: the flag simulates lost owner events only.
@@ -59,8 +62,12 @@ pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 Some(FeedEvent::Reset) => {
                     app.owners.clear();
                     app.keys.clear();
+                    app.acls.clear();
                 }
-                Some(FeedEvent::PodOwner { pod_id, .. }) => app.owners.invalidate(&pod_id),
+                Some(FeedEvent::PodOwner { pod_id, .. }) => {
+                    app.owners.invalidate(&pod_id);
+                    app.acls.invalidate(&pod_id);
+                }
             },
         }
     }

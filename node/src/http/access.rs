@@ -1,0 +1,324 @@
+//! Who may do what to a pod resource (issue 17, Web Access Control).
+//!
+//! - API keys keep their scopes: `admin` and `pod:<id>` have every mode (Control too),
+//!   `pod:<id>:read` reads. A center that authorized a request for its edge has every mode.
+//! - Everyone else (anonymous, and later a WebID from Solid-OIDC) gets what the effective ACL
+//!   grants: the resource's own `.acl`, else the nearest container's (`acl:default`), else the
+//!   pod's default ([`wac::default_root_acl`]: the owner WebID given at creation, and the pod's
+//!   access mode as a public authorization). An `.acl` is read and written with Control on the
+//!   resource it belongs to, and only with it.
+//! - Refused: 401 without an identity (or with credentials that were not accepted: their
+//!   reason), else 403; both carry `WAC-Allow`.
+//!
+//! Effective ACLs are cached ([`crate::acl_cache`]); a write or delete of an `.acl` drops the
+//! pod's entries ([`acl_changed`]).
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName};
+use http::{Method, Request, StatusCode};
+use xpod_storage::meta::{AccessMode, PodRecord};
+
+use super::pods;
+use super::Ctx;
+use crate::acl_cache::Effective;
+use crate::auth::{Access, Principal};
+use crate::reply::error::ApiError;
+use crate::solid::rdf::{self, Format};
+use crate::solid::wac::{self, Acl, Agent, Applies, Modes, NoGroups};
+
+pub const WAC_ALLOW: HeaderName = HeaderName::from_static("wac-allow");
+
+/// What the caller and the public may do with one resource.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    pub user: Modes,
+    pub public: Modes,
+}
+
+impl Decision {
+    pub fn header(&self) -> String {
+        wac::wac_allow(self.user, self.public)
+    }
+}
+
+/// The path of the ACL of `path` (`/a/b` → `/a/b.acl`, `/a/` → `/a/.acl`).
+pub fn acl_path(path: &str) -> String {
+    format!("{path}.acl")
+}
+
+/// The resource an ACL belongs to, if `path` is an ACL.
+pub fn acl_subject(path: &str) -> Option<&str> {
+    let s = path.strip_suffix(".acl")?;
+    (!s.is_empty()).then_some(s)
+}
+
+/// The container of `path` (`None` for the root).
+pub fn parent(path: &str) -> Option<String> {
+    if path == "/" {
+        return None;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let cut = trimmed.rfind('/')?;
+    Some(trimmed[..=cut].to_string())
+}
+
+/// The `Link` to the ACL of `path`, relative to it.
+pub fn acl_link(path: &str) -> String {
+    let name = if path.ends_with('/') {
+        String::new()
+    } else {
+        xpod_routing::encode_path(path.rsplit('/').next().unwrap_or(""))
+    };
+    format!("<{name}.acl>; rel=\"acl\"")
+}
+
+fn default_public(mode: AccessMode) -> Modes {
+    match mode {
+        AccessMode::Private => Modes::default(),
+        AccessMode::PublicRead => Modes::READ,
+        AccessMode::PublicReadWrite => Modes::READ.union(Modes::WRITE),
+    }
+}
+
+/// The owner WebID of a pod: its `accountId` when that is an http(s) IRI.
+fn owner_webid(pod: &PodRecord) -> Option<&str> {
+    pod.account_id
+        .as_deref()
+        .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+}
+
+/// The pod's default ACL (no `.acl` up to the root), as Turtle relative to its root.
+pub fn default_acl_turtle(pod: &PodRecord) -> String {
+    wac::default_root_acl(owner_webid(pod), default_public(pod.access_mode))
+}
+
+/// The effective ACL of `path`, from the cache or the store.
+async fn effective(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    base: &str,
+    path: &str,
+) -> Result<Arc<Effective>, ApiError> {
+    let app = &ctx.app;
+    let ticket = match app.acls.get(&pod.pod_id, base, path) {
+        Ok(e) => return Ok(e),
+        Err(t) => t,
+    };
+    let mut candidates = vec![(path.to_string(), true)];
+    let mut at = path.to_string();
+    while let Some(p) = parent(&at) {
+        candidates.push((p.clone(), false));
+        at = p;
+    }
+    let mut found = None;
+    for (resource, own) in candidates {
+        let acl_at = acl_path(&resource);
+        let Some(rec) = app.meta.get_resource(&pod.pod_id, &acl_at).await? else {
+            continue;
+        };
+        let url = format!("{base}{}", xpod_routing::encode_path(&resource));
+        let acl_url = format!("{base}{}", xpod_routing::encode_path(&acl_at));
+        let format = rec
+            .content_type
+            .as_deref()
+            .and_then(Format::of_media_type)
+            .unwrap_or(Format::Turtle);
+        let acl = match super::solid::read_all(ctx, &rec)
+            .await
+            .map(|b| rdf::parse(&b, format, &acl_url))
+        {
+            Ok(Ok(g)) => Acl::from_graph(&g),
+            // An ACL that cannot be read grants nothing (and says so in the log).
+            Ok(Err(e)) => {
+                tracing::warn!(pod = %pod.pod_id, acl = %acl_at, error = %e, "unreadable ACL: it grants nothing");
+                Acl::default()
+            }
+            Err(e) => return Err(e),
+        };
+        found = Some(Effective {
+            acl: Arc::new(acl),
+            default: false,
+            own,
+            url,
+        });
+        break;
+    }
+    let e = Arc::new(match found {
+        Some(e) => e,
+        None => {
+            let acl_url = format!("{base}/.acl");
+            let acl = rdf::parse(default_acl_turtle(pod).as_bytes(), Format::Turtle, &acl_url)
+                .map(|g| Acl::from_graph(&g))
+                .map_err(|e| ApiError::internal(format!("the pod's default ACL: {e}")))?;
+            Effective {
+                acl: Arc::new(acl),
+                default: true,
+                own: path == "/",
+                url: format!("{base}/"),
+            }
+        }
+    });
+    app.acls.insert(ticket, &pod.pod_id, base, path, e.clone());
+    Ok(e)
+}
+
+/// The modes `agent` has under `e`.
+fn modes_under(e: &Effective, agent: Agent<'_>) -> Modes {
+    let applies = if e.own {
+        Applies::Own(&e.url)
+    } else {
+        Applies::Inherited(&e.url)
+    };
+    e.acl.modes(applies, agent, &NoGroups)
+}
+
+/// What the key or center principal may do regardless of ACLs, if it is one.
+fn by_scope(ctx: &Ctx, pod: &PodRecord) -> Option<Modes> {
+    match &ctx.principal {
+        Principal::Center { .. } => Some(Modes::ALL),
+        Principal::Key(_) => match ctx.principal.pod_access(&pod.pod_id) {
+            Some(Access::Write) => Some(Modes::ALL),
+            Some(Access::Read) => Some(Modes::READ),
+            None => None,
+        },
+        Principal::Anonymous => None,
+    }
+}
+
+/// The base URL of the pod as this request addresses it (`scheme://host[/<pod>]`).
+pub fn base_of<B>(ctx: &Ctx, pod: &PodRecord, req: &Request<B>) -> String {
+    let mount = pods::mount_of(ctx, &pod.pod_id, req.headers());
+    format!("{}{mount}", super::solid::origin(req))
+}
+
+/// The `Origin` of a browser request from another origin than the one it addressed.
+fn foreign_origin<B>(req: &Request<B>) -> Option<String> {
+    let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?.trim();
+    let own = super::solid::origin(req);
+    (!origin.eq_ignore_ascii_case(&own) && origin != "null").then(|| origin.to_string())
+}
+
+/// What the caller and the public may do with `path` (for an `.acl`: Control on its subject
+/// decides everything).
+pub async fn decide<B>(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: &Request<B>,
+) -> Result<Decision, ApiError> {
+    let base = base_of(ctx, pod, req);
+    let (subject, is_acl) = match acl_subject(path) {
+        Some(s) => (s, true),
+        None => (path, false),
+    };
+    let e = effective(ctx, pod, &base, subject).await?;
+    let origin = foreign_origin(req);
+    let agent = Agent {
+        webid: None,
+        origin: origin.as_deref(),
+    };
+    let public = modes_under(&e, Agent::default());
+    let user = match by_scope(ctx, pod) {
+        Some(m) => m,
+        None => modes_under(&e, agent),
+    };
+    Ok(if is_acl {
+        // Control on the subject is every mode on its ACL; nothing else is.
+        let c = |m: Modes| {
+            if m.control {
+                Modes::ALL
+            } else {
+                Modes::default()
+            }
+        };
+        Decision {
+            user: c(user),
+            public: c(public),
+        }
+    } else {
+        Decision { user, public }
+    })
+}
+
+/// Refuses unless `d` covers `need`: 401 for an anonymous caller (or the reason its
+/// credentials were not accepted), 403 otherwise; both with `WAC-Allow`.
+pub fn require(ctx: &Ctx, d: &Decision, need: Modes, what: &str) -> Result<(), ApiError> {
+    if d.user.covers(need) {
+        return Ok(());
+    }
+    let wanted = need.words();
+    let err = if matches!(ctx.principal, Principal::Anonymous) {
+        ctx.rejected.clone().unwrap_or_else(|| {
+            ApiError::unauthorized(format!(
+                "{what} needs {wanted} access, which is not public: authenticate (an API key, or a Solid-OIDC token)"
+            ))
+        })
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} needs {wanted} access, which the ACL does not grant you"),
+        )
+    };
+    Err(err
+        .with_details(serde_json::json!({"need": wanted, "wacAllow": d.header()}))
+        .with_header(WAC_ALLOW, d.header()))
+}
+
+/// The modes a method needs on its target (besides what a create needs on the container,
+/// checked by the handler that knows whether the target exists).
+pub fn needs(method: &Method) -> Modes {
+    match *method {
+        Method::GET | Method::HEAD => Modes::READ,
+        Method::POST => Modes::APPEND,
+        _ => Modes::WRITE,
+    }
+}
+
+/// Checks `need` on `path`'s container (a create, a delete).
+pub async fn require_on_parent<B>(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    path: &str,
+    req: &Request<B>,
+    need: Modes,
+) -> Result<(), ApiError> {
+    let Some(container) = parent(path) else {
+        return Ok(());
+    };
+    let d = decide(ctx, pod, &container, req).await?;
+    require(
+        ctx,
+        &d,
+        need,
+        &format!("changing the members of {container}"),
+    )
+}
+
+/// After a write or delete of `path`: an `.acl` drops the pod's cached decisions.
+pub fn acl_changed(ctx: &Ctx, pod_id: &str, path: &str) {
+    if acl_subject(path).is_some() {
+        ctx.app.acls.invalidate(pod_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_paths_and_parents() {
+        assert_eq!(acl_path("/a/b"), "/a/b.acl");
+        assert_eq!(acl_path("/a/"), "/a/.acl");
+        assert_eq!(acl_subject("/a/.acl"), Some("/a/"));
+        assert_eq!(acl_subject("/a/b.acl"), Some("/a/b"));
+        assert_eq!(acl_subject("/a/b"), None);
+        assert_eq!(parent("/a/b"), Some("/a/".into()));
+        assert_eq!(parent("/a/b/"), Some("/a/".into()));
+        assert_eq!(parent("/a"), Some("/".into()));
+        assert_eq!(parent("/"), None);
+        assert_eq!(acl_link("/a/b c"), "<b%20c.acl>; rel=\"acl\"");
+        assert_eq!(acl_link("/a/"), "<.acl>; rel=\"acl\"");
+    }
+}
