@@ -304,7 +304,17 @@ impl Config {
         self.check_presence()
             .map_err(|m| invalid("tunnel.presence", m))?;
         self.check_forwards().map_err(|(key, m)| invalid(&key, m))?;
-        self.check_sandbox().map_err(|(key, m)| invalid(&key, m))
+        self.check_sandbox().map_err(|(key, m)| invalid(&key, m))?;
+        if !(10..=3600).contains(&self.solid.proof_max_age_secs) {
+            return Err(invalid(
+                "solid.proof_max_age_secs",
+                format!(
+                    "expected 10..=3600 seconds, got {}",
+                    self.solid.proof_max_age_secs
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The rest of `[sandbox]` (file only): capacity and quotas above 0, image names that are

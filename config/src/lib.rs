@@ -40,7 +40,7 @@ pub use error::ConfigError;
 pub use model::{
     AcmeConfig, CacheConfig, Config, DatabaseConfig, DnsConfig, HttpConfig, LogConfig, LogFormat,
     PresenceConfig, RegionBucket, Role, RoutingConfig, SandboxConfig, Secret, ServiceKind,
-    StorageConfig, TunnelConfig, TunnelForward, TunnelService,
+    SolidConfig, StorageConfig, TunnelConfig, TunnelForward, TunnelService,
 };
 pub use node_id::NODE_ID_FILE;
 pub use size::ByteSize;

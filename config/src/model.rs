@@ -41,6 +41,30 @@ pub struct Config {
     pub acme: AcmeConfig,
     /// `[sandbox]`
     pub sandbox: SandboxConfig,
+    /// `[solid]`
+    pub solid: SolidConfig,
+}
+
+/// `[solid]`: Solid-OIDC on this node's pods (issue 17). File only.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolidConfig {
+    /// WebID profiles, OpenID configurations and key sets may be fetched from loopback,
+    /// private and link-local addresses (an identity provider on the same network, tests).
+    /// Default false: a token naming such a URL is refused, so no client can make the node
+    /// reach inside its network.
+    pub allow_private_fetch: bool,
+    /// The oldest DPoP proof accepted (seconds). Default 120, as the Community Solid Server.
+    pub proof_max_age_secs: u64,
+}
+
+impl Default for SolidConfig {
+    fn default() -> Self {
+        SolidConfig {
+            allow_private_fetch: false,
+            proof_max_age_secs: 120,
+        }
+    }
 }
 
 /// `[sandbox]`: the sandboxes this node runs, and the cluster's sandbox API (ARCHITECTURE
@@ -171,6 +195,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             acme: AcmeConfig::default(),
             sandbox: SandboxConfig::default(),
+            solid: SolidConfig::default(),
         }
     }
 }

@@ -310,9 +310,10 @@ fn post_creates_the_container_and_public_pods_ignore_unknown_credentials() {
         .body("x")
         .send();
     assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_dpop_proof", "{}", r.text());
+    let challenge = r.headers_all("www-authenticate").join(" | ");
     assert!(
-        r.json()["message"].as_str().unwrap().contains("Bearer"),
-        "{}",
-        r.text()
+        challenge.contains("DPoP error=\"invalid_dpop_proof\""),
+        "{challenge}"
     );
 }

@@ -111,6 +111,13 @@ pub enum Principal {
     Center {
         actor: String,
     },
+    /// A Solid-OIDC identity (a verified DPoP or Bearer access token): Web Access Control
+    /// decides what it may do.
+    WebId {
+        webid: String,
+        issuer: String,
+        client_id: Option<String>,
+    },
 }
 
 impl Principal {
@@ -120,6 +127,9 @@ impl Principal {
             Principal::Anonymous => "anonymous".into(),
             Principal::Key(k) => format!("key:{}", k.key_id),
             Principal::Center { actor } => format!("{actor} (via center)"),
+            Principal::WebId { webid, .. } => {
+                format!("webid:{}", webid.chars().take(300).collect::<String>())
+            }
         }
     }
     pub fn is_admin(&self) -> bool {
@@ -127,7 +137,7 @@ impl Principal {
     }
     pub fn owner(&self) -> Option<&str> {
         match self {
-            Principal::Anonymous | Principal::Center { .. } => None,
+            Principal::Anonymous | Principal::Center { .. } | Principal::WebId { .. } => None,
             Principal::Key(k) => Some(&k.owner),
         }
     }
@@ -204,43 +214,125 @@ pub fn authorized_by_center(
     })
 }
 
+/// The credentials a request presents.
+#[derive(Debug)]
+pub enum Presented {
+    Nothing,
+    /// An API key (`Authorization: Bearer xp_…` or `X-Api-Key`).
+    Key(String),
+    /// A Solid-OIDC access token (`Authorization: DPoP …` with a `DPoP` proof, or a JWT as
+    /// `Bearer`).
+    Oidc {
+        scheme: crate::oidc::Scheme,
+        token: String,
+    },
+}
+
+/// What `headers` present; 401 for an `Authorization` this node cannot read.
+pub fn presented(headers: &http::HeaderMap) -> Result<Presented, ApiError> {
+    use crate::oidc::Scheme;
+    if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+        let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+        let token = token.trim().to_string();
+        let jwt = !token.starts_with("xp_") && token.split('.').count() == 3;
+        return if scheme.eq_ignore_ascii_case("dpop") {
+            Ok(Presented::Oidc {
+                scheme: Scheme::DPoP,
+                token,
+            })
+        } else if scheme.eq_ignore_ascii_case("bearer") && jwt {
+            Ok(Presented::Oidc {
+                scheme: Scheme::Bearer,
+                token,
+            })
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            Ok(Presented::Key(token))
+        } else {
+            Err(ApiError::unauthorized(
+                "Authorization must use the Bearer scheme (an API key or a Solid-OIDC token) or DPoP",
+            ))
+        };
+    }
+    if let Some(v) = headers.get("x-api-key") {
+        return Ok(Presented::Key(
+            v.to_str()
+                .map_err(|_| ApiError::unauthorized("X-Api-Key header is not valid text"))?
+                .trim()
+                .to_string(),
+        ));
+    }
+    Ok(Presented::Nothing)
+}
+
+/// A refused Solid-OIDC credential: 401, the RFC error as the code, the finer reason in
+/// the details, and the challenge in `WWW-Authenticate`.
+pub fn oidc_refusal(f: &crate::solid::dpop::Failure, scheme: crate::oidc::Scheme) -> ApiError {
+    ApiError::new(http::StatusCode::UNAUTHORIZED, f.error, f.message.clone())
+        .with_details(serde_json::json!({"reason": f.reason}))
+        .with_header(http::header::WWW_AUTHENTICATE, f.challenge(scheme.name()))
+}
+
+/// The request's principal: no credentials → `Anonymous`; an API key or a Solid-OIDC token
+/// (checked for a `method` request to public URL `url`) → who it names; anything else → 401.
+pub async fn authenticate_request(
+    headers: &http::HeaderMap,
+    method: &str,
+    url: &str,
+    keys: &crate::key_cache::KeyCache,
+    meta: &dyn MetaStore,
+    oidc: &crate::oidc::Oidc,
+    now: Millis,
+) -> Result<Principal, ApiError> {
+    match presented(headers)? {
+        Presented::Nothing => Ok(Principal::Anonymous),
+        Presented::Key(full) => check_key(&full, keys, meta, now).await,
+        Presented::Oidc { scheme, token } => {
+            let proof = headers.get("dpop").and_then(|v| v.to_str().ok());
+            let id = oidc
+                .authenticate(scheme, &token, proof, method, url, now / 1000)
+                .await
+                .map_err(|f| oidc_refusal(&f, scheme))?;
+            Ok(Principal::WebId {
+                webid: id.webid,
+                issuer: id.issuer,
+                client_id: id.client_id,
+            })
+        }
+    }
+}
+
 /// Finds the key in `Authorization: Bearer` or `X-Api-Key` and checks it. No credentials →
-/// `Anonymous`; bad, unknown, revoked or expired credentials → 401.
+/// `Anonymous`; bad, unknown, revoked or expired credentials → 401. (Solid-OIDC tokens are
+/// checked only where a pod is served: [`authenticate_request`].)
 pub async fn authenticate(
     headers: &http::HeaderMap,
     keys: &crate::key_cache::KeyCache,
     meta: &dyn MetaStore,
     now: Millis,
 ) -> Result<Principal, ApiError> {
-    let presented = if let Some(v) = headers.get(http::header::AUTHORIZATION) {
-        let v = v
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
-        let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::unauthorized(
-                "Authorization must use the Bearer scheme with an API key",
-            ));
-        }
-        Some(token.trim().to_string())
-    } else if let Some(v) = headers.get("x-api-key") {
-        Some(
-            v.to_str()
-                .map_err(|_| ApiError::unauthorized("X-Api-Key header is not valid text"))?
-                .trim()
-                .to_string(),
-        )
-    } else {
-        None
-    };
-    let Some(full) = presented else {
-        return Ok(Principal::Anonymous);
-    };
+    match presented(headers)? {
+        Presented::Nothing => Ok(Principal::Anonymous),
+        Presented::Key(full) => check_key(&full, keys, meta, now).await,
+        Presented::Oidc { .. } => Err(ApiError::unauthorized(
+            "Solid-OIDC tokens are not accepted here; use an API key",
+        )),
+    }
+}
+
+async fn check_key(
+    full: &str,
+    keys: &crate::key_cache::KeyCache,
+    meta: &dyn MetaStore,
+    now: Millis,
+) -> Result<Principal, ApiError> {
     let invalid = || ApiError::unauthorized("invalid API key");
-    let (id, _) = parse_key(&full)
+    let (id, _) = parse_key(full)
         .ok_or_else(|| ApiError::unauthorized("malformed API key: expected xp_<id>_<secret>"))?;
     let record = keys.get(meta, id).await?.ok_or_else(invalid)?;
-    let presented_hash = hash_key(&full);
+    let presented_hash = hash_key(full);
     if !bool::from(
         presented_hash
             .as_bytes()

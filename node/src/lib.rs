@@ -10,6 +10,8 @@
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
+//! - [`outbound`]: requests to URLs clients chose (webhooks, WebIDs, issuers), never inside the
+//!   network unless allowed.
 //! - [`netio`]: small socket helpers (a stream with replayed first bytes, a reachable address).
 //! - [`idle_copy`]: copying between two connections that ends when both are quiet too long.
 //! - [`conn_limit`]: connections per client address and in total, per listener.
@@ -25,6 +27,7 @@
 //! - [`acl_cache`]: effective ACLs in memory, dropped when an `.acl` or a pod's owner changes.
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
 //! - [`metrics`]: Prometheus counters.
+//! - [`oidc`]: Solid-OIDC's I/O — WebID profiles, issuers' keys, replayed proofs.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
 //!   revocation.
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
@@ -59,6 +62,8 @@ pub mod mesh;
 pub mod metrics;
 pub mod netio;
 pub mod node_policy;
+pub mod oidc;
+pub mod outbound;
 pub mod regions;
 pub mod reply;
 pub mod sandbox;

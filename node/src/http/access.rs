@@ -2,7 +2,7 @@
 //!
 //! - API keys keep their scopes: `admin` and `pod:<id>` have every mode (Control too),
 //!   `pod:<id>:read` reads. A center that authorized a request for its edge has every mode.
-//! - Everyone else (anonymous, and later a WebID from Solid-OIDC) gets what the effective ACL
+//! - Everyone else (anonymous, a WebID from Solid-OIDC) gets what the effective ACL
 //!   grants: the resource's own `.acl`, else the nearest container's (`acl:default`), else the
 //!   pod's default ([`wac::default_root_acl`]: the owner WebID given at creation, and the pod's
 //!   access mode as a public authorization). An `.acl` is read and written with Control on the
@@ -163,14 +163,81 @@ async fn effective(
     Ok(e)
 }
 
-/// The modes `agent` has under `e`.
-fn modes_under(e: &Effective, agent: Agent<'_>) -> Modes {
-    let applies = if e.own {
+fn applies(e: &Effective) -> Applies<'_> {
+    if e.own {
         Applies::Own(&e.url)
     } else {
         Applies::Inherited(&e.url)
-    };
-    e.acl.modes(applies, agent, &NoGroups)
+    }
+}
+
+/// The modes `agent` has under `e`, `groups` holding the groups it was found a member of.
+fn modes_under(e: &Effective, agent: Agent<'_>, groups: &dyn wac::Groups) -> Modes {
+    e.acl.modes(applies(e), agent, groups)
+}
+
+/// Group documents read per decision at most.
+pub const MAX_GROUP_DOCS: usize = 8;
+
+/// Groups (named by `acl:agentGroup` in `e`) that `webid` is a `vcard:hasMember` of, read
+/// from their documents in this pod. Groups elsewhere are not fetched (they count as not
+/// containing the agent).
+async fn member_groups(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    base: &str,
+    e: &Effective,
+    webid: &str,
+) -> Result<MemberOf, ApiError> {
+    let mut member_of = std::collections::HashSet::new();
+    let mut docs: Vec<String> = e
+        .acl
+        .groups(applies(e))
+        .into_iter()
+        .filter_map(|g| {
+            g.strip_prefix(base)
+                .map(|rest| rest.split('#').next().unwrap_or("").to_string())
+        })
+        .collect();
+    docs.sort();
+    docs.dedup();
+    for doc in docs.into_iter().take(MAX_GROUP_DOCS) {
+        let path = percent_encoding::percent_decode_str(&doc)
+            .decode_utf8_lossy()
+            .to_string();
+        let Some(rec) = ctx.app.meta.get_resource(&pod.pod_id, &path).await? else {
+            continue;
+        };
+        let Some(format) = rec.content_type.as_deref().and_then(Format::of_media_type) else {
+            continue;
+        };
+        let url = format!("{base}{doc}");
+        let Ok(Ok(graph)) = super::solid::read_all(ctx, &rec)
+            .await
+            .map(|b| rdf::parse(&b, format, &url))
+        else {
+            continue;
+        };
+        let has_member =
+            oxrdf::NamedNodeRef::new_unchecked("http://www.w3.org/2006/vcard/ns#hasMember");
+        let Ok(member) = oxrdf::NamedNodeRef::new(webid) else {
+            continue;
+        };
+        for s in graph.subjects_for_predicate_object(has_member, member) {
+            if let oxrdf::NamedOrBlankNodeRef::NamedNode(g) = s {
+                member_of.insert(g.as_str().to_string());
+            }
+        }
+    }
+    Ok(MemberOf(member_of))
+}
+
+struct MemberOf(std::collections::HashSet<String>);
+
+impl wac::Groups for MemberOf {
+    fn has_member(&self, group: &str, _webid: &str) -> bool {
+        self.0.contains(group)
+    }
 }
 
 /// What the key or center principal may do regardless of ACLs, if it is one.
@@ -182,7 +249,7 @@ fn by_scope(ctx: &Ctx, pod: &PodRecord) -> Option<Modes> {
             Some(Access::Read) => Some(Modes::READ),
             None => None,
         },
-        Principal::Anonymous => None,
+        Principal::Anonymous | Principal::WebId { .. } => None,
     }
 }
 
@@ -214,14 +281,22 @@ pub async fn decide<B>(
     };
     let e = effective(ctx, pod, &base, subject).await?;
     let origin = foreign_origin(req);
+    let webid = match &ctx.principal {
+        Principal::WebId { webid, .. } => Some(webid.as_str()),
+        _ => None,
+    };
     let agent = Agent {
-        webid: None,
+        webid,
         origin: origin.as_deref(),
     };
-    let public = modes_under(&e, Agent::default());
-    let user = match by_scope(ctx, pod) {
-        Some(m) => m,
-        None => modes_under(&e, agent),
+    let public = modes_under(&e, Agent::default(), &NoGroups);
+    let user = match (by_scope(ctx, pod), webid) {
+        (Some(m), _) => m,
+        (None, Some(w)) => {
+            let groups = member_groups(ctx, pod, &base, &e, w).await?;
+            modes_under(&e, agent, &groups)
+        }
+        (None, None) => modes_under(&e, agent, &NoGroups),
     };
     Ok(if is_acl {
         // Control on the subject is every mode on its ACL; nothing else is.
@@ -253,6 +328,10 @@ pub fn require(ctx: &Ctx, d: &Decision, need: Modes, what: &str) -> Result<(), A
             ApiError::unauthorized(format!(
                 "{what} needs {wanted} access, which is not public: authenticate (an API key, or a Solid-OIDC token)"
             ))
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                format!("DPoP algs=\"{}\"", crate::solid::dpop::ALGS_PARAM),
+            )
         })
     } else {
         ApiError::new(

@@ -257,10 +257,15 @@ async fn dispatch(
         match auth::authorized_by_center(app.config.role, hop.as_ref(), req.headers()) {
             Some(p) => (p, None),
             None => {
-                let authenticated = auth::authenticate(
+                // The URL as the client addressed it (DPoP proofs name it).
+                let url = format!("{}{}", solid::origin(&req), req.uri().path());
+                let authenticated = auth::authenticate_request(
                     req.headers(),
+                    req.method().as_str(),
+                    &url,
                     &app.keys,
                     app.meta.as_ref(),
+                    &app.oidc,
                     meta::now_millis(),
                 )
                 .await;

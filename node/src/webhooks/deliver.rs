@@ -6,14 +6,12 @@
 //! is a compare-and-set on the delivery's version, so two centers never record one attempt
 //! twice. Finished deliveries are kept [`KEEP_MS`] (the delivery log), then removed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Request};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use xpod_storage::meta::{now_millis, DocRecord};
 
 use super::{check_url, sign, wake, Attempt, Delivery, Webhook, DELIVERY_KIND, KIND};
@@ -139,44 +137,11 @@ async fn attempt(app: &Arc<App>, doc: DocRecord, mut d: Delivery) {
 async fn send(app: &App, hook: &Webhook, d: &Delivery) -> Result<u16, String> {
     let allow = app.config.sandbox.webhooks_allow_private;
     let uri = check_url(&hook.url, allow)?;
-    let https = uri.scheme_str() == Some("https");
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let addrs: Vec<SocketAddr> =
-        tokio::time::timeout(TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| format!("resolving {host} timed out"))?
-            .map_err(|e| format!("resolving {host}: {e}"))?
-            .collect();
-    if !allow {
-        if let Some((a, range)) = addrs
-            .iter()
-            .find_map(|a| crate::special_ip::special(a.ip()).map(|r| (a, r)))
-        {
-            return Err(format!(
-                "{host} resolves to {}, in {range}, not a public address: refused",
-                a.ip()
-            ));
-        }
-    }
-    let addr = *addrs
-        .first()
-        .ok_or_else(|| format!("{host} has no address"))?;
     let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
     let ts = now_millis() / 1000;
     let signature = sign(&hook.secret, &d.id, ts, &body)?;
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .unwrap_or(host.clone());
     let req = Request::post(pq)
-        .header(header::HOST, authority)
         .header(header::CONTENT_TYPE, "application/json")
         .header(
             header::USER_AGENT,
@@ -187,65 +152,7 @@ async fn send(app: &App, hook: &Webhook, d: &Delivery) -> Result<u16, String> {
         .header("webhook-signature", signature)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        if https {
-            let tls = tls_connector();
-            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("server name {host}: {e}"))?;
-            let stream = tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            post(TokioIo::new(stream), req).await
-        } else {
-            post(TokioIo::new(tcp), req).await
-        }
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
-}
-
-async fn post<I>(io: I, req: Request<Full<Bytes>>) -> Result<u16, String>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let status = resp.status().as_u16();
-    // Read (and drop) a little of the body so the receiver is not cut off mid-answer.
-    let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-        .collect()
-        .await;
-    Ok(status)
-}
-
-/// TLS to webhook receivers: the system's roots.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    });
-    tokio_rustls::TlsConnector::from(config.clone())
+    // A little of the body is read (and dropped) so the receiver is not cut off mid-answer.
+    let answer = crate::outbound::send(&uri, allow, req, TIMEOUT, 64 * 1024, false).await?;
+    Ok(answer.status.as_u16())
 }

@@ -122,30 +122,15 @@ pub fn forbidden(ip: IpAddr) -> bool {
 
 /// Checks a webhook URL's shape (and a literal IP against [`forbidden`]).
 pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("url {url:?}: not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(format!("url {url:?}: expected http:// or https://")),
-    }
-    let host = uri.host().ok_or_else(|| format!("url {url:?}: no host"))?;
-    if url.len() > 2000 {
-        return Err("url: at most 2000 characters".into());
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        if let Some(range) = crate::special_ip::special(ip).filter(|_| !allow_private) {
-            return Err(format!(
-                "url {url:?}: {ip} is in {range}, not a public address; deliveries there are refused unless [sandbox] webhooks_allow_private = true"
-            ));
+    crate::outbound::check_url(url, allow_private).map_err(|e| {
+        if e.contains("not a public address") {
+            format!(
+                "{e}; deliveries there are refused unless [sandbox] webhooks_allow_private = true"
+            )
+        } else {
+            e
         }
-    } else if !allow_private && (bare == "localhost" || bare.ends_with(".localhost")) {
-        return Err(format!(
-            "url {url:?}: localhost is refused unless [sandbox] webhooks_allow_private = true"
-        ));
-    }
-    Ok(uri)
+    })
 }
 
 /// Wakes the delivery worker.
