@@ -3,7 +3,8 @@
 # Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes,
 # slirp4netns and nftables for sandboxes with network, a
 # Python venv with moto, the S3-compatible server of the S3 tests, and standardwebhooks, an
-# independent verifier of webhook signatures), starts a throwaway PostgreSQL
+# independent verifier of webhook signatures; Node.js with the Community Solid Server and
+# Inrupt's Solid clients from npm for the Solid-OIDC tests), starts a throwaway PostgreSQL
 # cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
 # and stops the cluster again.
 # (The S3 tests start their own moto servers: integration/src/s3.rs.)
@@ -54,6 +55,7 @@ command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v slirp4netns >/dev/null 2>&1 || need_apt+=(slirp4netns)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || need_apt+=(nodejs npm)
 { [ -z "$make_moto_venv" ] && [ -x "$MOTO_VENV/bin/python" ]; } || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
@@ -92,6 +94,16 @@ if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks' >/dev/null 2>&1; then
   "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'standardwebhooks>=1,<2'
 fi
 export XPOD_TEST_WEBHOOKS_PYTHON="$MOTO_VENV/bin/python"
+
+# The Solid peers (npm, versions pinned by integration/js/package-lock.json), installed once
+# into integration/js/node_modules and again when the lock changes.
+JS_DIR="$PWD/integration/js"
+if [ ! -d "$JS_DIR/node_modules/@solid/community-server" ] \
+  || [ "$JS_DIR/package-lock.json" -nt "$JS_DIR/node_modules/.package-lock.json" ]; then
+  say "installing the Solid peers from npm (Community Solid Server, Inrupt clients; about a minute)"
+  npm ci --prefix "$JS_DIR" --no-audit --no-fund --loglevel=error
+fi
+export XPOD_TEST_JS_DIR="$JS_DIR"
 
 if [ -z "${XPOD_TEST_PG_URL:-}" ]; then
   PG_BIN=$(find_pg_bin)

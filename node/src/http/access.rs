@@ -340,8 +340,15 @@ pub fn require(ctx: &Ctx, d: &Decision, need: Modes, what: &str) -> Result<(), A
             format!("{what} needs {wanted} access, which the ACL does not grant you"),
         )
     };
+    // Added to what the error already says (a refused token's reason stays).
+    let mut details = match err.details.clone() {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    details.insert("need".into(), wanted.into());
+    details.insert("wacAllow".into(), d.header().into());
     Err(err
-        .with_details(serde_json::json!({"need": wanted, "wacAllow": d.header()}))
+        .with_details(serde_json::Value::Object(details))
         .with_header(WAC_ALLOW, d.header()))
 }
 
