@@ -291,6 +291,31 @@ fn post_creates_the_container_and_public_pods_ignore_unknown_credentials() {
     assert_eq!(r.header("location"), Some("/alice/new/deeper/first"));
     req(&node, "GET", "/alice/new/deeper/").send().expect(200);
 
+    // The storage description: public, linked from every resource.
+    let r = req(&node, "GET", "/alice/new/deeper/first").send().expect(200);
+    assert!(
+        r.headers_all("link").iter().any(|l| l.contains(
+            "<../../.well-known/solid>; rel=\"http://www.w3.org/ns/solid/terms#storageDescription\""
+        )),
+        "{:?}",
+        r.headers
+    );
+    let d = req(&node, "GET", "/alice/.well-known/solid").send().expect(200);
+    assert!(
+        d.text().contains(&format!("<{}/alice/> a pim:Storage", node.url())),
+        "{}",
+        d.text()
+    );
+    assert_eq!(
+        req(&node, "PUT", "/alice/.well-known/solid")
+            .bearer(&key)
+            .header("Content-Type: text/turtle")
+            .body("<a> <b> <c>.")
+            .send()
+            .status,
+        405
+    );
+
     // A token this node does not know (a Solid app's DPoP token, a stale key) on a public
     // read: ignored.
     let r = req(&node, "GET", "/alice/new/deeper/first")

@@ -119,6 +119,9 @@ async fn serve(
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
+    if path == super::solid::DESCRIPTION_PATH {
+        return super::solid::storage_description(ctx, &pod, &req);
+    }
     let decision = access::decide(ctx, &pod, path, &req).await?;
     if method != Method::PATCH {
         // A PATCH needs what its patch does (checked once it is parsed).
@@ -322,6 +325,7 @@ pub(super) fn resource_headers(
         b = b.header(header::LINK, l);
     }
     b = b.header(header::LINK, ldp::describedby_link(&r.path));
+    b = b.header(header::LINK, super::solid::description_link(&r.path));
     if access::acl_subject(&r.path).is_none() {
         b = b.header(header::LINK, access::acl_link(&r.path));
     }

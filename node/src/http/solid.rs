@@ -32,6 +32,68 @@ pub const MAX_PATCH: usize = 1 << 20;
 /// How often a PATCH that raced another write is tried in all.
 pub const PATCH_ATTEMPTS: usize = 4;
 
+/// Where a pod describes itself (Solid Protocol §4.1.2), below its root.
+pub const DESCRIPTION_PATH: &str = "/.well-known/solid";
+const STORAGE_DESCRIPTION_REL: &str = "http://www.w3.org/ns/solid/terms#storageDescription";
+
+/// The `Link` to the pod's storage description from resource `path`, relative to it.
+pub fn description_link(path: &str) -> String {
+    let depth = path.matches('/').count().saturating_sub(1);
+    format!(
+        "<{}.well-known/solid>; rel=\"{STORAGE_DESCRIPTION_REL}\"",
+        if depth == 0 { "./".to_string() } else { "../".repeat(depth) }
+    )
+}
+
+/// `GET /.well-known/solid` of a pod: its storage description (public, read-only): the root
+/// is a `pim:Storage`, with its owner when the pod has an owner WebID.
+pub fn storage_description(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        return Err(ApiError::method_not_allowed("OPTIONS, HEAD, GET"));
+    }
+    let base = access::base_of(ctx, pod, req);
+    let url = format!("{base}{DESCRIPTION_PATH}");
+    let mut ttl = format!(
+        "@prefix pim: <http://www.w3.org/ns/pim/space#>.\n@prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\n<{base}/> a pim:Storage"
+    );
+    if let Some(owner) = pod
+        .account_id
+        .as_deref()
+        .filter(|a| a.starts_with("https://") || a.starts_with("http://"))
+    {
+        ttl.push_str(&format!(";\n    solid:owner <{owner}>"));
+    }
+    ttl.push_str(".\n");
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = rdf::negotiate(accept, Format::Turtle).ok_or_else(not_acceptable)?;
+    let bytes = if format == Format::Turtle {
+        ttl.into_bytes()
+    } else {
+        let g = rdf::parse(ttl.as_bytes(), Format::Turtle, &url)
+            .map_err(|e| ApiError::internal(format!("the storage description: {e}")))?;
+        rdf::serialize(&g, format, &url)
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, format.media_type())
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .header(header::VARY, "Accept")
+        .header(header::ALLOW, "OPTIONS, HEAD, GET")
+        .body(if *req.method() == http::Method::HEAD {
+            body::empty()
+        } else {
+            body::full(bytes)
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// 406 naming the formats there are.
 pub fn not_acceptable() -> ApiError {
     ApiError::new(
