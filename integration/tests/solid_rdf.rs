@@ -292,17 +292,24 @@ fn post_creates_the_container_and_public_pods_ignore_unknown_credentials() {
     req(&node, "GET", "/alice/new/deeper/").send().expect(200);
 
     // The storage description: public, linked from every resource.
-    let r = req(&node, "GET", "/alice/new/deeper/first").send().expect(200);
+    let r = req(&node, "GET", "/alice/new/deeper/first")
+        .send()
+        .expect(200);
     assert!(
-        r.headers_all("link").iter().any(|l| l.contains(
+        r.headers_all("link").iter().any(|l| {
+            l.contains(
             "<../../.well-known/solid>; rel=\"http://www.w3.org/ns/solid/terms#storageDescription\""
-        )),
+        )
+        }),
         "{:?}",
         r.headers
     );
-    let d = req(&node, "GET", "/alice/.well-known/solid").send().expect(200);
+    let d = req(&node, "GET", "/alice/.well-known/solid")
+        .send()
+        .expect(200);
     assert!(
-        d.text().contains(&format!("<{}/alice/> a pim:Storage", node.url())),
+        d.text()
+            .contains(&format!("<{}/alice/> a pim:Storage", node.url())),
         "{}",
         d.text()
     );

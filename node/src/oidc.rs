@@ -7,6 +7,10 @@
 //!   once per [`REFETCH_MIN`].
 //! - **Keys**: `<issuer>/.well-known/openid-configuration` → `jwks_uri` → the key set, cached for
 //!   [`KEYS_TTL`]; an unknown `kid` refetches it, at most once per [`REFETCH_MIN`].
+//! - **Tokens**: a token that verified is remembered (by its SHA-256) with what it established,
+//!   until its `exp` but at most [`PROFILE_TTL`]; the same token again (a client sends one per
+//!   request for minutes) costs a proof check, not a second signature check. Its binding is
+//!   checked again every time (the proof's key must be the one it is bound to).
 //! - **Replays**: a proof's (key thumbprint, `jti`) is remembered until the proof would be too old
 //!   anyway; the same pair again is refused. Requests for a pod are authenticated by the pod's
 //!   owner (every center forwards them there), so the owner's memory sees every use of a proof:
@@ -40,6 +44,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_FETCHES: usize = 16;
 /// Entries per cache (profiles, issuers); past it the cache starts over.
 pub const MAX_CACHED: usize = 10_000;
+/// Verified access tokens remembered at most (past it, the memory starts over).
+pub const MAX_TOKENS: usize = 10_000;
 /// Proofs remembered at most; a node asked to remember more refuses new proofs until old ones
 /// age out (a proof lives `proof_max_age_secs`).
 pub const MAX_PROOFS: usize = 500_000;
@@ -65,7 +71,18 @@ pub struct Oidc {
     profiles: Mutex<HashMap<String, Cached<Arc<Vec<String>>>>>,
     keys: Mutex<HashMap<String, Cached<Arc<JwkSet>>>>,
     proofs: Mutex<HashMap<String, i64>>,
+    tokens: Mutex<HashMap<[u8; 32], Verified>>,
     fetches: tokio::sync::Semaphore,
+}
+
+/// An access token that verified: by the SHA-256 of its bytes, what it established, until
+/// its `exp` or [`PROFILE_TTL`] after the check (the issuer trust is not older than that).
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    /// The thumbprint it is bound to (`None`: a Bearer token).
+    jkt: Option<String>,
+    until: i64,
 }
 
 /// How the token was presented.
@@ -92,6 +109,7 @@ impl Oidc {
             profiles: Mutex::default(),
             keys: Mutex::default(),
             proofs: Mutex::default(),
+            tokens: Mutex::default(),
             fetches: tokio::sync::Semaphore::new(MAX_FETCHES),
         }
     }
@@ -125,6 +143,56 @@ impl Oidc {
             }
             Scheme::Bearer => None,
         };
+        let jkt = proof.as_ref().map(|p| p.jkt.clone());
+        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        let id = match self.remembered(&digest, jkt.as_deref(), now) {
+            Some(id) => id,
+            None => {
+                let id = self.verify_token(token, jkt.as_deref(), now).await?;
+                let mut m = self.tokens.lock().expect("poisoned");
+                if m.len() >= MAX_TOKENS {
+                    m.clear();
+                }
+                m.insert(
+                    digest,
+                    Verified {
+                        identity: id.clone(),
+                        jkt,
+                        until: id.exp.min(now + PROFILE_TTL.as_secs() as i64),
+                    },
+                );
+                id
+            }
+        };
+        if let Some(p) = proof {
+            // Remembered only once everything else holds, so garbage cannot fill the memory.
+            self.first_use(&p.jkt, &p.jti, p.iat, now)?;
+        }
+        Ok(id)
+    }
+
+    /// A verified token's identity, if `digest` verified before, is still within its time and
+    /// is presented bound the same way (`jkt`).
+    fn remembered(&self, digest: &[u8; 32], jkt: Option<&str>, now: i64) -> Option<Identity> {
+        self.tokens
+            .lock()
+            .expect("poisoned")
+            .get(digest)
+            .filter(|v| v.until > now && v.jkt.as_deref() == jkt)
+            .map(|v| v.identity.clone())
+    }
+
+    /// The token's identity: issuer trusted by the WebID, signature by the issuer's key,
+    /// claims, binding to `jkt`.
+    async fn verify_token(
+        &self,
+        token: &str,
+        jkt: Option<&str>,
+        now: i64,
+    ) -> Result<Identity, Failure> {
         let peek = dpop::peek_token(token)?;
         let issuers = self.issuers_of(&peek.webid, &peek.iss).await?;
         if !issuers.iter().any(|i| same_issuer(i, &peek.iss)) {
@@ -143,18 +211,7 @@ impl Oidc {
             ));
         }
         let key = self.key(&peek.iss, peek.kid.as_deref()).await?;
-        let id = dpop::verify_token(
-            token,
-            &peek,
-            &key,
-            now,
-            proof.as_ref().map(|p| p.jkt.as_str()),
-        )?;
-        if let Some(p) = proof {
-            // Remembered only once everything else holds, so garbage cannot fill the memory.
-            self.first_use(&p.jkt, &p.jti, p.iat, now)?;
-        }
-        Ok(id)
+        dpop::verify_token(token, &peek, &key, now, jkt)
     }
 
     /// Refuses a (key, jti) seen before within the proof lifetime.
@@ -378,6 +435,34 @@ mod tests {
         assert!(o
             .first_use("k", "j", 100, 100 + 120 + dpop::SKEW + 1)
             .is_ok());
+    }
+
+    #[test]
+    fn a_remembered_token_needs_the_same_binding_and_time() {
+        let o = Oidc::new(&xpod_config::SolidConfig::default());
+        let id = Identity {
+            webid: "https://a.example/#me".into(),
+            issuer: "https://idp.example/".into(),
+            client_id: None,
+            exp: 1000,
+        };
+        o.tokens.lock().unwrap().insert(
+            [7; 32],
+            Verified {
+                identity: id.clone(),
+                jkt: Some("key-a".into()),
+                until: 1000,
+            },
+        );
+        assert_eq!(o.remembered(&[7; 32], Some("key-a"), 999), Some(id));
+        assert_eq!(
+            o.remembered(&[7; 32], Some("key-b"), 999),
+            None,
+            "another proof key"
+        );
+        assert_eq!(o.remembered(&[7; 32], None, 999), None, "as Bearer");
+        assert_eq!(o.remembered(&[7; 32], Some("key-a"), 1000), None, "expired");
+        assert_eq!(o.remembered(&[8; 32], Some("key-a"), 999), None);
     }
 
     #[test]

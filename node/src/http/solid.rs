@@ -41,7 +41,11 @@ pub fn description_link(path: &str) -> String {
     let depth = path.matches('/').count().saturating_sub(1);
     format!(
         "<{}.well-known/solid>; rel=\"{STORAGE_DESCRIPTION_REL}\"",
-        if depth == 0 { "./".to_string() } else { "../".repeat(depth) }
+        if depth == 0 {
+            "./".to_string()
+        } else {
+            "../".repeat(depth)
+        }
     )
 }
 
