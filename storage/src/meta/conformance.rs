@@ -51,6 +51,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_join_token_uses(&store).await;
     check_audit(&store).await;
     check_change_feed(&store).await;
+    check_resource_events(&store).await;
     check_concurrent_create(&store).await;
     check_concurrent_members(&store).await;
     check_concurrent_join_token_use(&store).await;
@@ -65,7 +66,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
+        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_resource_events, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -1730,6 +1731,34 @@ pub async fn check_change_feed(store: &Arc<dyn MetaStore>) {
         2,
         "transfer_pod announces the new epoch"
     );
+}
+
+/// An announced resource event reaches subscribers (through PostgreSQL's NOTIFY: another
+/// node's store would see it the same way), with its fields intact.
+pub async fn check_resource_events(store: &Arc<dyn MetaStore>) {
+    // PostgreSQL: the LISTEN connection must be live before an event can arrive.
+    let mut feed = store.subscribe();
+    within("the feed going live", feed.next()).await;
+    let mut events = store.resource_events();
+    let ev = super::ResourceEvent {
+        pod_id: uid("re-pod"),
+        path: "/notes/a b:c.ttl".into(),
+        change: super::Change::Created,
+        etag: Some("e1".into()),
+        at: 42,
+    };
+    ok(store.announce(&ev).await, "announce");
+    let got = within("the resource event", async {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.pod_id == ev.pod_id => return e,
+                Ok(_) => continue,
+                Err(e) => panic!("resource events: {e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, ev);
 }
 
 /// 20 racing If-None-Match: * creates of one path: exactly one wins, nothing else happens.

@@ -1,4 +1,6 @@
-//! The change feed: ownership hints fanned out to subscribers.
+//! The change feed: ownership hints fanned out to subscribers; and resource events (a document
+//! created, updated, deleted — for Solid notifications), on a feed of their own so that a burst
+//! of writes never costs the ownership subscribers a reset.
 //!
 //! Events are hints only; correctness comes from the epoch check in every write. A subscriber
 //! that falls behind (broadcast lag) gets a [`FeedEvent::Reset`] instead of the lost events, so
@@ -48,6 +50,96 @@ impl FeedEvent {
             pod_id: pod_id.to_string(),
             epoch,
         })
+    }
+}
+
+/// What happened to a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// A resource event, announced by the pod's owner after a write commits. Best effort: a lost
+/// event is a lost notification, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceEvent {
+    pub pod_id: String,
+    pub path: String,
+    pub change: Change,
+    /// The new entity tag (`None` after a delete).
+    pub etag: Option<String>,
+    /// When it happened (Unix ms).
+    pub at: i64,
+}
+
+impl ResourceEvent {
+    /// The NOTIFY payload: `res:<c|u|d>:<at>:<etag or ->:<pod>:<path>` (the path last, since
+    /// it may hold `:`).
+    pub fn payload(&self) -> String {
+        let c = match self.change {
+            Change::Created => 'c',
+            Change::Updated => 'u',
+            Change::Deleted => 'd',
+        };
+        format!(
+            "res:{c}:{}:{}:{}:{}",
+            self.at,
+            self.etag.as_deref().unwrap_or("-"),
+            self.pod_id,
+            self.path
+        )
+    }
+
+    /// Parses a payload; `None` for anything malformed.
+    pub fn parse(payload: &str) -> Option<ResourceEvent> {
+        let mut it = payload.strip_prefix("res:")?.splitn(5, ':');
+        let change = match it.next()? {
+            "c" => Change::Created,
+            "u" => Change::Updated,
+            "d" => Change::Deleted,
+            _ => return None,
+        };
+        let at = it.next()?.parse().ok()?;
+        let etag = match it.next()? {
+            "-" => None,
+            e if !e.is_empty() => Some(e.to_string()),
+            _ => return None,
+        };
+        let pod_id = it.next().filter(|p| !p.is_empty())?.to_string();
+        let path = it.next().filter(|p| p.starts_with('/'))?.to_string();
+        Some(ResourceEvent {
+            pod_id,
+            path,
+            change,
+            etag,
+            at,
+        })
+    }
+}
+
+/// The resource events of a store: send by a backend, received by every subscriber (one that
+/// lags loses the events it missed).
+#[derive(Clone, Debug)]
+pub struct ResourceHub {
+    tx: broadcast::Sender<ResourceEvent>,
+}
+
+impl Default for ResourceHub {
+    fn default() -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        ResourceHub { tx }
+    }
+}
+
+impl ResourceHub {
+    pub fn send(&self, ev: ResourceEvent) {
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ResourceEvent> {
+        self.tx.subscribe()
     }
 }
 
@@ -144,5 +236,26 @@ mod tests {
         assert_eq!(FeedEvent::parse_payload("pod::1"), None);
         assert_eq!(FeedEvent::parse_payload("pod:a:x"), None);
         assert_eq!(FeedEvent::parse_payload("node:a:1"), None);
+    }
+
+    #[test]
+    fn resource_payload_round_trip() {
+        let ev = ResourceEvent {
+            pod_id: "alice".into(),
+            path: "/notes/a:b c".into(),
+            change: Change::Updated,
+            etag: Some("e1".into()),
+            at: 17,
+        };
+        assert_eq!(ResourceEvent::parse(&ev.payload()), Some(ev.clone()));
+        let gone = ResourceEvent {
+            change: Change::Deleted,
+            etag: None,
+            ..ev
+        };
+        assert_eq!(ResourceEvent::parse(&gone.payload()), Some(gone));
+        assert_eq!(ResourceEvent::parse("res:x:1:-:a:/p"), None);
+        assert_eq!(ResourceEvent::parse("res:c:1:-:a:p"), None);
+        assert_eq!(ResourceEvent::parse("pod:a:1"), None);
     }
 }

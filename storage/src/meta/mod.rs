@@ -33,7 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use feed::{ChangeFeed, FeedEvent};
+pub use feed::{Change, ChangeFeed, FeedEvent, ResourceEvent};
 
 /// Unix time in milliseconds.
 pub type Millis = i64;
@@ -717,6 +717,13 @@ pub trait MetaStore:
     /// A new subscription. Its first event is [`FeedEvent::Reset`] once the feed is live
     /// (for PostgreSQL: after LISTEN succeeded), and again after every reconnect.
     fn subscribe(&self) -> ChangeFeed;
+
+    /// Announces a resource event to every node's [`MetaStore::resource_events`] (PostgreSQL:
+    /// `NOTIFY xpod_res`; SQLite: in process). Called by the pod's owner after a write commits.
+    async fn announce(&self, ev: &ResourceEvent) -> MetaResult<()>;
+
+    /// Resource events announced from now on, by any node.
+    fn resource_events(&self) -> tokio::sync::broadcast::Receiver<ResourceEvent>;
 }
 
 /// Opens a store by URL: `postgres://…` / `postgresql://…`, or `sqlite://PATH` /

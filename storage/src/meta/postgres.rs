@@ -38,7 +38,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use super::feed::FeedHub;
+use super::feed::{FeedHub, ResourceEvent, ResourceHub};
 use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
@@ -53,6 +53,8 @@ use super::{
 /// The `pg_advisory_lock` key that serializes migrations across nodes (ASCII `xpodmigr`).
 pub const MIGRATION_LOCK: i64 = 0x7870_6f64_6d69_6772;
 
+/// The NOTIFY channel of resource events (Solid notifications).
+pub const RESOURCE_CHANNEL: &str = "xpod_res";
 /// The NOTIFY channel of the change feed.
 pub const FEED_CHANNEL: &str = "xpod_pods";
 
@@ -226,6 +228,7 @@ const FEED_ROUND_TRIP: Duration = Duration::from_secs(10);
 pub struct PgStore {
     pool: Pool,
     hub: FeedHub,
+    resources: ResourceHub,
     feed_app_name: String,
     /// Dropped with the store: the feed task sees the channel close and stops.
     _shutdown: watch::Sender<()>,
@@ -279,15 +282,22 @@ impl PgStore {
         }
 
         let hub = FeedHub::new();
+        let resources = ResourceHub::default();
         let feed_app_name = format!("xpod-feed-{}", hex::encode(rand::random::<[u8; 6]>()));
         let mut feed_config = pg_config;
         feed_config.application_name(feed_app_name.clone());
         let (shutdown_tx, shutdown_rx) = watch::channel(());
-        tokio::spawn(feed_task(feed_config, hub.clone(), shutdown_rx));
+        tokio::spawn(feed_task(
+            feed_config,
+            hub.clone(),
+            resources.clone(),
+            shutdown_rx,
+        ));
 
         Ok(PgStore {
             pool,
             hub,
+            resources,
             feed_app_name,
             _shutdown: shutdown_tx,
         })
@@ -556,12 +566,13 @@ async fn migrate_locked(client: &Object) -> MetaResult<()> {
 async fn feed_task(
     config: tokio_postgres::Config,
     hub: FeedHub,
+    resources: ResourceHub,
     mut shutdown: watch::Receiver<()>,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
         let session = tokio::select! {
-            r = feed_session(&config, &hub) => r,
+            r = feed_session(&config, &hub, &resources) => r,
             _ = shutdown.changed() => break,
         };
         hub.set_live(false);
@@ -585,13 +596,27 @@ async fn feed_task(
 
 /// One connection's life: connect, LISTEN, go live, forward notifications until the connection
 /// ends. `Ok(())` if it went live (then ended), `Err` if it never went live.
-async fn feed_session(config: &tokio_postgres::Config, hub: &FeedHub) -> Result<(), String> {
+async fn feed_session(
+    config: &tokio_postgres::Config,
+    hub: &FeedHub,
+    resources: &ResourceHub,
+) -> Result<(), String> {
     let (client, mut conn) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
     let forward_hub = hub.clone();
+    let forward_resources = resources.clone();
     // Drives the connection: every message from the server passes through here.
     let drive = async move {
         loop {
             match futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == RESOURCE_CHANNEL => {
+                    match ResourceEvent::parse(n.payload()) {
+                        Some(ev) => forward_resources.send(ev),
+                        None => tracing::warn!(
+                            payload = n.payload(),
+                            "resource feed: ignoring a malformed notification"
+                        ),
+                    }
+                }
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     match FeedEvent::parse_payload(n.payload()) {
                         Some(ev) => forward_hub.send(ev),
@@ -613,7 +638,7 @@ async fn feed_session(config: &tokio_postgres::Config, hub: &FeedHub) -> Result<
     };
     tokio::pin!(drive);
 
-    let listen = format!("LISTEN {FEED_CHANNEL}");
+    let listen = format!("LISTEN {FEED_CHANNEL}; LISTEN {RESOURCE_CHANNEL}");
     tokio::select! {
         r = tokio::time::timeout(FEED_ROUND_TRIP, client.batch_execute(&listen)) => match r {
             Ok(Ok(())) => {}
@@ -856,6 +881,24 @@ impl MetaStore for PgStore {
 
     fn subscribe(&self) -> ChangeFeed {
         self.hub.subscribe()
+    }
+
+    async fn announce(&self, ev: &ResourceEvent) -> MetaResult<()> {
+        let payload = ev.payload();
+        // NOTIFY payloads are limited to 8000 bytes: a longer path is not announced.
+        if payload.len() >= 8000 {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&RESOURCE_CHANNEL, &payload])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn resource_events(&self) -> tokio::sync::broadcast::Receiver<ResourceEvent> {
+        self.resources.subscribe()
     }
 }
 

@@ -186,6 +186,7 @@ CREATE INDEX docs_created ON docs(kind, created_at, id);
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     hub: FeedHub,
+    resources: super::feed::ResourceHub,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -230,6 +231,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             hub: FeedHub::new(),
+            resources: Default::default(),
         };
         store.call(migrate).await?;
         // The in-process feed cannot disconnect: it is live for the store's whole life.
@@ -814,6 +816,15 @@ impl MetaStore for SqliteStore {
 
     fn subscribe(&self) -> ChangeFeed {
         self.hub.subscribe()
+    }
+
+    async fn announce(&self, ev: &super::ResourceEvent) -> MetaResult<()> {
+        self.resources.send(ev.clone());
+        Ok(())
+    }
+
+    fn resource_events(&self) -> tokio::sync::broadcast::Receiver<super::ResourceEvent> {
+        self.resources.subscribe()
     }
 }
 
