@@ -71,6 +71,8 @@ pub struct App {
     pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
     /// API keys in memory (dropped on revocation by the change feed).
     pub keys: crate::key_cache::KeyCache,
+    /// The notification sockets connected to this node.
+    pub notify: Arc<crate::notify::Hub>,
     /// Solid-OIDC: issuers' keys, WebID profiles, recent proofs.
     pub oidc: crate::oidc::Oidc,
     /// Effective ACLs in memory (dropped when an `.acl` or the pod's owner changes).
@@ -128,6 +130,7 @@ impl App {
             owners,
             keys: Default::default(),
             acls: Default::default(),
+            notify: Default::default(),
             oidc: crate::oidc::Oidc::new(&config.solid),
             mesh: Default::default(),
             quic_address: Default::default(),

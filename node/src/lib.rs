@@ -28,6 +28,7 @@
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
 //! - [`metrics`]: Prometheus counters.
 //! - [`oidc`]: Solid-OIDC's I/O — WebID profiles, issuers' keys, replayed proofs.
+//! - [`notify`]: Solid notifications — announcing writes, the sockets connected here.
 //! - [`node_policy`]: what the cluster grants each node (sandbox slots, pod prefixes) and node
 //!   revocation.
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
@@ -62,6 +63,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod netio;
 pub mod node_policy;
+pub mod notify;
 pub mod oidc;
 pub mod outbound;
 pub mod regions;
@@ -137,6 +139,10 @@ pub async fn run(
     if let Some(t) = start_tunnels(&app, quic, forwards, stop_rx.clone()).await? {
         tasks.watch("tunnels", t);
     }
+    tasks.spawn_infallible(
+        "notifications",
+        notify::follow(app.meta.clone(), app.notify.clone(), stop_rx.clone()),
+    );
     tasks.spawn_infallible(
         "change feed",
         mesh::follow_feed(app.clone(), stop_rx.clone()),

@@ -53,15 +53,7 @@ pub fn acl_subject(path: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
-/// The container of `path` (`None` for the root).
-pub fn parent(path: &str) -> Option<String> {
-    if path == "/" {
-        return None;
-    }
-    let trimmed = path.trim_end_matches('/');
-    let cut = trimmed.rfind('/')?;
-    Some(trimmed[..=cut].to_string())
-}
+pub use super::ldp::parent;
 
 /// The `Link` to the ACL of `path`, relative to it.
 pub fn acl_link(path: &str) -> String {

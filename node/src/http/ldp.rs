@@ -24,6 +24,16 @@ pub fn type_links(path: &str, is_container: bool, rdf: bool) -> Vec<String> {
     v
 }
 
+/// The container of `path` (`None` for the root).
+pub fn parent(path: &str) -> Option<String> {
+    if path == "/" {
+        return None;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let cut = trimmed.rfind('/')?;
+    Some(trimmed[..=cut].to_string())
+}
+
 /// The `Link` to a resource's description resource (`<name>.meta`, a container's `.meta`),
 /// relative to the resource.
 pub fn describedby_link(path: &str) -> String {

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cluster;
 pub mod ldp;
 pub mod node_admin;
+pub mod notify;
 pub mod ops;
 pub mod pods;
 pub mod sandboxes;
@@ -239,6 +240,15 @@ async fn dispatch(
                 "a forwarded stream for pod {} carries a request for something else",
                 hop.pod_id
             )));
+        }
+    }
+    if let Target::Pod { pod_id, path } = &target {
+        // A notification socket is served where the client connected (events reach every
+        // node), never forwarded.
+        if let Some(id) = notify::channel_id(path) {
+            if req.method() == http::Method::GET {
+                return notify::websocket(&app, pod_id, id, req).await;
+            }
         }
     }
     if let Target::Pod { pod_id, .. } = &target {

@@ -22,7 +22,7 @@ use serde_json::json;
 use xpod_routing::encode_path;
 use xpod_storage::blobs::PendingUpload;
 use xpod_storage::meta::{
-    parent_path, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
+    parent_path, Change, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
 };
 
 use super::access;
@@ -121,6 +121,9 @@ async fn serve(
     }
     if path == super::solid::DESCRIPTION_PATH {
         return super::solid::storage_description(ctx, &pod, &req);
+    }
+    if path == super::notify::WEBSOCKET_PATH {
+        return super::notify::subscribe(ctx, &pod, req).await;
     }
     let decision = access::decide(ctx, &pod, path, &req).await?;
     if method != Method::PATCH {
@@ -713,6 +716,19 @@ async fn put(
     let url = super::solid::resource_url(&req, &mount, path);
     let payload = Payload::of_request(req, path, &url).await?;
     let (record, created) = write_resource(ctx, pod, path, payload, &pre).await?;
+    let change = if created {
+        Change::Created
+    } else {
+        Change::Updated
+    };
+    crate::notify::announce(
+        ctx.app.meta.as_ref(),
+        &pod.pod_id,
+        path,
+        change,
+        Some(&record.etag),
+    )
+    .await;
     ctx.audit(
         "resource.put",
         &format!("{}:{path}", pod.pod_id),
@@ -817,6 +833,14 @@ async fn post(
                 e
             }
         })?;
+    crate::notify::announce(
+        ctx.app.meta.as_ref(),
+        &pod.pod_id,
+        &target,
+        Change::Created,
+        Some(&record.etag),
+    )
+    .await;
     ctx.audit(
         "resource.post",
         &format!("{}:{target}", pod.pod_id),
@@ -864,6 +888,14 @@ async fn delete(
             }
             other => other.into(),
         })?;
+    crate::notify::announce(
+        ctx.app.meta.as_ref(),
+        &pod.pod_id,
+        path,
+        Change::Deleted,
+        None,
+    )
+    .await;
     ctx.audit(
         "resource.delete",
         &format!("{}:{path}", pod.pod_id),

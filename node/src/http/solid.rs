@@ -14,7 +14,7 @@ use http::header;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
-use xpod_storage::meta::{EtagCondition, PodRecord, Precondition, ResourceRecord};
+use xpod_storage::meta::{Change, EtagCondition, PodRecord, Precondition, ResourceRecord};
 
 use super::access;
 use super::pods::{self, Payload};
@@ -50,7 +50,8 @@ pub fn description_link(path: &str) -> String {
 }
 
 /// `GET /.well-known/solid` of a pod: its storage description (public, read-only): the root
-/// is a `pim:Storage`, with its owner when the pod has an owner WebID.
+/// is a `pim:Storage`, with its owner when the pod has an owner WebID, and its notification
+/// subscription endpoint (WebSocketChannel2023, `crate::http::notify`).
 pub fn storage_description(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -61,8 +62,12 @@ pub fn storage_description(
     }
     let base = access::base_of(ctx, pod, req);
     let url = format!("{base}{DESCRIPTION_PATH}");
+    let channels = format!("{base}{}", super::notify::WEBSOCKET_PATH);
     let mut ttl = format!(
-        "@prefix pim: <http://www.w3.org/ns/pim/space#>.\n@prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\n<{base}/> a pim:Storage"
+        "@prefix pim: <http://www.w3.org/ns/pim/space#>.\n@prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\
+         @prefix notify: <http://www.w3.org/ns/solid/notifications#>.\n\n\
+         <{channels}> notify:channelType notify:WebSocketChannel2023;\n    notify:feature notify:endAt.\n\n\
+         <{base}/> a pim:Storage;\n    notify:subscription <{channels}>"
     );
     if let Some(owner) = pod
         .account_id
@@ -344,6 +349,8 @@ pub async fn patch(
         };
         match pods::write_resource(ctx, pod, path, payload, &pre).await {
             Ok((record, created)) => {
+                let change = if created { Change::Created } else { Change::Updated };
+                crate::notify::announce(ctx.app.meta.as_ref(), &pod.pod_id, path, change, Some(&record.etag)).await;
                 ctx.audit(
                     "resource.patch",
                     &format!("{}:{path}", pod.pod_id),

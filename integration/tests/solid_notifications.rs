@@ -1,0 +1,185 @@
+//! Issue 17, Solid Notifications (WebSocketChannel2023) across two real centers on one real
+//! PostgreSQL: a subscriber discovers the subscription endpoint in the storage description,
+//! subscribes through the center that does not own the pod, opens its WebSocket there (a real
+//! WebSocket client, tokio-tungstenite), and receives the Update of a write made through the
+//! other center within a second — the event raised at the owner crosses the cluster through
+//! PostgreSQL. A container subscriber gets Add and Remove; a subscription without Read on the
+//! topic is refused; an unknown channel is 404.
+//!
+//! Needs PostgreSQL, curl and the binary built.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use xpod_integration::curl::Curl;
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::TempDir;
+use xpod_integration::pg::PgServer;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a WebSocket to a `ws://host:port/…` URL.
+async fn connect(url: &str) -> Result<Ws, String> {
+    let authority = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.split('/').next())
+        .ok_or_else(|| format!("{url} is not ws://"))?;
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio_tungstenite::client_async(url, tcp)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+fn subscribe(center: &str, key: Option<&str>, topic: &str) -> (u16, Value) {
+    let mut c = Curl::new(
+        "POST",
+        format!("{center}/alice/.notifications/WebSocketChannel2023/"),
+    )
+    .header("Content-Type: application/ld+json")
+    .body(
+        json!({"@context": ["https://www.w3.org/ns/solid/notification/v1"],
+                   "type": "http://www.w3.org/ns/solid/notifications#WebSocketChannel2023",
+                   "topic": topic})
+        .to_string(),
+    );
+    if let Some(k) = key {
+        c = c.bearer(k);
+    }
+    let r = c.send();
+    (
+        r.status,
+        serde_json::from_str(&r.text()).unwrap_or(Value::Null),
+    )
+}
+
+/// The next notification of `ws` (skipping pings), within `limit`.
+async fn next(ws: &mut Ws, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, ws.next())
+            .await
+            .expect("a notification within the limit")
+            .expect("the socket is open")
+            .expect("a WebSocket message");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_through_one_center_notify_subscribers_on_the_other() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-notify");
+    let centers = start_centers(&tmp, &pg, 2, |_| Vec::new());
+    let (owner, other) = (centers[0].url(), centers[1].url());
+    let key = centers[0].admin_key();
+    Curl::new("POST", format!("{owner}/.cluster/pods"))
+        .bearer(&key)
+        .json(&json!({"podId": "alice"}))
+        .send()
+        .expect(201);
+    let (put_owner, put_key) = (owner.clone(), key.clone());
+    let put = move |body: &str| {
+        Curl::new("PUT", format!("{put_owner}/alice/notes/today"))
+            .bearer(&put_key)
+            .header("Content-Type: text/turtle")
+            .body(body.to_string())
+            .send()
+    };
+    put("<#a> <http://e/p> 1.").expect(201);
+
+    // Discovery: the storage description names the endpoint.
+    let d = Curl::get(format!("{other}/alice/.well-known/solid"))
+        .send()
+        .expect(200)
+        .text();
+    assert!(
+        d.contains("notify:subscription")
+            && d.contains("/alice/.notifications/WebSocketChannel2023/"),
+        "{d}"
+    );
+
+    // Without Read on the topic: refused, no channel.
+    let (status, _) = subscribe(&other, None, &format!("{other}/alice/notes/today"));
+    assert_eq!(status, 401);
+
+    // Subscribe through the center that does not own the pod, to the document and to its
+    // container; open both sockets there.
+    let (status, doc_ch) = subscribe(&other, Some(&key), &format!("{other}/alice/notes/today"));
+    assert_eq!(status, 200, "{doc_ch}");
+    assert_eq!(
+        doc_ch["type"],
+        "http://www.w3.org/ns/solid/notifications#WebSocketChannel2023"
+    );
+    let receive = doc_ch["receiveFrom"].as_str().unwrap();
+    assert!(
+        receive.starts_with(&other.replace("http://", "ws://")),
+        "{doc_ch}"
+    );
+    let mut doc_ws = connect(receive).await.expect("WebSocket");
+    let (status, dir_ch) = subscribe(&other, Some(&key), &format!("{other}/alice/notes/"));
+    assert_eq!(status, 200, "{dir_ch}");
+    let mut dir_ws = connect(dir_ch["receiveFrom"].as_str().unwrap())
+        .await
+        .expect("WebSocket");
+    // Let the registrations settle before the write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A write through the owner: the subscriber on the other center hears it within a second.
+    let started = Instant::now();
+    let r = tokio::task::spawn_blocking(move || put("<#a> <http://e/p> 2."))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    let etag = r.header("etag").unwrap().to_string();
+    let m = next(&mut doc_ws, Duration::from_secs(1)).await;
+    println!(
+        "Update reached the other center's subscriber after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(m["type"], "Update", "{m}");
+    assert_eq!(m["object"], format!("{other}/alice/notes/today"), "{m}");
+    assert_eq!(m["state"], etag, "{m}");
+
+    // A new member: Add on the container; its deletion: Remove.
+    let owner2 = owner.clone();
+    let key2 = key.clone();
+    tokio::task::spawn_blocking(move || {
+        Curl::new("PUT", format!("{owner2}/alice/notes/tomorrow"))
+            .bearer(&key2)
+            .header("Content-Type: text/plain")
+            .body("later")
+            .send()
+            .expect(201);
+        Curl::new("DELETE", format!("{owner2}/alice/notes/tomorrow"))
+            .bearer(&key2)
+            .send()
+            .expect(204);
+    })
+    .await
+    .unwrap();
+    let add = next(&mut dir_ws, Duration::from_secs(2)).await;
+    assert_eq!(
+        (add["type"].as_str(), add["object"].as_str()),
+        (
+            Some("Add"),
+            Some(format!("{other}/alice/notes/tomorrow").as_str())
+        ),
+        "{add}"
+    );
+    assert_eq!(add["target"], format!("{other}/alice/notes/"), "{add}");
+    let remove = next(&mut dir_ws, Duration::from_secs(2)).await;
+    assert_eq!(remove["type"], "Remove", "{remove}");
+
+    // An unknown channel.
+    let bogus =
+        receive.rsplit_once('/').unwrap().0.to_string() + "/0123456789abcdef0123456789abcdef";
+    assert!(connect(&bogus).await.is_err());
+}
