@@ -32,11 +32,12 @@ pub struct Effective {
     pub url: String,
 }
 
-type Key = (String, String);
+/// Per pod: its generation, and base URL → path → answer (looked up by `&str`, no allocation).
+type PodEntries = (u64, HashMap<String, HashMap<String, Arc<Effective>>>);
 
 #[derive(Default)]
 struct Inner {
-    pods: HashMap<String, (u64, HashMap<Key, Arc<Effective>>)>,
+    pods: HashMap<String, PodEntries>,
     entries: usize,
     /// Bumped by `clear`, so loads that began before it are not kept.
     epoch: u64,
@@ -60,10 +61,13 @@ impl AclCache {
     pub fn get(&self, pod: &str, base: &str, path: &str) -> Result<Arc<Effective>, Ticket> {
         let inner = self.inner.lock().expect("poisoned");
         let generation = inner.pods.get(pod).map_or(0, |(g, _)| *g);
-        if let Some((_, m)) = inner.pods.get(pod) {
-            if let Some(e) = m.get(&(base.to_string(), path.to_string())) {
-                return Ok(e.clone());
-            }
+        if let Some(e) = inner
+            .pods
+            .get(pod)
+            .and_then(|(_, m)| m.get(base))
+            .and_then(|m| m.get(path))
+        {
+            return Ok(e.clone());
         }
         Err(Ticket {
             epoch: inner.epoch,
@@ -92,7 +96,9 @@ impl AclCache {
             .or_insert_with(|| (generation, HashMap::new()));
         if slot
             .1
-            .insert((base.to_string(), path.to_string()), e)
+            .entry(base.to_string())
+            .or_default()
+            .insert(path.to_string(), e)
             .is_none()
         {
             inner.entries += 1;
@@ -105,7 +111,7 @@ impl AclCache {
         let (generation, dropped) = match inner.pods.get_mut(pod) {
             Some((g, m)) => {
                 *g += 1;
-                (*g, std::mem::take(m).len())
+                (*g, std::mem::take(m).values().map(HashMap::len).sum())
             }
             None => (1, 0),
         };

@@ -5,7 +5,14 @@
 //! the edge's tunnel (`edges::forward`), a sandbox port (`<port>-<id>.<sandbox.domain>`) to the
 //! sandbox (`sandbox::ports`), a pod to its owner unless this node owns it (`mesh::route`).
 //! Early branches, before classification: a runner request on a `Runner` stream from a center
-//! (`sandbox::internal`, never from a client) and the HTTPS redirect.
+//! (`sandbox::internal`, never from a client) and the HTTPS redirect; after it, a pod's
+//! notification socket, served here whoever owns the pod ([`notify`]).
+//!
+//! Handlers: [`ops`] (probes, metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`:
+//! keys, audit; [`sandboxes`], [`webhook_api`]), [`node_admin`] (nodes), [`pods`] (pod
+//! resources, with [`solid`] — RDF, PATCH, the storage description —, [`access`] — who may do
+//! what: key scopes, Web Access Control — and [`notify`] — Solid notifications), [`ldp`] (the
+//! LDP vocabulary and header parsing).
 
 pub mod access;
 pub mod api;
