@@ -77,7 +77,11 @@ async fn next(ws: &mut Ws, limit: Duration) -> Value {
 async fn writes_through_one_center_notify_subscribers_on_the_other() {
     let pg = PgServer::start().expect("PostgreSQL is required for this test");
     let tmp = TempDir::new("xpod-notify");
-    let centers = start_centers(&tmp, &pg, 2, |_| Vec::new());
+    // Webhook channels deliver to this test's receiver on 127.0.0.1.
+    let config = tmp.path().join("xpod.toml");
+    std::fs::write(&config, "[sandbox]\nwebhooks_allow_private = true\n").unwrap();
+    let config = config.display().to_string();
+    let centers = start_centers(&tmp, &pg, 2, |_| vec![("XPOD_CONFIG", config.clone())]);
     let (owner, other) = (centers[0].url(), centers[1].url());
     let key = centers[0].admin_key();
     Curl::new("POST", format!("{owner}/.cluster/pods"))
@@ -86,13 +90,13 @@ async fn writes_through_one_center_notify_subscribers_on_the_other() {
         .send()
         .expect(201);
     let (put_owner, put_key) = (owner.clone(), key.clone());
-    let put = move |body: &str| {
+    let put = std::sync::Arc::new(move |body: &str| {
         Curl::new("PUT", format!("{put_owner}/alice/notes/today"))
             .bearer(&put_key)
             .header("Content-Type: text/turtle")
             .body(body.to_string())
             .send()
-    };
+    });
     put("<#a> <http://e/p> 1.").expect(201);
 
     // Discovery: the storage description names the endpoint.
@@ -134,7 +138,8 @@ async fn writes_through_one_center_notify_subscribers_on_the_other() {
 
     // A write through the owner: the subscriber on the other center hears it within a second.
     let started = Instant::now();
-    let r = tokio::task::spawn_blocking(move || put("<#a> <http://e/p> 2."))
+    let first = put.clone();
+    let r = tokio::task::spawn_blocking(move || first("<#a> <http://e/p> 2."))
         .await
         .unwrap();
     assert_eq!(r.status, 204);
@@ -177,6 +182,73 @@ async fn writes_through_one_center_notify_subscribers_on_the_other() {
     assert_eq!(add["target"], format!("{other}/alice/notes/"), "{add}");
     let remove = next(&mut dir_ws, Duration::from_secs(2)).await;
     assert_eq!(remove["type"], "Remove", "{remove}");
+
+    // A webhook channel (subscribed through the other center): the write's notification is
+    // POSTed to the receiver as JSON-LD by the webhook machinery.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let send_to = format!("http://{}/inbox", receiver.local_addr().unwrap());
+    let r = Curl::new(
+        "POST",
+        format!("{other}/alice/.notifications/WebhookChannel2023/"),
+    )
+    .bearer(&key)
+    .header("Content-Type: application/ld+json")
+    .body(
+        json!({"type": "WebhookChannel2023", "topic": format!("{other}/alice/notes/today"),
+                   "sendTo": send_to})
+        .to_string(),
+    )
+    .send();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["sendTo"], send_to.as_str());
+    let put_again = put.clone();
+    tokio::task::spawn_blocking(move || put_again("<#a> <http://e/p> 3.").expect(204))
+        .await
+        .unwrap();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), receiver.accept())
+        .await
+        .expect("the webhook delivery within 10 s")
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(1);
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let ct = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let _ = tx
+                .send((ct, String::from_utf8_lossy(&body).to_string()))
+                .await;
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        }
+    });
+    tokio::spawn(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+    );
+    let (ct, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ct, "application/ld+json");
+    let m: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(m["type"], "Update", "{m}");
+    assert_eq!(m["object"], format!("{other}/alice/notes/today"), "{m}");
+    // A private destination is refused unless allowed (it is, here); a bad URL never.
+    let r = Curl::new("POST", format!("{other}/alice/.notifications/WebhookChannel2023/"))
+        .bearer(&key)
+        .body(json!({"type": "WebhookChannel2023", "topic": format!("{other}/alice/notes/today"), "sendTo": "ftp://x"}).to_string())
+        .send();
+    assert_eq!(r.status, 422, "{}", r.text());
 
     // An unknown channel.
     let bogus =

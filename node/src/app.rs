@@ -71,6 +71,8 @@ pub struct App {
     pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
     /// API keys in memory (dropped on revocation by the change feed).
     pub keys: crate::key_cache::KeyCache,
+    /// The webhook channels of the pods this node owns, as last read.
+    pub solid_hooks: crate::notify::HookCache,
     /// The notification sockets connected to this node.
     pub notify: Arc<crate::notify::Hub>,
     /// Solid-OIDC: issuers' keys, WebID profiles, recent proofs.
@@ -131,6 +133,7 @@ impl App {
             keys: Default::default(),
             acls: Default::default(),
             notify: Default::default(),
+            solid_hooks: Default::default(),
             oidc: crate::oidc::Oidc::new(&config.solid),
             mesh: Default::default(),
             quic_address: Default::default(),

@@ -11,6 +11,8 @@
 //!
 //! Channels (the subscription and its capability URL) are documents in the metadata store
 //! (kind [`CHANNEL_KIND`]), so the WebSocket may be opened at any center: `crate::http::notify`.
+//! WebhookChannel2023 channels are webhooks (`crate::webhooks`); the owner keeps a pod's list of
+//! them in a [`HookCache`] (fresh for [`HOOKS_FRESH`]) to raise their deliveries after a write.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,37 +108,46 @@ impl Hub {
 
     /// Sends `ev` to the subscribers of its resource and of its container.
     pub fn dispatch(&self, ev: &ResourceEvent) {
-        let parent = crate::http::ldp::parent(&ev.path);
+        let mut topics = vec![ev.path.clone()];
+        topics.extend(crate::http::ldp::parent(&ev.path));
         let mut subs = self.subs.lock().expect("poisoned");
-        let mut send = |topic: &str, message: &dyn Fn(&str) -> String| {
-            if let Some(v) = subs.get_mut(&(ev.pod_id.clone(), topic.to_string())) {
+        for topic in topics {
+            if let Some(v) = subs.get_mut(&(ev.pod_id.clone(), topic.clone())) {
                 let before = v.len();
                 // A subscriber whose queue is full (or closed) is dropped.
-                v.retain(|s| s.tx.try_send(message(&s.base)).is_ok());
+                v.retain(|s| match notification(ev, &topic, &s.base) {
+                    Some(m) => s.tx.try_send(m).is_ok(),
+                    None => true,
+                });
                 self.count
                     .fetch_sub((before - v.len()) as u64, Ordering::Relaxed);
             }
-        };
+        }
+        subs.retain(|_, v| !v.is_empty());
+    }
+}
+
+/// The notification a subscriber of `topic` (a path of the event's pod, addressed with `base`)
+/// gets for `ev`: `Create`/`Update`/`Delete` when the topic is the resource, `Add`/`Remove`
+/// when it is the resource's container; `None` when the event says nothing about the topic.
+pub fn notification(ev: &ResourceEvent, topic: &str, base: &str) -> Option<String> {
+    if topic == ev.path {
         let kind = match ev.change {
             Change::Created => "Create",
             Change::Updated => "Update",
             Change::Deleted => "Delete",
         };
-        send(&ev.path, &|base| message(ev, kind, base, &ev.path, None));
-        if let Some(container) = &parent {
-            let kind = match ev.change {
-                Change::Created => Some("Add"),
-                Change::Deleted => Some("Remove"),
-                Change::Updated => None,
-            };
-            if let Some(kind) = kind {
-                send(container, &|base| {
-                    message(ev, kind, base, &ev.path, Some(container.as_str()))
-                });
-            }
-        }
-        subs.retain(|_, v| !v.is_empty());
+        return Some(message(ev, kind, base, &ev.path, None));
     }
+    if crate::http::ldp::parent(&ev.path).as_deref() != Some(topic) {
+        return None;
+    }
+    let kind = match ev.change {
+        Change::Created => "Add",
+        Change::Deleted => "Remove",
+        Change::Updated => return None,
+    };
+    Some(message(ev, kind, base, &ev.path, Some(topic)))
 }
 
 fn url(base: &str, path: &str) -> String {
@@ -165,23 +176,67 @@ fn message(ev: &ResourceEvent, kind: &str, base: &str, path: &str, target: Optio
     m.to_string()
 }
 
-/// Announces a committed write (best effort: a lost announcement is a lost notification).
-pub async fn announce(
-    meta: &dyn MetaStore,
-    pod: &str,
-    path: &str,
-    change: Change,
-    etag: Option<&str>,
-) {
-    let ev = ResourceEvent {
+/// A WebhookChannel2023 channel, as the owner needs it to raise its deliveries.
+#[derive(Clone, Debug)]
+pub struct HookRef {
+    pub id: String,
+    pub path: String,
+    pub base: String,
+    pub end_at: i64,
+}
+
+/// How long the owner trusts its list of a pod's webhook channels (it also drops it when a
+/// subscription is made through it, and when the pod's owner changes).
+pub const HOOKS_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A pod's webhook channels and when they were read.
+type Hooks = (std::time::Instant, Arc<Vec<HookRef>>);
+
+/// A pod's webhook channels, per pod, as last read.
+#[derive(Default)]
+pub struct HookCache {
+    pods: Mutex<HashMap<String, Hooks>>,
+}
+
+impl HookCache {
+    pub fn get(&self, pod: &str) -> Option<Arc<Vec<HookRef>>> {
+        let m = self.pods.lock().expect("poisoned");
+        m.get(pod)
+            .filter(|(at, _)| at.elapsed() < HOOKS_FRESH)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, pod: &str, hooks: Vec<HookRef>) -> Arc<Vec<HookRef>> {
+        let hooks = Arc::new(hooks);
+        let mut m = self.pods.lock().expect("poisoned");
+        if m.len() >= 10_000 {
+            m.clear();
+        }
+        m.insert(pod.to_string(), (std::time::Instant::now(), hooks.clone()));
+        hooks
+    }
+
+    pub fn invalidate(&self, pod: &str) {
+        self.pods.lock().expect("poisoned").remove(pod);
+    }
+}
+
+/// The event of a write committed now.
+pub fn event(pod: &str, path: &str, change: Change, etag: Option<&str>) -> ResourceEvent {
+    ResourceEvent {
         pod_id: pod.to_string(),
         path: path.to_string(),
         change,
         etag: etag.map(str::to_string),
         at: xpod_storage::meta::now_millis(),
-    };
-    if let Err(e) = meta.announce(&ev).await {
-        tracing::debug!(error = %e, pod, path, "announcing a resource event failed");
+    }
+}
+
+/// Announces a committed write to every node (best effort: a lost announcement is a lost
+/// notification).
+pub async fn announce(meta: &dyn MetaStore, ev: &ResourceEvent) {
+    if let Err(e) = meta.announce(ev).await {
+        tracing::debug!(error = %e, pod = %ev.pod_id, path = %ev.path, "announcing a resource event failed");
     }
 }
 

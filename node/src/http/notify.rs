@@ -6,6 +6,10 @@
 //!   Access Control, at the pod's owner like every pod request). The answer names the channel
 //!   and its `receiveFrom`, a capability URL (an unguessable id) valid until `endAt`
 //!   ([`MAX_LIFETIME_MS`] from now). At most [`MAX_CHANNELS`] live channels per pod.
+//! - `POST /<pod>/.notifications/WebhookChannel2023/` (with `sendTo`) makes a webhook of the
+//!   webhook machinery (`crate::webhooks`: signing, retries, private destinations refused unless
+//!   `[sandbox] webhooks_allow_private`); the owner stores a delivery per notification
+//!   ([`after_write`]) and the webhook worker (one center at a time) sends it.
 //! - `GET receiveFrom` with `Upgrade: websocket` is served by whichever center takes it (not
 //!   forwarded): the channel is read from the metadata store, the socket registered in this
 //!   node's [`crate::notify::Hub`], and every event for the topic announced anywhere in the
@@ -35,6 +39,11 @@ use crate::solid::wac::Modes;
 
 /// Where a pod's WebSocket channels live, below its root.
 pub const WEBSOCKET_PATH: &str = "/.notifications/WebSocketChannel2023/";
+/// Where a pod's webhook channels are made, below its root.
+pub const WEBHOOK_PATH: &str = "/.notifications/WebhookChannel2023/";
+const WEBHOOK_TYPE: &str = "http://www.w3.org/ns/solid/notifications#WebhookChannel2023";
+/// The event type of Solid deliveries in the webhook machinery.
+const WEBHOOK_EVENT: &str = "solid.notification";
 /// The longest a channel lives.
 pub const MAX_LIFETIME_MS: i64 = 14 * 86_400_000;
 /// Live channels per pod at most.
@@ -50,11 +59,13 @@ pub fn channel_id(path: &str) -> Option<&str> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-/// `POST <pod>/.notifications/WebSocketChannel2023/`: see the module docs.
+/// `POST <pod>/.notifications/WebSocketChannel2023/` or `…/WebhookChannel2023/` (`webhook`):
+/// see the module docs.
 pub async fn subscribe(
     ctx: &Ctx,
     pod: &PodRecord,
     req: Request<Incoming>,
+    webhook: bool,
 ) -> Result<Response<Body>, ApiError> {
     if req.method() != http::Method::POST {
         return Err(ApiError::method_not_allowed("OPTIONS, POST"));
@@ -69,11 +80,16 @@ pub async fn subscribe(
     let input: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the subscription is not JSON: {e}")))?;
     let ty = input["type"].as_str().unwrap_or_default();
-    if ty != WEBSOCKET_TYPE && ty != "WebSocketChannel2023" {
+    let (full, short) = if webhook {
+        (WEBHOOK_TYPE, "WebhookChannel2023")
+    } else {
+        (WEBSOCKET_TYPE, "WebSocketChannel2023")
+    };
+    if ty != full && ty != short {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unsupported_channel",
-            format!("type {ty:?}: this endpoint makes WebSocketChannel2023 channels"),
+            format!("type {ty:?}: this endpoint makes {short} channels"),
         ));
     }
     let topic = input["topic"].as_str().ok_or_else(|| {
@@ -105,6 +121,9 @@ pub async fn subscribe(
     // The server chooses the end (a client's `endAt` is not taken; the answer says when).
     let now = now_millis();
     let end = now + MAX_LIFETIME_MS;
+    if webhook {
+        return subscribe_webhook(ctx, pod, &input, topic, &path, &base, end).await;
+    }
     // Expired channels of the pod go now; a pod has a bounded number of live ones.
     let mut live = 0;
     for d in ctx
@@ -163,6 +182,165 @@ pub async fn subscribe(
         .header(header::CONTENT_TYPE, "application/ld+json")
         .body(body::full(answer.to_string().into_bytes()))
         .unwrap_or_default())
+}
+
+/// A WebhookChannel2023 channel: a webhook of the webhook machinery (signing, retries, the
+/// refusal of private destinations), owned by `solid:<pod>`, delivering notifications as sent.
+async fn subscribe_webhook(
+    ctx: &Ctx,
+    pod: &PodRecord,
+    input: &Value,
+    topic: &str,
+    path: &str,
+    base: &str,
+    end: i64,
+) -> Result<Response<Body>, ApiError> {
+    let send_to = input["sendTo"]
+        .as_str()
+        .ok_or_else(|| ApiError::bad_request("a WebhookChannel2023 subscription needs sendTo"))?;
+    crate::webhooks::check_url(send_to, ctx.app.config.sandbox.webhooks_allow_private)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_send_to", e))?;
+    let owner = hooks_owner(&pod.pod_id);
+    let now = now_millis();
+    let existing = ctx
+        .app
+        .meta
+        .list_docs(crate::webhooks::KIND, Some(&owner))
+        .await?;
+    let mut live = 0;
+    for d in existing {
+        let end_at = d.doc["solid"]["endAt"].as_i64().unwrap_or(0);
+        if end_at <= now {
+            let _ = ctx
+                .app
+                .meta
+                .delete_doc(crate::webhooks::KIND, &d.id, d.version)
+                .await;
+        } else {
+            live += 1;
+        }
+    }
+    if live >= MAX_CHANNELS {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_channels",
+            format!(
+                "pod {} has {MAX_CHANNELS} live webhook channels",
+                pod.pod_id
+            ),
+        ));
+    }
+    let hook = crate::webhooks::Webhook {
+        id: format!("wh_{}", hex::encode(rand::random::<[u8; 8]>())),
+        owner: owner.clone(),
+        url: send_to.to_string(),
+        events: vec![WEBHOOK_EVENT.into()],
+        description: Some(format!("Solid WebhookChannel2023 for {topic}")),
+        secret: crate::webhooks::new_secret(),
+        created_at: now,
+        solid: Some(crate::webhooks::SolidTopic {
+            pod: pod.pod_id.clone(),
+            path: path.to_string(),
+            base: base.to_string(),
+            end_at: end,
+        }),
+    };
+    let doc = DocRecord {
+        kind: crate::webhooks::KIND.into(),
+        id: hook.id.clone(),
+        owner,
+        version: 0,
+        updated_at: now,
+        doc: serde_json::to_value(&hook).unwrap_or_default(),
+    };
+    ctx.app.meta.put_doc(&doc, 0, now).await?;
+    ctx.app.solid_hooks.invalidate(&pod.pod_id);
+    ctx.audit(
+        "notifications.subscribe",
+        &format!("{}:{path}", pod.pod_id),
+        json!({"channel": hook.id, "sendTo": send_to}),
+    )
+    .await;
+    let answer = json!({
+        "@context": ["https://www.w3.org/ns/solid/notification/v1"],
+        "id": format!("{base}{WEBHOOK_PATH}{}", hook.id),
+        "type": WEBHOOK_TYPE,
+        "topic": topic,
+        "sendTo": send_to,
+        "endAt": crate::http::ldp::xsd_datetime(end),
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/ld+json")
+        .body(body::full(answer.to_string().into_bytes()))
+        .unwrap_or_default())
+}
+
+/// The webhook owner of a pod's Solid channels (`:` is never in an API key owner's name).
+fn hooks_owner(pod: &str) -> String {
+    format!("solid:{pod}")
+}
+
+/// After a committed write of `path` (at the pod's owner): announces it to every node's
+/// sockets, and stores a delivery for every webhook channel of the resource or its container.
+pub async fn after_write(
+    ctx: &Ctx,
+    pod: &str,
+    path: &str,
+    change: xpod_storage::meta::Change,
+    etag: Option<&str>,
+) {
+    let ev = crate::notify::event(pod, path, change, etag);
+    crate::notify::announce(ctx.app.meta.as_ref(), &ev).await;
+    let hooks = match ctx.app.solid_hooks.get(pod) {
+        Some(h) => h,
+        None => match ctx
+            .app
+            .meta
+            .list_docs(crate::webhooks::KIND, Some(&hooks_owner(pod)))
+            .await
+        {
+            Ok(docs) => ctx.app.solid_hooks.put(
+                pod,
+                docs.into_iter()
+                    .filter_map(|d| {
+                        let h: crate::webhooks::Webhook = serde_json::from_value(d.doc).ok()?;
+                        let s = h.solid?;
+                        Some(crate::notify::HookRef {
+                            id: h.id,
+                            path: s.path,
+                            base: s.base,
+                            end_at: s.end_at,
+                        })
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, pod, "webhook channels not read; notifications not sent");
+                return;
+            }
+        },
+    };
+    let now = now_millis();
+    let mut queued = false;
+    for h in hooks.iter().filter(|h| h.end_at > now) {
+        let Some(m) = crate::notify::notification(&ev, &h.path, &h.base) else {
+            continue;
+        };
+        let payload: Value = serde_json::from_str(&m).unwrap_or_default();
+        queued |= crate::webhooks::enqueue(
+            &ctx.app,
+            &h.id,
+            WEBHOOK_EVENT,
+            payload,
+            Some("application/ld+json"),
+        )
+        .await
+        .is_some();
+    }
+    if queued {
+        crate::webhooks::wake().notify_one();
+    }
 }
 
 /// `GET receiveFrom` with `Upgrade: websocket` (served here, whatever node owns the pod).

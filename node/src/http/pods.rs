@@ -122,8 +122,9 @@ async fn serve(
     if path == super::solid::DESCRIPTION_PATH {
         return super::solid::storage_description(ctx, &pod, &req);
     }
-    if path == super::notify::WEBSOCKET_PATH {
-        return super::notify::subscribe(ctx, &pod, req).await;
+    if path == super::notify::WEBSOCKET_PATH || path == super::notify::WEBHOOK_PATH {
+        let webhook = path == super::notify::WEBHOOK_PATH;
+        return super::notify::subscribe(ctx, &pod, req, webhook).await;
     }
     let decision = access::decide(ctx, &pod, path, &req).await?;
     if method != Method::PATCH {
@@ -721,14 +722,7 @@ async fn put(
     } else {
         Change::Updated
     };
-    crate::notify::announce(
-        ctx.app.meta.as_ref(),
-        &pod.pod_id,
-        path,
-        change,
-        Some(&record.etag),
-    )
-    .await;
+    super::notify::after_write(ctx, &pod.pod_id, path, change, Some(&record.etag)).await;
     ctx.audit(
         "resource.put",
         &format!("{}:{path}", pod.pod_id),
@@ -833,8 +827,8 @@ async fn post(
                 e
             }
         })?;
-    crate::notify::announce(
-        ctx.app.meta.as_ref(),
+    super::notify::after_write(
+        ctx,
         &pod.pod_id,
         &target,
         Change::Created,
@@ -888,14 +882,7 @@ async fn delete(
             }
             other => other.into(),
         })?;
-    crate::notify::announce(
-        ctx.app.meta.as_ref(),
-        &pod.pod_id,
-        path,
-        Change::Deleted,
-        None,
-    )
-    .await;
+    super::notify::after_write(ctx, &pod.pod_id, path, Change::Deleted, None).await;
     ctx.audit(
         "resource.delete",
         &format!("{}:{path}", pod.pod_id),

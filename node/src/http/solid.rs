@@ -63,11 +63,13 @@ pub fn storage_description(
     let base = access::base_of(ctx, pod, req);
     let url = format!("{base}{DESCRIPTION_PATH}");
     let channels = format!("{base}{}", super::notify::WEBSOCKET_PATH);
+    let hooks = format!("{base}{}", super::notify::WEBHOOK_PATH);
     let mut ttl = format!(
         "@prefix pim: <http://www.w3.org/ns/pim/space#>.\n@prefix solid: <http://www.w3.org/ns/solid/terms#>.\n\
          @prefix notify: <http://www.w3.org/ns/solid/notifications#>.\n\n\
-         <{channels}> notify:channelType notify:WebSocketChannel2023;\n    notify:feature notify:endAt.\n\n\
-         <{base}/> a pim:Storage;\n    notify:subscription <{channels}>"
+         <{channels}> notify:channelType notify:WebSocketChannel2023;\n    notify:feature notify:endAt.\n\
+         <{hooks}> notify:channelType notify:WebhookChannel2023;\n    notify:feature notify:endAt.\n\n\
+         <{base}/> a pim:Storage;\n    notify:subscription <{channels}>, <{hooks}>"
     );
     if let Some(owner) = pod
         .account_id
@@ -350,7 +352,7 @@ pub async fn patch(
         match pods::write_resource(ctx, pod, path, payload, &pre).await {
             Ok((record, created)) => {
                 let change = if created { Change::Created } else { Change::Updated };
-                crate::notify::announce(ctx.app.meta.as_ref(), &pod.pod_id, path, change, Some(&record.etag)).await;
+                super::notify::after_write(ctx, &pod.pod_id, path, change, Some(&record.etag)).await;
                 ctx.audit(
                     "resource.patch",
                     &format!("{}:{path}", pod.pod_id),

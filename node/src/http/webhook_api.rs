@@ -175,6 +175,7 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
         description: input.description,
         secret: webhooks::new_secret(),
         created_at: now_millis(),
+        solid: None,
     };
     let doc = DocRecord {
         kind: KIND.into(),

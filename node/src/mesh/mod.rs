@@ -67,6 +67,7 @@ pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 Some(FeedEvent::PodOwner { pod_id, .. }) => {
                     app.owners.invalidate(&pod_id);
                     app.acls.invalidate(&pod_id);
+                    app.solid_hooks.invalidate(&pod_id);
                 }
             },
         }

@@ -142,7 +142,10 @@ async fn send(app: &App, hook: &Webhook, d: &Delivery) -> Result<u16, String> {
     let signature = sign(&hook.secret, &d.id, ts, &body)?;
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = Request::post(pq)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::CONTENT_TYPE,
+            d.content_type.as_deref().unwrap_or("application/json"),
+        )
         .header(
             header::USER_AGENT,
             concat!("xpod-webhooks/", env!("CARGO_PKG_VERSION")),

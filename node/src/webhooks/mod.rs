@@ -49,6 +49,20 @@ pub struct Webhook {
     pub description: Option<String>,
     pub secret: String,
     pub created_at: Millis,
+    /// A Solid notification channel (WebhookChannel2023): the topic's pod path and the URL
+    /// base its subscriber used (the messages name resources with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solid: Option<SolidTopic>,
+}
+
+/// What a Solid WebhookChannel2023 channel listens to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SolidTopic {
+    pub pod: String,
+    pub path: String,
+    pub base: String,
+    pub end_at: Millis,
 }
 
 impl Webhook {
@@ -90,6 +104,9 @@ pub struct Delivery {
     pub attempts: Vec<Attempt>,
     pub next_attempt_at: Millis,
     pub created_at: Millis,
+    /// The body's media type (default `application/json`; Solid notifications are JSON-LD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 /// `whsec_` + base64 of 32 random bytes.
@@ -134,7 +151,7 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, String> {
 }
 
 /// Wakes the delivery worker.
-pub(crate) fn wake() -> &'static tokio::sync::Notify {
+pub fn wake() -> &'static tokio::sync::Notify {
     static WAKE: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
     WAKE.get_or_init(tokio::sync::Notify::new)
 }
@@ -187,33 +204,53 @@ pub async fn emit(
         if only.is_some_and(|id| id != hook.id) || !hook.wants(event) {
             continue;
         }
-        let d = Delivery {
-            id: format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())),
-            webhook_id: hook.id.clone(),
-            event_type: event.to_string(),
-            payload: serde_json::json!({"type": event, "timestamp": rfc3339(now), "data": data}),
-            status: "pending".into(),
-            attempts: Vec::new(),
-            next_attempt_at: now,
-            created_at: now,
-        };
-        let doc = DocRecord {
-            kind: DELIVERY_KIND.into(),
-            id: d.id.clone(),
-            owner: hook.id.clone(),
-            version: 0,
-            updated_at: 0,
-            doc: serde_json::to_value(&d).unwrap_or_default(),
-        };
-        match app.meta.put_doc(&doc, 0, now).await {
-            Ok(_) => ids.push(d.id),
-            Err(e) => tracing::warn!(error = %e, webhook = %hook.id, event, "delivery not stored"),
+        let payload = serde_json::json!({"type": event, "timestamp": rfc3339(now), "data": data});
+        if let Some(id) = enqueue(app, &hook.id, event, payload, None).await {
+            ids.push(id);
         }
     }
     if !ids.is_empty() {
         wake().notify_one();
     }
     ids
+}
+
+/// Stores one delivery of `payload` (the body as sent) to webhook `hook_id`; its id, or `None`
+/// when it could not be stored (logged). The caller wakes the worker ([`wake`]).
+pub async fn enqueue(
+    app: &App,
+    hook_id: &str,
+    event: &str,
+    payload: serde_json::Value,
+    content_type: Option<&str>,
+) -> Option<String> {
+    let now = now_millis();
+    let d = Delivery {
+        id: format!("msg_{}", hex::encode(rand::random::<[u8; 12]>())),
+        webhook_id: hook_id.to_string(),
+        event_type: event.to_string(),
+        payload,
+        status: "pending".into(),
+        attempts: Vec::new(),
+        next_attempt_at: now,
+        created_at: now,
+        content_type: content_type.map(str::to_string),
+    };
+    let doc = DocRecord {
+        kind: DELIVERY_KIND.into(),
+        id: d.id.clone(),
+        owner: hook_id.to_string(),
+        version: 0,
+        updated_at: 0,
+        doc: serde_json::to_value(&d).unwrap_or_default(),
+    };
+    match app.meta.put_doc(&doc, 0, now).await {
+        Ok(_) => Some(d.id),
+        Err(e) => {
+            tracing::warn!(error = %e, webhook = %hook_id, event, "delivery not stored");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
