@@ -4,9 +4,12 @@
 //! WebSocket client, tokio-tungstenite), and receives the Update of a write made through the
 //! other center within a second — the event raised at the owner crosses the cluster through
 //! PostgreSQL. A container subscriber gets Add and Remove; a subscription without Read on the
-//! topic is refused; an unknown channel is 404.
+//! topic is refused; an unknown channel is 404. rdflib.js's UpdateManager (npm) patches the
+//! document and the subscriber on the other center hears it; a WebhookChannel2023 channel
+//! POSTs the notification to a receiver.
 //!
-//! Needs PostgreSQL, curl and the binary built.
+//! Needs PostgreSQL, curl, Node.js with `integration/js/node_modules` (run-tests.sh installs
+//! them) and the binary built.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,18 @@ use xpod_integration::node::TempDir;
 use xpod_integration::pg::PgServer;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn js_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("XPOD_TEST_JS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js"));
+    assert!(
+        dir.join("node_modules/rdflib").is_dir(),
+        "rdflib.js is not installed in {}: run `npm ci --prefix integration/js` (integration/run-tests.sh does)",
+        dir.display()
+    );
+    dir
+}
 
 /// Opens a WebSocket to a `ws://host:port/…` URL.
 async fn connect(url: &str) -> Result<Ws, String> {
@@ -152,6 +167,41 @@ async fn writes_through_one_center_notify_subscribers_on_the_other() {
     assert_eq!(m["type"], "Update", "{m}");
     assert_eq!(m["object"], format!("{other}/alice/notes/today"), "{m}");
     assert_eq!(m["state"], etag, "{m}");
+
+    // rdflib.js's UpdateManager patches the document through the owner (it learns from the
+    // answer's headers that the document takes SPARQL Update); the subscriber on the other
+    // center hears the Update within a second.
+    let js = js_dir();
+    let doc_url = format!("{owner}/alice/notes/today");
+    let k = key.clone();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .current_dir(&js)
+            .args(["rdflib-patch.mjs", &doc_url, &k, "from rdflib"])
+            .output()
+            .expect("running node")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "rdflib: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = next(&mut doc_ws, Duration::from_secs(1)).await;
+    println!(
+        "rdflib's patch reached the other center's subscriber after {:?} (node start included)",
+        started.elapsed()
+    );
+    assert_eq!(m["type"], "Update", "{m}");
+    let body = Curl::get(format!("{owner}/alice/notes/today"))
+        .bearer(&key)
+        .send()
+        .expect(200)
+        .text();
+    assert!(body.contains("from rdflib"), "{body}");
 
     // A new member: Add on the container; its deletion: Remove.
     let owner2 = owner.clone();
