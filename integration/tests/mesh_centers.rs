@@ -532,6 +532,27 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
     // The bytes are in the edge's store: its own API serves them with its own key.
     let r = get(&edge, &edge_key, "/edgy/from-2.txt").expect(200);
     assert_eq!(r.text(), "on the edge");
+    // The edge's own ACLs decide for callers without the pod's key: a public `.acl` written on
+    // the edge opens one document to anonymous readers through every center, and nothing else.
+    let r = Curl::new("PUT", format!("{}/edgy/from-2.txt.acl", edge.url()))
+        .bearer(&edge_key)
+        .header("Content-Type: text/turtle")
+        .body(
+            "@prefix acl: <http://www.w3.org/ns/auth/acl#>. @prefix foaf: <http://xmlns.com/foaf/0.1/>.\n\
+             <#p> acl:agentClass foaf:Agent; acl:accessTo <from-2.txt>; acl:mode acl:Read.",
+        )
+        .send();
+    assert_eq!(r.status, 201, "{r:?}");
+    for c in &centers {
+        let r = Curl::get(format!("{}/edgy/from-2.txt", c.url())).send();
+        assert_eq!(
+            r.status,
+            200,
+            "an ACL-public document of an edge pod via {}: {r:?}",
+            c.url()
+        );
+        assert_eq!(r.header("wac-allow"), Some("user=\"read\",public=\"read\""));
+    }
     // The center checks the cluster's key before anything reaches the edge, and the edge
     // never trusts the authorization header from its own listener.
     assert_eq!(

@@ -197,8 +197,10 @@ pub enum Access {
 pub const AUTHORIZED_BY_CENTER: &str = "x-xpod-authorized";
 
 /// On an edge, a pod request that came through its tunnel (`hop` is set only for streams a
-/// center opened over mutual TLS) with [`AUTHORIZED_BY_CENTER`] was authorized by the center.
-/// Everywhere else (centers, lone nodes, the edge's own listener) the header means nothing.
+/// center opened over mutual TLS) with [`AUTHORIZED_BY_CENTER`] was authenticated by the center:
+/// `webid:<url>` is a Solid-OIDC identity (the edge's ACLs decide), anything else an API key the
+/// center authorized for the pod. Everywhere else (centers, lone nodes, the edge's own listener)
+/// the header means nothing.
 pub fn authorized_by_center(
     role: xpod_config::Role,
     hop: Option<&xpod_routing::forward::MeshHop>,
@@ -209,6 +211,13 @@ pub fn authorized_by_center(
     }
     hop?;
     let actor = headers.get(AUTHORIZED_BY_CENTER)?.to_str().ok()?;
+    if let Some(webid) = actor.strip_prefix("webid:") {
+        return Some(Principal::WebId {
+            webid: webid.to_string(),
+            issuer: "(checked by the center)".into(),
+            client_id: None,
+        });
+    }
     Some(Principal::Center {
         actor: actor.chars().take(120).collect(),
     })

@@ -114,34 +114,9 @@ pub fn not_acceptable() -> ApiError {
     )
 }
 
-/// `scheme://host` of the request as its client made it: from `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` when a mutually authenticated node forwarded it (a request carrying a
-/// [`xpod_routing::forward::MeshHop`]), else from this node's own listener and `Host`.
+/// `scheme://host` of the request as its client made it ([`xpod_routing::forward::public_origin`]).
 pub fn origin<B>(req: &Request<B>) -> String {
-    let h = req.headers();
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let forwarded = req
-        .extensions()
-        .get::<xpod_routing::forward::MeshHop>()
-        .is_some();
-    let proto = if forwarded {
-        match text("x-forwarded-proto") {
-            Some("https") => "https",
-            _ => "http",
-        }
-    } else if req.extensions().get::<super::Https>().is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let host = forwarded
-        .then(|| text("x-forwarded-host"))
-        .flatten()
-        .or_else(|| text(header::HOST.as_str()))
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".into());
-    format!("{proto}://{}", host.to_ascii_lowercase())
+    xpod_routing::forward::public_origin(req)
 }
 
 /// The absolute URL of `path` (a decoded pod path) mounted at `mount` (`""` or `/<pod>`).

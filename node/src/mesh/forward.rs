@@ -157,44 +157,62 @@ pub async fn pod(
     ))
 }
 
-/// A request for a pod of an edge whose tunnel this center holds: authenticated with the
-/// cluster's keys and authorized against the cluster's pod row here, then sent on without
-/// the credentials (an edge never sees a cluster key) and with the actor in
-/// [`AUTHORIZED_BY_CENTER`], which the edge trusts on its tunnel only.
+/// A request for a pod of an edge whose tunnel this center holds. The center authenticates
+/// (an edge never sees a cluster key or a token) and sends the request on without credentials:
+/// - an API key with the pod in its scopes is authorized here, against the cluster's pod row,
+///   and named in [`AUTHORIZED_BY_CENTER`] (the edge then grants what the key may);
+/// - a WebID (Solid-OIDC, checked here against the public URL) is named there as
+///   `webid:<url>`, and the edge decides under its own ACLs;
+/// - anyone else goes on as anonymous, and the edge decides under its ACLs.
+///
+/// The edge trusts the header on its tunnel only.
 async fn authorize_for_edge(
     app: &App,
     pod_id: &str,
     mut req: Request<Incoming>,
 ) -> Result<Request<Incoming>, ApiError> {
-    // Credentials that are not accepted leave the request anonymous (a public pod needs
-    // none); if anonymous access is refused, the answer says why they were not accepted.
-    let (principal, rejected) = match auth::authenticate(
+    let url = format!("{}{}", fwd::public_origin(&req), req.uri().path());
+    // Credentials that are not accepted leave the request anonymous (a public resource needs
+    // none); the edge answers for what anonymous may not do.
+    let principal = match auth::authenticate_request(
         req.headers(),
+        req.method().as_str(),
+        &url,
         &app.keys,
         app.meta.as_ref(),
+        &app.oidc,
         meta::now_millis(),
     )
     .await
     {
-        Ok(p) => (p, None),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => (auth::Principal::Anonymous, Some(e)),
+        Ok(p) => p,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => auth::Principal::Anonymous,
         Err(e) => return Err(e),
     };
-    let pod = app
-        .meta
-        .get_pod(pod_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
-    let want = match *req.method() {
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Access::Read,
-        _ => Access::Write,
-    };
-    auth::authorize_pod(&principal, pod_id, pod.access_mode, want)
-        .map_err(|e| rejected.unwrap_or(e))?;
+    let scoped = principal.pod_access(pod_id).is_some();
+    if scoped {
+        let pod = app
+            .meta
+            .get_pod(pod_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+        let want = match *req.method() {
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => Access::Read,
+            _ => Access::Write,
+        };
+        auth::authorize_pod(&principal, pod_id, pod.access_mode, want)?;
+    }
     let h = req.headers_mut();
     h.remove(header::AUTHORIZATION);
     h.remove("x-api-key");
-    if let Ok(v) = http::HeaderValue::from_str(&principal.actor()) {
+    h.remove("dpop");
+    h.remove(AUTHORIZED_BY_CENTER);
+    let named = match &principal {
+        auth::Principal::WebId { webid, .. } => Some(format!("webid:{webid}")),
+        p if scoped => Some(p.actor()),
+        _ => None,
+    };
+    if let Some(v) = named.and_then(|n| http::HeaderValue::from_str(&n).ok()) {
         h.insert(AUTHORIZED_BY_CENTER, v);
     }
     Ok(req)

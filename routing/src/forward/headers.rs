@@ -165,6 +165,33 @@ pub struct MeshHop {
     pub from: String,
 }
 
+/// `scheme://host` of a request as its client made it: from `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` when a mutually authenticated node forwarded it (the request carries a
+/// [`MeshHop`]), else from the listener it arrived on ([`Https`]) and `Host`.
+pub fn public_origin<B>(req: &Request<B>) -> String {
+    let h = req.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let forwarded = req.extensions().get::<MeshHop>().is_some();
+    let proto = if forwarded {
+        match text("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        }
+    } else if req.extensions().get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = forwarded
+        .then(|| text("x-forwarded-host"))
+        .flatten()
+        .or_else(|| text(header::HOST.as_str()))
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("{proto}://{}", host.to_ascii_lowercase())
+}
+
 /// The `HOP` header value for a pod request: `<pod_id> <epoch> <hops>`.
 pub fn hop_value(pod_id: &str, epoch: u64, hops: u8) -> String {
     format!("{pod_id} {epoch} {hops}")

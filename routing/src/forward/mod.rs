@@ -20,7 +20,8 @@ pub mod pool;
 
 pub use exchange::{handshake, open, send, ForwardError, Sent, OPEN_TIMEOUT};
 pub use headers::{
-    prepare, replay_of, replayable, strip_hop_by_hop, upgrade_protocol, Https, MeshHop,
+    prepare, public_origin, replay_of, replayable, strip_hop_by_hop, upgrade_protocol, Https,
+    MeshHop,
 };
 pub use pool::StreamPool;
 
