@@ -157,6 +157,28 @@ fn acls_decide_what_anonymous_callers_may_do() {
     );
     assert_eq!(r.status, 401, "{}", r.text());
 
+    // Control alone governs an ACL: a caller with Control (inherited) but no Append on the
+    // container may create a member's ACL, and nothing else there.
+    put_acl(
+        &node,
+        &key,
+        "/alice/ctl/.acl",
+        "<#c> a acl:Authorization; acl:agentClass foaf:Agent; acl:default <./>; acl:mode acl:Control.",
+    )
+    .expect(201);
+    let r = put_acl(
+        &node,
+        "",
+        "/alice/ctl/doc.acl",
+        "<#r> a acl:Authorization; acl:agentClass foaf:Agent; acl:accessTo <doc>; acl:mode acl:Read.",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = req(&node, "PUT", "/alice/ctl/doc")
+        .header("Content-Type: text/turtle")
+        .body("<#x> <http://e/p> 1.")
+        .send();
+    assert_eq!(r.status, 401, "Control is not Write: {}", r.text());
+
     // A key for another pod is an authenticated caller the ACL does not name: 403.
     let other = req(&node, "POST", "/api/v1/auth/api-keys")
         .bearer(&key)

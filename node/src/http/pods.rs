@@ -710,7 +710,8 @@ async fn put(
             "container {path} exists; containers cannot be replaced with PUT"
         )));
     }
-    if current.is_none() {
+    // A create needs Append on the container — except an ACL, which Control alone governs.
+    if current.is_none() && access::acl_subject(path).is_none() {
         access::require_on_parent(ctx, pod, path, &req, Modes::APPEND).await?;
     }
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
