@@ -305,6 +305,17 @@ impl Config {
             .map_err(|m| invalid("tunnel.presence", m))?;
         self.check_forwards().map_err(|(key, m)| invalid(&key, m))?;
         self.check_sandbox().map_err(|(key, m)| invalid(&key, m))?;
+        for o in &self.solid.trusted_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.split_once("://").map_or("", |(_, r)| r).contains('/')
+                && o.len() <= 300;
+            if !ok {
+                return Err(invalid(
+                    "solid.trusted_origins",
+                    format!("{o:?}: expected an origin like https://app.example (no path)"),
+                ));
+            }
+        }
         if !(10..=3600).contains(&self.solid.proof_max_age_secs) {
             return Err(invalid(
                 "solid.proof_max_age_secs",

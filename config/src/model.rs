@@ -56,6 +56,9 @@ pub struct SolidConfig {
     pub allow_private_fetch: bool,
     /// The oldest DPoP proof accepted (seconds). Default 120, as the Community Solid Server.
     pub proof_max_age_secs: u64,
+    /// Web origins (`https://app.example`) trusted like the server's own: a browser page there
+    /// acts with all of its user's modes, without `acl:origin`. Default: none.
+    pub trusted_origins: Vec<String>,
 }
 
 impl Default for SolidConfig {
@@ -63,6 +66,7 @@ impl Default for SolidConfig {
         SolidConfig {
             allow_private_fetch: false,
             proof_max_age_secs: 120,
+            trusted_origins: Vec::new(),
         }
     }
 }

@@ -90,6 +90,10 @@ out.listed = getContainedResourceUrlAll(container).map((u) => u.replace(other, '
 let r = await bob.session.fetch(doc);
 out.bob = { status: r.status, wacAllow: r.headers.get('wac-allow'), body: await json(r) };
 
+// 5b. Bob reads what a group he is in (a group document on another server) may read.
+r = await bob.session.fetch(`${owner}/alice/shared/note`);
+out.bobShared = { status: r.status, wacAllow: r.headers.get('wac-allow') };
+
 // 6. Nobody: 401 with a DPoP challenge.
 r = await realFetch(doc);
 out.anonymous = { status: r.status, challenge: r.headers.get('www-authenticate') };

@@ -104,6 +104,46 @@ fn solid_clients_use_a_pod_through_both_centers_with_dpop_tokens() {
         .send()
         .expect(201);
 
+    // A group document on another server (this test's), naming bob; alice's `shared/`
+    // container grants that group Read.
+    let groups = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let group = format!("http://{}/groups#friends", groups.local_addr().unwrap());
+    let bob = format!("{}bob/profile/card#me", css.base);
+    let group_doc = format!(
+        "@prefix vcard: <http://www.w3.org/2006/vcard/ns#>.\n<#friends> a vcard:Group; vcard:hasMember <{bob}>.\n"
+    );
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut s in groups.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/turtle\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{group_doc}",
+                group_doc.len()
+            );
+        }
+    });
+    let put = |path: &str, body: String| {
+        Curl::new("PUT", format!("{}/alice/{path}", centers[0].url()))
+            .bearer(&admin)
+            .header("Content-Type: text/turtle")
+            .body(body)
+            .send()
+            .expect(201)
+    };
+    put(
+        "shared/note",
+        "<#n> <http://schema.org/text> \"for friends\".".into(),
+    );
+    put(
+        "shared/.acl",
+        format!(
+            "@prefix acl: <http://www.w3.org/ns/auth/acl#>.\n<#friends> a acl:Authorization; \
+             acl:agentGroup <{group}>; acl:accessTo <./>; acl:default <./>; acl:mode acl:Read."
+        ),
+    );
+
     let out = Command::new("node")
         .current_dir(&js)
         .arg("solid-oidc.mjs")
@@ -133,6 +173,14 @@ fn solid_clients_use_a_pod_through_both_centers_with_dpop_tokens() {
     assert_eq!(seen["listed"], json!(["/alice/notes/first"]), "{seen}");
     assert_eq!(seen["bob"]["status"], 403, "{seen}");
     assert_eq!(seen["bob"]["wacAllow"], "user=\"\",public=\"\"", "{seen}");
+    assert_eq!(
+        seen["bobShared"]["status"], 200,
+        "a member of a group on another server reads: {seen}"
+    );
+    assert_eq!(
+        seen["bobShared"]["wacAllow"], "user=\"read\",public=\"\"",
+        "{seen}"
+    );
     assert_eq!(seen["anonymous"]["status"], 401, "{seen}");
     assert!(
         seen["anonymous"]["challenge"]

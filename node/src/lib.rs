@@ -144,6 +144,10 @@ pub async fn run(
         notify::follow(app.meta.clone(), app.notify.clone(), stop_rx.clone()),
     );
     tasks.spawn_infallible(
+        "notification channel sweep",
+        http::notify::sweep_loop(app.meta.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible(
         "change feed",
         mesh::follow_feed(app.clone(), stop_rx.clone()),
     );

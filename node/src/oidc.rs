@@ -17,6 +17,8 @@
 //!   a replay through another center is refused as well. (A proof used just before a migration
 //!   can be replayed once at the new owner within the proof's lifetime: the memory is not
 //!   carried over.)
+//! - **Groups** of other servers (`acl:agentGroup` outside the pod): their documents are fetched
+//!   and cached like profiles.
 //! - Every fetch goes through [`crate::outbound`]: never to loopback, private or link-local
 //!   addresses unless `[solid] allow_private_fetch`; at most [`MAX_FETCHES`] at once.
 //!
@@ -72,8 +74,12 @@ pub struct Oidc {
     keys: Mutex<HashMap<String, Cached<Arc<JwkSet>>>>,
     proofs: Mutex<HashMap<String, i64>>,
     tokens: Mutex<HashMap<[u8; 32], Verified>>,
+    groups: Mutex<HashMap<String, Cached<Arc<GroupDoc>>>>,
     fetches: tokio::sync::Semaphore,
 }
+
+/// The (group, member) pairs a group document states (`vcard:hasMember`).
+type GroupDoc = std::collections::HashSet<(String, String)>;
 
 /// An access token that verified: by the SHA-256 of its bytes, what it established, until
 /// its `exp` or [`PROFILE_TTL`] after the check (the issuer trust is not older than that).
@@ -110,6 +116,7 @@ impl Oidc {
             keys: Mutex::default(),
             proofs: Mutex::default(),
             tokens: Mutex::default(),
+            groups: Mutex::default(),
             fetches: tokio::sync::Semaphore::new(MAX_FETCHES),
         }
     }
@@ -212,6 +219,55 @@ impl Oidc {
         }
         let key = self.key(&peek.iss, peek.kid.as_deref()).await?;
         dpop::verify_token(token, &peek, &key, now, jkt)
+    }
+
+    /// Whether the group document of `group` (another server's: `acl:agentGroup` outside the
+    /// pod) lists `webid` as a `vcard:hasMember` of it. Fetched like a profile (cached for
+    /// [`PROFILE_TTL`], a failure for [`FAILURE_TTL`]); a document that cannot be read lists
+    /// nobody.
+    pub async fn group_has_member(&self, group: &str, webid: &str) -> bool {
+        let doc = group.split('#').next().unwrap_or(group).to_string();
+        let cached = self.groups.lock().expect("poisoned").get(&doc).cloned();
+        let pairs = match cached.filter(|c| c.fresh(PROFILE_TTL)) {
+            Some(c) => c.value,
+            None => {
+                let value = self.fetch_group(&doc).await.map(Arc::new);
+                if let Err(e) = &value {
+                    tracing::info!(group = %doc, error = %e, "group document not readable: it lists nobody");
+                }
+                let mut m = self.groups.lock().expect("poisoned");
+                if m.len() >= MAX_CACHED {
+                    m.clear();
+                }
+                m.insert(
+                    doc,
+                    Cached {
+                        at: Instant::now(),
+                        value: value.clone(),
+                    },
+                );
+                value
+            }
+        };
+        pairs.is_ok_and(|p| p.contains(&(group.to_string(), webid.to_string())))
+    }
+
+    async fn fetch_group(&self, doc: &str) -> Result<GroupDoc, String> {
+        let (url, content_type, body) = self
+            .get(doc, "text/turtle, application/ld+json;q=0.9")
+            .await?;
+        let format = Format::of_media_type(&content_type).unwrap_or(Format::Turtle);
+        let graph = rdf::parse(&body, format, &url).map_err(|e| e.to_string())?;
+        let has_member = NamedNodeRef::new_unchecked("http://www.w3.org/2006/vcard/ns#hasMember");
+        Ok(graph
+            .triples_for_predicate(has_member)
+            .filter_map(|t| match (t.subject, t.object) {
+                (oxrdf::NamedOrBlankNodeRef::NamedNode(g), TermRef::NamedNode(m)) => {
+                    Some((g.as_str().to_string(), m.as_str().to_string()))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// Refuses a (key, jti) seen before within the proof lifetime.

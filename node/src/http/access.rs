@@ -19,7 +19,8 @@ use http::header::{self, HeaderName};
 use http::{Method, Request, StatusCode};
 use xpod_storage::meta::{AccessMode, PodRecord};
 
-use super::pods;
+use super::resource;
+pub use super::resource::{acl_link, acl_path, acl_subject};
 use super::Ctx;
 use crate::acl_cache::Effective;
 use crate::auth::{Access, Principal};
@@ -42,28 +43,7 @@ impl Decision {
     }
 }
 
-/// The path of the ACL of `path` (`/a/b` → `/a/b.acl`, `/a/` → `/a/.acl`).
-pub fn acl_path(path: &str) -> String {
-    format!("{path}.acl")
-}
-
-/// The resource an ACL belongs to, if `path` is an ACL.
-pub fn acl_subject(path: &str) -> Option<&str> {
-    let s = path.strip_suffix(".acl")?;
-    (!s.is_empty()).then_some(s)
-}
-
 pub use super::ldp::parent;
-
-/// The `Link` to the ACL of `path`, relative to it.
-pub fn acl_link(path: &str) -> String {
-    let name = if path.ends_with('/') {
-        String::new()
-    } else {
-        xpod_routing::encode_path(path.rsplit('/').next().unwrap_or(""))
-    };
-    format!("<{name}.acl>; rel=\"acl\"")
-}
 
 fn default_public(mode: AccessMode) -> Modes {
     match mode {
@@ -116,7 +96,7 @@ async fn effective(
             .as_deref()
             .and_then(Format::of_media_type)
             .unwrap_or(Format::Turtle);
-        let acl = match super::solid::read_all(ctx, &rec)
+        let acl = match resource::read_all(ctx, &rec)
             .await
             .map(|b| rdf::parse(&b, format, &acl_url))
         {
@@ -172,8 +152,8 @@ fn modes_under(e: &Effective, agent: Agent<'_>, groups: &dyn wac::Groups) -> Mod
 pub const MAX_GROUP_DOCS: usize = 8;
 
 /// Groups (named by `acl:agentGroup` in `e`) that `webid` is a `vcard:hasMember` of, read
-/// from their documents in this pod. Groups elsewhere are not fetched (they count as not
-/// containing the agent).
+/// from their documents: in this pod from the store, elsewhere over HTTP (`crate::oidc`, which
+/// never reaches private addresses unless allowed).
 async fn member_groups(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -182,9 +162,18 @@ async fn member_groups(
     webid: &str,
 ) -> Result<MemberOf, ApiError> {
     let mut member_of = std::collections::HashSet::new();
-    let mut docs: Vec<String> = e
-        .acl
-        .groups(applies(e))
+    let groups = e.acl.groups(applies(e));
+    // Groups of other servers: their documents, fetched (and cached) by `crate::oidc`.
+    for g in groups
+        .iter()
+        .filter(|g| !g.starts_with(base))
+        .take(MAX_GROUP_DOCS)
+    {
+        if ctx.app.oidc.group_has_member(g, webid).await {
+            member_of.insert(g.clone());
+        }
+    }
+    let mut docs: Vec<String> = groups
         .into_iter()
         .filter_map(|g| {
             g.strip_prefix(base)
@@ -204,7 +193,7 @@ async fn member_groups(
             continue;
         };
         let url = format!("{base}{doc}");
-        let Ok(Ok(graph)) = super::solid::read_all(ctx, &rec)
+        let Ok(Ok(graph)) = resource::read_all(ctx, &rec)
             .await
             .map(|b| rdf::parse(&b, format, &url))
         else {
@@ -247,15 +236,24 @@ fn by_scope(ctx: &Ctx, pod: &PodRecord) -> Option<Modes> {
 
 /// The base URL of the pod as this request addresses it (`scheme://host[/<pod>]`).
 pub fn base_of<B>(ctx: &Ctx, pod: &PodRecord, req: &Request<B>) -> String {
-    let mount = pods::mount_of(ctx, &pod.pod_id, req.headers());
-    format!("{}{mount}", super::solid::origin(req))
+    let mount = resource::mount_of(ctx, &pod.pod_id, req.headers());
+    format!("{}{mount}", resource::origin(req))
 }
 
-/// The `Origin` of a browser request from another origin than the one it addressed.
-fn foreign_origin<B>(req: &Request<B>) -> Option<String> {
+/// The `Origin` of a browser request from another origin than the one it addressed (and not
+/// one of `[solid] trusted_origins`).
+fn foreign_origin<B>(ctx: &Ctx, req: &Request<B>) -> Option<String> {
     let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?.trim();
-    let own = super::solid::origin(req);
-    (!origin.eq_ignore_ascii_case(&own) && origin != "null").then(|| origin.to_string())
+    let own = resource::origin(req);
+    let trusted = origin.eq_ignore_ascii_case(&own)
+        || ctx
+            .app
+            .config
+            .solid
+            .trusted_origins
+            .iter()
+            .any(|t| t.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    (!trusted).then(|| origin.to_string())
 }
 
 /// What the caller and the public may do with `path` (for an `.acl`: Control on its subject
@@ -272,7 +270,7 @@ pub async fn decide<B>(
         None => (path, false),
     };
     let e = effective(ctx, pod, &base, subject).await?;
-    let origin = foreign_origin(req);
+    let origin = foreign_origin(ctx, req);
     let webid = match &ctx.principal {
         Principal::WebId { webid, .. } => Some(webid.as_str()),
         _ => None,

@@ -11,8 +11,9 @@
 //! Handlers: [`ops`] (probes, metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`:
 //! keys, audit; [`sandboxes`], [`webhook_api`]), [`node_admin`] (nodes), [`pods`] (pod
 //! resources, with [`solid`] — RDF, PATCH, the storage description —, [`access`] — who may do
-//! what: key scopes, Web Access Control — and [`notify`] — Solid notifications), [`ldp`] (the
-//! LDP vocabulary and header parsing).
+//! what: key scopes, Web Access Control — and [`notify`] — Solid notifications, all on
+//! [`resource`] — names, headers and bytes of resources), [`ldp`] (the LDP vocabulary and
+//! header parsing).
 
 pub mod access;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod node_admin;
 pub mod notify;
 pub mod ops;
 pub mod pods;
+pub mod resource;
 pub mod sandboxes;
 pub mod solid;
 pub mod webhook_api;
@@ -275,7 +277,7 @@ async fn dispatch(
             Some(p) => (p, None),
             None => {
                 // The URL as the client addressed it (DPoP proofs name it).
-                let url = format!("{}{}", solid::origin(&req), req.uri().path());
+                let url = format!("{}{}", resource::origin(&req), req.uri().path());
                 let authenticated = auth::authenticate_request(
                     req.headers(),
                     req.method().as_str(),

@@ -15,6 +15,8 @@
 //!   node's [`crate::notify::Hub`], and every event for the topic announced anywhere in the
 //!   cluster is sent as a text message. Pings every [`PING_EVERY`]; the socket closes at the
 //!   channel's end.
+//! - Ended channels (both kinds) are removed from the store every [`SWEEP_EVERY`]
+//!   ([`sweep_loop`]), and a pod's when a new subscription is made for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,6 +345,51 @@ pub async fn after_write(
     }
 }
 
+/// How often ended channels (sockets' and webhooks') are removed from the store.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the channels that have ended: socket channels ([`CHANNEL_KIND`]) and Solid
+/// webhook channels (webhooks with a `solid` topic). Every node may run it; deletes are
+/// conditional on the version read.
+pub async fn sweep(meta: &dyn xpod_storage::meta::MetaStore) {
+    let now = now_millis();
+    let ended =
+        |d: &DocRecord, at: &Value| at.as_i64().is_some_and(|end| end <= now) && !d.id.is_empty();
+    for (kind, end) in [
+        (CHANNEL_KIND, "/endAt"),
+        (crate::webhooks::KIND, "/solid/endAt"),
+    ] {
+        let docs = match meta.list_docs(kind, None).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, kind, "channel sweep skipped");
+                continue;
+            }
+        };
+        for d in docs {
+            let at = d.doc.pointer(end).cloned().unwrap_or_default();
+            if ended(&d, &at) {
+                let _ = meta.delete_doc(kind, &d.id, d.version).await;
+            }
+        }
+    }
+}
+
+/// Sweeps ended channels every [`SWEEP_EVERY`] until `shutdown`.
+pub async fn sweep_loop(
+    meta: Arc<dyn xpod_storage::meta::MetaStore>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => sweep(meta.as_ref()).await,
+        }
+    }
+}
+
 /// `GET receiveFrom` with `Upgrade: websocket` (served here, whatever node owns the pod).
 pub async fn websocket(
     app: &Arc<App>,
@@ -451,4 +498,62 @@ async fn pump<S>(
         }
     }
     let _ = tx.send(Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ended_channels_are_swept_and_live_ones_kept() {
+        let meta = xpod_storage::meta::open("sqlite::memory:", 1)
+            .await
+            .unwrap();
+        let now = now_millis();
+        let doc = |kind: &str, id: &str, body: Value| DocRecord {
+            kind: kind.into(),
+            id: id.into(),
+            owner: "solid:alice".into(),
+            version: 0,
+            updated_at: now,
+            doc: body,
+        };
+        for d in [
+            doc(CHANNEL_KIND, "old", json!({"endAt": now - 1})),
+            doc(CHANNEL_KIND, "live", json!({"endAt": now + 60_000})),
+            doc(
+                crate::webhooks::KIND,
+                "wh_old",
+                json!({"solid": {"endAt": now - 1}}),
+            ),
+            doc(
+                crate::webhooks::KIND,
+                "wh_sandbox",
+                json!({"url": "https://x"}),
+            ),
+        ] {
+            assert!(meta.put_doc(&d, 0, now).await.unwrap());
+        }
+        sweep(meta.as_ref()).await;
+        let left = |kind: &'static str| {
+            let meta = meta.clone();
+            async move {
+                let mut ids: Vec<String> = meta
+                    .list_docs(kind, None)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(left(CHANNEL_KIND).await, vec!["live".to_string()]);
+        assert_eq!(
+            left(crate::webhooks::KIND).await,
+            vec!["wh_sandbox".to_string()],
+            "a sandbox webhook has no end"
+        );
+    }
 }

@@ -16,17 +16,18 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
-use xpod_routing::encode_path;
-use xpod_storage::blobs::PendingUpload;
 use xpod_storage::meta::{
-    parent_path, Change, Fence, MetaError, PodRecord, Precondition, PutResource, ResourceRecord,
+    parent_path, Change, Fence, MetaError, PodRecord, Precondition, ResourceRecord,
 };
 
 use super::access;
 use super::ldp::{self, RangeSpec};
+use super::resource::{
+    allow, location, mount_of, preconditions, quoted, resource_headers, write_resource, Payload,
+    ALLOW_CONTAINER, ALLOW_DOC,
+};
 use super::Ctx;
 use crate::reply::body::{self, Body};
 use crate::reply::error::error_response;
@@ -34,8 +35,6 @@ use crate::reply::error::ApiError;
 use crate::solid::rdf;
 use crate::solid::wac::Modes;
 
-const ALLOW_DOC: &str = "OPTIONS, HEAD, GET, PUT, PATCH, DELETE";
-const ALLOW_CONTAINER: &str = "OPTIONS, HEAD, GET, POST, PUT, DELETE";
 const EXPOSE: &str = "Accept-Patch, Accept-Post, Accept-Put, Accept-Ranges, Allow, Content-Range, ETag, Last-Modified, Link, Location, Vary, WAC-Allow, WWW-Authenticate, X-Xpod-Node, X-Trace-Id";
 
 /// Entry point for a pod request; errors become JSON here so CORS headers apply to them too.
@@ -205,7 +204,7 @@ fn default_root_acl(
             .and_then(|v| v.to_str().ok()),
         rdf::Format::Turtle,
     )
-    .ok_or_else(super::solid::not_acceptable)?;
+    .ok_or_else(super::resource::not_acceptable)?;
     let acl_url = format!("{base}/.acl");
     let bytes = if format == rdf::Format::Turtle {
         ttl.into_bytes()
@@ -229,14 +228,6 @@ fn default_root_acl(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn allow(path: &str) -> &'static str {
-    if path.ends_with('/') {
-        ALLOW_CONTAINER
-    } else {
-        ALLOW_DOC
-    }
-}
-
 fn options(path: &str) -> Response<Body> {
     let mut b = Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -245,7 +236,7 @@ fn options(path: &str) -> Response<Body> {
     if path.ends_with('/') {
         b = b.header("accept-post", "*/*");
     } else {
-        b = b.header("accept-patch", super::solid::ACCEPT_PATCH);
+        b = b.header("accept-patch", super::resource::ACCEPT_PATCH);
     }
     for l in ldp::type_links(path, path.ends_with('/'), false) {
         b = b.header(header::LINK, l);
@@ -255,91 +246,6 @@ fn options(path: &str) -> Response<Body> {
     }
     b.body(body::empty())
         .unwrap_or_else(|_| Response::new(body::empty()))
-}
-
-/// `If-Match` / `If-None-Match` from the headers.
-pub(super) fn preconditions(h: &HeaderMap) -> Result<Precondition, ApiError> {
-    let joined = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
-        let vals: Vec<&str> = h
-            .get_all(&name)
-            .iter()
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ApiError::bad_request(format!("{name} is not valid text")))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok((!vals.is_empty()).then(|| vals.join(",")))
-    };
-    let parse = |name: header::HeaderName, weak_ok: bool| -> Result<_, ApiError> {
-        joined(name.clone())?
-            .map(|v| {
-                ldp::parse_etags(&v, weak_ok)
-                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
-            })
-            .transpose()
-    };
-    Ok(Precondition {
-        if_match: parse(header::IF_MATCH, false)?,
-        if_none_match: parse(header::IF_NONE_MATCH, true)?,
-    })
-}
-
-pub(super) fn quoted(etag: &str) -> String {
-    format!("\"{etag}\"")
-}
-
-/// The URL path of a resource as the client addressed the pod, for `Location`: `/<pod>/…` in
-/// path mode, `/…` when the request came to `<pod>.<pods-domain>`.
-pub(super) fn location(mount: &str, path: &str) -> String {
-    format!("{mount}{}", encode_path(path))
-}
-
-/// `""` when the request's Host is the pod's own subdomain, else `/<pod>`.
-pub(super) fn mount_of(ctx: &Ctx, pod_id: &str, h: &HeaderMap) -> String {
-    let host = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let sub = ctx.app.target.pods_domain.as_deref().is_some_and(|d| {
-        let name = xpod_routing::host::strip_port(&host);
-        name.trim_end_matches('.') == format!("{pod_id}.{d}")
-    });
-    if sub {
-        String::new()
-    } else {
-        format!("/{pod_id}")
-    }
-}
-
-pub(super) fn resource_headers(
-    mut b: http::response::Builder,
-    r: &ResourceRecord,
-) -> http::response::Builder {
-    b = b
-        .header(header::ETAG, quoted(&r.etag))
-        .header(header::LAST_MODIFIED, ldp::http_date(r.modified_at))
-        .header(header::ALLOW, allow(&r.path));
-    let is_rdf = r
-        .content_type
-        .as_deref()
-        .and_then(rdf::Format::of_media_type)
-        .is_some();
-    for l in ldp::type_links(&r.path, r.is_container, is_rdf) {
-        b = b.header(header::LINK, l);
-    }
-    b = b.header(header::LINK, ldp::describedby_link(&r.path));
-    b = b.header(header::LINK, super::solid::description_link(&r.path));
-    if access::acl_subject(&r.path).is_none() {
-        b = b.header(header::LINK, access::acl_link(&r.path));
-    }
-    if r.is_container {
-        b.header("accept-post", "*/*")
-            .header(header::VARY, "Accept")
-    } else {
-        b.header(header::ACCEPT_RANGES, "bytes")
-            .header("accept-patch", super::solid::ACCEPT_PATCH)
-    }
 }
 
 /// GET/HEAD of `current`, the row at `path` read by the caller (fenced).
@@ -396,7 +302,7 @@ async fn get(
             accept.to_string()
         };
         let format = rdf::negotiate(Some(&accept), rdf::Format::Turtle)
-            .ok_or_else(super::solid::not_acceptable)?;
+            .ok_or_else(super::resource::not_acceptable)?;
         let (ctype, bytes) = match format {
             rdf::Format::JsonLd => {
                 let mut v =
@@ -406,7 +312,7 @@ async fn get(
             }
             rdf::Format::Turtle => ("text/turtle", ldp::turtle(&r, &members).into_bytes()),
             rdf::Format::NTriples => {
-                let base = super::solid::resource_url(
+                let base = super::resource::resource_url(
                     req,
                     &mount_of(ctx, &pod.pod_id, req.headers()),
                     path,
@@ -503,196 +409,6 @@ async fn get(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// The media type of a request body: required for documents, kept as given.
-fn content_type(h: &HeaderMap) -> Result<String, ApiError> {
-    let ct = h
-        .get(header::CONTENT_TYPE)
-        .ok_or_else(|| ApiError::bad_request("Content-Type is required for a document"))?
-        .to_str()
-        .map_err(|_| ApiError::bad_request("Content-Type is not valid text"))?
-        .trim();
-    if ct.is_empty() || ct.len() > 255 || !ct.contains('/') {
-        return Err(ApiError::bad_request(format!(
-            "Content-Type `{}`: expected type/subtype",
-            ct.chars().take(80).collect::<String>()
-        )));
-    }
-    Ok(ct.to_string())
-}
-
-fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    h.get(header::CONTENT_LENGTH)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))
-        })
-        .transpose()
-}
-
-/// What a write stores: a request's body, streamed (its `Content-Type` is the media type), or
-/// bytes already read (an RDF body that was checked, a patched document).
-pub(super) enum Payload {
-    Body(Box<Request<Incoming>>),
-    Bytes {
-        content_type: String,
-        bytes: bytes::Bytes,
-    },
-}
-
-impl Payload {
-    /// The payload of a PUT/POST to `path` (`url`: its public URL, the base of RDF): a
-    /// container's body is ignored; an RDF document is read (up to [`rdf::MAX_RDF`]) and must
-    /// parse; any other document streams.
-    pub(super) async fn of_request(
-        req: Request<Incoming>,
-        path: &str,
-        url: &str,
-    ) -> Result<Payload, ApiError> {
-        if path.ends_with('/') {
-            return Ok(Payload::Body(Box::new(req)));
-        }
-        let content_type = content_type(req.headers())?;
-        let Some(format) = rdf::Format::of_media_type(&content_type) else {
-            return Ok(Payload::Body(Box::new(req)));
-        };
-        let bytes = super::read_small_body(req, rdf::MAX_RDF).await?;
-        super::solid::check_rdf(&bytes, format, url)?;
-        Ok(Payload::Bytes {
-            content_type,
-            bytes,
-        })
-    }
-}
-
-/// Streams the payload into a blob, commits the metadata, cleans up on failure.
-pub(super) async fn write_resource(
-    ctx: &Ctx,
-    pod: &PodRecord,
-    path: &str,
-    payload: Payload,
-    pre: &Precondition,
-) -> Result<(ResourceRecord, bool), ApiError> {
-    let app = &ctx.app;
-    let fence = Fence {
-        node_id: app.node_id.clone(),
-        epoch: pod.epoch,
-    };
-    let is_container = path.ends_with('/');
-    let mut pending: Option<PendingUpload> = None;
-    let mut put = PutResource {
-        pod_id: pod.pod_id.clone(),
-        path: path.to_string(),
-        content_type: None,
-        size: 0,
-        blob_key: None,
-        regions: vec![app.config.region.clone()],
-    };
-    if !is_container {
-        let (content_type, stream) = match payload {
-            Payload::Body(req) => {
-                let ct = content_type(req.headers())?;
-                if declared_length(req.headers())?.is_some_and(|n| n > app.max_body) {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!("body larger than the limit of {} bytes", app.max_body),
-                    ));
-                }
-                let stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> =
-                    Box::pin(futures_util::StreamExt::map(
-                        req.into_body().into_data_stream(),
-                        |r| r.map_err(|e| e.to_string()),
-                    ));
-                (ct, stream)
-            }
-            Payload::Bytes {
-                content_type,
-                bytes,
-            } => {
-                let stream: futures_util::stream::BoxStream<'static, Result<bytes::Bytes, String>> =
-                    Box::pin(futures_util::stream::once(async move { Ok(bytes) }));
-                (content_type, stream)
-            }
-        };
-        put.content_type = Some(content_type);
-        // Recorded as pending before the first byte, until the commit (the GC keeps it).
-        let upload = PendingUpload::begin(
-            app.meta.clone(),
-            &pod.pod_id,
-            &app.node_id,
-            app.gc.pending_refresh,
-        )
-        .await?;
-        let blob = match app
-            .blobs
-            .put_stream_at(upload.key(), stream, Some(app.max_body))
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                // Nothing is left under the key (the partial upload was aborted).
-                upload.finish().await;
-                return Err(e.into());
-            }
-        };
-        app.metrics.add_bytes_received(blob.size);
-        put.size = blob.size as i64;
-        put.blob_key = Some(blob.key);
-        pending = Some(upload);
-        commit_hold().await;
-    } else {
-        // A container PUT carries no representation we keep; drain it so the connection stays usable.
-        let Payload::Body(req) = payload else {
-            return Err(ApiError::internal(
-                "a container write with a document payload",
-            ));
-        };
-        let mut b = req.into_body();
-        while let Some(frame) = b.frame().await {
-            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        }
-    }
-    // The replaced blob (if any) was retired in the commit's transaction: the GC deletes it
-    // after the grace period, so readers of the previous version finish.
-    let result = app.meta.put_resource(&fence, &put, pre).await;
-    // A refused commit wrote nothing; after a lost connection it may have committed all the
-    // same, so that blob is left to the GC (referenced, or an orphan after the minimum age).
-    let refused = match &result {
-        Ok(_) | Err(MetaError::Unavailable(_) | MetaError::Backend(_)) => false,
-        Err(_) => true,
-    };
-    let failed_blob = put.blob_key.filter(|_| refused);
-    if let Some(upload) = pending {
-        let blobs = app.blobs.clone();
-        tokio::spawn(async move {
-            // Nobody saw a blob whose commit failed: delete it, then forget the upload.
-            if let Some(key) = failed_blob {
-                if let Err(e) = blobs.delete(&key).await {
-                    tracing::warn!(%key, error = %e, "deleting an uncommitted blob failed; GC will retry");
-                }
-            }
-            upload.finish().await;
-        });
-    }
-    let outcome = result?;
-    Ok((outcome.record, outcome.created))
-}
-
-/// Test hook: while the file named by `XPOD_TEST_COMMIT_HOLD` (read once) exists, a write
-/// waits between its upload and its commit, so a test can run the GC over it.
-async fn commit_hold() {
-    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let Some(hold) = HOLD.get_or_init(|| std::env::var_os("XPOD_TEST_COMMIT_HOLD").map(Into::into))
-    else {
-        return;
-    };
-    while hold.exists() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 async fn put(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -715,7 +431,7 @@ async fn put(
         access::require_on_parent(ctx, pod, path, &req, Modes::APPEND).await?;
     }
     let mount = mount_of(ctx, &pod.pod_id, req.headers());
-    let url = super::solid::resource_url(&req, &mount, path);
+    let url = super::resource::resource_url(&req, &mount, path);
     let payload = Payload::of_request(req, path, &url).await?;
     let (record, created) = write_resource(ctx, pod, path, payload, &pre).await?;
     let change = if created {
@@ -817,7 +533,7 @@ async fn post(
         if_match: None,
         if_none_match: Some(xpod_storage::meta::EtagCondition::Any),
     };
-    let url = super::solid::resource_url(&req, &mount, &target);
+    let url = super::resource::resource_url(&req, &mount, &target);
     let payload = Payload::of_request(req, &target, &url).await?;
     let (record, _) = write_resource(ctx, pod, &target, payload, &pre)
         .await

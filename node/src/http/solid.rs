@@ -1,6 +1,6 @@
-//! The Solid parts of the pod handler (issue 17): the public URL of a resource (the base of
-//! its RDF), checking RDF bodies, serving an RDF document in another format, and PATCH.
-//! The RDF and patch logic itself is [`crate::solid`]; this module reads and writes.
+//! The Solid parts of the pod handler (issue 17): serving an RDF document in another format,
+//! PATCH, and the storage description. The RDF and patch logic itself is [`crate::solid`];
+//! reading and writing resources is [`super::resource`].
 //!
 //! PATCH reads the document (at most [`rdf::MAX_RDF`] bytes), applies the patch in memory and
 //! writes the result as a new blob in the document's own format (Turtle for a new document),
@@ -17,16 +17,16 @@ use serde_json::json;
 use xpod_storage::meta::{Change, EtagCondition, PodRecord, Precondition, ResourceRecord};
 
 use super::access;
-use super::pods::{self, Payload};
+use super::resource::{
+    self as pods, not_acceptable, read_all, resource_url, Payload, ACCEPT_PATCH,
+};
 use super::Ctx;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 use crate::solid::patch::{self, PatchError};
-use crate::solid::rdf::{self, Format, RdfError};
+use crate::solid::rdf::{self, Format};
 use crate::solid::wac::Modes;
 
-/// The patch formats a document accepts (`Accept-Patch`).
-pub const ACCEPT_PATCH: &str = "text/n3, application/sparql-update";
 /// The largest patch body.
 pub const MAX_PATCH: usize = 1 << 20;
 /// How often a PATCH that raced another write is tried in all.
@@ -34,20 +34,6 @@ pub const PATCH_ATTEMPTS: usize = 4;
 
 /// Where a pod describes itself (Solid Protocol §4.1.2), below its root.
 pub const DESCRIPTION_PATH: &str = "/.well-known/solid";
-const STORAGE_DESCRIPTION_REL: &str = "http://www.w3.org/ns/solid/terms#storageDescription";
-
-/// The `Link` to the pod's storage description from resource `path`, relative to it.
-pub fn description_link(path: &str) -> String {
-    let depth = path.matches('/').count().saturating_sub(1);
-    format!(
-        "<{}.well-known/solid>; rel=\"{STORAGE_DESCRIPTION_REL}\"",
-        if depth == 0 {
-            "./".to_string()
-        } else {
-            "../".repeat(depth)
-        }
-    )
-}
 
 /// `GET /.well-known/solid` of a pod: its storage description (public, read-only): the root
 /// is a `pim:Storage`, with its owner when the pod has an owner WebID, and its notification
@@ -103,69 +89,6 @@ pub fn storage_description(
             body::full(bytes)
         })
         .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// 406 naming the formats there are.
-pub fn not_acceptable() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_ACCEPTABLE,
-        "not_acceptable",
-        "none of the media types in Accept is available; this resource is served as text/turtle, application/ld+json or application/n-triples",
-    )
-}
-
-/// `scheme://host` of the request as its client made it ([`xpod_routing::forward::public_origin`]).
-pub fn origin<B>(req: &Request<B>) -> String {
-    xpod_routing::forward::public_origin(req)
-}
-
-/// The absolute URL of `path` (a decoded pod path) mounted at `mount` (`""` or `/<pod>`).
-pub fn resource_url<B>(req: &Request<B>, mount: &str, path: &str) -> String {
-    format!("{}{}", origin(req), pods::location(mount, path))
-}
-
-/// A body with an RDF media type must parse: 400 `invalid_rdf` naming line and column. JSON-LD
-/// that needs a remote context cannot be checked here and is stored as sent.
-pub fn check_rdf(bytes: &[u8], format: Format, base: &str) -> Result<(), ApiError> {
-    match rdf::parse(bytes, format, base) {
-        Ok(_) | Err(RdfError::RemoteContext(_)) => Ok(()),
-        Err(RdfError::TooLarge) => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_rdf",
-            format!("the body is not valid {}: {e}", format.media_type()),
-        )),
-    }
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("RDF documents are limited to {} bytes", rdf::MAX_RDF),
-    )
-}
-
-/// Reads a whole document (at most [`rdf::MAX_RDF`] bytes).
-pub(super) async fn read_all(ctx: &Ctx, r: &ResourceRecord) -> Result<Bytes, ApiError> {
-    let size = r.size.max(0) as u64;
-    if size > rdf::MAX_RDF as u64 {
-        return Err(too_large());
-    }
-    let Some(key) = r.blob_key.as_deref() else {
-        return Ok(Bytes::new());
-    };
-    let read = ctx.app.regions.read(key, size, &r.regions, None).await?;
-    let mut out = Vec::with_capacity(size as usize);
-    let mut stream = read.stream;
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| ApiError::internal(format!("reading {}: {e}", r.path)))?;
-        out.extend_from_slice(&chunk);
-        if out.len() > rdf::MAX_RDF {
-            return Err(too_large());
-        }
-    }
-    Ok(out.into())
 }
 
 /// For a GET/HEAD of RDF document `r`: the response in another RDF format when `Accept` asks
