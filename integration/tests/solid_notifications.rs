@@ -125,6 +125,14 @@ async fn writes_through_one_center_notify_subscribers_on_the_other() {
         "{d}"
     );
 
+    // A topic path that steps out of where it points is refused (the request path rules).
+    let (status, _) = subscribe(
+        &other,
+        Some(&key),
+        &format!("{other}/alice/public/../notes/today"),
+    );
+    assert_eq!(status, 400);
+
     // Without Read on the topic: refused, no channel.
     let (status, _) = subscribe(&other, None, &format!("{other}/alice/notes/today"));
     assert_eq!(status, 401);

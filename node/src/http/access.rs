@@ -183,9 +183,9 @@ async fn member_groups(
     docs.sort();
     docs.dedup();
     for doc in docs.into_iter().take(MAX_GROUP_DOCS) {
-        let path = percent_encoding::percent_decode_str(&doc)
-            .decode_utf8_lossy()
-            .to_string();
+        let Ok(path) = xpod_routing::parse_resource_path(&doc) else {
+            continue;
+        };
         let Some(rec) = ctx.app.meta.get_resource(&pod.pod_id, &path).await? else {
             continue;
         };

@@ -109,10 +109,9 @@ pub async fn subscribe(
                 format!("topic {topic:?} is not a resource of this pod ({base}/…)"),
             )
         })?;
-    let path = percent_encoding::percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| ApiError::bad_request("the topic's path is not UTF-8"))?
-        .to_string();
+    // The same rules as a request's path (no `..`, no encoded slashes, …).
+    let path = xpod_routing::path::parse_resource_path(path)
+        .map_err(|e| ApiError::bad_request(format!("the topic's path: {e}")))?;
     let decision = access::decide(ctx, pod, &path, &head).await?;
     access::require(
         ctx,
