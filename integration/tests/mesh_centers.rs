@@ -458,7 +458,7 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
     // The edge joins with a token that grants it the pod prefix `edgy`.
     let token = xpod_integration::edges::new_token_with(
         &centers[0],
-        serde_json::json!({"singleUse": true, "podPrefixes": ["edgy"]}),
+        json!({"singleUse": true, "podPrefixes": ["edgy"]}),
     );
     let edge =
         xpod_integration::edges::start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
@@ -471,11 +471,7 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
         .send()
         .expect(200)
         .json();
-    assert_eq!(
-        node["policy"]["podPrefixes"],
-        serde_json::json!(["edgy"]),
-        "{node}"
-    );
+    assert_eq!(node["policy"]["podPrefixes"], json!(["edgy"]), "{node}");
     let edge_key = edge.admin_key();
     assert_ne!(edge_key, key, "the edge has its own keys");
     create_pod(&edge, &edge_key, "bank");
@@ -565,6 +561,32 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
         get(&centers[0], "xp_bogus_key", "/edgy/from-1.txt").status,
         401
     );
+    // A cluster key for another pod is an authenticated caller the edge's ACL does not name:
+    // 403, with what the public may do, through every center.
+    let other = Curl::new("POST", format!("{}/api/v1/auth/api-keys", centers[0].url()))
+        .bearer(&key)
+        .json(&json!({"name": "bob", "scopes": ["pod:bob"]}))
+        .send()
+        .expect(201)
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for c in &centers {
+        let r = get(c, &other, "/edgy/from-1.txt");
+        assert_eq!(
+            r.status,
+            403,
+            "a key for another pod via {}: {r:?}",
+            c.url()
+        );
+        let r = get(c, &other, "/edgy/from-2.txt").expect(200);
+        assert_eq!(r.text(), "on the edge");
+    }
+    let r = Curl::get(format!("{}/edgy/from-1.txt", edge.url()))
+        .header("X-Xpod-Authenticated: key:someone")
+        .send();
+    assert_eq!(r.status, 401, "a forged header on the edge's port: {r:?}");
     let r = Curl::get(format!("{}/edgy/from-1.txt", edge.url()))
         .header("X-Xpod-Authorized: key:someone")
         .send();

@@ -106,10 +106,13 @@ pub fn validate_owner(owner: &str) -> Result<(), String> {
 pub enum Principal {
     Anonymous,
     Key(ApiKeyRecord),
-    /// On an edge: a pod request its center authenticated and authorized against the
-    /// cluster's keys before sending it through the tunnel (`actor` as the center saw it).
+    /// On an edge: a pod request its center authenticated against the cluster's keys before
+    /// sending it through the tunnel (`actor` as the center saw it). `scoped`: the key's scopes
+    /// cover the pod and the center authorized the request; otherwise the caller is an
+    /// authenticated agent with what the edge's ACLs give anyone (refused with 403, not 401).
     Center {
         actor: String,
+        scoped: bool,
     },
     /// A Solid-OIDC identity (a verified DPoP or Bearer access token): Web Access Control
     /// decides what it may do.
@@ -126,7 +129,7 @@ impl Principal {
         match self {
             Principal::Anonymous => "anonymous".into(),
             Principal::Key(k) => format!("key:{}", k.key_id),
-            Principal::Center { actor } => format!("{actor} (via center)"),
+            Principal::Center { actor, .. } => format!("{actor} (via center)"),
             Principal::WebId { webid, .. } => {
                 format!("webid:{}", webid.chars().take(300).collect::<String>())
             }
@@ -163,8 +166,9 @@ impl Principal {
 
     /// What the principal may do with pod `pod_id` by its scopes (`None`: nothing).
     pub fn pod_access(&self, pod_id: &str) -> Option<Access> {
-        if let Principal::Center { .. } = self {
-            return Some(Access::Write); // the center checked this pod's access already
+        if let Principal::Center { scoped, .. } = self {
+            // A scoped key: the center checked this pod's access already.
+            return scoped.then_some(Access::Write);
         }
         let Principal::Key(k) = self else { return None };
         let mut best = None;
@@ -196,11 +200,17 @@ pub enum Access {
 /// authorizing it: the actor it authenticated.
 pub const AUTHORIZED_BY_CENTER: &str = "x-xpod-authorized";
 
+/// The header a center sets on a pod request it sends through an edge's tunnel for an API key
+/// it authenticated whose scopes do not cover the pod (a separate header: an older edge that
+/// does not know it sees an anonymous request, never a scoped one).
+pub const AUTHENTICATED_BY_CENTER: &str = "x-xpod-authenticated";
+
 /// On an edge, a pod request that came through its tunnel (`hop` is set only for streams a
 /// center opened over mutual TLS) with [`AUTHORIZED_BY_CENTER`] was authenticated by the center:
 /// `webid:<url>` is a Solid-OIDC identity (the edge's ACLs decide), anything else an API key the
-/// center authorized for the pod. Everywhere else (centers, lone nodes, the edge's own listener)
-/// the header means nothing.
+/// center authorized for the pod; [`AUTHENTICATED_BY_CENTER`] a key it authenticated without
+/// the pod in its scopes. Everywhere else (centers, lone nodes, the edge's own listener) the
+/// headers mean nothing.
 pub fn authorized_by_center(
     role: xpod_config::Role,
     hop: Option<&xpod_routing::forward::MeshHop>,
@@ -210,7 +220,14 @@ pub fn authorized_by_center(
         return None;
     }
     hop?;
-    let actor = headers.get(AUTHORIZED_BY_CENTER)?.to_str().ok()?;
+    let Some(actor) = headers.get(AUTHORIZED_BY_CENTER) else {
+        let actor = headers.get(AUTHENTICATED_BY_CENTER)?.to_str().ok()?;
+        return Some(Principal::Center {
+            actor: actor.chars().take(120).collect(),
+            scoped: false,
+        });
+    };
+    let actor = actor.to_str().ok()?;
     if let Some(webid) = actor.strip_prefix("webid:") {
         return Some(Principal::WebId {
             webid: webid.to_string(),
@@ -220,6 +237,7 @@ pub fn authorized_by_center(
     }
     Some(Principal::Center {
         actor: actor.chars().take(120).collect(),
+        scoped: true,
     })
 }
 

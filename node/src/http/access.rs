@@ -224,7 +224,8 @@ impl wac::Groups for MemberOf {
 /// What the key or center principal may do regardless of ACLs, if it is one.
 fn by_scope(ctx: &Ctx, pod: &PodRecord) -> Option<Modes> {
     match &ctx.principal {
-        Principal::Center { .. } => Some(Modes::ALL),
+        Principal::Center { scoped: true, .. } => Some(Modes::ALL),
+        Principal::Center { scoped: false, .. } => None,
         Principal::Key(_) => match ctx.principal.pod_access(&pod.pod_id) {
             Some(Access::Write) => Some(Modes::ALL),
             Some(Access::Read) => Some(Modes::READ),

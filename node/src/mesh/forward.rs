@@ -35,7 +35,7 @@ use xpod_tunnel::proto::{StreamHeader, Target};
 
 use super::peers::PeerKey;
 use crate::app::App;
-use crate::auth::{self, Access, AUTHORIZED_BY_CENTER};
+use crate::auth::{self, Access, AUTHENTICATED_BY_CENTER, AUTHORIZED_BY_CENTER};
 use crate::reply::body::Body;
 use crate::reply::error::ApiError;
 use xpod_routing::forward::MeshHop;
@@ -163,6 +163,8 @@ pub async fn pod(
 ///   and named in [`AUTHORIZED_BY_CENTER`] (the edge then grants what the key may);
 /// - a WebID (Solid-OIDC, checked here against the public URL) is named there as
 ///   `webid:<url>`, and the edge decides under its own ACLs;
+/// - a key without the pod in its scopes is named in [`AUTHENTICATED_BY_CENTER`] (the edge's
+///   ACLs decide, and refuse it with 403 rather than 401);
 /// - anyone else goes on as anonymous, and the edge decides under its ACLs.
 ///
 /// The edge trusts the header on its tunnel only.
@@ -207,6 +209,12 @@ async fn authorize_for_edge(
     h.remove("x-api-key");
     h.remove("dpop");
     h.remove(AUTHORIZED_BY_CENTER);
+    h.remove(AUTHENTICATED_BY_CENTER);
+    if let (auth::Principal::Key(_), false) = (&principal, scoped) {
+        if let Ok(v) = http::HeaderValue::from_str(&principal.actor()) {
+            h.insert(AUTHENTICATED_BY_CENTER, v);
+        }
+    }
     let named = match &principal {
         auth::Principal::WebId { webid, .. } => Some(format!("webid:{webid}")),
         p if scoped => Some(p.actor()),
