@@ -52,6 +52,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_audit(&store).await;
     check_change_feed(&store).await;
     check_resource_events(&store).await;
+    check_liveness_and_rehome(&store).await;
     check_concurrent_create(&store).await;
     check_concurrent_members(&store).await;
     check_concurrent_join_token_use(&store).await;
@@ -66,7 +67,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_resource_events, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
+        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_resource_events, check_liveness_and_rehome, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -1730,6 +1731,87 @@ pub async fn check_change_feed(store: &Arc<dyn MetaStore>) {
         next_owner_event(&mut feed, &pod).await,
         2,
         "transfer_pod announces the new epoch"
+    );
+}
+
+/// Liveness leases run on the store's clock; a pod is rehomed by one compare-and-set that only
+/// the first of racing centers wins, announced on the feed; a stale (owner, epoch) moves
+/// nothing.
+pub async fn check_liveness_and_rehome(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "live").await;
+    let other = uid("cf-live-other");
+    ok(
+        store.upsert_node(&node(&other, NodeStatus::Online)).await,
+        "upsert other",
+    );
+    ok(store.renew_liveness(&fx.node, 60_000).await, "renew");
+    ok(store.renew_liveness(&other, 1).await, "renew short");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let all = ok(store.liveness().await, "liveness");
+    let mine = all.iter().find(|l| l.node_id == fx.node).expect("listed");
+    assert!(
+        (-60_000..-50_000).contains(&mine.expired_for_ms),
+        "a lease renewed for 60 s runs for about 60 s more: {mine:?}"
+    );
+    assert_eq!(mine.region, "eu-1", "the region comes from the nodes row");
+    let theirs = all.iter().find(|l| l.node_id == other).expect("listed");
+    assert!(
+        theirs.expired_for_ms >= 40,
+        "a 1 ms lease has ended: {theirs:?}"
+    );
+    // Renewal extends the same row.
+    ok(store.renew_liveness(&other, 60_000).await, "renew again");
+    let all = ok(store.liveness().await, "liveness");
+    assert_eq!(all.iter().filter(|l| l.node_id == other).count(), 1);
+    assert!(all.iter().any(|l| l.node_id == other && l.expired_for_ms < 0));
+
+    let owned = ok(store.pods_owned_by(&fx.node).await, "pods owned");
+    assert_eq!(
+        owned.iter().map(|p| p.pod_id.as_str()).collect::<Vec<_>>(),
+        [fx.pod.as_str()]
+    );
+    let mut feed = store.subscribe();
+    within("the first feed event", feed.next()).await;
+    // A stale epoch or owner moves nothing.
+    assert_eq!(
+        ok(
+            store.rehome_pod(&fx.pod, &fx.node, fx.fence.epoch + 1, &other).await,
+            "rehome at a wrong epoch"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.rehome_pod(&fx.pod, &other, fx.fence.epoch, &other).await,
+            "rehome from a wrong owner"
+        ),
+        None
+    );
+    // Racing centers: exactly one moves it.
+    let (a, b) = tokio::join!(
+        store.rehome_pod(&fx.pod, &fx.node, fx.fence.epoch, &other),
+        store.rehome_pod(&fx.pod, &fx.node, fx.fence.epoch, &fx.node),
+    );
+    let (a, b) = (ok(a, "rehome a"), ok(b, "rehome b"));
+    assert!(
+        a.is_some() != b.is_some(),
+        "one of two racing rehomes wins: {a:?} {b:?}"
+    );
+    let moved = a.or(b).unwrap();
+    assert_eq!(moved.epoch, fx.fence.epoch + 1);
+    assert_eq!(moved.migration_status, Some(MigrationStatus::Syncing));
+    assert_eq!(
+        ok(store.get_pod(&fx.pod).await, "get").as_ref(),
+        Some(&moved)
+    );
+    assert_eq!(next_owner_event(&mut feed, &fx.pod).await, moved.epoch);
+    // The old fence is refused from now on.
+    expect_err!(
+        store
+            .put_resource(&fx.fence, &doc(&fx.pod, "/late", "b-late"), &always())
+            .await,
+        MetaError::Fenced { .. },
+        "a write under the old owner's fence"
     );
 }
 

@@ -566,6 +566,21 @@ pub trait PodStore: Send + Sync {
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
 
+    /// Failover of a dead center's pod: in one compare-and-set, if the pod is still owned by
+    /// `from` at `epoch`, owner := `to`, epoch += 1, migration syncing to `to` (its bytes may
+    /// be in another region), and the change feed is notified. `None` if the pod is gone or
+    /// no longer at (`from`, `epoch`): another center moved it first.
+    async fn rehome_pod(
+        &self,
+        pod_id: &str,
+        from: &str,
+        epoch: i64,
+        to: &str,
+    ) -> MetaResult<Option<PodRecord>>;
+
+    /// The pods `node_id` owns, ordered by pod_id.
+    async fn pods_owned_by(&self, node_id: &str) -> MetaResult<Vec<PodRecord>>;
+
     /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;
     /// idempotent). Returns how many rows changed.
     async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64>;
@@ -617,6 +632,25 @@ pub trait LeaseStore: Send + Sync {
 
     /// Gives the lease up if `holder` holds it; whether it did.
     async fn release_lease(&self, name: &str, holder: &str) -> MetaResult<bool>;
+
+    /// Renews center `node_id`'s liveness lease until the store's clock + `ttl_ms`
+    /// (PostgreSQL: the database's clock, the only clock the centers share; SQLite: this
+    /// process's, the one node).
+    async fn renew_liveness(&self, node_id: &str, ttl_ms: i64) -> MetaResult<()>;
+
+    /// Every center that has held a liveness lease, with how long ago it ended by the store's
+    /// clock (negative: still running). Ordered by node_id.
+    async fn liveness(&self) -> MetaResult<Vec<Liveness>>;
+}
+
+/// A center's liveness lease as [`LeaseStore::liveness`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    pub node_id: String,
+    /// The center's region (from its `nodes` row; empty if it has none).
+    pub region: String,
+    /// Milliseconds since the lease ended (negative while it runs).
+    pub expired_for_ms: i64,
 }
 
 /// Versioned JSON documents by (kind, id): sandboxes, webhooks, node policies, blob bookkeeping.

@@ -42,7 +42,7 @@ use super::feed::{FeedHub, ResourceEvent, ResourceHub};
 use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, Liveness, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
@@ -210,7 +210,19 @@ CREATE INDEX docs_owner_idx ON docs (kind, owner, created_at, id);
 CREATE INDEX docs_created_idx ON docs (kind, created_at, id);
 "#,
     ),
+    (
+        8,
+        r#"
+CREATE TABLE liveness (
+    node_id    TEXT COLLATE "C" PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+"#,
+    ),
 ];
+
+/// The database's clock in milliseconds since the Unix epoch (the liveness leases' clock).
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// How long a caller waits for a pooled connection (or for a new one to be opened).
 const POOL_WAIT: Duration = Duration::from_secs(10);
@@ -1099,6 +1111,51 @@ impl PodStore for PgStore {
         Ok(record)
     }
 
+    async fn rehome_pod(
+        &self,
+        pod_id: &str,
+        from: &str,
+        epoch: i64,
+        to: &str,
+    ) -> MetaResult<Option<PodRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let sql = format!(
+            "UPDATE pods SET node_id = $4, epoch = epoch + 1, migration_status = $5, \
+                 migration_target_node = $4, migration_progress = 0 \
+             WHERE pod_id = $1 AND node_id = $2 AND epoch = $3 RETURNING {POD_COLS}"
+        );
+        let Some(row) = query_opt(
+            &tx,
+            &sql,
+            &[
+                &pod_id,
+                &from,
+                &epoch,
+                &to,
+                &MigrationStatus::Syncing.as_str(),
+            ],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let record = pod_from_row(&row)?;
+        notify(&tx, &record.pod_id, record.epoch).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(record))
+    }
+
+    async fn pods_owned_by(&self, node_id: &str) -> MetaResult<Vec<PodRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {POD_COLS} FROM pods WHERE node_id = $1 ORDER BY pod_id");
+        query(&client, &sql, &[&node_id])
+            .await?
+            .iter()
+            .map(pod_from_row)
+            .collect()
+    }
+
     async fn set_migration_state(
         &self,
         pod_id: &str,
@@ -1531,6 +1588,36 @@ impl LeaseStore for PgStore {
         )
         .await?;
         Ok(n > 0)
+    }
+
+    async fn renew_liveness(&self, node_id: &str, ttl_ms: i64) -> MetaResult<()> {
+        let client = self.client().await?;
+        let sql = format!(
+            "INSERT INTO liveness (node_id, expires_at) VALUES ($1, {DB_NOW_MS} + $2) \
+             ON CONFLICT (node_id) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        );
+        execute(&client, &sql, &[&node_id, &ttl_ms]).await?;
+        Ok(())
+    }
+
+    async fn liveness(&self) -> MetaResult<Vec<Liveness>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT l.node_id, COALESCE(n.region, '') AS region, \
+                    {DB_NOW_MS} - l.expires_at AS expired_for_ms \
+             FROM liveness l LEFT JOIN nodes n ON n.node_id = l.node_id ORDER BY l.node_id"
+        );
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Liveness {
+                    node_id: col(r, "node_id")?,
+                    region: col(r, "region")?,
+                    expired_for_ms: col(r, "expired_for_ms")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -26,7 +26,7 @@ use super::feed::FeedHub;
 use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, MetaError, MetaResult, MetaStore,
+    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, Liveness, MetaError, MetaResult, MetaStore,
     MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
     Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
@@ -178,6 +178,15 @@ CREATE TABLE docs (
 );
 CREATE INDEX docs_owner ON docs(kind, owner, created_at, id);
 CREATE INDEX docs_created ON docs(kind, created_at, id);
+"#,
+    ),
+    (
+        6,
+        r#"
+CREATE TABLE liveness (
+    node_id    TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
 "#,
     ),
 ];
@@ -987,6 +996,65 @@ impl PodStore for SqliteStore {
         .await
     }
 
+    async fn rehome_pod(
+        &self,
+        pod_id: &str,
+        from: &str,
+        epoch: i64,
+        to: &str,
+    ) -> MetaResult<Option<PodRecord>> {
+        let (pod_id, from, to) = (pod_id.to_string(), from.to_string(), to.to_string());
+        let record = self
+            .call(move |c| {
+                let tx = immediate(c)?;
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
+                                         migration_target_node = ?1, migration_progress = 0
+                         WHERE pod_id = ?3 AND node_id = ?4 AND epoch = ?5",
+                    )
+                    .db()?
+                    .execute(params![
+                        to,
+                        MigrationStatus::Syncing.as_str(),
+                        pod_id,
+                        from,
+                        epoch
+                    ])
+                    .db()?;
+                let record = if n == 1 {
+                    load_pod(&tx, &pod_id)?
+                } else {
+                    None
+                };
+                tx.commit().db()?;
+                Ok(record)
+            })
+            .await?;
+        if let Some(r) = &record {
+            self.hub.send(FeedEvent::PodOwner {
+                pod_id: r.pod_id.clone(),
+                epoch: r.epoch,
+            });
+        }
+        Ok(record)
+    }
+
+    async fn pods_owned_by(&self, node_id: &str) -> MetaResult<Vec<PodRecord>> {
+        let node_id = node_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {POD_COLS} FROM pods WHERE node_id = ?1 ORDER BY pod_id"
+            ))
+            .db()?
+            .query_map([node_id], pod_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
     async fn transfer_pod(&self, pod_id: &str, target_node: &str) -> MetaResult<PodRecord> {
         let (pod_id, target) = (pod_id.to_string(), target_node.to_string());
         let record = self
@@ -1350,6 +1418,42 @@ impl LeaseStore for SqliteStore {
                 .execute([name, holder])
                 .db()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn renew_liveness(&self, node_id: &str, ttl_ms: i64) -> MetaResult<()> {
+        let node_id = node_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO liveness (node_id, expires_at) VALUES (?1, ?2)
+                 ON CONFLICT (node_id) DO UPDATE SET expires_at = excluded.expires_at",
+            )
+            .db()?
+            .execute(params![node_id, now_millis() + ttl_ms])
+            .db()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn liveness(&self) -> MetaResult<Vec<Liveness>> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "SELECT l.node_id, COALESCE(n.region, ''), ?1 - l.expires_at
+                 FROM liveness l LEFT JOIN nodes n ON n.node_id = l.node_id ORDER BY l.node_id",
+            )
+            .db()?
+            .query_map([now_millis()], |r| {
+                Ok(Liveness {
+                    node_id: r.get(0)?,
+                    region: r.get(1)?,
+                    expired_for_ms: r.get(2)?,
+                })
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
         })
         .await
     }
