@@ -54,6 +54,8 @@ pub(crate) const KEYS: &[&str] = &[
     "acme.key_secret",
     "sandbox.slots",
     "sandbox.domain",
+    "failover.lease_ttl_secs",
+    "failover.stability_window_secs",
 ];
 
 impl Config {
@@ -159,6 +161,20 @@ impl Config {
                 n => Err(format!("expected 0..=1000 sandboxes, got {n}")),
             },
             "sandbox.domain" => self.sandbox.domain.as_deref().map_or(Ok(()), v::dns_name),
+            "failover.lease_ttl_secs" if !(2..=300).contains(&self.failover.lease_ttl_secs) => {
+                Err(format!(
+                    "expected 2..=300 seconds, got {}",
+                    self.failover.lease_ttl_secs
+                ))
+            }
+            "failover.stability_window_secs"
+                if !(1..=3600).contains(&self.failover.stability_window_secs) =>
+            {
+                Err(format!(
+                    "expected 1..=3600 seconds, got {}",
+                    self.failover.stability_window_secs
+                ))
+            }
             "acme.directory" => self.acme.directory.as_deref().map_or(Ok(()), |d| {
                 match d {
                     "letsencrypt" | "letsencrypt-staging" => Ok(()),

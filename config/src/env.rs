@@ -384,6 +384,30 @@ static TABLE: &[EnvKey] = &[
         c.sandbox.domain = some(s);
         Ok(())
     }),
+    k(
+        "XPOD_FAILOVER_LEASE_TTL_SECS",
+        "failover.lease_ttl_secs",
+        &[],
+        |c, s| {
+            c.failover.lease_ttl_secs = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of seconds, got {s:?}"))?;
+            Ok(())
+        },
+    ),
+    k(
+        "XPOD_FAILOVER_STABILITY_WINDOW_SECS",
+        "failover.stability_window_secs",
+        &[],
+        |c, s| {
+            c.failover.stability_window_secs = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of seconds, got {s:?}"))?;
+            Ok(())
+        },
+    ),
 ];
 
 /// `XPOD_*` names that belong to the CLI and the test harness, not to the config.

@@ -38,9 +38,9 @@ use std::path::{Path, PathBuf};
 pub use env::env_vars;
 pub use error::ConfigError;
 pub use model::{
-    AcmeConfig, CacheConfig, Config, DatabaseConfig, DnsConfig, HttpConfig, LogConfig, LogFormat,
-    PresenceConfig, RegionBucket, Role, RoutingConfig, SandboxConfig, Secret, ServiceKind,
-    SolidConfig, StorageConfig, TunnelConfig, TunnelForward, TunnelService,
+    AcmeConfig, CacheConfig, Config, DatabaseConfig, DnsConfig, FailoverConfig, HttpConfig,
+    LogConfig, LogFormat, PresenceConfig, RegionBucket, Role, RoutingConfig, SandboxConfig, Secret,
+    ServiceKind, SolidConfig, StorageConfig, TunnelConfig, TunnelForward, TunnelService,
 };
 pub use node_id::NODE_ID_FILE;
 pub use size::ByteSize;

@@ -43,6 +43,35 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// `[solid]`
     pub solid: SolidConfig,
+    /// `[failover]`
+    pub failover: FailoverConfig,
+}
+
+/// `[failover]`: centers' liveness leases and the automatic failover of a dead center's pods
+/// (issue 18). The TTL and the window also from `XPOD_FAILOVER_LEASE_TTL_SECS` and
+/// `XPOD_FAILOVER_STABILITY_WINDOW_SECS`. Every center of a cluster should use the same values.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Re-home the pods of a center whose lease has ended (this center takes part). Default
+    /// true. Off, this center still renews its lease and fences itself.
+    pub enabled: bool,
+    /// A center's liveness lease (seconds, on the database's clock), renewed every half of
+    /// it. A center that could not renew it in time stops writing for its pods. Default 10.
+    pub lease_ttl_secs: u64,
+    /// How long a lease must have stayed ended before the center's pods move (seconds), so a
+    /// short pause or partition cannot make two owners. Default 15.
+    pub stability_window_secs: u64,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            enabled: true,
+            lease_ttl_secs: 10,
+            stability_window_secs: 15,
+        }
+    }
 }
 
 /// `[solid]`: Solid-OIDC on this node's pods (issue 17). File only.
@@ -200,6 +229,7 @@ impl Default for Config {
             acme: AcmeConfig::default(),
             sandbox: SandboxConfig::default(),
             solid: SolidConfig::default(),
+            failover: FailoverConfig::default(),
         }
     }
 }

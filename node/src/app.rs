@@ -89,6 +89,9 @@ pub struct App {
     pub runner: crate::sandbox::runner::Runner,
     /// What the cluster grants each node (sandbox slots, pod prefixes, revocation).
     pub policies: Arc<crate::node_policy::Policies>,
+    /// This center's liveness lease as last renewed ([`crate::failover`] renews it): pod
+    /// writes stop when it lapses.
+    pub lease: Arc<crate::lease::Lease>,
     /// The budget of audited refusals.
     pub refusals: crate::audit::Budget,
     /// How often the blob GC runs, and its rules (uploads read `pending_refresh`).
@@ -150,6 +153,7 @@ impl App {
             runner: Default::default(),
             policies: Default::default(),
             refusals: Default::default(),
+            lease: Arc::new(crate::lease::Lease::new(config.role == Role::Center)),
             gc_every,
             gc,
             config,

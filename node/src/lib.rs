@@ -26,6 +26,8 @@
 //! - [`listeners`]: every socket a node serves, bound by the caller of [`run`].
 //! - [`acl_cache`]: effective ACLs in memory, dropped when an `.acl` or a pod's owner changes.
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
+//! - [`lease`]: this center's liveness lease as the node sees it (writes stop when it lapses).
+//! - [`failover`]: renewing that lease, and moving dead centers' pods to live centers.
 //! - [`metrics`]: Prometheus counters.
 //! - [`oidc`]: Solid-OIDC's I/O — WebID profiles, issuers' keys, replayed proofs.
 //! - [`notify`]: Solid notifications — announcing writes, the sockets connected here.
@@ -54,10 +56,12 @@ pub mod cluster_ca;
 pub mod conn_limit;
 pub mod dns;
 pub mod edges;
+pub mod failover;
 pub mod front;
 pub mod http;
 pub mod idle_copy;
 pub mod key_cache;
+pub mod lease;
 pub mod listeners;
 pub mod mesh;
 pub mod metrics;
@@ -115,8 +119,18 @@ pub async fn run(
     if let Err(e) = app.policies.refresh(app.meta.as_ref()).await {
         tracing::warn!(error = %e, "cannot load node policies yet");
     }
+    if app.config.role == xpod_config::Role::Center {
+        // Writes for this center's pods start with its lease.
+        failover::Failover::new(app.clone()).renew().await;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tasks::Tasks::default();
+    if app.config.role == xpod_config::Role::Center {
+        tasks.spawn_infallible(
+            "failover",
+            failover::run(failover::Failover::new(app.clone()), stop_rx.clone()),
+        );
+    }
     tasks.spawn_infallible(
         "node policies",
         node_policy::watch(

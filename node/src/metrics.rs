@@ -22,6 +22,7 @@ pub struct Metrics {
     audit_failures: AtomicU64,
     forwarded: AtomicU64,
     forward_streams: AtomicU64,
+    failovers: AtomicU64,
 }
 
 #[derive(Default)]
@@ -81,6 +82,10 @@ impl Metrics {
     /// A stream opened to forward a pod request (the others reused a pooled one).
     pub fn forward_stream_opened(&self) {
         self.forward_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn pod_failed_over(&self) {
+        self.failovers.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn audit_failed(&self) {
@@ -157,6 +162,12 @@ impl Metrics {
                 "counter",
                 "Streams opened to forward pod requests (every other forwarded request reused a pooled stream).",
                 self.forward_streams.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_pods_failed_over_total",
+                "counter",
+                "Pods of dead centers this node moved to a live center.",
+                self.failovers.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "xpod_audit_failures_total",

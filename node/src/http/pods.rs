@@ -118,6 +118,10 @@ async fn serve(
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
+    if !matches!(method, Method::GET | Method::HEAD) {
+        // Self-fencing: without a running lease this center writes nothing for its pods.
+        app.lease.check_writable()?;
+    }
     if path == super::solid::DESCRIPTION_PATH {
         return super::solid::storage_description(ctx, &pod, &req);
     }

@@ -1763,7 +1763,9 @@ pub async fn check_liveness_and_rehome(store: &Arc<dyn MetaStore>) {
     ok(store.renew_liveness(&other, 60_000).await, "renew again");
     let all = ok(store.liveness().await, "liveness");
     assert_eq!(all.iter().filter(|l| l.node_id == other).count(), 1);
-    assert!(all.iter().any(|l| l.node_id == other && l.expired_for_ms < 0));
+    assert!(all
+        .iter()
+        .any(|l| l.node_id == other && l.expired_for_ms < 0));
 
     let owned = ok(store.pods_owned_by(&fx.node).await, "pods owned");
     assert_eq!(
@@ -1775,14 +1777,18 @@ pub async fn check_liveness_and_rehome(store: &Arc<dyn MetaStore>) {
     // A stale epoch or owner moves nothing.
     assert_eq!(
         ok(
-            store.rehome_pod(&fx.pod, &fx.node, fx.fence.epoch + 1, &other).await,
+            store
+                .rehome_pod(&fx.pod, &fx.node, fx.fence.epoch + 1, &other)
+                .await,
             "rehome at a wrong epoch"
         ),
         None
     );
     assert_eq!(
         ok(
-            store.rehome_pod(&fx.pod, &other, fx.fence.epoch, &other).await,
+            store
+                .rehome_pod(&fx.pod, &other, fx.fence.epoch, &other)
+                .await,
             "rehome from a wrong owner"
         ),
         None

@@ -26,9 +26,9 @@ use super::feed::FeedHub;
 use super::plan;
 use super::{
     new_etag, now_millis, parent_path, AccessMode, ApiKeyRecord, AuditEntry, CertRecord,
-    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, Liveness, MetaError, MetaResult, MetaStore,
-    MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType, PodRecord,
-    Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
+    ChangeFeed, DocRecord, FeedEvent, Fence, JoinTokenRecord, Liveness, MetaError, MetaResult,
+    MetaStore, MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
+    PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
 use super::{
     AuditStore, CertStore, DocStore, KeyStore, LeaseStore, NodeStore, PodStore, TokenStore,

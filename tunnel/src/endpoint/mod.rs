@@ -132,6 +132,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// edge), and buffers at most [`RECEIVE_WINDOW`] per connection however many are open, so a
 /// hostile peer's streams cannot grow a node's memory.
 pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
+    Arc::new(transport_settings())
+}
+
+/// [`transport_config`], to adjust.
+fn transport_settings() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     t.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
@@ -140,17 +145,33 @@ pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
             .expect("10 s is a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    Arc::new(t)
+    t
 }
+
+/// How long a mesh connection (center to center) may go without a packet before it is dead.
+/// Shorter than a tunnel's: centers are few and on good networks, and a request forwarded to a
+/// center that died must fail within seconds (issue 18: a clear 503 within 3 s, not a hang).
+pub const MESH_IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
+/// The keep-alive of a mesh connection: three in every [`MESH_IDLE_TIMEOUT`].
+pub const MESH_KEEP_ALIVE: Duration = Duration::from_millis(800);
 
 /// The client config a center uses to dial another center over `xpod/1` (the mesh): mutual
 /// TLS with this node's certificate, the peer accepted only with a center certificate from the
-/// cluster CA, and the same transport settings as the tunnels.
+/// cluster CA, and the tunnels' transport settings but for a shorter idle timeout
+/// ([`MESH_IDLE_TIMEOUT`]; QUIC uses the smaller of both ends' values, so the dialed center
+/// applies it too) and keep-alive ([`MESH_KEEP_ALIVE`]).
 pub fn mesh_client_config(
     identity: &crate::identity::NodeIdentity,
 ) -> Result<quinn::ClientConfig, EndpointError> {
     let tls = crate::identity::client_config(identity, &[ALPN_MESH])?;
-    quinn_client_config(tls).map_err(EndpointError::Tls)
+    let mut cfg = quinn_client_config(tls).map_err(EndpointError::Tls)?;
+    let mut t = transport_settings();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(MESH_IDLE_TIMEOUT).expect("a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(MESH_KEEP_ALIVE));
+    cfg.transport_config(Arc::new(t));
+    Ok(cfg)
 }
 
 /// A quinn client config from a rustls client config.

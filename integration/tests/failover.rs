@@ -1,0 +1,322 @@
+//! Issue 18: a dead center's pods move to live centers on their own, and a center that was
+//! only paused cannot write for them any more. Real processes on one PostgreSQL: `kill -9`
+//! and `SIGSTOP`/`SIGCONT` are the faults, while clients write through the other centers.
+//!
+//! Leases are short here (`lease_ttl_secs = 2`, `stability_window_secs = 3`) so the test runs
+//! in seconds; the rules are the same as with the defaults (10 s and 15 s).
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{NodeProcess, TempDir};
+use xpod_integration::pg::PgServer;
+
+const TTL: u64 = 2;
+const WINDOW: u64 = 3;
+
+fn put(url: &str, key: &str, path: &str, body: &str) -> Resp {
+    Curl::new("PUT", format!("{url}{path}"))
+        .bearer(key)
+        .header("Content-Type: text/plain")
+        .body(body.as_bytes().to_vec())
+        .arg("--max-time")
+        .arg("12")
+        .send()
+}
+
+fn get(url: &str, key: &str, path: &str) -> Resp {
+    Curl::get(format!("{url}{path}"))
+        .bearer(key)
+        .arg("--max-time")
+        .arg("12")
+        .send()
+}
+
+fn pod_row(url: &str, key: &str, pod: &str) -> Value {
+    get(url, key, &format!("/.cluster/pods/{pod}"))
+        .expect(200)
+        .json()
+}
+
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(node: &NodeProcess, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(node.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig}");
+}
+
+/// One write of the steady load: what it wrote where, what answered, and when.
+#[derive(Clone, Debug)]
+struct Write {
+    path: String,
+    body: String,
+    status: u16,
+    node: Option<String>,
+    ended: Instant,
+}
+
+/// Writers: one thread per entry URL, each writing new documents into every pod in turn.
+struct Load {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Write>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(urls: Vec<String>, key: &str, pods: &[&str]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let threads = urls
+            .into_iter()
+            .enumerate()
+            .map(|(t, url)| {
+                let (stop, log, key) = (stop.clone(), log.clone(), key.to_string());
+                let pods: Vec<String> = pods.iter().map(|p| p.to_string()).collect();
+                std::thread::spawn(move || {
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let pod = &pods[n % pods.len()];
+                        let path = format!("/{pod}/w-{t}-{n}");
+                        let body = format!("written by writer {t} as number {n}");
+                        let r = put(&url, &key, &path, &body);
+                        log.lock().unwrap().push(Write {
+                            path,
+                            body,
+                            status: r.status,
+                            node: r.header("x-xpod-node").map(str::to_string),
+                            ended: Instant::now(),
+                        });
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, log, threads }
+    }
+
+    fn finish(self) -> Vec<Write> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Every acknowledged write is readable, byte-exact, through every given center.
+fn all_acknowledged_readable(writes: &[Write], urls: &[String], key: &str) -> usize {
+    let acked: Vec<&Write> = writes
+        .iter()
+        .filter(|w| (200..300).contains(&w.status))
+        .collect();
+    for w in &acked {
+        for url in urls {
+            let r = get(url, key, &w.path);
+            assert_eq!(r.status, 200, "acknowledged write {w:?} via {url}: {r:?}");
+            assert_eq!(r.text(), w.body, "acknowledged write {w:?} via {url}");
+        }
+    }
+    acked.len()
+}
+
+#[test]
+fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-failover");
+    let started = Instant::now();
+    let mut centers = start_centers(&tmp, &pg, 3, |_| {
+        vec![
+            ("XPOD_FAILOVER_LEASE_TTL_SECS", TTL.to_string()),
+            ("XPOD_FAILOVER_STABILITY_WINDOW_SECS", WINDOW.to_string()),
+        ]
+    });
+    let key = centers[0].admin_key();
+    let urls: Vec<String> = centers.iter().map(|c| c.url()).collect();
+    for pod in ["fo-a", "fo-b", "fo-c"] {
+        Curl::new("POST", format!("{}/.cluster/pods", urls[2]))
+            .bearer(&key)
+            .json(&json!({"podId": pod}))
+            .send()
+            .expect(201);
+    }
+    Curl::new("POST", format!("{}/.cluster/pods", urls[1]))
+        .bearer(&key)
+        .json(&json!({"podId": "fo-p"}))
+        .send()
+        .expect(201);
+    eventually(20, "every center reaches every pod", || {
+        urls.iter().all(|u| {
+            ["fo-a", "fo-b", "fo-c", "fo-p"]
+                .iter()
+                .all(|p| get(u, &key, &format!("/{p}/")).status == 200)
+        })
+    });
+    // Centers judge others only after their own lease has run for TTL + window.
+    let settle = Duration::from_secs(TTL + WINDOW + 1);
+    if let Some(rest) = settle.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+
+    // ---- kill -9 of the center that owns three pods, under writes through the others.
+    let load = Load::start(urls[..2].to_vec(), &key, &["fo-a", "fo-b", "fo-c"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    centers[2].kill9();
+    let mut served_again = HashMap::new();
+    let bound = Duration::from_secs(TTL + WINDOW + 5);
+    eventually(
+        TTL + WINDOW + 5,
+        "the dead center's pods are written again (TTL + window + 5 s)",
+        || {
+            for pod in ["fo-a", "fo-b", "fo-c"] {
+                if served_again.contains_key(pod) {
+                    continue;
+                }
+                let r = put(&urls[0], &key, &format!("/{pod}/probe"), "probe");
+                if (200..300).contains(&r.status) {
+                    assert_ne!(r.header("x-xpod-node"), Some("center-3"));
+                    served_again.insert(pod, killed_at.elapsed());
+                }
+            }
+            served_again.len() == 3
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let writes = load.finish();
+    let worst = served_again.values().max().copied().unwrap();
+    println!(
+        "failover: pods written again {:.1} s after kill -9 (bound {:?}: TTL {TTL} s + window {WINDOW} s + 5 s)",
+        worst.as_secs_f64(),
+        bound
+    );
+    // No acknowledged write came from the dead center after it died, and the others'
+    // acknowledgements name a live owner.
+    for w in writes.iter().filter(|w| (200..300).contains(&w.status)) {
+        if w.node.as_deref() == Some("center-3") {
+            assert!(w.ended <= killed_at + Duration::from_millis(50), "{w:?}");
+        }
+    }
+    let acked = all_acknowledged_readable(&writes, &urls[..2], &key);
+    assert!(
+        acked > 10,
+        "the load wrote too little to mean anything: {acked}"
+    );
+    let refused = writes.iter().filter(|w| w.status >= 500).count();
+    println!(
+        "failover: {acked} writes acknowledged and readable, {refused} refused with 5xx while the owner was dead"
+    );
+    // One compare-and-set per pod: epoch 2, a live owner, one audit entry each.
+    let mut owners = std::collections::HashSet::new();
+    for pod in ["fo-a", "fo-b", "fo-c"] {
+        let a = pod_row(&urls[0], &key, pod);
+        let b = pod_row(&urls[1], &key, pod);
+        assert_eq!(a["nodeId"], b["nodeId"]);
+        assert_ne!(a["nodeId"], "center-3", "{a}");
+        assert_eq!(a["epoch"], 2, "{a}");
+        owners.insert(a["nodeId"].as_str().unwrap().to_string());
+    }
+    let audit = get(&urls[0], &key, "/api/v1/audit?action=pod.failover")
+        .expect(200)
+        .json();
+    let entries = audit["entries"].as_array().unwrap();
+    for pod in ["fo-a", "fo-b", "fo-c"] {
+        let n = entries.iter().filter(|e| e["target"] == pod).count();
+        assert_eq!(n, 1, "one failover audited for {pod}: {audit}");
+    }
+    println!("failover: the three pods went to {owners:?}");
+
+    // ---- The dead center comes back: it takes nothing back and reaches the pods by the mesh.
+    centers[2].restart();
+    eventually(20, "the restarted center serves the moved pods", || {
+        let r = get(&urls[2], &key, "/fo-a/probe");
+        r.status == 200 && r.header("x-xpod-node") != Some("center-3")
+    });
+    std::thread::sleep(Duration::from_secs(TTL + WINDOW));
+    for pod in ["fo-a", "fo-b", "fo-c"] {
+        assert_ne!(pod_row(&urls[2], &key, pod)["nodeId"], "center-3");
+    }
+
+    // ---- A paused owner (SIGSTOP longer than TTL + window): the pod moves; resumed, the old
+    // owner acknowledges no write for it.
+    let load = Load::start(vec![urls[0].clone()], &key, &["fo-p"]);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&centers[1], "STOP");
+    let paused_at = Instant::now();
+    eventually(
+        TTL + WINDOW + 8,
+        "the paused center's pod is written again",
+        || {
+            let r = put(&urls[0], &key, "/fo-p/probe", "probe");
+            (200..300).contains(&r.status)
+        },
+    );
+    println!(
+        "failover: the paused center's pod written again {:.1} s after SIGSTOP",
+        paused_at.elapsed().as_secs_f64()
+    );
+    signal(&centers[1], "CONT");
+    // Straight at the resumed center, at once: refused (its lease lapsed) or forwarded to the
+    // new owner, never acknowledged by it.
+    let mut direct = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut n = 0;
+    while Instant::now() < until {
+        let path = format!("/fo-p/direct-{n}");
+        let body = format!("direct write {n}");
+        let r = put(&urls[1], &key, &path, &body);
+        assert_ne!(
+            ((200..300).contains(&r.status), r.header("x-xpod-node")),
+            (true, Some("center-2")),
+            "the resumed old owner acknowledged a write: {r:?}"
+        );
+        direct.push(Write {
+            path,
+            body,
+            status: r.status,
+            node: r.header("x-xpod-node").map(str::to_string),
+            ended: Instant::now(),
+        });
+        n += 1;
+    }
+    let mut seen: std::collections::BTreeMap<(u16, Option<String>), usize> = Default::default();
+    for w in &direct {
+        *seen.entry((w.status, w.node.clone())).or_default() += 1;
+    }
+    println!("failover: writes straight at the resumed old owner, by (status, node): {seen:?}");
+    let mut writes = load.finish();
+    writes.extend(direct);
+    for w in writes.iter().filter(|w| (200..300).contains(&w.status)) {
+        if w.node.as_deref() == Some("center-2") {
+            assert!(w.ended <= paused_at + Duration::from_millis(50), "{w:?}");
+        }
+    }
+    let acked = all_acknowledged_readable(&writes, &urls, &key);
+    let rows: Vec<Value> = urls.iter().map(|u| pod_row(u, &key, "fo-p")).collect();
+    assert!(
+        rows.iter().all(|r| r["nodeId"] == rows[0]["nodeId"]),
+        "{rows:?}"
+    );
+    assert_ne!(rows[0]["nodeId"], "center-2");
+    assert_eq!(rows[0]["epoch"], 2);
+    println!(
+        "failover: after the pause, {acked} acknowledged writes readable; one owner: {}",
+        rows[0]["nodeId"]
+    );
+}
