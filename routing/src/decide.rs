@@ -38,6 +38,8 @@ pub struct NodeInfo {
     pub is_edge: bool,
     /// For an edge: the centers that hold its tunnel.
     pub attached_centers: Vec<String>,
+    /// The node's last heartbeat (ms since the Unix epoch).
+    pub last_seen: i64,
 }
 
 /// Why a request cannot be routed.
@@ -46,6 +48,15 @@ pub enum RouteError {
     /// The owner cannot be looked up or reached now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The pod's owner is an edge that no center holds a tunnel to now (503 `edge_offline`):
+    /// its pods stay its own (the data lives there) until it is back.
+    #[error("pod {pod_id} is owned by edge {edge}, which is offline (no tunnel to any center)")]
+    EdgeOffline {
+        pod_id: String,
+        edge: String,
+        /// Its last heartbeat (ms since the Unix epoch).
+        last_seen: i64,
+    },
     /// Forwarded too often: the nodes disagree about the owner (508).
     #[error("the request for pod {pod_id} was forwarded {hops} times without reaching its owner; the nodes disagree about who owns it")]
     Loop { pod_id: String, hops: u8 },
@@ -129,10 +140,11 @@ pub async fn route_to<D: Directory>(
             center: center.clone(),
             owner,
         }),
-        None => Err(RouteError::Unavailable(format!(
-            "pod {pod_id} is owned by edge {}, which has no tunnel to any center",
-            owner.node_id
-        ))),
+        None => Err(RouteError::EdgeOffline {
+            pod_id: pod_id.to_string(),
+            edge: owner.node_id,
+            last_seen: node.last_seen,
+        }),
     }
 }
 
@@ -191,6 +203,7 @@ mod tests {
         NodeInfo {
             is_edge: false,
             attached_centers: vec![],
+            last_seen: 0,
         }
     }
 
@@ -198,6 +211,7 @@ mod tests {
         NodeInfo {
             is_edge: true,
             attached_centers: centers.iter().map(|c| c.to_string()).collect(),
+            last_seen: 0,
         }
     }
 
@@ -257,7 +271,7 @@ mod tests {
             })
         );
         assert!(
-            matches!(decide(&f, "lost", None).await, Err(RouteError::Unavailable(m)) if m.contains("no tunnel"))
+            matches!(decide(&f, "lost", None).await, Err(RouteError::EdgeOffline { edge, .. }) if edge == "e3")
         );
         assert!(
             matches!(decide(&f, "broken", None).await, Err(RouteError::Unavailable(m)) if m.contains("database down"))

@@ -17,7 +17,10 @@
 //! center first.
 //!
 //! Errors are immediate JSON: more than [`MAX_HOPS`] forwards → 508 `loop_detected`; an owner
-//! that cannot be reached → 503 `owner_unavailable`; a stream or exchange that fails → 502.
+//! that cannot be reached → 503 `owner_unavailable` (an edge whose tunnel is gone: 503
+//! `edge_offline`, naming when it was last seen); a stream or exchange that fails → 502. A
+//! next hop that stops answering while a request waits is found dead within seconds (the
+//! forwarder's probes, [`xpod_routing::forward::exchange`]).
 //! A pooled stream that the next hop closed as the request went out is replaced by a new one
 //! (the forwarder's replay rule).
 
@@ -78,10 +81,9 @@ pub async fn pod(
     let (conn, req) = match &route {
         Route::Edge { .. } => {
             // This center holds the edge's tunnel: it authorizes, the edge serves.
-            let conn = app
-                .edges
-                .get(&via)
-                .ok_or_else(|| unavailable(format!("the tunnel of edge {via} just closed")))?;
+            let Some(conn) = app.edges.get(&via) else {
+                return Err(edge_gone(app, pod_id, &via).await);
+            };
             (conn, authorize_for_edge(app, pod_id, req).await?)
         }
         _ => {
@@ -122,17 +124,22 @@ pub async fn pod(
         target: Target::PodRequests,
         client_addr: None,
     };
-    let sent = fwd::send(&app.mesh.pool, &next_hop, &conn, &header, req, replay)
-        .await
-        .map_err(|e| match e {
-            ForwardError::Lost(why) | ForwardError::Open(why) => unavailable(why),
-            ForwardError::Failed(e) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                format!("forwarding to node {} failed: {e}", owner.node_id),
-            )
-            .with_details(details.clone()),
-        })?;
+    let sent = fwd::send(&app.mesh.pool, &next_hop, &conn, &header, req, replay).await;
+    let sent = match sent {
+        Err(ForwardError::Lost(_)) if matches!(route, Route::Edge { .. }) => {
+            return Err(edge_gone(app, pod_id, &owner.node_id).await)
+        }
+        other => other,
+    };
+    let sent = sent.map_err(|e| match e {
+        ForwardError::Lost(why) | ForwardError::Open(why) => unavailable(why),
+        ForwardError::Failed(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!("forwarding to node {} failed: {e}", owner.node_id),
+        )
+        .with_details(details.clone()),
+    })?;
     let resp = sent.resp;
     if !sent.reused {
         app.metrics.forward_stream_opened();
@@ -155,6 +162,17 @@ pub async fn pod(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
     ))
+}
+
+/// 503 `edge_offline` for a pod of edge `edge`, whose tunnel this center just lost: when it
+/// was last seen comes from the node directory.
+async fn edge_gone(app: &App, pod_id: &str, edge: &str) -> ApiError {
+    let seen = app
+        .mesh
+        .node(app.meta.as_ref(), edge)
+        .await
+        .map_or(0, |n| n.last_heartbeat);
+    crate::reply::error::edge_offline(pod_id, edge, seen)
 }
 
 /// A request for a pod of an edge whose tunnel this center holds. The center authenticates

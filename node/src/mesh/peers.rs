@@ -18,8 +18,11 @@ use crate::reply::body::Body;
 pub const REFRESH: Duration = Duration::from_secs(2);
 /// A center whose heartbeat is older than this is not dialed.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
-/// After a failed dial, the request path does not dial the same peer again for this long.
-pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// After a failed dial, or a connection that died, the request path does not dial the same
+/// peer again for this long (requests answer 503 at once instead of waiting for a dial that
+/// will likely fail); the refresh loop keeps dialing every [`REFRESH`] and clears it when a
+/// dial succeeds.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Upper bound for a dial on the request path.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -109,12 +112,15 @@ impl Mesh {
     }
 
     fn live(&self, node_id: &str) -> Option<quinn::Connection> {
-        let state = self.state.lock().expect("poisoned");
-        state
-            .peers
-            .get(node_id)
-            .filter(|c| c.close_reason().is_none())
-            .cloned()
+        let mut state = self.state.lock().expect("poisoned");
+        let conn = state.peers.get(node_id)?;
+        if conn.close_reason().is_none() {
+            return Some(conn.clone());
+        }
+        // It died (idle timeout, an unresponsive peer, a restart): remember it as a failure.
+        state.peers.remove(node_id);
+        state.failed.insert(node_id.to_string(), Instant::now());
+        None
     }
 
     /// The `nodes` row of `node_id`, from the last refresh or read now.
@@ -252,7 +258,16 @@ impl Mesh {
             {
                 let mut state = self.state.lock().expect("poisoned");
                 state.nodes = nodes.into_iter().map(|n| (n.node_id.clone(), n)).collect();
-                state.peers.retain(|_, c| c.close_reason().is_none());
+                let died: Vec<String> = state
+                    .peers
+                    .iter()
+                    .filter(|(_, c)| c.close_reason().is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in died {
+                    state.peers.remove(&id);
+                    state.failed.insert(id, Instant::now());
+                }
             }
             if !self.enabled() {
                 continue;

@@ -49,6 +49,7 @@ impl Directory for AppDirectory<'_> {
         Ok(NodeInfo {
             is_edge: n.node_type == NodeType::Edge,
             attached_centers: n.attached_centers,
+            last_seen: n.last_heartbeat,
         })
     }
 

@@ -78,6 +78,24 @@ impl ApiError {
     }
 }
 
+/// 503 `edge_offline`: pod `pod_id` lives on edge `edge`, which no center reaches now; names
+/// when it was last seen (`last_seen`: ms since the Unix epoch, 0 if never).
+pub fn edge_offline(pod_id: &str, edge: &str, last_seen: i64) -> ApiError {
+    let ago = (xpod_storage::meta::now_millis() - last_seen).max(0) / 1000;
+    let when = if last_seen > 0 {
+        format!("last seen {ago} s ago")
+    } else {
+        "never seen".to_string()
+    };
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "edge_offline",
+        format!("pod {pod_id} lives on edge {edge}, which is offline ({when}); its data is there, so it answers again when the edge reconnects"),
+    )
+    .with_details(json!({"podId": pod_id, "edge": edge, "lastSeenMs": last_seen, "lastSeenSecondsAgo": ago}))
+    .with_header(http::header::RETRY_AFTER, "5")
+}
+
 impl From<xpod_routing::decide::RouteError> for ApiError {
     fn from(e: xpod_routing::decide::RouteError) -> Self {
         use xpod_routing::decide::RouteError;
@@ -86,6 +104,11 @@ impl From<xpod_routing::decide::RouteError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "owner_unavailable", msg)
                     .with_header(http::header::RETRY_AFTER, "1")
             }
+            RouteError::EdgeOffline {
+                pod_id,
+                edge,
+                last_seen,
+            } => edge_offline(&pod_id, &edge, last_seen),
             RouteError::Loop { pod_id, hops } => {
                 tracing::warn!(pod = %pod_id, hops, "forwarding loop stopped");
                 let msg = RouteError::Loop {

@@ -78,6 +78,8 @@ pub mod close_code {
     pub const SHUTDOWN: VarInt = VarInt::from_u32(4);
     /// Too many joins in progress; try again later.
     pub const BUSY: VarInt = VarInt::from_u32(5);
+    /// The peer sent nothing for seconds while a request waited on it (probed): dead.
+    pub const UNRESPONSIVE: VarInt = VarInt::from_u32(6);
 }
 
 /// Counts live tasks. Each spawned task holds a [`TaskGuard`]; dropping it (when the task ends,
@@ -145,8 +147,15 @@ fn transport_settings() -> quinn::TransportConfig {
             .expect("10 s is a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(Duration::from_secs(2)));
+    // Datagrams only carry the forwarder's liveness probes, which nobody reads: a peer may
+    // make this node buffer at most this much of them (quinn's default is 1.25 MB per
+    // connection).
+    t.datagram_receive_buffer_size(Some(PROBE_BUFFER));
     t
 }
+
+/// The datagram receive buffer of a connection (see [`transport_config`]).
+pub const PROBE_BUFFER: usize = 256;
 
 /// How long a mesh connection (center to center) may go without a packet before it is dead.
 /// Shorter than a tunnel's: centers are few and on good networks, and a request forwarded to a
