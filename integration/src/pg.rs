@@ -57,6 +57,12 @@ impl PgServer {
                 return Self::external(url.trim());
             }
         }
+        Self::start_private()
+    }
+
+    /// A throwaway cluster of this test's own, even when `XPOD_TEST_PG_URL` names a shared
+    /// server: for tests that stop and start PostgreSQL ([`PgServer::stop`]).
+    pub fn start_private() -> anyhow::Result<PgServer> {
         let (initdb, pg_ctl) = find_binaries().ok_or_else(|| anyhow!("{PG_REQUIRED}"))?;
         let mut last_err = None;
         // A free port can be taken between our probe and the server's bind: retry a few times.
@@ -85,6 +91,44 @@ impl PgServer {
         )
         .await?;
         with_database(&self.url, &name)
+    }
+
+    /// Stops a private cluster (`pg_ctl stop -m fast`: every connection drops, new ones are
+    /// refused) until [`PgServer::start_again`]. Fails for a shared server.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let Kind::Cluster {
+            dir,
+            pg_ctl,
+            as_postgres,
+        } = &self.kind
+        else {
+            bail!("stop: this PostgreSQL is a shared server (XPOD_TEST_PG_URL); use start_private");
+        };
+        run(pg_command(*as_postgres, pg_ctl)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]))
+        .context("pg_ctl stop")
+    }
+
+    /// Starts a cluster [`PgServer::stop`] stopped, with the options it first started with.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let Kind::Cluster {
+            dir,
+            pg_ctl,
+            as_postgres,
+        } = &self.kind
+        else {
+            bail!("start_again: this PostgreSQL is a shared server");
+        };
+        let opts = std::fs::read_to_string(dir.join("opts")).context("reading the options")?;
+        run(pg_command(*as_postgres, pg_ctl)
+            .arg("-D")
+            .arg(dir.join("data"))
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-w", "-t", "60", "-o", opts.trim(), "start"]))
+        .context("pg_ctl start")
     }
 
     /// What a restart of PostgreSQL does to its clients: in cluster mode a real
@@ -219,6 +263,7 @@ impl PgServer {
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             dir.display()
         );
+        std::fs::write(dir.join("opts"), &opts).context("saving the options")?;
         let started = run(pg_command(as_postgres, pg_ctl)
             .arg("-D")
             .arg(&data)

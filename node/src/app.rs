@@ -77,6 +77,9 @@ pub struct App {
     pub notify: Arc<crate::notify::Hub>,
     /// Solid-OIDC: issuers' keys, WebID profiles, recent proofs.
     pub oidc: crate::oidc::Oidc,
+    /// The last known resource rows of this node's pods, for reads while the store is
+    /// unreachable.
+    pub rows: crate::row_cache::RowCache,
     /// Effective ACLs in memory (dropped when an `.acl` or the pod's owner changes).
     pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
@@ -153,6 +156,7 @@ impl App {
             runner: Default::default(),
             policies: Default::default(),
             refusals: Default::default(),
+            rows: Default::default(),
             lease: Arc::new(crate::lease::Lease::new(config.role == Role::Center)),
             gc_every,
             gc,

@@ -7,6 +7,7 @@
 //!   ([`crate::mesh::follow_feed`]): a revoked key stops working on every node as soon as the
 //!   notification arrives. [`MAX_AGE`] bounds how long a lost notification can hide a
 //!   revocation; expiry (`expires_at`) is checked on every request against the cached record.
+//!   While the store is unreachable an aged record is still used (nobody can revoke it then).
 //! - A load that an invalidation overtook is not kept (a generation counter), so a revocation
 //!   that lands while a request is reading the old row cannot be undone by that read.
 //! - At most [`MAX_KEYS`] entries; when full, the oldest half is dropped.
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use xpod_storage::meta::{ApiKeyRecord, MetaResult, MetaStore, Millis};
+use xpod_storage::meta::{ApiKeyRecord, MetaError, MetaResult, MetaStore, Millis};
 
 /// The safety net behind the change feed: a cached key is reread after this long.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
@@ -42,18 +43,33 @@ impl KeyCache {
         meta: &dyn MetaStore,
         key_id: &str,
     ) -> MetaResult<Option<ApiKeyRecord>> {
-        let generation = {
+        let (generation, aged) = {
             let mut inner = self.inner.lock().expect("poisoned");
+            let mut aged = None;
             if let Some((record, at)) = inner.keys.get(key_id) {
                 if at.elapsed() < MAX_AGE {
                     return Ok(Some(record.clone()));
                 }
-                inner.keys.remove(key_id);
+                aged = inner.keys.remove(key_id);
             }
             inner.loads += 1;
-            inner.generation
+            (inner.generation, aged)
         };
-        let found = meta.get_api_key(key_id).await?;
+        let found = match meta.get_api_key(key_id).await {
+            Err(MetaError::Unavailable(why)) => {
+                // The store is unreachable, so nobody can revoke the key meanwhile either: the
+                // aged record stays good until the store answers again.
+                let Some((record, at)) = aged else {
+                    return Err(MetaError::Unavailable(why));
+                };
+                let mut inner = self.inner.lock().expect("poisoned");
+                if inner.generation == generation {
+                    inner.keys.insert(key_id.to_string(), (record.clone(), at));
+                }
+                return Ok(Some(record));
+            }
+            other => other?,
+        };
         if let Some(record) = &found {
             let mut inner = self.inner.lock().expect("poisoned");
             if inner.generation == generation {

@@ -26,6 +26,7 @@
 //! - [`listeners`]: every socket a node serves, bound by the caller of [`run`].
 //! - [`acl_cache`]: effective ACLs in memory, dropped when an `.acl` or a pod's owner changes.
 //! - [`key_cache`]: API keys in memory, dropped on revocation by the change feed.
+//! - [`row_cache`]: the owner's last known resource rows, for reads while the store is down.
 //! - [`lease`]: this center's liveness lease as the node sees it (writes stop when it lapses).
 //! - [`failover`]: renewing that lease, and moving dead centers' pods to live centers.
 //! - [`metrics`]: Prometheus counters.
@@ -72,6 +73,7 @@ pub mod oidc;
 pub mod outbound;
 pub mod regions;
 pub mod reply;
+pub mod row_cache;
 pub mod sandbox;
 pub mod solid;
 pub mod special_ip;

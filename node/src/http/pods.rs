@@ -146,7 +146,18 @@ async fn serve(
                 node_id: app.node_id.clone(),
                 epoch: pod.epoch,
             };
+            let mut cached = false;
             let current = match app.meta.get_resource_fenced(pod_id, path, &fence).await {
+                Err(MetaError::Unavailable(why)) => {
+                    match app.rows.recall(pod_id, path, pod.epoch) {
+                        // The store is unreachable: what this owner last knew (crate::row_cache).
+                        Some(row) => {
+                            cached = true;
+                            row
+                        }
+                        None => return Err(MetaError::Unavailable(why).into()),
+                    }
+                }
                 Err(MetaError::Fenced { owner, epoch, .. }) => {
                     app.owners.invalidate(pod_id);
                     if owner == app.node_id {
@@ -167,11 +178,25 @@ async fn serve(
                 }
                 other => other?,
             };
+            if !cached {
+                app.rows.remember(pod_id, path, pod.epoch, current.as_ref());
+            }
             if current.is_none() && path == "/.acl" {
                 // No ACL stored at the root: the pod's default one is in force; show it.
                 return default_root_acl(ctx, &pod, &req, method == Method::HEAD, &decision);
             }
-            get(ctx, &pod, path, current, &req, method == Method::HEAD).await
+            let resp = get(ctx, &pod, path, current, &req, method == Method::HEAD).await;
+            if !cached {
+                resp
+            } else {
+                resp.map(|mut r| {
+                    r.headers_mut().insert(
+                        crate::row_cache::STALE_HEADER,
+                        http::HeaderValue::from_static(crate::row_cache::STALE_VALUE),
+                    );
+                    r
+                })
+            }
         }
         Method::PUT => put(ctx, &pod, path, req).await,
         Method::POST => post(ctx, &pod, path, req).await,
@@ -593,16 +618,24 @@ async fn delete(
     };
     // The freed blob is retired in the same transaction; the GC deletes it after the grace
     // period (a reader of it may still be streaming).
-    ctx.app
+    let deleted = ctx
+        .app
         .meta
         .delete_resource(&fence, &pod.pod_id, path, &pre)
-        .await
-        .map_err(|e| match e {
-            MetaError::NotFound(_) => {
-                ApiError::not_found(format!("{path} not found in pod {}", pod.pod_id))
-            }
-            other => other.into(),
-        })?;
+        .await;
+    match &deleted {
+        Ok(_) => ctx.app.rows.remember(&pod.pod_id, path, pod.epoch, None),
+        Err(MetaError::Unavailable(_) | MetaError::Backend(_)) => {
+            ctx.app.rows.forget(&pod.pod_id, path)
+        }
+        Err(_) => {}
+    }
+    deleted.map_err(|e| match e {
+        MetaError::NotFound(_) => {
+            ApiError::not_found(format!("{path} not found in pod {}", pod.pod_id))
+        }
+        other => other.into(),
+    })?;
     super::notify::after_write(ctx, &pod.pod_id, path, Change::Deleted, None).await;
     ctx.audit(
         "resource.delete",

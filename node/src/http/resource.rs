@@ -277,6 +277,13 @@ pub async fn write_resource(
         Ok(_) | Err(MetaError::Unavailable(_) | MetaError::Backend(_)) => false,
         Err(_) => true,
     };
+    match &result {
+        Ok(o) => app
+            .rows
+            .remember(&pod.pod_id, path, pod.epoch, Some(&o.record)),
+        Err(_) if !refused => app.rows.forget(&pod.pod_id, path),
+        Err(_) => {}
+    }
     let failed_blob = put.blob_key.filter(|_| refused);
     if let Some(upload) = pending {
         let blobs = app.blobs.clone();

@@ -51,8 +51,13 @@ pub async fn follow_feed(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = recheck.tick() => {
-                app.owners.clear();
-                app.acls.clear();
+                // Not while the store is unreachable: the tables could not refill, and nothing
+                // can change owners meanwhile (the reset after the feed reconnects clears them).
+                let reachable = tokio::time::timeout(Duration::from_secs(2), app.meta.ping()).await;
+                if matches!(reachable, Ok(Ok(()))) {
+                    app.owners.clear();
+                    app.acls.clear();
+                }
             }
             ev = feed.next() => match ev {
                 None => break,
