@@ -320,3 +320,68 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
         rows[0]["nodeId"]
     );
 }
+
+/// An edge that joined through one center learns the others from the cluster and, when its
+/// center dies, reaches another by itself: its pod is served again through the survivor.
+#[test]
+fn an_edge_with_one_center_reaches_another_when_it_dies() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-failover-edge");
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(
+        &presence,
+        "[tunnel.presence]\nheartbeat_secs = 1\ninactive_after_secs = 3\noffline_after_secs = 6\n",
+    )
+    .unwrap();
+    let mut centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![("XPOD_CONFIG", presence.display().to_string())]
+    });
+    let key = centers[0].admin_key();
+    let urls: Vec<String> = centers.iter().map(|c| c.url()).collect();
+    let token = xpod_integration::edges::new_token_with(
+        &centers[0],
+        json!({"singleUse": true, "podPrefixes": ["laptop"]}),
+    );
+    let edge =
+        xpod_integration::edges::start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
+    xpod_integration::edges::wait_online(&centers[0], "edge-1");
+    let joined = std::fs::read_to_string(tmp.path().join("edge-1/centers")).unwrap();
+    assert_eq!(
+        joined.lines().count(),
+        1,
+        "joined through one center: {joined}"
+    );
+    Curl::new("POST", format!("{}/.cluster/pods", edge.url()))
+        .bearer(&edge.admin_key())
+        .json(&json!({"podId": "laptop"}))
+        .send()
+        .expect(201);
+    eventually(20, "both centers reach the edge's pod", || {
+        let r = put(&urls[1], &key, "/laptop/note.txt", "kept on the laptop");
+        (200..300).contains(&r.status) && get(&urls[0], &key, "/laptop/note.txt").status == 200
+    });
+    // The center told the edge every live center.
+    let learned_path = tmp.path().join("edge-1/centers.learned");
+    eventually(10, "the edge learns both centers", || {
+        std::fs::read_to_string(&learned_path).is_ok_and(|t| t.lines().count() == 2)
+    });
+
+    let killed = Instant::now();
+    centers[0].kill9();
+    eventually(
+        40,
+        "the edge's pod is served through the other center",
+        || {
+            let r = get(&urls[1], &key, "/laptop/note.txt");
+            r.status == 200 && r.header("x-xpod-node") == Some("edge-1")
+        },
+    );
+    println!(
+        "failover: the edge reached the other center and its pod was served again {:.1} s after its center died",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        get(&urls[1], &key, "/laptop/note.txt").text(),
+        "kept on the laptop"
+    );
+}

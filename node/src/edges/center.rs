@@ -45,6 +45,8 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 claim_pods(&app, &peer.node_id, &hosted).await;
                 // From now on requests for this edge's services go through this connection.
                 app.edges.insert(&peer.node_id, tunnel.clone());
+                // So it can reach another center if this one dies.
+                tokio::spawn(super::learned::push(app.clone(), peer.node_id.clone()));
             }
             Event::Heartbeat(hb) => {
                 let pods = hb

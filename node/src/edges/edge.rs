@@ -24,7 +24,7 @@ use crate::cluster_ca::{write_new, CA_CERT};
 pub const CENTERS_FILE: &str = "centers";
 
 /// `https://host:port/` or `host:port` → `host:port`.
-fn host_port(center: &str) -> anyhow::Result<String> {
+pub(crate) fn host_port(center: &str) -> anyhow::Result<String> {
     let s = center.trim();
     let s = s
         .strip_prefix("https://")
@@ -95,6 +95,21 @@ pub fn centers(config_centers: &[String], data_dir: &Path) -> anyhow::Result<Vec
         .collect())
 }
 
+/// How often an edge checks whether it should dial the centers it learned.
+const FALLBACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The addresses of `centers` and the TLS server name to use (the last one's host).
+async fn resolve_all(centers: &[String]) -> anyhow::Result<(Vec<SocketAddr>, String)> {
+    let mut addrs = Vec::new();
+    let mut server_name = String::from("xpod-center");
+    for c in centers {
+        let (addr, host) = resolve(c).await?;
+        addrs.push(addr);
+        server_name = host;
+    }
+    Ok((addrs, server_name))
+}
+
 /// How often an edge checks whether the set of pods it hosts changed.
 const PODS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -142,13 +157,7 @@ pub async fn run(
     let node_id = app.node_id.clone();
     let services = Arc::new(services);
     let mut pods = local_pods(&app).await;
-    let mut addrs = Vec::new();
-    let mut server_name = String::from("xpod-center");
-    for c in &centers {
-        let (addr, host) = resolve(c).await?;
-        addrs.push(addr);
-        server_name = host;
-    }
+    let (mut addrs, server_name) = resolve_all(&centers).await?;
     let register = Register {
         node_id,
         role: Role::Edge,
@@ -164,12 +173,16 @@ pub async fn run(
     let mut dialer = EdgeDialer::spawn(
         addrs.clone(),
         &server_name,
-        identity,
-        register,
+        identity.clone(),
+        register.clone(),
         Timers::default(),
     )?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
+    // The centers dialed now, and when a tunnel was last up (see `super::learned`).
+    let mut dialed = centers.clone();
+    let mut last_up = std::time::Instant::now();
+    let mut fallback_tick = tokio::time::interval(FALLBACK_EVERY);
     let mut reported_sandboxes = crate::sandbox::runner::Report::default();
     // The edge's own certificate (`[acme]`): its TXT records go through a center.
     let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
@@ -200,6 +213,34 @@ pub async fn run(
                     None => {
                         let _ = cmd.reply.send(Err("no tunnel to a center is up".into()));
                     }
+                }
+                continue;
+            }
+            _ = fallback_tick.tick() => {
+                let up = dialer
+                    .status()
+                    .iter()
+                    .any(|s| matches!(s.state, xpod_tunnel::endpoint::dialer::CenterState::Registered { .. }));
+                if up {
+                    last_up = std::time::Instant::now();
+                    continue;
+                }
+                if last_up.elapsed() < super::learned::FALLBACK_AFTER {
+                    continue;
+                }
+                let want = super::learned::fallback(&centers, &super::learned::learned(&app.config.data_dir));
+                if want == dialed {
+                    continue;
+                }
+                match resolve_all(&want).await {
+                    Ok((a, name)) => {
+                        tracing::warn!(unreachable = ?dialed, now = ?want, "no tunnel for a while: dialing the centers learned from the cluster too");
+                        dialer.shutdown().await;
+                        dialer = EdgeDialer::spawn(a.clone(), &name, identity.clone(), register.clone(), Timers::default())?;
+                        (addrs, dialed) = (a, want);
+                        last_up = std::time::Instant::now();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot resolve the learned centers"),
                 }
                 continue;
             }

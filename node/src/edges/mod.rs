@@ -8,6 +8,8 @@
 //!   inactive after 60 s and offline after 5 min without a heartbeat, also after a disconnect).
 //! - [`edge`]: an edge's side: join once (identity saved in the data dir), then keep a tunnel to
 //!   each configured center.
+//! - [`learned`]: the cluster's centers, told to an edge when it registers, dialed by it when
+//!   its own centers stay unreachable.
 //!
 //! - [`registry`]: the edge connections a center holds, their relay budgets and the pool of idle
 //!   exchanges to their services.
@@ -30,6 +32,7 @@ pub mod authority;
 pub mod center;
 pub mod edge;
 pub mod forward;
+pub mod learned;
 pub mod registry;
 pub mod relay;
 pub mod services;

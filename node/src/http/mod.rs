@@ -334,6 +334,9 @@ async fn runner_request(
     let body = read_small_body(req, 16 << 20).await?;
     if hop.node == app.node_id {
         let (path, query) = pq.split_once('?').unwrap_or((&pq, ""));
+        if path == crate::edges::learned::PATH {
+            return crate::edges::learned::serve(app, &method, &body);
+        }
         return crate::sandbox::internal::serve(app, &method, path, query, body).await;
     }
     if app.config.role == xpod_config::Role::Edge {

@@ -1,0 +1,161 @@
+//! Centers an edge learns from the cluster, so an edge configured with one center can reach
+//! another when that one dies (issue 18).
+//!
+//! - A center, when an edge registers, tells it the QUIC addresses of the cluster's live
+//!   centers ([`push`]): `POST /node/centers` `{"centers": ["host:port", …]}` on a `Runner`
+//!   stream of the edge's tunnel (only a center can open one: mutual TLS with a center
+//!   certificate; an older edge answers 404 and nothing changes).
+//! - The edge keeps them in `<data_dir>/centers.learned` ([`serve`]: at most [`MAX_LEARNED`]
+//!   valid `HOST:PORT` entries, written whole through a temporary file), besides the centers it
+//!   was configured or joined with.
+//! - When none of its centers has held a tunnel for [`FALLBACK_AFTER`], the edge dials its
+//!   centers and the learned ones together (`crate::edges::edge`), at most [`MAX_DIALED`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use xpod_storage::meta::{self, NodeStatus, NodeType};
+
+use crate::app::App;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
+
+/// The file of learned centers, one `HOST:PORT` per line.
+pub const LEARNED_FILE: &str = "centers.learned";
+/// The most centers an edge keeps from what a center told it.
+pub const MAX_LEARNED: usize = 16;
+/// How long an edge goes without any tunnel before it dials the learned centers too.
+pub const FALLBACK_AFTER: Duration = Duration::from_secs(3);
+/// The most centers an edge dials at once.
+pub const MAX_DIALED: usize = 4;
+/// A center whose heartbeat is older than this is not told to edges.
+const FRESH: i64 = 60_000;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Centers {
+    centers: Vec<String>,
+}
+
+/// The path of the runner-stream API that takes the list.
+pub const PATH: &str = "/node/centers";
+
+/// The QUIC addresses of the cluster's live centers (sorted).
+async fn live_centers(app: &App) -> Result<Vec<String>, ApiError> {
+    let now = meta::now_millis();
+    let mut out: Vec<String> = app
+        .meta
+        .list_nodes()
+        .await?
+        .into_iter()
+        .filter(|n| {
+            n.node_type == NodeType::Center
+                && n.status == NodeStatus::Online
+                && now - n.last_heartbeat < FRESH
+        })
+        .filter_map(|n| n.quic_address)
+        .collect();
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_LEARNED);
+    Ok(out)
+}
+
+/// A center tells edge `edge` (whose tunnel it holds) the cluster's live centers.
+pub async fn push(app: std::sync::Arc<App>, edge: String) {
+    let centers = match live_centers(&app).await {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::debug!(edge = %edge, error = %e.message, "cannot list the centers for an edge");
+            return;
+        }
+    };
+    let body = serde_json::to_vec(&Centers { centers }).unwrap_or_default();
+    match crate::sandbox::client::call(&app, &edge, 0, Method::POST, PATH, Bytes::from(body)).await
+    {
+        Ok(r) if r.status().is_success() => {
+            tracing::debug!(edge = %edge, "told the edge the cluster's centers")
+        }
+        Ok(r) => {
+            tracing::info!(edge = %edge, status = %r.status(), "the edge did not take the list of centers (an older version?)")
+        }
+        Err(e) => {
+            tracing::debug!(edge = %edge, error = %e.message, "could not tell the edge the centers")
+        }
+    }
+}
+
+/// An edge takes the list from a center (the caller checked it came on a `Runner` stream).
+pub fn serve(app: &App, method: &Method, payload: &[u8]) -> Result<Response<Body>, ApiError> {
+    if app.config.role != xpod_config::Role::Edge {
+        return Err(ApiError::not_found("only edges learn centers"));
+    }
+    if method != Method::POST {
+        return Err(ApiError::method_not_allowed("POST"));
+    }
+    let list: Centers = serde_json::from_slice(payload)
+        .map_err(|e| ApiError::bad_request(format!("the list of centers: {e}")))?;
+    if list.centers.len() > MAX_LEARNED {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_LEARNED} centers, got {}",
+            list.centers.len()
+        )));
+    }
+    let mut lines = String::new();
+    for c in &list.centers {
+        let hp = super::edge::host_port(c).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        lines.push_str(&hp);
+        lines.push('\n');
+    }
+    let path = app.config.data_dir.join(LEARNED_FILE);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, lines)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| ApiError::internal(format!("saving the learned centers: {e}")))?;
+    tracing::info!(centers = ?list.centers, "learned the cluster's centers");
+    Ok(body::json(StatusCode::OK, &serde_json::json!({})))
+}
+
+/// The centers this edge learned (empty if none).
+pub fn learned(data_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join(LEARNED_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(MAX_LEARNED)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The centers to dial when none of `configured` has held a tunnel for a while: `configured`
+/// first, then the learned ones, without duplicates, at most [`MAX_DIALED`].
+pub fn fallback(configured: &[String], learned: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in configured.iter().chain(learned) {
+        if !out.contains(c) && out.len() < MAX_DIALED {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_keeps_the_configured_first_and_bounds_the_rest() {
+        let conf = vec!["a:1".to_string()];
+        let learned: Vec<String> = ["a:1", "b:1", "c:1", "d:1", "e:1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(fallback(&conf, &learned), ["a:1", "b:1", "c:1", "d:1"]);
+        assert_eq!(fallback(&conf, &[]), ["a:1"]);
+    }
+}
