@@ -14,6 +14,16 @@ use crate::node::{NodeProcess, TempDir};
 /// A center `node_id` in `<tmp>/<node_id>`: a new cluster CA (so it signs joins), a
 /// certificate for 127.0.0.1, and `config` (TOML) as its config file.
 pub fn start_center(tmp: &TempDir, node_id: &str, config: &str) -> NodeProcess {
+    start_center_env(tmp, node_id, config, &[])
+}
+
+/// [`start_center`] with extra environment variables for the process.
+pub fn start_center_env(
+    tmp: &TempDir,
+    node_id: &str,
+    config: &str,
+    env: &[(&str, &str)],
+) -> NodeProcess {
     let data = tmp.path().join(node_id);
     let d = data.to_str().expect("UTF-8 temp path");
     xpod_ok(&["ca", "init", "--data-dir", d]);
@@ -31,12 +41,15 @@ pub fn start_center(tmp: &TempDir, node_id: &str, config: &str) -> NodeProcess {
     ]);
     let file = tmp.path().join(format!("{node_id}.toml"));
     std::fs::write(&file, config).expect("writing the center's config");
-    NodeProcess::builder()
+    let mut b = NodeProcess::builder()
         .data_dir(&data)
         .env("XPOD_NODE_ID", node_id)
         .arg("--config")
-        .arg(&file)
-        .start()
+        .arg(&file);
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    b.start()
 }
 
 /// A new single-use join token from `center`'s API.

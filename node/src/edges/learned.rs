@@ -2,7 +2,8 @@
 //! another when that one dies (issue 18).
 //!
 //! - A center, when an edge registers, tells it the QUIC addresses of the cluster's live
-//!   centers ([`push`]): `POST /node/centers` `{"centers": ["host:port", …]}` on a `Runner`
+//!   centers ([`push`]; not again within [`RETELL_AFTER`] if the list is the same, so an edge
+//!   that reconnects often costs nothing): `POST /node/centers` `{"centers": ["host:port", …]}` on a `Runner`
 //!   stream of the edge's tunnel (only a center can open one: mutual TLS with a center
 //!   certificate; an older edge answers 404 and nothing changes).
 //! - The edge keeps them in `<data_dir>/centers.learned` ([`serve`]: at most [`MAX_LEARNED`]
@@ -31,6 +32,10 @@ pub const MAX_LEARNED: usize = 16;
 pub const FALLBACK_AFTER: Duration = Duration::from_secs(3);
 /// The most centers an edge dials at once.
 pub const MAX_DIALED: usize = 4;
+/// An edge told a list is not told the same list again within this (it reconnects, often).
+const RETELL_AFTER: Duration = Duration::from_secs(600);
+/// Upper bound for telling an edge.
+const TELL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A center whose heartbeat is older than this is not told to edges.
 const FRESH: i64 = 60_000;
 
@@ -75,16 +80,30 @@ pub async fn push(app: std::sync::Arc<App>, edge: String) {
         }
     };
     let body = serde_json::to_vec(&Centers { centers }).unwrap_or_default();
-    match crate::sandbox::client::call(&app, &edge, 0, Method::POST, PATH, Bytes::from(body)).await
-    {
-        Ok(r) if r.status().is_success() => {
+    let digest = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut h);
+        h.finish()
+    };
+    if !app.edges.first_telling(&edge, digest, RETELL_AFTER) {
+        return;
+    }
+    let call = crate::sandbox::client::call(&app, &edge, 0, Method::POST, PATH, Bytes::from(body));
+    match tokio::time::timeout(TELL_TIMEOUT, call).await {
+        Ok(Ok(r)) if r.status().is_success() => {
             tracing::debug!(edge = %edge, "told the edge the cluster's centers")
         }
-        Ok(r) => {
+        Ok(Ok(r)) => {
             tracing::info!(edge = %edge, status = %r.status(), "the edge did not take the list of centers (an older version?)")
         }
-        Err(e) => {
-            tracing::debug!(edge = %edge, error = %e.message, "could not tell the edge the centers")
+        Ok(Err(e)) => {
+            app.edges.untold(&edge);
+            tracing::debug!(edge = %edge, error = %e.message, "could not tell the edge the centers");
+        }
+        Err(_) => {
+            app.edges.untold(&edge);
+            tracing::debug!(edge = %edge, "telling the edge the centers timed out");
         }
     }
 }

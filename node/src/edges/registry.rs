@@ -31,7 +31,13 @@ pub struct EdgeRegistry {
     relays: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Idle HTTP exchanges to the edges' services, for reuse.
     pub pool: Arc<StreamPool<Key, Body>>,
+    /// What each edge was last told of the cluster's centers (a digest), and when
+    /// (`crate::edges::learned`): an edge that reconnects often is not told again and again.
+    told: Mutex<HashMap<String, (u64, std::time::Instant)>>,
 }
+
+/// The most edges [`EdgeRegistry::first_telling`] remembers (then it starts over).
+const MAX_TOLD: usize = 100_000;
 
 impl Default for EdgeRegistry {
     fn default() -> Self {
@@ -39,11 +45,34 @@ impl Default for EdgeRegistry {
             conns: Mutex::default(),
             relays: Mutex::default(),
             pool: Arc::new(StreamPool::new(MAX_IDLE_PER_SERVICE)),
+            told: Mutex::default(),
         }
     }
 }
 
 impl EdgeRegistry {
+    /// Whether edge `node_id` should be told the list with `digest` now: not if it was told
+    /// the same within `every`. Records it as told (see [`EdgeRegistry::untold`]).
+    pub fn first_telling(&self, node_id: &str, digest: u64, every: std::time::Duration) -> bool {
+        let mut told = self.told.lock().expect("poisoned");
+        if told
+            .get(node_id)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < every)
+        {
+            return false;
+        }
+        if told.len() >= MAX_TOLD {
+            told.clear();
+        }
+        told.insert(node_id.to_string(), (digest, std::time::Instant::now()));
+        true
+    }
+
+    /// Forgets that `node_id` was told (the telling failed).
+    pub fn untold(&self, node_id: &str) {
+        self.told.lock().expect("poisoned").remove(node_id);
+    }
+
     /// Records `conn` as the tunnel of `node_id` (replacing an older one).
     pub fn insert(&self, node_id: &str, conn: quinn::Connection) {
         self.conns
