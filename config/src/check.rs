@@ -39,6 +39,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.tls_listen",
     "tunnel.threads",
     "tunnel.relay_idle_secs",
+    "tunnel.transport",
     "dns.listen",
     "dns.zone",
     "dns.addresses",

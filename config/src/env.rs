@@ -281,6 +281,10 @@ static TABLE: &[EnvKey] = &[
             Ok(())
         },
     ),
+    k("XPOD_TUNNEL_TRANSPORT", "tunnel.transport", &[], |c, s| {
+        c.tunnel.transport = s.parse()?;
+        Ok(())
+    }),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

@@ -41,6 +41,7 @@ pub use model::{
     AcmeConfig, CacheConfig, Config, DatabaseConfig, DnsConfig, FailoverConfig, HttpConfig,
     LogConfig, LogFormat, PresenceConfig, RegionBucket, Role, RoutingConfig, SandboxConfig, Secret,
     ServiceKind, SolidConfig, StorageConfig, TunnelConfig, TunnelForward, TunnelService,
+    TunnelTransport,
 };
 pub use node_id::NODE_ID_FILE;
 pub use size::ByteSize;

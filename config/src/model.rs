@@ -483,6 +483,34 @@ pub struct TunnelConfig {
     /// Seconds a relayed connection (TCP forward, TLS passthrough, an edge's TCP/TLS service)
     /// may pass without a byte either way before it is closed, 1–86400; `None`: 600.
     pub relay_idle_secs: Option<u64>,
+    /// For an edge: how it reaches its centers — `auto` (QUIC, and the same QUIC over TLS on
+    /// TCP when UDP does not get through), `quic` or `tcp`. Default `auto`.
+    pub transport: TunnelTransport,
+}
+
+/// `tunnel.transport`. TOML `"auto"`, `"quic"` or `"tcp"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelTransport {
+    /// QUIC first, TCP as well when QUIC does not connect soon.
+    #[default]
+    Auto,
+    /// QUIC over UDP only.
+    Quic,
+    /// QUIC over TLS on TCP only.
+    Tcp,
+}
+
+impl std::str::FromStr for TunnelTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(TunnelTransport::Auto),
+            "quic" => Ok(TunnelTransport::Quic),
+            "tcp" => Ok(TunnelTransport::Tcp),
+            _ => Err(format!("expected \"auto\", \"quic\" or \"tcp\", got {s:?}")),
+        }
+    }
 }
 
 impl TunnelConfig {

@@ -86,6 +86,9 @@ pub struct App {
     pub mesh: Arc<crate::mesh::peers::Mesh>,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
     pub quic_address: std::sync::OnceLock<String>,
+    /// A center with a QUIC endpoint: where tunnel connections over TCP go
+    /// ([`xpod_tunnel::endpoint::tcp`]).
+    pub tunnel_tcp: std::sync::OnceLock<xpod_tunnel::endpoint::TcpEntry>,
     /// Certificates served on the HTTPS port and the ACME manager's status.
     pub tls: Arc<crate::certs::tls::Tls>,
     /// The sandboxes this node runs (`[sandbox] slots`).
@@ -143,6 +146,7 @@ impl App {
             oidc: crate::oidc::Oidc::new(&config.solid),
             mesh: Default::default(),
             quic_address: Default::default(),
+            tunnel_tcp: Default::default(),
             tls: Default::default(),
             node_id,
             meta,

@@ -293,6 +293,8 @@ async fn start_tunnels(
                 xpod_tunnel::endpoint::CenterEndpoint::from_socket(socket, &identity, authority)
                     .with_context(|| format!("binding the QUIC endpoint on udp/{quic}"))?;
             tracing::info!(quic = %endpoint.local_addr(), accepts_joins = joins, "QUIC endpoint serving edges and centers");
+            // QUIC over TLS on TCP reaches the same endpoint (the HTTP and TLS ports take it).
+            let _ = app.tunnel_tcp.set(endpoint.tcp());
             // The mesh dials other centers from this same endpoint and advertises its address.
             app.mesh.enable(
                 endpoint.endpoint().clone(),

@@ -45,7 +45,14 @@ fn malformed(what: impl Into<String>) -> SniError {
 /// The server name of the ClientHello at the start of `buf`. See the module docs.
 pub fn parse_sni(buf: &[u8]) -> Result<Option<String>, SniError> {
     let hello = client_hello(buf)?;
-    parse_client_hello(&hello)
+    parse_client_hello(&hello).map(|(name, _)| name)
+}
+
+/// Whether the complete ClientHello at the start of `buf` offers ALPN protocol `proto`.
+pub fn offers_alpn(buf: &[u8], proto: &[u8]) -> bool {
+    client_hello(buf)
+        .and_then(|h| parse_client_hello(&h))
+        .is_ok_and(|(_, alpn)| alpn.iter().any(|p| p.as_slice() == proto))
 }
 
 /// Reassembles the ClientHello handshake message body from the records at the start of `buf`.
@@ -147,7 +154,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_client_hello(body: &[u8]) -> Result<Option<String>, SniError> {
+/// The server name and the ALPN protocols a ClientHello body names.
+fn parse_client_hello(body: &[u8]) -> Result<(Option<String>, Vec<Vec<u8>>), SniError> {
     let mut r = Reader { buf: body };
     let version = r.u16("legacy_version")?;
     if version >> 8 != 0x03 {
@@ -166,7 +174,7 @@ fn parse_client_hello(body: &[u8]) -> Result<Option<String>, SniError> {
         return Err(malformed("no compression methods"));
     }
     if r.buf.is_empty() {
-        return Ok(None); // no extensions at all
+        return Ok((None, Vec::new())); // no extensions at all
     }
     let extensions = r.vec16("extensions")?;
     if !r.buf.is_empty() {
@@ -175,6 +183,7 @@ fn parse_client_hello(body: &[u8]) -> Result<Option<String>, SniError> {
     let mut r = Reader { buf: extensions };
     let mut seen = Vec::new();
     let mut name = None;
+    let mut alpn = Vec::new();
     while !r.buf.is_empty() {
         let ty = r.u16("extension type")?;
         let data = r.vec16("extension data")?;
@@ -185,9 +194,21 @@ fn parse_client_hello(body: &[u8]) -> Result<Option<String>, SniError> {
         if ty == EXT_SERVER_NAME {
             name = server_name(data)?;
         }
+        if ty == EXT_ALPN {
+            let mut r = Reader { buf: data };
+            let mut list = Reader {
+                buf: r.vec16("ALPN protocol list")?,
+            };
+            while !list.buf.is_empty() {
+                alpn.push(list.vec8("ALPN protocol")?.to_vec());
+            }
+        }
     }
-    Ok(name)
+    Ok((name, alpn))
 }
+
+/// The `application_layer_protocol_negotiation` extension (RFC 7301).
+const EXT_ALPN: u16 = 16;
 
 /// The `server_name` extension's data: a list with (at most one) `host_name`.
 fn server_name(data: &[u8]) -> Result<Option<String>, SniError> {

@@ -314,7 +314,14 @@ async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
             // A service unit may keep the join flags; joining once is enough.
             tracing::info!(node_id = %node_id, "already joined (node.crt in the data dir); --join and --token are ignored");
         } else {
-            crate::edges::edge::join(&config.data_dir, center, token, &node_id).await?;
+            crate::edges::edge::join(
+                &config.data_dir,
+                center,
+                token,
+                &node_id,
+                config.tunnel.transport,
+            )
+            .await?;
             tracing::info!(node_id = %node_id, center = %center, "joined the cluster; identity saved in the data dir");
         }
     }

@@ -9,7 +9,8 @@ use super::remote::{client, print, s, Remote};
 
 #[derive(Subcommand)]
 pub(crate) enum NodesCmd {
-    /// List nodes: type, region, status, last heartbeat, the centers holding each edge.
+    /// List nodes: type, region, status, last heartbeat, an edge's transport (quic or tcp), the
+    /// centers holding each edge.
     List {
         #[command(flatten)]
         remote: Remote,
@@ -142,8 +143,8 @@ async fn nodes_list(remote: Remote) -> anyhow::Result<()> {
         .await?;
     print(&remote, &v, |v| {
         println!(
-            "{:<22} {:<7} {:<10} {:<9} {:>9}  HELD BY",
-            "NODE", "TYPE", "REGION", "STATUS", "SEEN"
+            "{:<22} {:<7} {:<10} {:<9} {:>9}  {:<9} HELD BY",
+            "NODE", "TYPE", "REGION", "STATUS", "SEEN", "TRANSPORT"
         );
         let now = xpod_storage::meta::now_millis();
         for n in v["nodes"].as_array().into_iter().flatten() {
@@ -157,13 +158,16 @@ async fn nodes_list(remote: Remote) -> anyhow::Result<()> {
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
+            // An edge's tunnel: QUIC over UDP, or over TCP (`tunnel.transport`).
+            let transport = n["capacity"]["transport"].as_str().unwrap_or("-");
             println!(
-                "{:<22} {:<7} {:<10} {:<9} {:>9}  {}",
+                "{:<22} {:<7} {:<10} {:<9} {:>9}  {:<9} {}",
                 s(n, "nodeId"),
                 s(n, "nodeType"),
                 s(n, "region"),
                 s(n, "status"),
                 seen,
+                transport,
                 held.join(",")
             );
         }

@@ -240,7 +240,9 @@ fn registered(n: &mut NodeRecord, reg: &Register, app: &App, remote: std::net::S
     n.status = NodeStatus::Online;
     n.last_heartbeat = meta::now_millis();
     n.version = reg.version.clone();
-    n.quic_address = Some(remote.to_string());
+    // Over TCP the remote is the bridge's virtual address, not the edge's.
+    let tcp = xpod_tunnel::endpoint::tcp::is_virtual(&remote);
+    n.quic_address = (!tcp).then(|| remote.to_string());
     if !n.attached_centers.contains(&app.node_id) {
         n.attached_centers.push(app.node_id.clone());
     }
@@ -253,6 +255,7 @@ fn registered(n: &mut NodeRecord, reg: &Register, app: &App, remote: std::net::S
         .collect();
     n.capacity = serde_json::json!({
         "os": reg.os, "arch": reg.arch, "addresses": reg.addresses, "services": services, "pods": reg.pods,
+        "transport": if tcp { "tcp" } else { "quic" },
     });
 }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use tokio::sync::watch;
-use xpod_tunnel::endpoint::EdgeDialer;
+use xpod_tunnel::endpoint::dialer::Transport;
+use xpod_tunnel::endpoint::{DialerConfig, EdgeDialer};
 use xpod_tunnel::identity::{JoinToken, NodeIdentity};
 use xpod_tunnel::proto::{Event, Register, Role, Timers};
 
@@ -52,21 +53,34 @@ async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, host))
 }
 
-/// Joins through `center` with `token` as `node_id`; saves the identity and the center.
+/// The tunnel crate's name for `tunnel.transport`.
+fn transport_of(t: xpod_config::TunnelTransport) -> Transport {
+    match t {
+        xpod_config::TunnelTransport::Auto => Transport::Auto,
+        xpod_config::TunnelTransport::Quic => Transport::Quic,
+        xpod_config::TunnelTransport::Tcp => Transport::Tcp,
+    }
+}
+
+/// Joins through `center` with `token` as `node_id` (over `transport`); saves the identity
+/// and the center.
 pub async fn join(
     data_dir: &Path,
     center: &str,
     token: &str,
     node_id: &str,
+    transport: xpod_config::TunnelTransport,
 ) -> anyhow::Result<NodeIdentity> {
+    let transport = transport_of(transport);
     if data_dir.join(NODE_CERT).exists() {
         bail!("{} already holds a node identity; this node has joined before (start it without --join)", data_dir.display());
     }
     let token = JoinToken::parse(token.trim()).map_err(|e| anyhow::anyhow!("--token: {e}"))?;
     let (addr, host) = resolve(center).await?;
-    let identity = xpod_tunnel::endpoint::join(addr, &host, &token, node_id)
-        .await
-        .with_context(|| format!("joining through {center}"))?;
+    let identity =
+        xpod_tunnel::endpoint::join_with_transport(addr, &host, &token, node_id, transport)
+            .await
+            .with_context(|| format!("joining through {center}"))?;
     std::fs::create_dir_all(data_dir)?;
     write_new(&data_dir.join(NODE_KEY), &identity.key_pem, 0o600)?;
     write_new(&data_dir.join(NODE_CERT), &identity.cert_pem, 0o644)?;
@@ -170,13 +184,19 @@ pub async fn run(
     };
     // Per center: the connection (stable id) an accept loop serves, and that loop.
     let mut loops: HashMap<SocketAddr, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
-    let mut dialer = EdgeDialer::spawn(
-        addrs.clone(),
-        &server_name,
-        identity.clone(),
-        register.clone(),
-        Timers::default(),
-    )?;
+    let transport = transport_of(app.config.tunnel.transport);
+    let dial = |addrs: Vec<SocketAddr>, name: &str| {
+        let mut config = DialerConfig::new(
+            addrs,
+            name,
+            identity.clone(),
+            register.clone(),
+            Timers::default(),
+        );
+        config.transport = transport;
+        EdgeDialer::spawn_with(config)
+    };
+    let mut dialer = dial(addrs.clone(), &server_name)?;
     tracing::info!(centers = ?centers, pods = pods.len(), "keeping tunnels to the centers");
     let mut pods_tick = tokio::time::interval(PODS_EVERY);
     // The centers dialed now, and when a tunnel was last up (see `super::learned`).
@@ -236,7 +256,7 @@ pub async fn run(
                     Ok((a, name)) => {
                         tracing::warn!(unreachable = ?dialed, now = ?want, "no tunnel for a while: dialing the centers learned from the cluster too");
                         dialer.shutdown().await;
-                        dialer = EdgeDialer::spawn(a.clone(), &name, identity.clone(), register.clone(), Timers::default())?;
+                        dialer = dial(a.clone(), &name)?;
                         (addrs, dialed) = (a, want);
                         last_up = std::time::Instant::now();
                     }

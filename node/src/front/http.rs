@@ -1,4 +1,6 @@
-//! The HTTP listener: accept loop, one hyper connection task per client, graceful drain.
+//! The HTTP listener: accept loop, one hyper connection task per client, graceful drain. On a
+//! center with a QUIC endpoint, a connection that starts with a TLS record is an edge's tunnel
+//! over TCP (`xpod-tcp/1`, [`xpod_tunnel::endpoint::tcp`]) and goes there instead.
 //! Connections are bounded per client address and in total (`http.max_connections_per_client`,
 //! `http.max_connections`; `crate::conn_limit`).
 //!
@@ -24,6 +26,8 @@ use crate::app::App;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(30);
+/// The first byte of a TLS connection (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
 /// Concurrent streams (requests) one HTTP/2 connection may carry.
 pub const H2_MAX_STREAMS: u32 = 256;
 
@@ -61,15 +65,29 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let _ = stream.set_nodelay(true);
         let live = live_tx.clone();
+        let (app, stop) = (app.clone(), stop_rx.clone());
         tokio::spawn(
-            serve_connection(
-                app.clone(),
-                stream,
-                peer,
-                false,
-                stop_rx.clone(),
-                (live, slot),
-            )
+            async move {
+                // A TLS record on the plain HTTP port: a tunnel connection over TCP (an edge
+                // whose UDP is blocked), when this center has a QUIC endpoint.
+                if let Some(entry) = app.tunnel_tcp.get() {
+                    let mut first = [0u8; 1];
+                    let peeked =
+                        tokio::time::timeout(Duration::from_secs(30), stream.peek(&mut first))
+                            .await;
+                    if matches!(peeked, Ok(Ok(1))) && first[0] == TLS_HANDSHAKE {
+                        // It keeps its connection slot (the limits per client and in total)
+                        // for its whole life, not the drain token.
+                        drop(live);
+                        match entry.accept(stream, slot).await {
+                            Ok(v) => tracing::info!(%peer, virtual_addr = %v, "tunnel connection over TCP"),
+                            Err(e) => tracing::info!(%peer, error = %e, "TLS on the HTTP port that is no tunnel; closed"),
+                        }
+                        return;
+                    }
+                }
+                serve_connection(app, stream, peer, false, stop, (live, slot)).await
+            }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
     }

@@ -73,6 +73,21 @@ pub async fn serve(
                         return;
                     }
                 };
+            if let Some(entry) = app.tunnel_tcp.get() {
+                if xpod_routing::sni::offers_alpn(&hello, xpod_tunnel::endpoint::tcp::ALPN_TCP) {
+                    let io = crate::netio::Replay::new(hello, tcp);
+                    // This task (and its connection slot) lasts as long as the connection.
+                    let (ended, end) = tokio::sync::oneshot::channel::<()>();
+                    match entry.accept(io, ended).await {
+                        Ok(v) => {
+                            tracing::info!(%peer, virtual_addr = %v, "tunnel connection over TCP (TLS port)");
+                            let _ = end.await;
+                        }
+                        Err(e) => tracing::info!(%peer, error = %e, "tunnel connection over TCP failed"),
+                    }
+                    return;
+                }
+            }
             let route = match (&sni, &edge_domain) {
                 (Some(sni), Some(domain)) => match edge_route(Some(sni), domain) {
                     Ok(r) => r,

@@ -14,6 +14,15 @@
 //! [`DialerHandle::connection_tasks`]). All connections share one UDP socket, which is what a
 //! NAT sees.
 //!
+//! # Transports
+//! [`DialerConfig::transport`]: QUIC over UDP, the same QUIC over TLS on TCP
+//! ([`super::tcp`], for networks that block UDP), or `Auto` (the default), like a careful
+//! client: QUIC first; TCP as well after a head start of [`TCP_HEAD_START`] or as soon as QUIC
+//! fails; the first that connects is kept, and remembered (per center, for this run) as the one
+//! to start with next time. While on TCP, QUIC is tried again every [`QUIC_RETRY`]; when it
+//! connects, a session starts on it and, once registered, the TCP one says goodbye (the center
+//! sends new requests to the newest registration, so none is dropped).
+//!
 //! Events from every connection arrive on one channel tagged with the center's address
 //! ([`DialerEvent`]). **Drain it**: drivers wait for room in the channel, and a full channel
 //! stalls their sessions.
@@ -34,6 +43,38 @@ use crate::proto::{ClientConfig, CommandBody, Event, Register, Session, Timers};
 
 /// Capacity of the event channel.
 const EVENT_CAPACITY: usize = 1024;
+/// In `Auto`, how long QUIC has alone before TCP is tried as well.
+pub const TCP_HEAD_START: Duration = Duration::from_millis(500);
+/// In `Auto` on TCP, how often QUIC is tried again.
+pub const QUIC_RETRY: Duration = Duration::from_secs(60);
+
+/// How an edge reaches its centers (`tunnel.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// QUIC, and TCP when QUIC does not get through (see the module docs).
+    #[default]
+    Auto,
+    /// QUIC over UDP only.
+    Quic,
+    /// QUIC over TLS on TCP only.
+    Tcp,
+}
+
+/// A connection and, for TCP, the endpoint that carries it (dropped with it).
+struct Link {
+    conn: quinn::Connection,
+    tcp: Option<quinn::Endpoint>,
+}
+
+impl Link {
+    fn name(&self) -> &'static str {
+        if self.tcp.is_some() {
+            "tcp"
+        } else {
+            "quic"
+        }
+    }
+}
 
 /// Jittered exponential backoff between connection attempts to one center.
 ///
@@ -90,6 +131,8 @@ pub struct DialerConfig {
     pub backoff: Backoff,
     /// Bound on one connection attempt (QUIC + TLS handshake).
     pub connect_timeout: Duration,
+    /// QUIC over UDP, over TCP, or both ([`Transport`]).
+    pub transport: Transport,
 }
 
 impl DialerConfig {
@@ -109,6 +152,7 @@ impl DialerConfig {
             timers,
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
+            transport: Transport::default(),
         }
     }
 }
@@ -235,6 +279,7 @@ impl EdgeDialer {
                     events: events_tx.clone(),
                     shutdown: shutdown_rx.clone(),
                     connections: connections_gauge.clone(),
+                    prefer_tcp: Default::default(),
                 };
                 tokio::spawn(sup.run(supervisors_gauge.guard()))
             })
@@ -365,6 +410,8 @@ struct Supervisor {
     events: mpsc::Sender<DialerEvent>,
     shutdown: watch::Receiver<bool>,
     connections: TaskGauge,
+    /// `Auto`: the last connection that worked went over TCP.
+    prefer_tcp: std::sync::atomic::AtomicBool,
 }
 
 /// Resolves when shutdown is asked for or the handle is gone.
@@ -392,12 +439,41 @@ impl Supervisor {
                 _ = stopping(&mut shutdown) => break,
             };
             match connected {
-                Ok(conn) => {
+                Ok(link) => {
                     let started = tokio::time::Instant::now();
-                    let driver = self.start_session(conn);
-                    let stop = tokio::select! {
-                        _ = driver.finished() => false,
-                        _ = stopping(&mut shutdown) => true,
+                    let name = link.name();
+                    let (mut link, mut driver) = (link.tcp, self.start_session(link.conn, name));
+                    let mut retry = tokio::time::interval_at(
+                        tokio::time::Instant::now() + QUIC_RETRY,
+                        QUIC_RETRY,
+                    );
+                    let stop = loop {
+                        tokio::select! {
+                            _ = driver.finished() => break false,
+                            _ = stopping(&mut shutdown) => break true,
+                            _ = retry.tick(), if link.is_some() && self.config.transport == Transport::Auto => {
+                                // On TCP: does QUIC get through again? Make before break.
+                                let Ok(conn) = self.connect_quic().await else { continue };
+                                let quic = self.start_session(conn, "quic");
+                                let up = tokio::time::timeout(self.config.connect_timeout, async {
+                                    while !quic.is_established() && !quic.is_finished() {
+                                        tokio::time::sleep(Duration::from_millis(50)).await;
+                                    }
+                                    quic.is_established()
+                                })
+                                .await
+                                .unwrap_or(false);
+                                if !up {
+                                    quic.close("not registered in time").await;
+                                    continue;
+                                }
+                                info!(center = %self.addr, "QUIC gets through again: leaving TCP");
+                                self.prefer_tcp.store(false, std::sync::atomic::Ordering::Relaxed);
+                                driver.close("moving to QUIC").await;
+                                let _ = tokio::time::timeout(LINGER + Duration::from_secs(1), driver.finished()).await;
+                                (driver, link) = (quic, None);
+                            }
+                        }
                     };
                     if stop {
                         driver.close("edge shutting down").await;
@@ -409,6 +485,7 @@ impl Supervisor {
                     }
                     update(&self.slots, self.index, |s| s.driver = None);
                     drop(driver);
+                    drop(link);
                     if stop {
                         break;
                     }
@@ -441,7 +518,31 @@ impl Supervisor {
         });
     }
 
-    async fn connect(&self) -> Result<quinn::Connection, String> {
+    /// One connection by the configured transport (see the module docs).
+    async fn connect(&self) -> Result<Link, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.config.transport {
+            Transport::Quic => self
+                .connect_quic()
+                .await
+                .map(|conn| Link { conn, tcp: None }),
+            Transport::Tcp => self.connect_tcp().await,
+            Transport::Auto => {
+                let tcp_first = self.prefer_tcp.load(Relaxed);
+                let link = race(self.connect_quic_link(), self.connect_tcp(), tcp_first).await?;
+                self.prefer_tcp.store(link.tcp.is_some(), Relaxed);
+                Ok(link)
+            }
+        }
+    }
+
+    async fn connect_quic_link(&self) -> Result<Link, String> {
+        self.connect_quic()
+            .await
+            .map(|conn| Link { conn, tcp: None })
+    }
+
+    async fn connect_quic(&self) -> Result<quinn::Connection, String> {
         let connecting = self
             .endpoint
             .connect_with(self.client.clone(), self.addr, &self.config.server_name)
@@ -457,7 +558,26 @@ impl Supervisor {
         }
     }
 
-    fn start_session(&self, conn: quinn::Connection) -> DriverHandle {
+    /// QUIC over TLS on TCP to the same address (see [`super::tcp`]).
+    async fn connect_tcp(&self) -> Result<Link, String> {
+        let (endpoint, center) = super::tcp::connect(self.addr)
+            .await
+            .map_err(|e| format!("TCP to {}: {e}", self.addr))?;
+        let connecting = endpoint
+            .connect_with(self.client.clone(), center, &self.config.server_name)
+            .map_err(|e| format!("cannot dial {} over TCP: {e}", self.addr))?;
+        match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => Ok(Link {
+                conn,
+                tcp: Some(endpoint),
+            }),
+            Ok(Err(e)) => Err(format!("connecting to {} over TCP: {e}", self.addr)),
+            Err(_) => Err(format!("no QUIC answer from {} over TCP", self.addr)),
+        }
+    }
+
+    fn start_session(&self, conn: quinn::Connection, transport: &'static str) -> DriverHandle {
+        debug!(center = %self.addr, transport, "connected");
         let now = tokio::time::Instant::now().into_std();
         let session = Session::new_client(
             ClientConfig {
@@ -503,6 +623,53 @@ impl Supervisor {
             s.driver = Some(driver.clone());
         });
         driver
+    }
+}
+
+/// The first of `first` and `second` to connect (see the module docs): `first` alone for
+/// [`TCP_HEAD_START`] or until it fails, then both; `tcp_first` swaps their order.
+async fn race<'a, Q, T>(quic: Q, tcp: T, tcp_first: bool) -> Result<Link, String>
+where
+    Q: std::future::Future<Output = Result<Link, String>> + Send + 'a,
+    T: std::future::Future<Output = Result<Link, String>> + Send + 'a,
+{
+    type Attempt<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, String>> + Send + 'a>>;
+    let (first, second): (Attempt<'a>, Attempt<'a>) = if tcp_first {
+        (Box::pin(tcp), Box::pin(quic))
+    } else {
+        (Box::pin(quic), Box::pin(tcp))
+    };
+    let (mut first, mut second) = (first, Some(second));
+    let mut second_started = false;
+    let head = tokio::time::sleep(TCP_HEAD_START);
+    tokio::pin!(head);
+    let (mut first_err, mut first_done) = (None, false);
+    loop {
+        tokio::select! {
+            r = &mut first, if !first_done => match r {
+                Ok(link) => return Ok(link),
+                Err(e) => {
+                    first_err = Some(e);
+                    first_done = true;
+                    second_started = true;
+                }
+            },
+            _ = &mut head, if !second_started => second_started = true,
+            r = async { second.as_mut().expect("present").await }, if second_started && second.is_some() => match r {
+                Ok(link) => return Ok(link),
+                Err(e) => {
+                    second = None;
+                    if first_done {
+                        return Err(format!("{}; {e}", first_err.unwrap_or_default()));
+                    }
+                    first_err = Some(format!("{}; {e}", first_err.unwrap_or_default()));
+                }
+            },
+        }
+        if first_done && second.is_none() {
+            return Err(first_err.unwrap_or_default());
+        }
     }
 }
 

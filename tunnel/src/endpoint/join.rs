@@ -300,18 +300,69 @@ pub async fn join_with_timeout(
     node_id: &str,
     step: Duration,
 ) -> Result<NodeIdentity, JoinError> {
+    join_over(center, server_name, token, node_id, step, false).await
+}
+
+/// How long an `Auto` join gives QUIC before it tries TCP.
+pub const AUTO_QUIC_STEP: Duration = Duration::from_secs(3);
+
+/// [`join`] by `transport`: over UDP, over TCP ([`super::tcp`]), or `Auto` — QUIC for
+/// [`AUTO_QUIC_STEP`], then TCP when the center could not be reached.
+pub async fn join_with_transport(
+    center: SocketAddr,
+    server_name: &str,
+    token: &JoinToken,
+    node_id: &str,
+    transport: super::dialer::Transport,
+) -> Result<NodeIdentity, JoinError> {
+    use super::dialer::Transport;
+    match transport {
+        Transport::Quic => join(center, server_name, token, node_id).await,
+        Transport::Tcp => {
+            join_over(center, server_name, token, node_id, JOIN_STEP_TIMEOUT, true).await
+        }
+        Transport::Auto => {
+            match join_over(center, server_name, token, node_id, AUTO_QUIC_STEP, false).await {
+                Err(JoinError::Unreachable { detail, .. }) => {
+                    tracing::info!(%center, %detail, "join: QUIC does not get through; trying TCP");
+                    join_over(center, server_name, token, node_id, JOIN_STEP_TIMEOUT, true).await
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+async fn join_over(
+    center: SocketAddr,
+    server_name: &str,
+    token: &JoinToken,
+    node_id: &str,
+    step: Duration,
+    over_tcp: bool,
+) -> Result<NodeIdentity, JoinError> {
     validate_node_id(node_id).map_err(JoinError::InvalidNodeId)?;
     let tls = bootstrap_client_config(&token.ca_fingerprint, &[ALPN_JOIN])
         .map_err(JoinError::InvalidToken)?;
     let (csr_pem, key_pem) =
         NodeIdentity::generate_csr(node_id).map_err(|e| JoinError::Local(e.to_string()))?;
     let client = quinn_client_config(tls).map_err(JoinError::Local)?;
-    let endpoint = quinn::Endpoint::client(unspecified_for(&center))
-        .map_err(|e| JoinError::Local(format!("cannot open a UDP socket: {e}")))?;
+    let (endpoint, target) = if over_tcp {
+        super::tcp::connect(center)
+            .await
+            .map_err(|e| JoinError::Unreachable {
+                center,
+                detail: format!("over TCP: {e}"),
+            })?
+    } else {
+        let endpoint = quinn::Endpoint::client(unspecified_for(&center))
+            .map_err(|e| JoinError::Local(format!("cannot open a UDP socket: {e}")))?;
+        (endpoint, center)
+    };
     let result = exchange(
         &endpoint,
         client,
-        center,
+        target,
         server_name,
         token,
         node_id,

@@ -37,11 +37,14 @@
 //!   stream of a connection ([`driver::spawn`], [`DriverHandle`]).
 //! - `dialer.rs` — [`EdgeDialer`]: one connection per center with jittered exponential
 //!   backoff and re-registration ([`DialerHandle`]).
+//! - `tcp.rs` — the same QUIC connections over TLS on TCP when UDP is blocked
+//!   ([`tcp::Bridge`], [`tcp::connect`]).
 
 pub mod dialer;
 pub mod driver;
 pub mod join;
 pub mod server;
+pub mod tcp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -52,10 +55,12 @@ pub use dialer::{
 };
 pub use driver::{DriverError, DriverHandle};
 pub use join::{
-    join, join_with_timeout, BoxFuture, JoinAuthority, JoinError, DEFAULT_EDGE_CERT_DAYS,
-    JOIN_STEP_TIMEOUT, MAX_JOIN_MESSAGE,
+    join, join_with_timeout, join_with_transport, BoxFuture, JoinAuthority, JoinError,
+    DEFAULT_EDGE_CERT_DAYS, JOIN_STEP_TIMEOUT, MAX_JOIN_MESSAGE,
 };
-pub use server::{verified_peer, Accepted, CenterEndpoint, EndpointError, MAX_CONCURRENT_JOINS};
+pub use server::{
+    verified_peer, Accepted, CenterEndpoint, EndpointError, TcpEntry, MAX_CONCURRENT_JOINS,
+};
 
 /// ALPN of the mesh/tunnel protocol (mutual TLS).
 pub const ALPN_MESH: &[u8] = b"xpod/1";

@@ -96,6 +96,27 @@ pub struct CenterEndpoint {
     local_addr: SocketAddr,
     gauge: TaskGauge,
     node: PeerIdentity,
+    tcp: TcpEntry,
+}
+
+/// What a center needs to take QUIC over TCP ([`super::tcp`]) into its endpoint: the bridge
+/// its UDP socket is wrapped in and the outer TLS config.
+#[derive(Clone, Debug)]
+pub struct TcpEntry {
+    pub bridge: Arc<super::tcp::Bridge>,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl TcpEntry {
+    /// Takes one TCP tunnel connection (it starts with a TLS record) into the endpoint;
+    /// `guard` is dropped when it ends.
+    pub async fn accept<S, G>(&self, stream: S, guard: G) -> std::io::Result<SocketAddr>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        G: Send + 'static,
+    {
+        super::tcp::accept(&self.bridge, self.tls.clone(), stream, guard).await
+    }
 }
 
 impl std::fmt::Debug for CenterEndpoint {
@@ -159,8 +180,24 @@ impl CenterEndpoint {
         endpoint_config.cid_generator(|| Box::new(RandomCids));
         // Drivers, socket and timers on the data plane (see `crate::plane`).
         let runtime = crate::plane::runtime();
-        let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+        // The UDP socket inside a bridge, so QUIC packets that come over TCP reach the same
+        // endpoint (`super::tcp`).
+        let udp = runtime
+            .wrap_udp_socket(socket)
             .map_err(|source| EndpointError::Bind { addr, source })?;
+        let bridge = super::tcp::Bridge::new(Some(udp))
+            .map_err(|source| EndpointError::Bind { addr, source })?;
+        let tcp = TcpEntry {
+            bridge: bridge.clone(),
+            tls: super::tcp::server_tls(identity).map_err(EndpointError::Tls)?,
+        };
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server_config),
+            bridge,
+            runtime,
+        )
+        .map_err(|source| EndpointError::Bind { addr, source })?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| EndpointError::Bind { addr, source })?;
@@ -181,7 +218,13 @@ impl CenterEndpoint {
             local_addr,
             gauge,
             node,
+            tcp,
         })
+    }
+
+    /// The entry for tunnel connections over TCP (see [`super::tcp`]).
+    pub fn tcp(&self) -> TcpEntry {
+        self.tcp.clone()
     }
 
     /// The bound UDP address.
