@@ -117,12 +117,24 @@ pub struct NodeBuilder {
     args: Vec<OsString>,
     data_dir: Option<PathBuf>,
     root: Option<PathBuf>,
+    ip: Option<std::net::IpAddr>,
+    wrap: Vec<OsString>,
 }
 
 impl NodeBuilder {
     /// Adds an environment variable for the node (e.g. `XPOD_DATABASE_URL`).
     pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Listens on `ip` instead of 127.0.0.1 (the port is still picked free on loopback).
+    pub fn ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+    /// Runs the node through `prefix` (e.g. `ip netns exec NS`), which must exec it.
+    pub fn wrap(mut self, prefix: &[&str]) -> Self {
+        self.wrap = prefix.iter().map(OsString::from).collect();
         self
     }
     /// Adds an argument after `xpod up --data-dir D --listen A`.
@@ -155,6 +167,8 @@ impl NodeBuilder {
             bin: xpod_bin(),
             env: self.env,
             args: self.args,
+            ip: self.ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+            wrap: self.wrap,
             data_dir,
             root,
             port: 0,
@@ -186,6 +200,8 @@ pub struct NodeProcess {
     bin: PathBuf,
     env: Vec<(OsString, OsString)>,
     args: Vec<OsString>,
+    ip: std::net::IpAddr,
+    wrap: Vec<OsString>,
     data_dir: PathBuf,
     root: PathBuf,
     port: u16,
@@ -203,12 +219,12 @@ impl NodeProcess {
         NodeBuilder::default()
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://127.0.0.1:PORT` (no trailing slash; the node's IP if it listens on another).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", self.addr())
     }
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
     pub fn port(&self) -> u16 {
         self.port
@@ -281,6 +297,17 @@ impl NodeProcess {
         let err =
             File::create(self.log_path("stderr")).map_err(|e| StartError::Failed(e.to_string()))?;
         let mut cmd = xpod_command();
+        if let Some((program, prefix)) = self.wrap.split_first() {
+            let inner = cmd;
+            cmd = Command::new(program);
+            cmd.args(prefix).arg(inner.get_program());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+        }
         cmd.arg("up")
             .arg("--data-dir")
             .arg(&self.data_dir)

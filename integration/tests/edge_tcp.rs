@@ -63,7 +63,12 @@ fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn an_edge_on_tcp_only_joins_and_serves_through_its_center() {
     let tmp = TempDir::new("xpod-edge-tcp");
-    let center = start_center(&tmp, "center-1", "[tunnel]\nedge_domain = \"edges.test\"\n");
+    // Heartbeats every second: the edge's pod list reaches the center quickly.
+    let center = start_center(
+        &tmp,
+        "center-1",
+        "[tunnel]\nedge_domain = \"edges.test\"\n\n[tunnel.presence]\nheartbeat_secs = 1\ninactive_after_secs = 3\noffline_after_secs = 6\n",
+    );
     let backend = start_backend();
     let token = new_token_with(&center, json!({"singleUse": true, "podPrefixes": ["tcp-"]}));
     let edge = start_edge_with_token(
@@ -117,4 +122,393 @@ fn an_edge_on_tcp_only_joins_and_serves_through_its_center() {
         .find(|l| l.starts_with("edge-tcp"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains(" tcp "), "{line}");
+}
+
+/// A network namespace joined to the host by a veth pair, removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: std::net::IpAddr,
+    ns_ip: std::net::IpAddr,
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    /// Needs root, `ip` (iproute2) and `nft`: without them the test fails, naming what is
+    /// missing (it never skips silently).
+    fn new() -> Netns {
+        let id = std::process::id() % 10_000;
+        let subnet = std::process::id() % 250;
+        let n = Netns {
+            name: format!("xpod-udpb-{id}"),
+            host_if: format!("xub{id}h"),
+            host_ip: format!("10.213.{subnet}.1").parse().unwrap(),
+            ns_ip: format!("10.213.{subnet}.2").parse().unwrap(),
+        };
+        let added = sh(&["ip", "netns", "add", &n.name]);
+        assert!(
+            added.status.success(),
+            "this test needs root and iproute2 to make a network namespace: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        let peer = format!("xub{id}n");
+        ok(&[
+            "ip", "link", "add", &n.host_if, "type", "veth", "peer", "name", &peer,
+        ]);
+        ok(&["ip", "link", "set", &peer, "netns", &n.name]);
+        ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.host_if,
+        ]);
+        ok(&["ip", "link", "set", &n.host_if, "up"]);
+        n.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", n.ns_ip),
+            "dev",
+            &peer,
+        ]);
+        n.exec(&["ip", "link", "set", &peer, "up"]);
+        n.exec(&["ip", "link", "set", "lo", "up"]);
+        n
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        ok(&all);
+    }
+
+    /// Drops every UDP packet in and out of the namespace (nftables).
+    fn block_udp(&self) {
+        let which = sh(&["nft", "--version"]);
+        assert!(which.status.success(), "this test needs nft (nftables)");
+        self.exec(&["nft", "add", "table", "inet", "xpod_udpb"]);
+        for (chain, hook) in [("out", "output"), ("in", "input")] {
+            self.exec(&[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "xpod_udpb",
+                chain,
+                &format!("{{ type filter hook {hook} priority 0; }}"),
+            ]);
+            self.exec(&[
+                "nft",
+                "add",
+                "rule",
+                "inet",
+                "xpod_udpb",
+                chain,
+                "meta",
+                "l4proto",
+                "udp",
+                "drop",
+            ]);
+        }
+    }
+
+    fn unblock_udp(&self) {
+        self.exec(&["nft", "delete", "table", "inet", "xpod_udpb"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+    }
+}
+
+/// An echo server on `ip`: every connection gets its bytes back.
+fn start_echo(ip: std::net::IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut conn = conn;
+                let _ = std::io::copy(&mut conn, &mut out);
+                let _ = out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// [`start_backend`] on `ip`.
+fn start_backend_on(ip: std::net::IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let l = TcpListener::bind(addr).unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut out = &conn;
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 19\r\n\r\nhello from the edge",
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A self-signed certificate for `name` and `openssl s_server -www` on `ip` serving it.
+fn start_tls_service(
+    dir: &std::path::Path,
+    name: &str,
+    ip: std::net::IpAddr,
+) -> (std::process::Child, SocketAddr) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .args(["-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("this test needs openssl");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = SocketAddr::new(ip, xpod_integration::node::free_port());
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept"])
+        .arg(addr.to_string())
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting openssl s_server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "openssl s_server does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+fn transport_of(center: &NodeProcess, node: &str) -> Option<String> {
+    let all = Curl::get(format!("{}/.cluster/nodes", center.url()))
+        .bearer(&center.admin_key())
+        .send()
+        .json();
+    all["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["nodeId"] == node && n["status"] == "online")?["capacity"]["transport"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// UDP really blocked: in a network namespace whose nftables drop every UDP packet, an edge
+/// (`transport = "auto"`) joins and registers over TCP, and serves HTTP, TLS passthrough and a
+/// TCP forward through it; once UDP passes again it moves to QUIC, and requests made all along
+/// never fail.
+#[test]
+fn udp_blocked() {
+    let ns = Netns::new();
+    ns.block_udp();
+    let tmp = TempDir::new("xpod-udp-blocked");
+    let data = tmp.path().join("center-1");
+    let d = data.to_str().unwrap();
+    xpod_integration::mesh::xpod_ok(&["ca", "init", "--data-dir", d]);
+    xpod_integration::mesh::xpod_ok(&[
+        "ca",
+        "issue",
+        "--data-dir",
+        d,
+        "--node-id",
+        "center-1",
+        "--san",
+        &ns.host_ip.to_string(),
+        "--out",
+        d,
+    ]);
+    let (tls_port, fwd_port) = (
+        xpod_integration::node::free_port(),
+        xpod_integration::node::free_port(),
+    );
+    let config = tmp.path().join("center.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tunnel]\nedge_domain = \"edges.test\"\ntls_listen = \"{ip}:{tls_port}\"\n\n\
+             [[tunnel.forwards]]\nlisten = \"{ip}:{fwd_port}\"\nnode = \"edge-nu\"\nservice = \"echo\"\n",
+            ip = ns.host_ip
+        ),
+    )
+    .unwrap();
+    let center = NodeProcess::builder()
+        .data_dir(&data)
+        .ip(ns.host_ip)
+        .env("XPOD_NODE_ID", "center-1")
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let backend = start_backend_on(ns.host_ip);
+    let echo = start_echo(ns.host_ip);
+    let (mut tls_server, tls_addr) =
+        start_tls_service(tmp.path(), "tls.edge-nu.edges.test", ns.host_ip);
+    let token = new_token_with(&center, json!({"singleUse": true}));
+    let edge_config = tmp.path().join("edge.toml");
+    std::fs::write(
+        &edge_config,
+        format!(
+            "role = \"edge\"\n\n[tunnel]\ntransport = \"auto\"\n\n\
+             [[tunnel.services]]\nname = \"web\"\nlocal = \"{backend}\"\nkind = \"http\"\n\n\
+             [[tunnel.services]]\nname = \"tls\"\nlocal = \"{tls_addr}\"\nkind = \"tls\"\n\n\
+             [[tunnel.services]]\nname = \"echo\"\nlocal = \"{echo}\"\nkind = \"tcp\"\n"
+        ),
+    )
+    .unwrap();
+    let edge = NodeProcess::builder()
+        .data_dir(tmp.path().join("edge-nu"))
+        .ip(ns.ns_ip)
+        .wrap(&["ip", "netns", "exec", &ns.name])
+        .env("XPOD_NODE_ID", "edge-nu")
+        .env("XPOD_TEST_QUIC_RETRY_MS", "2000")
+        .arg("--config")
+        .arg(&edge_config)
+        .arg("--join")
+        .arg(format!("{}:{}", ns.host_ip, center.port()))
+        .arg("--token")
+        .arg(token)
+        .start();
+    wait_online(&center, "edge-nu");
+    assert_eq!(transport_of(&center, "edge-nu").as_deref(), Some("tcp"));
+    assert!(
+        edge.stderr().contains("trying TCP"),
+        "the join went over TCP: {}",
+        edge.stderr()
+    );
+
+    // HTTP, TLS passthrough and a TCP forward, all through the TCP transport.
+    let port = center.port();
+    let web = |host: &str| {
+        Curl::get(format!("http://{host}:{port}/"))
+            .arg("--resolve")
+            .arg(format!("{host}:{port}:{}", ns.host_ip))
+            .arg("--max-time")
+            .arg("10")
+            .send()
+    };
+    assert_eq!(
+        web("web.edge-nu.edges.test").expect(200).text(),
+        "hello from the edge"
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(tmp.path().join("cert.pem"))
+        .arg("--resolve")
+        .arg(format!("tls.edge-nu.edges.test:{tls_port}:{}", ns.host_ip))
+        .arg(format!("https://tls.edge-nu.edges.test:{tls_port}/"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "TLS passthrough over the TCP transport: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = std::net::TcpStream::connect((ns.host_ip, fwd_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"echo over tcp").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = String::new();
+    std::io::Read::read_to_string(&mut s, &mut back).unwrap();
+    assert_eq!(back, "echo over tcp");
+
+    // UDP passes again: the edge moves to QUIC while requests keep coming.
+    ns.unblock_udp();
+    let unblocked = Instant::now();
+    let (mut sent, mut failed) = (0, Vec::new());
+    while transport_of(&center, "edge-nu").as_deref() != Some("quic") {
+        assert!(
+            unblocked.elapsed() < Duration::from_secs(30),
+            "the edge did not move back to QUIC: {}",
+            edge.stderr()
+        );
+        let r = web("web.edge-nu.edges.test");
+        sent += 1;
+        if r.status != 200 {
+            failed.push(r.status);
+        }
+    }
+    for _ in 0..20 {
+        let r = web("web.edge-nu.edges.test");
+        sent += 1;
+        if r.status != 200 {
+            failed.push(r.status);
+        }
+    }
+    println!(
+        "udp blocked: moved back to QUIC {:.1} s after UDP passed again; {sent} requests meanwhile, {} failed",
+        unblocked.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed during the move: {failed:?}"
+    );
+    let _ = tls_server.kill();
+    let _ = tls_server.wait();
+    drop(edge);
 }

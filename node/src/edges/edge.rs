@@ -53,6 +53,17 @@ async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, host))
 }
 
+/// Test hook: `XPOD_TEST_QUIC_RETRY_MS` — how often an edge on TCP tries QUIC again (instead of
+/// every minute), so a test can watch it move back. Never set in production.
+fn test_quic_retry() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var("XPOD_TEST_QUIC_RETRY_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    tracing::warn!(ms, "XPOD_TEST_QUIC_RETRY_MS: QUIC retry interval overridden (a test setting; never in production)");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// The tunnel crate's name for `tunnel.transport`.
 fn transport_of(t: xpod_config::TunnelTransport) -> Transport {
     match t {
@@ -194,6 +205,9 @@ pub async fn run(
             Timers::default(),
         );
         config.transport = transport;
+        if let Some(retry) = test_quic_retry() {
+            config.quic_retry = retry;
+        }
         EdgeDialer::spawn_with(config)
     };
     let mut dialer = dial(addrs.clone(), &server_name)?;

@@ -19,7 +19,8 @@
 //! ([`super::tcp`], for networks that block UDP), or `Auto` (the default), like a careful
 //! client: QUIC first; TCP as well after a head start of [`TCP_HEAD_START`] or as soon as QUIC
 //! fails; the first that connects is kept, and remembered (per center, for this run) as the one
-//! to start with next time. While on TCP, QUIC is tried again every [`QUIC_RETRY`]; when it
+//! to start with next time. While on TCP, QUIC is tried again every
+//! [`DialerConfig::quic_retry`] ([`QUIC_RETRY`]); when it
 //! connects, a session starts on it and, once registered, the TCP one says goodbye (the center
 //! sends new requests to the newest registration, so none is dropped).
 //!
@@ -133,6 +134,8 @@ pub struct DialerConfig {
     pub connect_timeout: Duration,
     /// QUIC over UDP, over TCP, or both ([`Transport`]).
     pub transport: Transport,
+    /// In `Auto` on TCP, how often QUIC is tried again ([`QUIC_RETRY`]).
+    pub quic_retry: Duration,
 }
 
 impl DialerConfig {
@@ -153,6 +156,7 @@ impl DialerConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
             transport: Transport::default(),
+            quic_retry: QUIC_RETRY,
         }
     }
 }
@@ -443,10 +447,9 @@ impl Supervisor {
                     let started = tokio::time::Instant::now();
                     let name = link.name();
                     let (mut link, mut driver) = (link.tcp, self.start_session(link.conn, name));
-                    let mut retry = tokio::time::interval_at(
-                        tokio::time::Instant::now() + QUIC_RETRY,
-                        QUIC_RETRY,
-                    );
+                    let every = self.config.quic_retry.max(Duration::from_millis(100));
+                    let mut retry =
+                        tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                     let stop = loop {
                         tokio::select! {
                             _ = driver.finished() => break false,
