@@ -6,6 +6,8 @@
 //!   SIGTERM, restart), used by the end-to-end and multi-node tests and the benchmarks.
 //! - [`edges`]: centers with a cluster CA, join tokens, edges that join, presence, memory.
 //! - [`mesh`]: centers with certificates from one CA on one PostgreSQL, meshed over QUIC.
+//! - [`netns`]: a network namespace on a veth pair (UDP blocked with nftables).
+//! - [`impair`]: a UDP relay that adds delay and loss (a bad link without `tc netem`).
 //! - [`s3`]: a real S3-compatible server (a throwaway `moto_server`) for the S3 region tests.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
 //! - [`eventually`]: waiting for a condition with a deadline.
@@ -13,7 +15,9 @@
 pub mod bind;
 pub mod curl;
 pub mod edges;
+pub mod impair;
 pub mod mesh;
+pub mod netns;
 pub mod node;
 pub mod pebble;
 pub mod pg;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use xpod_integration::curl::Curl;
 use xpod_integration::edges::{new_token_with, start_center, start_edge_with_token, wait_online};
+use xpod_integration::netns::Netns;
 use xpod_integration::node::{NodeProcess, TempDir};
 
 /// An HTTP backend answering `hello from the edge` to everything.
@@ -122,123 +123,6 @@ fn an_edge_on_tcp_only_joins_and_serves_through_its_center() {
         .find(|l| l.starts_with("edge-tcp"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains(" tcp "), "{line}");
-}
-
-/// A network namespace joined to the host by a veth pair, removed on drop.
-struct Netns {
-    name: String,
-    host_if: String,
-    host_ip: std::net::IpAddr,
-    ns_ip: std::net::IpAddr,
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    /// Needs root, `ip` (iproute2) and `nft`: without them the test fails, naming what is
-    /// missing (it never skips silently).
-    fn new() -> Netns {
-        let id = std::process::id() % 10_000;
-        let subnet = std::process::id() % 250;
-        let n = Netns {
-            name: format!("xpod-udpb-{id}"),
-            host_if: format!("xub{id}h"),
-            host_ip: format!("10.213.{subnet}.1").parse().unwrap(),
-            ns_ip: format!("10.213.{subnet}.2").parse().unwrap(),
-        };
-        let added = sh(&["ip", "netns", "add", &n.name]);
-        assert!(
-            added.status.success(),
-            "this test needs root and iproute2 to make a network namespace: {}",
-            String::from_utf8_lossy(&added.stderr)
-        );
-        let peer = format!("xub{id}n");
-        ok(&[
-            "ip", "link", "add", &n.host_if, "type", "veth", "peer", "name", &peer,
-        ]);
-        ok(&["ip", "link", "set", &peer, "netns", &n.name]);
-        ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/30", n.host_ip),
-            "dev",
-            &n.host_if,
-        ]);
-        ok(&["ip", "link", "set", &n.host_if, "up"]);
-        n.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/30", n.ns_ip),
-            "dev",
-            &peer,
-        ]);
-        n.exec(&["ip", "link", "set", &peer, "up"]);
-        n.exec(&["ip", "link", "set", "lo", "up"]);
-        n
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        ok(&all);
-    }
-
-    /// Drops every UDP packet in and out of the namespace (nftables).
-    fn block_udp(&self) {
-        let which = sh(&["nft", "--version"]);
-        assert!(which.status.success(), "this test needs nft (nftables)");
-        self.exec(&["nft", "add", "table", "inet", "xpod_udpb"]);
-        for (chain, hook) in [("out", "output"), ("in", "input")] {
-            self.exec(&[
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "xpod_udpb",
-                chain,
-                &format!("{{ type filter hook {hook} priority 0; }}"),
-            ]);
-            self.exec(&[
-                "nft",
-                "add",
-                "rule",
-                "inet",
-                "xpod_udpb",
-                chain,
-                "meta",
-                "l4proto",
-                "udp",
-                "drop",
-            ]);
-        }
-    }
-
-    fn unblock_udp(&self) {
-        self.exec(&["nft", "delete", "table", "inet", "xpod_udpb"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-        let _ = sh(&["ip", "link", "del", &self.host_if]);
-    }
 }
 
 /// An echo server on `ip`: every connection gets its bytes back.
