@@ -37,7 +37,7 @@ pub fn ok(args: &[&str]) {
 impl Netns {
     /// Needs root, `ip` (iproute2) and `nft`: without them the test fails, naming what is
     /// missing (it never skips silently).
-    pub fn new() -> Netns {
+    pub fn create() -> Netns {
         let id = std::process::id() % 10_000;
         let subnet = std::process::id() % 250;
         let peer = format!("xub{id}n");

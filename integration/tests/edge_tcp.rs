@@ -249,7 +249,7 @@ fn transport_of(center: &NodeProcess, node: &str) -> Option<String> {
 /// never fail.
 #[test]
 fn udp_blocked() {
-    let ns = Netns::new();
+    let ns = Netns::create();
     ns.block_udp();
     let tmp = TempDir::new("xpod-udp-blocked");
     let data = tmp.path().join("center-1");
