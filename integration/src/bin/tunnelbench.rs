@@ -10,11 +10,14 @@
 //!    reading `end.sum_received.bits_per_second`, against one `iperf3 -s`: direct; through an
 //!    xpod TCP forward (client → center's `[[tunnel.forwards]]` port → QUIC tunnel → edge →
 //!    iperf3, the edge publishing it as a `kind = "tcp"` service); through rathole with its plain
-//!    TCP transport; through rathole with its Noise transport. Ratios are path / direct.
+//!    TCP transport; through rathole with its Noise transport; and `xpod_tcp`: the same through a
+//!    second edge whose tunnel uses the TCP transport (`tunnel.transport = "tcp"`: QUIC over TLS
+//!    on TCP). Ratios are path / direct.
 //! 2. **HTTP**: `wrk -t2 -c32 -d10s --latency` (requests/s, p50, p99) against one small
 //!    keep-alive HTTP/1.1 backend (hyper, in this process on its own tokio runtime, a ~100-byte
 //!    body): direct; through the center's HTTP port with `Host: web.edge-1.edges.test` (the
-//!    edge's `web` service); through rathole (TCP transport).
+//!    edge's `web` service) and `web.edge-tcp.edges.test` (the TCP-transport edge); through
+//!    rathole (TCP transport).
 //! 3. **Memory**: VmRSS of the xpod center and edge and of the rathole servers and clients after
 //!    setup (idle), their peak VmRSS sampled every 100 ms during the iperf3/wrk runs that go
 //!    through them, and VmHWM at the end. Also the CPU time (utime + stime) each spent per run.
@@ -67,6 +70,9 @@ use xpod_tunnel::proto::{ClientConfig, Event, Register, Role, Service, ServiceKi
 
 const EDGE: &str = "edge-1";
 const EDGE_HOST: &str = "web.edge-1.edges.test";
+/// The same edge's twin on the TCP transport (`tunnel.transport = "tcp"`).
+const EDGE_TCP: &str = "edge-tcp";
+const EDGE_TCP_HOST: &str = "web.edge-tcp.edges.test";
 /// The backend's answer: exactly 100 bytes.
 const BODY: &[u8] =
     b"tunnelbench backend: hello from the small keep-alive HTTP/1.1 server, 100 bytes of body text.......\n";
@@ -932,13 +938,14 @@ fn main() -> anyhow::Result<()> {
     };
 
     // xpod: a center with a TCP forward to edge-1's iperf3, and edge-1 publishing both.
-    let fwd = free_port();
+    let (fwd, fwd_tcp) = (free_port(), free_port());
     let center = start_center(
         &tmp,
         "center-1",
         &format!(
             "[tunnel]\nedge_domain = \"edges.test\"\n\n\
-             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd}\"\nnode = \"{EDGE}\"\nservice = \"iperf\"\n"
+             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd}\"\nnode = \"{EDGE}\"\nservice = \"iperf\"\n\n\
+             [[tunnel.forwards]]\nlisten = \"127.0.0.1:{fwd_tcp}\"\nnode = \"{EDGE_TCP}\"\nservice = \"iperf\"\n"
         ),
     );
     let edge = start_edge(
@@ -947,6 +954,16 @@ fn main() -> anyhow::Result<()> {
         EDGE,
         &format!(
             "[[tunnel.services]]\nname = \"web\"\nlocal = \"{backend}\"\n\n\
+             [[tunnel.services]]\nname = \"iperf\"\nlocal = \"{iperf_addr}\"\nkind = \"tcp\"\n"
+        ),
+    );
+    let edge_tcp = start_edge(
+        &tmp,
+        &center,
+        EDGE_TCP,
+        &format!(
+            "[tunnel]\ntransport = \"tcp\"\n\n\
+             [[tunnel.services]]\nname = \"web\"\nlocal = \"{backend}\"\n\n\
              [[tunnel.services]]\nname = \"iperf\"\nlocal = \"{iperf_addr}\"\nkind = \"tcp\"\n"
         ),
     );
@@ -992,6 +1009,8 @@ fn main() -> anyhow::Result<()> {
     wait_backend_through(backend, "backend", "the direct path")?;
     let center_http = center.addr();
     wait_backend_through(center_http, EDGE_HOST, "the xpod center")?;
+    wait_online(&center, EDGE_TCP);
+    wait_backend_through(center_http, EDGE_TCP_HOST, "the xpod center (TCP transport)")?;
     let xpod_procs = vec![
         Watched {
             name: "xpod-center",
@@ -1000,6 +1019,16 @@ fn main() -> anyhow::Result<()> {
         Watched {
             name: "xpod-edge",
             pid: edge.pid(),
+        },
+    ];
+    let xpod_tcp_procs = vec![
+        Watched {
+            name: "xpod-center",
+            pid: center.pid(),
+        },
+        Watched {
+            name: "xpod-edge-tcp",
+            pid: edge_tcp.pid(),
         },
     ];
     let mut book = MemBook::default();
@@ -1065,6 +1094,7 @@ fn main() -> anyhow::Result<()> {
         let mut paths: Vec<(&str, u16, Vec<Watched>)> = vec![
             ("direct", iperf_port, vec![]),
             ("xpod", fwd, xpod_procs.clone()),
+            ("xpod_tcp", fwd_tcp, xpod_tcp_procs.clone()),
         ];
         if let (Some(r), Some(p)) = (&rh_tcp, &tcp_procs) {
             paths.push(("rathole_tcp", r.ports["iperf"], p.clone()));
@@ -1132,6 +1162,12 @@ fn main() -> anyhow::Result<()> {
         let mut paths: Vec<(&str, SocketAddr, Option<&str>, Vec<Watched>)> = vec![
             ("direct", backend, None, vec![]),
             ("xpod", center_http, Some(EDGE_HOST), xpod_procs.clone()),
+            (
+                "xpod_tcp",
+                center_http,
+                Some(EDGE_TCP_HOST),
+                xpod_tcp_procs.clone(),
+            ),
         ];
         if let (Some(r), Some(p)) = (&rh_tcp, &tcp_procs) {
             let web = SocketAddr::from(([127, 0, 0, 1], r.ports["web"]));
