@@ -63,11 +63,17 @@ impl PgServer {
     /// A throwaway cluster of this test's own, even when `XPOD_TEST_PG_URL` names a shared
     /// server: for tests that stop and start PostgreSQL ([`PgServer::stop`]).
     pub fn start_private() -> anyhow::Result<PgServer> {
+        Self::start_private_on(None)
+    }
+
+    /// [`PgServer::start_private`] listening on `also` as well as 127.0.0.1 (a test whose
+    /// nodes reach it from a network namespace).
+    pub fn start_private_on(also: Option<std::net::IpAddr>) -> anyhow::Result<PgServer> {
         let (initdb, pg_ctl) = find_binaries().ok_or_else(|| anyhow!("{PG_REQUIRED}"))?;
         let mut last_err = None;
         // A free port can be taken between our probe and the server's bind: retry a few times.
         for _ in 0..3 {
-            match Self::cluster(&initdb, &pg_ctl) {
+            match Self::cluster(&initdb, &pg_ctl, also) {
                 Ok(s) => return Ok(s),
                 Err(e) => last_err = Some(e),
             }
@@ -226,7 +232,11 @@ impl PgServer {
         })
     }
 
-    fn cluster(initdb: &Path, pg_ctl: &Path) -> anyhow::Result<PgServer> {
+    fn cluster(
+        initdb: &Path,
+        pg_ctl: &Path,
+        also: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<PgServer> {
         let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!("xpod-pg-{}", unique_suffix()));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -255,13 +265,30 @@ impl PgServer {
             "--no-locale",
         ]))
         .context("initdb")?;
+        if let Some(ip) = also {
+            // initdb's trust lines cover loopback only: let the namespace's side in too.
+            use std::io::Write as _;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .context("opening pg_hba.conf")?;
+            let net = match ip {
+                std::net::IpAddr::V4(v4) => {
+                    let o = v4.octets();
+                    format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+                }
+                std::net::IpAddr::V6(_) => format!("{ip}/64"),
+            };
+            writeln!(hba, "host all all {net} trust").context("writing pg_hba.conf")?;
+        }
 
         let port = free_port()?;
         let log = dir.join("log");
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+            "-p {port} -k {} -c listen_addresses=127.0.0.1{} -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-            dir.display()
+            dir.display(),
+            also.map(|ip| format!(",{ip}")).unwrap_or_default()
         );
         std::fs::write(dir.join("opts"), &opts).context("saving the options")?;
         let started = run(pg_command(as_postgres, pg_ctl)

@@ -385,3 +385,180 @@ fn an_edge_with_one_center_reaches_another_when_it_dies() {
         "kept on the laptop"
     );
 }
+
+/// A partition: one center cut off from PostgreSQL and from its peers (its clients still reach
+/// it) for 30 s, in a network namespace whose nftables drop that traffic. It stops
+/// acknowledging writes for its pod before any other center may take the pod over; the pod
+/// moves; after the partition heals there is exactly one owner, and every acknowledged write
+/// is readable.
+#[test]
+fn a_partitioned_center_stops_writing_before_its_pod_moves() {
+    use xpod_integration::netns::Netns;
+    let ns = Netns::create();
+    let pg =
+        PgServer::start_private_on(Some(ns.host_ip)).expect("PostgreSQL is required for this test");
+    let pg_port: u16 = pg
+        .url()
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+        .expect("the port in the PostgreSQL URL");
+    let tmp = TempDir::new("xpod-partition");
+    let ca = tmp.path().join("ca");
+    xpod_integration::mesh::xpod_ok(&["ca", "init", "--data-dir", ca.to_str().unwrap()]);
+    let objects = tmp.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let centers: Vec<NodeProcess> = (1..=3)
+        .map(|i| {
+            let id = format!("center-{i}");
+            let data = tmp.path().join(&id);
+            xpod_integration::mesh::xpod_ok(&[
+                "ca",
+                "issue",
+                "--data-dir",
+                ca.to_str().unwrap(),
+                "--node-id",
+                &id,
+                "--san",
+                "127.0.0.1",
+                "--out",
+                data.to_str().unwrap(),
+            ]);
+            let mut b = NodeProcess::builder()
+                .data_dir(&data)
+                .env("XPOD_NODE_ID", &id)
+                .env(
+                    "XPOD_STORAGE_OBJECTS_URL",
+                    format!("file://{}", objects.display()),
+                )
+                .env("XPOD_FAILOVER_LEASE_TTL_SECS", TTL.to_string())
+                .env("XPOD_FAILOVER_STABILITY_WINDOW_SECS", WINDOW.to_string());
+            if i == 3 {
+                // The one that will be cut off: inside the namespace.
+                b = b.ip(ns.ns_ip).wrap(&["ip", "netns", "exec", &ns.name]).env(
+                    "XPOD_DATABASE_URL",
+                    format!("postgresql://postgres@{}:{pg_port}/postgres", ns.host_ip),
+                );
+            } else {
+                // On the host's side of the pair: a QUIC socket bound to 127.0.0.1 could not
+                // reach the namespace.
+                b = b.ip(ns.host_ip).env("XPOD_DATABASE_URL", pg.url());
+            }
+            b.start()
+        })
+        .collect();
+    let started = Instant::now();
+    let key = centers[0].admin_key();
+    let urls: Vec<String> = centers.iter().map(|c| c.url()).collect();
+    Curl::new("POST", format!("{}/.cluster/pods", urls[2]))
+        .bearer(&key)
+        .json(&json!({"podId": "cut"}))
+        .send()
+        .expect(201);
+    eventually(30, "every center reaches the pod", || {
+        urls.iter().all(|u| get(u, &key, "/cut/").status == 200)
+    });
+    let settle = Duration::from_secs(TTL + WINDOW + 1);
+    if let Some(rest) = settle.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let r = put(&urls[0], &key, "/cut/before.txt", "before the partition");
+    assert!(matches!(r.status, 201 | 204), "{r:?}");
+    assert_eq!(r.header("x-xpod-node"), Some("center-3"));
+
+    // Cut center-3 off from PostgreSQL and from the other centers (QUIC is UDP); clients
+    // still reach its HTTP port.
+    ns.exec(&["nft", "add", "table", "inet", "xpod_cut"]);
+    for (chain, hook) in [("out", "output"), ("in", "input")] {
+        ns.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "xpod_cut",
+            chain,
+            &format!("{{ type filter hook {hook} priority 0; }}"),
+        ]);
+        ns.exec(&[
+            "nft", "add", "rule", "inet", "xpod_cut", chain, "meta", "l4proto", "udp", "drop",
+        ]);
+    }
+    ns.exec(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "xpod_cut",
+        "out",
+        "tcp",
+        "dport",
+        &pg_port.to_string(),
+        "drop",
+    ]);
+    let cut_at = Instant::now();
+    // Writer 0 goes straight to center-3, writer 1 through center-1.
+    let load = Load::start(vec![urls[2].clone(), urls[0].clone()], &key, &["cut"]);
+    std::thread::sleep(Duration::from_secs(30));
+    let writes = load.finish();
+    ns.exec(&["nft", "delete", "table", "inet", "xpod_cut"]);
+    let healed = Instant::now();
+
+    let acked = |w: &&Write| (200..300).contains(&w.status);
+    let last_old = writes
+        .iter()
+        .filter(acked)
+        .filter(|w| w.node.as_deref() == Some("center-3"))
+        .map(|w| w.ended)
+        .max();
+    let first_new = writes
+        .iter()
+        .filter(acked)
+        .filter(|w| w.node.as_deref() != Some("center-3"))
+        .map(|w| w.ended)
+        .min();
+    if let Some(last) = last_old {
+        assert!(
+            last <= cut_at + Duration::from_secs(TTL),
+            "the cut-off center acknowledged a write {:?} after the cut (its lease is {TTL} s)",
+            last - cut_at
+        );
+    }
+    let first_new =
+        first_new.expect("the pod was written through its new owner during the partition");
+    assert!(
+        last_old.is_none_or(|l| l < first_new),
+        "two owners acknowledged writes at once"
+    );
+    println!(
+        "partition: the cut-off center's last acknowledged write {:?} after the cut; the new owner's first {:.1} s after it",
+        last_old.map(|l| l.saturating_duration_since(cut_at)),
+        (first_new - cut_at).as_secs_f64()
+    );
+    // Healed: exactly one owner, whichever center is asked; the old owner passes writes on.
+    eventually(
+        30,
+        "every center agrees on one owner after the partition",
+        || {
+            let rows: Vec<Value> = urls
+                .iter()
+                .map(|u| get(u, &key, "/.cluster/pods/cut").json())
+                .collect();
+            rows.iter()
+                .all(|r| r["nodeId"] == rows[0]["nodeId"] && r["epoch"] == rows[0]["epoch"])
+                && rows[0]["nodeId"] != "center-3"
+        },
+    );
+    eventually(30, "the old owner passes writes to the new one", || {
+        let r = put(&urls[2], &key, "/cut/after.txt", "after the partition");
+        (200..300).contains(&r.status) && r.header("x-xpod-node") != Some("center-3")
+    });
+    println!(
+        "partition: one owner again {:.1} s after healing",
+        healed.elapsed().as_secs_f64()
+    );
+    let n = all_acknowledged_readable(&writes, &urls, &key);
+    assert_eq!(
+        get(&urls[1], &key, "/cut/before.txt").text(),
+        "before the partition"
+    );
+    println!("partition: {n} acknowledged writes, every one readable through every center");
+}

@@ -1010,7 +1010,11 @@ fn main() -> anyhow::Result<()> {
     let center_http = center.addr();
     wait_backend_through(center_http, EDGE_HOST, "the xpod center")?;
     wait_online(&center, EDGE_TCP);
-    wait_backend_through(center_http, EDGE_TCP_HOST, "the xpod center (TCP transport)")?;
+    wait_backend_through(
+        center_http,
+        EDGE_TCP_HOST,
+        "the xpod center (TCP transport)",
+    )?;
     let xpod_procs = vec![
         Watched {
             name: "xpod-center",
