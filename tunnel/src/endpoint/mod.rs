@@ -143,9 +143,11 @@ pub(crate) fn transport_config() -> Arc<quinn::TransportConfig> {
 }
 
 /// [`transport_config`], to adjust.
-fn transport_settings() -> quinn::TransportConfig {
+pub(crate) fn transport_settings() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    // No unidirectional streams are used (quinn would set up state for 100 by default).
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(10))

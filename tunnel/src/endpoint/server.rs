@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::join::{serve_join, JoinAuthority};
-use super::{close_code, transport_config, TaskGauge, ALPN_JOIN, ALPN_MESH, HANDSHAKE_TIMEOUT};
+use super::{close_code, TaskGauge, ALPN_JOIN, ALPN_MESH, HANDSHAKE_TIMEOUT};
 use crate::identity::{peer_identity, IdentityError, NodeIdentity, NodeRole, PeerIdentity};
 
 /// Joins handled at the same time; more are closed with `BUSY`.
@@ -317,6 +317,11 @@ async fn handshake(incoming: quinn::Incoming, ctx: Arc<AcceptContext>, _guard: s
                 }
             };
             debug!(%remote, node_id = %peer.node_id, role = %peer.role, "node connected");
+            if peer.role == NodeRole::Center {
+                // Another center opens its forwarded requests' streams on this connection
+                // (an edge only opens its control stream: see `center_transport`).
+                conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(super::MAX_STREAMS));
+            }
             if ctx
                 .accepted
                 .send(Accepted::Node {
@@ -391,8 +396,23 @@ fn quinn_server_config(identity: &NodeIdentity) -> Result<quinn::ServerConfig, E
     let crypto =
         QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(center_transport());
     Ok(config)
+}
+
+/// Streams a peer may open on a connection to a center before it is known to be a center.
+pub const PEER_STREAMS_BEFORE_ROLE: u32 = 8;
+
+/// The tunnels' transport settings, but a connecting peer may open only
+/// [`PEER_STREAMS_BEFORE_ROLE`] bidirectional streams and no unidirectional one: quinn sets up
+/// state for every stream a peer may open as soon as the connection exists (4,096 of them
+/// took ~400 KiB per idle edge), and an edge opens just its control stream. A verified center
+/// gets [`super::MAX_STREAMS`] right after the handshake.
+fn center_transport() -> Arc<quinn::TransportConfig> {
+    let mut t = super::transport_settings();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(PEER_STREAMS_BEFORE_ROLE));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    Arc::new(t)
 }
 
 /// Client verification against the cluster CA that lets certificate-less clients (joining
