@@ -301,3 +301,50 @@ fn edge_presence_follows_heartbeats() {
         t0.elapsed().as_millis()
     );
 }
+
+/// An idle edge's heartbeats mostly cost no database write: presence is stored when something
+/// changed, else once the stored heartbeat is half way to looking inactive. The edge stays
+/// online, and its stored heartbeat never gets near the inactivity bound.
+#[test]
+fn idle_heartbeats_are_not_all_written() {
+    let tmp = TempDir::new("xpod-edges-quiet");
+    let center = start_center_with(
+        &tmp,
+        Some("[tunnel.presence]\nheartbeat_secs = 1\ninactive_after_secs = 9\noffline_after_secs = 20\n"),
+    );
+    let token = new_token(&center, true);
+    let edge = start_edge(&tmp, "edge1", &center, Some(&token));
+    let id = edge.node_id();
+    wait_status(&center, &id, "online");
+    let unwritten = || {
+        Curl::get(format!("{}/metrics", center.url()))
+            .send()
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("xpod_edge_heartbeats_unwritten_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the metric")
+    };
+    let before = unwritten();
+    let mut oldest = 0;
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(500));
+        let row = wait_status(&center, &id, "online");
+        let age = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            - row["lastHeartbeat"].as_i64().unwrap();
+        oldest = oldest.max(age);
+    }
+    let skipped = unwritten() - before;
+    // (9 s − 1 s) / 2 = 4 s between writes: of ~6 heartbeats, most were not written.
+    assert!(
+        skipped >= 3,
+        "only {skipped} of ~6 heartbeats went unwritten"
+    );
+    assert!(oldest < 6_000, "the stored heartbeat got {oldest} ms old");
+    println!(
+        "quiet heartbeats: {skipped} unwritten in 6 s; stored heartbeat at most {oldest} ms old"
+    );
+}

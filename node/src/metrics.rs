@@ -23,6 +23,7 @@ pub struct Metrics {
     forwarded: AtomicU64,
     forward_streams: AtomicU64,
     failovers: AtomicU64,
+    heartbeats_unwritten: AtomicU64,
 }
 
 #[derive(Default)]
@@ -82,6 +83,10 @@ impl Metrics {
     /// A stream opened to forward a pod request (the others reused a pooled one).
     pub fn forward_stream_opened(&self) {
         self.forward_streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn heartbeat_unwritten(&self) {
+        self.heartbeats_unwritten.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn pod_failed_over(&self) {
@@ -162,6 +167,12 @@ impl Metrics {
                 "counter",
                 "Streams opened to forward pod requests (every other forwarded request reused a pooled stream).",
                 self.forward_streams.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_edge_heartbeats_unwritten_total",
+                "counter",
+                "Edge heartbeats that changed nothing and needed no database write.",
+                self.heartbeats_unwritten.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "xpod_pods_failed_over_total",

@@ -35,6 +35,12 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
     async move {
     // The pods the edge last said it hosts (synced into the cluster's pod table on change).
     let mut hosted: Vec<String> = Vec::new();
+    // Presence is written when something changed, else once the stored heartbeat is half way
+    // to looking inactive (the sweeper judges silence from it): most heartbeats of an idle
+    // edge cost no database write, and none is judged inactive while it beats.
+    let timers = super::presence_timers(&app.config.tunnel.presence);
+    let refresh = timers.inactive_after.saturating_sub(timers.heartbeat_interval) / 2;
+    let mut written: Option<(std::time::Instant, Option<String>)> = None;
     let mut goodbye = false;
     while let Some(event) = rx.recv().await {
         match event {
@@ -58,6 +64,14 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                     hosted = pods;
                     claim_pods(&app, &peer.node_id, &hosted).await;
                 }
+                let capacity = hb.capacity.clone();
+                let fresh = written.as_ref().is_some_and(|(at, c)| {
+                    at.elapsed() < refresh && (capacity.is_none() || *c == capacity)
+                });
+                if fresh {
+                    app.metrics.heartbeat_unwritten();
+                    continue;
+                }
                 update(&app, &peer.node_id, |n| {
                     n.status = NodeStatus::Online;
                     n.last_heartbeat = meta::now_millis();
@@ -66,9 +80,12 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                     }
                 })
                 .await;
+                let kept = capacity.or_else(|| written.take().and_then(|(_, c)| c));
+                written = Some((std::time::Instant::now(), kept));
             }
             Event::PeerStatusChanged(s) => {
                 tracing::info!(status = ?s, "edge status changed");
+                written = None;
                 update(&app, &peer.node_id, |n| n.status = status_of(s)).await;
             }
             Event::CommandReceived(cmd) => {
