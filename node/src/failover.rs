@@ -10,8 +10,8 @@
 //!    looks for centers whose lease has stayed ended for longer than the stability window,
 //!    and moves each of their pods to a live center in one compare-and-set per pod
 //!    ([`xpod_storage::meta::PodStore::rehome_pod`]: epoch + 1, change-feed event, so every
-//!    center and the DNS zone follow at once). Targets: the live centers of the dead center's
-//!    region, else every live center, spread by the pod's id. Centers race for the same pods;
+//!    center and the DNS zone follow at once). Targets: the live (and not revoked) centers of
+//!    the dead center's region, else every such center, spread by the pod's id. Centers race for the same pods;
 //!    the compare-and-set lets exactly one move each. Each move is audited (`pod.failover`).
 //!
 //! A center that comes back sees in the change feed that it no longer owns those pods and
@@ -78,7 +78,11 @@ impl Failover {
     pub async fn rehome_dead(&self) -> meta::MetaResult<usize> {
         let all = self.meta.liveness().await?;
         let window_ms = self.window().as_millis() as i64;
-        let live: Vec<&Liveness> = all.iter().filter(|l| l.expired_for_ms < 0).collect();
+        // A revoked center may still renew its lease; it never receives pods.
+        let live: Vec<&Liveness> = all
+            .iter()
+            .filter(|l| l.expired_for_ms < 0 && !self.app.policies.is_revoked(&l.node_id))
+            .collect();
         let mut moved = 0;
         for dead in all.iter().filter(|l| l.expired_for_ms > window_ms) {
             let pods = self.meta.pods_owned_by(&dead.node_id).await?;
