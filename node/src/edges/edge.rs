@@ -17,26 +17,13 @@ use xpod_tunnel::endpoint::{DialerConfig, EdgeDialer};
 use xpod_tunnel::identity::{JoinToken, NodeIdentity};
 use xpod_tunnel::proto::{Event, Register, Role, Timers};
 
+use super::learned::host_port;
 use super::services::{self, Services};
 use super::{NODE_CERT, NODE_KEY};
 use crate::cluster_ca::{write_new, CA_CERT};
 
 /// The file listing the centers an edge joined through, one `HOST:PORT` per line.
 pub const CENTERS_FILE: &str = "centers";
-
-/// `https://host:port/` or `host:port` → `host:port`.
-pub(crate) fn host_port(center: &str) -> anyhow::Result<String> {
-    let s = center.trim();
-    let s = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("quic://"))
-        .unwrap_or(s);
-    let s = s.trim_end_matches('/');
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
-        _ => bail!("center `{center}`: expected HOST:PORT of the center's QUIC endpoint (e.g. center1.example.com:8443)"),
-    }
-}
 
 async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
     let hp = host_port(center)?;

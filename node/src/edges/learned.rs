@@ -45,6 +45,20 @@ struct Centers {
     centers: Vec<String>,
 }
 
+/// `https://host:port/` or `host:port` → `host:port`.
+pub fn host_port(center: &str) -> anyhow::Result<String> {
+    let s = center.trim();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("quic://"))
+        .unwrap_or(s);
+    let s = s.trim_end_matches('/');
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
+        _ => anyhow::bail!("center `{center}`: expected HOST:PORT of the center's QUIC endpoint (e.g. center1.example.com:8443)"),
+    }
+}
+
 /// The path of the runner-stream API that takes the list.
 pub const PATH: &str = "/node/centers";
 
@@ -126,7 +140,7 @@ pub fn serve(app: &App, method: &Method, payload: &[u8]) -> Result<Response<Body
     }
     let mut lines = String::new();
     for c in &list.centers {
-        let hp = super::edge::host_port(c).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let hp = host_port(c).map_err(|e| ApiError::bad_request(e.to_string()))?;
         lines.push_str(&hp);
         lines.push('\n');
     }

@@ -49,17 +49,7 @@ pub const TCP_HEAD_START: Duration = Duration::from_millis(500);
 /// In `Auto` on TCP, how often QUIC is tried again.
 pub const QUIC_RETRY: Duration = Duration::from_secs(60);
 
-/// How an edge reaches its centers (`tunnel.transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Transport {
-    /// QUIC, and TCP when QUIC does not get through (see the module docs).
-    #[default]
-    Auto,
-    /// QUIC over UDP only.
-    Quic,
-    /// QUIC over TLS on TCP only.
-    Tcp,
-}
+pub use super::tcp::Transport;
 
 /// A connection and, for TCP, the endpoint that carries it (dropped with it).
 struct Link {

@@ -313,9 +313,9 @@ pub async fn join_with_transport(
     server_name: &str,
     token: &JoinToken,
     node_id: &str,
-    transport: super::dialer::Transport,
+    transport: super::tcp::Transport,
 ) -> Result<NodeIdentity, JoinError> {
-    use super::dialer::Transport;
+    use super::tcp::Transport;
     match transport {
         Transport::Quic => join(center, server_name, token, node_id).await,
         Transport::Tcp => {

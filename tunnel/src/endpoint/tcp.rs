@@ -41,6 +41,18 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
+/// How an edge reaches its centers (`tunnel.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// QUIC, and TCP when QUIC does not get through (see the module docs).
+    #[default]
+    Auto,
+    /// QUIC over UDP only.
+    Quic,
+    /// QUIC over TLS on TCP only.
+    Tcp,
+}
+
 /// ALPN of the outer TLS connection that carries QUIC packets.
 pub const ALPN_TCP: &[u8] = b"xpod-tcp/1";
 /// The largest packet carried (quinn's packets are far smaller; a longer length is an error).
