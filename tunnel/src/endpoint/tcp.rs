@@ -21,8 +21,9 @@
 //!   center, whose virtual address the dialer connects QUIC to.
 //!
 //! QUIC's loss recovery and congestion control still run; TCP never loses a packet, so they
-//! see delay instead of loss. To keep that delay small, each direction buffers at most
-//! [`QUEUE`] packets: beyond that a packet is dropped, as a congested UDP path would, and QUIC
+//! see delay instead of loss. To keep that delay small, at most [`QUEUE`] packets wait to go
+//! down one connection, and at most 4 × [`QUEUE`] received ones (from all connections) wait
+//! for the endpoint: beyond that a packet is dropped, as a congested UDP path would, and QUIC
 //! slows down.
 
 use std::collections::HashMap;
