@@ -183,6 +183,23 @@ impl PgServer {
             .count() as u64)
     }
 
+    /// How many client connections (other than this call's) this database has now.
+    pub fn backends(&self) -> anyhow::Result<u64> {
+        let url = self.url.clone();
+        block_on_thread(async move {
+            let client = connect(&url).await?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .context("counting backends")?;
+            anyhow::Ok(row.get::<_, i64>("n") as u64)
+        })
+    }
+
     /// Terminates every backend of this database whose last query was `LISTEN …` (the
     /// change-feed connections); returns how many were terminated.
     pub async fn terminate_listeners(&self) -> anyhow::Result<u64> {
