@@ -52,9 +52,11 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 // From now on requests for this edge's services go through this connection.
                 app.edges.insert(&peer.node_id, tunnel.clone());
                 // So it can reach another center if this one dies.
-                tokio::spawn(super::learned::push(app.clone(), peer.node_id.clone()));
+                super::learned::tell(&app, &peer.node_id);
             }
             Event::Heartbeat(hb) => {
+                // A center that joined (or left) since: told within a heartbeat.
+                super::learned::tell(&app, &peer.node_id);
                 let pods = hb
                     .capacity
                     .as_deref()

@@ -1,9 +1,9 @@
 //! Centers an edge learns from the cluster, so an edge configured with one center can reach
 //! another when that one dies (issue 18).
 //!
-//! - A center, when an edge registers, tells it the QUIC addresses of the cluster's live
-//!   centers ([`push`]; not again within [`RETELL_AFTER`] if the list is the same, so an edge
-//!   that reconnects often costs nothing): `POST /node/centers` `{"centers": ["host:port", …]}` on a `Runner`
+//! - A center, when an edge registers and on its heartbeats, tells it the QUIC addresses of
+//!   the cluster's live centers ([`tell`]; not again within [`RETELL_AFTER`] if the list is the
+//!   same, so an edge that reconnects or beats often costs nothing): `POST /node/centers` `{"centers": ["host:port", …]}` on a `Runner`
 //!   stream of the edge's tunnel (only a center can open one: mutual TLS with a center
 //!   certificate; an older edge answers 404 and nothing changes).
 //! - The edge keeps them in `<data_dir>/centers.learned` ([`serve`]: at most [`MAX_LEARNED`]
@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use xpod_storage::meta::{self, NodeStatus, NodeType};
+use xpod_storage::meta::{self, NodeStatus};
 
 use crate::app::App;
 use crate::reply::body::{self, Body};
@@ -62,37 +62,33 @@ pub fn host_port(center: &str) -> anyhow::Result<String> {
 /// The path of the runner-stream API that takes the list.
 pub const PATH: &str = "/node/centers";
 
-/// The QUIC addresses of the cluster's live centers (sorted).
-async fn live_centers(app: &App) -> Result<Vec<String>, ApiError> {
+/// The QUIC addresses of the cluster's live centers (sorted), from the mesh's view of the
+/// nodes (refreshed every 2 s): telling an edge costs no listing of every node (10,000 edges
+/// registering at once made that quadratic).
+fn live_centers(app: &App) -> Vec<String> {
     let now = meta::now_millis();
     let mut out: Vec<String> = app
-        .meta
-        .list_nodes()
-        .await?
-        .into_iter()
-        .filter(|n| {
-            n.node_type == NodeType::Center
-                && n.status == NodeStatus::Online
-                && now - n.last_heartbeat < FRESH
-        })
-        .filter_map(|n| n.quic_address)
+        .mesh
+        .known_centers()
+        .iter()
+        .filter(|n| n.status == NodeStatus::Online && now - n.last_heartbeat < FRESH)
+        .filter_map(|n| n.quic_address.clone())
         .collect();
     out.sort();
     out.dedup();
     out.truncate(MAX_LEARNED);
-    Ok(out)
+    out
 }
 
-/// A center tells edge `edge` (whose tunnel it holds) the cluster's live centers.
-pub async fn push(app: std::sync::Arc<App>, edge: String) {
-    let centers = match live_centers(&app).await {
-        Ok(c) if !c.is_empty() => c,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::debug!(edge = %edge, error = %e.message, "cannot list the centers for an edge");
-            return;
-        }
-    };
+/// A center tells edge `edge` (whose tunnel it holds) the cluster's live centers, unless it
+/// told it the same list within [`RETELL_AFTER`]. Cheap when there is nothing to tell (a
+/// hash of a short list): called on the edge's registration and on each of its heartbeats,
+/// so a center that joins later reaches every edge within a heartbeat.
+pub fn tell(app: &std::sync::Arc<App>, edge: &str) {
+    let centers = live_centers(app);
+    if centers.is_empty() {
+        return;
+    }
     let body = serde_json::to_vec(&Centers { centers }).unwrap_or_default();
     let digest = {
         use std::hash::{Hash as _, Hasher as _};
@@ -100,26 +96,30 @@ pub async fn push(app: std::sync::Arc<App>, edge: String) {
         body.hash(&mut h);
         h.finish()
     };
-    if !app.edges.first_telling(&edge, digest, RETELL_AFTER) {
+    if !app.edges.first_telling(edge, digest, RETELL_AFTER) {
         return;
     }
-    let call = crate::sandbox::client::call(&app, &edge, 0, Method::POST, PATH, Bytes::from(body));
-    match tokio::time::timeout(TELL_TIMEOUT, call).await {
-        Ok(Ok(r)) if r.status().is_success() => {
-            tracing::debug!(edge = %edge, "told the edge the cluster's centers")
+    let (app, edge) = (app.clone(), edge.to_string());
+    tokio::spawn(async move {
+        let call =
+            crate::sandbox::client::call(&app, &edge, 0, Method::POST, PATH, Bytes::from(body));
+        match tokio::time::timeout(TELL_TIMEOUT, call).await {
+            Ok(Ok(r)) if r.status().is_success() => {
+                tracing::debug!(edge = %edge, "told the edge the cluster's centers")
+            }
+            Ok(Ok(r)) => {
+                tracing::info!(edge = %edge, status = %r.status(), "the edge did not take the list of centers (an older version?)")
+            }
+            Ok(Err(e)) => {
+                app.edges.untold(&edge);
+                tracing::debug!(edge = %edge, error = %e.message, "could not tell the edge the centers");
+            }
+            Err(_) => {
+                app.edges.untold(&edge);
+                tracing::debug!(edge = %edge, "telling the edge the centers timed out");
+            }
         }
-        Ok(Ok(r)) => {
-            tracing::info!(edge = %edge, status = %r.status(), "the edge did not take the list of centers (an older version?)")
-        }
-        Ok(Err(e)) => {
-            app.edges.untold(&edge);
-            tracing::debug!(edge = %edge, error = %e.message, "could not tell the edge the centers");
-        }
-        Err(_) => {
-            app.edges.untold(&edge);
-            tracing::debug!(edge = %edge, "telling the edge the centers timed out");
-        }
-    }
+    });
 }
 
 /// An edge takes the list from a center (the caller checked it came on a `Runner` stream).

@@ -66,6 +66,8 @@ struct State {
     peers: HashMap<String, quinn::Connection>,
     /// The last known `nodes` rows (all types), by node id.
     nodes: HashMap<String, NodeRecord>,
+    /// The centers among them, sorted by id.
+    centers: Arc<Vec<NodeRecord>>,
     /// When a dial to a peer last failed.
     failed: HashMap<String, Instant>,
     /// Peers the refresh loop is dialing now (so a slow dial is not started twice).
@@ -197,6 +199,12 @@ impl Mesh {
         Ok(conn)
     }
 
+    /// The centers' rows as of the last refresh (every [`REFRESH`]; empty before the first),
+    /// sorted by id: for callers that need the list often and can take it a moment old.
+    pub fn known_centers(&self) -> Arc<Vec<NodeRecord>> {
+        self.state.lock().expect("poisoned").centers.clone()
+    }
+
     /// Closes the connection this node dialed to `node_id` (a revoked node); whether there was one.
     pub fn close_peer(&self, node_id: &str, reason: &[u8]) -> bool {
         let conn = self.state.lock().expect("poisoned").peers.remove(node_id);
@@ -257,6 +265,13 @@ impl Mesh {
                 .collect();
             {
                 let mut state = self.state.lock().expect("poisoned");
+                let mut centers: Vec<NodeRecord> = nodes
+                    .iter()
+                    .filter(|n| n.node_type == NodeType::Center)
+                    .cloned()
+                    .collect();
+                centers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                state.centers = Arc::new(centers);
                 state.nodes = nodes.into_iter().map(|n| (n.node_id.clone(), n)).collect();
                 let died: Vec<String> = state
                     .peers
