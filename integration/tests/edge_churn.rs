@@ -49,7 +49,7 @@ async fn cycle(
     identity: &NodeIdentity,
     goodbye: bool,
 ) -> Result<(), String> {
-    let cfg = xpod_tunnel::endpoint::mesh_client_config(identity).map_err(|e| e.to_string())?;
+    let cfg = xpod_tunnel::endpoint::edge_client_config(identity).map_err(|e| e.to_string())?;
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
         endpoint

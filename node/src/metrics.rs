@@ -24,6 +24,7 @@ pub struct Metrics {
     forward_streams: AtomicU64,
     failovers: AtomicU64,
     heartbeats_unwritten: AtomicU64,
+    heartbeats_batched: AtomicU64,
 }
 
 #[derive(Default)]
@@ -87,6 +88,11 @@ impl Metrics {
 
     pub fn heartbeat_unwritten(&self) {
         self.heartbeats_unwritten.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn heartbeats_batched(&self, n: usize) {
+        self.heartbeats_batched
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn pod_failed_over(&self) {
@@ -173,6 +179,12 @@ impl Metrics {
                 "counter",
                 "Edge heartbeats that changed nothing and needed no database write.",
                 self.heartbeats_unwritten.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "xpod_edge_heartbeats_batched_total",
+                "counter",
+                "Edge heartbeats written in batches (one statement a second for every such edge).",
+                self.heartbeats_batched.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "xpod_pods_failed_over_total",

@@ -28,9 +28,11 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
         peer.node_id.clone(),
         tokio::time::Instant::now().into_std(),
     );
-    let (tx, mut rx) = mpsc::channel(64);
+    // Boxed: a channel allocates room for 32 messages up front, and an `Event` is ~200
+    // bytes (6 KiB per idle edge unboxed).
+    let (tx, mut rx) = mpsc::channel::<Box<Event>>(64);
     let tunnel = conn.clone();
-    let handle = driver::spawn(conn, session, tx);
+    let handle = driver::spawn_tagged(conn, session, tx, Box::new, None);
     let span = tracing::info_span!("edge", node = %peer.node_id, %remote);
     async move {
     // The pods the edge last said it hosts (synced into the cluster's pod table on change).
@@ -43,7 +45,7 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
     let mut written: Option<(std::time::Instant, Option<String>)> = None;
     let mut goodbye = false;
     while let Some(event) = rx.recv().await {
-        match event {
+        match *event {
             Event::PeerRegistered(reg) => {
                 tracing::info!(version = %reg.version, os = %reg.os, arch = %reg.arch, "edge registered");
                 update(&app, &peer.node_id, |n| registered(n, &reg, &app, remote)).await;
@@ -67,21 +69,26 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                     claim_pods(&app, &peer.node_id, &hosted).await;
                 }
                 let capacity = hb.capacity.clone();
-                let fresh = written.as_ref().is_some_and(|(at, c)| {
-                    at.elapsed() < refresh && (capacity.is_none() || *c == capacity)
-                });
-                if fresh {
+                let unchanged = written
+                    .as_ref()
+                    .is_some_and(|(_, c)| capacity.is_none() || *c == capacity);
+                if unchanged && written.as_ref().is_some_and(|(at, _)| at.elapsed() < refresh) {
                     app.metrics.heartbeat_unwritten();
                     continue;
                 }
-                update(&app, &peer.node_id, |n| {
-                    n.status = NodeStatus::Online;
-                    n.last_heartbeat = meta::now_millis();
-                    if let Some(c) = hb.capacity.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
-                        n.capacity["capacity"] = c;
-                    }
-                })
-                .await;
+                if unchanged {
+                    // Only the time: written with every other such heartbeat in one batch.
+                    app.edges.touch(&peer.node_id);
+                } else {
+                    update(&app, &peer.node_id, |n| {
+                        n.status = NodeStatus::Online;
+                        n.last_heartbeat = meta::now_millis();
+                        if let Some(c) = hb.capacity.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
+                            n.capacity["capacity"] = c;
+                        }
+                    })
+                    .await;
+                }
                 let kept = capacity.or_else(|| written.take().and_then(|(_, c)| c));
                 written = Some((std::time::Instant::now(), kept));
             }
@@ -111,6 +118,7 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
     // The session is over however it ended: requests for this edge fail fast from now on
     // (unless a newer connection of the same edge has taken over).
     if app.edges.remove(&peer.node_id, &tunnel) {
+        app.edges.untouch(&peer.node_id);
         tracing::info!("no longer forwarding to this edge");
         if goodbye {
             // A graceful goodbye: the edge is gone now, not merely silent.
@@ -312,20 +320,31 @@ async fn update(app: &App, node_id: &str, f: impl FnOnce(&mut NodeRecord)) {
 pub async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let timers = super::presence_timers(&app.config.tunnel.presence);
     let mut tick = tokio::time::interval(SWEEP_EVERY.min(timers.heartbeat_interval));
+    let mut touch = tokio::time::interval(super::registry::TOUCH_EVERY);
+    touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                flush_heartbeats(&app).await;
+                return;
+            }
+            _ = touch.tick() => {
+                flush_heartbeats(&app).await;
+                continue;
+            }
             _ = tick.tick() => {}
         }
         app.edges.pool.sweep();
-        let nodes = match app.meta.list_nodes().await {
+        let now = meta::now_millis();
+        // Only rows silent for longer than an edge may be: not a listing of every node.
+        let before = now - timers.inactive_after.as_millis() as i64;
+        let nodes = match app.meta.list_silent_edges(before).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "presence sweep skipped");
                 continue;
             }
         };
-        let now = meta::now_millis();
         for n in nodes {
             if n.node_type != NodeType::Edge
                 || n.status == NodeStatus::Offline
@@ -345,6 +364,20 @@ pub async fn sweep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                 })
                 .await;
             }
+        }
+    }
+}
+
+/// Writes the queued heartbeats ([`super::registry::EdgeRegistry::touch`]) in one statement.
+async fn flush_heartbeats(app: &App) {
+    let ids = app.edges.take_touched();
+    if ids.is_empty() {
+        return;
+    }
+    match app.meta.touch_nodes(&ids, meta::now_millis()).await {
+        Ok(_) => app.metrics.heartbeats_batched(ids.len()),
+        Err(e) => {
+            tracing::warn!(edges = ids.len(), error = %e, "could not record edges' heartbeats")
         }
     }
 }

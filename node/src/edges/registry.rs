@@ -34,7 +34,14 @@ pub struct EdgeRegistry {
     /// What each edge was last told of the cluster's centers (a digest), and when
     /// (`crate::edges::learned`): an edge that reconnects often is not told again and again.
     told: Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// Edges whose heartbeat is to be written with the next batch
+    /// (`crate::edges::center::sweep` flushes it every [`TOUCH_EVERY`]): at most one entry per
+    /// edge.
+    touched: Mutex<std::collections::HashSet<String>>,
 }
+
+/// How often the batched heartbeats ([`EdgeRegistry::touch`]) are written.
+pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most edges [`EdgeRegistry::first_telling`] remembers (then it starts over).
 const MAX_TOLD: usize = 100_000;
@@ -46,6 +53,7 @@ impl Default for EdgeRegistry {
             relays: Mutex::default(),
             pool: Arc::new(StreamPool::new(MAX_IDLE_PER_SERVICE)),
             told: Mutex::default(),
+            touched: Mutex::default(),
         }
     }
 }
@@ -66,6 +74,26 @@ impl EdgeRegistry {
         }
         told.insert(node_id.to_string(), (digest, std::time::Instant::now()));
         true
+    }
+
+    /// Queues a heartbeat of `node_id` (nothing else of its row changed) for the next batch.
+    pub fn touch(&self, node_id: &str) {
+        let mut touched = self.touched.lock().expect("poisoned");
+        if !touched.contains(node_id) {
+            touched.insert(node_id.to_string());
+        }
+    }
+
+    /// Drops a queued heartbeat of `node_id` (its session ended).
+    pub fn untouch(&self, node_id: &str) {
+        self.touched.lock().expect("poisoned").remove(node_id);
+    }
+
+    /// The queued heartbeats, emptying the queue.
+    pub fn take_touched(&self) -> Vec<String> {
+        std::mem::take(&mut *self.touched.lock().expect("poisoned"))
+            .into_iter()
+            .collect()
     }
 
     /// Forgets that `node_id` was told (the telling failed).

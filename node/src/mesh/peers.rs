@@ -64,8 +64,9 @@ struct Dialer {
 struct State {
     /// Connections this node dialed, by peer node id.
     peers: HashMap<String, quinn::Connection>,
-    /// The last known `nodes` rows (all types), by node id.
-    nodes: HashMap<String, NodeRecord>,
+    /// The last known `nodes` rows, by node id, and when each was read: every center's at
+    /// each refresh, an edge's when it was last asked for (kept for [`REFRESH`]).
+    nodes: HashMap<String, (NodeRecord, Instant)>,
     /// The centers among them, sorted by id.
     centers: Arc<Vec<NodeRecord>>,
     /// When a dial to a peer last failed.
@@ -125,10 +126,12 @@ impl Mesh {
         None
     }
 
-    /// The `nodes` row of `node_id`, from the last refresh or read now.
+    /// The `nodes` row of `node_id`, as read less than [`REFRESH`] ago or read now.
     pub async fn node(&self, nodes: &dyn NodeStore, node_id: &str) -> Result<NodeRecord, String> {
-        if let Some(n) = self.state.lock().expect("poisoned").nodes.get(node_id) {
-            return Ok(n.clone());
+        if let Some((n, at)) = self.state.lock().expect("poisoned").nodes.get(node_id) {
+            if at.elapsed() < REFRESH {
+                return Ok(n.clone());
+            }
         }
         let n = nodes
             .get_node(node_id)
@@ -139,7 +142,7 @@ impl Mesh {
             .lock()
             .expect("poisoned")
             .nodes
-            .insert(node_id.to_string(), n.clone());
+            .insert(node_id.to_string(), (n.clone(), Instant::now()));
         Ok(n)
     }
 
@@ -244,7 +247,9 @@ impl Mesh {
                 _ = tick.tick() => {}
             }
             self.pool.sweep();
-            let nodes = match nodes_store.list_nodes().await {
+            // Centers only: edges' rows are read when a request needs one (thousands of
+            // them would cost a listing every refresh).
+            let nodes = match nodes_store.list_centers().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "mesh: cannot list nodes");
@@ -272,7 +277,11 @@ impl Mesh {
                     .collect();
                 centers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
                 state.centers = Arc::new(centers);
-                state.nodes = nodes.into_iter().map(|n| (n.node_id.clone(), n)).collect();
+                let read = Instant::now();
+                state.nodes.retain(|_, (_, at)| at.elapsed() < REFRESH);
+                state
+                    .nodes
+                    .extend(nodes.into_iter().map(|n| (n.node_id.clone(), (n, read))));
                 let died: Vec<String> = state
                     .peers
                     .iter()

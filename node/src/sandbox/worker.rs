@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use xpod_storage::meta::{now_millis, NodeStatus};
+use xpod_storage::meta::{self, now_millis, NodeStatus};
 
 use super::lifecycle;
 use super::model::{self, Status};
@@ -73,17 +73,18 @@ pub async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>
 
 async fn reconcile_once(app: &Arc<App>) -> anyhow::Result<()> {
     let now = now_millis();
-    let nodes: std::collections::HashMap<String, _> = app
-        .meta
-        .list_nodes()
-        .await?
-        .into_iter()
-        .map(|n| (n.node_id.clone(), n))
-        .collect();
+    // The rows of the nodes running sandboxes, read as needed (not every node of the cluster
+    // every 2 s: thousands of edges may run none).
+    let mut nodes: std::collections::HashMap<String, Option<meta::NodeRecord>> =
+        std::collections::HashMap::new();
     for sb in model::list(app.meta.as_ref(), None).await? {
         match sb.status {
             Status::Running => {
-                let Some(n) = nodes.get(&sb.node) else {
+                if !nodes.contains_key(&sb.node) {
+                    let row = app.meta.get_node(&sb.node).await?;
+                    nodes.insert(sb.node.clone(), row);
+                }
+                let Some(n) = nodes.get(&sb.node).and_then(Option::as_ref) else {
                     lifecycle::mark_stopped(app, &sb.id, "its node is gone")
                         .await
                         .ok();

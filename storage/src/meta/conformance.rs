@@ -362,6 +362,101 @@ pub async fn check_nodes(store: &Arc<dyn MetaStore>) {
         vec![&a2, &b],
         "list_nodes should hold both nodes, ordered by node_id"
     );
+    check_batched_presence(store, &base).await;
+}
+
+/// `list_silent_edges` returns only edges not offline and silent since before the bound;
+/// `touch_nodes` marks existing rows online at the time given, keeps every other column and
+/// creates nothing.
+async fn check_batched_presence(store: &Arc<dyn MetaStore>, base: &str) {
+    let now = now_millis();
+    let edge = |suffix: &str, status: NodeStatus, heartbeat: i64| {
+        let mut n = node(&format!("{base}-{suffix}"), status);
+        n.node_type = NodeType::Edge;
+        n.attached_centers = vec!["center-1".into()];
+        n.capacity = serde_json::json!({ "pods": ["p1"] });
+        n.last_heartbeat = heartbeat;
+        n
+    };
+    assert!(
+        ok(store.list_centers().await, "list centers")
+            .iter()
+            .all(|n| n.node_type == NodeType::Center),
+        "list_centers lists centers only"
+    );
+    let silent = edge("e-silent", NodeStatus::Inactive, now - 120_000);
+    let beating = edge("e-beating", NodeStatus::Online, now);
+    let gone = edge("e-gone", NodeStatus::Offline, now - 120_000);
+    let mut center = node(&format!("{base}-c-silent"), NodeStatus::Online);
+    center.last_heartbeat = now - 120_000;
+    for n in [&silent, &beating, &gone, &center] {
+        ok(store.upsert_node(n).await, "insert a node for presence");
+    }
+    let mine = |all: Vec<NodeRecord>| -> Vec<String> {
+        all.into_iter()
+            .map(|n| n.node_id)
+            .filter(|id| id.starts_with(base))
+            .collect()
+    };
+    assert_eq!(
+        mine(ok(
+            store.list_silent_edges(now - 60_000).await,
+            "silent edges"
+        )),
+        vec![silent.node_id.clone()],
+        "only the edge that is neither offline nor beating (and no center) is silent"
+    );
+    let missing = format!("{base}-e-missing");
+    let at = now + 5;
+    let changed = ok(
+        store
+            .touch_nodes(
+                &[
+                    silent.node_id.clone(),
+                    gone.node_id.clone(),
+                    missing.clone(),
+                ],
+                at,
+            )
+            .await,
+        "touch nodes",
+    );
+    assert_eq!(changed, 2, "the two existing rows were touched");
+    let got = ok(store.get_node(&silent.node_id).await, "get touched").expect("still there");
+    assert_eq!(
+        (
+            got.status,
+            got.last_heartbeat,
+            &got.capacity,
+            &got.attached_centers
+        ),
+        (
+            NodeStatus::Online,
+            at,
+            &silent.capacity,
+            &silent.attached_centers
+        ),
+        "a touched row is online at the time given, its other columns kept"
+    );
+    assert_eq!(
+        ok(store.get_node(&missing).await, "get missing"),
+        None,
+        "touch creates no row"
+    );
+    assert!(
+        mine(ok(
+            store.list_silent_edges(now - 60_000).await,
+            "silent edges"
+        ))
+        .is_empty(),
+        "no silent edge is left once touched"
+    );
+    assert_eq!(ok(store.touch_nodes(&[], at).await, "touch none"), 0);
+    let centers: Vec<String> = mine(ok(store.list_centers().await, "list centers"));
+    assert!(
+        centers.contains(&center.node_id) && !centers.contains(&silent.node_id),
+        "list_centers holds the center, not the edges: {centers:?}"
+    );
 }
 
 /// Pods: create at epoch 1 with a root container, get, list, duplicate.

@@ -482,6 +482,20 @@ pub trait NodeStore: Send + Sync {
 
     /// Ordered by node_id.
     async fn list_nodes(&self) -> MetaResult<Vec<NodeRecord>>;
+
+    /// The centers only, ordered by node_id (a mesh refresh every 2 s reads these, not the
+    /// thousands of edges).
+    async fn list_centers(&self) -> MetaResult<Vec<NodeRecord>>;
+
+    /// Heartbeats of many nodes in one statement: each existing row of `node_ids` becomes
+    /// online with `last_heartbeat = at_ms` (no row is created; other columns are kept).
+    /// Returns how many rows changed. A center holding thousands of idle edges writes their
+    /// presence this way, not one read-modify-write each.
+    async fn touch_nodes(&self, node_ids: &[String], at_ms: i64) -> MetaResult<u64>;
+
+    /// Edges not offline whose last heartbeat is older than `before_ms`, ordered by node_id:
+    /// what a presence sweep has to look at (not every node).
+    async fn list_silent_edges(&self, before_ms: i64) -> MetaResult<Vec<NodeRecord>>;
 }
 
 /// Pods and their resources: ownership and epochs, fenced conditional writes, listings, the blob references the GC and the region sync need.

@@ -996,6 +996,43 @@ impl NodeStore for PgStore {
             .map(node_from_row)
             .collect()
     }
+
+    async fn list_centers(&self) -> MetaResult<Vec<NodeRecord>> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {NODE_COLS} FROM nodes WHERE node_type = 'center' ORDER BY node_id");
+        query(&client, &sql, &[])
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
+
+    async fn touch_nodes(&self, node_ids: &[String], at_ms: i64) -> MetaResult<u64> {
+        if node_ids.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        execute(
+            &client,
+            "UPDATE nodes SET status = 'online', last_heartbeat = $1 WHERE node_id = ANY($2)",
+            &[&at_ms, &node_ids],
+        )
+        .await
+    }
+
+    async fn list_silent_edges(&self, before_ms: i64) -> MetaResult<Vec<NodeRecord>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {NODE_COLS} FROM nodes WHERE node_type = 'edge' AND status <> 'offline' \
+             AND last_heartbeat < $1 ORDER BY node_id"
+        );
+        query(&client, &sql, &[&before_ms])
+            .await?
+            .iter()
+            .map(node_from_row)
+            .collect()
+    }
 }
 
 #[async_trait]

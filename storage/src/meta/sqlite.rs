@@ -926,6 +926,54 @@ impl NodeStore for SqliteStore {
         })
         .await
     }
+
+    async fn list_centers(&self) -> MetaResult<Vec<NodeRecord>> {
+        self.call(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE node_type = 'center' ORDER BY node_id"
+            ))
+            .db()?
+            .query_map([], node_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn touch_nodes(&self, node_ids: &[String], at_ms: i64) -> MetaResult<u64> {
+        if node_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = to_json(&node_ids)?;
+        self.call(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE nodes SET status = 'online', last_heartbeat = ?1
+                     WHERE node_id IN (SELECT value FROM json_each(?2))",
+                )
+                .db()?
+                .execute(params![at_ms, ids])
+                .db()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn list_silent_edges(&self, before_ms: i64) -> MetaResult<Vec<NodeRecord>> {
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {NODE_COLS} FROM nodes WHERE node_type = 'edge' AND status <> 'offline'
+                 AND last_heartbeat < ?1 ORDER BY node_id"
+            ))
+            .db()?
+            .query_map([before_ms], node_from_row)
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 //! (ARCHITECTURE §8; the issue asks for HA to two centers).
 //!
 //! Each center gets a supervisor task that loops: connect (mutual TLS with
-//! [`client_config`], bounded by [`DialerConfig::connect_timeout`]) → run a fresh client
+//! [`edge_client_config`](super::edge_client_config), bounded by [`DialerConfig::connect_timeout`]) → run a fresh client
 //! [`Session`] (which sends `Register` again) through a [`driver`](super::driver) task → when it
 //! ends, wait a jittered exponential [`Backoff`] → again. The backoff's attempt counter resets
 //! only after a connection stayed up for [`Backoff::reset_after`] (10 s), so a center that
@@ -38,8 +38,8 @@ use tracing::{debug, info, warn};
 
 use super::driver::{self, DriverError, DriverHandle, LINGER};
 use super::server::EndpointError;
-use super::{close_code, quinn_client_config, TaskGauge, TaskGuard, ALPN_MESH};
-use crate::identity::{client_config, NodeIdentity};
+use super::{close_code, TaskGauge, TaskGuard};
+use crate::identity::NodeIdentity;
 use crate::proto::{ClientConfig, CommandBody, Event, Register, Session, Timers};
 
 /// Capacity of the event channel.
@@ -231,8 +231,7 @@ impl EdgeDialer {
 
     /// Starts a dialer from a full config. Must be called inside a tokio runtime.
     pub fn spawn_with(config: DialerConfig) -> Result<DialerHandle, EndpointError> {
-        let tls = client_config(&config.identity, &[ALPN_MESH])?;
-        let client = quinn_client_config(tls).map_err(EndpointError::Tls)?;
+        let client = super::edge_client_config(&config.identity)?;
         let bind: SocketAddr = if config.centers.iter().any(SocketAddr::is_ipv6) {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {

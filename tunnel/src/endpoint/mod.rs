@@ -128,11 +128,25 @@ pub const RECEIVE_WINDOW: u32 = 64 << 20;
 /// Upper bound for a QUIC handshake, here and in the dialer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Transport settings shared by both ends: a connection without any packet for 10 s is dead
-/// (five missed keep-alives; a hard-killed peer is noticed within that, so forwarded requests
-/// fail instead of hanging),
-/// and a keep-alive every 2 s holds NAT mappings open between heartbeats and lets an edge learn
-/// within about 2 s that its center restarted (the new process answers with a stateless reset).
+/// How long a tunnel connection may go without any packet before it is dead: two
+/// [`EDGE_KEEP_ALIVE`]s. Idle edges are noticed this late; a request forwarded into a tunnel
+/// whose edge died does not wait for it (the forwarder probes the connection while it waits
+/// and closes it after 2 s of silence, issue 18), so this only bounds how long an idle dead
+/// edge is shown as connected, and how long an edge waits on a center that went silent
+/// before it dials another.
+pub const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an edge stays silent before it sends a keep-alive. quinn counts from the last
+/// packet sent, so with the default heartbeat every 15 s one keep-alive goes between two
+/// heartbeats. It holds NAT mappings open (NATs forget UDP flows after 30 s or more) and
+/// lets an edge learn within this long that its center restarted (the new process answers
+/// with a stateless reset). Only the edge sends them: the center's acknowledgement keeps both
+/// ends alive, so an idle edge costs its center few packets (issue 18: 10,000 idle edges,
+/// little of a core).
+pub const EDGE_KEEP_ALIVE: Duration = Duration::from_millis(7_500);
+
+/// Transport settings shared by both ends: a connection without any packet for
+/// [`TUNNEL_IDLE_TIMEOUT`] is dead; no keep-alives (the dialing side adds its own:
+/// [`EDGE_KEEP_ALIVE`] for an edge, [`MESH_KEEP_ALIVE`] between centers).
 ///
 /// Streams: each end lets its peer open up to [`MAX_STREAMS`] bidirectional streams at once
 /// (quinn's default, 100, let ~100 idle relayed connections block every other request to an
@@ -150,10 +164,9 @@ pub(crate) fn transport_settings() -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t.receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW));
     t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(10))
-            .expect("10 s is a valid idle timeout"),
+        quinn::IdleTimeout::try_from(TUNNEL_IDLE_TIMEOUT).expect("a valid idle timeout"),
     ));
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.keep_alive_interval(None);
     // Datagrams only carry the forwarder's liveness probes, which nobody reads: a peer may
     // make this node buffer at most this much of them (quinn's default is 1.25 MB per
     // connection).
@@ -186,6 +199,20 @@ pub fn mesh_client_config(
         quinn::IdleTimeout::try_from(MESH_IDLE_TIMEOUT).expect("a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(MESH_KEEP_ALIVE));
+    cfg.transport_config(Arc::new(t));
+    Ok(cfg)
+}
+
+/// The client config an edge dials its centers with over `xpod/1`: mutual TLS with its node
+/// certificate, and the tunnels' transport settings with the edge's keep-alive
+/// ([`EDGE_KEEP_ALIVE`]).
+pub fn edge_client_config(
+    identity: &crate::identity::NodeIdentity,
+) -> Result<quinn::ClientConfig, EndpointError> {
+    let tls = crate::identity::client_config(identity, &[ALPN_MESH])?;
+    let mut cfg = quinn_client_config(tls).map_err(EndpointError::Tls)?;
+    let mut t = transport_settings();
+    t.keep_alive_interval(Some(EDGE_KEEP_ALIVE));
     cfg.transport_config(Arc::new(t));
     Ok(cfg)
 }

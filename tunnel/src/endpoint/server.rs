@@ -383,21 +383,69 @@ fn quinn_server_config(identity: &NodeIdentity) -> Result<quinn::ServerConfig, E
         .map_err(|e| EndpointError::Tls(e.to_string()))?;
     let verifier = Arc::new(OptionalNodeClientVerifier { inner });
     let tls_err = |e: rustls::Error| EndpointError::Tls(e.to_string());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![identity.cert_der()?, identity.ca_der()?],
-            identity.key_der()?,
-        )
-        .map_err(tls_err)?;
+        .with_cert_resolver(Arc::new(ChainByAlpn::new(identity, &provider)?));
     tls.alpn_protocols = vec![ALPN_MESH.to_vec(), ALPN_JOIN.to_vec()];
     let crypto =
         QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| EndpointError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(center_transport());
     Ok(config)
+}
+
+/// The certificate chain a center shows: its node certificate alone to peers speaking
+/// `xpod/1` (edges and centers, which hold the cluster CA and check against it), and the
+/// chain with the CA to a joining edge (`xpod-join/1`, which has only the CA's fingerprint
+/// from its token and checks the CA it is shown against that). The shorter chain keeps a
+/// center's first flight within one datagram: quinn keeps, per connection and for its
+/// lifetime, a send buffer sized for ten datagrams once it has sent two at once (13 KiB per
+/// idle edge).
+#[derive(Debug)]
+struct ChainByAlpn {
+    node: Arc<rustls::sign::CertifiedKey>,
+    with_ca: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl ChainByAlpn {
+    fn new(
+        identity: &NodeIdentity,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Self, EndpointError> {
+        let key = provider
+            .key_provider
+            .load_private_key(identity.key_der()?)
+            .map_err(|e| EndpointError::Tls(e.to_string()))?;
+        let cert = identity.cert_der()?;
+        Ok(ChainByAlpn {
+            node: Arc::new(rustls::sign::CertifiedKey::new(
+                vec![cert.clone()],
+                key.clone(),
+            )),
+            with_ca: Arc::new(rustls::sign::CertifiedKey::new(
+                vec![cert, identity.ca_der()?],
+                key,
+            )),
+        })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ChainByAlpn {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let joining = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ALPN_JOIN));
+        Some(if joining {
+            self.with_ca.clone()
+        } else {
+            self.node.clone()
+        })
+    }
 }
 
 /// Streams a peer may open on a connection to a center before it is known to be a center.
