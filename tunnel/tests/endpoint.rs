@@ -15,7 +15,7 @@ use xpod_tunnel::endpoint::join::BoxFuture;
 use xpod_tunnel::endpoint::{
     close_code, driver, join, join_with_timeout, Accepted, Backoff, CenterEndpoint, CenterState,
     DialerConfig, DialerEvent, DialerHandle, DriverHandle, EdgeDialer, JoinAuthority, JoinError,
-    ALPN_MESH,
+    ALPN_JOIN, ALPN_MESH,
 };
 use xpod_tunnel::identity::{
     bootstrap_client_config, client_config, peer_identity, ClusterCa, JoinToken, NodeIdentity,
@@ -485,8 +485,11 @@ async fn mesh_connection_without_a_client_certificate_is_closed() {
         short_timers(),
     )
     .unwrap();
-    // Trusts the center (pinned CA) but presents no certificate, on ALPN xpod/1.
-    let tls = bootstrap_client_config(&authority.ca.fingerprint(), &[ALPN_MESH]).unwrap();
+    // Trusts the center (pinned CA) but presents no certificate, and gets ALPN xpod/1: it
+    // offers the join protocol too, so the center shows its CA (as to a joining edge, which
+    // the pinned check needs), but the center prefers xpod/1.
+    let tls =
+        bootstrap_client_config(&authority.ca.fingerprint(), &[ALPN_MESH, ALPN_JOIN]).unwrap();
     let ep = client_endpoint();
     let connecting = ep
         .connect_with(quinn_client(tls), center.addr, "center")

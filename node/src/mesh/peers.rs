@@ -16,6 +16,8 @@ use crate::reply::body::Body;
 
 /// How often the list of centers is reread and missing connections dialed.
 pub const REFRESH: Duration = Duration::from_secs(2);
+/// How long a row read for a request is kept after it was read (see [`Mesh::node`]).
+const KEEP_ROWS: Duration = Duration::from_secs(600);
 /// A center whose heartbeat is older than this is not dialed.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 /// After a failed dial, or a connection that died, the request path does not dial the same
@@ -65,7 +67,8 @@ struct State {
     /// Connections this node dialed, by peer node id.
     peers: HashMap<String, quinn::Connection>,
     /// The last known `nodes` rows, by node id, and when each was read: every center's at
-    /// each refresh, an edge's when it was last asked for (kept for [`REFRESH`]).
+    /// each refresh, an edge's when it was last asked for (kept for [`KEEP_ROWS`], to route
+    /// by while the store is unreachable).
     nodes: HashMap<String, (NodeRecord, Instant)>,
     /// The centers among them, sorted by id.
     centers: Arc<Vec<NodeRecord>>,
@@ -126,18 +129,32 @@ impl Mesh {
         None
     }
 
-    /// The `nodes` row of `node_id`, as read less than [`REFRESH`] ago or read now.
+    /// The `nodes` row of `node_id`, as read less than [`REFRESH`] ago, else read now; while
+    /// the store cannot be read, the last known row (a PostgreSQL outage must not cut the
+    /// mesh's routes).
     pub async fn node(&self, nodes: &dyn NodeStore, node_id: &str) -> Result<NodeRecord, String> {
-        if let Some((n, at)) = self.state.lock().expect("poisoned").nodes.get(node_id) {
+        let known = self
+            .state
+            .lock()
+            .expect("poisoned")
+            .nodes
+            .get(node_id)
+            .cloned();
+        if let Some((n, at)) = &known {
             if at.elapsed() < REFRESH {
                 return Ok(n.clone());
             }
         }
-        let n = nodes
-            .get_node(node_id)
-            .await
-            .map_err(|e| format!("reading node {node_id}: {e}"))?
-            .ok_or_else(|| format!("node {node_id} is not known to the cluster"))?;
+        let n = match nodes.get_node(node_id).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(format!("node {node_id} is not known to the cluster")),
+            Err(e) => {
+                return match known {
+                    Some((n, _)) => Ok(n),
+                    None => Err(format!("reading node {node_id}: {e}")),
+                }
+            }
+        };
         self.state
             .lock()
             .expect("poisoned")
@@ -278,7 +295,7 @@ impl Mesh {
                 centers.sort_by(|a, b| a.node_id.cmp(&b.node_id));
                 state.centers = Arc::new(centers);
                 let read = Instant::now();
-                state.nodes.retain(|_, (_, at)| at.elapsed() < REFRESH);
+                state.nodes.retain(|_, (_, at)| at.elapsed() < KEEP_ROWS);
                 state
                     .nodes
                     .extend(nodes.into_iter().map(|n| (n.node_id.clone(), (n, read))));
