@@ -304,7 +304,7 @@ fn udp_blocked() {
         ),
     )
     .unwrap();
-    let edge = NodeProcess::builder()
+    let mut edge = NodeProcess::builder()
         .data_dir(tmp.path().join("edge-nu"))
         .ip(ns.ns_ip)
         .wrap(&["ip", "netns", "exec", &ns.name])
@@ -360,6 +360,30 @@ fn udp_blocked() {
     std::io::Read::read_to_string(&mut s, &mut back).unwrap();
     assert_eq!(back, "echo over tcp");
 
+    // The choice is remembered for this network (the edge's address towards the center):
+    // restarted, the edge tries TCP first.
+    let learned = tmp.path().join("edge-nu").join("transport.learned");
+    let remembered = std::fs::read_to_string(&learned).unwrap_or_default();
+    assert!(
+        remembered.starts_with(&format!("{} ", ns.ns_ip)),
+        "TCP remembered for this network: {remembered:?}"
+    );
+    edge.restart();
+    let restarted = Instant::now();
+    while !edge.stderr().contains("trying it first") {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the restarted edge did not try TCP first: {}",
+            edge.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_online(&center, "edge-nu");
+    assert_eq!(
+        web("web.edge-nu.edges.test").expect(200).text(),
+        "hello from the edge"
+    );
+
     // UDP passes again: the edge moves to QUIC while requests keep coming.
     ns.unblock_udp();
     let unblocked = Instant::now();
@@ -391,6 +415,11 @@ fn udp_blocked() {
     assert!(
         failed.is_empty(),
         "requests failed during the move: {failed:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&learned).unwrap_or_default(),
+        "",
+        "QUIC works on this network again: TCP is no longer remembered"
     );
     let _ = tls_server.kill();
     let _ = tls_server.wait();

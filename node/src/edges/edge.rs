@@ -40,6 +40,10 @@ async fn resolve(center: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, host))
 }
 
+/// Where the transport that got through is remembered per network and center
+/// (`xpod_tunnel::endpoint::remembered`), in the data directory.
+pub const TRANSPORTS_FILE: &str = "transport.learned";
+
 /// Test hook: `XPOD_TEST_QUIC_RETRY_MS` — how often an edge on TCP tries QUIC again (instead of
 /// every minute), so a test can watch it move back. Never set in production.
 fn test_quic_retry() -> Option<std::time::Duration> {
@@ -192,6 +196,7 @@ pub async fn run(
             Timers::default(),
         );
         config.transport = transport;
+        config.remembered = Some(app.config.data_dir.join(TRANSPORTS_FILE));
         if let Some(retry) = test_quic_retry() {
             config.quic_retry = retry;
         }

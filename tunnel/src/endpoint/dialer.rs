@@ -18,8 +18,8 @@
 //! [`DialerConfig::transport`]: QUIC over UDP, the same QUIC over TLS on TCP
 //! ([`super::tcp`], for networks that block UDP), or `Auto` (the default), like a careful
 //! client: QUIC first; TCP as well after a head start of [`TCP_HEAD_START`] or as soon as QUIC
-//! fails; the first that connects is kept, and remembered (per center, for this run) as the one
-//! to start with next time. While on TCP, QUIC is tried again every
+//! fails; the first that connects is kept, and remembered (per network and center, across
+//! restarts: [`super::remembered`]) as the one to start with next time. While on TCP, QUIC is tried again every
 //! [`DialerConfig::quic_retry`] ([`QUIC_RETRY`]); when it
 //! connects, a session starts on it and, once registered, the TCP one says goodbye (the center
 //! sends new requests to the newest registration, so none is dropped).
@@ -126,6 +126,9 @@ pub struct DialerConfig {
     pub transport: Transport,
     /// In `Auto` on TCP, how often QUIC is tried again ([`QUIC_RETRY`]).
     pub quic_retry: Duration,
+    /// In `Auto`, the file where the transport that got through is remembered per network and
+    /// center, across restarts ([`super::remembered`]); `None`: for this run only.
+    pub remembered: Option<std::path::PathBuf>,
 }
 
 impl DialerConfig {
@@ -147,6 +150,7 @@ impl DialerConfig {
             connect_timeout: Duration::from_secs(5),
             transport: Transport::default(),
             quic_retry: QUIC_RETRY,
+            remembered: None,
         }
     }
 }
@@ -260,6 +264,9 @@ impl EdgeDialer {
         let supervisors_gauge = TaskGauge::new();
         let connections_gauge = TaskGauge::new();
         let config = Arc::new(config);
+        let memory = Arc::new(super::remembered::TransportMemory::open(
+            config.remembered.clone(),
+        ));
         let supervisors = (0..config.centers.len())
             .map(|index| {
                 let sup = Supervisor {
@@ -272,7 +279,7 @@ impl EdgeDialer {
                     events: events_tx.clone(),
                     shutdown: shutdown_rx.clone(),
                     connections: connections_gauge.clone(),
-                    prefer_tcp: Default::default(),
+                    memory: memory.clone(),
                 };
                 tokio::spawn(sup.run(supervisors_gauge.guard()))
             })
@@ -403,8 +410,8 @@ struct Supervisor {
     events: mpsc::Sender<DialerEvent>,
     shutdown: watch::Receiver<bool>,
     connections: TaskGauge,
-    /// `Auto`: the last connection that worked went over TCP.
-    prefer_tcp: std::sync::atomic::AtomicBool,
+    /// `Auto`: whether the last connection that worked on this network went over TCP.
+    memory: Arc<super::remembered::TransportMemory>,
 }
 
 /// Resolves when shutdown is asked for or the handle is gone.
@@ -460,7 +467,7 @@ impl Supervisor {
                                     continue;
                                 }
                                 info!(center = %self.addr, "QUIC gets through again: leaving TCP");
-                                self.prefer_tcp.store(false, std::sync::atomic::Ordering::Relaxed);
+                                self.memory.remember(self.addr, false);
                                 driver.close("moving to QUIC").await;
                                 let _ = tokio::time::timeout(LINGER + Duration::from_secs(1), driver.finished()).await;
                                 (driver, link) = (quic, None);
@@ -512,7 +519,6 @@ impl Supervisor {
 
     /// One connection by the configured transport (see the module docs).
     async fn connect(&self) -> Result<Link, String> {
-        use std::sync::atomic::Ordering::Relaxed;
         match self.config.transport {
             Transport::Quic => self
                 .connect_quic()
@@ -520,9 +526,12 @@ impl Supervisor {
                 .map(|conn| Link { conn, tcp: None }),
             Transport::Tcp => self.connect_tcp().await,
             Transport::Auto => {
-                let tcp_first = self.prefer_tcp.load(Relaxed);
+                let tcp_first = self.memory.prefers_tcp(self.addr);
+                if tcp_first {
+                    info!(center = %self.addr, "TCP got through last time on this network: trying it first");
+                }
                 let link = race(self.connect_quic_link(), self.connect_tcp(), tcp_first).await?;
-                self.prefer_tcp.store(link.tcp.is_some(), Relaxed);
+                self.memory.remember(self.addr, link.tcp.is_some());
                 Ok(link)
             }
         }

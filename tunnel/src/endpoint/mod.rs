@@ -37,12 +37,14 @@
 //!   stream of a connection ([`driver::spawn`], [`DriverHandle`]).
 //! - `dialer.rs` — [`EdgeDialer`]: one connection per center with jittered exponential
 //!   backoff and re-registration ([`DialerHandle`]).
+//! - `remembered.rs` — which transport got through, per network and center, across restarts.
 //! - `tcp.rs` — the same QUIC connections over TLS on TCP when UDP is blocked
 //!   ([`tcp::Bridge`], [`tcp::connect`]).
 
 pub mod dialer;
 pub mod driver;
 pub mod join;
+pub mod remembered;
 pub mod server;
 pub mod tcp;
 
