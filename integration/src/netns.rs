@@ -118,6 +118,36 @@ impl Netns {
         }
     }
 
+    /// Drops TCP from the namespace to `ip:port` (nftables).
+    pub fn block_tcp_to(&self, ip: std::net::IpAddr, port: u16) {
+        self.exec(&["nft", "add", "table", "inet", "xpod_tcpb"]);
+        self.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "xpod_tcpb",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ]);
+        let family = if ip.is_ipv4() { "ip" } else { "ip6" };
+        self.exec(&[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "xpod_tcpb",
+            "out",
+            family,
+            "daddr",
+            &ip.to_string(),
+            "tcp",
+            "dport",
+            &port.to_string(),
+            "drop",
+        ]);
+    }
+
     /// Lets UDP through again.
     pub fn unblock_udp(&self) {
         self.exec(&["nft", "delete", "table", "inet", "xpod_udpb"]);

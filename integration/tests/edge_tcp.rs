@@ -425,3 +425,125 @@ fn udp_blocked() {
     let _ = tls_server.wait();
     drop(edge);
 }
+
+/// A network whose only way out is an HTTP proxy: in a network namespace where UDP is dropped
+/// and TCP to the center is too, an edge with `HTTPS_PROXY` naming a real proxy (tinyproxy)
+/// joins and registers over the TCP transport through `CONNECT`, and serves HTTP through its
+/// center.
+#[test]
+fn through_an_http_proxy() {
+    let tinyproxy = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("this test needs tinyproxy (the test command installs it)");
+    let ns = Netns::create();
+    ns.block_udp();
+    let tmp = TempDir::new("xpod-proxy");
+    let data = tmp.path().join("center-1");
+    let d = data.to_str().unwrap();
+    xpod_integration::mesh::xpod_ok(&["ca", "init", "--data-dir", d]);
+    xpod_integration::mesh::xpod_ok(&[
+        "ca",
+        "issue",
+        "--data-dir",
+        d,
+        "--node-id",
+        "center-1",
+        "--san",
+        &ns.host_ip.to_string(),
+        "--out",
+        d,
+    ]);
+    let config = tmp.path().join("center.toml");
+    std::fs::write(&config, "[tunnel]\nedge_domain = \"edges.test\"\n").unwrap();
+    let center = NodeProcess::builder()
+        .data_dir(&data)
+        .ip(ns.host_ip)
+        .env("XPOD_NODE_ID", "center-1")
+        .arg("--config")
+        .arg(&config)
+        .start();
+    // The namespace reaches the center only through the proxy.
+    ns.block_tcp_to(ns.host_ip, center.port());
+    let direct = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "curl", "-sS", "-m", "2"])
+        .arg(format!("http://{}:{}/", ns.host_ip, center.port()))
+        .output()
+        .unwrap();
+    assert!(
+        !direct.status.success(),
+        "the namespace must not reach the center directly"
+    );
+
+    let proxy_port = xpod_integration::node::free_port();
+    let log = tmp.path().join("tinyproxy.log");
+    let conf = tmp.path().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {proxy_port}\nListen {ip}\nTimeout 600\nMaxClients 20\nLogLevel Connect\n\
+             LogFile \"{log}\"\nConnectPort {port}\nUser nobody\nGroup nogroup\n",
+            ip = ns.host_ip,
+            log = log.display(),
+            port = center.port()
+        ),
+    )
+    .unwrap();
+    // tinyproxy writes its log as `nobody`.
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let mut proxy = std::process::Command::new(tinyproxy)
+        .arg("-d")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tinyproxy");
+    eventually(10, "tinyproxy listens", || {
+        std::net::TcpStream::connect((ns.host_ip, proxy_port)).is_ok()
+    });
+
+    let backend = start_backend_on(ns.host_ip);
+    let token = new_token_with(&center, json!({"singleUse": true}));
+    let edge_config = tmp.path().join("edge.toml");
+    std::fs::write(
+        &edge_config,
+        format!(
+            "role = \"edge\"\n\n[tunnel]\ntransport = \"auto\"\n\n\
+             [[tunnel.services]]\nname = \"web\"\nlocal = \"{backend}\"\nkind = \"http\"\n"
+        ),
+    )
+    .unwrap();
+    let edge = NodeProcess::builder()
+        .data_dir(tmp.path().join("edge-px"))
+        .ip(ns.ns_ip)
+        .wrap(&["ip", "netns", "exec", &ns.name])
+        .env("XPOD_NODE_ID", "edge-px")
+        .env("HTTPS_PROXY", format!("http://{}:{proxy_port}", ns.host_ip))
+        .arg("--config")
+        .arg(&edge_config)
+        .arg("--join")
+        .arg(format!("{}:{}", ns.host_ip, center.port()))
+        .arg("--token")
+        .arg(token)
+        .start();
+    wait_online(&center, "edge-px");
+    assert_eq!(transport_of(&center, "edge-px").as_deref(), Some("tcp"));
+    let port = center.port();
+    let r = Curl::get(format!("http://web.edge-px.edges.test:{port}/"))
+        .arg("--resolve")
+        .arg(format!("web.edge-px.edges.test:{port}:{}", ns.host_ip))
+        .arg("--max-time")
+        .arg("10")
+        .send();
+    assert_eq!(r.expect(200).text(), "hello from the edge");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains(&format!("CONNECT {}:{port}", ns.host_ip)),
+        "the tunnel went through the proxy: {logged}"
+    );
+    drop(edge);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

@@ -3,7 +3,9 @@
 //! and `SIGSTOP`/`SIGCONT` are the faults, while clients write through the other centers.
 //!
 //! Leases are short here (`lease_ttl_secs = 2`, `stability_window_secs = 3`) so the test runs
-//! in seconds; the rules are the same as with the defaults (10 s and 15 s).
+//! in seconds; the rules are the same as with the defaults (10 s and 15 s), which
+//! `XPOD_TEST_FAILOVER_DEFAULTS=1` runs instead (the figures printed are then the production
+//! ones).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -17,8 +19,23 @@ use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
 
-const TTL: u64 = 2;
-const WINDOW: u64 = 3;
+/// The lease TTL the centers run with (see the module docs).
+fn ttl() -> u64 {
+    if std::env::var_os("XPOD_TEST_FAILOVER_DEFAULTS").is_some() {
+        10
+    } else {
+        2
+    }
+}
+
+/// The stability window the centers run with (see the module docs).
+fn window() -> u64 {
+    if std::env::var_os("XPOD_TEST_FAILOVER_DEFAULTS").is_some() {
+        15
+    } else {
+        3
+    }
+}
 
 fn put(url: &str, key: &str, path: &str, body: &str) -> Resp {
     Curl::new("PUT", format!("{url}{path}"))
@@ -143,8 +160,8 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
     let started = Instant::now();
     let mut centers = start_centers(&tmp, &pg, 3, |_| {
         vec![
-            ("XPOD_FAILOVER_LEASE_TTL_SECS", TTL.to_string()),
-            ("XPOD_FAILOVER_STABILITY_WINDOW_SECS", WINDOW.to_string()),
+            ("XPOD_FAILOVER_LEASE_TTL_SECS", ttl().to_string()),
+            ("XPOD_FAILOVER_STABILITY_WINDOW_SECS", window().to_string()),
         ]
     });
     let key = centers[0].admin_key();
@@ -169,7 +186,7 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
         })
     });
     // Centers judge others only after their own lease has run for TTL + window.
-    let settle = Duration::from_secs(TTL + WINDOW + 1);
+    let settle = Duration::from_secs(ttl() + window() + 1);
     if let Some(rest) = settle.checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
@@ -180,9 +197,9 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
     let killed_at = Instant::now();
     centers[2].kill9();
     let mut served_again = HashMap::new();
-    let bound = Duration::from_secs(TTL + WINDOW + 5);
+    let bound = Duration::from_secs(ttl() + window() + 5);
     eventually(
-        TTL + WINDOW + 5,
+        ttl() + window() + 5,
         "the dead center's pods are written again (TTL + window + 5 s)",
         || {
             for pod in ["fo-a", "fo-b", "fo-c"] {
@@ -202,9 +219,11 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
     let writes = load.finish();
     let worst = served_again.values().max().copied().unwrap();
     println!(
-        "failover: pods written again {:.1} s after kill -9 (bound {:?}: TTL {TTL} s + window {WINDOW} s + 5 s)",
+        "failover: pods written again {:.1} s after kill -9 (bound {:?}: TTL {} s + window {} s + 5 s)",
         worst.as_secs_f64(),
-        bound
+        bound,
+        ttl(),
+        window()
     );
     // No acknowledged write came from the dead center after it died, and the others'
     // acknowledgements name a live owner.
@@ -248,7 +267,7 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
         let r = get(&urls[2], &key, "/fo-a/probe");
         r.status == 200 && r.header("x-xpod-node") != Some("center-3")
     });
-    std::thread::sleep(Duration::from_secs(TTL + WINDOW));
+    std::thread::sleep(Duration::from_secs(ttl() + window()));
     for pod in ["fo-a", "fo-b", "fo-c"] {
         assert_ne!(pod_row(&urls[2], &key, pod)["nodeId"], "center-3");
     }
@@ -260,7 +279,7 @@ fn a_dead_centers_pods_move_and_a_paused_center_cannot_write() {
     signal(&centers[1], "STOP");
     let paused_at = Instant::now();
     eventually(
-        TTL + WINDOW + 8,
+        ttl() + window() + 8,
         "the paused center's pod is written again",
         || {
             let r = put(&urls[0], &key, "/fo-p/probe", "probe");
@@ -430,8 +449,8 @@ fn a_partitioned_center_stops_writing_before_its_pod_moves() {
                     "XPOD_STORAGE_OBJECTS_URL",
                     format!("file://{}", objects.display()),
                 )
-                .env("XPOD_FAILOVER_LEASE_TTL_SECS", TTL.to_string())
-                .env("XPOD_FAILOVER_STABILITY_WINDOW_SECS", WINDOW.to_string());
+                .env("XPOD_FAILOVER_LEASE_TTL_SECS", ttl().to_string())
+                .env("XPOD_FAILOVER_STABILITY_WINDOW_SECS", window().to_string());
             if i == 3 {
                 // The one that will be cut off: inside the namespace.
                 b = b.ip(ns.ns_ip).wrap(&["ip", "netns", "exec", &ns.name]).env(
@@ -457,7 +476,7 @@ fn a_partitioned_center_stops_writing_before_its_pod_moves() {
     eventually(30, "every center reaches the pod", || {
         urls.iter().all(|u| get(u, &key, "/cut/").status == 200)
     });
-    let settle = Duration::from_secs(TTL + WINDOW + 1);
+    let settle = Duration::from_secs(ttl() + window() + 1);
     if let Some(rest) = settle.checked_sub(started.elapsed()) {
         std::thread::sleep(rest);
     }
@@ -517,9 +536,10 @@ fn a_partitioned_center_stops_writing_before_its_pod_moves() {
         .min();
     if let Some(last) = last_old {
         assert!(
-            last <= cut_at + Duration::from_secs(TTL),
-            "the cut-off center acknowledged a write {:?} after the cut (its lease is {TTL} s)",
-            last - cut_at
+            last <= cut_at + Duration::from_secs(ttl()),
+            "the cut-off center acknowledged a write {:?} after the cut (its lease is {} s)",
+            last - cut_at,
+            ttl()
         );
     }
     let first_new =

@@ -37,6 +37,7 @@
 //!   stream of a connection ([`driver::spawn`], [`DriverHandle`]).
 //! - `dialer.rs` — [`EdgeDialer`]: one connection per center with jittered exponential
 //!   backoff and re-registration ([`DialerHandle`]).
+//! - `proxy.rs` — the TCP transport through an HTTP proxy (`HTTPS_PROXY`, `CONNECT`).
 //! - `remembered.rs` — which transport got through, per network and center, across restarts.
 //! - `tcp.rs` — the same QUIC connections over TLS on TCP when UDP is blocked
 //!   ([`tcp::Bridge`], [`tcp::connect`]).
@@ -44,6 +45,7 @@
 pub mod dialer;
 pub mod driver;
 pub mod join;
+pub mod proxy;
 pub mod remembered;
 pub mod server;
 pub mod tcp;

@@ -418,7 +418,8 @@ impl rustls::client::danger::ServerCertVerifier for OuterLayer {
     }
 }
 
-/// An edge's side: a TCP connection to `addr` with the outer TLS, and a client endpoint whose
+/// An edge's side: a TCP connection to `addr` (through `HTTPS_PROXY` if the environment names
+/// one: [`super::proxy`]) with the outer TLS, and a client endpoint whose
 /// only peer is that connection. Returns the endpoint and the address to connect QUIC to; the
 /// connection ends when the endpoint is dropped (or the center closes it).
 pub async fn connect(addr: SocketAddr) -> io::Result<(quinn::Endpoint, SocketAddr)> {
@@ -430,8 +431,16 @@ pub async fn connect(addr: SocketAddr) -> io::Result<(quinn::Endpoint, SocketAdd
         .with_custom_certificate_verifier(Arc::new(OuterLayer(provider)))
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_TCP.to_vec()];
+    let proxy = super::proxy::Proxy::from_env(addr)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let connecting = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp = match &proxy {
+            Some(p) => {
+                tracing::debug!(proxy = %p.addr, center = %addr, "TCP transport through the HTTP proxy");
+                p.connect(addr).await?
+            }
+            None => tokio::net::TcpStream::connect(addr).await?,
+        };
         let _ = tcp.set_nodelay(true);
         let name = rustls_pki_types::ServerName::from(addr.ip());
         tokio_rustls::TlsConnector::from(Arc::new(config))
