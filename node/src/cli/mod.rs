@@ -3,13 +3,14 @@
 //! - this file: the command tree and its `--help`, `up`, `config`, `ca`, `dns`, `certs`;
 //! - [`remote`]: what the remote commands share (`--server`, `--key`, `--json`, the client);
 //! - [`keys`]: API keys and join tokens; [`nodes`]: nodes; [`pods`]: pods;
-//!   [`sandbox`]: sandboxes.
+//!   [`sandbox`]: sandboxes; [`service`]: the node as a systemd service.
 
 pub mod keys;
 pub mod nodes;
 pub mod pods;
 pub mod remote;
 pub mod sandbox;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// `sandbox` scope, or an admin key).
     #[command(subcommand, alias = "sandboxes")]
     Sandbox(sandbox::SandboxCmd),
+    /// This node as a systemd service: install (and start), uninstall, status (root).
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
     #[command(hide = true)]
     SandboxInit {
@@ -249,6 +253,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Certs(CertsCmd::List { remote }) => certs_list(remote).await,
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
+        Command::Service(cmd) => service::run(cmd),
         Command::SandboxInit { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -2,8 +2,9 @@
 //! (ARCHITECTURE §8; the issue asks for HA to two centers).
 //!
 //! Each center gets a supervisor task that loops: connect (mutual TLS with
-//! [`edge_client_config`](super::edge_client_config), bounded by [`DialerConfig::connect_timeout`]) → run a fresh client
-//! [`Session`] (which sends `Register` again) through a [`driver`](super::driver) task → when it
+//! [`edge_client_config`](super::edge_client_config), bounded by
+//! [`DialerConfig::connect_timeout`]) → run a fresh client [`Session`] (which sends `Register`
+//! again) through a [`driver`](super::driver) task → when it
 //! ends, wait a jittered exponential [`Backoff`] → again. The backoff's attempt counter resets
 //! only after a connection stayed up for [`Backoff::reset_after`] (10 s), so a center that
 //! accepts and drops at once cannot cause a reconnect storm.
@@ -19,8 +20,8 @@
 //! ([`super::tcp`], for networks that block UDP), or `Auto` (the default), like a careful
 //! client: QUIC first; TCP as well after a head start of [`TCP_HEAD_START`] or as soon as QUIC
 //! fails; the first that connects is kept, and remembered (per network and center, across
-//! restarts: [`super::remembered`]) as the one to start with next time. While on TCP, QUIC is tried again every
-//! [`DialerConfig::quic_retry`] ([`QUIC_RETRY`]); when it
+//! restarts: [`super::remembered`]) as the one to start with next time. While on TCP, QUIC is
+//! tried again every [`DialerConfig::quic_retry`] ([`QUIC_RETRY`]); when it
 //! connects, a session starts on it and, once registered, the TCP one says goodbye (the center
 //! sends new requests to the newest registration, so none is dropped).
 //!
