@@ -29,6 +29,7 @@
 //! - [`row_cache`]: the owner's last known resource rows, for reads while the store is down.
 //! - [`lease`]: this center's liveness lease as the node sees it (writes stop when it lapses).
 //! - [`failover`]: renewing that lease, and moving dead centers' pods to live centers.
+//! - [`memory`]: handing freed memory back to the system (glibc keeps it otherwise).
 //! - [`metrics`]: Prometheus counters.
 //! - [`oidc`]: Solid-OIDC's I/O — WebID profiles, issuers' keys, replayed proofs.
 //! - [`notify`]: Solid notifications — announcing writes, the sockets connected here.
@@ -64,6 +65,7 @@ pub mod idle_copy;
 pub mod key_cache;
 pub mod lease;
 pub mod listeners;
+pub mod memory;
 pub mod mesh;
 pub mod metrics;
 pub mod netio;
@@ -155,6 +157,7 @@ pub async fn run(
     if let Some(t) = start_tunnels(&app, quic, forwards, stop_rx.clone()).await? {
         tasks.watch("tunnels", t);
     }
+    tasks.spawn_infallible("memory trim", memory::trim_loop(stop_rx.clone()));
     tasks.spawn_infallible(
         "notifications",
         notify::follow(app.meta.clone(), app.notify.clone(), stop_rx.clone()),
