@@ -38,15 +38,19 @@ impl Netns {
     /// Needs root, `ip` (iproute2) and `nft`: without them the test fails, naming what is
     /// missing (it never skips silently).
     pub fn create() -> Netns {
+        // Unique per process and, within one (`cargo test` runs a binary's tests as threads
+        // of one process), per namespace: names and subnets must not clash.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
         let id = std::process::id() % 10_000;
         let subnet = std::process::id() % 250;
-        let peer = format!("xub{id}n");
+        let peer = format!("xub{id}{k}n");
         let n = Netns {
-            name: format!("xpod-udpb-{id}"),
-            host_if: format!("xub{id}h"),
+            name: format!("xpod-udpb-{id}-{k}"),
+            host_if: format!("xub{id}{k}h"),
             ns_if: peer.clone(),
-            host_ip: format!("10.213.{subnet}.1").parse().unwrap(),
-            ns_ip: format!("10.213.{subnet}.2").parse().unwrap(),
+            host_ip: format!("10.{}.{subnet}.1", 213 + k).parse().unwrap(),
+            ns_ip: format!("10.{}.{subnet}.2", 213 + k).parse().unwrap(),
         };
         let added = sh(&["ip", "netns", "add", &n.name]);
         assert!(
@@ -54,7 +58,7 @@ impl Netns {
             "this test needs root and iproute2 to make a network namespace: {}",
             String::from_utf8_lossy(&added.stderr)
         );
-        let peer = format!("xub{id}n");
+        let peer = n.ns_if.clone();
         ok(&[
             "ip", "link", "add", &n.host_if, "type", "veth", "peer", "name", &peer,
         ]);
