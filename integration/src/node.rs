@@ -119,9 +119,15 @@ pub struct NodeBuilder {
     root: Option<PathBuf>,
     ip: Option<std::net::IpAddr>,
     wrap: Vec<OsString>,
+    bin: Option<PathBuf>,
 }
 
 impl NodeBuilder {
+    /// Runs this xpod binary instead of the workspace's (e.g. one an installer put in place).
+    pub fn bin(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bin = Some(path.into());
+        self
+    }
     /// Adds an environment variable for the node (e.g. `XPOD_DATABASE_URL`).
     pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
         self.env.push((k.into(), v.into()));
@@ -164,7 +170,7 @@ impl NodeBuilder {
             }
         };
         let mut node = NodeProcess {
-            bin: xpod_bin(),
+            bin: self.bin.unwrap_or_else(xpod_bin),
             env: self.env,
             args: self.args,
             ip: self.ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),

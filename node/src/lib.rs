@@ -6,6 +6,7 @@
 //!   remote commands: keys, join tokens, nodes, pods, sandboxes) and their `--help`.
 //! - [`client`]: the small HTTP client the admin commands use.
 //! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
+//! - [`install`]: the edge installer a center serves (`/install.sh`, signed manifest, binary).
 //! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
@@ -62,6 +63,7 @@ pub mod failover;
 pub mod front;
 pub mod http;
 pub mod idle_copy;
+pub mod install;
 pub mod key_cache;
 pub mod lease;
 pub mod listeners;

@@ -3,8 +3,9 @@
 //! Order: the host first — `<service>.<node>.<edge_domain>` / `<node>.<edge_domain>` is an edge's
 //! service ([`Target::EdgeService`]), `<port>-<id>.<sandbox_domain>` a sandbox's port
 //! ([`Target::SandboxPort`]), `<pod>.<pods_domain>` a pod (subdomain mode); then the path:
-//! operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the
-//! cluster API (`/.cluster/…`), the `/api/v1/…` API, then pods. In subdomain mode a Host of
+//! operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the edge
+//! installer (`/install.sh`, `/-/install/<file>`: [`Target::Install`]), the cluster API
+//! (`/.cluster/…`), the `/api/v1/…` API, then pods. In subdomain mode a Host of
 //! `<pod>.<pods-domain>` selects the pod and the whole path is the resource path; otherwise the
 //! first path segment is the pod (path mode). Pod ids are DNS labels, so the reserved words
 //! below can never be pod ids that collide with API paths.
@@ -59,6 +60,9 @@ pub enum Target {
         id: String,
         port: u16,
     },
+    /// The edge installer: `/install.sh` (`"install.sh"`) and `/-/install/<file>` (the file
+    /// name, not checked here). `-` can never be a pod id (no leading `-`).
+    Install(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,7 +165,11 @@ pub fn classify(
         "/metrics" => return Ok(Target::Ops(OpsRoute::Metrics)),
         "/openapi.json" => return Ok(Target::Ops(OpsRoute::OpenApi)),
         "" | "/" => return Ok(Target::Index),
+        "/install.sh" => return Ok(Target::Install("install.sh".into())),
         _ => {}
+    }
+    if let Some(file) = raw_path.strip_prefix("/-/install/") {
+        return Ok(Target::Install(file.to_string()));
     }
     if let Some(rest) = strip_segment_prefix(raw_path, "/.cluster") {
         return Ok(Target::Cluster(rest.to_string()));
@@ -295,6 +303,15 @@ mod tests {
             classify(&c, None, "/openapi.json").unwrap(),
             Target::Ops(OpsRoute::OpenApi)
         );
+        assert_eq!(
+            classify(&c, None, "/install.sh").unwrap(),
+            Target::Install("install.sh".into())
+        );
+        assert_eq!(
+            classify(&c, None, "/-/install/manifest.sig").unwrap(),
+            Target::Install("manifest.sig".into())
+        );
+        assert!(classify(&c, None, "/-/dashboard").is_err());
         assert_eq!(
             classify(&c, None, "/.cluster/pods").unwrap(),
             Target::Cluster("/pods".into())

@@ -272,6 +272,11 @@ async fn dispatch(
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
+    if let Target::Install(file) = &target {
+        // Public files: the CA certificate, the installer and the binary (crate::install).
+        let https = req.extensions().get::<Https>().is_some();
+        return crate::install::serve(&app, req.method(), file, host.as_deref(), https).await;
+    }
     let (principal, rejected) =
         match auth::authorized_by_center(app.config.role, hop.as_ref(), req.headers()) {
             Some(p) => (p, None),
@@ -309,7 +314,10 @@ async fn dispatch(
         rejected,
     };
     match target {
-        Target::Ops(_) | Target::EdgeService(_) | Target::SandboxPort { .. } => {
+        Target::Ops(_)
+        | Target::Install(_)
+        | Target::EdgeService(_)
+        | Target::SandboxPort { .. } => {
             unreachable!("handled above")
         }
         Target::Index => Ok(index(&ctx)),
