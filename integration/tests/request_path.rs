@@ -19,17 +19,19 @@ use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
 
 /// A counter from a node's `/metrics`.
+/// A counter's value, summed over its labelled series.
 fn metric(c: &NodeProcess, name: &str) -> u64 {
     let text = Curl::get(format!("{}/metrics", c.url()))
         .send()
         .expect(200)
         .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(!values.is_empty(), "{name} missing from /metrics:\n{text}");
+    values.iter().sum()
 }
 
 #[test]

@@ -57,6 +57,18 @@ impl Lease {
         !self.enforced || self.ms(at) < self.valid_until.load(Ordering::Relaxed)
     }
 
+    /// How long until the lease lapses unless renewed (`None`: this node holds no lease; zero
+    /// once it has lapsed).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.enforced.then(|| {
+            Duration::from_millis(
+                self.valid_until
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(self.ms(now)),
+            )
+        })
+    }
+
     /// How long the lease has been renewed on time without a gap (`None`: it has lapsed).
     pub fn healthy_for(&self, now: Instant) -> Option<Duration> {
         if !self.valid_at(now) {

@@ -46,6 +46,8 @@ type Loader<V> = Arc<dyn Fn(String) -> LoadFuture<V> + Send + Sync>;
 pub struct OwnerTable<V = Owner> {
     loader: Loader<V>,
     inner: Mutex<Inner<V>>,
+    /// Lookups answered from memory.
+    hits: std::sync::atomic::AtomicU64,
 }
 
 struct Inner<V> {
@@ -78,6 +80,7 @@ impl<V: Clone + Send + Sync + 'static> OwnerTable<V> {
         OwnerTable {
             loader: Arc::new(move |pod| Box::pin(loader(pod))),
             inner: Mutex::default(),
+            hits: Default::default(),
         }
     }
 
@@ -98,6 +101,7 @@ impl<V: Clone + Send + Sync + 'static> OwnerTable<V> {
             (cell, generation)
         };
         if let Some(known) = cell.get() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(known.clone());
         }
         let loaded = cell
@@ -172,6 +176,11 @@ impl<V: Clone + Send + Sync + 'static> OwnerTable<V> {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many lookups were answered from memory (for metrics).
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many loads ran since the table was made (for metrics and tests).

@@ -62,14 +62,14 @@ impl Tls {
     /// Prometheus lines.
     pub fn render_metrics(&self) -> String {
         let mut out = format!(
-            "# TYPE xpod_acme_issued_total counter\nxpod_acme_issued_total {}\n\
-             # TYPE xpod_acme_failures_total counter\nxpod_acme_failures_total {}\n",
+            "# HELP xpod_acme_issued_total Certificates issued through ACME.\n# TYPE xpod_acme_issued_total counter\nxpod_acme_issued_total {}\n\
+             # HELP xpod_acme_failures_total ACME issuances that failed.\n# TYPE xpod_acme_failures_total counter\nxpod_acme_failures_total {}\n",
             self.issued.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed)
         );
         if let Some(s) = self.certs.current() {
             out += &format!(
-                "# TYPE xpod_tls_certificate_expiry_seconds gauge\nxpod_tls_certificate_expiry_seconds{{source=\"{}\"}} {}\n",
+                "# HELP xpod_tls_certificate_expiry_seconds When the served certificate expires (Unix seconds).\n# TYPE xpod_tls_certificate_expiry_seconds gauge\nxpod_tls_certificate_expiry_seconds{{source=\"{}\"}} {}\n",
                 match s.source {
                     Source::Acme => "acme",
                     Source::SelfSigned => "self-signed",

@@ -101,6 +101,19 @@ impl EdgeRegistry {
         self.told.lock().expect("poisoned").remove(node_id);
     }
 
+    /// Per connected edge: its node id and the bytes its tunnel sent and received (QUIC's own
+    /// counters of the connection, over UDP or carried over TCP).
+    pub fn traffic(&self) -> Vec<(String, u64, u64)> {
+        let conns = self.conns.lock().expect("poisoned");
+        conns
+            .iter()
+            .map(|(id, c)| {
+                let s = c.stats();
+                (id.clone(), s.udp_tx.bytes, s.udp_rx.bytes)
+            })
+            .collect()
+    }
+
     /// Records `conn` as the tunnel of `node_id` (replacing an older one).
     pub fn insert(&self, node_id: &str, conn: quinn::Connection) {
         self.conns

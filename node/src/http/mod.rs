@@ -8,7 +8,7 @@
 //! (`sandbox::internal`, never from a client) and the HTTPS redirect; after it, a pod's
 //! notification socket, served here whoever owns the pod ([`notify`]).
 //!
-//! Handlers: [`ops`] (probes, metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`:
+//! Handlers: [`ops`] (probes, metrics; [`route_label`]: the route label of the request metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`:
 //! keys, audit; [`sandboxes`], [`webhook_api`]), [`node_admin`] (nodes), [`pods`] (pod
 //! resources, with [`solid`] — RDF, PATCH, the storage description —, [`access`] — who may do
 //! what: key scopes, Web Access Control — and [`notify`] — Solid notifications, all on
@@ -24,6 +24,7 @@ pub mod notify;
 pub mod ops;
 pub mod pods;
 pub mod resource;
+pub mod route_label;
 pub mod sandboxes;
 pub mod solid;
 pub mod webhook_api;
@@ -124,7 +125,8 @@ pub async fn handle(
     // For the audit of a refusal: the path (bounded) and the key's id (never its secret).
     let path: String = req.uri().path().chars().take(300).collect();
     let key_id = presented_key_id(req.headers());
-    let result = dispatch(app.clone(), peer, req, &trace_id)
+    let mut route = route_label::of(None);
+    let result = dispatch(app.clone(), peer, req, &trace_id, &mut route)
         .instrument(span.clone())
         .await;
     let mut resp = match result {
@@ -148,7 +150,7 @@ pub async fn handle(
     }
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    app.metrics.record(method.as_str(), status, elapsed);
+    app.metrics.record(&route, method.as_str(), status, elapsed);
     let elapsed_ms = elapsed.as_millis() as u64;
     if status >= 500 {
         span.in_scope(|| tracing::warn!(target: "xpod::access", status, elapsed_ms, "served"));
@@ -198,6 +200,7 @@ async fn dispatch(
     peer: SocketAddr,
     req: Request<Incoming>,
     trace_id: &str,
+    route: &mut String,
 ) -> Result<Response<Body>, ApiError> {
     let host = req
         .headers()
@@ -215,6 +218,7 @@ async fn dispatch(
         .cloned()
     {
         // A runner request from a center (never from a client): served here, or passed on.
+        "runner".clone_into(route);
         return runner_request(&app, hop, req).await;
     }
     let hop = req
@@ -228,6 +232,7 @@ async fn dispatch(
     }
     let target = classify(&app.target, host.as_deref(), req.uri().path())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    *route = route_label::of(Some(&target));
     if hop.is_none() {
         match target {
             // Edge hosts never reach the pod or cluster handlers, and need no credentials

@@ -49,29 +49,33 @@ pub async fn handle<B>(
             Ok(()) => body::json(StatusCode::OK, &json!({"ready": true})),
             Err(e) => return Err(ApiError::unavailable(format!("not ready: {e}"))),
         },
-        OpsRoute::Metrics => Response::builder()
-            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(body::full(
-                app.metrics.render(&app.node_id, app.meta.backend())
-                    + &crate::regions::render_metrics(&app.regions)
-                    + &app.tls.render_metrics()
-                    + &app.runner.render_metrics(&app.config.sandbox)
-                    + &format!(
-                        "# HELP xpod_refusals_unaudited_total Refusals beyond the audit budget (counted, not audited).\n# TYPE xpod_refusals_unaudited_total counter\nxpod_refusals_unaudited_total {}\n\
-                         # HELP xpod_owner_loads_total Pod owners (or their absence) read from the metadata store by the owner table.\n# TYPE xpod_owner_loads_total counter\nxpod_owner_loads_total {}\n\
-                         # HELP xpod_key_loads_total API keys read from the metadata store by the key cache.\n# TYPE xpod_key_loads_total counter\nxpod_key_loads_total {}\n\
-                         # HELP xpod_runtime_alive_tasks Tasks alive in the node's async runtime.\n# TYPE xpod_runtime_alive_tasks gauge\nxpod_runtime_alive_tasks {}\n\
-                         # HELP xpod_lease_valid Whether this node may write for its pods now (its liveness lease runs; 1 on nodes without one).\n# TYPE xpod_lease_valid gauge\nxpod_lease_valid {}\n\
-                         # HELP xpod_edges_connected Edges whose tunnel this node holds.\n# TYPE xpod_edges_connected gauge\nxpod_edges_connected {}\n",
-                        app.refusals.unaudited(),
-                        app.owners.loads(),
-                        app.keys.loads(),
-                        tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-                        u8::from(app.lease.valid_at(std::time::Instant::now())),
-                        app.edges.len()
-                    ),
-            ))
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+        OpsRoute::Metrics => {
+            let now = std::time::Instant::now();
+            let sample = crate::metrics::Sample {
+                node_id: &app.node_id,
+                backend: app.meta.backend(),
+                owner_hits: app.owners.hits(),
+                owner_loads: app.owners.loads(),
+                key_loads: app.keys.loads(),
+                refusals_unaudited: app.refusals.unaudited(),
+                alive_tasks: tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks(),
+                lease_valid: app.lease.valid_at(now),
+                lease_remaining: app.lease.remaining(now).map(|d| d.as_secs_f64()),
+                edges_connected: app.edges.len(),
+                tunnel_bytes: app.edges.traffic(),
+            };
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(body::full(
+                    app.metrics.render(sample)
+                        + &crate::regions::render_metrics(&app.regions)
+                        + &app.tls.render_metrics()
+                        + &app.runner.render_metrics(&app.config.sandbox),
+                ))
+                .map_err(|e| ApiError::internal(e.to_string()))?
+        }
         OpsRoute::OpenApi => Response::builder()
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body::full(OPENAPI))

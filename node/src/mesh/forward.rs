@@ -157,7 +157,11 @@ pub async fn pod(
         // The owner moved on (or another node answered): ask the store next time.
         app.owners.invalidate(pod_id);
     }
-    app.metrics.forwarded();
+    app.metrics.forwarded(match route {
+        Route::Edge { .. } => "edge",
+        Route::ViaCenter { .. } => "via_center",
+        _ => "peer",
+    });
     Ok(Response::from_parts(
         parts,
         body.map_err(std::io::Error::other).boxed_unsync(),
