@@ -84,6 +84,8 @@ pub struct App {
     pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
+    /// What changes without a restart (an edge's services, a center's forwards).
+    pub reload: crate::reload::Reloader,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
     pub quic_address: std::sync::OnceLock<String>,
     /// A center with a QUIC endpoint: where tunnel connections over TCP go
@@ -145,6 +147,7 @@ impl App {
             solid_hooks: Default::default(),
             oidc: crate::oidc::Oidc::new(&config.solid),
             mesh: Default::default(),
+            reload: Default::default(),
             quic_address: Default::default(),
             tunnel_tcp: Default::default(),
             tls: Default::default(),

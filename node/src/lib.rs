@@ -39,6 +39,7 @@
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
 //! - [`solid`]: RDF formats and content negotiation, PATCH (N3 Patch, SPARQL Update).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
+//! - [`reload`]: runtime changes without a restart (SIGHUP, the API): services and forwards.
 //! - [`regions`]: this node's view of the region buckets, the disk cache and the migration
 //!   sync loop.
 //! - [`certs`]: HTTPS certificates (ACME DNS-01 for centers and edges, sealed keys, files).
@@ -76,6 +77,7 @@ pub mod notify;
 pub mod oidc;
 pub mod outbound;
 pub mod regions;
+pub mod reload;
 pub mod reply;
 pub mod row_cache;
 pub mod sandbox;
@@ -160,6 +162,10 @@ pub async fn run(
         tasks.watch("tunnels", t);
     }
     tasks.spawn_infallible("memory trim", memory::trim_loop(stop_rx.clone()));
+    tasks.spawn_infallible(
+        "SIGHUP reload",
+        reload::on_sighup(app.clone(), stop_rx.clone()),
+    );
     tasks.spawn_infallible(
         "notifications",
         notify::follow(app.meta.clone(), app.notify.clone(), stop_rx.clone()),
@@ -312,15 +318,9 @@ async fn start_tunnels(
                 .await
                 .context("publishing this center's QUIC address")?;
             let mut tasks = tokio::task::JoinSet::new();
-            // TCP forwards: bound now so a taken port stops start-up.
-            for (forward, listener) in forwards {
-                tasks.spawn(edges::tcp_forward::serve(
-                    app.clone(),
-                    forward,
-                    listener,
-                    stop.clone(),
-                ));
-            }
+            // TCP forwards (bound before start-up, so a taken port stops it), changed at runtime
+            // by `reload`.
+            app.reload.start_forwards(app, forwards, stop.clone()).await;
             tasks.spawn(
                 app.mesh
                     .clone()
@@ -337,11 +337,13 @@ async fn start_tunnels(
                 tracing::warn!("edge without centers: set tunnel.centers (or join with --join)");
                 return Ok(None);
             }
-            let services = edges::services::Services::from_config(&app.config.tunnel, &app.node_id)
-                .with_node(
+            let services = std::sync::Arc::new(
+                edges::services::Services::from_config(&app.config.tunnel, &app.node_id).with_node(
                     std::sync::Arc::new(front::streams::EdgeNode(app.clone())),
                     app.tls.clone(),
-                );
+                ),
+            );
+            app.reload.start_services(services.clone()).await;
             let app = app.clone();
             Ok(Some(tokio::spawn(async move {
                 if let Err(e) = edges::edge::run(app, identity, centers, services, stop).await {

@@ -3,7 +3,8 @@
 //! - this file: the command tree and its `--help`, `up`, `config`, `ca`, `dns`, `certs`;
 //! - [`remote`]: what the remote commands share (`--server`, `--key`, `--json`, the client);
 //! - [`keys`]: API keys and join tokens; [`nodes`]: nodes; [`pods`]: pods;
-//!   [`sandbox`]: sandboxes; [`service`]: the node as a systemd service.
+//!   [`sandbox`]: sandboxes; [`service`]: the node as a systemd service; [`tunnel`]: services
+//!   and forwards changed at runtime, `reload`.
 
 pub mod keys;
 pub mod nodes;
@@ -11,6 +12,7 @@ pub mod pods;
 pub mod remote;
 pub mod sandbox;
 pub mod service;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +87,17 @@ saves it (node.crt, node.key, ca.crt, centers) in the data dir. Later starts nee
     /// This node as a systemd service: install (and start), uninstall, status (root).
     #[command(subcommand)]
     Service(service::ServiceCmd),
+    /// Re-read a running node's configuration file, as SIGHUP does: an edge's services and a
+    /// center's TCP forwards change at once; other changed settings are named (they take a
+    /// restart). An invalid file changes nothing.
+    Reload {
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// An edge's services and a center's TCP forwards on a running node, changed without a
+    /// restart (until the next reload or restart).
+    #[command(subcommand)]
+    Tunnel(tunnel::TunnelCmd),
     /// Internal: PID 1 of a sandbox (started by the node inside bubblewrap).
     #[command(hide = true)]
     SandboxInit {
@@ -254,6 +267,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<()> {
         Command::Certs(CertsCmd::Renew { remote }) => certs_renew(remote).await,
         Command::Sandbox(cmd) => sandbox::run(cmd).await,
         Command::Service(cmd) => service::run(cmd),
+        Command::Reload { remote } => tunnel::reload(remote).await,
+        Command::Tunnel(cmd) => tunnel::run(cmd).await,
         Command::SandboxInit { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -300,10 +315,19 @@ fn init_tracing(config: &Config) -> anyhow::Result<()> {
 
 async fn up(args: UpArgs, edge: bool) -> anyhow::Result<()> {
     // Load and validate everything before binding a socket.
-    let mut config = load_config(args.config.as_deref(), args.data_dir, args.listen)?;
+    let mut config = load_config(args.config.as_deref(), args.data_dir.clone(), args.listen)?;
     if edge {
         config.role = xpod_config::Role::Edge;
     }
+    // SIGHUP and `xpod reload` load the configuration again the same way.
+    let (file, data_dir, listen) = (args.config.clone(), args.data_dir.clone(), args.listen);
+    crate::reload::set_source(Box::new(move || {
+        let mut c = load_config(file.as_deref(), data_dir.clone(), listen)?;
+        if edge {
+            c.role = xpod_config::Role::Edge;
+        }
+        Ok(c)
+    }));
     init_tracing(&config)?;
     let threads = config
         .tunnel

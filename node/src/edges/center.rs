@@ -83,7 +83,11 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                     update(&app, &peer.node_id, |n| {
                         n.status = NodeStatus::Online;
                         n.last_heartbeat = meta::now_millis();
-                        if let Some(c) = hb.capacity.as_deref().and_then(|c| serde_json::from_str(c).ok()) {
+                        if let Some(c) = hb.capacity.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) {
+                            // Services changed on the edge at runtime: its row shows them.
+                            if c["services"].is_array() {
+                                n.capacity["services"] = c["services"].clone();
+                            }
                             n.capacity["capacity"] = c;
                         }
                     })

@@ -150,8 +150,15 @@ async fn local_pods(app: &crate::app::App) -> Vec<String> {
 
 /// The capacity report with the hosted pods, sent with every heartbeat: the centers record
 /// this edge as the owner of these pods.
-fn pods_report(app: &crate::app::App, pods: &[String]) -> Option<String> {
-    let mut r = serde_json::json!({ "pods": pods });
+fn pods_report(app: &crate::app::App, pods: &[String], services: &Services) -> Option<String> {
+    let services: Vec<_> = services
+        .advertised()
+        .iter()
+        .map(
+            |s| serde_json::json!({"name": s.name, "kind": format!("{:?}", s.kind).to_lowercase()}),
+        )
+        .collect();
+    let mut r = serde_json::json!({ "pods": pods, "services": services });
     if app.config.sandbox.slots > 0 {
         r["sandboxes"] =
             serde_json::to_value(app.runner.report(&app.config.sandbox)).unwrap_or_default();
@@ -167,11 +174,10 @@ pub async fn run(
     app: Arc<crate::app::App>,
     identity: NodeIdentity,
     centers: Vec<String>,
-    services: Services,
+    services: Arc<Services>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let node_id = app.node_id.clone();
-    let services = Arc::new(services);
     let mut pods = local_pods(&app).await;
     let (mut addrs, server_name) = resolve_all(&centers).await?;
     let register = Register {
@@ -210,6 +216,7 @@ pub async fn run(
     let mut last_up = std::time::Instant::now();
     let mut fallback_tick = tokio::time::interval(FALLBACK_EVERY);
     let mut reported_sandboxes = crate::sandbox::runner::Report::default();
+    let mut reported_services = services.advertised();
     // The edge's own certificate (`[acme]`): its TXT records go through a center.
     let (acme_tx, mut acme_rx) = tokio::sync::mpsc::channel::<crate::certs::issuer::TxtCommand>(4);
     let acme = tokio::spawn(crate::certs::run_edge(
@@ -274,13 +281,16 @@ pub async fn run(
                 let now = local_pods(&app).await;
                 // The whole report: running ones and why others stopped.
                 let sandboxes = app.runner.report(&app.config.sandbox);
-                if now != pods || sandboxes != reported_sandboxes {
+                // Services changed at runtime (`crate::reload`) too.
+                let published = services.advertised();
+                if now != pods || sandboxes != reported_sandboxes || published != reported_services {
                     if now != pods {
                         tracing::info!(pods = ?now, "hosted pods changed; telling the centers");
                     }
                     pods = now;
                     reported_sandboxes = sandboxes;
-                    dialer.set_capacity(pods_report(&app, &pods)).await;
+                    reported_services = published;
+                    dialer.set_capacity(pods_report(&app, &pods, &services)).await;
                 }
                 continue;
             }
@@ -290,7 +300,9 @@ pub async fn run(
         match ev.event {
             Event::Registered(r) => {
                 tracing::info!(center = %ev.center, center_id = %r.center_id, "tunnel up");
-                dialer.set_capacity(pods_report(&app, &pods)).await;
+                dialer
+                    .set_capacity(pods_report(&app, &pods, &services))
+                    .await;
                 if let Some(conn) = dialer.connection(ev.center) {
                     let id = conn.stable_id();
                     let same = loops

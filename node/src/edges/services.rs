@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt as _;
-use xpod_config::{ServiceKind, TunnelConfig};
+use xpod_config::{ServiceKind, TunnelConfig, TunnelService};
 use xpod_tunnel::proto::{self, StreamHeader, Target};
 
 /// How long a center may take to send a stream's header.
@@ -64,9 +64,8 @@ pub trait NodeStreams: Send + Sync {
 pub struct Services {
     /// This edge's node id (to find the service label in a TLS server name).
     node_id: String,
-    by_name: HashMap<String, (ServiceKind, SocketAddr)>,
-    /// Services that want a PROXY protocol v2 header (`proxy_protocol = true`).
-    proxy: HashSet<String>,
+    /// The services, replaced whole at runtime (`crate::reload`); each stream reads it once.
+    table: std::sync::RwLock<Arc<Table>>,
     /// This edge's own node: serves the streams for its pods, its runner API and its
     /// sandboxes' ports (none: such streams are reset).
     node: Option<Arc<dyn NodeStreams>>,
@@ -78,11 +77,38 @@ pub struct Services {
     relay_idle: std::time::Duration,
 }
 
+/// One version of the published services.
+#[derive(Debug, Default)]
+struct Table {
+    /// As configured, in order (what `list` hands back).
+    list: Vec<TunnelService>,
+    by_name: HashMap<String, (ServiceKind, SocketAddr)>,
+    /// Services that want a PROXY protocol v2 header (`proxy_protocol = true`).
+    proxy: HashSet<String>,
+}
+
+impl Table {
+    fn new(list: &[TunnelService]) -> Table {
+        Table {
+            list: list.to_vec(),
+            by_name: list
+                .iter()
+                .map(|s| (s.name.clone(), (s.kind, s.local)))
+                .collect(),
+            proxy: list
+                .iter()
+                .filter(|s| s.proxy_protocol)
+                .map(|s| s.name.clone())
+                .collect(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services")
             .field("node_id", &self.node_id)
-            .field("by_name", &self.by_name)
+            .field("table", &self.table())
             .field("serves_pods", &self.node.is_some())
             .finish()
     }
@@ -91,21 +117,9 @@ impl std::fmt::Debug for Services {
 impl Services {
     /// From the (validated) `[tunnel]` configuration of edge `node_id`.
     pub fn from_config(tunnel: &TunnelConfig, node_id: &str) -> Services {
-        let by_name = tunnel
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), (s.kind, s.local)))
-            .collect();
-        let proxy = tunnel
-            .services
-            .iter()
-            .filter(|s| s.proxy_protocol)
-            .map(|s| s.name.clone())
-            .collect();
         Services {
             node_id: node_id.to_string(),
-            by_name,
-            proxy,
+            table: std::sync::RwLock::new(Arc::new(Table::new(&tunnel.services))),
             node: None,
             certs: None,
             tls: Default::default(),
@@ -125,9 +139,29 @@ impl Services {
         self
     }
 
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The services published now, as configured.
+    pub fn list(&self) -> Vec<TunnelService> {
+        self.table().list.clone()
+    }
+
+    /// Publishes `list` instead (validated by the caller): streams opened from now on use it.
+    pub fn replace(&self, list: &[TunnelService]) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Table::new(list));
+    }
+
+    /// Whether service `name` wants a PROXY protocol header.
+    fn wants_proxy(&self, name: &str) -> bool {
+        self.table().proxy.contains(name)
+    }
+
     /// What the edge reports in its `Register`, sorted by name.
     pub fn advertised(&self) -> Vec<proto::Service> {
         let mut v: Vec<_> = self
+            .table()
             .by_name
             .iter()
             .map(|(name, (kind, _))| proto::Service {
@@ -145,7 +179,7 @@ impl Services {
 
     /// The local address of service `name` if it is of `kind`; `Err` says why not.
     pub fn local(&self, name: &str, kind: ServiceKind) -> Result<SocketAddr, String> {
-        match self.by_name.get(name) {
+        match self.table().by_name.get(name) {
             Some((k, addr)) if *k == kind => Ok(*addr),
             Some((k, _)) => Err(format!(
                 "service {name:?} is of kind {:?}, not {:?}",
@@ -357,7 +391,7 @@ async fn raw(
         }
     };
     let _ = tcp.set_nodelay(true);
-    if services.proxy.contains(&service) {
+    if services.wants_proxy(&service) {
         let header = proto::proxy_v2::encode(client_addr, local);
         if let Err(e) = tcp.write_all(&header).await {
             tracing::warn!(%service, %local, error = %e, "writing the PROXY header failed; reset");

@@ -1,7 +1,7 @@
 //! A center's TCP port forwards (`[[tunnel.forwards]]`) and the pieces TLS passthrough shares.
 //!
 //! Each forward binds its own TCP listener (at start-up: a port that cannot be bound stops the
-//! node with an error naming it). Every accepted connection gets a new QUIC stream on the tunnel
+//! node with an error naming it; at runtime, `crate::reload` adds, retargets and stops them). Every accepted connection gets a new QUIC stream on the tunnel
 //! of the forward's edge, starting with a [`StreamHeader`] `Tcp { service }` and the client's
 //! address; then bytes are relayed both ways unchanged until both directions are done. An edge
 //! whose tunnel this center does not hold, or a stream that cannot be opened within
@@ -152,15 +152,18 @@ pub async fn bind(forwards: &[TunnelForward]) -> anyhow::Result<Vec<(TunnelForwa
     Ok(out)
 }
 
-/// Serves one forward until `stop`.
+/// Serves one forward until `stop`; each connection goes where `forward` says when it arrives
+/// (`crate::reload` may change the target while it runs).
 pub async fn serve(
     app: Arc<App>,
-    forward: TunnelForward,
+    forward: Arc<std::sync::RwLock<TunnelForward>>,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) {
-    tracing::info!(listen = %forward.listen, node = %forward.node, service = %forward.service, "TCP forward serving");
-    let forward = Arc::new(forward);
+    {
+        let f = forward.read().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(listen = %f.listen, node = %f.node, service = %f.service, "TCP forward serving");
+    }
     accept_loop(
         "tcp forward",
         listener,
@@ -169,15 +172,16 @@ pub async fn serve(
         crate::conn_limit::ConnLimits::new(PER_CLIENT, PER_FORWARD),
         move |tcp, peer| {
             let app = app.clone();
-            let forward = forward.clone();
+            let (node, service) = {
+                let f = forward.read().unwrap_or_else(|e| e.into_inner());
+                (f.node.clone(), f.service.clone())
+            };
             async move {
                 let header = StreamHeader {
-                    target: Target::Tcp {
-                        service: forward.service.clone(),
-                    },
+                    target: Target::Tcp { service },
                     client_addr: Some(peer),
                 };
-                relay_to_edge(&app, &forward.node, header, &[], tcp).await;
+                relay_to_edge(&app, &node, header, &[], tcp).await;
             }
         },
     )

@@ -1,6 +1,6 @@
 //! The `/api/v1` API: API keys (`/auth/api-keys`) and the audit log (`/audit`, filters by
-//! action, actor, target), admin key required; sandboxes, runners and webhooks in their own
-//! modules.
+//! action, actor, target), admin key required; sandboxes, runners, webhooks and this node's
+//! tunnel lists (`/node/…`) in their own modules.
 //! A new key's secret is in the creation response only; it is stored as a hash.
 
 use http::{Method, Request, Response, StatusCode};
@@ -75,6 +75,7 @@ pub async fn handle(
         (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
         (["sandboxes", ..] | ["runners", ..], _) => super::sandboxes::handle(ctx, rest, req).await,
         (["webhooks", ..], _) => super::webhook_api::handle(ctx, rest, req).await,
+        (["node", ..], _) => super::tunnel_api::handle(ctx, rest, req).await,
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
 }

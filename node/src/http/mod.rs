@@ -8,12 +8,13 @@
 //! (`sandbox::internal`, never from a client) and the HTTPS redirect; after it, a pod's
 //! notification socket, served here whoever owns the pod ([`notify`]).
 //!
-//! Handlers: [`ops`] (probes, metrics; [`route_label`]: the route label of the request metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`:
-//! keys, audit; [`sandboxes`], [`webhook_api`]), [`node_admin`] (nodes), [`pods`] (pod
-//! resources, with [`solid`] — RDF, PATCH, the storage description —, [`access`] — who may do
-//! what: key scopes, Web Access Control — and [`notify`] — Solid notifications, all on
-//! [`resource`] — names, headers and bytes of resources), [`ldp`] (the LDP vocabulary and
-//! header parsing).
+//! Handlers: [`ops`] (probes, metrics; [`route_label`]: the route label of the request
+//! metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`: keys, audit; [`sandboxes`],
+//! [`webhook_api`], [`tunnel_api`]: this node's services and forwards), [`node_admin`]
+//! (nodes), [`pods`] (pod resources, with [`solid`] — RDF, PATCH, the storage description —,
+//! [`access`] — who may do what: key scopes, Web Access Control — and [`notify`] — Solid
+//! notifications, all on [`resource`] — names, headers and bytes of resources), [`ldp`] (the
+//! LDP vocabulary and header parsing).
 
 pub mod access;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod resource;
 pub mod route_label;
 pub mod sandboxes;
 pub mod solid;
+pub mod tunnel_api;
 pub mod webhook_api;
 
 use std::convert::Infallible;
