@@ -85,7 +85,7 @@ pub struct App {
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
     /// What changes without a restart (an edge's services, a center's forwards).
-    pub reload: crate::reload::Reloader,
+    pub reload: crate::reload::state::Reloader,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
     pub quic_address: std::sync::OnceLock<String>,
     /// A center with a QUIC endpoint: where tunnel connections over TCP go

@@ -320,7 +320,7 @@ async fn start_tunnels(
             let mut tasks = tokio::task::JoinSet::new();
             // TCP forwards (bound before start-up, so a taken port stops it), changed at runtime
             // by `reload`.
-            app.reload.start_forwards(app, forwards, stop.clone()).await;
+            reload::start_forwards(app, forwards, stop.clone()).await;
             tasks.spawn(
                 app.mesh
                     .clone()
@@ -343,7 +343,7 @@ async fn start_tunnels(
                     app.tls.clone(),
                 ),
             );
-            app.reload.start_services(services.clone()).await;
+            reload::start_services(app, services.clone()).await;
             let app = app.clone();
             Ok(Some(tokio::spawn(async move {
                 if let Err(e) = edges::edge::run(app, identity, centers, services, stop).await {

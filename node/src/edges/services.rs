@@ -223,7 +223,7 @@ impl Services {
         if second.is_some_and(|l| l.eq_ignore_ascii_case(&self.node_id)) {
             Some(first.to_ascii_lowercase())
         } else if first.eq_ignore_ascii_case(&self.node_id) {
-            Some(super::forward::DEFAULT_SERVICE.to_string())
+            Some(xpod_routing::edge_host::DEFAULT_SERVICE.to_string())
         } else {
             None
         }

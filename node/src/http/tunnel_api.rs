@@ -53,12 +53,12 @@ pub async fn handle(
         (["node", "tunnel"], &Method::GET) => {
             return Ok(body::json(
                 StatusCode::OK,
-                &serde_json::to_value(app.reload.tunnel().await).unwrap_or_default(),
+                &serde_json::to_value(crate::reload::tunnel(app).await).unwrap_or_default(),
             ))
         }
         (["node", "tunnel"], _) => return Err(ApiError::method_not_allowed("GET")),
         (["node", "reload"], &Method::POST) => {
-            let o = app.reload.reload(app).await?;
+            let o = crate::reload::reload(app).await?;
             ctx.audit("node.reload", &format!("node:{}", app.node_id), json!(o))
                 .await;
             o
@@ -82,13 +82,13 @@ pub async fn handle(
                 kind,
                 proxy_protocol: body.proxy_protocol,
             };
-            let o = app.reload.service(app, name, Some(service)).await?;
+            let o = crate::reload::service(app, name, Some(service)).await?;
             ctx.audit("node.service.put", &format!("service:{name}"), json!(o))
                 .await;
             o
         }
         (["node", "services", name], &Method::DELETE) => {
-            let o = app.reload.service(app, name, None).await?;
+            let o = crate::reload::service(app, name, None).await?;
             ctx.audit("node.service.delete", &format!("service:{name}"), json!(o))
                 .await;
             o
@@ -113,7 +113,7 @@ pub async fn handle(
             } else {
                 "node.forward.delete"
             };
-            let o = app.reload.forward(app, listen, forward).await?;
+            let o = crate::reload::forward(app, listen, forward).await?;
             ctx.audit(action, &format!("forward:{listen}"), json!(o))
                 .await;
             o

@@ -16,6 +16,8 @@
 //! `/api/v1/node/forwards/{listen}`, admin; `xpod tunnel …`). Those changes last until the next
 //! reload or restart — the file stays the source of truth, and the answers say so. A change is
 //! validated as the whole configuration would be (names, addresses, duplicates).
+//!
+//! [`state`]: what is kept between changes, the `App` field (this file has the logic).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +31,10 @@ use xpod_config::{Config, Role, TunnelForward, TunnelService};
 use crate::app::App;
 use crate::edges::services::Services;
 use crate::reply::error::ApiError;
+
+pub mod state;
+
+use state::{Running, State};
 
 /// Loads the configuration the way the node was started.
 pub type Source = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
@@ -53,28 +59,6 @@ pub struct Outcome {
     pub persistent: bool,
 }
 
-/// The lists that change at runtime, as running now.
-#[derive(Default)]
-pub struct Reloader {
-    state: tokio::sync::Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// The configuration last loaded from the source (the start one until the first reload).
-    applied: Option<Config>,
-    /// An edge's services table, once its tunnels run.
-    services: Option<Arc<Services>>,
-    /// A center's forwards, once its tunnels run.
-    forwards: Option<BTreeMap<SocketAddr, Running>>,
-    stop: Option<watch::Receiver<bool>>,
-}
-
-struct Running {
-    spec: Arc<RwLock<TunnelForward>>,
-    stop: Arc<watch::Sender<bool>>,
-}
-
 /// The running lists, for `GET /api/v1/node/tunnel`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,125 +67,121 @@ pub struct Tunnel {
     pub forwards: Option<Vec<serde_json::Value>>,
 }
 
-impl Reloader {
-    /// A center's forwards, bound at start-up, served until `stop` (or removed).
-    pub async fn start_forwards(
-        &self,
-        app: &Arc<App>,
-        bound: Vec<(TunnelForward, TcpListener)>,
-        stop: watch::Receiver<bool>,
-    ) {
-        let mut st = self.state.lock().await;
-        st.stop = Some(stop.clone());
-        let mut running = BTreeMap::new();
-        for (forward, listener) in bound {
-            running.insert(forward.listen, spawn_forward(app, forward, listener, &stop));
-        }
-        st.forwards = Some(running);
+/// A center's forwards, bound at start-up, served until `stop` (or removed).
+pub async fn start_forwards(
+    app: &Arc<App>,
+    bound: Vec<(TunnelForward, TcpListener)>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut st = app.reload.state.lock().await;
+    st.stop = Some(stop.clone());
+    let mut running = BTreeMap::new();
+    for (forward, listener) in bound {
+        running.insert(forward.listen, spawn_forward(app, forward, listener, &stop));
     }
+    st.forwards = Some(running);
+}
 
-    /// An edge's services table, as its tunnels serve it.
-    pub async fn start_services(&self, services: Arc<Services>) {
-        self.state.lock().await.services = Some(services);
+/// An edge's services table, as its tunnels serve it.
+pub async fn start_services(app: &App, services: Arc<Services>) {
+    app.reload.state.lock().await.services = Some(services);
+}
+
+/// Re-reads the configuration and applies it (see the module docs).
+pub async fn reload(app: &Arc<App>) -> Result<Outcome, ApiError> {
+    let source = SOURCE.get().ok_or_else(|| {
+        ApiError::conflict(
+            "this node was not started from the command line: nothing to reload from",
+        )
+    })?;
+    let new = source().map_err(|e| {
+        ApiError::bad_request(format!(
+            "the configuration was not applied (nothing changed): {e:#}"
+        ))
+    })?;
+    let mut st = app.reload.state.lock().await;
+    let old = st.applied.clone().unwrap_or_else(|| app.config.clone());
+    let mut out = Outcome {
+        restart_needed: restart_needed(&old, &new),
+        persistent: true,
+        ..Default::default()
+    };
+    if let Some(line) = set_forwards(app, &mut st, &new.tunnel.forwards).await? {
+        out.applied.push(line);
     }
-
-    /// Re-reads the configuration and applies it (see the module docs).
-    pub async fn reload(&self, app: &Arc<App>) -> Result<Outcome, ApiError> {
-        let source = SOURCE.get().ok_or_else(|| {
-            ApiError::conflict(
-                "this node was not started from the command line: nothing to reload from",
-            )
-        })?;
-        let new = source().map_err(|e| {
-            ApiError::bad_request(format!(
-                "the configuration was not applied (nothing changed): {e:#}"
-            ))
-        })?;
-        let mut st = self.state.lock().await;
-        let old = st.applied.clone().unwrap_or_else(|| app.config.clone());
-        let mut out = Outcome {
-            restart_needed: restart_needed(&old, &new),
-            persistent: true,
-            ..Default::default()
-        };
-        if let Some(line) = set_forwards(app, &mut st, &new.tunnel.forwards).await? {
-            out.applied.push(line);
-        }
-        if let Some(line) = set_services(app, &mut st, &new.tunnel.services)? {
-            out.applied.push(line);
-        }
-        st.applied = Some(new);
-        Ok(out)
+    if let Some(line) = set_services(app, &mut st, &new.tunnel.services)? {
+        out.applied.push(line);
     }
+    st.applied = Some(new);
+    Ok(out)
+}
 
-    /// Adds or replaces (`Some`) or removes (`None`) service `name` of this edge, until the
-    /// next reload.
-    pub async fn service(
-        &self,
-        app: &Arc<App>,
-        name: &str,
-        service: Option<TunnelService>,
-    ) -> Result<Outcome, ApiError> {
-        let mut st = self.state.lock().await;
-        let Some(services) = &st.services else {
-            return Err(ApiError::conflict(
-                "only an edge whose tunnels run publishes services",
-            ));
-        };
-        let mut list = services.list();
-        let before = list.len();
-        list.retain(|s| s.name != name);
-        match service {
-            Some(s) => list.push(s),
-            None if list.len() == before => {
-                return Err(ApiError::not_found(format!(
-                    "this edge publishes no service named {name:?}"
-                )))
-            }
-            None => {}
+/// Adds or replaces (`Some`) or removes (`None`) service `name` of this edge, until the
+/// next reload.
+pub async fn service(
+    app: &Arc<App>,
+    name: &str,
+    service: Option<TunnelService>,
+) -> Result<Outcome, ApiError> {
+    let mut st = app.reload.state.lock().await;
+    let Some(services) = &st.services else {
+        return Err(ApiError::conflict(
+            "only an edge whose tunnels run publishes services",
+        ));
+    };
+    let mut list = services.list();
+    let before = list.len();
+    list.retain(|s| s.name != name);
+    match service {
+        Some(s) => list.push(s),
+        None if list.len() == before => {
+            return Err(ApiError::not_found(format!(
+                "this edge publishes no service named {name:?}"
+            )))
         }
-        let mut out = Outcome::default();
-        out.applied.extend(set_services(app, &mut st, &list)?);
-        Ok(out)
+        None => {}
     }
+    let mut out = Outcome::default();
+    out.applied.extend(set_services(app, &mut st, &list)?);
+    Ok(out)
+}
 
-    /// Adds or replaces (`Some`) or removes (`None`) the forward on `listen` of this center,
-    /// until the next reload.
-    pub async fn forward(
-        &self,
-        app: &Arc<App>,
-        listen: SocketAddr,
-        forward: Option<TunnelForward>,
-    ) -> Result<Outcome, ApiError> {
-        let mut st = self.state.lock().await;
-        let Some(running) = &st.forwards else {
-            return Err(ApiError::conflict(
-                "only a center whose tunnels run has TCP forwards",
-            ));
-        };
-        let mut list: Vec<TunnelForward> = running
-            .values()
-            .map(|r| r.spec.read().unwrap_or_else(|e| e.into_inner()).clone())
-            .filter(|f| f.listen != listen)
-            .collect();
-        match forward {
-            Some(f) => list.push(f),
-            None if list.len() == running.len() => {
-                return Err(ApiError::not_found(format!(
-                    "no forward listens on {listen}"
-                )))
-            }
-            None => {}
+/// Adds or replaces (`Some`) or removes (`None`) the forward on `listen` of this center,
+/// until the next reload.
+pub async fn forward(
+    app: &Arc<App>,
+    listen: SocketAddr,
+    forward: Option<TunnelForward>,
+) -> Result<Outcome, ApiError> {
+    let mut st = app.reload.state.lock().await;
+    let Some(running) = &st.forwards else {
+        return Err(ApiError::conflict(
+            "only a center whose tunnels run has TCP forwards",
+        ));
+    };
+    let mut list: Vec<TunnelForward> = running
+        .values()
+        .map(|r| r.spec.read().unwrap_or_else(|e| e.into_inner()).clone())
+        .filter(|f| f.listen != listen)
+        .collect();
+    match forward {
+        Some(f) => list.push(f),
+        None if list.len() == running.len() => {
+            return Err(ApiError::not_found(format!(
+                "no forward listens on {listen}"
+            )))
         }
-        let mut out = Outcome::default();
-        out.applied.extend(set_forwards(app, &mut st, &list).await?);
-        Ok(out)
+        None => {}
     }
+    let mut out = Outcome::default();
+    out.applied.extend(set_forwards(app, &mut st, &list).await?);
+    Ok(out)
+}
 
-    /// The services and forwards as running now.
-    pub async fn tunnel(&self) -> Tunnel {
-        let st = self.state.lock().await;
-        Tunnel {
+/// The services and forwards as running now.
+pub async fn tunnel(app: &App) -> Tunnel {
+    let st = app.reload.state.lock().await;
+    Tunnel {
             services: st.services.as_ref().map(|s| {
                 s.list()
                     .iter()
@@ -217,7 +197,6 @@ impl Reloader {
                     .collect()
             }),
         }
-    }
 }
 
 /// The configuration with `f` applied, validated as a whole (`Err`: 400 naming the problem).
@@ -410,7 +389,7 @@ pub async fn on_sighup(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
             got = hup.recv() => if got.is_none() { return },
         }
-        match app.reload.reload(&app).await {
+        match reload(&app).await {
             Ok(o) => {
                 tracing::info!(applied = ?o.applied, restart_needed = ?o.restart_needed, "SIGHUP: configuration reloaded")
             }
