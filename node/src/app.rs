@@ -84,6 +84,8 @@ pub struct App {
     pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
+    /// Bandwidth limiters of the edges this center relays for (from their policies).
+    pub bandwidth: crate::edges::bandwidth::Bandwidth,
     /// What changes without a restart (an edge's services, a center's forwards).
     pub reload: crate::reload::state::Reloader,
     /// The QUIC address other nodes dial (a center with a QUIC endpoint), for its `nodes` row.
@@ -148,6 +150,7 @@ impl App {
             oidc: crate::oidc::Oidc::new(&config.solid),
             mesh: Default::default(),
             reload: Default::default(),
+            bandwidth: Default::default(),
             quic_address: Default::default(),
             tunnel_tcp: Default::default(),
             tls: Default::default(),

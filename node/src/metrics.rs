@@ -59,6 +59,8 @@ struct Sampled {
     lease_remaining: Gauge,
     edges: IntGauge,
     tunnel_bytes: IntCounterVec,
+    bandwidth_limit: IntGaugeVec,
+    bandwidth_waits: IntCounterVec,
 }
 
 /// What the scrape reads from the rest of the node.
@@ -76,6 +78,8 @@ pub struct Sample<'a> {
     pub edges_connected: usize,
     /// Per connected edge: node id, bytes sent to it, bytes received from it.
     pub tunnel_bytes: Vec<(String, u64, u64)>,
+    /// Per bandwidth-limited edge: node id, bytes per second, waits to it, waits from it.
+    pub bandwidth: Vec<(String, u64, u64, u64)>,
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -169,6 +173,23 @@ impl Default for Metrics {
                 &r,
                 "xpod_tunnel_bytes_total",
                 "Bytes on each connected edge's tunnel (QUIC datagrams, also when carried over TCP), by direction: tx to the edge, rx from it. Reset when the tunnel reconnects.",
+                &["edge", "direction"],
+            ),
+            bandwidth_limit: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "xpod_edge_bandwidth_limit_bytes_per_second",
+                        "An edge's bandwidth limit, each way, as this center enforces it (edges without one: absent).",
+                    ),
+                    &["edge"],
+                )
+                .expect("valid metric"),
+            ),
+            bandwidth_waits: counter_vec(
+                &r,
+                "xpod_edge_bandwidth_waits_total",
+                "Times a relay to (up) or from (down) a bandwidth-limited edge waited for its limit.",
                 &["edge", "direction"],
             ),
         };
@@ -334,6 +355,19 @@ impl Metrics {
                 .with_label_values(&[edge.as_str(), "rx"])
                 .inc_by(*rx);
         }
+        s.bandwidth_limit.reset();
+        s.bandwidth_waits.reset();
+        for (edge, rate, up, down) in &sample.bandwidth {
+            s.bandwidth_limit
+                .with_label_values(&[edge.as_str()])
+                .set(i64::try_from(*rate).unwrap_or(i64::MAX));
+            s.bandwidth_waits
+                .with_label_values(&[edge.as_str(), "up"])
+                .inc_by(*up);
+            s.bandwidth_waits
+                .with_label_values(&[edge.as_str(), "down"])
+                .inc_by(*down);
+        }
         let mut families = self.registry.gather();
         if sample.lease_remaining.is_none() {
             families.retain(|f| f.name() != "xpod_lease_remaining_seconds");
@@ -361,6 +395,7 @@ mod tests {
             lease_remaining: None,
             edges_connected: 1,
             tunnel_bytes: vec![("laptop".into(), 1500, 300)],
+            bandwidth: vec![("laptop".into(), 1024, 0, 3)],
         }
     }
 
@@ -385,6 +420,8 @@ mod tests {
             "xpod_owner_table_hits_total 7",
             "xpod_tunnel_bytes_total{direction=\"tx\",edge=\"laptop\"} 1500",
             "xpod_build_info{metadata=\"sqlite\",node=\"n1\",version=",
+            "xpod_edge_bandwidth_waits_total{direction=\"down\",edge=\"laptop\"} 3",
+            "xpod_edge_bandwidth_limit_bytes_per_second{edge=\"laptop\"} 1024",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");
         }
@@ -396,6 +433,7 @@ mod tests {
         let mut later = sample();
         later.owner_hits = 9;
         later.tunnel_bytes.clear();
+        later.bandwidth.clear();
         later.lease_remaining = Some(4.5);
         let text = m.render(later);
         assert!(text.contains("xpod_owner_table_hits_total 9"), "{text}");

@@ -9,6 +9,8 @@
 //! - `podPrefixes`: pod ids an edge may bring into the cluster by reporting them (`laptop-` lets
 //!   it claim `laptop-notes`). Without one, an edge keeps only pods the cluster assigned to it
 //!   (`POST /.cluster/pods {"nodeId": …}`); it never squats a free id.
+//! - `bandwidthBytesPerSec`: what the centers relay to and from an edge, each way, at most
+//!   (`crate::edges::bandwidth`).
 //! - `revokedAt`: the node is refused at every center's next handshake (mesh or tunnel), its live
 //!   connections are closed within [`REFRESH`] (+ the close), and it cannot join again under
 //!   that id (the id stays taken).
@@ -45,6 +47,10 @@ pub struct Policy {
     pub sandbox_slots: Option<u32>,
     #[serde(default)]
     pub pod_prefixes: Vec<String>,
+    /// Bytes per second the centers relay to and from this edge, each way
+    /// (`crate::edges::bandwidth`; `None`: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_bytes_per_sec: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,7 +21,7 @@ pub(crate) enum NodesCmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Grant a node sandbox slots or pod-id prefixes. An edge offers no sandboxes unless
+    /// Grant a node sandbox slots or pod-id prefixes, or limit an edge's bandwidth. An edge offers no sandboxes unless
     /// granted slots, and claims no pod id the cluster did not assign it unless the id starts
     /// with a granted prefix.
     Set {
@@ -37,6 +37,10 @@ pub(crate) enum NodesCmd {
         /// Remove every pod-id prefix.
         #[arg(long, conflicts_with = "pod_prefixes")]
         clear_pod_prefixes: bool,
+        /// Bytes per second the centers relay to and from this edge, each way (`10MB`,
+        /// `512KiB`); `none` removes the limit.
+        #[arg(long, value_name = "RATE")]
+        bandwidth: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -75,6 +79,12 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
                     .map_or("no grant".to_string(), |n| n.to_string());
                 println!("sandbox slots granted: {slots}");
                 println!("pod prefixes: {}", p["podPrefixes"]);
+                if let Some(rate) = p["bandwidthBytesPerSec"].as_u64() {
+                    println!(
+                        "bandwidth: {} per second each way",
+                        xpod_config::ByteSize(rate)
+                    );
+                }
                 if let Some(at) = p["revokedAt"].as_i64() {
                     println!("REVOKED at {at} by {}", s(p, "revokedBy"));
                 }
@@ -86,10 +96,21 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
             sandbox_slots,
             pod_prefixes,
             clear_pod_prefixes,
+            bandwidth,
             remote,
         } => {
             check_id(&node_id)?;
             let mut body = json!({});
+            match bandwidth.as_deref() {
+                None => {}
+                Some("none") => body["bandwidthBytesPerSec"] = Value::Null,
+                Some(rate) => {
+                    let b: xpod_config::ByteSize = rate.parse().map_err(|e| {
+                        anyhow::anyhow!("--bandwidth `{rate}`: {e} (e.g. 10MB, 512KiB or none)")
+                    })?;
+                    body["bandwidthBytesPerSec"] = json!(b.bytes());
+                }
+            }
             match sandbox_slots.as_deref() {
                 None => {}
                 Some("none") => body["sandboxSlots"] = Value::Null,
@@ -107,7 +128,7 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
             }
             if body.as_object().is_some_and(|o| o.is_empty()) {
                 anyhow::bail!(
-                    "nothing to set: give --sandbox-slots, --pod-prefix or --clear-pod-prefixes"
+                    "nothing to set: give --sandbox-slots, --pod-prefix, --clear-pod-prefixes or --bandwidth"
                 );
             }
             let (_, v) = client(&remote)?

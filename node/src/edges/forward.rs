@@ -24,6 +24,7 @@
 //! that holds the edge.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -78,6 +79,26 @@ fn forward_error(app: &App, route: &EdgeRoute, e: ForwardError) -> ApiError {
     }
 }
 
+/// The bandwidth limiters of `edge`, if its policy sets a limit (`super::bandwidth`).
+pub(crate) fn limits(app: &App, edge: &str) -> Option<Arc<super::bandwidth::Pair>> {
+    app.bandwidth
+        .of(edge, app.policies.get(edge).bandwidth_bytes_per_sec)
+}
+
+/// `body` boxed, paced by `limits` in the direction `to_edge` (else from the edge) if any.
+pub(crate) fn paced<B>(body: B, limits: &Option<Arc<super::bandwidth::Pair>>, to_edge: bool) -> Body
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match limits {
+        Some(l) => super::bandwidth::Paced::new(body, l.clone(), to_edge)
+            .map_err(std::io::Error::other)
+            .boxed_unsync(),
+        None => body.map_err(std::io::Error::other).boxed_unsync(),
+    }
+}
+
 /// Forwards `req` (for `host`, from `peer`) to `route` through the edge's tunnel, on an idle
 /// stream from the pool when there is one.
 pub async fn forward(
@@ -105,7 +126,8 @@ pub async fn forward(
         h.insert(header::UPGRADE, protocol.clone());
     }
     let replay = fwd::replay_of(&req, crate::reply::body::empty);
-    let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+    let limits = limits(app, &route.node);
+    let req = req.map(|b| paced(b, &limits, true));
     let header = StreamHeader {
         target: Target::Http {
             service: route.service.clone(),
@@ -123,7 +145,13 @@ pub async fn forward(
         (true, Some(client)) => {
             let edge = hyper::upgrade::on(&mut resp);
             let idle = app.config.tunnel.relay_idle();
-            tokio::spawn(relay_upgraded(client, edge, route.clone(), idle));
+            tokio::spawn(relay_upgraded(
+                client,
+                edge,
+                route.clone(),
+                idle,
+                limits.clone(),
+            ));
             true
         }
         (true, None) => {
@@ -152,10 +180,7 @@ pub async fn forward(
             parts.headers.insert(header::UPGRADE, p);
         }
     }
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(std::io::Error::other).boxed_unsync(),
-    ))
+    Ok(Response::from_parts(parts, paced(body, &limits, false)))
 }
 
 /// Joins an upgraded client connection and the upgraded stream to the edge, byte for byte,
@@ -165,6 +190,7 @@ async fn relay_upgraded(
     edge: hyper::upgrade::OnUpgrade,
     route: EdgeRoute,
     idle: Duration,
+    limits: Option<Arc<super::bandwidth::Pair>>,
 ) {
     let (client, edge) = match tokio::try_join!(client, edge) {
         Ok(both) => both,
@@ -174,8 +200,17 @@ async fn relay_upgraded(
         }
     };
     let mut client = TokioIo::new(client);
-    let mut edge = TokioIo::new(edge);
-    match crate::idle_copy::copy_bidirectional(&mut client, &mut edge, idle).await {
+    let copied = match limits {
+        Some(l) => {
+            let mut edge = super::bandwidth::PacedIo::new(TokioIo::new(edge), l);
+            crate::idle_copy::copy_bidirectional(&mut client, &mut edge, idle).await
+        }
+        None => {
+            let mut edge = TokioIo::new(edge);
+            crate::idle_copy::copy_bidirectional(&mut client, &mut edge, idle).await
+        }
+    };
+    match copied {
         Ok((up, down)) => {
             tracing::debug!(node = %route.node, service = %route.service, up, down, "upgraded connection closed")
         }

@@ -17,6 +17,8 @@
 //!   (sent by the one forwarder, `xpod_routing::forward`, on pooled keep-alive streams).
 //! - (TLS passthrough — a connection on `tunnel.tls_listen` routed by the SNI of its ClientHello
 //!   to an edge's `kind = "tls"` service as raw bytes — is served by `crate::front::https`.)
+//! - [`bandwidth`]: per-edge bandwidth limits a center enforces (token buckets, paced bodies and
+//!   connections).
 //! - [`relay`]: relaying raw bytes between a client connection and a stream, with an idle
 //!   timeout.
 //! - [`tcp_forward`]: a center's TCP port forwards (`[[tunnel.forwards]]`) to edges'
@@ -29,6 +31,7 @@
 //! port forwards (with optional PROXY protocol v2 towards the service) work.
 
 pub mod authority;
+pub mod bandwidth;
 pub mod center;
 pub mod edge;
 pub mod forward;

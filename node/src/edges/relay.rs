@@ -34,6 +34,7 @@ pub async fn relay(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     idle: Duration,
+    limits: Option<std::sync::Arc<super::bandwidth::Pair>>,
 ) -> (u64, u64) {
     let tcp = match plane::into_plane_tcp(tcp) {
         Ok(tcp) => tcp,
@@ -44,7 +45,7 @@ pub async fn relay(
     };
     plane::spawn(async move {
         match TcpStream::from_std(tcp) {
-            Ok(tcp) => relay_here(tcp, send, recv, idle).await,
+            Ok(tcp) => relay_here(tcp, send, recv, idle, limits).await,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot register the connection on the data plane");
                 (0, 0)
@@ -61,7 +62,12 @@ async fn relay_here(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     idle: Duration,
+    limits: Option<std::sync::Arc<super::bandwidth::Pair>>,
 ) -> (u64, u64) {
+    let (to_quic, to_tcp) = (
+        limits.as_deref().map(|p| &p.up),
+        limits.as_deref().map(|p| &p.down),
+    );
     let (mut tr, mut tw) = tcp.into_split();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Milliseconds since `epoch` of the last byte either way.
@@ -89,6 +95,7 @@ async fn relay_here(
                 Ok(k) => {
                     n += k as u64;
                     touch();
+                    super::bandwidth::pace(to_quic, k).await;
                     if send.write_chunk(buf.split().freeze()).await.is_err() {
                         return n; // the stream is gone: its peer stopped or reset it
                     }
@@ -117,6 +124,7 @@ async fn relay_here(
                 Ok(Some(k)) => {
                     n += k as u64;
                     touch();
+                    super::bandwidth::pace(to_tcp, k).await;
                     if tw.write_all(&buf[..k]).await.is_err() {
                         let _ = recv.stop(TCP_FAILED.into());
                         let _ = stop_tx.send(true);

@@ -461,7 +461,7 @@ async fn relay(
             return;
         }
     }
-    let (to_center, to_service) = super::relay::relay(tcp, send, recv, idle).await;
+    let (to_center, to_service) = super::relay::relay(tcp, send, recv, idle, None).await;
     tracing::debug!(to_center, to_service, "relay done");
 }
 

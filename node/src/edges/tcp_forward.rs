@@ -132,7 +132,8 @@ pub(crate) async fn relay_to_edge(
         }
     };
     let idle = app.config.tunnel.relay_idle();
-    let (up, down) = super::relay::relay(tcp, send, recv, idle).await;
+    let limits = super::forward::limits(app, node);
+    let (up, down) = super::relay::relay(tcp, send, recv, idle, limits).await;
     tracing::debug!(%node, up, down, "relay to the edge done");
 }
 

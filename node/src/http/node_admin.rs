@@ -1,5 +1,5 @@
 //! `/.cluster/nodes/{nodeId}` writes (admin): `PATCH` sets what the cluster grants the node
-//! (`sandboxSlots`, `podPrefixes`), `POST …/revoke` revokes it (`crate::node_policy`). Both
+//! (`sandboxSlots`, `podPrefixes`, `bandwidthBytesPerSec`), `POST …/revoke` revokes it (`crate::node_policy`). Both
 //! are compare-and-set on the node's policy document and audited.
 
 use http::{Request, Response, StatusCode};
@@ -20,12 +20,20 @@ struct SetPolicy {
     sandbox_slots: Option<Option<u32>>,
     /// Pod-id prefixes an edge may claim by reporting them (replaces the list).
     pod_prefixes: Option<Vec<String>>,
+    /// Bytes per second the centers relay to and from the edge, each way (`null`: unlimited).
+    #[serde(default, deserialize_with = "some")]
+    bandwidth_bytes_per_sec: Option<Option<u64>>,
 }
 
 /// Tells a present `null` (`Some(None)`) from an absent field (`None`).
-fn some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
-    Option::<u32>::deserialize(d).map(Some)
+fn some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
+
+/// The lowest limit accepted: below it a tunnel's own traffic would starve.
+const MIN_BANDWIDTH: u64 = 1024;
 
 /// Writes `f`'s change to a node's policy (compare-and-set, retried); the node must exist.
 async fn change_policy(
@@ -75,9 +83,19 @@ pub(super) async fn set_policy(
         input.pod_prefixes.as_deref().unwrap_or_default(),
     )
     .map_err(ApiError::bad_request)?;
+    if let Some(Some(rate)) = input.bandwidth_bytes_per_sec {
+        if rate < MIN_BANDWIDTH {
+            return Err(ApiError::bad_request(format!(
+                "bandwidthBytesPerSec {rate}: at least {MIN_BANDWIDTH} (or null for no limit)"
+            )));
+        }
+    }
     let policy = change_policy(ctx, node_id, |p| {
         if let Some(slots) = input.sandbox_slots {
             p.sandbox_slots = slots;
+        }
+        if let Some(rate) = input.bandwidth_bytes_per_sec {
+            p.bandwidth_bytes_per_sec = rate;
         }
         if let Some(prefixes) = &input.pod_prefixes {
             p.pod_prefixes = prefixes.clone();

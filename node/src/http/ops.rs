@@ -65,6 +65,7 @@ pub async fn handle<B>(
                 lease_remaining: app.lease.remaining(now).map(|d| d.as_secs_f64()),
                 edges_connected: app.edges.len(),
                 tunnel_bytes: app.edges.traffic(),
+                bandwidth: app.bandwidth.snapshot(),
             };
             Response::builder()
                 .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")

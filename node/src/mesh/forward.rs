@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::json;
 use xpod_routing::decide::Route;
@@ -119,7 +118,12 @@ pub async fn pod(
         h.insert(fwd_headers::CLIENT, v);
     }
     let replay = fwd::replay_of(&req, crate::reply::body::empty);
-    let req = req.map(|b| b.map_err(std::io::Error::other).boxed_unsync());
+    // To an edge through its tunnel here: its bandwidth limit applies.
+    let limits = match &route {
+        Route::Edge { owner } => crate::edges::forward::limits(app, &owner.node_id),
+        _ => None,
+    };
+    let req = req.map(|b| crate::edges::forward::paced(b, &limits, true));
     let header = StreamHeader {
         target: Target::PodRequests,
         client_addr: None,
@@ -164,7 +168,7 @@ pub async fn pod(
     });
     Ok(Response::from_parts(
         parts,
-        body.map_err(std::io::Error::other).boxed_unsync(),
+        crate::edges::forward::paced(body, &limits, false),
     ))
 }
 
