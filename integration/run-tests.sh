@@ -4,8 +4,9 @@
 # slirp4netns and nftables for sandboxes with network, a Python venv with moto, the
 # S3-compatible server of the S3 tests, standardwebhooks, an independent verifier of webhook
 # signatures, and prometheus-client, Prometheus' parser of /metrics; Node.js with the Community
-# Solid Server and Inrupt's Solid clients from npm for the Solid-OIDC tests), starts a throwaway PostgreSQL
-# cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
+# Solid Server and Inrupt's Solid clients from npm for the Solid-OIDC tests; Chromium and
+# playwright-core for the dashboard test, Vite to rebuild the dashboard), starts a throwaway
+# PostgreSQL cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
 # and stops the cluster again.
 # (The S3 tests start their own moto servers: integration/src/s3.rs.)
 #
@@ -55,6 +56,7 @@ command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v slirp4netns >/dev/null 2>&1 || need_apt+=(slirp4netns)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 { [ -x /usr/bin/tinyproxy ] || [ -x /usr/sbin/tinyproxy ]; } || need_apt+=(tinyproxy)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || need_apt+=(nodejs npm)
 { [ -z "$make_moto_venv" ] && [ -x "$MOTO_VENV/bin/python" ]; } || [ -n "$(venv_python)" ] || need_apt+=(python3-venv)
@@ -106,6 +108,18 @@ if [ ! -d "$JS_DIR/node_modules/@solid/community-server" ] \
   npm ci --prefix "$JS_DIR" --no-audit --no-fund --loglevel=error
 fi
 export XPOD_TEST_JS_DIR="$JS_DIR"
+# The dashboard test drives the system's Chromium (playwright-core, above).
+XPOD_TEST_CHROMIUM="${XPOD_TEST_CHROMIUM:-$(command -v chromium)}"
+export XPOD_TEST_CHROMIUM
+
+# The dashboard's build tool (Vite, pinned by node/dashboard/package-lock.json): a test rebuilds
+# the dashboard and checks that the committed node/dashboard/dist matches its sources.
+DASH_DIR="$PWD/node/dashboard"
+if [ ! -d "$DASH_DIR/node_modules/vite" ] \
+  || [ "$DASH_DIR/package-lock.json" -nt "$DASH_DIR/node_modules/.package-lock.json" ]; then
+  say "installing the dashboard's build tool from npm (Vite)"
+  npm ci --prefix "$DASH_DIR" --no-audit --no-fund --loglevel=error
+fi
 
 if [ -z "${XPOD_TEST_PG_URL:-}" ]; then
   PG_BIN=$(find_pg_bin)

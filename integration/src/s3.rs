@@ -561,6 +561,18 @@ fn parse_request_log(log: &str) -> Vec<LoggedRequest> {
         .collect()
 }
 
+/// A config file's `[storage]` for two regions, `a` in bucket `xpod-a` on `a` and `b` in
+/// `xpod-b` on `b` (the buckets must exist), with the helpers' credentials.
+pub fn two_regions_toml(a: &S3Server, b: &S3Server) -> String {
+    format!(
+        "[storage]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n\n\
+         [[storage.region_buckets]]\nregion = \"a\"\nbucket = \"xpod-a\"\nendpoint = \"{}\"\n\n\
+         [[storage.region_buckets]]\nregion = \"b\"\nbucket = \"xpod-b\"\nendpoint = \"{}\"\n",
+        a.endpoint(),
+        b.endpoint()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

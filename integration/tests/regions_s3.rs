@@ -16,7 +16,7 @@ use xpod_integration::curl::{Curl, Resp};
 use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
-use xpod_integration::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+use xpod_integration::s3::{two_regions_toml, S3Server};
 
 fn put(c: &NodeProcess, key: &str, path: &str, body: &[u8]) -> Resp {
     Curl::new("PUT", format!("{}{path}", c.url()))
@@ -97,17 +97,7 @@ fn cluster() -> Cluster {
     s3a.create_bucket("xpod-a");
     s3b.create_bucket("xpod-b");
     let config = tmp.path().join("regions.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n\n\
-             [[storage.region_buckets]]\nregion = \"a\"\nbucket = \"xpod-a\"\nendpoint = \"{}\"\n\n\
-             [[storage.region_buckets]]\nregion = \"b\"\nbucket = \"xpod-b\"\nendpoint = \"{}\"\n",
-            s3a.endpoint(),
-            s3b.endpoint()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, two_regions_toml(&s3a, &s3b)).unwrap();
     let hold = tmp.path().join("hold-sync");
     let mut centers = start_centers(&tmp, &pg, 2, |i| {
         vec![

@@ -84,6 +84,10 @@ pub struct App {
     pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
+    /// Event streams served now (`http::events`, bounded).
+    pub event_streams: std::sync::atomic::AtomicUsize,
+    /// Set when the HTTP listener starts draining: endless streams (events) end.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Bandwidth limiters of the edges this center relays for (from their policies).
     pub bandwidth: crate::edges::bandwidth::Bandwidth,
     /// What changes without a restart (an edge's services, a center's forwards).
@@ -151,6 +155,8 @@ impl App {
             mesh: Default::default(),
             reload: Default::default(),
             bandwidth: Default::default(),
+            draining: Default::default(),
+            event_streams: Default::default(),
             quic_address: Default::default(),
             tunnel_tcp: Default::default(),
             tls: Default::default(),

@@ -4,7 +4,8 @@
 //! service ([`Target::EdgeService`]), `<port>-<id>.<sandbox_domain>` a sandbox's port
 //! ([`Target::SandboxPort`]), `<pod>.<pods_domain>` a pod (subdomain mode); then the path:
 //! operations endpoints (`/health`, `/readiness`, `/metrics`, `/openapi.json`), the edge
-//! installer (`/install.sh`, `/-/install/<file>`: [`Target::Install`]), the cluster API
+//! installer (`/install.sh`, `/-/install/<file>`: [`Target::Install`]), the dashboard
+//! (`/-/dashboard/…`: [`Target::Dashboard`]), the cluster API
 //! (`/.cluster/…`), the `/api/v1/…` API, then pods. In subdomain mode a Host of
 //! `<pod>.<pods-domain>` selects the pod and the whole path is the resource path; otherwise the
 //! first path segment is the pod (path mode). Pod ids are DNS labels, so the reserved words
@@ -63,6 +64,8 @@ pub enum Target {
     /// The edge installer: `/install.sh` (`"install.sh"`) and `/-/install/<file>` (the file
     /// name, not checked here). `-` can never be a pod id (no leading `-`).
     Install(String),
+    /// The dashboard: `/-/dashboard` (`None`), `/-/dashboard/<file>` (`Some`, `""` for the page).
+    Dashboard(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,6 +173,12 @@ pub fn classify(
     }
     if let Some(file) = raw_path.strip_prefix("/-/install/") {
         return Ok(Target::Install(file.to_string()));
+    }
+    if raw_path == "/-/dashboard" {
+        return Ok(Target::Dashboard(None));
+    }
+    if let Some(file) = raw_path.strip_prefix("/-/dashboard/") {
+        return Ok(Target::Dashboard(Some(file.to_string())));
     }
     if let Some(rest) = strip_segment_prefix(raw_path, "/.cluster") {
         return Ok(Target::Cluster(rest.to_string()));
@@ -311,7 +320,11 @@ mod tests {
             classify(&c, None, "/-/install/manifest.sig").unwrap(),
             Target::Install("manifest.sig".into())
         );
-        assert!(classify(&c, None, "/-/dashboard").is_err());
+        assert_eq!(
+            classify(&c, None, "/-/dashboard/").unwrap(),
+            Target::Dashboard(Some(String::new()))
+        );
+        assert!(classify(&c, None, "/-/other").is_err());
         assert_eq!(
             classify(&c, None, "/.cluster/pods").unwrap(),
             Target::Cluster("/pods".into())

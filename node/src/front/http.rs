@@ -93,6 +93,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
+    // Streams that would run for ever (event streams) end now.
+    app.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(live_tx);
     tokio::select! {

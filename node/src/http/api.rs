@@ -76,6 +76,11 @@ pub async fn handle(
         (["sandboxes", ..] | ["runners", ..], _) => super::sandboxes::handle(ctx, rest, req).await,
         (["webhooks", ..], _) => super::webhook_api::handle(ctx, rest, req).await,
         (["node", ..], _) => super::tunnel_api::handle(ctx, rest, req).await,
+        (["events"], &Method::GET) => {
+            require_admin(&ctx.principal)?;
+            super::events::stream(&ctx.app)
+        }
+        (["events"], _) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
 }

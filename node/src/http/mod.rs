@@ -10,7 +10,8 @@
 //!
 //! Handlers: [`ops`] (probes, metrics; [`route_label`]: the route label of the request
 //! metrics), [`cluster`] (`/.cluster`), [`api`] (`/api/v1`: keys, audit; [`sandboxes`],
-//! [`webhook_api`], [`tunnel_api`]: this node's services and forwards), [`node_admin`]
+//! [`webhook_api`], [`tunnel_api`]: this node's services and forwards, [`events`]: what
+//! changed, for the dashboard), [`dashboard`] (`/-/dashboard`), [`node_admin`]
 //! (nodes), [`pods`] (pod resources, with [`solid`] — RDF, PATCH, the storage description —,
 //! [`access`] — who may do what: key scopes, Web Access Control — and [`notify`] — Solid
 //! notifications, all on [`resource`] — names, headers and bytes of resources), [`ldp`] (the
@@ -19,6 +20,8 @@
 pub mod access;
 pub mod api;
 pub mod cluster;
+pub mod dashboard;
+pub mod events;
 pub mod ldp;
 pub mod node_admin;
 pub mod notify;
@@ -279,6 +282,9 @@ async fn dispatch(
         // Probes and scrapes never need credentials, and never touch the key store.
         return ops::handle(&app, route, &req).await;
     }
+    if let Target::Dashboard(file) = &target {
+        return dashboard::serve(req.method(), file.as_deref());
+    }
     if let Target::Install(file) = &target {
         // Public files: the CA certificate, the installer and the binary (crate::install).
         let https = req.extensions().get::<Https>().is_some();
@@ -323,6 +329,7 @@ async fn dispatch(
     match target {
         Target::Ops(_)
         | Target::Install(_)
+        | Target::Dashboard(_)
         | Target::EdgeService(_)
         | Target::SandboxPort { .. } => {
             unreachable!("handled above")

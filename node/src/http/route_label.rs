@@ -13,6 +13,7 @@ const WORDS: &[&str] = &[
     "certs",
     "deliveries",
     "dns",
+    "events",
     "exec",
     "forwards",
     "logs",
@@ -52,6 +53,7 @@ pub fn of(target: Option<&Target>) -> String {
         }
         .into(),
         Target::Install(_) => "/-/install".into(),
+        Target::Dashboard(_) => "/-/dashboard".into(),
         Target::Index => "/".into(),
         Target::EdgeService(_) => "edge-service".into(),
         Target::SandboxPort { .. } => "sandbox-port".into(),
