@@ -3,11 +3,11 @@
 # Pebble for the ACME tests, BIND 9 for the AXFR/RFC 2136 tests, bubblewrap for sandboxes,
 # slirp4netns and nftables for sandboxes with network, a Python venv with moto, the
 # S3-compatible server of the S3 tests, standardwebhooks, an independent verifier of webhook
-# signatures, and prometheus-client, Prometheus' parser of /metrics; Node.js with the Community
-# Solid Server and Inrupt's Solid clients from npm for the Solid-OIDC tests; Chromium and
-# playwright-core for the dashboard test, Vite to rebuild the dashboard), starts a throwaway
-# PostgreSQL cluster on a free port for the PostgreSQL half of the suite, runs the whole workspace's tests,
-# and stops the cluster again.
+# signatures, prometheus-client, Prometheus' parser of /metrics, and schemathesis, the API
+# fuzzer; Node.js with the Community Solid Server and Inrupt's Solid clients from npm for the
+# Solid-OIDC tests; Chromium and playwright-core for the dashboard test, Vite to rebuild the
+# dashboard), starts a throwaway PostgreSQL cluster on a free port for the PostgreSQL half of
+# the suite, runs the whole workspace's tests, and stops the cluster again.
 # (The S3 tests start their own moto servers: integration/src/s3.rs.)
 #
 #   bash integration/run-tests.sh            # everything
@@ -86,16 +86,18 @@ else
 fi
 export XPOD_TEST_MOTO_SERVER
 
-# standardwebhooks (PyPI): an independent verifier of the webhook signatures, and
-# prometheus-client (PyPI): Prometheus' own parser of the /metrics exposition; same venv.
-if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks, prometheus_client' >/dev/null 2>&1; then
+# standardwebhooks (PyPI): an independent verifier of the webhook signatures,
+# prometheus-client (PyPI): Prometheus' own parser of the /metrics exposition, and schemathesis
+# (PyPI): the API fuzzer of integration/tests/api_fuzz.rs; same venv.
+if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks, prometheus_client, schemathesis' >/dev/null 2>&1; then
   if [ ! -x "$MOTO_VENV/bin/python" ]; then
     PY=$(venv_python)
     [ -n "$PY" ] || { echo "no python3 that can make a venv" >&2; exit 1; }
     "$PY" -m venv "$MOTO_VENV"
   fi
-  say "installing standardwebhooks and prometheus-client from PyPI (webhook signatures, /metrics)"
-  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'standardwebhooks>=1,<2' 'prometheus-client>=0.20,<1'
+  say "installing standardwebhooks, prometheus-client and schemathesis from PyPI"
+  "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'standardwebhooks>=1,<2' \
+    'prometheus-client>=0.20,<1' 'schemathesis>=4,<5'
 fi
 export XPOD_TEST_WEBHOOKS_PYTHON="$MOTO_VENV/bin/python"
 

@@ -181,22 +181,28 @@ pub async fn forward(
 /// The services and forwards as running now.
 pub async fn tunnel(app: &App) -> Tunnel {
     let st = app.reload.state.lock().await;
+    let service = |s: &TunnelService| {
+        serde_json::json!({
+            "name": s.name,
+            "local": s.local.to_string(),
+            "kind": s.kind.as_str(),
+            "proxyProtocol": s.proxy_protocol,
+        })
+    };
+    let forward = |r: &Running| {
+        let f = r.spec.read().unwrap_or_else(|e| e.into_inner());
+        serde_json::json!({"listen": f.listen.to_string(), "node": f.node, "service": f.service})
+    };
     Tunnel {
-            services: st.services.as_ref().map(|s| {
-                s.list()
-                    .iter()
-                    .map(|s| serde_json::json!({"name": s.name, "local": s.local.to_string(), "kind": s.kind.as_str(), "proxyProtocol": s.proxy_protocol}))
-                    .collect()
-            }),
-            forwards: st.forwards.as_ref().map(|r| {
-                r.values()
-                    .map(|r| {
-                        let f = r.spec.read().unwrap_or_else(|e| e.into_inner());
-                        serde_json::json!({"listen": f.listen.to_string(), "node": f.node, "service": f.service})
-                    })
-                    .collect()
-            }),
-        }
+        services: st
+            .services
+            .as_ref()
+            .map(|s| s.list().iter().map(service).collect()),
+        forwards: st
+            .forwards
+            .as_ref()
+            .map(|r| r.values().map(forward).collect()),
+    }
 }
 
 /// The configuration with `f` applied, validated as a whole (`Err`: 400 naming the problem).
