@@ -34,6 +34,10 @@ try {
   for (const c of args.centers) await page.waitForSelector(`#nodes tr[data-node="${c}"]`);
   await page.waitForSelector(`#edges tr[data-edge="${args.edge}"]`);
   await page.waitForSelector('#live.online');
+  seen.certs = {};
+  for (const n of [...args.centers, args.edge]) {
+    seen.certs[n] = (await page.textContent(`#nodes tr[data-node="${n}"] td.cert`)).trim();
+  }
   seen.key_in_session = await page.evaluate(() => sessionStorage.getItem('xpod.adminKey') !== null);
   seen.key_in_local = await page.evaluate(() => JSON.stringify(localStorage).includes('xp_'));
   await shot('1-signed-in');

@@ -2,8 +2,9 @@
 //! (Debian's `chromium`, driven by `playwright-core` from npm; both installed by the test
 //! runner) against a real cluster: two centers in two regions on PostgreSQL and moto, an edge
 //! with a service, a pod with resources, a running sandbox. What an operator relies on:
-//! - signing in with an admin key shows both centers and the edge (with its service); the key
-//!   stays in the tab's session storage, never in local storage;
+//! - signing in with an admin key shows both centers and the edge (with its service and each
+//!   node's certificate expiry); the key stays in the tab's session storage, never in local
+//!   storage;
 //! - migrating a pod from its menu shows the move syncing, then the bar reaches 100 % on its own
 //!   (the page learns of the progress from the center's event stream; it does not poll), and
 //!   the new owner;
@@ -144,6 +145,15 @@ fn the_dashboard_shows_the_cluster_migrates_a_pod_and_stops_a_sandbox() {
     eprintln!("dashboard: {seen}; screenshots in {}", shots.display());
 
     assert_eq!(seen["key_in_session"], true, "{seen}");
+    // Node certificates are issued for 365 days: the expiry shown is next year's date.
+    let year = |d: &Value| d.as_str().and_then(|d| d.get(..4)?.parse::<i32>().ok());
+    for n in ["center-1", "center-2", "laptop"] {
+        let shown = &seen["certs"][n];
+        assert!(
+            year(shown).is_some_and(|y| y >= 2026) && shown.as_str().unwrap().len() == 10,
+            "{n}'s certificate expiry: {seen}"
+        );
+    }
     assert_eq!(
         seen["key_in_local"], false,
         "the key leaked into localStorage: {seen}"

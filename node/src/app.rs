@@ -84,6 +84,9 @@ pub struct App {
     pub acls: crate::acl_cache::AclCache,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
+    /// When this node's certificate (`node.crt`) expires, ms since the Unix epoch, once its
+    /// tunnels started (published with its heartbeat).
+    pub cert_not_after: std::sync::OnceLock<i64>,
     /// Event streams served now (`http::events`, bounded).
     pub event_streams: std::sync::atomic::AtomicUsize,
     /// Set when the HTTP listener starts draining: endless streams (events) end.
@@ -157,6 +160,7 @@ impl App {
             bandwidth: Default::default(),
             draining: Default::default(),
             event_streams: Default::default(),
+            cert_not_after: Default::default(),
             quic_address: Default::default(),
             tunnel_tcp: Default::default(),
             tls: Default::default(),
@@ -203,6 +207,9 @@ impl App {
                 let mut c = serde_json::json!({});
                 if !self.config.dns.addresses.is_empty() {
                     c["dns"] = serde_json::json!({"addresses": self.config.dns.addresses});
+                }
+                if let Some(at) = self.cert_not_after.get() {
+                    c["certNotAfter"] = (*at).into();
                 }
                 // What this node offers and runs (placement, reconciliation).
                 if self.config.sandbox.slots > 0 {

@@ -274,6 +274,9 @@ async fn start_tunnels(
         return Ok(None);
     };
     let cert_id = identity.identity()?.node_id;
+    if let Ok(at) = xpod_tunnel::identity::not_after_ms(&identity.cert_der()?) {
+        let _ = app.cert_not_after.set(at);
+    }
     if cert_id != app.node_id {
         anyhow::bail!(
             "{} is for node {cert_id}, but this node is {} (set node_id = \"{cert_id}\" or issue a certificate for {})",

@@ -73,10 +73,9 @@ function table(id, head, rows) {
 }
 
 function renderNodes() {
-  const serving = state.certs?.serving;
   table(
     '#nodes',
-    ['node', 'role', 'region', 'status', 'last heartbeat', 'transport', 'version', 'certificate until'],
+    ['node', 'role', 'region', 'status', 'last heartbeat', 'transport', 'version', 'node certificate until'],
     state.nodes.map((n) =>
       el(
         'tr',
@@ -88,7 +87,7 @@ function renderNodes() {
         el('td', {}, ago(n.lastHeartbeat)),
         el('td', {}, n.capacity?.transport ?? (n.nodeType === 'center' ? 'mesh' : '-')),
         el('td', {}, n.version || '-'),
-        el('td', {}, n.nodeId === state.certs?.node && serving ? day(serving.notAfter) : '-'),
+        el('td', { class: 'cert' }, day(n.capacity?.certNotAfter)),
       ),
     ),
   );

@@ -20,6 +20,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// One edge's control session: presence from its registration and heartbeats.
 pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIdentity) {
     let remote = conn.remote_address();
+    // Shown with the edge's row (the dashboard's certificate column).
+    let cert_not_after = xpod_tunnel::endpoint::peer_not_after(&conn);
     let session = Session::new_server(
         ServerConfig {
             center_id: app.node_id.clone(),
@@ -48,7 +50,13 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
         match *event {
             Event::PeerRegistered(reg) => {
                 tracing::info!(version = %reg.version, os = %reg.os, arch = %reg.arch, "edge registered");
-                update(&app, &peer.node_id, |n| registered(n, &reg, &app, remote)).await;
+                update(&app, &peer.node_id, |n| {
+                    registered(n, &reg, &app, remote);
+                    if let Some(at) = cert_not_after {
+                        n.capacity["certNotAfter"] = at.into();
+                    }
+                })
+                .await;
                 hosted = reg.pods.clone();
                 claim_pods(&app, &peer.node_id, &hosted).await;
                 // From now on requests for this edge's services go through this connection.

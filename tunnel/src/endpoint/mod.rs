@@ -63,7 +63,8 @@ pub use join::{
     DEFAULT_EDGE_CERT_DAYS, JOIN_STEP_TIMEOUT, MAX_JOIN_MESSAGE,
 };
 pub use server::{
-    verified_peer, Accepted, CenterEndpoint, EndpointError, TcpEntry, MAX_CONCURRENT_JOINS,
+    peer_not_after, verified_peer, Accepted, CenterEndpoint, EndpointError, TcpEntry,
+    MAX_CONCURRENT_JOINS,
 };
 
 /// ALPN of the mesh/tunnel protocol (mutual TLS).

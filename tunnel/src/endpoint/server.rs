@@ -371,6 +371,14 @@ pub fn verified_peer(conn: &quinn::Connection) -> Result<PeerIdentity, String> {
     peer_identity(end_entity).map_err(|e| format!("client certificate: {e}"))
 }
 
+/// When the verified certificate of a peer expires (ms since the Unix epoch), if it has one.
+pub fn peer_not_after(conn: &quinn::Connection) -> Option<i64> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())?;
+    crate::identity::not_after_ms(certs.first()?).ok()
+}
+
 fn quinn_server_config(identity: &NodeIdentity) -> Result<quinn::ServerConfig, EndpointError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();

@@ -164,6 +164,14 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity> {
     identity_from_uris(uris)
 }
 
+/// When a certificate (DER) expires, in milliseconds since the Unix epoch. Like
+/// [`peer_identity`], it does not verify the certificate.
+pub fn not_after_ms(cert_der: &[u8]) -> Result<i64> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| IdentityError::InvalidCertificate(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp() * 1000)
+}
+
 /// The identity carried by a set of URI SANs (shared by certificate parsing and tests).
 fn identity_from_uris<'a>(uris: impl IntoIterator<Item = &'a str>) -> Result<PeerIdentity> {
     let mut node_id: Option<&str> = None;

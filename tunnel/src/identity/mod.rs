@@ -49,9 +49,9 @@ mod token;
 mod tests;
 
 pub use ca::{
-    fingerprint_of, fingerprint_of_pem, parse_fingerprint, peer_identity, validate_node_id,
-    ClusterCa, NodeIdentity, NodeRole, PeerIdentity, CA_VALIDITY_DAYS, MAX_NODE_VALIDITY_DAYS,
-    NODE_URI_PREFIX, ROLE_URI_PREFIX,
+    fingerprint_of, fingerprint_of_pem, not_after_ms, parse_fingerprint, peer_identity,
+    validate_node_id, ClusterCa, NodeIdentity, NodeRole, PeerIdentity, CA_VALIDITY_DAYS,
+    MAX_NODE_VALIDITY_DAYS, NODE_URI_PREFIX, ROLE_URI_PREFIX,
 };
 pub use tls::{bootstrap_client_config, client_config, join_server_config, server_config};
 pub use token::{JoinToken, TokenError, TokenRecord, TOKEN_PREFIX};
