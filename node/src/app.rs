@@ -87,6 +87,8 @@ pub struct App {
     /// When this node's certificate (`node.crt`) expires, ms since the Unix epoch, once its
     /// tunnels started (published with its heartbeat).
     pub cert_not_after: std::sync::OnceLock<i64>,
+    /// The dashboard's collection digests, published by `http::events::digest_loop`.
+    pub event_digests: tokio::sync::watch::Sender<std::collections::BTreeMap<&'static str, u64>>,
     /// Event streams served now (`http::events`, bounded).
     pub event_streams: std::sync::atomic::AtomicUsize,
     /// Set when the HTTP listener starts draining: endless streams (events) end.
@@ -160,6 +162,7 @@ impl App {
             bandwidth: Default::default(),
             draining: Default::default(),
             event_streams: Default::default(),
+            event_digests: tokio::sync::watch::Sender::new(Default::default()),
             cert_not_after: Default::default(),
             quic_address: Default::default(),
             tunnel_tcp: Default::default(),

@@ -167,6 +167,10 @@ pub async fn run(
         reload::on_sighup(app.clone(), stop_rx.clone()),
     );
     tasks.spawn_infallible(
+        "dashboard digests",
+        http::events::digest_loop(app.clone(), stop_rx.clone()),
+    );
+    tasks.spawn_infallible(
         "notifications",
         notify::follow(app.meta.clone(), app.notify.clone(), stop_rx.clone()),
     );

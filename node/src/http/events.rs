@@ -1,11 +1,14 @@
 //! `GET /api/v1/events` (admin): server-sent events telling the dashboard what changed, so it
 //! fetches again only that (never a poll every second from the browser).
 //!
-//! Once a second the node takes a digest of each collection the dashboard shows — `nodes`,
-//! `pods` (migration progress included), `sandboxes`, `certs`, `audit` — and sends
-//! `event: changed` with the names whose digest moved (all of them first). A comment line every
-//! 5 s keeps proxies from closing a quiet stream (and frees the slot of a client that went). At most [`MAX_STREAMS`] streams per node
-//! (503 beyond); a stream ends when the client goes or the node stops.
+//! One loop per node ([`digest_loop`]), running only while a stream is open, takes a digest of
+//! each collection the dashboard shows once a second — `nodes`, `pods` (migration progress
+//! included), `sandboxes`, `certs`, `audit` — and publishes them (`App::event_digests`), so
+//! the store is read once whatever the number of dashboards. Each stream sends `event: changed`
+//! with the names whose digest moved (all of them first), and a comment line after 5 s of
+//! quiet, which keeps proxies from closing it and is how the node learns that a client went
+//! (HTTP/1.1 tells only when a write fails), giving its slot back. At most [`MAX_STREAMS`]
+//! streams per node (503 beyond); a stream ends when the client goes or the node drains.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -67,6 +70,30 @@ async fn digests(app: &App) -> BTreeMap<&'static str, u64> {
     d
 }
 
+/// The digests of the collections the dashboard shows (`App::event_digests`).
+pub type Digests = BTreeMap<&'static str, u64>;
+
+/// Publishes the digests once a second while a stream is open, until `stop`.
+pub async fn digest_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        if app.event_streams.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let now = digests(&app).await;
+        app.event_digests.send_if_modified(|d| {
+            let changed = *d != now;
+            *d = now;
+            changed
+        });
+    }
+}
+
 /// The event stream (the caller checked the admin key).
 pub fn stream(app: &Arc<App>) -> Result<Response<Body>, ApiError> {
     if app.event_streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
@@ -75,44 +102,39 @@ pub fn stream(app: &Arc<App>) -> Result<Response<Body>, ApiError> {
             "this node already serves {MAX_STREAMS} event streams; try another center or later"
         )));
     }
-    let state = (
-        app.clone(),
-        Slot(app.clone()),
-        BTreeMap::new(),
-        tokio::time::Instant::now(),
-    );
-    let events =
-        futures_util::stream::unfold(state, |(app, slot, last, mut quiet_since)| async move {
-            loop {
-                if app.draining.load(Ordering::Relaxed) {
-                    return None;
-                }
-                let now = digests(&app).await;
-                let changed: Vec<&str> = now
-                    .iter()
-                    .filter(|(k, v)| last.get(*k) != Some(*v))
-                    .map(|(k, _)| *k)
-                    .collect();
-                if !changed.is_empty() {
-                    let line = format!(
-                        "event: changed\ndata: {}\n\n",
-                        serde_json::json!({ "changed": changed })
-                    );
-                    return Some((
-                        Ok::<_, std::io::Error>(Bytes::from(line)),
-                        (app, slot, now, tokio::time::Instant::now()),
-                    ));
-                }
-                if quiet_since.elapsed() >= KEEP_ALIVE {
-                    quiet_since = tokio::time::Instant::now();
-                    return Some((
-                        Ok(Bytes::from_static(b": still here\n\n")),
-                        (app, slot, now, quiet_since),
-                    ));
-                }
-                tokio::time::sleep(EVERY).await;
+    let mut rx = app.event_digests.subscribe();
+    rx.mark_changed();
+    let state = (app.clone(), Slot(app.clone()), rx, Digests::new());
+    let events = futures_util::stream::unfold(state, |(app, slot, mut rx, last)| async move {
+        loop {
+            if app.draining.load(Ordering::Relaxed) {
+                return None;
             }
-        });
+            match tokio::time::timeout(KEEP_ALIVE, rx.changed()).await {
+                Err(_) => {
+                    return Some((
+                        Ok::<_, std::io::Error>(Bytes::from_static(b": still here\n\n")),
+                        (app, slot, rx, last),
+                    ))
+                }
+                Ok(Err(_)) => return None,
+                Ok(Ok(())) => {}
+            }
+            let now = rx.borrow_and_update().clone();
+            let changed: Vec<&str> = now
+                .iter()
+                .filter(|(k, v)| last.get(*k) != Some(*v))
+                .map(|(k, _)| *k)
+                .collect();
+            if !changed.is_empty() {
+                let line = format!(
+                    "event: changed\ndata: {}\n\n",
+                    serde_json::json!({ "changed": changed })
+                );
+                return Some((Ok(Bytes::from(line)), (app, slot, rx, now)));
+            }
+        }
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "text/event-stream")
