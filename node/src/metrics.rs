@@ -10,18 +10,19 @@
 //!   edge's tunnel bytes (from its QUIC connection's own counters, so a series lives as long as
 //!   the tunnel).
 //!
-//! The region stores', the certificate manager's and the sandbox runner's figures are rendered
-//! by their modules in the same text format and appended ([`crate::http::ops`]).
+//! - reported by the modules that own them as [`Figure`]s (region stores, the certificate
+//!   manager, the sandbox runner): registered on first sight, set at every scrape.
 //!
 //! Labels are bounded: a route is a path template ([`crate::http::route_label`]), never a raw
 //! path; the edge label is a node id, which the cluster issued.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Upper bounds (seconds) of the request-duration histograms.
@@ -43,8 +44,61 @@ pub struct Metrics {
     heartbeats_unwritten: IntCounter,
     heartbeats_batched: IntCounter,
     sampled: Sampled,
+    /// The families of [`Figure`]s, registered when first reported.
+    figures: Mutex<HashMap<&'static str, Family>>,
     /// One scrape at a time: sampling sets counters to their sources' values.
     scrape: Mutex<()>,
+}
+
+/// One value a module reports for the scrape.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// Label names and values (the same names for every figure of one family).
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever grows (a count since the node started).
+    Counter,
+    Gauge,
+}
+
+impl Figure {
+    pub fn counter(name: &'static str, help: &'static str, value: u64) -> Figure {
+        Figure {
+            name,
+            help,
+            kind: Kind::Counter,
+            labels: Vec::new(),
+            value: value as f64,
+        }
+    }
+
+    pub fn gauge(name: &'static str, help: &'static str, value: f64) -> Figure {
+        Figure {
+            name,
+            help,
+            kind: Kind::Gauge,
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    /// This figure with a label.
+    pub fn with(mut self, label: &'static str, value: impl Into<String>) -> Figure {
+        self.labels.push((label, value.into()));
+        self
+    }
+}
+
+enum Family {
+    Counters(IntCounterVec),
+    Gauges(GaugeVec),
 }
 
 /// The families whose values are read at the scrape.
@@ -261,6 +315,7 @@ impl Default for Metrics {
             ),
             sampled,
             registry: r,
+            figures: Mutex::new(HashMap::new()),
             scrape: Mutex::new(()),
         }
     }
@@ -329,8 +384,49 @@ impl Metrics {
         self.audit_failures.inc();
     }
 
-    /// The Prometheus text exposition, after taking `sample`.
-    pub fn render(&self, sample: Sample<'_>) -> String {
+    /// Sets the families of `figures` to these values (a family missing from `figures` keeps
+    /// none: its series end).
+    fn take_figures(&self, figures: &[Figure]) {
+        let mut families = self.figures.lock().unwrap_or_else(|e| e.into_inner());
+        for family in families.values() {
+            match family {
+                Family::Counters(c) => c.reset(),
+                Family::Gauges(g) => g.reset(),
+            }
+        }
+        for f in figures {
+            let family = families.entry(f.name).or_insert_with(|| {
+                let names: Vec<&str> = f.labels.iter().map(|(k, _)| *k).collect();
+                let opts = Opts::new(f.name, f.help);
+                match f.kind {
+                    Kind::Counter => Family::Counters(reg(
+                        &self.registry,
+                        IntCounterVec::new(opts, &names).expect("valid metric"),
+                    )),
+                    Kind::Gauge => Family::Gauges(reg(
+                        &self.registry,
+                        GaugeVec::new(opts, &names).expect("valid metric"),
+                    )),
+                }
+            });
+            let values: Vec<&str> = f.labels.iter().map(|(_, v)| v.as_str()).collect();
+            match family {
+                Family::Counters(c) => {
+                    if let Ok(c) = c.get_metric_with_label_values(&values) {
+                        c.inc_by(f.value.max(0.0) as u64);
+                    }
+                }
+                Family::Gauges(g) => {
+                    if let Ok(g) = g.get_metric_with_label_values(&values) {
+                        g.set(f.value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text exposition, after taking `sample` and the modules' `figures`.
+    pub fn render(&self, sample: Sample<'_>, figures: &[Figure]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         let s = &self.sampled;
         s.build.reset();
@@ -355,6 +451,7 @@ impl Metrics {
                 .with_label_values(&[edge.as_str(), "rx"])
                 .inc_by(*rx);
         }
+        self.take_figures(figures);
         s.bandwidth_limit.reset();
         s.bandwidth_waits.reset();
         for (edge, rate, up, down) in &sample.bandwidth {
@@ -409,7 +506,7 @@ mod tests {
             m.record("/.cluster/pods", "PUT", 412, Duration::from_millis(1));
         }
         m.forwarded("peer");
-        let text = m.render(sample());
+        let text = m.render(sample(), &[]);
         for want in [
             "xpod_http_requests_total{method=\"GET\",route=\"/{pod}\",status=\"200\"} 2",
             "xpod_http_requests_total{method=\"PUT\",route=\"/.cluster/pods\",status=\"412\"} 1",
@@ -435,9 +532,27 @@ mod tests {
         later.tunnel_bytes.clear();
         later.bandwidth.clear();
         later.lease_remaining = Some(4.5);
-        let text = m.render(later);
+        let figures = [
+            Figure::counter("xpod_test_total", "A test counter.", 4).with("tier", "own"),
+            Figure::gauge("xpod_test_bytes", "A test gauge.", 2.5),
+        ];
+        let text = m.render(later, &figures);
         assert!(text.contains("xpod_owner_table_hits_total 9"), "{text}");
         assert!(!text.contains("edge=\"laptop\""), "{text}");
+        assert!(text.contains("xpod_test_total{tier=\"own\"} 4"), "{text}");
+        assert!(
+            text.contains("# HELP xpod_test_bytes A test gauge."),
+            "{text}"
+        );
+        assert!(text.contains("xpod_test_bytes 2.5"), "{text}");
+        // Set, not added to: the next scrape shows the source's value; a figure no longer
+        // reported has no series.
+        let text = m.render(sample(), &figures[..1]);
+        assert!(text.contains("xpod_test_total{tier=\"own\"} 4"), "{text}");
+        assert!(!text.contains("xpod_test_bytes 2.5"), "{text}");
+        let mut later = sample();
+        later.lease_remaining = Some(4.5);
+        let text = m.render(later, &[]);
         assert!(text.contains("xpod_lease_remaining_seconds 4.5"), "{text}");
     }
 }

@@ -198,55 +198,48 @@ async fn sync_pod(job: &SyncJob, pod_id: &str) -> anyhow::Result<(usize, usize)>
     Ok((copied, total))
 }
 
-/// Region storage counters in the Prometheus text format (appended to `/metrics`).
-pub fn render_metrics(regions: &Regions) -> String {
-    use std::fmt::Write as _;
+/// Region storage figures for `/metrics`.
+pub fn figures(regions: &Regions) -> Vec<crate::metrics::Figure> {
+    use crate::metrics::Figure;
     use std::sync::atomic::Ordering::Relaxed;
     let s = &regions.stats;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP xpod_blob_reads_total Blob reads by tier (memory, disk cache, own region, another region).
-# TYPE xpod_blob_reads_total counter"
-    );
-    for (tier, v) in [
+    let mut out: Vec<Figure> = [
         ("memory", &s.memory_hits),
         ("cache", &s.cache_hits),
         ("own", &s.own_reads),
         ("remote", &s.remote_reads),
-    ] {
-        let _ = writeln!(
-            out,
-            "xpod_blob_reads_total{{tier=\"{tier}\"}} {}",
-            v.load(Relaxed)
-        );
-    }
-    for (name, help, v) in [
-        (
-            "xpod_blob_copies_total",
-            "Blobs copied into this region.",
-            &s.copies,
-        ),
-        (
-            "xpod_blob_copy_failures_total",
-            "Blob copies into this region that failed.",
-            &s.copy_failures,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
-    }
+    ]
+    .into_iter()
+    .map(|(tier, v)| {
+        Figure::counter(
+            "xpod_blob_reads_total",
+            "Blob reads by tier (memory, disk cache, own region, another region).",
+            v.load(Relaxed),
+        )
+        .with("tier", tier)
+    })
+    .collect();
+    out.push(Figure::counter(
+        "xpod_blob_copies_total",
+        "Blobs copied into this region.",
+        s.copies.load(Relaxed),
+    ));
+    out.push(Figure::counter(
+        "xpod_blob_copy_failures_total",
+        "Blob copies into this region that failed.",
+        s.copy_failures.load(Relaxed),
+    ));
     if let Some(c) = regions.cache() {
-        let _ = writeln!(
-            out,
-            "# HELP xpod_cache_bytes Bytes in the disk cache.\n# TYPE xpod_cache_bytes gauge\nxpod_cache_bytes {}\n\
-             # HELP xpod_cache_max_bytes The disk cache's bound.\n# TYPE xpod_cache_max_bytes gauge\nxpod_cache_max_bytes {}",
-            c.size(),
-            c.max_bytes()
-        );
+        out.push(Figure::gauge(
+            "xpod_cache_bytes",
+            "Bytes in the disk cache.",
+            c.size() as f64,
+        ));
+        out.push(Figure::gauge(
+            "xpod_cache_max_bytes",
+            "The disk cache's bound.",
+            c.max_bytes() as f64,
+        ));
     }
     out
 }

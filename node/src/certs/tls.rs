@@ -59,22 +59,35 @@ impl Tls {
         self.wake.notify_one();
     }
 
-    /// Prometheus lines.
-    pub fn render_metrics(&self) -> String {
-        let mut out = format!(
-            "# HELP xpod_acme_issued_total Certificates issued through ACME.\n# TYPE xpod_acme_issued_total counter\nxpod_acme_issued_total {}\n\
-             # HELP xpod_acme_failures_total ACME issuances that failed.\n# TYPE xpod_acme_failures_total counter\nxpod_acme_failures_total {}\n",
-            self.issued.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed)
-        );
+    /// ACME and certificate figures for `/metrics`.
+    pub fn figures(&self) -> Vec<crate::metrics::Figure> {
+        use crate::metrics::Figure;
+        let mut out = vec![
+            Figure::counter(
+                "xpod_acme_issued_total",
+                "Certificates issued through ACME.",
+                self.issued.load(Ordering::Relaxed),
+            ),
+            Figure::counter(
+                "xpod_acme_failures_total",
+                "ACME issuances that failed.",
+                self.failed.load(Ordering::Relaxed),
+            ),
+        ];
         if let Some(s) = self.certs.current() {
-            out += &format!(
-                "# HELP xpod_tls_certificate_expiry_seconds When the served certificate expires (Unix seconds).\n# TYPE xpod_tls_certificate_expiry_seconds gauge\nxpod_tls_certificate_expiry_seconds{{source=\"{}\"}} {}\n",
-                match s.source {
-                    Source::Acme => "acme",
-                    Source::SelfSigned => "self-signed",
-                },
-                s.not_after / 1000
+            out.push(
+                Figure::gauge(
+                    "xpod_tls_certificate_expiry_seconds",
+                    "When the served certificate expires (Unix seconds).",
+                    (s.not_after / 1000) as f64,
+                )
+                .with(
+                    "source",
+                    match s.source {
+                        Source::Acme => "acme",
+                        Source::SelfSigned => "self-signed",
+                    },
+                ),
             );
         }
         out

@@ -67,14 +67,12 @@ pub async fn handle<B>(
                 tunnel_bytes: app.edges.traffic(),
                 bandwidth: app.bandwidth.snapshot(),
             };
+            let mut figures = crate::regions::figures(&app.regions);
+            figures.extend(app.tls.figures());
+            figures.extend(app.runner.figures(&app.config.sandbox));
             Response::builder()
                 .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(body::full(
-                    app.metrics.render(sample)
-                        + &crate::regions::render_metrics(&app.regions)
-                        + &app.tls.render_metrics()
-                        + &app.runner.render_metrics(&app.config.sandbox),
-                ))
+                .body(body::full(app.metrics.render(sample, &figures)))
                 .map_err(|e| ApiError::internal(e.to_string()))?
         }
         OpsRoute::OpenApi => Response::builder()

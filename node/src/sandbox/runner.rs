@@ -470,26 +470,43 @@ impl Runner {
         stopped
     }
 
-    /// Prometheus text: capacity, running sandboxes, starts, execs, stops by reason.
-    pub fn render_metrics(&self, cfg: &xpod_config::SandboxConfig) -> String {
+    /// Figures for `/metrics`: capacity, running sandboxes, starts, execs, stops by reason.
+    pub fn figures(&self, cfg: &xpod_config::SandboxConfig) -> Vec<crate::metrics::Figure> {
+        use crate::metrics::Figure;
         let r = self.report(cfg);
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "# HELP xpod_sandbox_slots Sandboxes this node may run at once.\n# TYPE xpod_sandbox_slots gauge\nxpod_sandbox_slots {}\n\
-             # HELP xpod_sandboxes_running Sandboxes running on this node.\n# TYPE xpod_sandboxes_running gauge\nxpod_sandboxes_running {}\n\
-             # HELP xpod_sandbox_starts_total Sandboxes started here.\n# TYPE xpod_sandbox_starts_total counter\nxpod_sandbox_starts_total {}\n\
-             # HELP xpod_sandbox_start_failures_total Sandboxes that failed to start here.\n# TYPE xpod_sandbox_start_failures_total counter\nxpod_sandbox_start_failures_total {}\n\
-             # HELP xpod_sandbox_execs_total Commands run in sandboxes here.\n# TYPE xpod_sandbox_execs_total counter\nxpod_sandbox_execs_total {}\n\
-             # HELP xpod_sandbox_stops_total Sandboxes the runner stopped by itself.\n# TYPE xpod_sandbox_stops_total counter\n\
-             xpod_sandbox_stops_total{{reason=\"idle\"}} {}\nxpod_sandbox_stops_total{{reason=\"ended\"}} {}\n",
-            r.slots,
-            r.used_slots,
-            n(&self.starts),
-            n(&self.start_failures),
-            n(&self.execs),
-            n(&self.idle_stops),
-            n(&self.ended_stops),
-        )
+        let stops = "Sandboxes the runner stopped by itself.";
+        vec![
+            Figure::gauge(
+                "xpod_sandbox_slots",
+                "Sandboxes this node may run at once.",
+                f64::from(r.slots),
+            ),
+            Figure::gauge(
+                "xpod_sandboxes_running",
+                "Sandboxes running on this node.",
+                f64::from(r.used_slots),
+            ),
+            Figure::counter(
+                "xpod_sandbox_starts_total",
+                "Sandboxes started here.",
+                n(&self.starts),
+            ),
+            Figure::counter(
+                "xpod_sandbox_start_failures_total",
+                "Sandboxes that failed to start here.",
+                n(&self.start_failures),
+            ),
+            Figure::counter(
+                "xpod_sandbox_execs_total",
+                "Commands run in sandboxes here.",
+                n(&self.execs),
+            ),
+            Figure::counter("xpod_sandbox_stops_total", stops, n(&self.idle_stops))
+                .with("reason", "idle"),
+            Figure::counter("xpod_sandbox_stops_total", stops, n(&self.ended_stops))
+                .with("reason", "ended"),
+        ]
     }
 
     /// Stops every sandbox (node shutdown).
