@@ -44,6 +44,7 @@ try {
 
   // Migrate from the pod's menu.
   const row = `#pods tr[data-pod="${args.pod}"]`;
+  seen.targets = await page.$$eval(`${row} select option`, (os) => os.map((o) => o.value));
   await page.selectOption(`${row} select`, args.target);
   const requestsBefore = seen.requests.length;
   await page.click(`${row} button.migrate`);

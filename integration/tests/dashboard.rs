@@ -168,6 +168,8 @@ fn the_dashboard_shows_the_cluster_migrates_a_pod_and_stops_a_sandbox() {
     assert_eq!(progress.last(), Some(&100), "{seen}");
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{seen}");
     assert_eq!(seen["owner"], "center-2", "{seen}");
+    // The menu offers the other center, not the edge (pods do not move to edges yet).
+    assert_eq!(seen["targets"], json!(["center-2"]), "{seen}");
     assert_eq!(seen["sandbox_shown"], "running", "{seen}");
     assert_eq!(seen["sandbox_gone"], true, "{seen}");
     Curl::get(format!("{}/api/v1/sandboxes/{sandbox}", c1.url()))

@@ -119,7 +119,8 @@ async function migrate(pod, target, button) {
 }
 
 function renderPods() {
-  const targets = state.nodes.filter((n) => n.status === 'online');
+  // Pods move between centers (moves to and from edges are not supported yet).
+  const targets = state.nodes.filter((n) => n.status === 'online' && n.nodeType === 'center');
   table(
     '#pods',
     ['pod', 'owner', 'epoch', 'access', 'migration', 'move to'],
