@@ -42,6 +42,30 @@ pub fn binary_name() -> String {
 /// SHA-256 (hex) and length of the running binary, computed once.
 static BINARY: tokio::sync::OnceCell<(String, u64)> = tokio::sync::OnceCell::const_new();
 
+/// The installer itself: `curl -fsSL https://CENTER/install.sh | sudo sh -s -- --token xpt_…`.
+#[utoipa::path(get, path = "/install.sh", operation_id = "installScript", tag = "ops", security(()),
+    responses(
+        (status = 200, description = "A POSIX shell script", content_type = "text/x-shellscript", body = String),
+        (status = 404, description = "This node installs no edges", body = crate::api_types::ErrorBody),
+    ))]
+pub async fn serve_script(
+    app: &Arc<App>,
+    method: &Method,
+    host: Option<&str>,
+    https: bool,
+) -> Result<Response<Body>, ApiError> {
+    serve(app, method, "install.sh", host, https).await
+}
+
+/// What the installer fetches: `ca.crt`, `node.crt`, `manifest` (SHA-256 of the script and
+/// the binary), `manifest.sig` (the center's ECDSA P-256 signature), `xpod-linux-<arch>`.
+#[utoipa::path(get, path = "/-/install/{file}", operation_id = "installFile", tag = "ops", security(()),
+    params(("file" = String, Path)),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such file, or this node installs no edges", body = crate::api_types::ErrorBody),
+    ))]
+///
 /// Serves `file` of the installer; `host` is the request's Host header, `https` whether the
 /// request came over TLS (together: the URL the script fetches the rest from).
 pub async fn serve(

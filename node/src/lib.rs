@@ -8,6 +8,8 @@
 //! - [`cluster_ca`]: the cluster CA and node certificate files (`xpod ca …`).
 //! - [`install`]: the edge installer a center serves (`/install.sh`, signed manifest, binary).
 //! - [`edges`]: joining, a center's QUIC endpoint with edge presence, an edge's tunnels.
+//! - [`api_types`]: the HTTP API's request and response bodies, shared by the handlers, the
+//!   CLI and the OpenAPI document.
 //! - [`app`]: shared state, start-up (stores, node registration, first admin key), background
 //!   loops (heartbeat, blob GC).
 //! - [`mesh`]: connections between centers, the owner table's feed, pod request forwarding.
@@ -50,6 +52,7 @@
 //! Tests call [`run`] with [`Listeners`] they bound (e.g. `127.0.0.1:0`) and a shutdown future.
 
 pub mod acl_cache;
+pub mod api_types;
 pub mod app;
 pub mod audit;
 pub mod auth;

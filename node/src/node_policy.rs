@@ -40,7 +40,7 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub const REVOKED_CODE: u32 = 0x15;
 
 /// One node's grants.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     #[serde(default, skip_serializing_if = "Option::is_none")]

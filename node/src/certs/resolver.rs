@@ -20,6 +20,15 @@ pub enum Source {
     SelfSigned,
 }
 
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Acme => "acme",
+            Source::SelfSigned => "self-signed",
+        }
+    }
+}
+
 /// One certificate and the names it covers.
 #[derive(Clone, Debug)]
 pub struct Served {

@@ -24,8 +24,9 @@ pub struct Tls {
 }
 
 /// The manager's view, for `GET /.cluster/certs`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CertManager)]
 pub struct Status {
     /// The names the centers' certificate should cover.
     pub names: Vec<String>,

@@ -5,26 +5,18 @@
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
-use xpod_storage::meta;
+use xpod_storage::meta::{self, ApiKeyRecord};
 
 use super::{read_json, segments, Ctx};
+use crate::api_types::keys::{AuditList, CreateKey, CreatedKey, KeyList};
+use crate::api_types::ErrorBody;
 use crate::auth::{self, require_admin};
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 
 /// Longest accepted key lifetime.
 const MAX_DAYS: i64 = 3650;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-    scopes: Vec<String>,
-    expires_in_days: Option<i64>,
-    owner: Option<String>,
-}
 
 pub async fn handle(
     ctx: &Ctx,
@@ -33,45 +25,16 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match (segments(rest).as_slice(), &method) {
-        (["auth", "api-keys"], &Method::GET) => {
-            require_admin(&ctx.principal)?;
-            let keys = ctx.app.meta.list_api_keys().await?;
-            Ok(body::json(StatusCode::OK, &json!({"keys": keys})))
-        }
+        (["auth", "api-keys"], &Method::GET) => list_keys(ctx).await,
         (["auth", "api-keys"], &Method::POST) => {
             require_admin(&ctx.principal)?;
             create_key(ctx, req).await
         }
         (["auth", "api-keys"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["auth", "api-keys", id], &Method::GET) => {
-            require_admin(&ctx.principal)?;
-            match ctx.app.meta.get_api_key(id).await? {
-                Some(k) => Ok(body::json(
-                    StatusCode::OK,
-                    &serde_json::to_value(k).unwrap_or_default(),
-                )),
-                None => Err(ApiError::not_found(format!("api key {id} not found"))),
-            }
-        }
-        (["auth", "api-keys", id], &Method::DELETE) => {
-            require_admin(&ctx.principal)?;
-            ctx.app.meta.revoke_api_key(id, meta::now_millis()).await?;
-            // Here at once; other nodes when the change feed tells them (`key:<id>`).
-            ctx.app.keys.invalidate(id);
-            ctx.audit("apikey.revoke", &format!("key:{id}"), json!({}))
-                .await;
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(body::empty())
-                .unwrap_or_default())
-        }
+        (["auth", "api-keys", id], &Method::GET) => get_key(ctx, id).await,
+        (["auth", "api-keys", id], &Method::DELETE) => revoke_key(ctx, id).await,
         (["auth", "api-keys", _], _) => Err(ApiError::method_not_allowed("GET, DELETE")),
-        (["audit"], &Method::GET) => {
-            require_admin(&ctx.principal)?;
-            let q = audit_query(req.uri().query().unwrap_or(""))?;
-            let entries = audit_search(ctx, &q).await?;
-            Ok(body::json(StatusCode::OK, &json!({"entries": entries})))
-        }
+        (["audit"], &Method::GET) => audit(ctx, req.uri().query().unwrap_or("")).await,
         (["audit"], _) => Err(ApiError::method_not_allowed("GET")),
         (["sandboxes", ..] | ["runners", ..], _) => super::sandboxes::handle(ctx, rest, req).await,
         (["webhooks", ..], _) => super::webhook_api::handle(ctx, rest, req).await,
@@ -95,6 +58,67 @@ struct AuditQuery {
     action: Option<String>,
     actor: Option<String>,
     target: Option<String>,
+}
+
+/// The audit log, newest first, optionally filtered.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "audit", tag = "keys",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many entries (default 100)"),
+        ("before" = Option<i64>, Query, description = "Only entries with a smaller id"),
+        ("action" = Option<String>, Query, description = "An action, or a prefix ending in `.` or `*` (`sandbox.`)"),
+        ("actor" = Option<String>, Query, description = "An actor, e.g. `key:<id>`"),
+        ("target" = Option<String>, Query, description = "A target prefix, e.g. `sandbox:<id>`"),
+    ),
+    responses((status = 200, description = "The entries", body = AuditList)))]
+async fn audit(ctx: &Ctx, query: &str) -> Result<Response<Body>, ApiError> {
+    require_admin(&ctx.principal)?;
+    let q = audit_query(query)?;
+    let entries = audit_search(ctx, &q).await?;
+    Ok(body::json(StatusCode::OK, &AuditList { entries }))
+}
+
+/// Every API key, never a secret.
+#[utoipa::path(get, path = "/api/v1/auth/api-keys", operation_id = "listApiKeys", tag = "keys",
+    responses((status = 200, description = "The keys", body = KeyList)))]
+async fn list_keys(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    require_admin(&ctx.principal)?;
+    let keys = ctx.app.meta.list_api_keys().await?;
+    Ok(body::json(StatusCode::OK, &KeyList { keys }))
+}
+
+/// One API key, never its secret.
+#[utoipa::path(get, path = "/api/v1/auth/api-keys/{keyId}", operation_id = "getApiKey", tag = "keys",
+    params(("keyId" = String, Path)),
+    responses(
+        (status = 200, description = "The key", body = ApiKeyRecord),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+async fn get_key(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    require_admin(&ctx.principal)?;
+    match ctx.app.meta.get_api_key(id).await? {
+        Some(k) => Ok(body::json(StatusCode::OK, &k)),
+        None => Err(ApiError::not_found(format!("api key {id} not found"))),
+    }
+}
+
+/// Revokes an API key: refused here at once, on other nodes when the change feed tells them.
+#[utoipa::path(delete, path = "/api/v1/auth/api-keys/{keyId}", operation_id = "revokeApiKey", tag = "keys",
+    params(("keyId" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
+async fn revoke_key(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    require_admin(&ctx.principal)?;
+    ctx.app.meta.revoke_api_key(id, meta::now_millis()).await?;
+    // Here at once; other nodes when the change feed tells them (`key:<id>`).
+    ctx.app.keys.invalidate(id);
+    ctx.audit("apikey.revoke", &format!("key:{id}"), json!({}))
+        .await;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .unwrap_or_default())
 }
 
 fn audit_query(q: &str) -> Result<AuditQuery, ApiError> {
@@ -173,10 +197,14 @@ async fn audit_search(ctx: &Ctx, q: &AuditQuery) -> Result<Vec<meta::AuditEntry>
 /// Entries one filtered audit request looks through at most.
 const AUDIT_SCAN: usize = 20_000;
 
+/// Creates an API key; its secret is in this answer only (stored as a hash).
+#[utoipa::path(post, path = "/api/v1/auth/api-keys", operation_id = "createApiKey", tag = "keys",
+    request_body = CreateKey,
+    responses((status = 201, description = "The key, shown once", body = CreatedKey)))]
 async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: CreateKey = read_json(req).await?;
     let name = input.name.trim();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "name: expected 1–200 printable characters",
         ));
@@ -216,8 +244,10 @@ async fn create_key(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         json!({"name": name, "owner": minted.record.owner, "scopes": minted.record.scopes, "expiresAt": expires_at}),
     )
     .await;
-    let mut value = serde_json::to_value(&minted.record).unwrap_or_default();
-    value["key"] = json!(minted.full);
-    value["warning"] = json!("this is the only time the key is shown; store it now");
-    Ok(body::json(StatusCode::CREATED, &value))
+    let created = CreatedKey {
+        record: minted.record,
+        key: minted.full,
+        warning: "this is the only time the key is shown; store it now".into(),
+    };
+    Ok(body::json(StatusCode::CREATED, &created))
 }

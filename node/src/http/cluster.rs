@@ -12,25 +12,20 @@
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
-use xpod_storage::meta::{self, AccessMode, JoinTokenRecord, NewPod};
+use xpod_storage::meta::{self, AccessMode, JoinTokenRecord, NewPod, PodRecord};
 use xpod_tunnel::identity::JoinToken;
 
 use super::{read_json, segments, Ctx};
+use crate::api_types::cluster::{
+    Certs, CreatePod, CreateToken, CreatedToken, DnsRecord, DnsRecords, MigratePod, NodeList,
+    NodeView, PodList, RenewRequested, RouteView, ServedCert, StoredCert, TokenList, TxtRecord,
+    TxtValues,
+};
+use crate::api_types::ErrorBody;
 use crate::auth::require_admin;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreatePod {
-    pod_id: String,
-    access_mode: Option<String>,
-    account_id: Option<String>,
-    /// The node that owns it (default: this one); an edge keeps it when it reports hosting it.
-    node_id: Option<String>,
-}
 
 pub async fn handle(
     ctx: &Ctx,
@@ -40,55 +35,20 @@ pub async fn handle(
     require_admin(&ctx.principal)?;
     let method = req.method().clone();
     match (segments(rest).as_slice(), &method) {
-        (["pods"], &Method::GET) => {
-            let pods = ctx.app.meta.list_pods().await?;
-            Ok(body::json(StatusCode::OK, &json!({"pods": pods})))
-        }
+        (["pods"], &Method::GET) => list_pods(ctx).await,
         (["pods"], &Method::POST) => create_pod(ctx, req).await,
         (["pods"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["pods", pod_id], &Method::GET) => match ctx.app.meta.get_pod(pod_id).await? {
-            Some(pod) => Ok(body::json(
-                StatusCode::OK,
-                &serde_json::to_value(pod).unwrap_or_default(),
-            )),
-            None => Err(ApiError::not_found(format!("pod {pod_id} not found"))),
-        },
+        (["pods", pod_id], &Method::GET) => get_pod(ctx, pod_id).await,
         (["pods", _], _) => Err(ApiError::method_not_allowed("GET")),
         (["pods", pod_id, "migrate"], &Method::POST) => {
             let pod_id = pod_id.to_string();
             migrate_pod(ctx, &pod_id, req).await
         }
         (["pods", _, "migrate"], _) => Err(ApiError::method_not_allowed("POST")),
-        (["routes", pod_id], &Method::GET) => {
-            let cached = ctx.app.owners.peek(pod_id);
-            Ok(body::json(
-                StatusCode::OK,
-                &json!({
-                    "podId": pod_id,
-                    "node": ctx.app.node_id,
-                    "cached": cached.is_some(),
-                    "owner": cached.as_ref().map(|o| o.node_id.clone()),
-                    "epoch": cached.as_ref().map(|o| o.epoch),
-                    "meshPeers": ctx.app.mesh.live_peers(),
-                }),
-            ))
-        }
+        (["routes", pod_id], &Method::GET) => Ok(route(ctx, pod_id)),
         (["routes", _], _) => Err(ApiError::method_not_allowed("GET")),
-        (["nodes"], &Method::GET) => {
-            let nodes = ctx.app.meta.list_nodes().await?;
-            Ok(body::json(StatusCode::OK, &json!({"nodes": nodes})))
-        }
-        (["nodes", node_id], &Method::GET) => match ctx.app.meta.get_node(node_id).await? {
-            Some(n) => {
-                let (policy, _) = crate::node_policy::load(ctx.app.meta.as_ref(), node_id)
-                    .await
-                    .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
-                let mut v = serde_json::to_value(n).unwrap_or_default();
-                v["policy"] = serde_json::to_value(policy).unwrap_or_default();
-                Ok(body::json(StatusCode::OK, &v))
-            }
-            None => Err(ApiError::not_found(format!("node {node_id} not found"))),
-        },
+        (["nodes"], &Method::GET) => list_nodes(ctx).await,
+        (["nodes", node_id], &Method::GET) => get_node(ctx, node_id).await,
         (["nodes", node_id], &Method::PATCH) => {
             let node_id = node_id.to_string();
             super::node_admin::set_policy(ctx, &node_id, req).await
@@ -100,57 +60,12 @@ pub async fn handle(
         (["nodes", _, "revoke"], _) => Err(ApiError::method_not_allowed("POST")),
         (["nodes"], _) => Err(ApiError::method_not_allowed("GET")),
         (["nodes", _], _) => Err(ApiError::method_not_allowed("GET, PATCH")),
-        (["tokens"], &Method::GET) => {
-            let tokens = ctx.app.meta.list_join_tokens().await?;
-            Ok(body::json(StatusCode::OK, &json!({"tokens": tokens})))
-        }
+        (["tokens"], &Method::GET) => list_tokens(ctx).await,
         (["tokens"], &Method::POST) => create_token(ctx, req).await,
         (["tokens"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["tokens", id], &Method::DELETE) => {
-            ctx.app
-                .meta
-                .revoke_join_token(id, meta::now_millis())
-                .await?;
-            ctx.audit("token.revoke", &format!("token:{id}"), json!({}))
-                .await;
-            Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(body::empty())
-                .map_err(|e| ApiError::internal(e.to_string()))
-        }
+        (["tokens", id], &Method::DELETE) => revoke_token(ctx, id).await,
         (["tokens", _], _) => Err(ApiError::method_not_allowed("DELETE")),
-        (["dns", "records"], &Method::GET) => {
-            if ctx.app.config.dns.zone.is_none() {
-                return Err(ApiError::not_found(
-                    "this node serves no DNS zone (dns.zone is not set)",
-                ));
-            }
-            let dns = crate::dns::Dns::new(
-                &ctx.app.config,
-                ctx.app.meta.clone(),
-                ctx.app.owners.clone(),
-            )
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-            let records = dns
-                .records()
-                .await
-                .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
-            let rows: Vec<_> = records
-                .iter()
-                .map(|r| {
-                    json!({
-                        "name": r.name.to_ascii(),
-                        "type": r.record_type().to_string(),
-                        "ttl": r.ttl,
-                        "data": r.data.to_string(),
-                    })
-                })
-                .collect();
-            Ok(body::json(
-                StatusCode::OK,
-                &json!({"zone": ctx.app.config.dns.zone, "records": rows}),
-            ))
-        }
+        (["dns", "records"], &Method::GET) => dns_records(ctx).await,
         (["dns", "records"], _) => Err(ApiError::method_not_allowed("GET")),
         (["certs"], &Method::GET) => list_certs(ctx).await,
         (["certs"], _) => Err(ApiError::method_not_allowed("GET")),
@@ -159,14 +74,7 @@ pub async fn handle(
         (["dns", "txt"], &Method::POST) => put_txt(ctx, req).await,
         (["dns", "txt"], &Method::DELETE) => delete_txt(ctx, req).await,
         (["dns", "txt"], _) => Err(ApiError::method_not_allowed("POST, DELETE")),
-        (["dns", "txt", name], &Method::GET) => {
-            let name = txt_name(name)?;
-            let values = ctx.app.meta.list_txt(&name).await?;
-            Ok(body::json(
-                StatusCode::OK,
-                &json!({"name": name, "values": values}),
-            ))
-        }
+        (["dns", "txt", name], &Method::GET) => get_txt(ctx, name).await,
         (["dns", "txt", _], _) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!(
             "no cluster API at /.cluster{rest}"
@@ -174,18 +82,22 @@ pub async fn handle(
     }
 }
 
+/// Creates a pod, owned by this node or by `nodeId`.
+#[utoipa::path(post, path = "/.cluster/pods", operation_id = "createPod", tag = "cluster",
+    request_body = CreatePod,
+    responses(
+        (status = 201, description = "Created (Location: /.cluster/pods/{podId})", body = PodRecord),
+        (status = 409, description = "The pod exists", body = ErrorBody),
+    ))]
 async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: CreatePod = read_json(req).await?;
     xpod_routing::target::validate_pod_id(&input.pod_id)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let access_mode = match input.access_mode.as_deref() {
-        None => AccessMode::Private,
-        Some(s) => AccessMode::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "accessMode `{s}`: expected private, public-read or public-read-write"
-            ))
-        })?,
-    };
+    let access_mode = input.access_mode.unwrap_or(AccessMode::Private);
+    if let Some(account) = &input.account_id {
+        crate::auth::validate_owner(account)
+            .map_err(|e| ApiError::bad_request(format!("accountId: {e}")))?;
+    }
     let new = NewPod {
         pod_id: input.pod_id.clone(),
         base_url: ctx.app.pod_base_url(&input.pod_id),
@@ -195,8 +107,10 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         node_id: match &input.node_id {
             None => ctx.app.node_id.clone(),
             Some(n) => {
+                xpod_config::validate_node_id(n)
+                    .map_err(|e| ApiError::bad_request(format!("nodeId: {e}")))?;
                 if ctx.app.meta.get_node(n).await?.is_none() {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(ApiError::not_found(format!(
                         "nodeId {n:?}: no such node in the cluster"
                     )));
                 }
@@ -214,20 +128,11 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         json!({"accessMode": access_mode.as_str(), "nodeId": pod.node_id}),
     )
     .await;
-    let mut resp = body::json(
-        StatusCode::CREATED,
-        &serde_json::to_value(&pod).unwrap_or_default(),
-    );
+    let mut resp = body::json(StatusCode::CREATED, &pod);
     if let Ok(v) = http::HeaderValue::from_str(&format!("/.cluster/pods/{}", pod.pod_id)) {
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MigratePod {
-    target_node: String,
 }
 
 /// Moves a pod to another node (ARCHITECTURE §6): one transaction makes the target the owner
@@ -237,6 +142,14 @@ struct MigratePod {
 /// (one store) the status is `done` at once; to another region it stays `syncing` until the
 /// new owner's sync job has copied the pod's blobs (`crate::regions::sync_loop`) — reads work
 /// meanwhile through the fallback chain.
+#[utoipa::path(post, path = "/.cluster/pods/{podId}/migrate", operation_id = "migratePod", tag = "cluster",
+    params(("podId" = String, Path)),
+    request_body = MigratePod,
+    responses(
+        (status = 202, description = "Moved: the new owner and epoch; `migrationStatus` says whether bytes still sync", body = PodRecord),
+        (status = 404, description = "No such pod or node", body = ErrorBody),
+        (status = 409, description = "The target is offline, already the owner, or an edge", body = ErrorBody),
+    ))]
 async fn migrate_pod(
     ctx: &Ctx,
     pod_id: &str,
@@ -288,22 +201,7 @@ async fn migrate_pod(
     .await;
     tracing::info!(pod = pod_id, to = %moved.node_id, epoch = moved.epoch, "pod migrated");
     let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(moved);
-    Ok(body::json(
-        StatusCode::ACCEPTED,
-        &serde_json::to_value(pod).unwrap_or_default(),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateToken {
-    description: Option<String>,
-    ttl_seconds: Option<i64>,
-    single_use: Option<bool>,
-    /// Granted to the node that joins with it (`crate::node_policy`).
-    sandbox_slots: Option<u32>,
-    #[serde(default)]
-    pod_prefixes: Vec<String>,
+    Ok(body::json(StatusCode::ACCEPTED, &pod))
 }
 
 /// Longest join-token lifetime (30 days) and the default (24 h).
@@ -311,6 +209,12 @@ const MAX_TOKEN_TTL: i64 = 30 * 86_400;
 const DEFAULT_TOKEN_TTL: i64 = 86_400;
 
 /// Creates a join token for an edge: the secret and the CA fingerprint, shown once; stored hashed.
+#[utoipa::path(post, path = "/.cluster/tokens", operation_id = "createJoinToken", tag = "cluster",
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The token `xpt_<id>.<secret>.<CA fingerprint>`, shown once", body = CreatedToken),
+        (status = 409, description = "This node has no cluster CA", body = ErrorBody),
+    ))]
 async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: CreateToken = read_json(req).await?;
     let ttl = input.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
@@ -322,11 +226,7 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
     crate::node_policy::validate_grant(input.sandbox_slots, &input.pod_prefixes)
         .map_err(ApiError::bad_request)?;
     let description = input.description.unwrap_or_default();
-    if description.len() > 200 || description.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "description: expected at most 200 printable characters",
-        ));
-    }
+    crate::api_types::printable("description", &description, 200).map_err(ApiError::bad_request)?;
     let fingerprint = crate::cluster_ca::fingerprint(&ctx.app.config.data_dir)
         .map_err(|e| ApiError::internal(format!("reading the cluster CA: {e:#}")))?
         .ok_or_else(|| {
@@ -375,22 +275,14 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
         json!({"expiresAt": record.expires_at, "singleUse": record.single_use, "grant": grant}),
     )
     .await;
-    let mut value = serde_json::to_value(&record).unwrap_or_default();
-    if granted {
-        value["grant"] = serde_json::to_value(&grant).unwrap_or_default();
-    }
-    value["token"] = json!(token.to_text());
-    value["caFingerprint"] = json!(fingerprint);
-    value["warning"] = json!("this is the only time the token is shown; give it to the edge now");
-    Ok(body::json(StatusCode::CREATED, &value))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TxtRecord {
-    name: String,
-    value: String,
-    ttl_seconds: Option<i64>,
+    let created = CreatedToken {
+        record,
+        grant: granted.then_some(grant),
+        token: token.to_text(),
+        ca_fingerprint: fingerprint,
+        warning: "this is the only time the token is shown; give it to the edge now".into(),
+    };
+    Ok(body::json(StatusCode::CREATED, &created))
 }
 
 /// A TXT record name: `_acme-challenge.<DNS name>` (lowercased, no final dot). Only challenge
@@ -415,6 +307,10 @@ fn txt_name(name: &str) -> Result<String, ApiError> {
     Ok(n)
 }
 
+/// Adds or renews an `_acme-challenge` TXT record that every center's DNS serves.
+#[utoipa::path(post, path = "/.cluster/dns/txt", operation_id = "putTxt", tag = "cluster",
+    request_body = TxtRecord,
+    responses((status = 204, description = "Stored")))]
 async fn put_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: TxtRecord = read_json(req).await?;
     let name = txt_name(&input.name)?;
@@ -444,6 +340,13 @@ async fn put_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ap
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Removes an `_acme-challenge` TXT record.
+#[utoipa::path(delete, path = "/.cluster/dns/txt", operation_id = "deleteTxt", tag = "cluster",
+    request_body = TxtRecord,
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such record", body = ErrorBody),
+    ))]
 async fn delete_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let input: TxtRecord = read_json(req).await?;
     let name = txt_name(&input.name)?;
@@ -461,45 +364,56 @@ async fn delete_txt(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
 }
 
 /// The stored certificate records (never their keys) and this node's view.
+#[utoipa::path(get, path = "/.cluster/certs", operation_id = "listCerts", tag = "cluster",
+    responses((status = 200, description = "The certificates", body = Certs)))]
 async fn list_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let stored = ctx.app.meta.list_certs().await?;
-    let rows: Vec<_> = stored
+    let certificates = stored
         .iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "names": c.names,
-                "notBefore": c.not_before,
-                "notAfter": c.not_after,
-                "renewAt": crate::certs::renew_at(c),
-                "issuedBy": c.issued_by,
-                "issuedAt": c.issued_at,
-            })
+        .map(|c| StoredCert {
+            id: c.id.clone(),
+            names: c.names.clone(),
+            not_before: c.not_before,
+            not_after: c.not_after,
+            renew_at: crate::certs::renew_at(c),
+            issued_by: c.issued_by.clone(),
+            issued_at: c.issued_at,
         })
         .collect();
-    let serving = ctx.app.tls.certs.current().map(|s| {
-        json!({
-            "names": s.names,
-            "source": s.source,
-            "serial": s.serial,
-            "notBefore": s.not_before,
-            "notAfter": s.not_after,
-        })
+    let serving = ctx.app.tls.certs.current().map(|s| ServedCert {
+        names: s.names.clone(),
+        source: s.source.as_str().into(),
+        serial: s.serial.clone(),
+        not_before: s.not_before,
+        not_after: s.not_after,
     });
-    Ok(body::json(
-        StatusCode::OK,
-        &json!({
-            "certificates": rows,
-            "node": ctx.app.node_id,
-            "acme": ctx.app.config.acme.directory.as_deref().map(crate::certs::issuer::directory_url),
-            "serving": serving,
-            "manager": ctx.app.tls.status(),
-            "issuedHere": ctx.app.tls.issued.load(std::sync::atomic::Ordering::Relaxed),
-        }),
-    ))
+    let certs = Certs {
+        certificates,
+        node: ctx.app.node_id.clone(),
+        acme: ctx
+            .app
+            .config
+            .acme
+            .directory
+            .as_deref()
+            .map(crate::certs::issuer::directory_url),
+        serving,
+        manager: ctx.app.tls.status(),
+        issued_here: ctx
+            .app
+            .tls
+            .issued
+            .load(std::sync::atomic::Ordering::Relaxed),
+    };
+    Ok(body::json(StatusCode::OK, &certs))
 }
 
 /// Records a renewal request every center sees, and wakes this one's manager.
+#[utoipa::path(post, path = "/.cluster/certs/renew", operation_id = "renewCerts", tag = "cluster",
+    responses(
+        (status = 202, description = "Requested: whichever center takes the ACME lease orders it; all serve it within seconds", body = RenewRequested),
+        (status = 409, description = "`acme_disabled`: this node has no ACME directory", body = ErrorBody),
+    ))]
 async fn renew_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     if ctx.app.config.acme.directory.is_none() {
         return Err(ApiError::new(
@@ -516,8 +430,149 @@ async fn renew_certs(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     ctx.app.tls.wake();
     ctx.audit("certs.renew", crate::certs::CENTER, json!({}))
         .await;
-    Ok(body::json(
-        StatusCode::ACCEPTED,
-        &json!({"requestedAt": at, "certificate": crate::certs::CENTER}),
-    ))
+    let requested = RenewRequested {
+        requested_at: at,
+        certificate: crate::certs::CENTER.into(),
+    };
+    Ok(body::json(StatusCode::ACCEPTED, &requested))
+}
+
+/// Every pod.
+#[utoipa::path(get, path = "/.cluster/pods", operation_id = "listPods", tag = "cluster",
+    responses((status = 200, description = "The pods", body = PodList)))]
+async fn list_pods(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let pods = ctx.app.meta.list_pods().await?;
+    Ok(body::json(StatusCode::OK, &PodList { pods }))
+}
+
+/// A pod: its owner node, epoch, access mode and migration state.
+#[utoipa::path(get, path = "/.cluster/pods/{podId}", operation_id = "getPod", tag = "cluster",
+    params(("podId" = String, Path)),
+    responses(
+        (status = 200, description = "The pod", body = PodRecord),
+        (status = 404, description = "No such pod", body = ErrorBody),
+    ))]
+async fn get_pod(ctx: &Ctx, pod_id: &str) -> Result<Response<Body>, ApiError> {
+    match ctx.app.meta.get_pod(pod_id).await? {
+        Some(pod) => Ok(body::json(StatusCode::OK, &pod)),
+        None => Err(ApiError::not_found(format!("pod {pod_id} not found"))),
+    }
+}
+
+/// This node's owner-table entry for a pod (for diagnosing routing).
+#[utoipa::path(get, path = "/.cluster/routes/{podId}", operation_id = "getRoute", tag = "cluster",
+    params(("podId" = String, Path)),
+    responses((status = 200, description = "The entry", body = RouteView)))]
+fn route(ctx: &Ctx, pod_id: &str) -> Response<Body> {
+    let cached = ctx.app.owners.peek(pod_id);
+    let view = RouteView {
+        pod_id: pod_id.to_string(),
+        node: ctx.app.node_id.clone(),
+        cached: cached.is_some(),
+        owner: cached.as_ref().map(|o| o.node_id.clone()),
+        epoch: cached.as_ref().map(|o| o.epoch),
+        mesh_peers: ctx.app.mesh.live_peers(),
+    };
+    body::json(StatusCode::OK, &view)
+}
+
+/// Every node: role, region, status, last heartbeat, capacity, version.
+#[utoipa::path(get, path = "/.cluster/nodes", operation_id = "listNodes", tag = "cluster",
+    responses((status = 200, description = "The nodes", body = NodeList)))]
+async fn list_nodes(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let nodes = ctx.app.meta.list_nodes().await?;
+    Ok(body::json(StatusCode::OK, &NodeList { nodes }))
+}
+
+/// A node and what the cluster grants it.
+#[utoipa::path(get, path = "/.cluster/nodes/{nodeId}", operation_id = "getNode", tag = "cluster",
+    params(("nodeId" = String, Path)),
+    responses(
+        (status = 200, description = "The node", body = NodeView),
+        (status = 404, description = "No such node", body = ErrorBody),
+    ))]
+async fn get_node(ctx: &Ctx, node_id: &str) -> Result<Response<Body>, ApiError> {
+    let node = ctx
+        .app
+        .meta
+        .get_node(node_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("node {node_id} not found")))?;
+    let (policy, _) = crate::node_policy::load(ctx.app.meta.as_ref(), node_id)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+    Ok(body::json(StatusCode::OK, &NodeView { node, policy }))
+}
+
+/// Every join token, never a secret.
+#[utoipa::path(get, path = "/.cluster/tokens", operation_id = "listJoinTokens", tag = "cluster",
+    responses((status = 200, description = "The tokens", body = TokenList)))]
+async fn list_tokens(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let tokens = ctx.app.meta.list_join_tokens().await?;
+    Ok(body::json(StatusCode::OK, &TokenList { tokens }))
+}
+
+/// Revokes a join token.
+#[utoipa::path(delete, path = "/.cluster/tokens/{tokenId}", operation_id = "revokeJoinToken", tag = "cluster",
+    params(("tokenId" = String, Path)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such token", body = ErrorBody),
+    ))]
+async fn revoke_token(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    ctx.app
+        .meta
+        .revoke_join_token(id, meta::now_millis())
+        .await?;
+    ctx.audit("token.revoke", &format!("token:{id}"), json!({}))
+        .await;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The DNS zone as this center serves it now (SOA, NS, centers, pods, edges).
+#[utoipa::path(get, path = "/.cluster/dns/records", operation_id = "dnsRecords", tag = "cluster",
+    responses(
+        (status = 200, description = "The zone", body = DnsRecords),
+        (status = 404, description = "This node serves no DNS zone", body = ErrorBody),
+    ))]
+async fn dns_records(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    if ctx.app.config.dns.zone.is_none() {
+        return Err(ApiError::not_found(
+            "this node serves no DNS zone (dns.zone is not set)",
+        ));
+    }
+    let dns = crate::dns::Dns::new(
+        &ctx.app.config,
+        ctx.app.meta.clone(),
+        ctx.app.owners.clone(),
+    )
+    .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let records = dns
+        .records()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+    let records = records
+        .iter()
+        .map(|r| DnsRecord {
+            name: r.name.to_ascii(),
+            kind: r.record_type().to_string(),
+            ttl: r.ttl,
+            data: r.data.to_string(),
+        })
+        .collect();
+    let zone = ctx.app.config.dns.zone.clone();
+    Ok(body::json(StatusCode::OK, &DnsRecords { zone, records }))
+}
+
+/// The TXT values at a challenge name.
+#[utoipa::path(get, path = "/.cluster/dns/txt/{name}", operation_id = "getTxt", tag = "cluster",
+    params(("name" = String, Path, pattern = r"^_acme-challenge(\.[A-Za-z0-9_-]{1,63})+\.?$", description = "`_acme-challenge.<DNS name>`")),
+    responses((status = 200, description = "The values", body = TxtValues)))]
+async fn get_txt(ctx: &Ctx, name: &str) -> Result<Response<Body>, ApiError> {
+    let name = txt_name(name)?;
+    let values = ctx.app.meta.list_txt(&name).await?;
+    Ok(body::json(StatusCode::OK, &TxtValues { name, values }))
 }

@@ -17,6 +17,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Serves `file` (`""`: the page itself; `None`: `/-/dashboard` without the slash).
+#[utoipa::path(get, path = "/-/dashboard/{file}", operation_id = "dashboard", tag = "ops", security(()),
+    params(("file" = String, Path, description = "`` (the page), `app.js` or `app.css`")),
+    responses(
+        (status = 200, description = "The file, with a strict Content-Security-Policy", content_type = "text/html", body = String),
+        (status = 404, description = "No such file", body = crate::api_types::ErrorBody),
+    ))]
 pub fn serve(method: &Method, file: Option<&str>) -> Result<Response<Body>, ApiError> {
     if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::method_not_allowed("GET, HEAD"));

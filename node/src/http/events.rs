@@ -95,6 +95,11 @@ pub async fn digest_loop(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<b
 }
 
 /// The event stream (the caller checked the admin key).
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "events", tag = "node",
+    responses(
+        (status = 200, description = "`event: changed` with the collections (nodes, pods, sandboxes, certs, audit) whose content changed, checked once a second; a comment every 5 s", content_type = "text/event-stream", body = String),
+        (status = 503, description = "16 streams are open on this node", body = crate::api_types::ErrorBody),
+    ))]
 pub fn stream(app: &Arc<App>) -> Result<Response<Body>, ApiError> {
     if app.event_streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
         app.event_streams.fetch_sub(1, Ordering::Relaxed);

@@ -4,43 +4,27 @@
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta;
 
 use super::{read_json, Ctx};
+use crate::api_types::cluster::SetPolicy;
+use crate::api_types::ErrorBody;
+use crate::node_policy::Policy;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SetPolicy {
-    /// Sandbox slots placement may use on the node (`null`: no grant).
-    #[serde(default, deserialize_with = "some")]
-    sandbox_slots: Option<Option<u32>>,
-    /// Pod-id prefixes an edge may claim by reporting them (replaces the list).
-    pod_prefixes: Option<Vec<String>>,
-    /// Bytes per second the centers relay to and from the edge, each way (`null`: unlimited).
-    #[serde(default, deserialize_with = "some")]
-    bandwidth_bytes_per_sec: Option<Option<u64>>,
-}
-
-/// Tells a present `null` (`Some(None)`) from an absent field (`None`).
-fn some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// The lowest limit accepted: below it a tunnel's own traffic would starve.
 const MIN_BANDWIDTH: u64 = 1024;
+/// The highest limit accepted (1 TiB/s: no link is faster; above it, say `null`).
+const MAX_BANDWIDTH: u64 = 1 << 40;
 
 /// Writes `f`'s change to a node's policy (compare-and-set, retried); the node must exist.
 async fn change_policy(
     ctx: &Ctx,
     node_id: &str,
-    f: impl Fn(&mut crate::node_policy::Policy),
-) -> Result<crate::node_policy::Policy, ApiError> {
+    f: impl Fn(&mut Policy),
+) -> Result<Policy, ApiError> {
     use crate::node_policy::{load, KIND};
     if ctx.app.meta.get_node(node_id).await?.is_none() {
         return Err(ApiError::not_found(format!("node {node_id} not found")));
@@ -72,6 +56,16 @@ async fn change_policy(
     )))
 }
 
+/// Sets what the cluster grants a node: `sandboxSlots` (caps what it reports; an edge offers
+/// none without a grant), `podPrefixes` (pod ids an edge may claim by reporting them),
+/// `bandwidthBytesPerSec` (what the centers relay to and from an edge, each way).
+#[utoipa::path(patch, path = "/.cluster/nodes/{nodeId}", operation_id = "setNodePolicy", tag = "cluster",
+    params(("nodeId" = String, Path)),
+    request_body = SetPolicy,
+    responses(
+        (status = 200, description = "The node's policy", body = Policy),
+        (status = 404, description = "No such node", body = ErrorBody),
+    ))]
 pub(super) async fn set_policy(
     ctx: &Ctx,
     node_id: &str,
@@ -84,9 +78,9 @@ pub(super) async fn set_policy(
     )
     .map_err(ApiError::bad_request)?;
     if let Some(Some(rate)) = input.bandwidth_bytes_per_sec {
-        if rate < MIN_BANDWIDTH {
+        if !(MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(&rate) {
             return Err(ApiError::bad_request(format!(
-                "bandwidthBytesPerSec {rate}: at least {MIN_BANDWIDTH} (or null for no limit)"
+                "bandwidthBytesPerSec {rate}: expected {MIN_BANDWIDTH}..={MAX_BANDWIDTH} (or null for no limit)"
             )));
         }
     }
@@ -108,13 +102,18 @@ pub(super) async fn set_policy(
         serde_json::to_value(&policy).unwrap_or_default(),
     )
     .await;
-    Ok(body::json(
-        StatusCode::OK,
-        &serde_json::to_value(&policy).unwrap_or_default(),
-    ))
+    Ok(body::json(StatusCode::OK, &policy))
 }
 
-/// Revokes a node: every center refuses it from now on and closes its live connections.
+/// Revokes a node: every center refuses its certificate from the next handshake and closes
+/// its live connections; its id cannot join again.
+#[utoipa::path(post, path = "/.cluster/nodes/{nodeId}/revoke", operation_id = "revokeNode", tag = "cluster",
+    params(("nodeId" = String, Path)),
+    responses(
+        (status = 200, description = "The node's policy, with revokedAt", body = Policy),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node answering cannot revoke itself", body = ErrorBody),
+    ))]
 pub(super) async fn revoke_node(ctx: &Ctx, node_id: &str) -> Result<Response<Body>, ApiError> {
     if node_id == ctx.app.node_id {
         return Err(ApiError::conflict(format!(
@@ -139,8 +138,5 @@ pub(super) async fn revoke_node(ctx: &Ctx, node_id: &str) -> Result<Response<Bod
     ctx.audit("node.revoke", &format!("node:{node_id}"), json!({}))
         .await;
     tracing::warn!(node = node_id, "node revoked");
-    Ok(body::json(
-        StatusCode::OK,
-        &serde_json::to_value(&policy).unwrap_or_default(),
-    ))
+    Ok(body::json(StatusCode::OK, &policy))
 }

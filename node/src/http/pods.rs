@@ -29,6 +29,7 @@ use super::resource::{
     ALLOW_CONTAINER, ALLOW_DOC,
 };
 use super::Ctx;
+use crate::api_types::ErrorBody;
 use crate::reply::body::{self, Body};
 use crate::reply::error::error_response;
 use crate::reply::error::ApiError;
@@ -278,6 +279,20 @@ fn options(path: &str) -> Response<Body> {
 }
 
 /// GET/HEAD of `current`, the row at `path` read by the caller (fenced).
+#[utoipa::path(get, path = "/{podId}/{path}", operation_id = "readResource", tag = "pods",
+    params(
+        ("podId" = String, Path, description = "The pod (or the pod's own host name in subdomain mode)"),
+        ("path" = String, Path, description = "The resource's path in the pod; a container's ends with `/`"),
+        ("Range" = Option<String>, Header), ("If-None-Match" = Option<String>, Header), ("If-Match" = Option<String>, Header),
+    ),
+    responses(
+        (status = 200, description = "The representation (a container: text/turtle or application/ld+json)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 412, description = "A precondition failed", body = ErrorBody),
+        (status = 416, description = "The range is not satisfiable", body = ErrorBody),
+    ))]
 async fn get(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -438,6 +453,22 @@ async fn get(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Creates or replaces a document (streamed; Content-Type required) or creates a container
+/// (path ending with `/`); intermediate containers are created.
+#[utoipa::path(put, path = "/{podId}/{path}", operation_id = "writeResource", tag = "pods",
+    params(
+        ("podId" = String, Path, description = "The pod (or the pod's own host name in subdomain mode)"),
+        ("path" = String, Path, description = "The resource's path in the pod; a container's ends with `/`"),
+        ("If-Match" = Option<String>, Header), ("If-None-Match" = Option<String>, Header),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The document's bytes, any media type"),
+    responses(
+        (status = 201, description = "Created"),
+        (status = 204, description = "Replaced"),
+        (status = 409, description = "A container is in the way, or the pod moved (fenced)", body = ErrorBody),
+        (status = 412, description = "A precondition failed", body = ErrorBody),
+        (status = 413, description = "Larger than the node accepts", body = ErrorBody),
+    ))]
 async fn put(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -520,6 +551,20 @@ fn wants_container(h: &HeaderMap) -> bool {
         })
 }
 
+/// Creates a member of a container (`Slug`; `Link: <ldp:BasicContainer>; rel="type"` for a
+/// container).
+#[utoipa::path(post, path = "/{podId}/{path}", operation_id = "createResource", tag = "pods",
+    params(
+        ("podId" = String, Path, description = "The pod (or the pod's own host name in subdomain mode)"),
+        ("path" = String, Path, description = "The resource's path in the pod; a container's ends with `/`"),
+        ("Slug" = Option<String>, Header),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The new member's bytes"),
+    responses(
+        (status = 201, description = "Created (Location: the member)"),
+        (status = 404, description = "No such container", body = ErrorBody),
+        (status = 405, description = "Not a container", body = ErrorBody),
+    ))]
 async fn post(
     ctx: &Ctx,
     pod: &PodRecord,
@@ -595,6 +640,19 @@ async fn post(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Deletes a document or an empty container.
+#[utoipa::path(delete, path = "/{podId}/{path}", operation_id = "deleteResource", tag = "pods",
+    params(
+        ("podId" = String, Path, description = "The pod (or the pod's own host name in subdomain mode)"),
+        ("path" = String, Path, description = "The resource's path in the pod; a container's ends with `/`"),
+        ("If-Match" = Option<String>, Header), ("If-None-Match" = Option<String>, Header),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such resource", body = ErrorBody),
+        (status = 409, description = "The container is not empty", body = ErrorBody),
+        (status = 412, description = "A precondition failed", body = ErrorBody),
+    ))]
 async fn delete(
     ctx: &Ctx,
     pod: &PodRecord,

@@ -6,7 +6,7 @@
 use xpod_routing::{OpsRoute, Target};
 
 /// The literal segments of the `/.cluster` and `/api/v1` routes.
-const WORDS: &[&str] = &[
+pub(super) const WORDS: &[&str] = &[
     "api-keys",
     "audit",
     "auth",

@@ -11,54 +11,25 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta::now_millis;
 
 use super::{read_json, read_small_body, segments, Ctx};
+use crate::api_types::sandboxes::{
+    CreateSandbox, CreatedSandbox, Logs, PatchSandbox, RunnerCapacity, RunnerList, RunnerUse,
+    RunnerView, SandboxList,
+};
+use crate::api_types::ErrorBody;
 use crate::auth::{Access, Principal};
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 use crate::sandbox::internal::ExecBody;
 use crate::sandbox::lifecycle;
-use crate::sandbox::model::{self, Resources, Sandbox, Status};
+use crate::sandbox::model::{self, Sandbox, Status};
+use crate::sandbox::replay::LogEntry;
 
 /// Longest grace period of a delete: 30 days.
 const MAX_GRACE_SECS: u64 = 30 * 86_400;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Create {
-    name: Option<String>,
-    #[serde(default)]
-    image: Option<String>,
-    version: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    resources: Option<Resources>,
-    /// Idle timeout, seconds.
-    timeout: Option<u64>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    network: bool,
-    #[serde(default)]
-    public: bool,
-    /// Only nodes of this region.
-    region: Option<String>,
-    /// Only this node.
-    node: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Patch {
-    name: Option<String>,
-    timeout: Option<u64>,
-    annotations: Option<BTreeMap<String, String>>,
-    public: Option<bool>,
-}
 
 fn require(ctx: &Ctx, want: Access) -> Result<String, ApiError> {
     match (&ctx.principal, ctx.principal.sandbox_access()) {
@@ -93,12 +64,7 @@ async fn visible(ctx: &Ctx, owner: &str, id: &str) -> Result<Sandbox, ApiError> 
 }
 
 fn check_text(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
-    if v.len() > max || v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{what}: expected at most {max} printable characters"
-        )));
-    }
-    Ok(())
+    crate::api_types::printable(what, v, max).map_err(ApiError::bad_request)
 }
 
 fn check_map(what: &str, m: &BTreeMap<String, String>, env: bool) -> Result<(), ApiError> {
@@ -107,7 +73,7 @@ fn check_map(what: &str, m: &BTreeMap<String, String>, env: bool) -> Result<(), 
     }
     for (k, v) in m {
         let bad_key = k.is_empty()
-            || k.len() > 128
+            || k.chars().count() > 128
             || if env {
                 !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                     || k.as_bytes()[0].is_ascii_digit()
@@ -117,9 +83,9 @@ fn check_map(what: &str, m: &BTreeMap<String, String>, env: bool) -> Result<(), 
         if bad_key {
             return Err(ApiError::bad_request(format!("{what}: bad key {k:?}")));
         }
-        if v.len() > 4096 || v.contains('\0') {
+        if v.chars().count() > 4096 || v.contains('\0') {
             return Err(ApiError::bad_request(format!(
-                "{what}.{k}: at most 4096 bytes, no NUL"
+                "{what}.{k}: at most 4096 characters, no NUL"
             )));
         }
     }
@@ -145,16 +111,12 @@ pub async fn handle(
     let segs = segments(rest);
     match (segs.as_slice(), &method) {
         (["runners"], &Method::GET) => runners(ctx, None).await,
-        (["runners", id], &Method::GET) => runners(ctx, Some(id)).await,
+        (["runners", id], &Method::GET) => runner(ctx, id).await,
         (["runners", ..], _) => Err(ApiError::method_not_allowed("GET")),
         (["sandboxes"], &Method::POST) => create(ctx, req).await,
         (["sandboxes"], &Method::GET) => list(ctx, req.uri().query().unwrap_or("")).await,
         (["sandboxes"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["sandboxes", id], &Method::GET) => {
-            let owner = require(ctx, Access::Read)?;
-            let sb = visible(ctx, &owner, id).await?;
-            Ok(body::json(StatusCode::OK, &sb.view()))
-        }
+        (["sandboxes", id], &Method::GET) => get_one(ctx, id).await,
         (["sandboxes", id], &Method::PATCH) => patch(ctx, id, req).await,
         (["sandboxes", id], &Method::DELETE) => {
             delete(ctx, id, req.uri().query().unwrap_or("")).await
@@ -184,9 +146,18 @@ pub async fn handle(
     }
 }
 
+/// Creates a sandbox: placed on the node with the most free capacity, answered once it runs.
+#[utoipa::path(post, path = "/api/v1/sandboxes", operation_id = "createSandbox", tag = "sandboxes",
+    request_body = CreateSandbox,
+    responses(
+        (status = 201, description = "Running, with its access token (shown once)", body = CreatedSandbox),
+        (status = 403, description = "The key lacks the sandbox (or sandbox:network) scope", body = ErrorBody),
+        (status = 429, description = "`quota_exceeded`: details.limit names the quota (sandboxes, cpu, memoryMb)", body = ErrorBody),
+        (status = 503, description = "`no_capacity`: no node took it (details: the failed sandbox); Retry-After", body = ErrorBody),
+    ))]
 async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let owner = require(ctx, Access::Write)?;
-    let input: Create = read_json(req).await?;
+    let input: CreateSandbox = read_json(req).await?;
     let app = &ctx.app;
     if input.network && !ctx.principal.may_use_network() {
         return Err(ApiError::forbidden(
@@ -195,6 +166,9 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
     }
     if let Some(n) = &input.name {
         check_text("name", n, 200)?;
+    }
+    if let Some(r) = &input.region {
+        check_text("region", r, 63)?;
     }
     if let Some(v) = &input.version {
         check_text("version", v, 100)?;
@@ -256,7 +230,6 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
     lifecycle::emit(app, &sb, "sandbox.created").await;
     let stored =
         lifecycle::place_and_start(app, sb, input.region.as_deref(), input.node.as_deref()).await?;
-    let mut view = stored.view();
     if stored.status == Status::Failed {
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -267,14 +240,27 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
                 stored.error.as_deref().unwrap_or("no node took it")
             ),
         )
-        .with_details(view);
+        .with_details(serde_json::to_value(stored.view()).unwrap_or_default());
         e = e.with_header(http::header::RETRY_AFTER, "5");
         return Err(e);
     }
-    view["accessToken"] = json!(token);
-    Ok(body::json(StatusCode::CREATED, &view))
+    let created = CreatedSandbox {
+        sandbox: stored.view(),
+        access_token: token,
+    };
+    Ok(body::json(StatusCode::CREATED, &created))
 }
 
+/// The caller's sandboxes (every owner's with an admin key), oldest first unless `order=desc`.
+#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
+    params(
+        ("status" = Option<Status>, Query, description = "Only sandboxes in this state"),
+        ("image" = Option<String>, Query, description = "Only sandboxes of this image"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Sandboxes to skip"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "By creation time (default asc)"),
+    ),
+    responses((status = 200, description = "A page", body = SandboxList)))]
 async fn list(ctx: &Ctx, query: &str) -> Result<Response<Body>, ApiError> {
     let owner = require(ctx, Access::Read)?;
     let (mut status, mut image, mut limit, mut offset, mut desc) =
@@ -303,7 +289,12 @@ async fn list(ctx: &Ctx, query: &str) -> Result<Response<Body>, ApiError> {
                     return Err(ApiError::bad_request("query `limit`: expected 1..=1000"));
                 }
             }
-            "offset" => offset = int(&v)?,
+            "offset" => {
+                offset = int(&v)?;
+                if offset > i64::MAX as usize {
+                    return Err(ApiError::bad_request("query `offset`: expected 0..=2^63-1"));
+                }
+            }
             "order" => {
                 desc = match v.as_str() {
                     "asc" => false,
@@ -333,7 +324,7 @@ async fn list(ctx: &Ctx, query: &str) -> Result<Response<Body>, ApiError> {
         all.reverse();
     }
     let total = all.len();
-    let items: Vec<serde_json::Value> = all
+    let sandboxes: Vec<Sandbox> = all
         .iter()
         .skip(offset)
         .take(limit)
@@ -341,14 +332,27 @@ async fn list(ctx: &Ctx, query: &str) -> Result<Response<Body>, ApiError> {
         .collect();
     Ok(body::json(
         StatusCode::OK,
-        &json!({"sandboxes": items, "total": total, "limit": limit, "offset": offset}),
+        &SandboxList {
+            sandboxes,
+            total,
+            limit,
+            offset,
+        },
     ))
 }
 
+/// Changes a sandbox's name, idle timeout, annotations or public flag.
+#[utoipa::path(patch, path = "/api/v1/sandboxes/{id}", operation_id = "patchSandbox", tag = "sandboxes",
+    params(("id" = String, Path, description = "`sb` and 14 hex digits")),
+    request_body = PatchSandbox,
+    responses(
+        (status = 200, description = "The sandbox as changed", body = Sandbox),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+    ))]
 async fn patch(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let owner = require(ctx, Access::Write)?;
     visible(ctx, &owner, id).await?;
-    let p: Patch = read_json(req).await?;
+    let p: PatchSandbox = read_json(req).await?;
     if let Some(n) = &p.name {
         check_text("name", n, 200)?;
     }
@@ -384,6 +388,18 @@ async fn patch(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<B
     Ok(body::json(StatusCode::OK, &sb.view()))
 }
 
+/// Stops and deletes a sandbox now (204), or archives it and deletes it after `gracePeriod`
+/// seconds (202).
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", operation_id = "deleteSandbox", tag = "sandboxes",
+    params(
+        ("id" = String, Path, description = "`sb` and 14 hex digits"),
+        ("gracePeriod" = Option<u32>, Query, minimum = 1, maximum = 2592000, description = "Archive now, delete after this many seconds"),
+    ),
+    responses(
+        (status = 202, description = "Archived", body = Sandbox),
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+    ))]
 async fn delete(ctx: &Ctx, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
     let owner = require(ctx, Access::Write)?;
     let sb = visible(ctx, &owner, id).await?;
@@ -453,6 +469,19 @@ async fn delete(ctx: &Ctx, id: &str, query: &str) -> Result<Response<Body>, ApiE
     }
 }
 
+/// One sandbox.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", operation_id = "getSandbox", tag = "sandboxes",
+    params(("id" = String, Path, description = "`sb` and 14 hex digits")),
+    responses(
+        (status = 200, description = "The sandbox", body = Sandbox),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+    ))]
+async fn get_one(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Read)?;
+    let sb = visible(ctx, &owner, id).await?;
+    Ok(body::json(StatusCode::OK, &sb.view()))
+}
+
 async fn running(ctx: &Ctx, id: &str, want: Access) -> Result<Sandbox, ApiError> {
     let owner = require(ctx, want)?;
     let sb = visible(ctx, &owner, id).await?;
@@ -465,11 +494,20 @@ async fn running(ctx: &Ctx, id: &str, want: Access) -> Result<Sandbox, ApiError>
     Ok(sb)
 }
 
+/// Runs a command in a running sandbox; its events stream back as they happen, one JSON object
+/// per line (`LogEntry`: start, stdout and stderr as base64, end with the exit code, error).
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/exec", operation_id = "execSandbox", tag = "sandboxes",
+    params(("id" = String, Path, description = "`sb` and 14 hex digits")),
+    request_body = ExecBody,
+    responses(
+        (status = 200, description = "The command's events", content_type = "application/x-ndjson", body = LogEntry),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+    ))]
 async fn exec(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let sb = running(ctx, id, Access::Write).await?;
     let raw = read_small_body(req, 8 << 20).await?;
-    let parsed: ExecBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let parsed: ExecBody = super::parse_json(&raw)?;
     parsed.check().map_err(ApiError::bad_request)?;
     ctx.audit(
         "sandbox.exec",
@@ -487,6 +525,18 @@ async fn exec(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
+/// Replays a running sandbox's exec events after a cursor.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/logs", operation_id = "sandboxLogs", tag = "sandboxes",
+    params(
+        ("id" = String, Path, description = "`sb` and 14 hex digits"),
+        ("cursor" = Option<u64>, Query, description = "The last `seq` seen (default 0)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "At most this many events (default 1000)"),
+    ),
+    responses(
+        (status = 200, description = "The events", body = Logs),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+    ))]
 async fn logs(ctx: &Ctx, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
     let sb = running(ctx, id, Access::Read).await?;
     let mut q = String::new();
@@ -508,9 +558,19 @@ async fn logs(ctx: &Ctx, id: &str, query: &str) -> Result<Response<Body>, ApiErr
         crate::sandbox::client::call(&ctx.app, &sb.node, 0, Method::GET, &path, Bytes::new())
             .await?;
     let v = crate::sandbox::client::json_of(resp).await?;
-    Ok(body::json(StatusCode::OK, &v))
+    let logs: Logs = serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!("the runner's logs: {e}"),
+        )
+    })?;
+    Ok(body::json(StatusCode::OK, &logs))
 }
 
+/// Nodes offering sandbox capacity: what they offer, report in use, and have placed.
+#[utoipa::path(get, path = "/api/v1/runners", operation_id = "listRunners", tag = "sandboxes",
+    responses((status = 200, description = "The runners", body = RunnerList)))]
 async fn runners(ctx: &Ctx, one: Option<&str>) -> Result<Response<Body>, ApiError> {
     require(ctx, Access::Read)?;
     let app: &Arc<crate::app::App> = &ctx.app;
@@ -530,22 +590,41 @@ async fn runners(ctx: &Ctx, one: Option<&str>) -> Result<Response<Body>, ApiErro
             .iter()
             .filter(|s| s.node == n.node_id && s.status.is_live())
             .count();
-        out.push(json!({
-            "id": n.node_id,
-            "type": n.node_type.as_str(),
-            "region": n.region,
-            "status": n.status.as_str(),
-            "lastHeartbeat": n.last_heartbeat,
-            "capacity": {"slots": r.slots, "cpu": r.cpu, "memoryMb": r.memory_mb},
-            "reported": {"running": r.running.len(), "cpu": r.used_cpu, "memoryMb": r.used_memory_mb},
-            "placed": placed,
-        }));
+        out.push(RunnerView {
+            id: n.node_id.clone(),
+            kind: n.node_type.as_str().into(),
+            region: n.region.clone(),
+            status: n.status.as_str().into(),
+            last_heartbeat: n.last_heartbeat,
+            capacity: RunnerCapacity {
+                slots: r.slots,
+                cpu: r.cpu,
+                memory_mb: r.memory_mb,
+            },
+            reported: RunnerUse {
+                running: r.running.len(),
+                cpu: r.used_cpu,
+                memory_mb: r.used_memory_mb,
+            },
+            placed,
+        });
     }
     match one {
         Some(id) => out
             .pop()
             .map(|r| body::json(StatusCode::OK, &r))
             .ok_or_else(|| ApiError::not_found(format!("runner {id} not found"))),
-        None => Ok(body::json(StatusCode::OK, &json!({"runners": out}))),
+        None => Ok(body::json(StatusCode::OK, &RunnerList { runners: out })),
     }
+}
+
+/// One runner.
+#[utoipa::path(get, path = "/api/v1/runners/{nodeId}", operation_id = "getRunner", tag = "sandboxes",
+    params(("nodeId" = String, Path)),
+    responses(
+        (status = 200, description = "The runner", body = RunnerView),
+        (status = 404, description = "No such runner", body = ErrorBody),
+    ))]
+async fn runner(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    runners(ctx, Some(id)).await
 }

@@ -5,11 +5,14 @@
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use serde_json::json;
 use xpod_storage::meta::{now_millis, DocRecord};
 
 use super::{read_json, segments, Ctx};
+use crate::api_types::webhooks::{
+    CreateWebhook, CreatedWebhook, Deliveries, TestSent, WebhookList,
+};
+use crate::api_types::ErrorBody;
 use crate::auth::{Access, Principal};
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
@@ -17,14 +20,6 @@ use crate::webhooks::{self, Delivery, Webhook, DELIVERY_KIND, EVENTS, KIND};
 
 /// Webhooks per owner.
 const MAX_PER_OWNER: usize = 50;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Create {
-    url: String,
-    events: Vec<String>,
-    description: Option<String>,
-}
 
 fn require(ctx: &Ctx, want: Access) -> Result<String, ApiError> {
     match (&ctx.principal, ctx.principal.sandbox_access()) {
@@ -63,86 +58,34 @@ pub async fn handle(
     let method = req.method().clone();
     match (segments(rest).as_slice(), &method) {
         (["webhooks"], &Method::POST) => create(ctx, req).await,
-        (["webhooks"], &Method::GET) => {
-            let owner = require(ctx, Access::Read)?;
-            let hooks: Vec<serde_json::Value> = ctx
-                .app
-                .meta
-                .list_docs(KIND, Some(&owner))
-                .await?
-                .into_iter()
-                .filter_map(|d| serde_json::from_value::<Webhook>(d.doc).ok())
-                .map(|h| h.view(false))
-                .collect();
-            Ok(body::json(StatusCode::OK, &json!({ "webhooks": hooks })))
-        }
+        (["webhooks"], &Method::GET) => list(ctx).await,
         (["webhooks"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["webhooks", id], &Method::GET) => {
-            let owner = require(ctx, Access::Read)?;
-            let (hook, _) = load(ctx, &owner, id).await?;
-            // The secret only to keys that may write (sandbox:read is read-only everywhere).
-            let with_secret = ctx.principal.sandbox_access() == Some(Access::Write);
-            Ok(body::json(StatusCode::OK, &hook.view(with_secret)))
-        }
-        (["webhooks", id], &Method::DELETE) => {
-            let owner = require(ctx, Access::Write)?;
-            let (hook, version) = load(ctx, &owner, id).await?;
-            ctx.app.meta.delete_doc(KIND, &hook.id, version).await?;
-            ctx.audit("webhook.delete", &format!("webhook:{id}"), json!({}))
-                .await;
-            Ok(Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(body::empty())
-                .unwrap_or_default())
-        }
+        (["webhooks", id], &Method::GET) => get_one(ctx, id).await,
+        (["webhooks", id], &Method::DELETE) => delete(ctx, id).await,
         (["webhooks", _], _) => Err(ApiError::method_not_allowed("GET, DELETE")),
-        (["webhooks", id, "test"], &Method::POST) => {
-            let owner = require(ctx, Access::Write)?;
-            let (hook, _) = load(ctx, &owner, id).await?;
-            let ids = webhooks::emit(
-                &ctx.app,
-                &owner,
-                "webhook.test",
-                json!({"webhookId": hook.id, "message": "a test event from xpod"}),
-                Some(&hook.id),
-            )
-            .await;
-            let id = ids
-                .first()
-                .ok_or_else(|| ApiError::unavailable("the test message could not be stored"))?;
-            Ok(body::json(
-                StatusCode::ACCEPTED,
-                &json!({ "messageId": id }),
-            ))
-        }
+        (["webhooks", id, "test"], &Method::POST) => test(ctx, id).await,
         (["webhooks", _, "test"], _) => Err(ApiError::method_not_allowed("POST")),
-        (["webhooks", id, "deliveries"], &Method::GET) => {
-            let owner = require(ctx, Access::Read)?;
-            let (hook, _) = load(ctx, &owner, id).await?;
-            let mut log: Vec<Delivery> = ctx
-                .app
-                .meta
-                .list_docs(DELIVERY_KIND, Some(&hook.id))
-                .await?
-                .into_iter()
-                .filter_map(|d: DocRecord| serde_json::from_value(d.doc).ok())
-                .collect();
-            log.reverse();
-            Ok(body::json(StatusCode::OK, &json!({ "deliveries": log })))
-        }
+        (["webhooks", id, "deliveries"], &Method::GET) => deliveries(ctx, id).await,
         (["webhooks", _, "deliveries"], _) => Err(ApiError::method_not_allowed("GET")),
         _ => Err(ApiError::not_found(format!("no API at /api/v1{rest}"))),
     }
 }
 
+/// Creates a webhook for sandbox events (Standard Webhooks signatures).
+#[utoipa::path(post, path = "/api/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "The webhook with its secret (`whsec_…`)", body = CreatedWebhook),
+        (status = 409, description = "The owner has 50 webhooks", body = ErrorBody),
+    ))]
 async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let owner = require(ctx, Access::Write)?;
-    let input: Create = read_json(req).await?;
+    let input: CreateWebhook = read_json(req).await?;
     webhooks::check_url(&input.url, ctx.app.config.sandbox.webhooks_allow_private)
         .map_err(ApiError::bad_request)?;
-    if input.events.is_empty() {
+    if input.events.is_empty() || input.events.len() > 32 {
         return Err(ApiError::bad_request(format!(
-            "events: expected at least one of *, {}",
+            "events: expected 1 to 32 of *, {}",
             EVENTS.join(", ")
         )));
     }
@@ -155,11 +98,7 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
         }
     }
     if let Some(d) = &input.description {
-        if d.len() > 500 || d.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "description: at most 500 printable characters",
-            ));
-        }
+        crate::api_types::printable("description", d, 500).map_err(ApiError::bad_request)?;
     }
     let app = &ctx.app;
     if app.meta.list_docs(KIND, Some(&owner)).await?.len() >= MAX_PER_OWNER {
@@ -194,7 +133,107 @@ async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Api
         json!({"url": hook.url, "events": hook.events}),
     )
     .await;
-    let mut v = hook.view(true);
-    v["warning"] = json!("keep the secret: it verifies the webhook-signature header");
-    Ok(body::json(StatusCode::CREATED, &v))
+    let created = CreatedWebhook {
+        webhook: hook.view(true),
+        warning: "keep the secret: it verifies the webhook-signature header".into(),
+    };
+    Ok(body::json(StatusCode::CREATED, &created))
+}
+
+/// The key owner's webhooks, without secrets.
+#[utoipa::path(get, path = "/api/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
+    responses((status = 200, description = "The webhooks", body = WebhookList)))]
+async fn list(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Read)?;
+    let webhooks: Vec<Webhook> = ctx
+        .app
+        .meta
+        .list_docs(KIND, Some(&owner))
+        .await?
+        .into_iter()
+        .filter_map(|d| serde_json::from_value::<Webhook>(d.doc).ok())
+        .map(|h| h.view(false))
+        .collect();
+    Ok(body::json(StatusCode::OK, &WebhookList { webhooks }))
+}
+
+/// One webhook, with its secret for keys that may write.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The webhook", body = Webhook),
+        (status = 404, description = "No such webhook (or another owner's)", body = ErrorBody),
+    ))]
+async fn get_one(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Read)?;
+    let (hook, _) = load(ctx, &owner, id).await?;
+    // The secret only to keys that may write (sandbox:read is read-only everywhere).
+    let with_secret = ctx.principal.sandbox_access() == Some(Access::Write);
+    Ok(body::json(StatusCode::OK, &hook.view(with_secret)))
+}
+
+/// Deletes a webhook.
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook (or another owner's)", body = ErrorBody),
+    ))]
+async fn delete(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Write)?;
+    let (hook, version) = load(ctx, &owner, id).await?;
+    ctx.app.meta.delete_doc(KIND, &hook.id, version).await?;
+    ctx.audit("webhook.delete", &format!("webhook:{id}"), json!({}))
+        .await;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(body::empty())
+        .unwrap_or_default())
+}
+
+/// Sends a `webhook.test` event to this webhook.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", operation_id = "testWebhook", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, description = "Queued", body = TestSent),
+        (status = 404, description = "No such webhook (or another owner's)", body = ErrorBody),
+    ))]
+async fn test(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Write)?;
+    let (hook, _) = load(ctx, &owner, id).await?;
+    let ids = webhooks::emit(
+        &ctx.app,
+        &owner,
+        "webhook.test",
+        json!({"webhookId": hook.id, "message": "a test event from xpod"}),
+        Some(&hook.id),
+    )
+    .await;
+    let message_id = ids
+        .first()
+        .ok_or_else(|| ApiError::unavailable("the test message could not be stored"))?
+        .clone();
+    Ok(body::json(StatusCode::ACCEPTED, &TestSent { message_id }))
+}
+
+/// The delivery log, newest first: every attempt (time, status code or error, duration).
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", operation_id = "webhookDeliveries", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The deliveries", body = Deliveries),
+        (status = 404, description = "No such webhook (or another owner's)", body = ErrorBody),
+    ))]
+async fn deliveries(ctx: &Ctx, id: &str) -> Result<Response<Body>, ApiError> {
+    let owner = require(ctx, Access::Read)?;
+    let (hook, _) = load(ctx, &owner, id).await?;
+    let mut deliveries: Vec<Delivery> = ctx
+        .app
+        .meta
+        .list_docs(DELIVERY_KIND, Some(&hook.id))
+        .await?
+        .into_iter()
+        .filter_map(|d: DocRecord| serde_json::from_value(d.doc).ok())
+        .collect();
+    deliveries.reverse();
+    Ok(body::json(StatusCode::OK, &Deliveries { deliveries }))
 }

@@ -19,6 +19,7 @@
 //!
 //! [`state`]: what is kept between changes, the `App` field (this file has the logic).
 
+use crate::api_types::node::{ForwardView, ServiceView, Tunnel};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -47,7 +48,7 @@ pub fn set_source(source: Source) {
 }
 
 /// What a reload or an API change did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// What changed, one line per list (`tunnel.services: +api −old`).
@@ -57,14 +58,6 @@ pub struct Outcome {
     /// Whether the change is in the configuration file (a reload) or lasts until the next
     /// reload or restart (an API change).
     pub persistent: bool,
-}
-
-/// The running lists, for `GET /api/v1/node/tunnel`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Tunnel {
-    pub services: Option<Vec<serde_json::Value>>,
-    pub forwards: Option<Vec<serde_json::Value>>,
 }
 
 /// A center's forwards, bound at start-up, served until `stop` (or removed).
@@ -181,17 +174,19 @@ pub async fn forward(
 /// The services and forwards as running now.
 pub async fn tunnel(app: &App) -> Tunnel {
     let st = app.reload.state.lock().await;
-    let service = |s: &TunnelService| {
-        serde_json::json!({
-            "name": s.name,
-            "local": s.local.to_string(),
-            "kind": s.kind.as_str(),
-            "proxyProtocol": s.proxy_protocol,
-        })
+    let service = |s: &TunnelService| ServiceView {
+        name: s.name.clone(),
+        local: s.local.to_string(),
+        kind: s.kind.as_str().into(),
+        proxy_protocol: s.proxy_protocol,
     };
     let forward = |r: &Running| {
         let f = r.spec.read().unwrap_or_else(|e| e.into_inner());
-        serde_json::json!({"listen": f.listen.to_string(), "node": f.node, "service": f.service})
+        ForwardView {
+            listen: f.listen.to_string(),
+            node: f.node.clone(),
+            service: f.service.clone(),
+        }
     };
     Tunnel {
         services: st

@@ -35,8 +35,8 @@ where
     BodyExt::boxed_unsync(StreamBody::new(frames))
 }
 
-/// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+/// A JSON response: any of the API's types (`crate::api_types`), or a `serde_json::Value`.
+pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
     Response::builder()

@@ -36,17 +36,20 @@ pub struct RunnerHop {
 }
 
 /// A command to run, as the API takes it.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecBody {
-    /// The program and its arguments.
+    /// The program and its arguments (none with NUL; the program not empty).
+    #[schema(min_items = 1)]
     pub cmd: Vec<String>,
+    /// Variables added to the sandbox's environment (names without `=` or NUL).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub cwd: Option<String>,
     /// Wall-clock limit in seconds (the process group is killed after it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api_types::int::opt")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout: Option<u64>,
     /// Text for the command's stdin.
     #[serde(default)]

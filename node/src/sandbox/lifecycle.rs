@@ -125,7 +125,8 @@ pub async fn candidates(
 /// A sandbox event (`sandbox.created|started|stopped|deleted|failed`) to its owner's webhooks.
 pub async fn emit(app: &Arc<App>, sb: &Sandbox, event: &str) {
     tracing::info!(sandbox = %sb.id, owner = %sb.owner, event, status = sb.status.as_str(), "sandbox event");
-    crate::webhooks::emit(app, &sb.owner, event, sb.view(), None).await;
+    let view = serde_json::to_value(sb.view()).unwrap_or_default();
+    crate::webhooks::emit(app, &sb.owner, event, view, None).await;
 }
 
 /// Places and starts `sb` (already stored as `pending`); returns it as stored afterwards

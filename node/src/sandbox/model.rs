@@ -14,8 +14,9 @@ use xpod_storage::meta::{DocRecord, MetaResult, MetaStore, Millis};
 /// The document kind.
 pub const KIND: &str = "sandbox";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SandboxStatus)]
 pub enum Status {
     Pending,
     Running,
@@ -51,16 +52,22 @@ impl Status {
 }
 
 /// What a sandbox may use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Resources {
     /// CPU cores (counted against the node's `sandbox.cpu`; CPU time per process is limited
     /// by RLIMIT_CPU, the cores are not pinned: best-effort).
+    #[serde(deserialize_with = "crate::api_types::int::one")]
+    #[schema(minimum = 1, maximum = 64)]
     pub cpu: u32,
     /// Memory, MiB (counted against the node's `sandbox.memory_mb`; enforced per process as
     /// RLIMIT_AS).
+    #[serde(deserialize_with = "crate::api_types::int::one")]
+    #[schema(minimum = 16, maximum = 1048576)]
     pub memory_mb: u64,
     /// Processes and threads of the sandbox at once (RLIMIT_NPROC: enforced).
+    #[serde(deserialize_with = "crate::api_types::int::one")]
+    #[schema(minimum = 8, maximum = 4096)]
     pub max_procs: u64,
 }
 
@@ -75,7 +82,7 @@ impl Default for Resources {
 }
 
 /// A sandbox as the API shows it (the access token's hash is never serialized out).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Sandbox {
     pub id: String,
@@ -103,17 +110,17 @@ pub struct Sandbox {
     pub delete_after: Option<Millis>,
     /// SHA-256 (hex) of the sandbox's access token (for its private ports).
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schema(ignore)]
     pub token_hash: String,
 }
 
 impl Sandbox {
-    /// The JSON the API returns (no token hash).
-    pub fn view(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.remove("tokenHash");
+    /// What the API answers: the sandbox without its token hash.
+    pub fn view(&self) -> Sandbox {
+        Sandbox {
+            token_hash: String::new(),
+            ..self.clone()
         }
-        v
     }
 }
 
@@ -246,7 +253,7 @@ mod tests {
             delete_after: None,
             token_hash: "secret-hash".into(),
         };
-        let v = sb.view();
+        let v = serde_json::to_value(sb.view()).unwrap();
         assert!(v.get("tokenHash").is_none());
         assert_eq!(v["status"], "running");
         assert!(!v.to_string().contains("secret-hash"));

@@ -37,7 +37,7 @@ pub enum Input {
 }
 
 /// Supervisor → client.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum Event {
     Start {

@@ -14,7 +14,7 @@ pub const LOG_EVENTS: usize = 10_000;
 pub const LOG_BYTES: usize = 4 << 20;
 
 /// One numbered output event.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LogEntry {
     pub seq: u64,
     /// Which exec (1, 2, …) produced it.

@@ -38,7 +38,7 @@ pub const EVENTS: &[&str] = &[
 ];
 
 /// A webhook as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     pub id: String,
@@ -47,6 +47,8 @@ pub struct Webhook {
     /// Event types, or `["*"]` for all.
     pub events: Vec<String>,
     pub description: Option<String>,
+    /// `whsec_…`: only to keys that may write, and always in the creation answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
     pub created_at: Millis,
     /// A Solid notification channel (WebhookChannel2023): the topic's pod path and the URL
@@ -56,7 +58,7 @@ pub struct Webhook {
 }
 
 /// What a Solid WebhookChannel2023 channel listens to.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SolidTopic {
     pub pod: String,
@@ -70,19 +72,17 @@ impl Webhook {
         event == "webhook.test" || self.events.iter().any(|e| e == "*" || e == event)
     }
     /// The API view (the secret only when asked).
-    pub fn view(&self, with_secret: bool) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
+    pub fn view(&self, with_secret: bool) -> Webhook {
+        let mut v = self.clone();
         if !with_secret {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("secret");
-            }
+            v.secret.clear();
         }
         v
     }
 }
 
 /// One attempt of a delivery.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub at: Millis,
@@ -92,7 +92,7 @@ pub struct Attempt {
 }
 
 /// A message to one webhook and its attempts.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: String,

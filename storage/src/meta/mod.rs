@@ -94,7 +94,7 @@ pub enum MetaError {
 
 pub type MetaResult<T> = Result<T, MetaError>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeType {
     Center,
@@ -117,7 +117,7 @@ impl NodeType {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeStatus {
     Online,
@@ -144,7 +144,7 @@ impl NodeStatus {
 }
 
 /// A row of `nodes`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRecord {
     pub node_id: String,
@@ -163,7 +163,7 @@ pub struct NodeRecord {
 }
 
 /// Per-pod access mode. Authorization decisions live behind one seam in the node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AccessMode {
     Private,
@@ -189,7 +189,7 @@ impl AccessMode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MigrationStatus {
     Syncing,
@@ -216,7 +216,7 @@ impl MigrationStatus {
 }
 
 /// A row of `pods` (the seed's `identity_pod` plus `epoch` and `access_mode`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRecord {
     pub pod_id: String,
@@ -352,11 +352,12 @@ pub const RETIRED_BLOB: &str = "blob.retired";
 pub const PENDING_BLOB: &str = "blob.pending";
 
 /// A row of `api_keys`. The secret itself is never stored: only its SHA-256 (hex).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyRecord {
     pub key_id: String,
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
     pub secret_hash: String,
     pub name: String,
     /// The account that owns the key (and what it creates).
@@ -371,13 +372,14 @@ pub struct ApiKeyRecord {
 
 /// A row of `join_tokens`: a token an edge presents to join the cluster. The secret itself is
 /// never stored: only its SHA-256 (hex), which the caller compares in constant time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinTokenRecord {
     /// 12 lowercase hex digits.
     pub token_id: String,
     /// SHA-256 (hex) of the secret. Never serialized.
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
     pub secret_hash: String,
     pub description: String,
     /// The actor that created the token, e.g. `key:<id>`.
@@ -411,7 +413,7 @@ pub struct NewAudit {
 }
 
 /// A row of `audit_log`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     pub id: i64,
