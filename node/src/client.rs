@@ -1,5 +1,6 @@
-//! The small HTTP client of the admin commands (`xpod pods …`, `xpod keys …`): JSON in, JSON
-//! out, the key in `Authorization: Bearer`. Plain `http://` for now.
+//! The small HTTP client of the admin commands (`xpod pods …`, `xpod keys …`): the API's own
+//! types in and out ([`crate::api_types`], the ones the handlers use), the key in
+//! `Authorization: Bearer`. Plain `http://` for now.
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -7,7 +8,15 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
+
+/// An answer read as the API type `T`, with its JSON as the server sent it (for `--json`).
+pub struct Answer<T> {
+    pub json: Value,
+    pub body: T,
+}
 
 pub struct ApiClient {
     server: String,
@@ -33,7 +42,7 @@ impl ApiClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&(impl Serialize + ?Sized)>,
     ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
         let url = format!("{}{path}", self.server);
         let mut req = Request::builder().method(method).uri(&url);
@@ -79,7 +88,7 @@ impl ApiClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&(impl Serialize + ?Sized)>,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.server);
         let mut req = Request::builder().method(method).uri(&url);
@@ -124,5 +133,29 @@ impl ApiClient {
             );
         }
         Ok((status, value))
+    }
+
+    /// Sends `body` (a request type of the API, or none) and reads the answer as `T`; an
+    /// answer that is not a `T` (a server of another version) is an error that says so.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> anyhow::Result<Answer<T>> {
+        let what = format!("{method} {path}");
+        let (_, json) = self.call(method, path, body).await?;
+        let body = serde_json::from_value(json.clone()).with_context(|| {
+            format!(
+                "the answer to {what} is not the {} this xpod expects (a server of another version?)",
+                std::any::type_name::<T>().rsplit("::").next().unwrap_or("type")
+            )
+        })?;
+        Ok(Answer { json, body })
+    }
+
+    /// [`Self::send`] without a body.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        self.send(Method::GET, path, None::<&()>).await
     }
 }

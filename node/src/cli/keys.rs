@@ -3,9 +3,11 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{json, Value};
 
-use super::remote::{client, print, s, Remote};
+use super::remote::{client, print, Remote};
+use crate::api_types::cluster::{CreateToken, CreatedToken, TokenList};
+use crate::api_types::keys::{CreateKey, CreatedKey, KeyList};
+use crate::client::Answer;
 
 #[derive(Subcommand)]
 pub(crate) enum KeysCmd {
@@ -92,47 +94,38 @@ pub(crate) async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                     crate::auth::SCOPES
                 );
             }
-            let mut body =
-                json!({"name": name, "scopes": scopes, "expiresInDays": expires_in_days});
-            if let Some(owner) = owner {
-                body["owner"] = json!(owner);
-            }
-            let (_, v) = client(&remote)?
-                .call(Method::POST, "/api/v1/auth/api-keys", Some(&body))
+            let body = CreateKey {
+                name,
+                scopes,
+                expires_in_days,
+                owner,
+            };
+            let a: Answer<CreatedKey> = client(&remote)?
+                .send(Method::POST, "/api/v1/auth/api-keys", Some(&body))
                 .await?;
-            print(&remote, &v, |v| {
+            print(&remote, &a, |k| {
                 println!(
                     "created key {} ({}, owner {}); the secret is shown once:",
-                    s(v, "keyId"),
-                    s(v, "name"),
-                    s(v, "owner")
+                    k.record.key_id, k.record.name, k.record.owner
                 );
-                println!("{}", s(v, "key"));
+                println!("{}", k.key);
             });
         }
         KeysCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/api/v1/auth/api-keys", None)
-                .await?;
-            print(&remote, &v, |v| {
+            let a: Answer<KeyList> = client(&remote)?.get("/api/v1/auth/api-keys").await?;
+            print(&remote, &a, |list| {
                 println!("{:<14} {:<24} {:<30} STATE", "ID", "NAME", "SCOPES");
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    let scopes: Vec<&str> = k["scopes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    let state = if !k["revokedAt"].is_null() {
+                for k in &list.keys {
+                    let state = if k.revoked_at.is_some() {
                         "revoked"
                     } else {
                         "active"
                     };
                     println!(
                         "{:<14} {:<24} {:<30} {state}",
-                        s(k, "keyId"),
-                        s(k, "name"),
-                        scopes.join(",")
+                        k.key_id,
+                        k.name,
+                        k.scopes.join(",")
                     );
                 }
             });
@@ -145,7 +138,7 @@ pub(crate) async fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
                 .call(
                     Method::DELETE,
                     &format!("/api/v1/auth/api-keys/{key_id}"),
-                    None,
+                    None::<&()>,
                 )
                 .await?;
             if !remote.json {
@@ -166,48 +159,42 @@ pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
             pod_prefixes,
             remote,
         } => {
-            let body = json!({
-                "ttlSeconds": ttl_seconds,
-                "singleUse": !multi_use,
-                "description": description,
-                "sandboxSlots": sandbox_slots,
-                "podPrefixes": pod_prefixes,
-            });
-            let (_, v) = client(&remote)?
-                .call(Method::POST, "/.cluster/tokens", Some(&body))
+            let body = CreateToken {
+                description: Some(description),
+                ttl_seconds: Some(ttl_seconds),
+                single_use: Some(!multi_use),
+                sandbox_slots,
+                pod_prefixes,
+            };
+            let a: Answer<CreatedToken> = client(&remote)?
+                .send(Method::POST, "/.cluster/tokens", Some(&body))
                 .await?;
-            print(&remote, &v, |v| {
-                println!("created join token {} (shown once):", s(v, "tokenId"));
-                println!("{}", s(v, "token"));
+            print(&remote, &a, |t| {
+                println!("created join token {} (shown once):", t.record.token_id);
+                println!("{}", t.token);
             });
         }
         TokensCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/.cluster/tokens", None)
-                .await?;
-            print(&remote, &v, |v| {
+            let a: Answer<TokenList> = client(&remote)?.get("/.cluster/tokens").await?;
+            print(&remote, &a, |list| {
                 println!(
                     "{:<14} {:<8} {:>5}  {:<10} DESCRIPTION",
                     "ID", "SINGLE", "USES", "STATE"
                 );
                 let now = xpod_storage::meta::now_millis();
-                for t in v["tokens"].as_array().into_iter().flatten() {
-                    let state = if !t["revokedAt"].is_null() {
+                for t in &list.tokens {
+                    let state = if t.revoked_at.is_some() {
                         "revoked"
-                    } else if t["expiresAt"].as_i64().unwrap_or(0) <= now {
+                    } else if t.expires_at <= now {
                         "expired"
-                    } else if t["singleUse"] == true && !t["usedAt"].is_null() {
+                    } else if t.single_use && t.used_at.is_some() {
                         "used"
                     } else {
                         "active"
                     };
                     println!(
                         "{:<14} {:<8} {:>5}  {:<10} {}",
-                        s(t, "tokenId"),
-                        t["singleUse"].as_bool().unwrap_or(true),
-                        t["useCount"].as_i64().unwrap_or(0),
-                        state,
-                        s(t, "description")
+                        t.token_id, t.single_use, t.use_count, state, t.description
                     );
                 }
             });
@@ -220,7 +207,7 @@ pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
                 .call(
                     Method::DELETE,
                     &format!("/.cluster/tokens/{token_id}"),
-                    None,
+                    None::<&()>,
                 )
                 .await?;
             if !remote.json {

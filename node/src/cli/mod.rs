@@ -21,10 +21,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use http::Method;
-use serde_json::Value;
 use xpod_config::{Config, LogFormat};
 
-use remote::{client, print, s, Remote};
+use remote::{client, print, Remote};
+
+use crate::api_types::cluster::{Certs, DnsRecords, RenewRequested};
+use crate::client::Answer;
 
 #[derive(Parser)]
 #[command(
@@ -397,71 +399,55 @@ fn ca(cmd: CaCmd) -> anyhow::Result<()> {
 }
 
 async fn dns_records(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::GET, "/.cluster/dns/records", None)
-        .await?;
-    print(&remote, &v, |v| {
-        println!("; zone {}", s(v, "zone"));
-        for r in v["records"].as_array().into_iter().flatten() {
-            println!(
-                "{:<40} {:>6} IN {:<5} {}",
-                s(r, "name"),
-                r["ttl"].as_u64().unwrap_or(0),
-                s(r, "type"),
-                s(r, "data")
-            );
+    let a: Answer<DnsRecords> = client(&remote)?.get("/.cluster/dns/records").await?;
+    print(&remote, &a, |z| {
+        println!("; zone {}", remote::or_dash(&z.zone));
+        for r in &z.records {
+            println!("{:<40} {:>6} IN {:<5} {}", r.name, r.ttl, r.kind, r.data);
         }
     });
     Ok(())
 }
 
 async fn certs_list(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::GET, "/.cluster/certs", None)
-        .await?;
+    let a: Answer<Certs> = client(&remote)?.get("/.cluster/certs").await?;
     let date = |ms: Option<i64>| match ms {
         Some(ms) if ms > 0 => httpdate::fmt_http_date(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
         ),
         _ => "-".to_string(),
     };
-    print(&remote, &v, |v| {
+    print(&remote, &a, |v| {
         println!(
             "{:<10} {:<31} {:<31} {:<12} NAMES",
             "ID", "EXPIRES", "RENEWS", "ISSUED BY"
         );
-        for c in v["certificates"].as_array().into_iter().flatten() {
-            let names: Vec<&str> = c["names"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+        for c in &v.certificates {
             println!(
                 "{:<10} {:<31} {:<31} {:<12} {}",
-                s(c, "id"),
-                date(c["notAfter"].as_i64()),
-                date(c["renewAt"].as_i64()),
-                s(c, "issuedBy"),
-                names.join(", ")
+                c.id,
+                date(Some(c.not_after)),
+                date(Some(c.renew_at)),
+                c.issued_by,
+                c.names.join(", ")
             );
         }
-        match v["serving"].as_object() {
+        match &v.serving {
             Some(sv) => println!(
                 "node {} serves: {} certificate, serial {}, expires {}",
-                s(v, "node"),
-                sv.get("source").and_then(Value::as_str).unwrap_or("?"),
-                sv.get("serial").and_then(Value::as_str).unwrap_or("?"),
-                date(sv.get("notAfter").and_then(Value::as_i64))
+                v.node,
+                sv.source,
+                sv.serial,
+                date(Some(sv.not_after))
             ),
-            None => println!("node {} serves no certificate", s(v, "node")),
+            None => println!("node {} serves no certificate", v.node),
         }
-        let m = &v["manager"];
-        if let Some(e) = m["lastError"].as_str() {
+        let m = &v.manager;
+        if let Some(e) = &m.last_error {
             println!(
                 "last ACME error ({} in a row, next attempt {}): {e}",
-                m["failures"].as_u64().unwrap_or(0),
-                date(m["nextAttemptAt"].as_i64())
+                m.failures,
+                date(m.next_attempt_at)
             );
         }
     });
@@ -469,10 +455,10 @@ async fn certs_list(remote: Remote) -> anyhow::Result<()> {
 }
 
 async fn certs_renew(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::POST, "/.cluster/certs/renew", None)
+    let a: Answer<RenewRequested> = client(&remote)?
+        .send(Method::POST, "/.cluster/certs/renew", None::<&()>)
         .await?;
-    print(&remote, &v, |_| {
+    print(&remote, &a, |_| {
         println!("renewal requested; `xpod certs list` shows the new certificate once it is issued")
     });
     Ok(())

@@ -3,9 +3,11 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{json, Value};
 
-use super::remote::{client, print, s, Remote};
+use super::remote::{client, or_dash, print, Remote};
+use crate::api_types::cluster::{NodeList, NodeView, SetPolicy};
+use crate::client::Answer;
+use crate::node_policy::Policy;
 
 #[derive(Subcommand)]
 pub(crate) enum NodesCmd {
@@ -62,31 +64,32 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
         NodesCmd::List { remote } => nodes_list(remote).await,
         NodesCmd::Show { node_id, remote } => {
             check_id(&node_id)?;
-            let (_, v) = client(&remote)?
-                .call(Method::GET, &format!("/.cluster/nodes/{node_id}"), None)
+            let a: Answer<NodeView> = client(&remote)?
+                .get(&format!("/.cluster/nodes/{node_id}"))
                 .await?;
-            print(&remote, &v, |v| {
+            print(&remote, &a, |v| {
+                let n = &v.node;
                 println!(
                     "{} ({}, {}, {})",
-                    s(v, "nodeId"),
-                    s(v, "nodeType"),
-                    s(v, "region"),
-                    s(v, "status")
+                    n.node_id,
+                    n.node_type.as_str(),
+                    n.region,
+                    n.status.as_str()
                 );
-                let p = &v["policy"];
-                let slots = p["sandboxSlots"]
-                    .as_u64()
+                let p = &v.policy;
+                let slots = p
+                    .sandbox_slots
                     .map_or("no grant".to_string(), |n| n.to_string());
                 println!("sandbox slots granted: {slots}");
-                println!("pod prefixes: {}", p["podPrefixes"]);
-                if let Some(rate) = p["bandwidthBytesPerSec"].as_u64() {
+                println!("pod prefixes: {:?}", p.pod_prefixes);
+                if let Some(rate) = p.bandwidth_bytes_per_sec {
                     println!(
                         "bandwidth: {} per second each way",
                         xpod_config::ByteSize(rate)
                     );
                 }
-                if let Some(at) = p["revokedAt"].as_i64() {
-                    println!("REVOKED at {at} by {}", s(p, "revokedBy"));
+                if let Some(at) = p.revoked_at {
+                    println!("REVOKED at {at} by {}", or_dash(&p.revoked_by));
                 }
             });
             Ok(())
@@ -100,57 +103,60 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
             remote,
         } => {
             check_id(&node_id)?;
-            let mut body = json!({});
+            let mut body = SetPolicy::default();
             match bandwidth.as_deref() {
                 None => {}
-                Some("none") => body["bandwidthBytesPerSec"] = Value::Null,
+                Some("none") => body.bandwidth_bytes_per_sec = Some(None),
                 Some(rate) => {
                     let b: xpod_config::ByteSize = rate.parse().map_err(|e| {
                         anyhow::anyhow!("--bandwidth `{rate}`: {e} (e.g. 10MB, 512KiB or none)")
                     })?;
-                    body["bandwidthBytesPerSec"] = json!(b.bytes());
+                    body.bandwidth_bytes_per_sec = Some(Some(b.bytes()));
                 }
             }
             match sandbox_slots.as_deref() {
                 None => {}
-                Some("none") => body["sandboxSlots"] = Value::Null,
+                Some("none") => body.sandbox_slots = Some(None),
                 Some(n) => {
                     let n: u32 = n.parse().map_err(|_| {
                         anyhow::anyhow!("--sandbox-slots `{n}`: expected a number or `none`")
                     })?;
-                    body["sandboxSlots"] = json!(n);
+                    body.sandbox_slots = Some(Some(n));
                 }
             }
             if clear_pod_prefixes {
-                body["podPrefixes"] = json!([]);
+                body.pod_prefixes = Some(Vec::new());
             } else if !pod_prefixes.is_empty() {
-                body["podPrefixes"] = json!(pod_prefixes);
+                body.pod_prefixes = Some(pod_prefixes);
             }
-            if body.as_object().is_some_and(|o| o.is_empty()) {
+            if body.sandbox_slots.is_none()
+                && body.bandwidth_bytes_per_sec.is_none()
+                && body.pod_prefixes.is_none()
+            {
                 anyhow::bail!(
                     "nothing to set: give --sandbox-slots, --pod-prefix, --clear-pod-prefixes or --bandwidth"
                 );
             }
-            let (_, v) = client(&remote)?
-                .call(
+            let a: Answer<Policy> = client(&remote)?
+                .send(
                     Method::PATCH,
                     &format!("/.cluster/nodes/{node_id}"),
                     Some(&body),
                 )
                 .await?;
-            print(&remote, &v, |v| println!("node {node_id}: {v}"));
+            print(&remote, &a, |_| println!("node {node_id}: {}", a.json));
             Ok(())
         }
         NodesCmd::Revoke { node_id, remote } => {
             check_id(&node_id)?;
-            let (_, v) = client(&remote)?
-                .call(
+            let a: Answer<Policy> = client(&remote)?
+                .send(
                     Method::POST,
                     &format!("/.cluster/nodes/{node_id}/revoke"),
-                    None,
+                    None::<&()>,
                 )
                 .await?;
-            print(&remote, &v, |_| {
+            print(&remote, &a, |_| {
                 println!("revoked node {node_id}: every center refuses it from now on")
             });
             Ok(())
@@ -159,37 +165,29 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
 }
 
 async fn nodes_list(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::GET, "/.cluster/nodes", None)
-        .await?;
-    print(&remote, &v, |v| {
+    let a: Answer<NodeList> = client(&remote)?.get("/.cluster/nodes").await?;
+    print(&remote, &a, |list| {
         println!(
             "{:<22} {:<7} {:<10} {:<9} {:>9}  {:<9} HELD BY",
             "NODE", "TYPE", "REGION", "STATUS", "SEEN", "TRANSPORT"
         );
         let now = xpod_storage::meta::now_millis();
-        for n in v["nodes"].as_array().into_iter().flatten() {
-            let seen = match n["lastHeartbeat"].as_i64() {
-                Some(t) if t > 0 => format!("{}s ago", (now - t).max(0) / 1000),
+        for n in &list.nodes {
+            let seen = match n.last_heartbeat {
+                t if t > 0 => format!("{}s ago", (now - t).max(0) / 1000),
                 _ => "never".to_string(),
             };
-            let held: Vec<&str> = n["attachedCenters"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             // An edge's tunnel: QUIC over UDP, or over TCP (`tunnel.transport`).
-            let transport = n["capacity"]["transport"].as_str().unwrap_or("-");
+            let transport = n.capacity["transport"].as_str().unwrap_or("-");
             println!(
                 "{:<22} {:<7} {:<10} {:<9} {:>9}  {:<9} {}",
-                s(n, "nodeId"),
-                s(n, "nodeType"),
-                s(n, "region"),
-                s(n, "status"),
+                n.node_id,
+                n.node_type.as_str(),
+                n.region,
+                n.status.as_str(),
                 seen,
                 transport,
-                held.join(",")
+                n.attached_centers.join(",")
             );
         }
     });

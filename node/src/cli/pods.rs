@@ -2,10 +2,11 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{json, Value};
+use xpod_storage::meta::{AccessMode, MigrationStatus, PodRecord};
 
-use super::remote::{client, print, s, Remote};
-use crate::client::ApiClient;
+use super::remote::{client, print, Remote};
+use crate::api_types::cluster::{CreatePod, MigratePod, PodList};
+use crate::client::{Answer, ApiClient};
 
 #[derive(Subcommand)]
 pub(crate) enum PodsCmd {
@@ -45,16 +46,14 @@ pub(crate) enum PodsCmd {
     },
 }
 
-fn pod_line(p: &Value) {
+fn pod_line(p: &PodRecord) {
     println!(
         "{:<24} {:<20} {:>5}  {:<18} {}",
-        s(p, "podId"),
-        s(p, "nodeId"),
-        p.get("epoch").and_then(Value::as_i64).unwrap_or(0),
-        s(p, "accessMode"),
-        p.get("migrationStatus")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        p.pod_id,
+        p.node_id,
+        p.epoch,
+        p.access_mode.as_str(),
+        p.migration_status.map_or("", MigrationStatus::as_str)
     );
 }
 
@@ -65,43 +64,49 @@ pub(crate) async fn run(cmd: PodsCmd) -> anyhow::Result<()> {
             access_mode,
             remote,
         } => {
-            let (_, v) = client(&remote)?
-                .call(
-                    Method::POST,
-                    "/.cluster/pods",
-                    Some(&json!({"podId": pod, "accessMode": access_mode})),
+            let access_mode = AccessMode::parse(&access_mode).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--access-mode `{access_mode}`: expected private, public-read or public-read-write"
                 )
+            })?;
+            let body = CreatePod {
+                pod_id: pod,
+                access_mode: Some(access_mode),
+                account_id: None,
+                node_id: None,
+            };
+            let a: Answer<PodRecord> = client(&remote)?
+                .send(Method::POST, "/.cluster/pods", Some(&body))
                 .await?;
-            print(&remote, &v, |v| {
+            print(&remote, &a, |p| {
                 println!(
                     "created pod {} on node {} ({})",
-                    s(v, "podId"),
-                    s(v, "nodeId"),
-                    s(v, "baseUrl")
+                    p.pod_id, p.node_id, p.base_url
                 )
             });
         }
         PodsCmd::List { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/.cluster/pods", None)
-                .await?;
-            print(&remote, &v, |v| {
+            let a: Answer<PodList> = client(&remote)?.get("/.cluster/pods").await?;
+            print(&remote, &a, |list| {
                 println!(
                     "{:<24} {:<20} {:>5}  {:<18} MIGRATION",
                     "POD", "NODE", "EPOCH", "ACCESS"
                 );
-                for p in v["pods"].as_array().into_iter().flatten() {
+                for p in &list.pods {
                     pod_line(p);
                 }
             });
         }
         PodsCmd::Show { pod, remote } => {
             xpod_routing::target::validate_pod_id(&pod)?;
-            let (_, v) = client(&remote)?
-                .call(Method::GET, &format!("/.cluster/pods/{pod}"), None)
+            let a: Answer<PodRecord> = client(&remote)?
+                .get(&format!("/.cluster/pods/{pod}"))
                 .await?;
-            print(&remote, &v, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            print(&remote, &a, |_| {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&a.json).unwrap_or_default()
+                )
             });
         }
         PodsCmd::Migrate {
@@ -113,20 +118,20 @@ pub(crate) async fn run(cmd: PodsCmd) -> anyhow::Result<()> {
             xpod_routing::target::validate_pod_id(&pod)?;
             xpod_config::validate_node_id(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
             let c = client(&remote)?;
-            let (_, v) = c
-                .call(
+            let a: Answer<PodRecord> = c
+                .send(
                     Method::POST,
                     &format!("/.cluster/pods/{pod}/migrate"),
-                    Some(&json!({"targetNode": to})),
+                    Some(&MigratePod { target_node: to }),
                 )
                 .await?;
-            print(&remote, &v, |v| {
+            print(&remote, &a, |p| {
                 println!(
                     "pod {} now belongs to {} (epoch {}); migration {}",
-                    s(v, "podId"),
-                    s(v, "nodeId"),
-                    v["epoch"],
-                    s(v, "migrationStatus")
+                    p.pod_id,
+                    p.node_id,
+                    p.epoch,
+                    p.migration_status.map_or("-", MigrationStatus::as_str)
                 )
             });
             if wait {
@@ -141,11 +146,9 @@ pub(crate) async fn run(cmd: PodsCmd) -> anyhow::Result<()> {
 async fn wait_migrated(c: &ApiClient, pod: &str, json: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     loop {
-        let (_, v) = c
-            .call(Method::GET, &format!("/.cluster/pods/{pod}"), None)
-            .await?;
-        let status = v["migrationStatus"].as_str().unwrap_or("none").to_string();
-        let progress = v["migrationProgress"].as_i64().unwrap_or(0).clamp(0, 100);
+        let p: PodRecord = c.get(&format!("/.cluster/pods/{pod}")).await?.body;
+        let progress = i64::from(p.migration_progress.unwrap_or(0)).clamp(0, 100);
+        let status = p.migration_status.map_or("none", MigrationStatus::as_str);
         if !json {
             let filled = (progress / 5) as usize;
             eprint!(
@@ -154,20 +157,22 @@ async fn wait_migrated(c: &ApiClient, pod: &str, json: bool) -> anyhow::Result<(
                 "-".repeat(20 - filled)
             );
         }
-        match status.as_str() {
-            "done" | "none" => {
+        match p.migration_status {
+            None | Some(MigrationStatus::Done) => {
                 if !json {
                     eprintln!("  ({:.1} s)", started.elapsed().as_secs_f64());
                 }
                 return Ok(());
             }
-            "failed" => {
+            Some(MigrationStatus::Failed) => {
                 if !json {
                     eprintln!();
                 }
                 anyhow::bail!("migration of pod {pod} failed");
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            Some(MigrationStatus::Syncing) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
         }
     }
 }

@@ -1,9 +1,7 @@
 //! What every remote command shares: which node to talk to with which key (`--server`,
 //! `--key`, `--json`), the API client for it, and printing an answer (JSON or a summary).
 
-use serde_json::Value;
-
-use crate::client::ApiClient;
+use crate::client::{Answer, ApiClient};
 
 #[derive(clap::Args)]
 pub(crate) struct Remote {
@@ -33,17 +31,19 @@ pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
     ApiClient::new(&remote.server, key)
 }
 
-pub(crate) fn print(remote: &Remote, value: &Value, summary: impl FnOnce(&Value)) {
+/// Prints an answer: the server's JSON with `--json`, else `summary` of its typed body.
+pub(crate) fn print<T>(remote: &Remote, answer: &Answer<T>, summary: impl FnOnce(&T)) {
     if remote.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
+            serde_json::to_string_pretty(&answer.json).unwrap_or_default()
         );
     } else {
-        summary(value);
+        summary(&answer.body);
     }
 }
 
-pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("-")
+/// An optional text for a table: `-` when absent.
+pub(crate) fn or_dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }

@@ -8,9 +8,15 @@ use base64::Engine as _;
 use clap::Subcommand;
 use http::Method;
 use http_body_util::BodyExt as _;
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-use super::remote::{client, print, s, Remote};
+use super::remote::{client, or_dash, print, Remote};
+use crate::api_types::sandboxes::{CreateSandbox, CreatedSandbox, Logs, SandboxList};
+use crate::client::Answer;
+use crate::sandbox::internal::ExecBody;
+use crate::sandbox::model::{Resources, Sandbox};
+use crate::sandbox::proto::Event;
+use crate::sandbox::replay::LogEntry;
 
 #[derive(Subcommand)]
 pub(crate) enum SandboxCmd {
@@ -112,13 +118,13 @@ pub(crate) enum SandboxCmd {
     },
 }
 
-fn env_map(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
-    let mut m = serde_json::Map::new();
+fn env_map(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--env {p:?}: expected KEY=VALUE"))?;
-        m.insert(k.to_string(), json!(v));
+        m.insert(k.to_string(), v.to_string());
     }
     Ok(m)
 }
@@ -131,27 +137,30 @@ fn id_path(id: &str) -> anyhow::Result<String> {
 }
 
 /// Writes an event's output to stdout/stderr; the exit code when it ends the command.
-fn emit(ev: &Value) -> anyhow::Result<Option<i32>> {
+fn emit(ev: &Event) -> anyhow::Result<Option<i32>> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    match ev["type"].as_str() {
-        Some("stdout") => {
+    match ev {
+        Event::Stdout { data } => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&b64.decode(s(ev, "data"))?)?;
+            out.write_all(&b64.decode(data)?)?;
             out.flush()?;
         }
-        Some("stderr") => {
+        Event::Stderr { data } => {
             let mut err = std::io::stderr().lock();
-            err.write_all(&b64.decode(s(ev, "data"))?)?;
+            err.write_all(&b64.decode(data)?)?;
             err.flush()?;
         }
-        Some("end") => {
-            if ev["timedOut"].as_bool() == Some(true) {
+        Event::End {
+            exit_code,
+            timed_out,
+        } => {
+            if *timed_out {
                 eprintln!("xpod: the command was killed after its timeout");
             }
-            return Ok(Some(ev["exitCode"].as_i64().unwrap_or(1) as i32));
+            return Ok(Some(*exit_code));
         }
-        Some("error") => {
-            eprintln!("xpod: {}", s(ev, "message"));
+        Event::Error { message } => {
+            eprintln!("xpod: {message}");
             return Ok(Some(1));
         }
         _ => {}
@@ -175,39 +184,39 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
             region,
             node,
         } => {
-            let mut body = json!({"image": image, "network": network, "public": public, "env": env_map(&env)?});
-            let mut resources = serde_json::Map::new();
-            for (k, v) in [
-                ("cpu", cpu.map(u64::from)),
-                ("memoryMb", memory_mb),
-                ("maxProcs", max_procs),
-            ] {
-                if let Some(v) = v {
-                    resources.insert(k.into(), json!(v));
-                }
-            }
-            if !resources.is_empty() {
-                body["resources"] = Value::Object(resources);
-            }
-            for (k, v) in [("name", name), ("region", region), ("node", node)] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            if let Some(t) = timeout {
-                body["timeout"] = json!(t);
-            }
-            let (_, v) = client(&remote)?
-                .call(Method::POST, "/api/v1/sandboxes", Some(&body))
+            let resources =
+                (cpu.is_some() || memory_mb.is_some() || max_procs.is_some()).then(|| {
+                    let d = Resources::default();
+                    Resources {
+                        cpu: cpu.unwrap_or(d.cpu),
+                        memory_mb: memory_mb.unwrap_or(d.memory_mb),
+                        max_procs: max_procs.unwrap_or(d.max_procs),
+                    }
+                });
+            let body = CreateSandbox {
+                name,
+                image: Some(image),
+                env: env_map(&env)?,
+                resources,
+                timeout,
+                network,
+                public,
+                region,
+                node,
+                ..Default::default()
+            };
+            let a: Answer<CreatedSandbox> = client(&remote)?
+                .send(Method::POST, "/api/v1/sandboxes", Some(&body))
                 .await?;
-            print(&remote, &v, |v| {
-                println!("{}", s(v, "id"));
+            print(&remote, &a, |c| {
+                let sb = &c.sandbox;
+                println!("{}", sb.id);
                 eprintln!(
                     "sandbox {} {} on node {}; access token (shown once): {}",
-                    s(v, "id"),
-                    s(v, "status"),
-                    s(v, "node"),
-                    s(v, "accessToken")
+                    sb.id,
+                    sb.status.as_str(),
+                    sb.node,
+                    c.access_token
                 );
             });
             Ok(())
@@ -217,36 +226,36 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
             if let Some(st) = status {
                 path.push_str(&format!("&status={st}"));
             }
-            let (_, v) = client(&remote)?.call(Method::GET, &path, None).await?;
-            print(&remote, &v, |v| {
+            let a: Answer<SandboxList> = client(&remote)?.get(&path).await?;
+            print(&remote, &a, |list| {
                 println!(
                     "{:<17} {:<9} {:<20} {:<8} {:<13} NAME",
                     "ID", "STATUS", "NODE", "IMAGE", "CREATED"
                 );
-                for sb in v["sandboxes"].as_array().into_iter().flatten() {
-                    let created = sb["createdAt"].as_i64().map_or("-".into(), |ms| {
-                        httpdate::fmt_http_date(
-                            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64),
-                        )
-                    });
+                for sb in &list.sandboxes {
+                    let created = httpdate::fmt_http_date(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(sb.created_at.max(0) as u64),
+                    );
                     println!(
                         "{:<17} {:<9} {:<20} {:<8} {:<13} {}",
-                        s(sb, "id"),
-                        s(sb, "status"),
-                        s(sb, "node"),
-                        s(sb, "image"),
+                        sb.id,
+                        sb.status.as_str(),
+                        sb.node,
+                        sb.image,
                         created.get(5..16).unwrap_or("-"),
-                        s(sb, "name")
+                        or_dash(&sb.name)
                     );
                 }
             });
             Ok(())
         }
         SandboxCmd::Get { remote, id } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, &id_path(&id)?, None)
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            let a: Answer<Sandbox> = client(&remote)?.get(&id_path(&id)?).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&a.json).unwrap_or_default()
+            );
             Ok(())
         }
         SandboxCmd::Exec {
@@ -259,9 +268,16 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
             env,
             cmd,
         } => {
-            let mut body = json!({"cmd": cmd, "env": env_map(&env)?});
+            let mut body = ExecBody {
+                cmd,
+                env: env_map(&env)?,
+                cwd,
+                timeout,
+                stdin: None,
+                stdin_base64: None,
+            };
             if let Some(t) = stdin {
-                body["stdin"] = json!(t);
+                body.stdin = Some(t);
             } else if let Some(f) = stdin_file {
                 let bytes = if f.as_os_str() == "-" {
                     let mut b = Vec::new();
@@ -271,14 +287,7 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
                     std::fs::read(&f)
                         .map_err(|e| anyhow::anyhow!("--stdin-file {}: {e}", f.display()))?
                 };
-                body["stdinBase64"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-            }
-            if let Some(t) = timeout {
-                body["timeout"] = json!(t);
-            }
-            if let Some(c) = cwd {
-                body["cwd"] = json!(c);
+                body.stdin_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
             let resp = client(&remote)?
                 .stream(
@@ -297,14 +306,17 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
                 buf.extend_from_slice(&data);
                 while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let ev: Value = serde_json::from_slice(&line)?;
-                    if remote.json {
-                        println!("{}", String::from_utf8_lossy(&line).trim_end());
-                    }
+                    let entry: LogEntry = serde_json::from_slice(&line).map_err(|e| {
+                        anyhow::anyhow!("an output event this xpod does not know: {e}")
+                    })?;
                     let code = if remote.json {
-                        (ev["type"] == "end").then(|| ev["exitCode"].as_i64().unwrap_or(1) as i32)
+                        println!("{}", String::from_utf8_lossy(&line).trim_end());
+                        match entry.event {
+                            Event::End { exit_code, .. } => Some(exit_code),
+                            _ => None,
+                        }
                     } else {
-                        emit(&ev)?
+                        emit(&entry.event)?
                     };
                     if let Some(code) = code {
                         std::process::exit(code);
@@ -321,26 +333,23 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
         } => {
             let api = client(&remote)?;
             loop {
-                let (_, v) = api
-                    .call(
-                        Method::GET,
-                        &format!("{}/logs?cursor={cursor}", id_path(&id)?),
-                        None,
-                    )
+                let a: Answer<Logs> = api
+                    .get(&format!("{}/logs?cursor={cursor}", id_path(&id)?))
                     .await?;
-                if v["truncated"].as_bool() == Some(true) && !remote.json {
+                let logs = a.body;
+                if logs.truncated && !remote.json {
                     eprintln!(
                         "xpod: older output was dropped (the runner keeps the last 10,000 events)"
                     );
                 }
-                for ev in v["events"].as_array().into_iter().flatten() {
+                for entry in &logs.events {
                     if remote.json {
-                        println!("{ev}");
+                        println!("{}", serde_json::to_string(entry).unwrap_or_default());
                     } else {
-                        emit(ev)?;
+                        emit(&entry.event)?;
                     }
                 }
-                cursor = v["cursor"].as_u64().unwrap_or(cursor);
+                cursor = logs.cursor;
                 if !follow {
                     return Ok(());
                 }
@@ -352,14 +361,27 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
             if let Some(g) = grace {
                 path.push_str(&format!("?gracePeriod={g}"));
             }
-            let (_, v) = client(&remote)?.call(Method::DELETE, &path, None).await?;
-            print(&remote, &v, |v| match grace {
-                Some(g) => println!(
-                    "sandbox {id} archived; deleted in {g} s ({})",
-                    s(v, "status")
-                ),
-                None => println!("sandbox {id} deleted"),
-            });
+            let (_, v) = client(&remote)?
+                .call(Method::DELETE, &path, None::<&()>)
+                .await?;
+            // 202 with the archived sandbox; 204 (nothing) when deleted at once.
+            let archived: Option<Sandbox> = match grace {
+                Some(_) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                    anyhow::anyhow!("the answer is not the sandbox this xpod expects: {e}")
+                })?),
+                None => None,
+            };
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                match (grace, archived) {
+                    (Some(g), Some(sb)) => println!(
+                        "sandbox {id} archived; deleted in {g} s ({})",
+                        sb.status.as_str()
+                    ),
+                    _ => println!("sandbox {id} deleted"),
+                }
+            }
             Ok(())
         }
     }

@@ -4,9 +4,10 @@
 
 use clap::Subcommand;
 use http::Method;
-use serde_json::{json, Value};
 
-use super::remote::{client, print, s, Remote};
+use super::remote::{client, print, Remote};
+use crate::api_types::node::{PutForward, PutService, Tunnel, TunnelChange};
+use crate::client::Answer;
 
 #[derive(Subcommand)]
 pub(crate) enum TunnelCmd {
@@ -61,37 +62,25 @@ pub(crate) enum TunnelCmd {
 
 /// `xpod reload`: the node re-reads its configuration file, as on SIGHUP.
 pub(crate) async fn reload(remote: Remote) -> anyhow::Result<()> {
-    let (_, v) = client(&remote)?
-        .call(Method::POST, "/api/v1/node/reload", None)
+    let a: Answer<TunnelChange> = client(&remote)?
+        .send(Method::POST, "/api/v1/node/reload", None::<&()>)
         .await?;
-    print(&remote, &v, summary);
+    print(&remote, &a, summary);
     Ok(())
 }
 
 pub(crate) async fn run(cmd: TunnelCmd) -> anyhow::Result<()> {
     let (remote, method, path, body) = match cmd {
         TunnelCmd::Show { remote } => {
-            let (_, v) = client(&remote)?
-                .call(Method::GET, "/api/v1/node/tunnel", None)
-                .await?;
-            print(&remote, &v, |v| {
-                for svc in v["services"].as_array().into_iter().flatten() {
-                    println!(
-                        "service {} {} → {}",
-                        s(svc, "name"),
-                        s(svc, "kind"),
-                        s(svc, "local")
-                    );
+            let a: Answer<Tunnel> = client(&remote)?.get("/api/v1/node/tunnel").await?;
+            print(&remote, &a, |t| {
+                for svc in t.services.iter().flatten() {
+                    println!("service {} {} → {}", svc.name, svc.kind, svc.local);
                 }
-                for f in v["forwards"].as_array().into_iter().flatten() {
-                    println!(
-                        "forward {} → {}/{}",
-                        s(f, "listen"),
-                        s(f, "node"),
-                        s(f, "service")
-                    );
+                for f in t.forwards.iter().flatten() {
+                    println!("forward {} → {}/{}", f.listen, f.node, f.service);
                 }
-                if v["services"].is_null() && v["forwards"].is_null() {
+                if t.services.is_none() && t.forwards.is_none() {
                     println!("this node runs no tunnels");
                 }
             });
@@ -107,7 +96,13 @@ pub(crate) async fn run(cmd: TunnelCmd) -> anyhow::Result<()> {
             remote,
             Method::PUT,
             format!("/api/v1/node/services/{name}"),
-            Some(json!({"local": local, "kind": kind, "proxyProtocol": proxy_protocol})),
+            Some(serde_json::to_value(PutService {
+                local: local
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--local `{local}`: expected IP:PORT"))?,
+                kind: Some(kind),
+                proxy_protocol,
+            })?),
         ),
         TunnelCmd::Unexpose { name, remote } => (
             remote,
@@ -124,7 +119,7 @@ pub(crate) async fn run(cmd: TunnelCmd) -> anyhow::Result<()> {
             remote,
             Method::PUT,
             format!("/api/v1/node/forwards/{listen}"),
-            Some(json!({"node": node, "service": service})),
+            Some(serde_json::to_value(PutForward { node, service })?),
         ),
         TunnelCmd::Unforward { listen, remote } => (
             remote,
@@ -133,26 +128,23 @@ pub(crate) async fn run(cmd: TunnelCmd) -> anyhow::Result<()> {
             None,
         ),
     };
-    let (_, v) = client(&remote)?.call(method, &path, body.as_ref()).await?;
-    print(&remote, &v, summary);
+    let a: Answer<TunnelChange> = client(&remote)?.send(method, &path, body.as_ref()).await?;
+    print(&remote, &a, summary);
     Ok(())
 }
 
-fn summary(v: &Value) {
-    let applied = v["applied"].as_array().cloned().unwrap_or_default();
-    if applied.is_empty() {
+fn summary(c: &TunnelChange) {
+    let o = &c.outcome;
+    if o.applied.is_empty() {
         println!("nothing changed");
     }
-    for line in applied {
-        println!("changed {}", line.as_str().unwrap_or_default());
+    for line in &o.applied {
+        println!("changed {line}");
     }
-    for section in v["restartNeeded"].as_array().into_iter().flatten() {
-        println!(
-            "needs a restart: {} (changed in the file, left as it runs)",
-            section.as_str().unwrap_or_default()
-        );
+    for section in &o.restart_needed {
+        println!("needs a restart: {section} (changed in the file, left as it runs)");
     }
-    if let Some(note) = v["note"].as_str() {
+    if let Some(note) = &c.note {
         println!("note: {note}");
     }
 }
