@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::reload::Outcome;
-
 /// `PUT /api/v1/node/services/{name}` (an edge).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -34,7 +32,20 @@ pub struct PutForward {
     pub service: String,
 }
 
-/// What a reload or a change through the API did.
+/// What a reload or an API change did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// What changed, one line per list (`tunnel.services: +api −old`).
+    pub applied: Vec<String>,
+    /// Settings that differ from the running ones and take a restart.
+    pub restart_needed: Vec<String>,
+    /// Whether the change is in the configuration file (a reload) or lasts until the next
+    /// reload or restart (an API change).
+    pub persistent: bool,
+}
+
+/// What a reload or a change through the API did, with a note when it is not in the file.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TunnelChange {
     #[serde(flatten)]

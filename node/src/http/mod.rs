@@ -280,7 +280,10 @@ async fn dispatch(
         }
     }
     if let Target::Ops(route) = target {
-        // Probes and scrapes never need credentials, and never touch the key store.
+        // Probes, scrapes and the document never need credentials, nor touch the key store.
+        if route == xpod_routing::OpsRoute::OpenApi {
+            return openapi::serve(req.method());
+        }
         return ops::handle(&app, route, &req).await;
     }
     if let Target::Dashboard(file) = &target {

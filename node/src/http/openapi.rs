@@ -11,7 +11,11 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use http::{Method, Response};
+
 use crate::api_types::ErrorBody;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,7 +30,7 @@ use crate::api_types::ErrorBody;
         super::ops::health_detailed,
         super::ops::readiness,
         super::ops::metrics,
-        super::ops::openapi,
+        serve,
         super::cluster::list_pods,
         super::cluster::create_pod,
         super::cluster::get_pod,
@@ -133,6 +137,19 @@ impl Modify for Additions {
             }
         }
     }
+}
+
+/// This document: OpenAPI 3.1, generated from the handlers and their types.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "ops", security(()),
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+pub fn serve(method: &Method) -> Result<Response<Body>, ApiError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::method_not_allowed("GET, HEAD"));
+    }
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body::full(json()))
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The document as JSON, built on first use.

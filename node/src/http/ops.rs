@@ -1,5 +1,5 @@
-//! Operations endpoints: `/health`, `/health/detailed`, `/readiness`, `/metrics`,
-//! `/openapi.json` (generated, [`super::openapi`]). No credentials needed; they reveal no
+//! Operations endpoints: `/health`, `/health/detailed`, `/readiness`, `/metrics` (and
+//! `/openapi.json`, served by [`super::openapi`]). No credentials needed; they reveal no
 //! secrets.
 
 use http::{Method, Request, Response, StatusCode};
@@ -24,7 +24,8 @@ pub async fn handle<B>(
         OpsRoute::HealthDetailed => Ok(health_detailed(app).await),
         OpsRoute::Readiness => readiness(app).await,
         OpsRoute::Metrics => metrics(app),
-        OpsRoute::OpenApi => openapi(),
+        // Served by `super::openapi` (which names this module's operations).
+        OpsRoute::OpenApi => Err(ApiError::not_found("/openapi.json is served elsewhere")),
     }
 }
 
@@ -112,15 +113,5 @@ fn metrics(app: &App) -> Result<Response<Body>, ApiError> {
     Response::builder()
         .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body::full(app.metrics.render(sample, &figures)))
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// This document: OpenAPI 3.1, generated from the handlers and their types.
-#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "ops", security(()),
-    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
-fn openapi() -> Result<Response<Body>, ApiError> {
-    Response::builder()
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body::full(super::openapi::json()))
         .map_err(|e| ApiError::internal(e.to_string()))
 }

@@ -15,10 +15,9 @@ use serde_json::json;
 use xpod_config::{ServiceKind, TunnelForward, TunnelService};
 
 use super::{read_json, segments, Ctx};
-use crate::api_types::node::{PutForward, PutService, Tunnel, TunnelChange};
+use crate::api_types::node::{Outcome, PutForward, PutService, Tunnel, TunnelChange};
 use crate::api_types::ErrorBody;
 use crate::auth::require_admin;
-use crate::reload::Outcome;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 

@@ -19,12 +19,11 @@
 //!
 //! [`state`]: what is kept between changes, the `App` field (this file has the logic).
 
-use crate::api_types::node::{ForwardView, ServiceView, Tunnel};
+use crate::api_types::node::{ForwardView, Outcome, ServiceView, Tunnel};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use xpod_config::{Config, Role, TunnelForward, TunnelService};
@@ -45,19 +44,6 @@ static SOURCE: OnceLock<Source> = OnceLock::new();
 /// Records how this process loads its configuration (the command line does, before `run`).
 pub fn set_source(source: Source) {
     let _ = SOURCE.set(source);
-}
-
-/// What a reload or an API change did.
-#[derive(Debug, Default, Serialize, Clone, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Outcome {
-    /// What changed, one line per list (`tunnel.services: +api −old`).
-    pub applied: Vec<String>,
-    /// Settings that differ from the running ones and take a restart.
-    pub restart_needed: Vec<String>,
-    /// Whether the change is in the configuration file (a reload) or lasts until the next
-    /// reload or restart (an API change).
-    pub persistent: bool,
 }
 
 /// A center's forwards, bound at start-up, served until `stop` (or removed).
