@@ -159,3 +159,55 @@ impl ApiClient {
         self.send(Method::GET, path, None::<&()>).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::api_types::cluster::PodList;
+
+    /// A server that answers every request with `body` (200, JSON).
+    async fn answering(body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_as_the_api_type_or_refused_naming_it() {
+        let ok = answering(r#"{"pods": []}"#).await;
+        let a: Answer<PodList> = ApiClient::new(&ok, None)
+            .unwrap()
+            .get("/.cluster/pods")
+            .await
+            .unwrap();
+        assert!(a.body.pods.is_empty());
+        assert_eq!(a.json, serde_json::json!({"pods": []}));
+
+        let other = answering(r#"{"pods": 5}"#).await;
+        let e = ApiClient::new(&other, None)
+            .unwrap()
+            .get::<PodList>("/.cluster/pods")
+            .await
+            .err()
+            .expect("a PodList of another shape is refused");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("the answer to GET /.cluster/pods is not the PodList this xpod expects"),
+            "{e}"
+        );
+    }
+}
