@@ -80,7 +80,7 @@ pub(super) async fn set_policy(
     if let Some(Some(rate)) = input.bandwidth_bytes_per_sec {
         if !(MIN_BANDWIDTH..=MAX_BANDWIDTH).contains(&rate) {
             return Err(ApiError::bad_request(format!(
-                "bandwidthBytesPerSec {rate}: expected {MIN_BANDWIDTH}..={MAX_BANDWIDTH} (or null for no limit)"
+                "bandwidthBytesPerSec {rate}: at least {MIN_BANDWIDTH} and at most {MAX_BANDWIDTH} (or null for no limit)"
             )));
         }
     }
