@@ -82,6 +82,8 @@ pub struct App {
     pub rows: crate::row_cache::RowCache,
     /// Effective ACLs in memory (dropped when an `.acl` or the pod's owner changes).
     pub acls: crate::acl_cache::AclCache,
+    /// The SPARQL indexes of the pods this node owns, built on the first query.
+    pub sparql: crate::sparql::Indexes,
     /// Connections to the other centers.
     pub mesh: Arc<crate::mesh::peers::Mesh>,
     /// When this node's certificate (`node.crt`) expires, ms since the Unix epoch, once its
@@ -154,6 +156,7 @@ impl App {
             owners,
             keys: Default::default(),
             acls: Default::default(),
+            sparql: Default::default(),
             notify: Default::default(),
             solid_hooks: Default::default(),
             oidc: crate::oidc::Oidc::new(&config.solid),

@@ -85,6 +85,7 @@ pub mod reply;
 pub mod row_cache;
 pub mod sandbox;
 pub mod solid;
+pub mod sparql;
 pub mod special_ip;
 pub mod tasks;
 pub mod webhooks;

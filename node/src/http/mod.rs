@@ -32,6 +32,7 @@ pub mod resource;
 pub mod route_label;
 pub mod sandboxes;
 pub mod solid;
+pub mod sparql;
 pub mod tunnel_api;
 pub mod webhook_api;
 

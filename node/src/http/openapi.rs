@@ -80,6 +80,7 @@ use crate::reply::error::ApiError;
         super::pods::put,
         super::pods::post,
         super::pods::delete,
+        super::sparql::serve,
         super::dashboard::serve,
         crate::install::serve_script,
         crate::install::serve,

@@ -119,6 +119,10 @@ async fn serve(
     if method == Method::OPTIONS {
         return Ok(options(path));
     }
+    if path == super::sparql::PATH {
+        // A query reads; it needs no lease, and WAC is decided per document it reads.
+        return super::sparql::serve(ctx, &pod, req).await;
+    }
     if !matches!(method, Method::GET | Method::HEAD) {
         // Self-fencing: without a running lease this center writes nothing for its pods.
         app.lease.check_writable()?;

@@ -89,7 +89,7 @@ impl fmt::Display for RdfError {
 
 /// The q-value a media range list gives `media_type` (RFC 9110 §12.5.1: the most specific
 /// matching range decides; no `Accept` at all accepts everything).
-fn quality(accept: &[(String, f32)], media_type: &str) -> f32 {
+pub fn quality(accept: &[(String, f32)], media_type: &str) -> f32 {
     let (ty, _) = media_type.split_once('/').unwrap_or((media_type, ""));
     let mut best: Option<(u8, f32)> = None;
     for (range, q) in accept {
