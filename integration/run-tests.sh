@@ -88,16 +88,17 @@ export XPOD_TEST_MOTO_SERVER
 
 # standardwebhooks (PyPI): an independent verifier of the webhook signatures,
 # prometheus-client (PyPI): Prometheus' own parser of the /metrics exposition, and schemathesis
-# (PyPI): the API fuzzer of integration/tests/api_fuzz.rs; same venv.
-if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks, prometheus_client, schemathesis' >/dev/null 2>&1; then
+# (PyPI): the API fuzzer of integration/tests/api_fuzz.rs, SPARQLWrapper (PyPI, with rdflib):
+# the SPARQL client of integration/tests/sparql.rs; same venv.
+if ! "$MOTO_VENV/bin/python" -c 'import standardwebhooks, prometheus_client, schemathesis, SPARQLWrapper, rdflib' >/dev/null 2>&1; then
   if [ ! -x "$MOTO_VENV/bin/python" ]; then
     PY=$(venv_python)
     [ -n "$PY" ] || { echo "no python3 that can make a venv" >&2; exit 1; }
     "$PY" -m venv "$MOTO_VENV"
   fi
-  say "installing standardwebhooks, prometheus-client and schemathesis from PyPI"
+  say "installing standardwebhooks, prometheus-client, schemathesis and SPARQLWrapper from PyPI"
   "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check 'standardwebhooks>=1,<2' \
-    'prometheus-client>=0.20,<1' 'schemathesis>=4,<5'
+    'prometheus-client>=0.20,<1' 'schemathesis>=4,<5' 'SPARQLWrapper>=2,<3' 'rdflib>=7,<8'
 fi
 export XPOD_TEST_WEBHOOKS_PYTHON="$MOTO_VENV/bin/python"
 
