@@ -167,6 +167,7 @@ pub async fn serve(
         })
         .await
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "pod_too_large", m))?;
+    app.sparql.trim(&index);
     let allowed: HashSet<NamedNode> = readable
         .iter()
         .filter_map(|p| NamedNode::new(index.url_of(p)).ok())

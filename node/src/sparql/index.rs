@@ -12,6 +12,9 @@ use crate::solid::rdf::{self, Format};
 
 /// Triples one pod's index may hold; a pod beyond it is refused with a message naming it.
 pub const MAX_TRIPLES: usize = 2_000_000;
+/// Triples all the indexes of a node hold together (a few hundred bytes each): past it, the
+/// least recently queried pods are dropped (they are built again when next queried).
+pub const MAX_NODE_TRIPLES: usize = 4_000_000;
 /// Pods indexed at once on a node; the least recently queried goes first.
 pub const MAX_PODS: usize = 16;
 
@@ -48,6 +51,26 @@ impl Indexes {
         pods.push_front((pod_id.to_string(), index.clone()));
         pods.truncate(MAX_PODS);
         index
+    }
+
+    /// Drops the least recently queried pods but `keep` while the node holds more than
+    /// [`MAX_NODE_TRIPLES`].
+    pub fn trim(&self, keep: &PodIndex) {
+        self.trim_to(keep, MAX_NODE_TRIPLES)
+    }
+
+    fn trim_to(&self, keep: &PodIndex, budget: usize) {
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let size = |p: &PodIndex| p.read().triples;
+        let mut total: usize = pods.iter().map(|(_, p)| size(p)).sum();
+        while total > budget {
+            let Some(i) = pods.iter().rposition(|(_, p)| !std::ptr::eq(&**p, keep)) else {
+                break;
+            };
+            let (id, p) = pods.remove(i).expect("present");
+            total -= size(&p);
+            tracing::info!(pod = %id, triples = size(&p), "sparql: index dropped to stay within the node's budget");
+        }
     }
 
     /// Pods indexed now.
@@ -303,6 +326,23 @@ mod tests {
         assert_eq!(st.triples, 1);
         assert_eq!(st.dataset.len(), 1);
         assert_eq!(st.graphs().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn past_the_node_budget_the_least_recently_queried_pods_go() {
+        let ixs = Indexes::default();
+        let f =
+            |_r: ResourceRecord| std::future::ready(Ok(Bytes::from_static(b"<#a> <#p> 1, 2, 3.")));
+        let docs = [doc("/a.ttl", "1", "text/turtle")];
+        for id in ["old", "mid", "new"] {
+            ixs.pod(id, "http://n/").refresh(&docs, f).await.unwrap();
+        }
+        let new = ixs.pod("new", "http://n/");
+        ixs.trim_to(&new, 7);
+        assert_eq!(ixs.len(), 2, "9 triples > 7: the oldest pod goes");
+        ixs.trim_to(&new, 0);
+        assert_eq!(ixs.len(), 1, "never the pod being queried");
+        assert_eq!(ixs.pod("new", "http://n/").read().triples, 3);
     }
 
     #[test]
