@@ -16,9 +16,10 @@ pub struct CreatePod {
     /// Default `private`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_mode: Option<AccessMode>,
-    /// The account that owns it (default: the caller's key's owner).
+    /// The account that owns it (default: the caller's key's owner): an owner name, or the
+    /// owner's WebID (`http(s)://…`, whose agent then has every mode by the default ACL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(pattern = r"^([A-Za-z0-9._-]{1,64}|https?://[^\s\x00-\x1f\x7f-\x9f]{1,2040})$")]
     pub account_id: Option<String>,
     /// The node that owns it (default: the node answering); it must be in the cluster. An edge
     /// keeps a pod assigned to it when it reports hosting it.
@@ -258,4 +259,46 @@ pub struct ServedCert {
 pub struct RenewRequested {
     pub requested_at: Millis,
     pub certificate: String,
+}
+
+/// Checks a pod's `accountId` as the document describes it: an owner name (1–64 of
+/// `A-Z a-z 0-9 . _ -`) or a WebID (`http://` or `https://` and 1–2040 characters without
+/// spaces or control characters).
+pub fn check_account(account: &str) -> Result<(), String> {
+    let webid = ["https://", "http://"]
+        .iter()
+        .find_map(|s| account.strip_prefix(s))
+        .is_some_and(|rest| {
+            (1..=2040).contains(&rest.chars().count())
+                && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if webid || crate::auth::validate_owner(account).is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "accountId {account:?}: expected an owner name (1–64 letters, digits, `.`, `_` or `-`) or a WebID (http:// or https://, no spaces)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_account_is_an_owner_name_or_a_webid() {
+        use super::check_account as c;
+        assert!(c("alice").is_ok());
+        assert!(c("http://localhost:3000/alice/profile/card#me").is_ok());
+        assert!(c("https://id.example/me").is_ok());
+        for bad in [
+            "",
+            "a b",
+            "ftp://x/y",
+            "https://",
+            "https://a b",
+            "http://x\n",
+            "ä",
+        ] {
+            let e = c(bad).unwrap_err();
+            assert!(e.contains("accountId"), "{bad:?}: {e}");
+        }
+    }
 }

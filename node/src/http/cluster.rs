@@ -95,8 +95,7 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let access_mode = input.access_mode.unwrap_or(AccessMode::Private);
     if let Some(account) = &input.account_id {
-        crate::auth::validate_owner(account)
-            .map_err(|e| ApiError::bad_request(format!("accountId: {e}")))?;
+        crate::api_types::cluster::check_account(account).map_err(ApiError::bad_request)?;
     }
     let new = NewPod {
         pod_id: input.pod_id.clone(),
