@@ -168,10 +168,7 @@ pub async fn serve(
         .await
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "pod_too_large", m))?;
     app.sparql.trim(&index);
-    let allowed: HashSet<NamedNode> = readable
-        .iter()
-        .filter_map(|p| NamedNode::new(index.url_of(p)).ok())
-        .collect();
+    let allowed: HashSet<String> = readable.iter().map(|p| index.url_of(p)).collect();
     let limits = Limits::default();
     let cancel = spareval::CancellationToken::new();
     let timer = {

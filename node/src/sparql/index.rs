@@ -105,6 +105,27 @@ impl State {
     }
 }
 
+#[cfg(test)]
+impl State {
+    /// A state of `quads`, each graph registered as a document (named by the graph's IRI).
+    pub(crate) fn of_quads(quads: Vec<Quad>) -> State {
+        let mut st = State::default();
+        for q in quads {
+            if let GraphName::NamedNode(g) = &q.graph_name {
+                let doc = st.docs.entry(g.as_str().to_string()).or_insert(Doc {
+                    etag: String::new(),
+                    graph: g.clone(),
+                    triples: 0,
+                });
+                doc.triples += 1;
+            }
+            st.triples += 1;
+            st.dataset.insert(&q);
+        }
+        st
+    }
+}
+
 /// A pod's dataset.
 pub struct PodIndex {
     /// The URL the graph names and relative IRIs start from (ends with `/`).

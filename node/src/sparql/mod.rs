@@ -8,11 +8,13 @@
 //!   metadata query) and re-reads only those whose tag changed, so writes through any node,
 //!   and a move of the pod, are seen at the next query without rebuilding. Bounded: triples per
 //!   pod and pods per node (the least recently queried is dropped).
+//! - [`view`]: the pod's dataset as the caller may read it (other graphs do not exist in it);
 //! - [`query`]: evaluation (Oxigraph's `spareval`) in a blocking thread, with a deadline and a
 //!   result-size limit, answered in the format the client accepts.
 
 pub mod index;
 pub mod query;
+pub mod view;
 
 pub use index::{Indexes, PodIndex};
 

@@ -11,6 +11,7 @@ use spareval::{CancellationToken, QueryEvaluationError, QueryEvaluator, QueryRes
 use spargebra::{Query, SparqlParser};
 
 use super::index::State;
+use super::view::Readable;
 use crate::solid::rdf::{self, Format};
 
 /// How long a query may run, how many rows (or triples) and bytes it may answer.
@@ -80,40 +81,22 @@ pub struct Answer {
     pub count: usize,
 }
 
-/// The graphs a query may see: `allowed` (graph names the caller may read), narrowed by the
-/// protocol's `default-graph-uri` / `named-graph-uri` (`extra`: `(default, named)`), or else
-/// by the query's `FROM` / `FROM NAMED`; without either, every allowed graph is both in the
-/// default graph (their union) and named. A graph named that is not allowed is just empty.
-fn restrict(
+/// The query's dataset: the protocol's `default-graph-uri` / `named-graph-uri` (`extra`:
+/// `(default, named)`), or else the query's `FROM` / `FROM NAMED`; without either, the default
+/// graph is the union of every graph and every graph is named. What the caller may not read
+/// is out of the [`Readable`] view whatever is asked.
+fn dataset_of(
     prepared: &mut spareval::PreparedQuery<'_>,
     query: &Query,
-    allowed: &HashSet<NamedNode>,
     extra: &(Vec<NamedNode>, Vec<NamedNode>),
 ) {
-    let mut all: Vec<NamedNode> = allowed.iter().cloned().collect();
-    all.sort();
-    let (default, named) = if !extra.0.is_empty() || !extra.1.is_empty() {
-        (extra.0.clone(), extra.1.clone())
-    } else if let Some(ds) = query.dataset() {
-        (ds.default.clone(), ds.named.clone().unwrap_or_default())
-    } else {
-        (all.clone(), all)
-    };
     let spec = prepared.dataset_mut();
-    spec.set_default_graph(
-        default
-            .into_iter()
-            .filter(|g| allowed.contains(g))
-            .map(Into::into)
-            .collect(),
-    );
-    spec.set_available_named_graphs(
-        named
-            .into_iter()
-            .filter(|g| allowed.contains(g))
-            .map(Into::into)
-            .collect(),
-    );
+    if !extra.0.is_empty() || !extra.1.is_empty() {
+        spec.set_default_graph(extra.0.iter().cloned().map(Into::into).collect());
+        spec.set_available_named_graphs(extra.1.iter().cloned().map(Into::into).collect());
+    } else if query.dataset().is_none() {
+        spec.set_default_graph_as_union();
+    }
 }
 
 /// The results format for SELECT and ASK: JSON unless `accept` prefers XML, CSV or TSV.
@@ -171,12 +154,12 @@ fn pick<F: Copy>(
     best.map(|(f, _)| f)
 }
 
-/// Runs `query` over `state` as a caller who may read `allowed`, within `limits`;
-/// `cancel` is cancelled by the caller's clock at the deadline.
+/// Runs `query` over `state` as a caller who may read the graphs named in `allowed`, within
+/// `limits`; `cancel` is cancelled by the caller's clock at the deadline.
 pub fn run(
     state: &State,
     query: &Query,
-    allowed: &HashSet<NamedNode>,
+    allowed: &HashSet<String>,
     extra: &(Vec<NamedNode>, Vec<NamedNode>),
     accept: Option<&str>,
     limits: Limits,
@@ -190,7 +173,13 @@ pub fn run(
     };
     let evaluator = QueryEvaluator::new().with_cancellation_token(cancel);
     let mut prepared = evaluator.prepare(query);
-    restrict(&mut prepared, query, allowed, extra);
+    dataset_of(&mut prepared, query, extra);
+    // The whole dataset when the caller may read every graph (no filtering at all).
+    let readable = (!state.graphs().all(|(_, g)| allowed.contains(g.as_str()))).then_some(allowed);
+    let view = Readable {
+        dataset: &state.dataset,
+        readable,
+    };
     let failed = |e: QueryEvaluationError| match e {
         QueryEvaluationError::Cancelled => QueryError::Timeout(limits.timeout),
         e => QueryError::Evaluation(e.to_string()),
@@ -209,7 +198,7 @@ pub fn run(
         ))
     };
     let io = |e: std::io::Error| QueryError::Evaluation(e.to_string());
-    match prepared.execute(&state.dataset).map_err(failed)? {
+    match prepared.execute(view).map_err(failed)? {
         QueryResults::Boolean(b) => {
             let Ok(format) = kind_format else {
                 unreachable!("ASK has a results format")
@@ -286,25 +275,28 @@ mod tests {
     use oxrdf::{Literal, Quad};
 
     fn state() -> State {
-        let mut st = State::default();
         let p = NamedNode::new("http://ex/p").unwrap();
-        for (g, s, v) in [
-            ("http://n/a/pub.ttl", "http://ex/x", 1),
-            ("http://n/a/pub.ttl", "http://ex/y", 2),
-            ("http://n/a/secret.ttl", "http://ex/z", 3),
-        ] {
-            st.dataset.insert(&Quad::new(
-                NamedNode::new(s).unwrap(),
-                p.clone(),
-                Literal::from(v),
-                NamedNode::new(g).unwrap(),
-            ));
-        }
-        st
+        State::of_quads(
+            [
+                ("http://n/a/pub.ttl", "http://ex/x", 1),
+                ("http://n/a/pub.ttl", "http://ex/y", 2),
+                ("http://n/a/secret.ttl", "http://ex/z", 3),
+            ]
+            .into_iter()
+            .map(|(g, s, v)| {
+                Quad::new(
+                    NamedNode::new(s).unwrap(),
+                    p.clone(),
+                    Literal::from(v),
+                    NamedNode::new(g).unwrap(),
+                )
+            })
+            .collect(),
+        )
     }
 
-    fn allowed(gs: &[&str]) -> HashSet<NamedNode> {
-        gs.iter().map(|g| NamedNode::new(*g).unwrap()).collect()
+    fn allowed(gs: &[&str]) -> HashSet<String> {
+        gs.iter().map(|g| g.to_string()).collect()
     }
 
     fn ask(
