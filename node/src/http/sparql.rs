@@ -19,6 +19,7 @@ use crate::api_types::ErrorBody;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 use crate::solid::wac::Modes;
+use crate::sparql::index::RefreshError;
 use crate::sparql::query::{self, Limits, QueryError};
 
 /// The endpoint's path in a pod.
@@ -148,8 +149,11 @@ pub async fn serve(
         return Err(ApiError::method_not_allowed("GET, POST"));
     }
     let app = &ctx.app;
-    let decisions = documents_readable(ctx, pod, &req).await?;
-    let (request, accept) = read_request(req).await?;
+    // The head alone decides access; the body is the query, read first (a malformed one costs
+    // no access decision).
+    let (parts, body_in) = req.into_parts();
+    let head = Request::from_parts(parts.clone(), ());
+    let (request, accept) = read_request(Request::from_parts(parts, body_in)).await?;
     let query = query::parse(&request.text, &pod.base_url)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_query", e.to_string()))?;
     let Ok(_slot) = app.sparql.slots.clone().try_acquire_owned() else {
@@ -159,14 +163,23 @@ pub async fn serve(
         ))
         .with_header(header::RETRY_AFTER, "1"));
     };
+    let (docs, readable) = documents_readable(ctx, pod, &head).await?;
     let index = app.sparql.pod(&pod.pod_id, &pod.base_url);
-    let (docs, readable) = decisions;
     index
         .refresh(&docs, |r| async move {
-            resource::read_all(ctx, &r).await.map_err(|e| e.message)
+            resource::read_all(ctx, &r)
+                .await
+                .map_err(|e| format!("reading {}: {}", r.path, e.message))
         })
         .await
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "pod_too_large", m))?;
+        .map_err(|e| match e {
+            RefreshError::TooLarge(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "pod_too_large", m)
+            }
+            RefreshError::Read(m) => ApiError::unavailable(format!(
+                "the pod's documents could not all be read for the query: {m}"
+            )),
+        })?;
     app.sparql.trim(&index);
     let allowed: HashSet<String> = readable.iter().map(|p| index.url_of(p)).collect();
     let limits = Limits::default();

@@ -135,6 +135,15 @@ pub struct PodIndex {
     refreshing: tokio::sync::Mutex<()>,
 }
 
+/// Why a refresh left the index as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshError {
+    /// The pod would hold more than [`MAX_TRIPLES`].
+    TooLarge(String),
+    /// A document could not be read (the store's message).
+    Read(String),
+}
+
 /// What a refresh did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Refreshed {
@@ -170,7 +179,7 @@ impl PodIndex {
         &self,
         docs: &[ResourceRecord],
         fetch: F,
-    ) -> Result<Refreshed, String>
+    ) -> Result<Refreshed, RefreshError>
     where
         F: Fn(ResourceRecord) -> Fut,
         Fut: Future<Output = Result<Bytes, String>>,
@@ -202,8 +211,9 @@ impl PodIndex {
         let mut parsed = Vec::with_capacity(stale.len());
         for (r, format) in stale {
             let url = self.url_of(&r.path);
-            let graph = NamedNode::new(&url).map_err(|e| format!("{url}: {e}"))?;
-            let bytes = fetch(r.clone()).await?;
+            let graph =
+                NamedNode::new(&url).map_err(|e| RefreshError::Read(format!("{url}: {e}")))?;
+            let bytes = fetch(r.clone()).await.map_err(RefreshError::Read)?;
             match rdf::parse(&bytes, format, &url) {
                 Ok(g) => parsed.push((r, graph, g)),
                 Err(e) => {
@@ -224,9 +234,9 @@ impl PodIndex {
         let added: usize = parsed.iter().map(|(_, _, g)| g.len()).sum();
         let after = st.triples - replaced + added;
         if after > MAX_TRIPLES {
-            return Err(format!(
+            return Err(RefreshError::TooLarge(format!(
                 "the pod's RDF documents hold {after} triples; SPARQL indexes at most {MAX_TRIPLES} per pod"
-            ));
+            )));
         }
         let done = Refreshed {
             read: parsed.len(),
@@ -347,6 +357,29 @@ mod tests {
         assert_eq!(st.triples, 1);
         assert_eq!(st.dataset.len(), 1);
         assert_eq!(st.graphs().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_document_that_cannot_be_read_fails_the_refresh_and_changes_nothing() {
+        let ix = PodIndex::new("http://n/alice/");
+        let ok = |_r: ResourceRecord| std::future::ready(Ok(Bytes::from_static(b"<#a> <#p> 1.")));
+        ix.refresh(&[doc("/a.ttl", "1", "text/turtle")], ok)
+            .await
+            .unwrap();
+        let broken = |r: ResourceRecord| std::future::ready(Err(format!("{}: gone", r.path)));
+        let docs = [doc("/a.ttl", "2", "text/turtle")];
+        let e = ix.refresh(&docs, broken).await.unwrap_err();
+        assert_eq!(e, RefreshError::Read("/a.ttl: gone".into()));
+        assert_eq!(
+            ix.read().triples,
+            1,
+            "the old graph stays until it can be read again"
+        );
+        let r = ix.refresh(&docs, ok).await.unwrap();
+        assert_eq!(
+            r.read, 1,
+            "the same change is tried again by the next query"
+        );
     }
 
     #[tokio::test]
