@@ -5,7 +5,8 @@
 //! the documents the caller may read (Web Access Control, as for a GET of each) take part,
 //! so an anonymous caller queries the public documents. Refused with a message that names the
 //! problem: malformed queries (400), formats the client does not take (406), answers past the
-//! limits (422), queries past the deadline or beyond the node's concurrent queries (503).
+//! limits (422), queries past the deadline or beyond the node's concurrent queries, or over
+//! documents that cannot be read now (503).
 
 use std::collections::HashSet;
 
