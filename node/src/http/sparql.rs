@@ -157,7 +157,7 @@ pub async fn serve(
     let (request, accept) = read_request(Request::from_parts(parts, body_in)).await?;
     let query = query::parse(&request.text, &pod.base_url)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_query", e.to_string()))?;
-    let Ok(_slot) = app.sparql.slots.clone().try_acquire_owned() else {
+    let Ok(slot) = app.sparql.slots.clone().try_acquire_owned() else {
         return Err(ApiError::unavailable(format!(
             "this node runs {} SPARQL queries already; retry shortly",
             crate::sparql::MAX_RUNNING
@@ -192,9 +192,14 @@ pub async fn serve(
             cancel.cancel();
         })
     };
+    // A client that leaves stops its query too (this future is dropped, the guard cancels).
+    let _leaving = CancelOnDrop(cancel.clone());
     let extra = (request.default, request.named);
     let started = std::time::Instant::now();
     let ran = tokio::task::spawn_blocking(move || {
+        // The slot is the thread's: it is free when the evaluation ends, not when the client
+        // leaves.
+        let _slot = slot;
         let state = index.read();
         query::run(
             &state,
@@ -256,4 +261,13 @@ async fn documents_readable<B>(
         }
     }
     Ok((docs, readable))
+}
+
+/// Cancels a query when dropped (its request ended, answered or not).
+struct CancelOnDrop(spareval::CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }

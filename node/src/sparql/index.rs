@@ -61,7 +61,7 @@ impl Indexes {
 
     fn trim_to(&self, keep: &PodIndex, budget: usize) {
         let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
-        let size = |p: &PodIndex| p.read().triples;
+        let size = |p: &PodIndex| p.size.load(std::sync::atomic::Ordering::Relaxed);
         let mut total: usize = pods.iter().map(|(_, p)| size(p)).sum();
         while total > budget {
             let Some(i) = pods.iter().rposition(|(_, p)| !std::ptr::eq(&**p, keep)) else {
@@ -130,7 +130,11 @@ impl State {
 pub struct PodIndex {
     /// The URL the graph names and relative IRIs start from (ends with `/`).
     base: String,
-    state: RwLock<State>,
+    /// Written only in a blocking thread (a long query holds it for reading: an async task
+    /// never waits for it).
+    state: Arc<RwLock<State>>,
+    /// The triples held, readable without the lock.
+    size: std::sync::atomic::AtomicUsize,
     /// One refresh at a time (queries meanwhile wait for it, then read its result).
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -156,7 +160,8 @@ impl PodIndex {
     fn new(base: &str) -> PodIndex {
         PodIndex {
             base: base.to_string(),
-            state: RwLock::new(State::default()),
+            state: Arc::new(RwLock::new(State::default())),
+            size: std::sync::atomic::AtomicUsize::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
@@ -222,54 +227,73 @@ impl PodIndex {
                 }
             }
         }
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let replaced: usize = parsed
-            .iter()
-            .filter_map(|(r, _, _)| st.docs.get(&r.path).map(|d| d.triples))
-            .chain(
-                gone.iter()
-                    .filter_map(|p| st.docs.get(p).map(|d| d.triples)),
-            )
-            .sum();
-        let added: usize = parsed.iter().map(|(_, _, g)| g.len()).sum();
-        let after = st.triples - replaced + added;
-        if after > MAX_TRIPLES {
-            return Err(RefreshError::TooLarge(format!(
-                "the pod's RDF documents hold {after} triples; SPARQL indexes at most {MAX_TRIPLES} per pod"
-            )));
-        }
-        let done = Refreshed {
-            read: parsed.len(),
-            dropped: gone.len(),
-            kept: rdf_docs.len() - parsed.len(),
-        };
-        for path in gone.iter().chain(parsed.iter().map(|(r, _, _)| &r.path)) {
-            if let Some(old) = st.docs.remove(path) {
-                drop_graph(&mut st.dataset, &old.graph);
-            }
-        }
-        for (r, graph, g) in parsed {
-            let name = GraphName::NamedNode(graph.clone());
-            for t in g.iter() {
-                st.dataset.insert(&Quad::new(
-                    t.subject.into_owned(),
-                    t.predicate.into_owned(),
-                    t.object.into_owned(),
-                    name.clone(),
-                ));
-            }
-            st.docs.insert(
-                r.path.clone(),
-                Doc {
-                    etag: r.etag.clone(),
-                    graph,
-                    triples: g.len(),
-                },
-            );
-        }
-        st.triples = after;
+        let state = self.state.clone();
+        let total = rdf_docs.len();
+        let (done, triples) =
+            tokio::task::spawn_blocking(move || apply(&state, parsed, gone, total))
+                .await
+                .map_err(|e| RefreshError::Read(format!("updating the index failed: {e}")))??;
+        self.size
+            .store(triples, std::sync::atomic::Ordering::Relaxed);
         Ok(done)
     }
+}
+
+/// Replaces the graphs of `parsed` documents and drops those of `gone` ones, under the write
+/// lock (in a blocking thread).
+fn apply(
+    state: &RwLock<State>,
+    parsed: Vec<(ResourceRecord, NamedNode, oxrdf::Graph)>,
+    gone: Vec<String>,
+    total: usize,
+) -> Result<(Refreshed, usize), RefreshError> {
+    let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+    let replaced: usize = parsed
+        .iter()
+        .filter_map(|(r, _, _)| st.docs.get(&r.path).map(|d| d.triples))
+        .chain(
+            gone.iter()
+                .filter_map(|p| st.docs.get(p).map(|d| d.triples)),
+        )
+        .sum();
+    let added: usize = parsed.iter().map(|(_, _, g)| g.len()).sum();
+    let after = st.triples - replaced + added;
+    if after > MAX_TRIPLES {
+        return Err(RefreshError::TooLarge(format!(
+                "the pod's RDF documents hold {after} triples; SPARQL indexes at most {MAX_TRIPLES} per pod"
+            )));
+    }
+    let done = Refreshed {
+        read: parsed.len(),
+        dropped: gone.len(),
+        kept: total - parsed.len(),
+    };
+    for path in gone.iter().chain(parsed.iter().map(|(r, _, _)| &r.path)) {
+        if let Some(old) = st.docs.remove(path) {
+            drop_graph(&mut st.dataset, &old.graph);
+        }
+    }
+    for (r, graph, g) in parsed {
+        let name = GraphName::NamedNode(graph.clone());
+        for t in g.iter() {
+            st.dataset.insert(&Quad::new(
+                t.subject.into_owned(),
+                t.predicate.into_owned(),
+                t.object.into_owned(),
+                name.clone(),
+            ));
+        }
+        st.docs.insert(
+            r.path.clone(),
+            Doc {
+                etag: r.etag.clone(),
+                graph,
+                triples: g.len(),
+            },
+        );
+    }
+    st.triples = after;
+    Ok((done, after))
 }
 
 fn drop_graph(ds: &mut Dataset, graph: &NamedNode) {
