@@ -227,8 +227,16 @@ impl PodIndex {
                 }
             }
         }
-        let state = self.state.clone();
         let total = rdf_docs.len();
+        if parsed.is_empty() && gone.is_empty() {
+            // In step already (the usual case): no lock taken, no thread.
+            return Ok(Refreshed {
+                read: 0,
+                dropped: 0,
+                kept: total,
+            });
+        }
+        let state = self.state.clone();
         let (done, triples) =
             tokio::task::spawn_blocking(move || apply(&state, parsed, gone, total))
                 .await
