@@ -40,6 +40,7 @@
 //!   revocation.
 //! - [`tasks`]: the node's long-running tasks, watched (the first failure stops the node).
 //! - [`solid`]: RDF formats and content negotiation, PATCH (N3 Patch, SPARQL Update).
+//! - [`sparql`]: SPARQL 1.1 queries over a pod's RDF documents (an index per pod, kept in step).
 //! - [`special_ip`]: the special-purpose address ranges a tenant may not make the node reach.
 //! - [`reload`]: runtime changes without a restart (SIGHUP, the API): services and forwards.
 //! - [`regions`]: this node's view of the region buckets, the disk cache and the migration

@@ -13,8 +13,8 @@
 //! [`webhook_api`], [`tunnel_api`]: this node's services and forwards, [`events`]: what
 //! changed, for the dashboard), [`dashboard`] (`/-/dashboard`), [`node_admin`]
 //! (nodes), [`pods`] (pod resources, with [`solid`] — RDF, PATCH, the storage description —,
-//! [`access`] — who may do what: key scopes, Web Access Control — and [`notify`] — Solid
-//! notifications, all on [`resource`] — names, headers and bytes of resources), [`ldp`] (the
+//! [`access`] — who may do what: key scopes, Web Access Control —, [`notify`] — Solid
+//! notifications — and [`sparql`] — the SPARQL endpoint —, all on [`resource`] — names, headers and bytes of resources), [`ldp`] (the
 //! LDP vocabulary and header parsing).
 
 pub mod access;
