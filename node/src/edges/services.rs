@@ -16,7 +16,7 @@
 //!   the edge terminates TLS itself and relays the plaintext to the service: end-to-end TLS
 //!   the center cannot read.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
-//! - `Pod`, `PodRequests`, `Runner`, `SandboxPort` → this edge's own node ([`NodeStreams`],
+//! - `Pod`, `PodRequests`, `Runner`, `SandboxPort`, `SandboxTerminal` → this edge's own node ([`NodeStreams`],
 //!   served by the front through the edge's request path); the center has already
 //!   authenticated and authorized a pod request (see `crate::mesh::forward`).
 //!
@@ -44,7 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STREAM_REFUSED: u32 = 1;
 
 /// What an edge's own node serves on the streams its centers open: its pods (`Pod`,
-/// `PodRequests`), its runner API (`Runner`) and its sandboxes' ports (`SandboxPort`). The
+/// `PodRequests`), its runner API (`Runner`), its sandboxes' ports (`SandboxPort`) and
+/// terminals (`SandboxTerminal`). The
 /// node's front implements it (`crate::front::streams::EdgeNode`), so this relay to local
 /// services stays below the request path.
 pub trait NodeStreams: Send + Sync {
@@ -303,7 +304,7 @@ async fn serve_stream(
                 .map(|addr| (addr, service));
             return raw(send, recv, rest, found, "tcp", client_addr, &services).await;
         }
-        // Pods, runner API, sandbox ports: the edge's own node (which resets what it does
+        // Pods, runner API, sandbox ports and terminals: the edge's own node (which resets what it does
         // not serve).
         target => {
             match &services.node {

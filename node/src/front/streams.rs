@@ -79,7 +79,8 @@ async fn stream(
 
 /// Serves one stream for `target` from `from` (a center's node id, or `center` on an edge's
 /// tunnel): pod requests and the runner API through this node's request path, sandbox ports
-/// through [`crate::sandbox::ports`]; any other target resets the stream.
+/// through [`crate::sandbox::ports`], sandbox terminals through [`crate::sandbox::terminal`];
+/// any other target resets the stream.
 async fn serve_target(
     app: Arc<App>,
     target: Target,
@@ -120,6 +121,10 @@ async fn serve_target(
                 client_addr,
             )
             .await;
+        }
+        Target::SandboxTerminal { sandbox_id } => {
+            crate::sandbox::terminal::serve_stream(app, send, recv, rest, sandbox_id, client_addr)
+                .await;
         }
         other => {
             tracing::info!(peer = %from, target = ?other, "stream target not served; reset");

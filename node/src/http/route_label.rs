@@ -30,6 +30,7 @@ pub(super) const WORDS: &[&str] = &[
     "sandboxes",
     "services",
     "test",
+    "terminal",
     "tokens",
     "tunnel",
     "txt",

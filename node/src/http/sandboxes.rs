@@ -3,7 +3,8 @@
 //! Every sandbox belongs to the owner of the API key that created it; a key of another owner
 //! gets 404 for it (an admin key sees every sandbox). Scopes: `sandbox` (or `admin`) to
 //! create and change, `sandbox:read` to read. Requests that need the sandbox's node (exec,
-//! logs, ports) go there wherever they arrive ([`crate::sandbox::client`]).
+//! logs, ports, terminals) go there wherever they arrive ([`crate::sandbox::client`];
+//! terminals: [`super::terminal`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,6 +125,8 @@ pub async fn handle(
         (["sandboxes", _], _) => Err(ApiError::method_not_allowed("GET, PATCH, DELETE")),
         (["sandboxes", id, "exec"], &Method::POST) => exec(ctx, id, req).await,
         (["sandboxes", _, "exec"], _) => Err(ApiError::method_not_allowed("POST")),
+        (["sandboxes", id, "terminal"], &Method::GET) => terminal(ctx, id, req).await,
+        (["sandboxes", _, "terminal"], _) => Err(ApiError::method_not_allowed("GET")),
         (["sandboxes", id, "logs"], &Method::GET) => {
             logs(ctx, id, req.uri().query().unwrap_or("")).await
         }
@@ -523,6 +526,31 @@ async fn exec(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<Bo
         return Err(ApiError::internal("the runner failed"));
     }
     Ok(resp)
+}
+
+/// A command in a terminal (a PTY) in a running sandbox, over a WebSocket: binary messages are
+/// the terminal's bytes both ways; the client sends `{"resize":{"rows":R,"cols":C}}` as text;
+/// the server sends `{"exit":{"code":N}}` when the command ends, then closes. Needs what exec
+/// needs. See `crate::http::terminal`.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/terminal", operation_id = "sandboxTerminal", tag = "sandboxes",
+    params(
+        ("id" = String, Path, description = "`sb` and 14 hex digits"),
+        ("cmd" = Option<Vec<String>>, Query, description = "The program, then each argument (repeated); none: the sandbox's shell"),
+        ("cwd" = Option<String>, Query, description = "Working directory (absolute; default /work)"),
+        ("rows" = Option<u16>, Query, description = "Window rows, 1..=1000 (default 24)", minimum = 1, maximum = 1000),
+        ("cols" = Option<u16>, Query, description = "Window columns, 1..=1000 (default 80)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 101, description = "A WebSocket carrying the terminal"),
+        (status = 400, description = "A bad query, or a program the sandbox cannot run (`terminal_refused`)", body = ErrorBody),
+        (status = 404, description = "No such sandbox (or another owner's)", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 429, description = "`too_many_execs`: the sandbox runs as many commands as it may", body = ErrorBody),
+    ))]
+async fn terminal(ctx: &Ctx, id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let sb = running(ctx, id, Access::Write).await?;
+    super::terminal::sandbox(ctx, sb, req).await
 }
 
 /// Replays a running sandbox's exec events after a cursor.

@@ -1,5 +1,6 @@
-//! Reaching the node that runs a sandbox: its runner API ([`call`]) and its ports
-//! ([`open_port`]), here or over the mesh / an edge's tunnel.
+//! Reaching the node that runs a sandbox: its runner API ([`call`]), its ports
+//! ([`open_port`]) and its terminals ([`open_terminal`]), here or over the mesh / an edge's
+//! tunnel.
 //!
 //! To a center: a stream on this node's mesh connection to it. To an edge: a stream on its
 //! tunnel when this center holds it, else through a center that does (which passes the
@@ -181,6 +182,24 @@ pub async fn open_port(
         target: Target::SandboxPort {
             sandbox_id: id.to_string(),
             port,
+        },
+        client_addr: client,
+    };
+    let (send, recv) = open_stream(app, node, header).await?;
+    Ok(tokio::io::join(recv, send))
+}
+
+/// A stream to a terminal of sandbox `id` on `node` (not this node): a `SandboxTerminal`
+/// stream ([`super::terminal`] speaks on it).
+pub async fn open_terminal(
+    app: &App,
+    node: &str,
+    id: &str,
+    client: Option<SocketAddr>,
+) -> Result<tokio::io::Join<quinn::RecvStream, quinn::SendStream>, ApiError> {
+    let header = StreamHeader {
+        target: Target::SandboxTerminal {
+            sandbox_id: id.to_string(),
         },
         client_addr: client,
     };

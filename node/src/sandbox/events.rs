@@ -60,32 +60,39 @@ pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Reads the one-line answer to a ping or connect request, within [`ANSWER_WITHIN`].
-pub async fn answer(conn: &mut tokio::net::UnixStream) -> anyhow::Result<Event> {
-    // Byte by byte: what follows the answer belongs to the caller.
+/// Reads the supervisor's answer to a ping, a port connection or a terminal.
+pub async fn answer<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> anyhow::Result<Event> {
+    Ok(serde_json::from_slice::<Event>(
+        &answer_line(conn, "the sandbox's supervisor").await?,
+    )?)
+}
+
+/// Reads one answer line (≤ 4 KiB, within [`ANSWER_WITHIN`]) byte by byte: what follows it
+/// belongs to the caller. `who` names the other end in errors.
+pub async fn answer_line<R: tokio::io::AsyncRead + Unpin>(
+    conn: &mut R,
+    who: &str,
+) -> anyhow::Result<Vec<u8>> {
     let read = async {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         loop {
             use tokio::io::AsyncReadExt as _;
             if conn.read(&mut byte).await? == 0 {
-                bail!("the sandbox's supervisor closed the connection");
+                bail!("{who} closed the connection");
             }
             if byte[0] == b'\n' {
-                break;
+                return Ok(line);
             }
             line.push(byte[0]);
             if line.len() > 4096 {
-                bail!("the sandbox's supervisor sent an overlong answer");
+                bail!("{who} sent an overlong answer");
             }
         }
-        Ok(serde_json::from_slice::<Event>(&line)?)
     };
     tokio::time::timeout(ANSWER_WITHIN, read)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!("the sandbox's supervisor did not answer within {ANSWER_WITHIN:?}")
-        })?
+        .map_err(|_| anyhow::anyhow!("{who} did not answer within {ANSWER_WITHIN:?}"))?
 }
 
 /// Sends `out` (the request and stdin) on `w` while reading `r`'s events into `tx`, within the

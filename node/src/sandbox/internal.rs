@@ -97,7 +97,8 @@ impl ExecBody {
     }
 }
 
-fn err(e: RunnerError) -> ApiError {
+/// A runner's refusal as the API answers it.
+pub fn err(e: RunnerError) -> ApiError {
     ApiError::new(
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         e.code,

@@ -25,10 +25,13 @@ pub mod model;
 pub mod net;
 pub mod ports;
 pub mod proto;
+pub mod pty;
 pub mod replay;
 pub mod runner;
 pub mod runtime;
 pub mod supervisor;
+pub mod terminal;
+pub mod tty;
 pub mod worker;
 
 /// Resource limits of a sandbox.

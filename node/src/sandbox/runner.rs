@@ -395,6 +395,44 @@ impl Runner {
         Ok(PortConn {
             stream,
             _busy: Busy(local.clone()),
+            _exec: None,
+        })
+    }
+
+    /// A terminal in sandbox `id` (counted as one of its [`MAX_EXECS`] commands; the sandbox
+    /// is busy while it is open).
+    pub async fn terminal(
+        &self,
+        id: &str,
+        req: &super::proto::TerminalRequest,
+    ) -> Result<PortConn, RunnerError> {
+        let local = self.get(id).ok_or_else(|| RunnerError::not_here(id))?;
+        if local.execs.fetch_add(1, Ordering::Relaxed) >= MAX_EXECS {
+            local.execs.fetch_sub(1, Ordering::Relaxed);
+            return Err(RunnerError::new(
+                429,
+                "too_many_execs",
+                format!("sandbox {id} already runs {MAX_EXECS} commands; wait for one to end"),
+            ));
+        }
+        let running = ExecSlot(local.clone());
+        local.touch();
+        let stream = {
+            let guard = local.sandbox.lock().await;
+            let sb = guard.as_ref().ok_or_else(|| RunnerError::not_here(id))?;
+            sb.terminal(req)
+                .await
+                .map_err(|e| {
+                    RunnerError::new(502, "sandbox_unavailable", format!("sandbox {id}: {e:#}"))
+                })?
+                .map_err(|why| RunnerError::new(400, "terminal_refused", why))?
+        };
+        self.execs.fetch_add(1, Ordering::Relaxed);
+        local.busy.fetch_add(1, Ordering::Relaxed);
+        Ok(PortConn {
+            stream,
+            _busy: Busy(local.clone()),
+            _exec: Some(running),
         })
     }
 
@@ -524,15 +562,17 @@ impl Runner {
     }
 }
 
-/// A byte stream to a port inside a sandbox.
+/// A byte stream to a port or a terminal inside a sandbox.
 pub struct PortConn {
     pub stream: tokio::net::UnixStream,
     _busy: Busy,
+    /// A terminal holds one of the sandbox's command slots.
+    _exec: Option<ExecSlot>,
 }
 
 impl PortConn {
     /// The stream, and a guard that keeps the sandbox busy (not idle) while it lives.
     pub fn split(self) -> (tokio::net::UnixStream, Box<dyn Send>) {
-        (self.stream, Box::new(self._busy))
+        (self.stream, Box::new((self._busy, self._exec)))
     }
 }

@@ -296,6 +296,24 @@ impl Sandbox {
         }
     }
 
+    /// A terminal: `req` runs in a PTY inside the sandbox; the stream carries terminal frames
+    /// ([`super::tty`]) from now on. `Ok(Err(reason))`: the supervisor refused the request
+    /// (a program that does not exist…); `Err`: the supervisor could not be asked.
+    pub async fn terminal(
+        &self,
+        req: &super::proto::TerminalRequest,
+    ) -> anyhow::Result<Result<tokio::net::UnixStream, String>> {
+        let mut conn = super::ctl::open(&self.ctl).context("the sandbox's supervisor is gone")?;
+        let mut line = serde_json::to_vec(&serde_json::json!({ "terminal": req }))?;
+        line.push(b'\n');
+        conn.write_all(&line).await?;
+        match super::events::answer(&mut conn).await? {
+            Event::Connected => Ok(Ok(conn)),
+            Event::Error { message } => Ok(Err(message)),
+            other => bail!("unexpected answer from the sandbox's supervisor: {other:?}"),
+        }
+    }
+
     /// Kills the sandbox from outside without waiting (any task may hold this).
     pub fn killer(&self) -> Killer {
         self.killer.clone()

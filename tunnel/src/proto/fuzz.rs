@@ -205,6 +205,9 @@ mod tests {
                 hops: 1,
             },
             Target::PodRequests,
+            Target::SandboxTerminal {
+                sandbox_id: "sb".into(),
+            },
         ];
         let addrs = [
             None,

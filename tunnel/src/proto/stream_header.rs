@@ -22,6 +22,7 @@
 //! | `05` | SandboxPort     | sandbox_id, port u16 (not 0)             |
 //! | `06` | Runner          | node, hops u8                            |
 //! | `07` | PodRequests     | (none)                                   |
+//! | `08` | SandboxTerminal | sandbox_id                               |
 //!
 //! Strings are a `u16` length then UTF-8: 1..=255 bytes, no control characters. IPv6 flow info
 //! and scope id are not carried (they mean nothing on another host).
@@ -86,6 +87,12 @@ pub enum Target {
         sandbox_id: String,
         /// The port inside it (1..=65535).
         port: u16,
+    },
+    /// A terminal (a command in a PTY) in a sandbox on the receiving node: a JSON request line,
+    /// an answer line, then terminal frames (`xpod_node::sandbox::tty`), relayed as they are.
+    SandboxTerminal {
+        /// The sandbox.
+        sandbox_id: String,
     },
 }
 
@@ -181,6 +188,9 @@ impl StreamHeader {
                 hops: r.u8("hops")?,
             },
             0x07 => Target::PodRequests,
+            0x08 => Target::SandboxTerminal {
+                sandbox_id: r.str(Str::Name, "sandbox_id")?,
+            },
             tag => {
                 return Err(ProtoError::UnknownType {
                     what: "stream target",
@@ -286,6 +296,10 @@ impl StreamHeader {
                 w.u8(*hops);
             }
             Target::PodRequests => w.u8(0x07),
+            Target::SandboxTerminal { sandbox_id } => {
+                w.u8(0x08);
+                w.str(Str::Name, "sandbox_id", sandbox_id)?;
+            }
         }
         match self.client_addr {
             None => w.u8(0x00),
@@ -416,6 +430,19 @@ mod tests {
                 client_addr: None,
             },
             "a1 0002  07  00",
+        );
+    }
+
+    #[test]
+    fn golden_sandbox_terminal() {
+        golden(
+            StreamHeader {
+                target: Target::SandboxTerminal {
+                    sandbox_id: "sb1".into(),
+                },
+                client_addr: None,
+            },
+            "a1 0007  08 0003 736231  00",
         );
     }
 

@@ -1,0 +1,380 @@
+//! Terminals over a WebSocket: `GET /api/v1/sandboxes/{id}/terminal` (issue 20), served by
+//! whichever node took the request; the terminal itself runs where the sandbox does
+//! ([`crate::sandbox::terminal`]).
+//!
+//! The query names the command and the window: `cmd` (repeated: the program, then each
+//! argument; none: the sandbox's shell), `cwd`, `rows` and `cols` (default 24 × 80). The
+//! caller needs what exec needs: the sandbox owner's key with the `sandbox` scope, or admin.
+//! Once upgraded, the WebSocket carries
+//! - binary messages both ways: the terminal's bytes (keystrokes in, output out);
+//! - text messages from the client: `{"resize":{"rows":R,"cols":C}}` (anything else closes
+//!   the socket with 1003 and the reason);
+//! - one text message from the server when the command ends, `{"exit":{"code":N}}`, then a
+//!   normal close.
+//!
+//! The terminal is opened before the `101` answer, so every refusal (no such sandbox, not
+//! running, no command slot, a program that does not exist) is an ordinary HTTP error.
+//! Bounds: messages of at most [`MAX_MESSAGE`]; no terminal bytes either way for
+//! [`IDLE`] closes it; the key is read again every [`KEY_RECHECK`] and a revoked or expired
+//! key closes it (1008); the sandbox's command slots and limits hold as for exec. Every
+//! session is audited when it starts (`sandbox.terminal`) and ends (`sandbox.terminal.end`:
+//! how long, the exit code or why it ended).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use xpod_storage::meta::{self, NewAudit};
+
+use super::Ctx;
+use crate::app::App;
+use crate::auth::Principal;
+use crate::reply::body::{self, Body};
+use crate::reply::error::ApiError;
+use crate::sandbox::proto::TerminalRequest;
+use crate::sandbox::terminal::Terminal;
+use crate::sandbox::tty::{Frame, FrameReader};
+
+/// Largest WebSocket message taken from a client.
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// A terminal with no bytes either way for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
+/// How often the caller's key is read again (a revoked key ends its terminals).
+pub const KEY_RECHECK: Duration = Duration::from_secs(10);
+/// How often the server pings (a client that vanished is noticed).
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// The terminal asked for in the query. The message names the problem.
+fn parse_query(query: &str) -> Result<TerminalRequest, String> {
+    let mut req = TerminalRequest {
+        cmd: Vec::new(),
+        env: Default::default(),
+        cwd: None,
+        rows: 24,
+        cols: 80,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+            .decode_utf8()
+            .map_err(|_| format!("query `{k}`: not UTF-8"))?
+            .into_owned();
+        let size = |v: &str| {
+            v.parse::<u16>()
+                .map_err(|_| format!("query `{k}`: expected 1..=1000, got {v:?}"))
+        };
+        match k {
+            "cmd" => req.cmd.push(v),
+            "cwd" => req.cwd = Some(v),
+            "rows" => req.rows = size(&v)?,
+            "cols" => req.cols = size(&v)?,
+            other => {
+                return Err(format!(
+                    "unknown query parameter `{other}` (expected cmd, cwd, rows, cols)"
+                ))
+            }
+        }
+    }
+    req.check()?;
+    Ok(req)
+}
+
+/// The `Sec-WebSocket-Accept` value for a WebSocket upgrade request; 426 for anything else.
+fn websocket_accept(req: &Request<Incoming>, what: &str) -> Result<String, ApiError> {
+    let h = req.headers();
+    let is_ws = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    match (is_ws, h.get("sec-websocket-key")) {
+        (true, Some(key)) => {
+            Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            format!("{what} is a WebSocket: send an Upgrade: websocket request"),
+        )
+        .with_header(header::UPGRADE, "websocket")),
+    }
+}
+
+/// `GET /api/v1/sandboxes/{id}/terminal` for a sandbox the caller may run commands in
+/// (`sb`, checked by the caller).
+pub async fn sandbox(
+    ctx: &Ctx,
+    sb: crate::sandbox::model::Sandbox,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let term = parse_query(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request)?;
+    let accept = websocket_accept(&req, "a terminal")?;
+    let target = format!("sandbox:{}", sb.id);
+    let terminal = crate::sandbox::terminal::open(&ctx.app, &sb, &term, Some(ctx.peer)).await?;
+    ctx.audit(
+        "sandbox.terminal",
+        &target,
+        json!({"cmd": term.cmd.first(), "rows": term.rows, "cols": term.cols,
+               "client": ctx.peer.ip().to_string()}),
+    )
+    .await;
+    let upgrade = hyper::upgrade::on(&mut req);
+    let session = Session {
+        app: ctx.app.clone(),
+        principal: ctx.principal.clone(),
+        trace_id: ctx.trace_id.clone(),
+        target,
+        end_action: "sandbox.terminal.end",
+    };
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "terminal upgrade failed");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        session.run(ws, terminal).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A client's control message.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Control {
+    resize: Size,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Size {
+    rows: u16,
+    cols: u16,
+}
+
+/// How a session ended, for the audit and the close frame.
+enum End {
+    Exit(i32),
+    ClientLeft,
+    Idle,
+    KeyRevoked,
+    BadMessage(String),
+    TerminalLost(String),
+}
+
+/// One terminal session: who, for the audit and the key recheck.
+struct Session {
+    app: Arc<App>,
+    principal: Principal,
+    trace_id: String,
+    target: String,
+    end_action: &'static str,
+}
+
+impl Session {
+    async fn run<S>(self, ws: tokio_tungstenite::WebSocketStream<S>, terminal: Terminal)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let started = Instant::now();
+        let (mut tx, mut rx) = ws.split();
+        let Terminal { io, early, guard } = terminal;
+        let (mut term_rd, mut term_wr) = tokio::io::split(io);
+        let mut frames = FrameReader::with(&early);
+        let idle = tokio::time::sleep(IDLE);
+        tokio::pin!(idle);
+        let mut recheck = tokio::time::interval(KEY_RECHECK);
+        recheck.tick().await;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let end = loop {
+            tokio::select! {
+                m = rx.next() => match m {
+                    Some(Ok(Message::Binary(b))) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                        if b.is_empty() {
+                            continue;
+                        }
+                        let mut out = BytesMut::new();
+                        Frame::Data(b).encode(&mut out);
+                        if let Err(e) = term_wr.write_all(&out).await {
+                            break End::TerminalLost(e.to_string());
+                        }
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        let size = match serde_json::from_str::<Control>(&t) {
+                            Ok(c) => c.resize,
+                            Err(e) => break End::BadMessage(format!(
+                                "text messages are {{\"resize\":{{\"rows\":R,\"cols\":C}}}}: {e}"
+                            )),
+                        };
+                        if let Err(e) = crate::sandbox::tty::check_size(size.rows, size.cols) {
+                            break End::BadMessage(e);
+                        }
+                        let frame = Frame::Resize { rows: size.rows, cols: size.cols };
+                        if let Err(e) = term_wr.write_all(&frame.to_bytes()).await {
+                            break End::TerminalLost(e.to_string());
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::ClientLeft,
+                    Some(Ok(_)) => {}
+                },
+                f = frames.next(&mut term_rd) => match f {
+                    Ok(Some(Frame::Data(b))) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                        if tx.send(Message::Binary(b)).await.is_err() {
+                            break End::ClientLeft;
+                        }
+                    }
+                    Ok(Some(Frame::Exit(code))) => break End::Exit(code),
+                    Ok(Some(Frame::Resize { .. })) => {
+                        break End::TerminalLost("the terminal sent a resize".into())
+                    }
+                    Ok(None) => break End::TerminalLost("it closed without an exit code".into()),
+                    Err(e) => break End::TerminalLost(e.to_string()),
+                },
+                () = &mut idle => break End::Idle,
+                _ = recheck.tick() => if !self.key_still_valid().await {
+                    break End::KeyRevoked;
+                },
+                _ = ping.tick() => if tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break End::ClientLeft;
+                },
+            }
+        };
+        drop((term_rd, term_wr, guard));
+        let (code, reason, details) = match &end {
+            End::Exit(c) => {
+                let text = json!({"exit": {"code": c}}).to_string();
+                let _ = tx.send(Message::Text(text.into())).await;
+                (
+                    CloseCode::Normal,
+                    "exited".to_string(),
+                    json!({"exitCode": c}),
+                )
+            }
+            End::ClientLeft => (
+                CloseCode::Normal,
+                String::new(),
+                json!({"ended": "client left"}),
+            ),
+            End::Idle => (
+                CloseCode::Normal,
+                format!("idle for {} minutes", IDLE.as_secs() / 60),
+                json!({"ended": "idle"}),
+            ),
+            End::KeyRevoked => (
+                CloseCode::Policy,
+                "the API key was revoked or expired".to_string(),
+                json!({"ended": "key revoked"}),
+            ),
+            End::BadMessage(why) => (
+                CloseCode::Unsupported,
+                why.clone(),
+                json!({"ended": "bad message"}),
+            ),
+            End::TerminalLost(why) => {
+                tracing::info!(target = %self.target, why, "a terminal ended without its exit code");
+                (
+                    CloseCode::Error,
+                    format!("the terminal was lost: {why}"),
+                    json!({"ended": "terminal lost"}),
+                )
+            }
+        };
+        if !matches!(end, End::ClientLeft) {
+            // A close reason is at most 123 bytes.
+            let reason: String = reason.chars().take(100).collect();
+            let close = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tx.send(Message::Close(Some(close))).await;
+        }
+        let mut details = details;
+        details["seconds"] = json!(started.elapsed().as_secs());
+        self.audit_end(details).await;
+    }
+
+    /// Whether the key that opened the terminal still works (a store that cannot be read
+    /// changes nothing: nobody can revoke a key then either).
+    async fn key_still_valid(&self) -> bool {
+        let Principal::Key(k) = &self.principal else {
+            return true;
+        };
+        match self.app.keys.get(self.app.meta.as_ref(), &k.key_id).await {
+            Ok(Some(r)) => {
+                r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > meta::now_millis())
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    async fn audit_end(&self, details: serde_json::Value) {
+        let entry = NewAudit {
+            at: meta::now_millis(),
+            actor: self.principal.actor(),
+            action: self.end_action.to_string(),
+            target: self.target.clone(),
+            details,
+            trace_id: self.trace_id.clone(),
+        };
+        if let Err(e) = self.app.meta.append_audit(&entry).await {
+            self.app.metrics.audit_failed();
+            tracing::error!(error = %e, action = self.end_action, "audit entry lost");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_names_the_command_and_the_window() {
+        let r = parse_query("cmd=ls&cmd=-l+%2Fwork&rows=40&cols=120&cwd=%2Ftmp").unwrap();
+        assert_eq!(r.cmd, ["ls", "-l /work"]);
+        assert_eq!((r.rows, r.cols), (40, 120));
+        assert_eq!(r.cwd.as_deref(), Some("/tmp"));
+        let r = parse_query("").unwrap();
+        assert!(r.cmd.is_empty());
+        assert_eq!((r.rows, r.cols), (24, 80));
+        for (q, want) in [
+            ("rows=0", "rows and cols must be 1..=1000"),
+            ("cols=70000", "query `cols`: expected 1..=1000"),
+            ("shell=bash", "unknown query parameter `shell`"),
+            ("cmd=", "the program is empty"),
+            ("cwd=work", "expected an absolute path"),
+            ("cmd=%ff", "not UTF-8"),
+        ] {
+            let e = parse_query(q).unwrap_err();
+            assert!(e.contains(want), "{q}: {e}");
+        }
+    }
+}
