@@ -10,6 +10,7 @@
 //! - [`impair`]: a UDP relay that adds delay and loss (a bad link without `tc netem`).
 //! - [`s3`]: a real S3-compatible server (a throwaway `moto_server`) for the S3 region tests.
 //! - [`curl`]: `curl` as the tests' HTTP client, so requests are what a user sends.
+//! - [`terminal`]: a terminal WebSocket client (keys, resizes, output, exit code).
 //! - [`eventually`]: waiting for a condition with a deadline.
 
 pub mod bind;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod pebble;
 pub mod pg;
 pub mod s3;
+pub mod terminal;
 
 /// Polls `f` every 200 ms until it gives a value, for at most `secs` seconds (then panics,
 /// saying `what` did not happen).

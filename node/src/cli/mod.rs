@@ -3,7 +3,7 @@
 //! - this file: the command tree and its `--help`, `up`, `config`, `ca`, `dns`, `certs`;
 //! - [`remote`]: what the remote commands share (`--server`, `--key`, `--json`, the client);
 //! - [`keys`]: API keys and join tokens; [`nodes`]: nodes; [`pods`]: pods;
-//!   [`sandbox`]: sandboxes; [`service`]: the node as a systemd service; [`tunnel`]: services
+//!   [`sandbox`]: sandboxes; [`shell`]: a terminal to a terminal WebSocket; [`service`]: the node as a systemd service; [`tunnel`]: services
 //!   and forwards changed at runtime, `reload`.
 
 pub mod keys;
@@ -12,6 +12,7 @@ pub mod pods;
 pub mod remote;
 pub mod sandbox;
 pub mod service;
+pub mod shell;
 pub mod tunnel;
 
 use std::net::SocketAddr;

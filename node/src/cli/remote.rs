@@ -21,14 +21,18 @@ pub(crate) struct Remote {
     pub(crate) json: bool,
 }
 
-pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
-    let key = match &remote.key {
+/// The API key: `--key`, else `./xpod-data/admin.key` when there is one.
+pub(crate) fn key(remote: &Remote) -> Option<String> {
+    match &remote.key {
         Some(k) => Some(k.trim().to_string()),
         None => std::fs::read_to_string("xpod-data/admin.key")
             .ok()
             .map(|s| s.trim().to_string()),
-    };
-    ApiClient::new(&remote.server, key)
+    }
+}
+
+pub(crate) fn client(remote: &Remote) -> anyhow::Result<ApiClient> {
+    ApiClient::new(&remote.server, key(remote))
 }
 
 /// Prints an answer: the server's JSON with `--json`, else `summary` of its typed body.

@@ -1,6 +1,7 @@
 //! `xpod sandbox …`: the sandbox API from the command line (`--server`, `--key`, `--json` as
 //! for the other remote commands). `exec` streams the command's output to this process's
-//! stdout/stderr as it arrives and exits with the command's exit code.
+//! stdout/stderr as it arrives and exits with the command's exit code; `shell` is an
+//! interactive terminal ([`super::shell`]).
 
 use std::io::Write as _;
 
@@ -94,6 +95,21 @@ pub(crate) enum SandboxCmd {
         env: Vec<String>,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell in a sandbox, in a terminal: `xpod sandbox shell ID` (the
+    /// sandbox's shell) or `xpod sandbox shell ID -- CMD ARGS…`. Keys go to the sandbox as
+    /// typed (^C included), the window's size follows this one; the exit code is the
+    /// command's. Piped stdin works too (its end is ^D).
+    Shell {
+        #[command(flatten)]
+        remote: Remote,
+        id: String,
+        /// Working directory inside the sandbox (default /work).
+        #[arg(long)]
+        cwd: Option<String>,
+        /// The program and its arguments (default: the sandbox's shell).
+        #[arg(last = true)]
         cmd: Vec<String>,
     },
     /// Print the output of earlier commands (from a cursor; `--follow` keeps polling).
@@ -324,6 +340,24 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
                 }
             }
             anyhow::bail!("the output stream ended before the command did")
+        }
+        SandboxCmd::Shell {
+            remote,
+            id,
+            cwd,
+            cmd,
+        } => {
+            let enc = |v: &str| {
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let mut query: Vec<String> = cmd.iter().map(|c| format!("cmd={}", enc(c))).collect();
+            if let Some(c) = cwd {
+                query.push(format!("cwd={}", enc(&c)));
+            }
+            let path = format!("{}/terminal", id_path(&id)?);
+            let code = super::shell::run(&remote, &path, &query.join("&")).await?;
+            std::process::exit(code);
         }
         SandboxCmd::Logs {
             remote,

@@ -20,10 +20,11 @@
 //! session is audited when it starts (`sandbox.terminal`) and ends (`sandbox.terminal.end`:
 //! how long, the exit code or why it ended).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -206,66 +207,94 @@ impl Session {
         let Terminal { io, early, guard } = terminal;
         let (mut term_rd, mut term_wr) = tokio::io::split(io);
         let mut frames = FrameReader::with(&early);
-        let idle = tokio::time::sleep(IDLE);
-        tokio::pin!(idle);
-        let mut recheck = tokio::time::interval(KEY_RECHECK);
-        recheck.tick().await;
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
-        let end = loop {
-            tokio::select! {
-                m = rx.next() => match m {
-                    Some(Ok(Message::Binary(b))) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
-                        if b.is_empty() {
-                            continue;
-                        }
-                        let mut out = BytesMut::new();
-                        Frame::Data(b).encode(&mut out);
-                        if let Err(e) = term_wr.write_all(&out).await {
-                            break End::TerminalLost(e.to_string());
-                        }
+        // Milliseconds since `started` of the last terminal bytes, either way.
+        let active = AtomicU64::new(0);
+        let touch = || active.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // Three loops, so that neither direction waits for the other: keys (client → terminal),
+        // output (terminal → client, and pings) and the watch (idle, the key). The first to
+        // end ends the session.
+        let keys = async {
+            let mut keys_open = true;
+            loop {
+                let m = match rx.next().await {
+                    Some(Ok(m)) => m,
+                    Some(Err(_)) | None => return End::ClientLeft,
+                };
+                let frame = match m {
+                    Message::Binary(b) if !b.is_empty() => {
+                        touch();
+                        Frame::Data(b)
                     }
-                    Some(Ok(Message::Text(t))) => {
+                    Message::Text(t) => {
                         let size = match serde_json::from_str::<Control>(&t) {
                             Ok(c) => c.resize,
-                            Err(e) => break End::BadMessage(format!(
+                            Err(e) => return End::BadMessage(format!(
                                 "text messages are {{\"resize\":{{\"rows\":R,\"cols\":C}}}}: {e}"
                             )),
                         };
                         if let Err(e) = crate::sandbox::tty::check_size(size.rows, size.cols) {
-                            break End::BadMessage(e);
+                            return End::BadMessage(e);
                         }
-                        let frame = Frame::Resize { rows: size.rows, cols: size.cols };
-                        if let Err(e) = term_wr.write_all(&frame.to_bytes()).await {
-                            break End::TerminalLost(e.to_string());
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::ClientLeft,
-                    Some(Ok(_)) => {}
-                },
-                f = frames.next(&mut term_rd) => match f {
-                    Ok(Some(Frame::Data(b))) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
-                        if tx.send(Message::Binary(b)).await.is_err() {
-                            break End::ClientLeft;
+                        Frame::Resize {
+                            rows: size.rows,
+                            cols: size.cols,
                         }
                     }
-                    Ok(Some(Frame::Exit(code))) => break End::Exit(code),
-                    Ok(Some(Frame::Resize { .. })) => {
-                        break End::TerminalLost("the terminal sent a resize".into())
-                    }
-                    Ok(None) => break End::TerminalLost("it closed without an exit code".into()),
-                    Err(e) => break End::TerminalLost(e.to_string()),
-                },
-                () = &mut idle => break End::Idle,
-                _ = recheck.tick() => if !self.key_still_valid().await {
-                    break End::KeyRevoked;
-                },
-                _ = ping.tick() => if tx.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break End::ClientLeft;
-                },
+                    Message::Close(_) => return End::ClientLeft,
+                    _ => continue,
+                };
+                // A terminal that no longer takes keys has ended: its exit frame is still to
+                // be read (by the output loop).
+                if keys_open && term_wr.write_all(&frame.to_bytes()).await.is_err() {
+                    keys_open = false;
+                }
             }
+        };
+        let output = async {
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    f = frames.next(&mut term_rd) => match f {
+                        Ok(Some(Frame::Data(b))) => {
+                            touch();
+                            if tx.send(Message::Binary(b)).await.is_err() {
+                                return End::ClientLeft;
+                            }
+                        }
+                        Ok(Some(Frame::Exit(code))) => return End::Exit(code),
+                        Ok(Some(Frame::Resize { .. })) => {
+                            return End::TerminalLost("the terminal sent a resize".into())
+                        }
+                        Ok(None) => {
+                            return End::TerminalLost("it closed without an exit code".into())
+                        }
+                        Err(e) => return End::TerminalLost(e.to_string()),
+                    },
+                    _ = ping.tick() => if tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return End::ClientLeft;
+                    },
+                }
+            }
+        };
+        let watch = async {
+            let mut every = tokio::time::interval(KEY_RECHECK);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let last = Duration::from_millis(active.load(Ordering::Relaxed));
+                if started.elapsed().saturating_sub(last) >= IDLE {
+                    return End::Idle;
+                }
+                if !self.key_still_valid().await {
+                    return End::KeyRevoked;
+                }
+            }
+        };
+        let end = tokio::select! {
+            e = keys => e,
+            e = output => e,
+            e = watch => e,
         };
         drop((term_rd, term_wr, guard));
         let (code, reason, details) = match &end {
