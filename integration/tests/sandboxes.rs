@@ -2,7 +2,8 @@
 //! the first, all offering sandbox capacity, as real processes with real bubblewrap.
 //!
 //! Checks: placement spreads by free capacity; exec (echo, cat with stdin, a failing command)
-//! through either center reaches the sandbox wherever it runs, logs replay from a cursor; an
+//! through either center reaches the sandbox wherever it runs, logs replay from a cursor; so
+//! does a terminal (a WebSocket: size, keys, resize, exit code); an
 //! HTTP server started in each sandbox answers at `<port>-<id>.<domain>` on both centers (and
 //! under `/api/v1/sandboxes/{id}/ports/…`), and an upgraded connection passes through both
 //! ways; another owner sees nothing (404), no key → 401, a
@@ -22,6 +23,7 @@ use xpod_integration::eventually;
 use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
+use xpod_integration::terminal::{resize, session, Step};
 
 const DOMAIN: &str = "sb.cluster.test";
 const QUOTA: usize = 4;
@@ -357,6 +359,32 @@ fn sandboxes_across_centers_and_an_edge() {
         .json();
         assert_eq!(after["events"].as_array().unwrap().len(), events.len() - 6);
         assert_eq!(after["events"][0]["seq"].as_u64().unwrap(), mid + 1);
+    }
+
+    // A terminal through either center, wherever the sandbox runs (the center that takes the
+    // WebSocket reaches the sandbox's node over the mesh, or the edge through its tunnel):
+    // the PTY's size, keys, a resize and the exit code all cross.
+    for (id, node) in &sandboxes {
+        for c in &centers {
+            let url = format!(
+                "{}/api/v1/sandboxes/{id}/terminal?rows=30&cols=90&cmd=sh",
+                c.url()
+            );
+            let out = session(
+                &url,
+                Some(&alice),
+                vec![
+                    Step::Keys(b"stty size; echo $GREETING-from-$(hostname)\r"),
+                    Step::Expect("hi-from-sandbox"),
+                    resize(45, 160),
+                    Step::Keys(b"stty size; exit 4\r"),
+                ],
+            )
+            .unwrap_or_else(|r| panic!("terminal to {id} on {node} via {}: {r:?}", c.url()));
+            assert!(out.output.contains("30 90"), "{id} on {node}: {:?}", out.output);
+            assert!(out.output.contains("45 160"), "{id} on {node}: {:?}", out.output);
+            assert_eq!(out.exit, Some(4), "{id} on {node} via {}: {out:?}", c.url());
+        }
     }
 
     // A server inside each sandbox, reachable at <port>-<id>.<domain> on both centers.
