@@ -4,10 +4,12 @@
 //!   within the node's bounds by [`events`], killed from outside by [`killer`]),
 //!   [`net`] (`network: true`: outbound internet only, through slirp4netns and nftables),
 //!   [`runner`] (the node's sandboxes: slots, exec with replayable output ([`replay`]), port
-//!   connections, idle watchdog, capacity report), [`internal`] (the runner API other nodes call).
+//!   connections, terminals, idle watchdog, capacity report), [`internal`] (the runner API
+//!   other nodes call), [`pty`] (a command in a pseudo-terminal, run by the supervisor) and
+//!   [`tty`] (the terminal frames: bytes, resize, exit).
 //! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
 //!   events), [`client`] (reaching a sandbox's node over the mesh or a tunnel), [`ports`]
-//!   (`<port>-<id>` routing), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
+//!   (`<port>-<id>` routing), [`terminal`] (a terminal wherever the sandbox runs), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
 //!   `crate::http::sandboxes`, webhooks `crate::webhooks`.
 //!
 //! Limits: the sandbox runs as its own unprivileged host uid (when the node is root), so
