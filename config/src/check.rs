@@ -40,6 +40,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.threads",
     "tunnel.relay_idle_secs",
     "tunnel.transport",
+    "tunnel.terminal",
     "dns.listen",
     "dns.zone",
     "dns.addresses",

@@ -285,6 +285,10 @@ static TABLE: &[EnvKey] = &[
         c.tunnel.transport = s.parse()?;
         Ok(())
     }),
+    k("XPOD_TUNNEL_TERMINAL", "tunnel.terminal", &[], |c, s| {
+        c.tunnel.terminal = v::parse_bool(s)?;
+        Ok(())
+    }),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

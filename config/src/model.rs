@@ -486,6 +486,11 @@ pub struct TunnelConfig {
     /// For an edge: how it reaches its centers — `auto` (QUIC, and the same QUIC over TLS on
     /// TCP when UDP does not get through), `quic` or `tcp`. Default `auto`.
     pub transport: TunnelTransport,
+    /// For an edge: whether the cluster may open a terminal on this device (`xpod nodes
+    /// shell`, `/{pod}/-/terminal`): a shell as the user xpod runs as, for the cluster's admins
+    /// and the owners of the pods on it. Off by default: only the device's own configuration
+    /// turns it on.
+    pub terminal: bool,
 }
 
 /// `tunnel.transport`. TOML `"auto"`, `"quic"` or `"tcp"`.

@@ -381,8 +381,16 @@ fn sandboxes_across_centers_and_an_edge() {
                 ],
             )
             .unwrap_or_else(|r| panic!("terminal to {id} on {node} via {}: {r:?}", c.url()));
-            assert!(out.output.contains("30 90"), "{id} on {node}: {:?}", out.output);
-            assert!(out.output.contains("45 160"), "{id} on {node}: {:?}", out.output);
+            assert!(
+                out.output.contains("30 90"),
+                "{id} on {node}: {:?}",
+                out.output
+            );
+            assert!(
+                out.output.contains("45 160"),
+                "{id} on {node}: {:?}",
+                out.output
+            );
             assert_eq!(out.exit, Some(4), "{id} on {node} via {}: {out:?}", c.url());
         }
     }

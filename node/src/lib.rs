@@ -48,6 +48,8 @@
 //! - [`certs`]: HTTPS certificates (ACME DNS-01 for centers and edges, sealed keys, files).
 //! - [`dns`]: the centers' authoritative DNS (zone, TSIG, transfers, RFC 2136 pushes).
 //! - [`sandbox`]: sandboxes (runner, supervisor, isolation, ports, the runner API).
+//! - [`terminal`]: a command in a pseudo-terminal and the frames that carry it (sandbox and
+//!   edge terminals).
 //! - [`webhooks`]: signed webhooks for sandbox events and their delivery.
 //!
 //! Tests call [`run`] with [`Listeners`] they bound (e.g. `127.0.0.1:0`) and a shutdown future.
@@ -89,6 +91,7 @@ pub mod solid;
 pub mod sparql;
 pub mod special_ip;
 pub mod tasks;
+pub mod terminal;
 pub mod webhooks;
 
 use std::future::Future;

@@ -42,9 +42,9 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
-use crate::sandbox::proto::TerminalRequest;
-use crate::sandbox::terminal::Terminal;
-use crate::sandbox::tty::{Frame, FrameReader};
+use crate::terminal::stream::Terminal;
+use crate::terminal::tty::{Frame, FrameReader};
+use crate::terminal::TerminalRequest;
 
 /// Largest WebSocket message taken from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -228,11 +228,13 @@ impl Session {
                     Message::Text(t) => {
                         let size = match serde_json::from_str::<Control>(&t) {
                             Ok(c) => c.resize,
-                            Err(e) => return End::BadMessage(format!(
+                            Err(e) => {
+                                return End::BadMessage(format!(
                                 "text messages are {{\"resize\":{{\"rows\":R,\"cols\":C}}}}: {e}"
-                            )),
+                            ))
+                            }
                         };
-                        if let Err(e) = crate::sandbox::tty::check_size(size.rows, size.cols) {
+                        if let Err(e) = crate::terminal::tty::check_size(size.rows, size.cols) {
                             return End::BadMessage(e);
                         }
                         Frame::Resize {

@@ -5,8 +5,7 @@
 //!   [`net`] (`network: true`: outbound internet only, through slirp4netns and nftables),
 //!   [`runner`] (the node's sandboxes: slots, exec with replayable output ([`replay`]), port
 //!   connections, terminals, idle watchdog, capacity report), [`internal`] (the runner API
-//!   other nodes call), [`pty`] (a command in a pseudo-terminal, run by the supervisor) and
-//!   [`tty`] (the terminal frames: bytes, resize, exit).
+//!   other nodes call; the supervisor runs terminals with `crate::terminal::pty`).
 //! - Across the cluster: [`model`] (the record), [`lifecycle`] (placement, start, stop, quotas,
 //!   events), [`client`] (reaching a sandbox's node over the mesh or a tunnel), [`ports`]
 //!   (`<port>-<id>` routing), [`terminal`] (a terminal wherever the sandbox runs), [`worker`] (watchdog, reconciliation, cleanup). The REST API is
@@ -27,13 +26,11 @@ pub mod model;
 pub mod net;
 pub mod ports;
 pub mod proto;
-pub mod pty;
 pub mod replay;
 pub mod runner;
 pub mod runtime;
 pub mod supervisor;
 pub mod terminal;
-pub mod tty;
 pub mod worker;
 
 /// Resource limits of a sandbox.

@@ -404,7 +404,7 @@ impl Runner {
     pub async fn terminal(
         &self,
         id: &str,
-        req: &super::proto::TerminalRequest,
+        req: &crate::terminal::TerminalRequest,
     ) -> Result<PortConn, RunnerError> {
         let local = self.get(id).ok_or_else(|| RunnerError::not_here(id))?;
         if local.execs.fetch_add(1, Ordering::Relaxed) >= MAX_EXECS {

@@ -297,11 +297,11 @@ impl Sandbox {
     }
 
     /// A terminal: `req` runs in a PTY inside the sandbox; the stream carries terminal frames
-    /// ([`super::tty`]) from now on. `Ok(Err(reason))`: the supervisor refused the request
+    /// ([`crate::terminal::tty`]) from now on. `Ok(Err(reason))`: the supervisor refused the request
     /// (a program that does not exist…); `Err`: the supervisor could not be asked.
     pub async fn terminal(
         &self,
-        req: &super::proto::TerminalRequest,
+        req: &crate::terminal::TerminalRequest,
     ) -> anyhow::Result<Result<tokio::net::UnixStream, String>> {
         let mut conn = super::ctl::open(&self.ctl).context("the sandbox's supervisor is gone")?;
         let mut line = serde_json::to_vec(&serde_json::json!({ "terminal": req }))?;

@@ -1,7 +1,7 @@
 //! `xpod sandbox-init`: PID 1 of a sandbox. Takes its connections from the node over the
 //! inherited control channel ([`super::ctl`]; no socket in the sandbox's filesystem) and runs
 //! each exec request as a child in its own process group, with the per-process limits applied,
-//! streaming its output back ([`super::proto`]), or in a PTY for a terminal ([`super::pty`]). It runs on a current-thread runtime: threads
+//! streaming its output back ([`super::proto`]), or in a PTY for a terminal ([`crate::terminal::pty`]). It runs on a current-thread runtime: threads
 //! count against the sandbox's process limit. It makes itself non-dumpable and the channel
 //! close-on-exec, so the commands it runs (same uid) can neither ptrace it nor inherit or
 //! open the channel.
@@ -16,8 +16,9 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 
-use super::proto::{Event, ExecRequest, Input, TerminalRequest};
+use super::proto::{Event, ExecRequest, Input};
 use super::Limits;
+use crate::terminal::TerminalRequest;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -104,7 +105,7 @@ async fn connect(
     Ok(())
 }
 
-/// Runs a command in a PTY for the client ([`super::pty`]).
+/// Runs a command in a PTY for the client ([`crate::terminal::pty`]).
 async fn terminal(
     r: tokio::net::unix::OwnedReadHalf,
     mut w: tokio::net::unix::OwnedWriteHalf,
@@ -114,7 +115,7 @@ async fn terminal(
 ) -> anyhow::Result<()> {
     let session = serde_json::from_value::<TerminalRequest>(req)
         .map_err(|e| format!("bad terminal request: {e}"))
-        .and_then(|req| super::pty::Session::spawn(&req, "/work", Some(limits)));
+        .and_then(|req| crate::terminal::pty::Session::spawn(&req, "/work", Some(limits)));
     let session = match session {
         Ok(s) => s,
         Err(message) => return send(&mut w, &Event::Error { message }).await,

@@ -1,6 +1,7 @@
 //! A command in a pseudo-terminal, driven by terminal frames ([`super::tty`]) on a connection.
 //! The sandbox's supervisor runs it for `/api/v1/sandboxes/{id}/terminal`, inside the sandbox
-//! (its own `/dev/pts`) and with the sandbox's per-process limits.
+//! (its own `/dev/pts`) and with the sandbox's per-process limits; an edge runs it on the
+//! device for `xpod nodes shell` (`crate::edges::terminal`), as the user xpod runs as.
 //!
 //! The PTY's slave side is opened from the master (`TIOCGPTPEER`), never by a path; the child
 //! starts a new session with the slave as its controlling terminal, so job control, `^C` and
@@ -20,9 +21,9 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
-use super::proto::TerminalRequest;
 use super::tty::{Frame, FrameReader, MAX_DATA};
-use super::Limits;
+use super::TerminalRequest;
+use crate::sandbox::Limits;
 
 /// How long the command's output is still read after it exits (what it wrote last, and what
 /// processes it left behind write before they notice the hangup).

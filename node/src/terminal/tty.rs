@@ -1,5 +1,5 @@
 //! Terminal frames: what a terminal connection carries, both ways, once the supervisor answered
-//! `connected` to a `{"terminal": …}` request ([`super::proto::TerminalRequest`]). A terminal
+//! `connected` to a `{"terminal": …}` request ([`super::TerminalRequest`]). A terminal
 //! needs the window size to travel beside the bytes, which a plain byte relay cannot carry.
 //!
 //! | bytes    | meaning                                                    |
