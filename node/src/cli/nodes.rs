@@ -1,5 +1,6 @@
-//! `xpod nodes list|show|set|revoke`: the cluster's nodes, what each is granted
-//! (`crate::node_policy`: sandbox slots, pod prefixes) and revocation (admin key).
+//! `xpod nodes list|show|set|shell|revoke`: the cluster's nodes, what each is granted
+//! (`crate::node_policy`: sandbox slots, pod prefixes), a shell on an edge
+//! ([`super::shell`]) and revocation (admin key).
 
 use clap::Subcommand;
 use http::Method;
@@ -43,6 +44,20 @@ pub(crate) enum NodesCmd {
         /// `512KiB`); `none` removes the limit.
         #[arg(long, value_name = "RATE")]
         bandwidth: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A shell on an edge device, in a terminal: `xpod nodes shell EDGE [-- CMD ARGS…]`, as
+    /// the user xpod runs as there. Only when the edge's own configuration allows it
+    /// (`[tunnel] terminal = true`); audited; the exit code is the command's.
+    Shell {
+        node_id: String,
+        /// Working directory on the device (default: the home directory).
+        #[arg(long)]
+        cwd: Option<String>,
+        /// The program and its arguments (default: the shell).
+        #[arg(last = true)]
+        cmd: Vec<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -146,6 +161,18 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
                 .await?;
             print(&remote, &a, |_| println!("node {node_id}: {}", a.json));
             Ok(())
+        }
+        NodesCmd::Shell {
+            node_id,
+            cwd,
+            cmd,
+            remote,
+        } => {
+            check_id(&node_id)?;
+            let path = format!("/.cluster/nodes/{node_id}/terminal");
+            let query = super::shell::query(&cmd, cwd.as_deref());
+            let code = super::shell::run(&remote, &path, &query).await?;
+            std::process::exit(code);
         }
         NodesCmd::Revoke { node_id, remote } => {
             check_id(&node_id)?;

@@ -347,16 +347,9 @@ pub(crate) async fn run(cmd: SandboxCmd) -> anyhow::Result<()> {
             cwd,
             cmd,
         } => {
-            let enc = |v: &str| {
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            };
-            let mut query: Vec<String> = cmd.iter().map(|c| format!("cmd={}", enc(c))).collect();
-            if let Some(c) = cwd {
-                query.push(format!("cwd={}", enc(&c)));
-            }
             let path = format!("{}/terminal", id_path(&id)?);
-            let code = super::shell::run(&remote, &path, &query.join("&")).await?;
+            let query = super::shell::query(&cmd, cwd.as_deref());
+            let code = super::shell::run(&remote, &path, &query).await?;
             std::process::exit(code);
         }
         SandboxCmd::Logs {

@@ -1,5 +1,6 @@
 //! An interactive terminal from this one to a terminal WebSocket of the API
-//! (`xpod sandbox shell`; see `crate::http::terminal` for what the socket carries).
+//! (`xpod sandbox shell`, `xpod nodes shell`; see `crate::http::terminal` for what the socket
+//! carries).
 //!
 //! When stdin is a terminal it is put in raw mode (keys go to the remote terminal as typed,
 //! `^C` included) and restored on the way out; this terminal's size is sent at the start and
@@ -17,6 +18,18 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::remote::Remote;
+
+/// The query naming a command (none: the shell) and a working directory.
+pub(crate) fn query(cmd: &[String], cwd: Option<&str>) -> String {
+    let enc = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut query: Vec<String> = cmd.iter().map(|c| format!("cmd={}", enc(c))).collect();
+    if let Some(c) = cwd {
+        query.push(format!("cwd={}", enc(c)));
+    }
+    query.join("&")
+}
 
 /// The window size of the terminal on `fd` (rows, cols), if it is one.
 fn window_size(fd: i32) -> Option<(u16, u16)> {

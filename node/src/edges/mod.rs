@@ -25,6 +25,8 @@
 //!   `kind = "tcp"` services.
 //! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`) and its
 //!   own pods, served on the data streams its centers open.
+//! - [`terminal`]: a terminal on an edge device (`xpod nodes shell`, `/{pod}/-/terminal`),
+//!   only when the edge's own configuration allows it.
 //!
 //! Identity files in the data dir: `node.crt`, `node.key` (0600), `ca.crt`; centers that sign
 //! joins also hold `ca.key`. HTTP forwarding (with WebSocket upgrades), TLS passthrough and TCP
@@ -40,6 +42,7 @@ pub mod registry;
 pub mod relay;
 pub mod services;
 pub mod tcp_forward;
+pub mod terminal;
 
 use std::path::Path;
 

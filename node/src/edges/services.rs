@@ -16,7 +16,8 @@
 //!   the edge terminates TLS itself and relays the plaintext to the service: end-to-end TLS
 //!   the center cannot read.
 //! - `Tcp { service }` → a `kind = "tcp"` service.
-//! - `Pod`, `PodRequests`, `Runner`, `SandboxPort`, `SandboxTerminal` → this edge's own node ([`NodeStreams`],
+//! - `Pod`, `PodRequests`, `Runner`, `SandboxPort`, `SandboxTerminal`, `NodeTerminal` → this
+//!   edge's own node ([`NodeStreams`],
 //!   served by the front through the edge's request path); the center has already
 //!   authenticated and authorized a pod request (see `crate::mesh::forward`).
 //!

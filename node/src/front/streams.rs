@@ -79,8 +79,9 @@ async fn stream(
 
 /// Serves one stream for `target` from `from` (a center's node id, or `center` on an edge's
 /// tunnel): pod requests and the runner API through this node's request path, sandbox ports
-/// through [`crate::sandbox::ports`], sandbox terminals through [`crate::sandbox::terminal`];
-/// any other target resets the stream.
+/// through [`crate::sandbox::ports`], sandbox terminals through [`crate::sandbox::terminal`],
+/// an edge device's terminal through [`crate::edges::terminal`]; any other target resets the
+/// stream.
 async fn serve_target(
     app: Arc<App>,
     target: Target,
@@ -121,6 +122,9 @@ async fn serve_target(
                 client_addr,
             )
             .await;
+        }
+        Target::NodeTerminal { node } => {
+            crate::edges::terminal::serve_stream(app, send, recv, rest, node, client_addr).await;
         }
         Target::SandboxTerminal { sandbox_id } => {
             crate::sandbox::terminal::serve_stream(app, send, recv, rest, sandbox_id, client_addr)

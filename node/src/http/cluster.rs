@@ -2,7 +2,8 @@
 //! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`,
 //! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`,
 //! `GET /nodes/{nodeId}` (with its policy), `PATCH /nodes/{nodeId}` and
-//! `POST /nodes/{nodeId}/revoke` (in [`super::node_admin`]),
+//! `POST /nodes/{nodeId}/revoke` (in [`super::node_admin`]), `GET /nodes/{nodeId}/terminal`
+//! (a terminal on an edge: [`super::terminal`]),
 //! `GET/POST /tokens`, `DELETE /tokens/{tokenId}` (join tokens for edges),
 //! `POST /dns/txt {name, value, ttlSeconds}`, `DELETE /dns/txt {name, value}`,
 //! `GET /dns/txt/{name}` (`_acme-challenge.*` TXT records the centers' DNS serves, for ACME
@@ -58,6 +59,11 @@ pub async fn handle(
             super::node_admin::revoke_node(ctx, &node_id).await
         }
         (["nodes", _, "revoke"], _) => Err(ApiError::method_not_allowed("POST")),
+        (["nodes", node_id, "terminal"], &Method::GET) => {
+            let node_id = node_id.to_string();
+            node_terminal(ctx, &node_id, req).await
+        }
+        (["nodes", _, "terminal"], _) => Err(ApiError::method_not_allowed("GET")),
         (["nodes"], _) => Err(ApiError::method_not_allowed("GET")),
         (["nodes", _], _) => Err(ApiError::method_not_allowed("GET, PATCH")),
         (["tokens"], &Method::GET) => list_tokens(ctx).await,
@@ -80,6 +86,34 @@ pub async fn handle(
             "no cluster API at /.cluster{rest}"
         ))),
     }
+}
+
+/// A terminal on an edge device, over a WebSocket (as `/api/v1/sandboxes/{id}/terminal`):
+/// only when the edge's own configuration allows it (`[tunnel] terminal = true`).
+#[utoipa::path(get, path = "/.cluster/nodes/{nodeId}/terminal", operation_id = "nodeTerminal", tag = "cluster",
+    params(
+        ("nodeId" = String, Path, description = "An edge"),
+        ("cmd" = Option<Vec<String>>, Query, description = "The program, then each argument (repeated); none: the shell"),
+        ("cwd" = Option<String>, Query, description = "Working directory (absolute; default: the home directory of the user xpod runs as)"),
+        ("rows" = Option<u16>, Query, description = "Window rows, 1..=1000 (default 24)", minimum = 1, maximum = 1000),
+        ("cols" = Option<u16>, Query, description = "Window columns, 1..=1000 (default 80)", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 101, description = "A WebSocket carrying the terminal"),
+        (status = 400, description = "A bad query, or a program the edge cannot run (`terminal_refused`)", body = ErrorBody),
+        (status = 403, description = "`terminal_disabled`: the edge does not allow terminals", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The node is a center", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 429, description = "`too_many_terminals`: the edge runs as many as it may", body = ErrorBody),
+        (status = 503, description = "The edge cannot be reached", body = ErrorBody),
+    ))]
+async fn node_terminal(
+    ctx: &Ctx,
+    node_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    super::terminal::node(ctx, node_id, req).await
 }
 
 /// Creates a pod, owned by this node or by `nodeId`.

@@ -61,6 +61,7 @@ use crate::reply::error::ApiError;
         super::sandboxes::delete,
         super::sandboxes::exec,
         super::sandboxes::terminal,
+        super::cluster::node_terminal,
         super::sandboxes::logs,
         super::sandboxes::runners,
         super::sandboxes::runner,

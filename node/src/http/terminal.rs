@@ -1,11 +1,15 @@
-//! Terminals over a WebSocket: `GET /api/v1/sandboxes/{id}/terminal` (issue 20), served by
-//! whichever node took the request; the terminal itself runs where the sandbox does
-//! ([`crate::sandbox::terminal`]).
+//! Terminals over a WebSocket (issue 20), served by whichever node took the request; the
+//! terminal itself runs where the sandbox does ([`crate::sandbox::terminal`]) or on the edge
+//! device ([`crate::edges::terminal`]):
+//! - `GET /api/v1/sandboxes/{id}/terminal` ([`sandbox`]): what exec needs, the sandbox
+//!   owner's key with the `sandbox` scope, or admin;
+//! - `GET /.cluster/nodes/{nodeId}/terminal` ([`node`]): an admin, to an edge;
+//! - `GET /{pod}/-/terminal` ([`pod`]): an admin or a key that may write the pod, to the edge
+//!   that holds it.
 //!
-//! The query names the command and the window: `cmd` (repeated: the program, then each
-//! argument; none: the sandbox's shell), `cwd`, `rows` and `cols` (default 24 × 80). The
-//! caller needs what exec needs: the sandbox owner's key with the `sandbox` scope, or admin.
-//! Once upgraded, the WebSocket carries
+//! An edge opens one only when its own configuration allows it. The query names the command
+//! and the window: `cmd` (repeated: the program, then each argument; none: the shell), `cwd`,
+//! `rows` and `cols` (default 24 × 80). Once upgraded, the WebSocket carries
 //! - binary messages both ways: the terminal's bytes (keystrokes in, output out);
 //! - text messages from the client: `{"resize":{"rows":R,"cols":C}}` (anything else closes
 //!   the socket with 1003 and the reason);
@@ -16,9 +20,10 @@
 //! running, no command slot, a program that does not exist) is an ordinary HTTP error.
 //! Bounds: messages of at most [`MAX_MESSAGE`]; no terminal bytes either way for
 //! [`IDLE`] closes it; the key is read again every [`KEY_RECHECK`] and a revoked or expired
-//! key closes it (1008); the sandbox's command slots and limits hold as for exec. Every
-//! session is audited when it starts (`sandbox.terminal`) and ends (`sandbox.terminal.end`:
-//! how long, the exit code or why it ended).
+//! key closes it (1008); the sandbox's command slots and limits hold as for exec, an edge's
+//! own bound on its terminals too. Every session is audited when it starts
+//! (`sandbox.terminal`, `node.terminal`) and ends (`….end`: how long, the exit code or why it
+//! ended).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,6 +51,8 @@ use crate::terminal::stream::Terminal;
 use crate::terminal::tty::{Frame, FrameReader};
 use crate::terminal::TerminalRequest;
 
+/// A pod's terminal, under the pod.
+pub const POD_PATH: &str = "/-/terminal";
 /// Largest WebSocket message taken from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// A terminal with no bytes either way for this long is closed.
@@ -115,12 +122,12 @@ fn websocket_accept(req: &Request<Incoming>, what: &str) -> Result<String, ApiEr
 pub async fn sandbox(
     ctx: &Ctx,
     sb: crate::sandbox::model::Sandbox,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let term = parse_query(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request)?;
     let accept = websocket_accept(&req, "a terminal")?;
-    let target = format!("sandbox:{}", sb.id);
     let terminal = crate::sandbox::terminal::open(&ctx.app, &sb, &term, Some(ctx.peer)).await?;
+    let target = format!("sandbox:{}", sb.id);
     ctx.audit(
         "sandbox.terminal",
         &target,
@@ -128,13 +135,121 @@ pub async fn sandbox(
                "client": ctx.peer.ip().to_string()}),
     )
     .await;
+    upgrade(ctx, req, accept, terminal, target, "sandbox.terminal.end")
+}
+
+/// `GET /.cluster/nodes/{nodeId}/terminal`: a terminal on an edge device, for an admin
+/// (checked by the caller). The edge's own configuration decides whether it opens.
+pub async fn node(
+    ctx: &Ctx,
+    node_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    edge(ctx, node_id, None, req).await
+}
+
+/// `GET /{pod}/-/terminal` (here, whoever owns the pod): a terminal on the edge device that
+/// holds the pod, for an admin or a key that may write the pod. API keys only.
+pub async fn pod(
+    app: Arc<App>,
+    peer: std::net::SocketAddr,
+    trace_id: &str,
+    pod_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let principal = crate::auth::authenticate(
+        req.headers(),
+        &app.keys,
+        app.meta.as_ref(),
+        meta::now_millis(),
+    )
+    .await?;
+    match principal.pod_access(pod_id) {
+        Some(crate::auth::Access::Write) => {}
+        _ if matches!(principal, Principal::Anonymous) => {
+            return Err(ApiError::unauthorized(format!(
+                "the terminal of pod {pod_id} needs an API key that may write the pod, or an admin key"
+            )))
+        }
+        _ => {
+            return Err(ApiError::forbidden(format!(
+                "this API key may not open the terminal of pod {pod_id}: that needs write access to the pod, or admin"
+            )))
+        }
+    }
+    let rec = app
+        .meta
+        .get_pod(pod_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} not found")))?;
+    let ctx = Ctx {
+        app,
+        trace_id: trace_id.to_string(),
+        principal,
+        peer,
+        rejected: None,
+    };
+    edge(&ctx, &rec.node_id, Some(pod_id), req).await
+}
+
+/// A terminal on edge `node_id` (for `pod`, when it came through the pod's path).
+async fn edge(
+    ctx: &Ctx,
+    node_id: &str,
+    pod: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let rec = ctx
+        .app
+        .meta
+        .get_node(node_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("node {node_id} not found")))?;
+    if rec.node_type != meta::NodeType::Edge {
+        let what = match pod {
+            Some(p) => format!("pod {p} is on center {node_id}"),
+            None => format!("node {node_id} is a center"),
+        };
+        return Err(ApiError::conflict(format!(
+            "{what}: terminals are for edge devices"
+        )));
+    }
+    let term = parse_query(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request)?;
+    let accept = websocket_accept(&req, "a terminal")?;
+    let edge_req = crate::edges::terminal::EdgeRequest {
+        terminal: term.clone(),
+        actor: ctx.principal.actor(),
+        pod: pod.map(str::to_string),
+    };
+    let terminal =
+        crate::edges::terminal::open(&ctx.app, node_id, edge_req, Some(ctx.peer)).await?;
+    let target = format!("node:{node_id}");
+    ctx.audit(
+        "node.terminal",
+        &target,
+        json!({"pod": pod, "cmd": term.cmd.first(), "rows": term.rows, "cols": term.cols,
+               "client": ctx.peer.ip().to_string()}),
+    )
+    .await;
+    upgrade(ctx, req, accept, terminal, target, "node.terminal.end")
+}
+
+/// Answers `101` and runs the session on the upgraded connection.
+fn upgrade(
+    ctx: &Ctx,
+    mut req: Request<Incoming>,
+    accept: String,
+    terminal: Terminal,
+    target: String,
+    end_action: &'static str,
+) -> Result<Response<Body>, ApiError> {
     let upgrade = hyper::upgrade::on(&mut req);
     let session = Session {
         app: ctx.app.clone(),
         principal: ctx.principal.clone(),
         trace_id: ctx.trace_id.clone(),
         target,
-        end_action: "sandbox.terminal.end",
+        end_action,
     };
     tokio::spawn(async move {
         let upgraded = match upgrade.await {

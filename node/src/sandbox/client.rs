@@ -63,7 +63,7 @@ pub async fn connection_to(app: &App, node: &str) -> Result<quinn::Connection, A
         .map_err(|e| unavailable(node, e))
 }
 
-async fn open_stream(
+pub async fn open_stream(
     app: &App,
     node: &str,
     header: StreamHeader,

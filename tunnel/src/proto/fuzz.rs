@@ -208,6 +208,7 @@ mod tests {
             Target::SandboxTerminal {
                 sandbox_id: "sb".into(),
             },
+            Target::NodeTerminal { node: "e1".into() },
         ];
         let addrs = [
             None,

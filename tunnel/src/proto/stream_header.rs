@@ -23,6 +23,7 @@
 //! | `06` | Runner          | node, hops u8                            |
 //! | `07` | PodRequests     | (none)                                   |
 //! | `08` | SandboxTerminal | sandbox_id                               |
+//! | `09` | NodeTerminal    | node                                     |
 //!
 //! Strings are a `u16` length then UTF-8: 1..=255 bytes, no control characters. IPv6 flow info
 //! and scope id are not carried (they mean nothing on another host).
@@ -93,6 +94,13 @@ pub enum Target {
     SandboxTerminal {
         /// The sandbox.
         sandbox_id: String,
+    },
+    /// A terminal on edge `node`'s device, in the same form as [`Target::SandboxTerminal`]:
+    /// served by `node` (if its config allows it), passed on to it by the center holding its
+    /// tunnel.
+    NodeTerminal {
+        /// The edge.
+        node: String,
     },
 }
 
@@ -190,6 +198,9 @@ impl StreamHeader {
             0x07 => Target::PodRequests,
             0x08 => Target::SandboxTerminal {
                 sandbox_id: r.str(Str::Name, "sandbox_id")?,
+            },
+            0x09 => Target::NodeTerminal {
+                node: r.str(Str::Name, "node")?,
             },
             tag => {
                 return Err(ProtoError::UnknownType {
@@ -299,6 +310,10 @@ impl StreamHeader {
             Target::SandboxTerminal { sandbox_id } => {
                 w.u8(0x08);
                 w.str(Str::Name, "sandbox_id", sandbox_id)?;
+            }
+            Target::NodeTerminal { node } => {
+                w.u8(0x09);
+                w.str(Str::Name, "node", node)?;
             }
         }
         match self.client_addr {
@@ -447,6 +462,17 @@ mod tests {
     }
 
     #[test]
+    fn golden_node_terminal() {
+        golden(
+            StreamHeader {
+                target: Target::NodeTerminal { node: "e1".into() },
+                client_addr: None,
+            },
+            "a1 0006  09 0002 6531  00",
+        );
+    }
+
+    #[test]
     fn incremental_decode_leaves_the_payload() {
         let header = StreamHeader {
             target: Target::Pod {
@@ -495,7 +521,7 @@ mod tests {
     fn bad_input_is_an_error_naming_the_problem() {
         let cases: &[(&str, &str)] = &[
             ("16030100", "first byte is 0x16, expected 0xa1"),
-            ("a1 0001 09", "unknown stream target 0x09"),
+            ("a1 0001 0a", "unknown stream target 0x0a"),
             ("a1 0005 01 0000 00 00", "field `service` is empty"),
             (
                 "a1 0005 01 0001 07 00",
