@@ -5,7 +5,9 @@
 // Signs in with the admin key, waits for both centers and the edge, migrates the pod from the
 // pod's menu, sees it syncing (the test holds the copy back with the `hold` file, which this
 // script removes once the bar shows), watches the bar reach 100 % through the live event stream
-// (the page never polls), stops the sandbox, and saves a screenshot after each step in `shots`.
+// (the page never polls), opens a terminal on the sandbox and one on the edge from their rows
+// (a tab of its own with xterm.js: types a command, reads its output and the exit code), stops
+// the sandbox, and saves a screenshot after each step in `shots`.
 // Prints one JSON line: what it saw. Exits 1 with the reason on any failure.
 import { chromium } from 'playwright-core';
 import { rmSync } from 'node:fs';
@@ -65,13 +67,51 @@ try {
   seen.pod_fetches = seen.requests.slice(requestsBefore).filter((r) => r === 'GET /.cluster/pods').length;
   await shot('3-migrated');
 
+  // Terminals, each in a tab of its own opened from its row: type, read, exit.
+  const terminal = async (rowButton, command, expect, exitCode, name) => {
+    const [tab] = await Promise.all([page.waitForEvent('popup'), page.click(rowButton)]);
+    tab.on('pageerror', (e) => errors.push(`${name}: ${e}`));
+    tab.on('console', (m) => m.type() === 'error' && errors.push(`${name}: ${m.text()}`));
+    await tab.waitForSelector('#status[data-state="open"]', { timeout: 20_000 });
+    await tab.waitForSelector('.xterm-rows');
+    await tab.keyboard.type(command);
+    await tab.keyboard.press('Enter');
+    await tab.waitForFunction(
+      (want) => document.querySelector('.xterm-rows')?.textContent.includes(want),
+      expect,
+      { timeout: 20_000 },
+    );
+    const rows = await tab.textContent('.xterm-rows');
+    await tab.screenshot({ path: `${args.shots}/${name}.png` });
+    await tab.keyboard.type(`exit ${exitCode}`);
+    await tab.keyboard.press('Enter');
+    await tab.waitForSelector('#status[data-state="exited"]', { timeout: 20_000 });
+    const status = (await tab.textContent('#status')).trim();
+    await tab.close();
+    return { saw: rows.includes(expect), status };
+  };
+  seen.sandbox_terminal = await terminal(
+    `#sandboxes tr[data-sandbox="${args.sandbox}"] button.terminal`,
+    'echo in-sandbox-$((6*7)) $(hostname)',
+    'in-sandbox-42 sandbox',
+    3,
+    '4-sandbox-terminal',
+  );
+  seen.edge_terminal = await terminal(
+    `#edges tr[data-edge="${args.edge}"] button.terminal`,
+    'echo on-edge-$((40+2)) $XPOD_NODE_ID',
+    `on-edge-42 ${args.edge}`,
+    4,
+    '5-edge-terminal',
+  );
+
   // Stop the sandbox (stopping deletes it: its row goes).
   const sb = `#sandboxes tr[data-sandbox="${args.sandbox}"]`;
   seen.sandbox_shown = (await page.textContent(`${sb} td.status`)).trim();
   await page.click(`${sb} button.stop`);
   await page.waitForSelector(sb, { state: 'detached', timeout: 30_000 });
   seen.sandbox_gone = true;
-  await shot('4-sandbox-stopped');
+  await shot('6-sandbox-stopped');
   seen.errors = errors;
   delete seen.requests;
   console.log(JSON.stringify(seen));

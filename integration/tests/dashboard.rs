@@ -8,7 +8,10 @@
 //! - migrating a pod from its menu shows the move syncing, then the bar reaches 100 % on its own
 //!   (the page learns of the progress from the center's event stream; it does not poll), and
 //!   the new owner;
-//! - a running sandbox is shown; stopping it from its row stops and deletes it;
+//! - a running sandbox is shown; its row opens a terminal (xterm.js in a tab of its own): a
+//!   command typed there runs in the sandbox, its output shows, `exit 3` shows the exit code;
+//!   the edge's row does the same on the device (it allows terminals); stopping the sandbox
+//!   from its row stops and deletes it;
 //! - no error in the page. Screenshots of each step are saved in `target/dashboard-shots/`.
 //!
 //! `integration/js/dashboard.mjs` is the browser side.
@@ -81,7 +84,7 @@ fn the_dashboard_shows_the_cluster_migrates_a_pod_and_stops_a_sandbox() {
         &tmp,
         c1,
         "laptop",
-        "[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:9\"\n",
+        "[tunnel]\nterminal = true\n\n[[tunnel.services]]\nname = \"web\"\nlocal = \"127.0.0.1:9\"\n",
     );
     wait_online(c1, "laptop");
 
@@ -171,6 +174,14 @@ fn the_dashboard_shows_the_cluster_migrates_a_pod_and_stops_a_sandbox() {
     // The menu offers the other center, not the edge (pods do not move to edges yet).
     assert_eq!(seen["targets"], json!(["center-2"]), "{seen}");
     assert_eq!(seen["sandbox_shown"], "running", "{seen}");
+    for (t, code) in [("sandbox_terminal", 3), ("edge_terminal", 4)] {
+        assert_eq!(seen[t]["saw"], true, "{t}: {seen}");
+        assert_eq!(
+            seen[t]["status"],
+            format!("exited with code {code}"),
+            "{t}: {seen}"
+        );
+    }
     assert_eq!(seen["sandbox_gone"], true, "{seen}");
     Curl::get(format!("{}/api/v1/sandboxes/{sandbox}", c1.url()))
         .bearer(&key)
@@ -189,7 +200,9 @@ fn the_dashboard_shows_the_cluster_migrates_a_pod_and_stops_a_sandbox() {
         "1-signed-in",
         "2-syncing",
         "3-migrated",
-        "4-sandbox-stopped",
+        "4-sandbox-terminal",
+        "5-edge-terminal",
+        "6-sandbox-stopped",
     ] {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is not a PNG");
@@ -218,7 +231,14 @@ fn the_embedded_dashboard_is_built_from_its_sources() {
         "vite build failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for file in ["index.html", "app.js", "app.css"] {
+    for file in [
+        "index.html",
+        "app.js",
+        "style.css",
+        "terminal.html",
+        "terminal.js",
+        "terminal.css",
+    ] {
         let built = std::fs::read(tmp.path().join(file)).unwrap();
         let committed = std::fs::read(dir.join("dist").join(file)).unwrap();
         assert!(
@@ -233,7 +253,14 @@ fn the_embedded_dashboard_is_built_from_its_sources() {
     names.sort();
     assert_eq!(
         names,
-        ["app.css", "app.js", "index.html"],
+        [
+            "app.js",
+            "index.html",
+            "style.css",
+            "terminal.css",
+            "terminal.html",
+            "terminal.js"
+        ],
         "the build makes files the binary does not embed"
     );
 }

@@ -10,10 +10,12 @@ export default defineConfig({
     assetsDir: '',
     modulePreload: false,
     rollupOptions: {
+      // Two pages: the dashboard (app.*) and a terminal (terminal.*, with xterm.js).
+      input: { app: 'index.html', terminal: 'terminal.html' },
       output: {
-        entryFileNames: 'app.js',
+        entryFileNames: '[name].js',
         chunkFileNames: 'app-[name].js',
-        assetFileNames: 'app.[ext]',
+        assetFileNames: '[name].[ext]',
       },
     },
   },

@@ -245,7 +245,8 @@ pub fn authorized_by_center(
 #[derive(Debug)]
 pub enum Presented {
     Nothing,
-    /// An API key (`Authorization: Bearer xp_…` or `X-Api-Key`).
+    /// An API key (`Authorization: Bearer xp_…`, `X-Api-Key`, or on a WebSocket upgrade the
+    /// subprotocol `xpod.key.<key>`).
     Key(String),
     /// A Solid-OIDC access token (`Authorization: DPoP …` with a `DPoP` proof, or a JWT as
     /// `Bearer`).
@@ -291,7 +292,30 @@ pub fn presented(headers: &http::HeaderMap) -> Result<Presented, ApiError> {
                 .to_string(),
         ));
     }
+    if let Some(key) = websocket_key(headers) {
+        return Ok(Presented::Key(key));
+    }
     Ok(Presented::Nothing)
+}
+
+/// The subprotocol prefix that carries an API key on a WebSocket upgrade: a browser's
+/// WebSocket cannot send headers, so the dashboard's terminal offers `xpod.key.<key>` next to
+/// the protocol it speaks (the server answers only the latter).
+pub const WEBSOCKET_KEY_PREFIX: &str = "xpod.key.";
+
+/// The key offered as a WebSocket subprotocol, on a WebSocket upgrade request only.
+fn websocket_key(headers: &http::HeaderMap) -> Option<String> {
+    let upgrade = headers.get(http::header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    headers
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WEBSOCKET_KEY_PREFIX))
+        .map(str::to_string)
 }
 
 /// A refused Solid-OIDC credential: 401, the RFC error as the code, the finer reason in
@@ -427,6 +451,22 @@ pub fn authorize_pod(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_websocket_may_offer_its_key_as_a_subprotocol_and_nothing_else_may() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "xpod.terminal, xpod.key.xp_abc_def".parse().unwrap(),
+        );
+        // Not an upgrade: the header means nothing.
+        assert!(matches!(presented(&h).unwrap(), Presented::Nothing));
+        h.insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        assert!(matches!(presented(&h).unwrap(), Presented::Key(k) if k == "xp_abc_def"));
+        // A header key wins over the subprotocol.
+        h.insert("x-api-key", "xp_other_key".parse().unwrap());
+        assert!(matches!(presented(&h).unwrap(), Presented::Key(k) if k == "xp_other_key"));
+    }
 
     #[test]
     fn mint_and_parse() {

@@ -1,5 +1,5 @@
-// The xpod dashboard: nodes, pods (migrate, progress), edges and their services, sandboxes
-// (stop and delete), certificates and the audit log of one cluster, kept live by the center's event
+// The xpod dashboard: nodes, pods (migrate, progress), edges and their services (a terminal),
+// sandboxes (stop and delete, a terminal: terminal.html), certificates and the audit log of one cluster, kept live by the center's event
 // stream (GET /api/v1/events says what changed; only that is fetched again). The admin key
 // stays in this tab's sessionStorage and goes only to this origin's API.
 import './style.css';
@@ -148,11 +148,18 @@ function renderPods() {
   );
 }
 
+// A terminal opens in a tab of its own (terminal.html), which inherits this tab's key.
+function terminalButton(query, title) {
+  const b = el('button', { class: 'terminal', title }, 'Terminal');
+  b.addEventListener('click', () => window.open(`terminal.html?${query}`, '_blank'));
+  return b;
+}
+
 function renderEdges() {
   const edges = state.nodes.filter((n) => n.nodeType === 'edge');
   table(
     '#edges',
-    ['edge', 'status', 'centers', 'services'],
+    ['edge', 'status', 'centers', 'services', ''],
     edges.map((n) =>
       el(
         'tr',
@@ -161,6 +168,13 @@ function renderEdges() {
         el('td', {}, el('span', { class: `badge ${n.status}` }, n.status)),
         el('td', {}, (n.attachedCenters || []).join(', ') || '-'),
         el('td', {}, (n.capacity?.services || []).map((s) => `${s.name} (${s.kind})`).join(', ') || '-'),
+        el(
+          'td',
+          {},
+          n.status === 'online'
+            ? terminalButton(`node=${encodeURIComponent(n.nodeId)}`, `A shell on ${n.nodeId} (if it allows terminals)`)
+            : '',
+        ),
       ),
     ),
   );
@@ -187,6 +201,7 @@ function renderSandboxes() {
       const live = s.status === 'running' || s.status === 'pending';
       const button = el('button', { class: 'stop', title: 'Stop it and delete it' }, 'Stop & delete');
       button.addEventListener('click', () => stopSandbox(s.id, button));
+      const shell = terminalButton(`sandbox=${encodeURIComponent(s.id)}`, `A shell in ${s.id}`);
       const r = s.resources || {};
       return el(
         'tr',
@@ -196,7 +211,7 @@ function renderSandboxes() {
         el('td', { class: 'status' }, el('span', { class: `badge ${s.status}` }, s.status)),
         el('td', {}, s.node || '-'),
         el('td', {}, `${r.cpu ?? '-'} cpu, ${r.memoryMb ?? '-'} MiB`),
-        el('td', {}, live ? button : ''),
+        el('td', {}, live ? [button, s.status === 'running' ? shell : null] : ''),
       );
     }),
   );

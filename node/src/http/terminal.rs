@@ -10,7 +10,9 @@
 //! An edge opens one only when its own configuration allows it. The query names the command
 //! and the window: `cmd` (repeated: the program, then each argument; none: the shell), `cwd`,
 //! `rows` and `cols` (default 24 × 80). Once upgraded, the WebSocket carries
-//! - binary messages both ways: the terminal's bytes (keystrokes in, output out);
+//! - binary messages both ways: the terminal's bytes (keystrokes in, output out) (a browser,
+//!   which cannot send headers, offers the key as the subprotocol `xpod.key.<key>` next to
+//!   [`SUBPROTOCOL`], the one answered);
 //! - text messages from the client: `{"resize":{"rows":R,"cols":C}}` (anything else closes
 //!   the socket with 1003 and the reason);
 //! - one text message from the server when the command ends, `{"exit":{"code":N}}`, then a
@@ -97,17 +99,29 @@ fn parse_query(query: &str) -> Result<TerminalRequest, String> {
     Ok(req)
 }
 
-/// The `Sec-WebSocket-Accept` value for a WebSocket upgrade request; 426 for anything else.
-fn websocket_accept(req: &Request<Incoming>, what: &str) -> Result<String, ApiError> {
+/// The subprotocol a terminal speaks, answered when the client offers it (a browser that
+/// offers subprotocols — the key, `xpod.key.…`, is one — needs one answered).
+pub const SUBPROTOCOL: &str = "xpod.terminal";
+
+/// The `Sec-WebSocket-Accept` value for a WebSocket upgrade request, and whether the client
+/// offered [`SUBPROTOCOL`]; 426 for anything else.
+fn websocket_accept(req: &Request<Incoming>, what: &str) -> Result<(String, bool), ApiError> {
     let h = req.headers();
     let is_ws = h
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let offered = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
     match (is_ws, h.get("sec-websocket-key")) {
-        (true, Some(key)) => {
-            Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
-        }
+        (true, Some(key)) => Ok((
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+            offered,
+        )),
         _ => Err(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
@@ -238,7 +252,7 @@ async fn edge(
 fn upgrade(
     ctx: &Ctx,
     mut req: Request<Incoming>,
-    accept: String,
+    (accept, offered): (String, bool),
     terminal: Terminal,
     target: String,
     end_action: &'static str,
@@ -270,12 +284,15 @@ fn upgrade(
         .await;
         session.run(ws, terminal).await;
     });
-    Response::builder()
+    let mut b = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header("sec-websocket-accept", accept)
-        .body(body::empty())
+        .header("sec-websocket-accept", accept);
+    if offered {
+        b = b.header(header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL);
+    }
+    b.body(body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
