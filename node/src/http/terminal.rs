@@ -9,10 +9,10 @@
 //!
 //! An edge opens one only when its own configuration allows it. The query names the command
 //! and the window: `cmd` (repeated: the program, then each argument; none: the shell), `cwd`,
-//! `rows` and `cols` (default 24 × 80). Once upgraded, the WebSocket carries
-//! - binary messages both ways: the terminal's bytes (keystrokes in, output out) (a browser,
-//!   which cannot send headers, offers the key as the subprotocol `xpod.key.<key>` next to
-//!   [`SUBPROTOCOL`], the one answered);
+//! `rows` and `cols` (default 24 × 80). The key comes as for any API call, or — a browser's
+//! WebSocket cannot send headers — as the subprotocol `xpod.key.<key>` offered next to
+//! [`SUBPROTOCOL`], the one answered. Once upgraded, the WebSocket carries
+//! - binary messages both ways: the terminal's bytes (keystrokes in, output out);
 //! - text messages from the client: `{"resize":{"rows":R,"cols":C}}` (anything else closes
 //!   the socket with 1003 and the reason);
 //! - one text message from the server when the command ends, `{"exit":{"code":N}}`, then a
