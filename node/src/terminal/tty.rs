@@ -241,7 +241,11 @@ mod tests {
             let mut consumed = 0;
             while let Ok(Some(f)) = Frame::decode(&mut buf) {
                 let enc = f.to_bytes();
-                assert_eq!(&bytes[consumed..consumed + enc.len()], &enc[..], "{bytes:?}");
+                assert_eq!(
+                    &bytes[consumed..consumed + enc.len()],
+                    &enc[..],
+                    "{bytes:?}"
+                );
                 consumed += enc.len();
             }
         }
