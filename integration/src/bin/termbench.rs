@@ -241,5 +241,13 @@ fn main() {
         mbps(e),
         e / d
     );
+    println!(
+        "{}",
+        json!({
+            "echo_ms_p50": {"direct": d50, "local": l50, "remote": r50},
+            "echo_ms_p99": {"direct": d99, "local": l99, "remote": r99},
+            "output_mb_s": {"direct": mbps(d), "local": mbps(l), "remote": mbps(r), "exec": mbps(e)},
+        })
+    );
     std::thread::sleep(Duration::from_millis(100));
 }
