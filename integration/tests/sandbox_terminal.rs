@@ -1,6 +1,6 @@
 //! Terminals in a sandbox on a lone node (issue 20; real binary, real bubblewrap, a real
 //! WebSocket client): the command runs in a PTY of the sandbox's size, keys go in, a resize
-//! reaches it, `^C` interrupts it, its exit code comes back; the refusals (no key, another
+//! reaches it, `^C` interrupts it, its exit code comes back, it has exec's limits; the refusals (no key, another
 //! owner, a read-only key, no upgrade, a bad query, a program that does not exist) are HTTP
 //! errors that name the problem; a revoked key closes an open terminal (1008); every session
 //! is audited at its start and end; `xpod sandbox shell` runs a shell from piped stdin and
@@ -92,6 +92,40 @@ fn sandbox_terminals() {
     .unwrap();
     assert_eq!(out.exit, Some(0), "{out:?}");
 
+    // The same per-process limits as exec (address space, open files, file size).
+    let limits = "echo limits:$(ulimit -v):$(ulimit -n):$(ulimit -f)";
+    let by_exec = Curl::new("POST", format!("{}/api/v1/sandboxes/{id}/exec", node.url()))
+        .bearer(&alice)
+        .json(&json!({"cmd": ["sh", "-c", limits]}))
+        .send()
+        .expect(200)
+        .text();
+    let by_exec = by_exec
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|e| e["data"].as_str().map(str::to_string))
+        .map(|b| {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+            String::from_utf8(raw).unwrap().trim().to_string()
+        })
+        .expect("exec's output");
+    assert!(
+        by_exec.starts_with("limits:") && !by_exec.contains("unlimited"),
+        "{by_exec}"
+    );
+    let out = session(
+        &url(&format!("cmd=sh&cmd=-c&cmd={}", enc(limits))),
+        Some(&alice),
+        vec![],
+    )
+    .unwrap();
+    assert!(
+        out.output.contains(&by_exec),
+        "{:?} vs exec's {by_exec}",
+        out.output
+    );
+
     // Refusals are plain HTTP answers naming the problem.
     let refused = |q: &str, key: Option<&str>| session(&url(q), key, vec![]).unwrap_err();
     assert_eq!(refused("", None).status, 401);
@@ -128,8 +162,8 @@ fn sandbox_terminals() {
     assert!(reason.contains("resize"), "{reason}");
 
     // The audit: each session's start and end (how long, the exit code).
-    // (A session's end is written just after its close frame: wait for the three.)
-    let entries = eventually(10, "three terminal sessions audited", || {
+    // (A session's end is written just after its close frame: wait for the four.)
+    let entries = eventually(10, "four terminal sessions audited", || {
         let audit = Curl::new(
             "GET",
             format!(
@@ -142,7 +176,7 @@ fn sandbox_terminals() {
         .expect(200)
         .json();
         let entries = audit["entries"].as_array().unwrap().clone();
-        (entries.len() >= 6).then_some(entries)
+        (entries.len() >= 8).then_some(entries)
     });
     let starts = entries
         .iter()
@@ -152,7 +186,7 @@ fn sandbox_terminals() {
         .iter()
         .filter(|e| e["action"] == "sandbox.terminal.end")
         .collect();
-    assert_eq!((starts, ends.len()), (3, 3), "{entries:?}");
+    assert_eq!((starts, ends.len()), (4, 4), "{entries:?}");
     assert!(
         ends.iter().any(|e| e["details"]["exitCode"] == 6),
         "{ends:?}"

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncWriteExt as _, BufReader};
 
 use super::killer::Killer;
 use super::proto::Event;
@@ -22,77 +21,11 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// How long the node waits for a supervisor's answer to a ping or a port connection.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// Reads one `\n`-terminated line of at most `max` bytes (without the newline). `Ok(None)` at
-/// a clean end of stream; an overlong or unterminated line is an error, and nothing beyond
-/// `max` bytes is ever buffered.
-pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut line = Vec::new();
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return if line.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "a line without its end",
-                ))
-            };
-        }
-        let (take, done) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("a line longer than {max} bytes"),
-            ));
-        }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take + usize::from(done));
-        if done {
-            return Ok(Some(line));
-        }
-    }
-}
-
 /// Reads the supervisor's answer to a ping, a port connection or a terminal.
 pub async fn answer<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> anyhow::Result<Event> {
     Ok(serde_json::from_slice::<Event>(
-        &answer_line(conn, "the sandbox's supervisor").await?,
+        &crate::netio::answer_line(conn, "the sandbox's supervisor", ANSWER_WITHIN).await?,
     )?)
-}
-
-/// Reads one answer line (≤ 4 KiB, within [`ANSWER_WITHIN`]) byte by byte: what follows it
-/// belongs to the caller. `who` names the other end in errors.
-pub async fn answer_line<R: tokio::io::AsyncRead + Unpin>(
-    conn: &mut R,
-    who: &str,
-) -> anyhow::Result<Vec<u8>> {
-    let read = async {
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        loop {
-            use tokio::io::AsyncReadExt as _;
-            if conn.read(&mut byte).await? == 0 {
-                bail!("{who} closed the connection");
-            }
-            if byte[0] == b'\n' {
-                return Ok(line);
-            }
-            line.push(byte[0]);
-            if line.len() > 4096 {
-                bail!("{who} sent an overlong answer");
-            }
-        }
-    };
-    tokio::time::timeout(ANSWER_WITHIN, read)
-        .await
-        .map_err(|_| anyhow::anyhow!("{who} did not answer within {ANSWER_WITHIN:?}"))?
 }
 
 /// Sends `out` (the request and stdin) on `w` while reading `r`'s events into `tx`, within the
@@ -125,7 +58,7 @@ pub async fn pump(
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return overdue().await;
             }
-            let line = read_line_bounded(&mut r, MAX_LINE);
+            let line = crate::netio::read_line_bounded(&mut r, MAX_LINE);
             let line = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, line).await {
                     Ok(line) => line,

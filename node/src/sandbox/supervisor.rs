@@ -115,7 +115,10 @@ async fn terminal(
 ) -> anyhow::Result<()> {
     let session = serde_json::from_value::<TerminalRequest>(req)
         .map_err(|e| format!("bad terminal request: {e}"))
-        .and_then(|req| crate::terminal::pty::Session::spawn(&req, "/work", Some(limits)));
+        .and_then(|req| {
+            let limit = Box::new(move || limits.apply_per_process());
+            crate::terminal::pty::Session::spawn(&req, "/work", Some(limit))
+        });
     let session = match session {
         Ok(s) => s,
         Err(message) => return send(&mut w, &Event::Error { message }).await,

@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 
 use super::tty::{Frame, FrameReader, MAX_DATA};
 use super::TerminalRequest;
-use crate::sandbox::Limits;
 
 /// How long the command's output is still read after it exits (what it wrote last, and what
 /// processes it left behind write before they notice the hangup).
@@ -105,9 +104,14 @@ fn default_shell(env: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 impl Session {
-    /// Starts `req` in a new PTY (`cwd` unless the request names one; `limits` applied to the
-    /// command). The error says why it could not start.
-    pub fn spawn(req: &TerminalRequest, cwd: &str, limits: Option<Limits>) -> Result<Self, String> {
+    /// Starts `req` in a new PTY (`cwd` unless the request names one). `limit` runs in the
+    /// child before the command (the sandbox's rlimits); it must be async-signal-safe. The
+    /// error says why it could not start.
+    pub fn spawn(
+        req: &TerminalRequest,
+        cwd: &str,
+        limit: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> Result<Self, String> {
         req.check()?;
         let (master, slave) =
             open_pty(req.rows, req.cols).map_err(|e| format!("cannot open a terminal: {e}"))?;
@@ -139,8 +143,8 @@ impl Session {
                 if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                if let Some(l) = limits {
-                    l.apply_per_process();
+                if let Some(limit) = &limit {
+                    limit();
                 }
                 Ok(())
             });

@@ -16,6 +16,8 @@ use crate::reply::error::ApiError;
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// How long the opener of a stream may take to send its request line.
 pub const REQUEST_WITHIN: Duration = Duration::from_secs(10);
+/// How long the node that runs the terminal may take to answer (it starts the command first).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// The answer to a terminal request on a stream.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +79,7 @@ pub async fn open<S: Conn>(
     io.write_all(&line)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
-    let answer = crate::sandbox::events::answer_line(&mut io, who)
+    let answer = crate::netio::answer_line(&mut io, who, ANSWER_WITHIN)
         .await
         .map_err(|e| unreachable(format!("{e:#}")))?;
     match serde_json::from_slice::<Answer>(&answer) {
@@ -107,7 +109,7 @@ pub async fn open<S: Conn>(
 pub async fn read_request<T: DeserializeOwned, R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
 ) -> Option<Result<T, ApiError>> {
-    let read = crate::sandbox::events::read_line_bounded(reader, MAX_REQUEST_LINE);
+    let read = crate::netio::read_line_bounded(reader, MAX_REQUEST_LINE);
     match tokio::time::timeout(REQUEST_WITHIN, read).await {
         Ok(Ok(Some(line))) => Some(
             serde_json::from_slice(&line)
