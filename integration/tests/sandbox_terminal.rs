@@ -4,7 +4,8 @@
 //! owner, a read-only key, no upgrade, a bad query, a program that does not exist) are HTTP
 //! errors that name the problem; a revoked key closes an open terminal (1008); every session
 //! is audited at its start and end; `xpod sandbox shell` runs a shell from piped stdin and
-//! exits with its code. (Through other centers and an edge: `sandboxes.rs`.)
+//! exits with its code; `/metrics` counts the sessions by how they ended. (Through other
+//! centers and an edge: `sandboxes.rs`.)
 
 use std::time::Duration;
 
@@ -253,6 +254,29 @@ fn sandbox_terminals() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("404") && err.contains("not found"), "{err}");
+
+    // The node counts its terminal sessions by how they ended.
+    let metrics = Curl::get(format!("{}/metrics", node.url()))
+        .send()
+        .expect(200)
+        .text();
+    let count = |ended: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("xpod_terminal_sessions_total{")
+                    && l.contains("kind=\"sandbox\"")
+                    && l.contains(&format!("ended=\"{ended}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no sessions ended {ended}: {metrics}"))
+    };
+    assert_eq!(count("exit"), 5.0, "three sessions here, two by the CLI");
+    assert_eq!(count("bad_message"), 1.0);
+    assert!(
+        metrics.contains("xpod_terminals_open{kind=\"sandbox\"} 0"),
+        "{metrics}"
+    );
 
     // Revoking the key closes the terminal it opened (1008) within the recheck interval.
     let node_url = node.url();

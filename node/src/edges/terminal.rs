@@ -32,6 +32,15 @@ pub const MAX_SESSIONS: usize = 4;
 
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
 
+/// Figures for `/metrics` (an edge's): terminals running on this device.
+pub fn figures() -> Vec<crate::metrics::Figure> {
+    vec![crate::metrics::Figure::gauge(
+        "xpod_device_terminals_open",
+        "Terminals running on this edge device for the cluster.",
+        SESSIONS.load(Ordering::Relaxed) as f64,
+    )]
+}
+
 /// A terminal request to an edge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

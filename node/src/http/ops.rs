@@ -110,6 +110,10 @@ fn metrics(app: &App) -> Result<Response<Body>, ApiError> {
     let mut figures = crate::regions::figures(&app.regions);
     figures.extend(app.tls.figures());
     figures.extend(app.runner.figures(&app.config.sandbox));
+    figures.extend(super::terminal::figures());
+    if app.config.role == xpod_config::Role::Edge {
+        figures.extend(crate::edges::terminal::figures());
+    }
     Response::builder()
         .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .body(body::full(app.metrics.render(sample, &figures)))

@@ -64,6 +64,52 @@ pub const KEY_RECHECK: Duration = Duration::from_secs(10);
 /// How often the server pings (a client that vanished is noticed).
 const PING_EVERY: Duration = Duration::from_secs(30);
 
+/// Kinds of terminal ([`Session::kind`]) and how sessions end ([`End::label`]), for `/metrics`.
+const KINDS: [&str; 2] = ["sandbox", "node"];
+const ENDS: [&str; 6] = [
+    "exit",
+    "client_left",
+    "idle",
+    "key_revoked",
+    "bad_message",
+    "terminal_lost",
+];
+/// Terminals open on this node, by kind.
+static OPEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Terminal sessions ended on this node, by kind and how.
+static ENDED: [[AtomicU64; 6]; 2] = [
+    [const { AtomicU64::new(0) }; 6],
+    [const { AtomicU64::new(0) }; 6],
+];
+
+/// Figures for `/metrics`: terminals open here, and sessions ended by how.
+pub fn figures() -> Vec<crate::metrics::Figure> {
+    use crate::metrics::Figure;
+    let mut out = Vec::new();
+    for (k, kind) in KINDS.iter().enumerate() {
+        out.push(
+            Figure::gauge(
+                "xpod_terminals_open",
+                "Terminal WebSockets open on this node (sandbox: a sandbox's; node: an edge device's).",
+                OPEN[k].load(Ordering::Relaxed) as f64,
+            )
+            .with("kind", *kind),
+        );
+        for (e, ended) in ENDS.iter().enumerate() {
+            out.push(
+                Figure::counter(
+                    "xpod_terminal_sessions_total",
+                    "Terminal sessions this node served, by how they ended.",
+                    ENDED[k][e].load(Ordering::Relaxed),
+                )
+                .with("kind", *kind)
+                .with("ended", *ended),
+            );
+        }
+    }
+    out
+}
+
 /// The terminal asked for in the query. The message names the problem.
 fn parse_query(query: &str) -> Result<TerminalRequest, String> {
     let mut req = TerminalRequest {
@@ -310,7 +356,7 @@ struct Size {
     cols: u16,
 }
 
-/// How a session ended, for the audit and the close frame.
+/// How a session ended, for the audit, the close frame and the metrics.
 enum End {
     Exit(i32),
     ClientLeft,
@@ -318,6 +364,20 @@ enum End {
     KeyRevoked,
     BadMessage(String),
     TerminalLost(String),
+}
+
+impl End {
+    /// The index of its label in [`ENDS`].
+    fn label(&self) -> usize {
+        match self {
+            End::Exit(_) => 0,
+            End::ClientLeft => 1,
+            End::Idle => 2,
+            End::KeyRevoked => 3,
+            End::BadMessage(_) => 4,
+            End::TerminalLost(_) => 5,
+        }
+    }
 }
 
 /// One terminal session: who, for the audit and the key recheck.
@@ -330,11 +390,17 @@ struct Session {
 }
 
 impl Session {
+    /// The index of its kind in [`KINDS`].
+    fn kind(&self) -> usize {
+        usize::from(!self.end_action.starts_with("sandbox."))
+    }
+
     async fn run<S>(self, ws: tokio_tungstenite::WebSocketStream<S>, terminal: Terminal)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let started = Instant::now();
+        OPEN[self.kind()].fetch_add(1, Ordering::Relaxed);
         let (mut tx, mut rx) = ws.split();
         let Terminal { io, early, guard } = terminal;
         let (mut term_rd, mut term_wr) = tokio::io::split(io);
@@ -431,6 +497,8 @@ impl Session {
             e = watch => e,
         };
         drop((term_rd, term_wr, guard));
+        OPEN[self.kind()].fetch_sub(1, Ordering::Relaxed);
+        ENDED[self.kind()][end.label()].fetch_add(1, Ordering::Relaxed);
         let (code, reason, details) = match &end {
             End::Exit(c) => {
                 let text = json!({"exit": {"code": c}}).to_string();

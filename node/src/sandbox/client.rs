@@ -32,7 +32,7 @@ fn unavailable(node: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "runner_unavailable",
-        format!("node {node}, which runs this sandbox, cannot be reached: {why}"),
+        format!("node {node} cannot be reached: {why}"),
     )
     .with_header(header::RETRY_AFTER, "1")
 }
