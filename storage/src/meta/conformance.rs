@@ -22,6 +22,7 @@ use super::{
     NodeRecord, NodeStatus, NodeType, PodRecord, Precondition, PutOutcome, PutResource,
     ResourceRecord, RETIRED_BLOB,
 };
+use super::{AdoptPod, MovedRow};
 
 /// How long a feed event may take before the check fails instead of hanging.
 const FEED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +54,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
     check_change_feed(&store).await;
     check_resource_events(&store).await;
     check_liveness_and_rehome(&store).await;
+    check_pod_moves(&store).await;
     check_concurrent_create(&store).await;
     check_concurrent_members(&store).await;
     check_concurrent_join_token_use(&store).await;
@@ -67,7 +69,7 @@ pub async fn run_all(store: Arc<dyn MetaStore>) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_resource_events, check_liveness_and_rehome, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
+        $crate::conformance_tests!(@cases $make; check_ping, check_nodes, check_pods, check_documents_and_containers, check_parent_etag, check_preconditions, check_fencing, check_fenced_reads, check_transfer, check_deletes, check_clashes, check_referenced_blobs, check_retired_blobs, check_blob_regions, check_txt, check_certs_settings_leases, check_docs, check_concurrent_doc_updates, check_api_keys, check_join_tokens, check_join_token_uses, check_audit, check_change_feed, check_resource_events, check_liveness_and_rehome, check_pod_moves, check_concurrent_create, check_concurrent_members, check_concurrent_join_token_use, check_concurrent_node_claims);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -964,6 +966,156 @@ pub async fn check_fencing(store: &Arc<dyn MetaStore>) {
 }
 
 /// transfer_pod's errors and effects; set_migration_state.
+/// A pod moves between stores (issue 21): the source exports every row (tombstones, versions
+/// and etags included) and releases the pod to a node it need not know (its writes are fenced
+/// from then on); the destination adopts it only while it still records the expected owner
+/// and epoch, with the rows' blobs marked as held by the source.
+pub async fn check_pod_moves(store: &Arc<dyn MetaStore>) {
+    let fx = fixture(store, "move").await;
+    put(store, &fx, doc(&fx.pod, "/notes/a.txt", "blobs/a")).await;
+    put(store, &fx, doc(&fx.pod, "/notes/b.txt", "blobs/b")).await;
+    put(store, &fx, doc(&fx.pod, "/notes/b.txt", "blobs/b2")).await;
+    ok(
+        store
+            .delete_resource(&fx.fence, &fx.pod, "/notes/a.txt", &always())
+            .await,
+        "delete a.txt",
+    );
+    let rows = ok(store.export_pod(&fx.pod).await, "export");
+    let paths: Vec<&str> = rows.iter().map(|r| r.record.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/", "/notes/", "/notes/a.txt", "/notes/b.txt"],
+        "every row, by path"
+    );
+    let a = &rows[2];
+    assert!(a.deleted_at.is_some(), "the tombstone moves too: {a:?}");
+    let b = &rows[3];
+    let live_b = must_get(store, &fx.pod, "/notes/b.txt").await;
+    assert_eq!(b.record, live_b, "a live row moves as it is");
+    assert_eq!(b.deleted_at, None);
+    assert_eq!(b.record.version, 2);
+    expect_err!(
+        store.export_pod(&uid("cf-move-nopod")).await,
+        MetaError::NotFound(_),
+        "export of an unknown pod"
+    );
+
+    // Released to a node this store does not know: the old owner's writes are fenced.
+    let cluster = uid("cf-move-center");
+    let before = ok(store.get_pod(&fx.pod).await, "get pod").expect("pod");
+    let released = ok(store.release_pod(&fx.pod, &cluster).await, "release");
+    assert_eq!(released.node_id, cluster);
+    assert_eq!(released.epoch, before.epoch + 1);
+    assert_eq!(released.migration_status, Some(MigrationStatus::Syncing));
+    expect_err!(
+        store
+            .put_resource(
+                &fx.fence,
+                &doc(&fx.pod, "/late.txt", "blobs/late"),
+                &always()
+            )
+            .await,
+        MetaError::Fenced { .. },
+        "a write of the old owner after the release"
+    );
+    expect_err!(
+        store.release_pod(&uid("cf-move-nopod"), &cluster).await,
+        MetaError::NotFound(_),
+        "release of an unknown pod"
+    );
+
+    // Adopted elsewhere: here, a second pod stands for the destination's record of it.
+    let edge = uid("cf-move-edge");
+    let dest = uid("cf-move-dest");
+    ok(
+        store.create_pod(&new_pod(&dest, &edge)).await,
+        "create the destination's record",
+    );
+    let epoch = ok(store.get_pod(&dest).await, "get").expect("pod").epoch;
+    let moved_rows: Vec<MovedRow> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.record.pod_id = dest.clone();
+            r
+        })
+        .collect();
+    let adopt = |from: &str, epoch: i64| AdoptPod {
+        pod_id: dest.clone(),
+        from: from.to_string(),
+        epoch,
+        to: cluster.clone(),
+        account_id: Some("https://alice.example/profile#me".into()),
+        access_mode: AccessMode::PublicRead,
+        rows: moved_rows.clone(),
+        source: format!("edge:{edge}"),
+    };
+    assert_eq!(
+        ok(
+            store.adopt_pod(&adopt(&edge, epoch + 1)).await,
+            "adopt at a wrong epoch"
+        ),
+        None,
+        "a stale epoch adopts nothing"
+    );
+    assert_eq!(
+        ok(
+            store.adopt_pod(&adopt("someone-else", epoch)).await,
+            "adopt from a wrong owner"
+        ),
+        None
+    );
+    let adopted = ok(store.adopt_pod(&adopt(&edge, epoch)).await, "adopt").expect("adopted");
+    assert_eq!(adopted.node_id, cluster);
+    assert_eq!(adopted.epoch, epoch + 1);
+    assert_eq!(adopted.migration_status, Some(MigrationStatus::Syncing));
+    assert_eq!(adopted.access_mode, AccessMode::PublicRead);
+    assert_eq!(
+        adopted.account_id.as_deref(),
+        Some("https://alice.example/profile#me")
+    );
+    let b = must_get(store, &dest, "/notes/b.txt").await;
+    assert_eq!(
+        (b.etag.as_str(), b.version),
+        (live_b.etag.as_str(), 2),
+        "etag and version kept"
+    );
+    assert_eq!(
+        b.regions,
+        [format!("edge:{edge}")],
+        "held by the source until copied"
+    );
+    assert_eq!(
+        get(store, &dest, "/notes/a.txt").await,
+        None,
+        "a tombstone stays one"
+    );
+    assert_eq!(list(store, &dest, "/notes/").await, ["/notes/b.txt"]);
+    assert!(
+        must_get(store, &dest, "/").await.regions.is_empty(),
+        "containers hold no blob"
+    );
+    let again = ok(store.export_pod(&dest).await, "export the adopted pod");
+    assert_eq!(
+        again.len(),
+        4,
+        "the tombstone is a row of the destination too"
+    );
+    // The new owner writes at the new epoch; it continues the versions.
+    let fence = Fence {
+        node_id: cluster.clone(),
+        epoch: adopted.epoch,
+    };
+    let next = ok(
+        store
+            .put_resource(&fence, &doc(&dest, "/notes/b.txt", "blobs/b3"), &always())
+            .await,
+        "write after the adoption",
+    );
+    assert_eq!(next.record.version, 3);
+}
+
 pub async fn check_transfer(store: &Arc<dyn MetaStore>) {
     let fx = fixture(store, "xfer").await;
     let target = uid("cf-xfer-target");

@@ -266,6 +266,36 @@ pub struct ResourceRecord {
     pub modified_at: Millis,
 }
 
+/// A resource row as it moves with its pod from one store to another (issue 21): live or
+/// tombstoned, with its version and etag, so conditional requests and versions go on across
+/// the move.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MovedRow {
+    #[serde(flatten)]
+    pub record: ResourceRecord,
+    /// When it was deleted (a tombstone), or `None`.
+    pub deleted_at: Option<Millis>,
+}
+
+/// Input of [`PodStore::adopt_pod`]: a pod exported from another store.
+#[derive(Clone, Debug)]
+pub struct AdoptPod {
+    pub pod_id: String,
+    /// The owner and epoch this store must still record (compare-and-set).
+    pub from: String,
+    pub epoch: i64,
+    /// The new owner.
+    pub to: String,
+    pub account_id: Option<String>,
+    pub access_mode: AccessMode,
+    /// Every row of the pod in the source store ([`PodStore::export_pod`]).
+    pub rows: Vec<MovedRow>,
+    /// Where the rows' blobs are until they are copied: each row's `regions` becomes
+    /// `[source]` (e.g. `edge:<node>`).
+    pub source: String,
+}
+
 /// Who believes they may write: the write fails with [`MetaError::Fenced`] unless the pod's
 /// current owner is `node_id` at exactly `epoch`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -600,6 +630,23 @@ pub trait PodStore: Send + Sync {
     /// Records that `region`'s bucket now holds blob `key` too (on every row pointing to it;
     /// idempotent). Returns how many rows changed.
     async fn add_blob_region(&self, key: &str, region: &str) -> MetaResult<u64>;
+
+    /// Every resource row of a pod, tombstones included, ordered by path: what moves with the
+    /// pod to another store. `NotFound` if the pod is gone.
+    async fn export_pod(&self, pod_id: &str) -> MetaResult<Vec<MovedRow>>;
+
+    /// Hands the pod to `to`, a node this store need not know (an edge's own store hands its
+    /// pod to the cluster): owner := `to`, epoch += 1, migration syncing to `to`, progress 0;
+    /// notifies. Every write fenced with the old owner fails from then on. `NotFound` if the
+    /// pod is gone.
+    async fn release_pod(&self, pod_id: &str, to: &str) -> MetaResult<PodRecord>;
+
+    /// Takes over a pod exported from another store, in one transaction: if the pod is still
+    /// owned by `from` at `epoch`, owner := `to`, epoch += 1, migration syncing to `to`,
+    /// progress 0, account and access mode from the source, and the pod's rows replaced by
+    /// `rows` (their regions := `[source]`); notifies. `None` if the pod is gone or no longer
+    /// at (`from`, `epoch`).
+    async fn adopt_pod(&self, adopt: &AdoptPod) -> MetaResult<Option<PodRecord>>;
 }
 
 /// Certificates, cluster settings and DNS TXT records (ACME DNS-01).

@@ -46,6 +46,7 @@ use super::{
     MetaStore, MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
     PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
+use super::{AdoptPod, MovedRow};
 use super::{
     AuditStore, CertStore, DocStore, KeyStore, LeaseStore, NodeStore, PodStore, TokenStore,
 };
@@ -1465,6 +1466,117 @@ impl PodStore for PgStore {
             &[&key, &add],
         )
         .await
+    }
+
+    async fn export_pod(&self, pod_id: &str) -> MetaResult<Vec<MovedRow>> {
+        let client = self.client().await?;
+        if query_opt(&client, "SELECT 1 FROM pods WHERE pod_id = $1", &[&pod_id])
+            .await?
+            .is_none()
+        {
+            return Err(MetaError::NotFound(format!("pod {pod_id}")));
+        }
+        let sql = format!("SELECT {RES_COLS} FROM resources WHERE pod_id = $1 ORDER BY path");
+        query(&client, &sql, &[&pod_id])
+            .await?
+            .iter()
+            .map(|row| {
+                let (record, deleted_at) = resource_from_row(row)?;
+                Ok(MovedRow { record, deleted_at })
+            })
+            .collect()
+    }
+
+    async fn release_pod(&self, pod_id: &str, to: &str) -> MetaResult<PodRecord> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let sql = format!(
+            "UPDATE pods SET node_id = $2, epoch = epoch + 1, migration_status = $3, \
+                 migration_target_node = $2, migration_progress = 0 \
+             WHERE pod_id = $1 RETURNING {POD_COLS}"
+        );
+        let row = query_opt(
+            &tx,
+            &sql,
+            &[&pod_id, &to, &MigrationStatus::Syncing.as_str()],
+        )
+        .await?
+        .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+        let record = pod_from_row(&row)?;
+        notify(&tx, &record.pod_id, record.epoch).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(record)
+    }
+
+    async fn adopt_pod(&self, adopt: &AdoptPod) -> MetaResult<Option<PodRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let sql = format!(
+            "UPDATE pods SET node_id = $4, epoch = epoch + 1, migration_status = $5, \
+                 migration_target_node = $4, migration_progress = 0, account_id = $6, \
+                 access_mode = $7 \
+             WHERE pod_id = $1 AND node_id = $2 AND epoch = $3 RETURNING {POD_COLS}"
+        );
+        let Some(row) = query_opt(
+            &tx,
+            &sql,
+            &[
+                &adopt.pod_id,
+                &adopt.from,
+                &adopt.epoch,
+                &adopt.to,
+                &MigrationStatus::Syncing.as_str(),
+                &adopt.account_id,
+                &adopt.access_mode.as_str(),
+            ],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let record = pod_from_row(&row)?;
+        execute(
+            &tx,
+            "DELETE FROM resources WHERE pod_id = $1",
+            &[&adopt.pod_id],
+        )
+        .await?;
+        // One round trip for every row, however many: a JSON array read as a record set.
+        let rows: Vec<serde_json::Value> = adopt
+            .rows
+            .iter()
+            .map(|m| {
+                let r = &m.record;
+                let regions: Vec<&str> = if r.blob_key.is_some() {
+                    vec![adopt.source.as_str()]
+                } else {
+                    Vec::new()
+                };
+                serde_json::json!({
+                    "path": r.path, "parent": parent_path(&r.path),
+                    "is_container": r.is_container, "content_type": r.content_type,
+                    "etag": r.etag, "size": r.size, "blob_key": r.blob_key,
+                    "regions": regions, "version": r.version,
+                    "modified_at": r.modified_at, "deleted_at": m.deleted_at,
+                })
+            })
+            .collect();
+        execute(
+            &tx,
+            "INSERT INTO resources (pod_id, path, parent, is_container, content_type, etag, \
+                 size, blob_key, regions, version, modified_at, deleted_at) \
+             SELECT $1, x.path, x.parent, x.is_container, x.content_type, x.etag, x.size, \
+                 x.blob_key, x.regions, x.version, x.modified_at, x.deleted_at \
+             FROM jsonb_to_recordset($2::text::jsonb) AS x(path TEXT, parent TEXT, \
+                 is_container BOOLEAN, content_type TEXT, etag TEXT, size BIGINT, \
+                 blob_key TEXT, regions JSONB, version BIGINT, modified_at BIGINT, \
+                 deleted_at BIGINT)",
+            &[&adopt.pod_id, &to_json(&rows)?],
+        )
+        .await?;
+        notify(&tx, &record.pod_id, record.epoch).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(record))
     }
 }
 

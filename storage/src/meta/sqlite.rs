@@ -30,6 +30,7 @@ use super::{
     MetaStore, MigrationStatus, Millis, NewAudit, NewPod, NodeRecord, NodeStatus, NodeType,
     PodRecord, Precondition, PutOutcome, PutResource, ResourceRecord, RETIRED_BLOB,
 };
+use super::{AdoptPod, MovedRow};
 use super::{
     AuditStore, CertStore, DocStore, KeyStore, LeaseStore, NodeStore, PodStore, TokenStore,
 };
@@ -1276,6 +1277,138 @@ impl PodStore for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+
+    async fn export_pod(&self, pod_id: &str) -> MetaResult<Vec<MovedRow>> {
+        let pod_id = pod_id.to_string();
+        self.call(move |c| {
+            if load_pod(c, &pod_id)?.is_none() {
+                return Err(MetaError::NotFound(format!("pod {pod_id}")));
+            }
+            c.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLS} FROM resources WHERE pod_id = ?1 ORDER BY path"
+            ))
+            .db()?
+            .query_map([&pod_id], |row| {
+                let stored = resource_from_row(row)?;
+                Ok(MovedRow {
+                    record: stored.record,
+                    deleted_at: row.get(10)?,
+                })
+            })
+            .db()?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .db()
+        })
+        .await
+    }
+
+    async fn release_pod(&self, pod_id: &str, to: &str) -> MetaResult<PodRecord> {
+        let (pod_id, to) = (pod_id.to_string(), to.to_string());
+        let record = self
+            .call(move |c| {
+                let tx = immediate(c)?;
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
+                                         migration_target_node = ?1, migration_progress = 0
+                         WHERE pod_id = ?3",
+                    )
+                    .db()?
+                    .execute(params![to, MigrationStatus::Syncing.as_str(), pod_id])
+                    .db()?;
+                if n == 0 {
+                    return Err(MetaError::NotFound(format!("pod {pod_id}")));
+                }
+                let record = load_pod(&tx, &pod_id)?
+                    .ok_or_else(|| MetaError::NotFound(format!("pod {pod_id}")))?;
+                tx.commit().db()?;
+                Ok(record)
+            })
+            .await?;
+        self.hub.send(FeedEvent::PodOwner {
+            pod_id: record.pod_id.clone(),
+            epoch: record.epoch,
+        });
+        Ok(record)
+    }
+
+    async fn adopt_pod(&self, adopt: &AdoptPod) -> MetaResult<Option<PodRecord>> {
+        let adopt = adopt.clone();
+        let record = self
+            .call(move |c| {
+                let tx = immediate(c)?;
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE pods SET node_id = ?1, epoch = epoch + 1, migration_status = ?2,
+                                         migration_target_node = ?1, migration_progress = 0,
+                                         account_id = ?3, access_mode = ?4
+                         WHERE pod_id = ?5 AND node_id = ?6 AND epoch = ?7",
+                    )
+                    .db()?
+                    .execute(params![
+                        adopt.to,
+                        MigrationStatus::Syncing.as_str(),
+                        adopt.account_id,
+                        adopt.access_mode.as_str(),
+                        adopt.pod_id,
+                        adopt.from,
+                        adopt.epoch
+                    ])
+                    .db()?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                tx.prepare_cached("DELETE FROM resources WHERE pod_id = ?1")
+                    .db()?
+                    .execute([&adopt.pod_id])
+                    .db()?;
+                let regions = to_json(&[&adopt.source])?;
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO resources (pod_id, path, parent, is_container, content_type,
+                                                etag, size, blob_key, regions, version,
+                                                modified_at, deleted_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )
+                    .db()?;
+                for row in &adopt.rows {
+                    let r = &row.record;
+                    let regions = if r.blob_key.is_some() {
+                        regions.as_str()
+                    } else {
+                        "[]"
+                    };
+                    insert
+                        .execute(params![
+                            adopt.pod_id,
+                            r.path,
+                            parent_path(&r.path),
+                            r.is_container,
+                            r.content_type,
+                            r.etag,
+                            r.size,
+                            r.blob_key,
+                            regions,
+                            r.version,
+                            r.modified_at,
+                            row.deleted_at
+                        ])
+                        .db()?;
+                }
+                drop(insert);
+                let record = load_pod(&tx, &adopt.pod_id)?;
+                tx.commit().db()?;
+                Ok(record)
+            })
+            .await?;
+        if let Some(r) = &record {
+            self.hub.send(FeedEvent::PodOwner {
+                pod_id: r.pod_id.clone(),
+                epoch: r.epoch,
+            });
+        }
+        Ok(record)
     }
 }
 
