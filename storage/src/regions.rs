@@ -8,7 +8,10 @@
 //!    region's store are kept there, so a hot small GET touches no file;
 //! 1. the disk cache ([`DiskCache`]) — filled by full reads that came over the network;
 //! 2. the own region's store;
-//! 3. the regions the row says hold the blob, then every other configured region.
+//! 3. the regions the row says hold the blob, then every other configured region. A holder
+//!    that is not a configured region — `edge:<node>`, an edge that gave its pod to the
+//!    cluster (issue 21) — is reached through [`Regions::set_remotes`] and replicated from in
+//!    the same way.
 //!
 //! A full read served by another region streams to the client while it is written to a cache
 //! temp file; when the last byte has arrived (exactly the size metadata recorded) the file is
@@ -113,10 +116,16 @@ pub struct RegionStats {
 /// The memory tier's budget.
 pub const MEMORY_TIER_BYTES: usize = 32 * 1024 * 1024;
 
+/// Finds the source of a holder that is not a configured region (`edge:<node>`), if any.
+pub type RemoteResolver =
+    Arc<dyn Fn(&str) -> Option<Arc<dyn crate::blobs::RemoteSource>> + Send + Sync>;
+
 /// The regions of a cluster as one node sees them. See the module docs.
 pub struct Regions {
     own: Region,
     others: Vec<Region>,
+    /// Holders of blobs that are not buckets (issue 21), set once the node is up.
+    remotes: std::sync::OnceLock<RemoteResolver>,
     cache: Option<Arc<DiskCache>>,
     mem: MemCache,
     meta: Arc<dyn MetaStore>,
@@ -157,6 +166,7 @@ impl Regions {
         Regions {
             own,
             others,
+            remotes: std::sync::OnceLock::new(),
             cache,
             mem: MemCache::new(MEMORY_TIER_BYTES),
             meta,
@@ -188,17 +198,28 @@ impl Regions {
         })
     }
 
-    /// The regions to try for a blob the row says `holding` holds: own, holding, the rest.
-    fn order(&self, holding: &[String]) -> Vec<&Region> {
-        let mut order = vec![&self.own];
+    /// Sets how holders that are not regions (`edge:<node>`) are reached; once.
+    pub fn set_remotes(&self, resolve: RemoteResolver) {
+        let _ = self.remotes.set(resolve);
+    }
+
+    /// The regions to try for a blob the row says `holding` holds: own, holding (a configured
+    /// region, or a remote holder the resolver knows), the rest.
+    fn order(&self, holding: &[String]) -> Vec<Region> {
+        let mut order = vec![self.own.clone()];
         for name in holding {
             if let Some(r) = self.others.iter().find(|r| &r.name == name) {
-                order.push(r);
+                order.push(r.clone());
+            } else if let Some(source) = self.remotes.get().and_then(|resolve| resolve(name)) {
+                order.push(Region {
+                    name: name.clone(),
+                    store: crate::blobs::BlobStore::remote(name, source),
+                });
             }
         }
         for r in &self.others {
             if !holding.contains(&r.name) {
-                order.push(r);
+                order.push(r.clone());
             }
         }
         order
@@ -390,7 +411,7 @@ impl Regions {
         }
         let mut failed = Vec::new();
         for region in self.order(holding).into_iter().skip(1) {
-            match self.copy_into_own(key, size, region).await {
+            match self.copy_into_own(key, size, &region).await {
                 Ok(()) => {
                     drop(claim);
                     return Ok(true);
@@ -746,5 +767,98 @@ mod tests {
             assert!(!c.contains(k), "{k} must not be cached");
         }
         assert_eq!(tmp_files(&dir), 0, "temp files removed");
+    }
+
+    /// A node holding blobs, in memory; `down` makes every read fail.
+    #[derive(Debug)]
+    struct FakeNode {
+        blobs: std::collections::HashMap<String, Bytes>,
+        down: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::blobs::RemoteSource for FakeNode {
+        async fn get(
+            &self,
+            key: &str,
+            range: Option<Range<u64>>,
+        ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+            if self.down {
+                return Err(BlobError::Body("the edge is offline".into()));
+            }
+            let b = self
+                .blobs
+                .get(key)
+                .ok_or_else(|| BlobError::NotFound(key.into()))?;
+            let b = match range {
+                Some(r) => b.slice(r.start as usize..r.end as usize),
+                None => b.clone(),
+            };
+            Ok(futures_util::stream::iter(vec![Ok(b)]).boxed())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_holder_is_read_and_copied_into_the_own_region_once() {
+        let dir = std::env::temp_dir().join(format!("xpod-remote-{}", rand::random::<u64>()));
+        let own = BlobStore::open(&format!("file://{}", dir.display())).unwrap();
+        let meta = crate::meta::open("sqlite::memory:", 1).await.unwrap();
+        let regions = Arc::new(Regions::new(
+            Region {
+                name: "local".into(),
+                store: own.clone(),
+            },
+            Vec::new(),
+            None,
+            meta,
+        ));
+        let key = "blobs/p/0123456789abcdef0123456789abcdef";
+        let bytes = Bytes::from(vec![7u8; 100_000]);
+        let up = Arc::new(FakeNode {
+            blobs: [(key.to_string(), bytes.clone())].into(),
+            down: false,
+        });
+        let down = Arc::new(FakeNode {
+            blobs: Default::default(),
+            down: true,
+        });
+        regions.set_remotes(Arc::new(move |name: &str| match name {
+            "edge:up" => Some(up.clone() as Arc<dyn crate::blobs::RemoteSource>),
+            "edge:down" => Some(down.clone() as Arc<dyn crate::blobs::RemoteSource>),
+            _ => None,
+        }));
+        let holding = ["edge:up".to_string()];
+        let read = regions.read(key, 100_000, &holding, None).await.unwrap();
+        assert_eq!(read.tier, Tier::Region("edge:up".into()));
+        let got: Vec<Bytes> = read.stream.map(|b| b.unwrap()).collect().await;
+        assert_eq!(got.concat(), bytes.to_vec());
+        // Copied into the own region in the background: the next read is local.
+        let mut tier = None;
+        for _ in 0..50 {
+            settle().await;
+            let r = regions.read(key, 100_000, &holding, None).await.unwrap();
+            tier = Some(r.tier);
+            if tier == Some(Tier::Region("local".into())) {
+                break;
+            }
+        }
+        assert_eq!(tier, Some(Tier::Region("local".into())));
+        assert_eq!(regions.stats.copies.load(Ordering::Relaxed), 1);
+        // A holder that is down is named; one nobody knows is not a place to look.
+        match regions
+            .read("blobs/p/x", 10, &["edge:down".to_string()], None)
+            .await
+        {
+            Err(RegionError::Unavailable { regions, .. }) => assert_eq!(regions, ["edge:down"]),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("read from a node that is down"),
+        }
+        assert!(matches!(
+            regions
+                .read("blobs/p/x", 10, &["edge:nobody".to_string()], None)
+                .await,
+            Err(RegionError::NotFound(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

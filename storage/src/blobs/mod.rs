@@ -94,6 +94,18 @@ pub struct StoredBlob {
     pub size: u64,
 }
 
+/// A holder of blobs that is not a bucket: a node that still has them (issue 21: an edge that
+/// gave its pod to the cluster, reached through its tunnel). Only reads are asked of it.
+#[async_trait::async_trait]
+pub trait RemoteSource: Send + Sync + std::fmt::Debug {
+    /// Blob `key`, or `range` of it; `NotFound` if the source does not have it.
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError>;
+}
+
 /// The object store of this node's region.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -102,6 +114,8 @@ pub struct BlobStore {
     /// For `file://` stores: the root directory, so reads can bypass object_store's 8 KiB
     /// chunked file reader (about 5× slower than large reads; see [`BlobStore::get`]).
     local_root: Option<std::path::PathBuf>,
+    /// For a [`RemoteSource`]: reads go there ([`BlobStore::remote`]).
+    remote: Option<Arc<dyn RemoteSource>>,
 }
 
 impl BlobStore {
@@ -121,6 +135,7 @@ impl BlobStore {
             store: Arc::new(fs),
             url: url.to_string(),
             local_root: Some(path.into()),
+            remote: None,
         })
     }
 
@@ -166,7 +181,20 @@ impl BlobStore {
             store: Arc::new(b.build()?),
             url: format!("s3://{}", s3.bucket),
             local_root: None,
+            remote: None,
         })
+    }
+
+    /// A store whose reads go to `source` (named `name`, e.g. `edge:<node>`). It is only ever
+    /// read: nothing is written to a node that gave its pod away (its put would land in an
+    /// empty in-memory store, never used).
+    pub fn remote(name: &str, source: Arc<dyn RemoteSource>) -> BlobStore {
+        BlobStore {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            url: name.to_string(),
+            local_root: None,
+            remote: Some(source),
+        }
     }
 
     /// Whether this store is a local directory (reads cost no network; not worth caching).
@@ -278,6 +306,9 @@ impl BlobStore {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        if let Some(remote) = &self.remote {
+            return remote.get(key, range).await;
+        }
         if let Some(root) = &self.local_root {
             return Self::get_local(root.join(key), key, range).await;
         }
