@@ -188,6 +188,9 @@ impl App {
             gc,
             config,
         });
+        // Blobs of pods edges handed over are read through their tunnels until copied.
+        app.regions
+            .set_remotes(crate::edges::pod_move::resolver(&app));
         app.heartbeat(NodeStatus::Online)
             .await
             .context("registering this node in the metadata store")?;

@@ -12,7 +12,9 @@
 //! [`SYNC_EVERY`]) and copies each blob the own region lacks, at most [`SYNC_PARALLEL`] at a
 //! time (the throttle: live traffic keeps most of the bandwidth), updating `migration_progress`
 //! in order as it goes and setting `done` at the end — or `failed` (retried on the next round)
-//! when a region cannot be read.
+//! when a region cannot be read. A pod that moved from an edge (its bytes held by `edge:<node>`,
+//! `crate::edges::pod_move`) stays `syncing` while that edge is offline, and goes on when it is
+//! back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use xpod_config::Config;
 use xpod_storage::blobs::{BlobStore, S3Location};
 use xpod_storage::cache::DiskCache;
 use xpod_storage::meta::{self, MetaStore, MigrationStatus};
-use xpod_storage::regions::{Region, Regions};
+use xpod_storage::regions::{Region, RegionError, Regions};
 
 /// How often the sync job looks for pods to finish.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -132,6 +134,23 @@ pub async fn sync_loop(job: SyncJob, mut shutdown: tokio::sync::watch::Receiver<
 }
 
 async fn report(job: &SyncJob, pod_id: &str, result: anyhow::Result<(usize, usize)>) {
+    // Bytes still only on an edge that is offline: the move is not failing, it waits for the
+    // edge (it stays `syncing` at its progress, and the next round goes on).
+    if let Err(e) = &result {
+        let edge = e
+            .chain()
+            .find_map(|c| match c.downcast_ref::<RegionError>() {
+                Some(RegionError::Unavailable { regions, .. }) => regions
+                    .iter()
+                    .find_map(|r| r.strip_prefix("edge:"))
+                    .map(str::to_string),
+                _ => None,
+            });
+        if let Some(edge) = edge {
+            tracing::info!(pod = pod_id, %edge, "migration sync waits for the edge to come back");
+            return;
+        }
+    }
     let (status, progress) = match &result {
         Ok((copied, total)) => {
             tracing::info!(pod = pod_id, copied, blobs = total, "migration sync done");
@@ -245,10 +264,14 @@ pub fn figures(regions: &Regions) -> Vec<crate::metrics::Figure> {
 }
 
 /// Whether a move of a pod from `from` to `to` needs a byte copy: the nodes are in different
-/// regions.
+/// regions, or one is an edge (whose bytes are its own, whatever its region is called).
 pub fn needs_sync(from: Option<&meta::NodeRecord>, to: Option<&meta::NodeRecord>) -> bool {
     match (from, to) {
-        (Some(a), Some(b)) => a.region != b.region,
+        (Some(a), Some(b)) => {
+            a.region != b.region
+                || a.node_type == meta::NodeType::Edge
+                || b.node_type == meta::NodeType::Edge
+        }
         _ => false,
     }
 }

@@ -25,6 +25,8 @@
 //!   `kind = "tcp"` services.
 //! - [`services`]: an edge's side: the services it publishes (`[[tunnel.services]]`) and its
 //!   own pods, served on the data streams its centers open.
+//! - [`pod_move`]: a pod moves from an edge to the cluster (released and exported by the
+//!   edge, adopted by the shared store, its blobs read through the tunnel until copied).
 //! - [`terminal`]: a terminal on an edge device (`xpod nodes shell`, `/{pod}/-/terminal`),
 //!   only when the edge's own configuration allows it.
 //!
@@ -38,6 +40,7 @@ pub mod center;
 pub mod edge;
 pub mod forward;
 pub mod learned;
+pub mod pod_move;
 pub mod registry;
 pub mod relay;
 pub mod services;

@@ -181,7 +181,8 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
     responses(
         (status = 202, description = "Moved: the new owner and epoch; `migrationStatus` says whether bytes still sync", body = PodRecord),
         (status = 404, description = "No such pod or node", body = ErrorBody),
-        (status = 409, description = "The target is offline, already the owner, or an edge", body = ErrorBody),
+        (status = 409, description = "The target is offline, already the owner, or an edge (moves onto edges are not supported yet)", body = ErrorBody),
+        (status = 503, description = "`edge_offline`: the pod's edge holds its metadata and cannot be reached; nothing moved", body = ErrorBody),
     ))]
 async fn migrate_pod(
     ctx: &Ctx,
@@ -192,29 +193,43 @@ async fn migrate_pod(
     xpod_config::validate_node_id(&input.target_node)
         .map_err(|e| ApiError::bad_request(format!("targetNode: {e}")))?;
     let before = ctx.app.meta.get_pod(pod_id).await?;
-    // An edge's pod data lives in the edge's own store: moving it needs a byte copy that does
-    // not exist yet, so such moves are refused rather than left half-done.
     let target = ctx.app.meta.get_node(&input.target_node).await?;
     let source = match &before {
         Some(p) => ctx.app.meta.get_node(&p.node_id).await?,
         None => None,
     };
-    for (node, role) in [(&target, "target"), (&source, "current owner")] {
-        if let Some(n) = node
-            .as_ref()
-            .filter(|n| n.node_type == meta::NodeType::Edge)
-        {
-            return Err(ApiError::conflict(format!(
-                "the {role} {} is an edge: moving pods to or from edges is not supported yet (the pod's data lives in the edge's own store)",
-                n.node_id
-            )));
-        }
+    // Onto an edge: the edge would have to pull the pod's bytes through its center, which
+    // does not exist yet; refused rather than left half-done.
+    if let Some(n) = target
+        .as_ref()
+        .filter(|n| n.node_type == meta::NodeType::Edge)
+    {
+        return Err(ApiError::conflict(format!(
+            "the target {} is an edge: moving pods onto edges is not supported yet (only from an edge to a center)",
+            n.node_id
+        )));
     }
-    let moved = ctx
-        .app
-        .meta
-        .transfer_pod(pod_id, &input.target_node)
-        .await?;
+    let from_edge = source
+        .as_ref()
+        .filter(|n| n.node_type == meta::NodeType::Edge);
+    let moved = match (from_edge, &before, &target) {
+        (Some(edge), Some(pod), Some(t)) => {
+            if t.status != meta::NodeStatus::Online {
+                return Err(ApiError::conflict(format!(
+                    "the target {} is not online",
+                    t.node_id
+                )));
+            }
+            // The pod's metadata lives on the edge: it moves into the shared store first.
+            crate::edges::pod_move::from_edge(&ctx.app, pod, &edge.node_id, &t.node_id).await?
+        }
+        _ => {
+            ctx.app
+                .meta
+                .transfer_pod(pod_id, &input.target_node)
+                .await?
+        }
+    };
     ctx.app.owners.invalidate(pod_id);
     if !crate::regions::needs_sync(source.as_ref(), target.as_ref()) {
         ctx.app
@@ -229,6 +244,7 @@ async fn migrate_pod(
             "from": before.map(|p| p.node_id),
             "to": moved.node_id,
             "epoch": moved.epoch,
+            "fromEdge": from_edge.is_some(),
         }),
     )
     .await;

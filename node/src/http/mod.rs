@@ -377,6 +377,10 @@ async fn runner_request(
         if path == crate::edges::learned::PATH {
             return crate::edges::learned::serve(app, &method, &body);
         }
+        if path.starts_with(crate::edges::pod_move::PREFIX) || path == crate::edges::pod_move::BLOBS
+        {
+            return crate::edges::pod_move::serve(app, &method, path, query, &body).await;
+        }
         return crate::sandbox::internal::serve(app, &method, path, query, body).await;
     }
     if app.config.role == xpod_config::Role::Edge {

@@ -160,6 +160,18 @@ impl From<xpod_storage::regions::RegionError> for ApiError {
             }
             RegionError::Unavailable { regions, why, .. } => {
                 tracing::warn!(regions = ?regions, %why, "a read found no available region");
+                if let Some(edge) = regions.iter().find_map(|r| r.strip_prefix("edge:")) {
+                    // A pod that moved from an edge whose bytes are not all copied yet.
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "edge_offline",
+                        format!(
+                            "the resource's bytes are still only on edge {edge}, which the pod moved from, and it cannot be reached now; they are copied when it is back; retry later"
+                        ),
+                    )
+                    .with_details(serde_json::json!({"edge": edge, "regions": regions}))
+                    .with_header(http::header::RETRY_AFTER, "5");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "region_unavailable",

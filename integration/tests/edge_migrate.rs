@@ -1,0 +1,211 @@
+//! Issue 21, first slice: a pod moves from an edge to the cluster with one call, as instantly
+//! as between centers (real processes: two centers on PostgreSQL sharing one object store, an
+//! edge joined to the first with a grant for pod ids `mv…`).
+//!
+//! The edge creates the pod; 200 objects are written to it through center-2 (so they live in
+//! the edge's own store), one is deleted. With the target's sync held back:
+//! - `POST /.cluster/pods/mvpod/migrate` to center-1 answers 202 `syncing` with the new epoch;
+//! - every object reads back byte-exact through center-2 at once, its bytes read from the edge
+//!   through the tunnel (`x-xpod-read-from: edge:edge-1`); the deleted one stays deleted;
+//! - a write after the 202 lands at the new owner; a write on the edge's own port is refused;
+//! - the edge killed halfway: objects already read are still served, the others answer 503
+//!   `edge_offline` naming the edge;
+//! - the sync let go while the edge is away waits (`syncing`, not `failed`); the edge back,
+//!   the move reaches `done` / 100 %, and every object reads byte-exact with the edge stopped
+//!   for good.
+//!
+//! Moving a pod onto an edge is still refused (`mesh_centers.rs`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::edges::{new_token_with, start_edge_with_token, wait_online};
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{NodeProcess, TempDir};
+use xpod_integration::pg::PgServer;
+
+const N: usize = 200;
+
+fn content(i: usize) -> Vec<u8> {
+    // 1 KiB to 61 KiB, different bytes for every object.
+    let len = 1024 + (i * 7919) % (60 * 1024);
+    (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+}
+
+fn put(c: &NodeProcess, key: &str, path: &str, body: &[u8]) -> Resp {
+    Curl::new("PUT", format!("{}{path}", c.url()))
+        .bearer(key)
+        .header("Content-Type: application/octet-stream")
+        .body(body.to_vec())
+        .arg("--max-time")
+        .arg("30")
+        .send()
+}
+
+fn get(c: &NodeProcess, key: &str, path: &str) -> Resp {
+    Curl::get(format!("{}{path}", c.url()))
+        .bearer(key)
+        .arg("--max-time")
+        .arg("30")
+        .send()
+}
+
+fn pod(c: &NodeProcess, key: &str) -> Value {
+    get(c, key, "/.cluster/pods/mvpod").expect(200).json()
+}
+
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-migrate");
+    let hold = tmp.path().join("hold-sync");
+    std::fs::write(&hold, "").unwrap();
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(&presence, "[tunnel.presence]\nheartbeat_secs = 1\n").unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![
+            ("XPOD_CONFIG", presence.display().to_string()),
+            ("XPOD_TEST_SYNC_HOLD", hold.display().to_string()),
+        ]
+    });
+    let key = centers[0].admin_key();
+    let token = new_token_with(
+        &centers[0],
+        json!({"singleUse": true, "podPrefixes": ["mv"]}),
+    );
+    let mut edge = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[tunnel.presence]\nheartbeat_secs = 1\n",
+        &token,
+    );
+    wait_online(&centers[0], "edge-1");
+    // The edge creates the pod in its own store; the cluster learns it owns it.
+    Curl::new("POST", format!("{}/.cluster/pods", edge.url()))
+        .bearer(&edge.admin_key())
+        .json(&json!({"podId": "mvpod", "accessMode": "public-read"}))
+        .send()
+        .expect(201);
+    eventually(15, "the cluster records edge-1 as mvpod's owner", || {
+        let r = get(&centers[1], &key, "/.cluster/pods/mvpod");
+        r.status == 200 && r.json()["nodeId"] == "edge-1"
+    });
+    let via = &centers[1];
+    eventually(20, "center-2 reaches the edge's pod", || {
+        put(via, &key, "/mvpod/probe.txt", b"probe").status == 201
+    });
+    for i in 0..N {
+        let r = put(via, &key, &format!("/mvpod/f-{i}.bin"), &content(i));
+        assert_eq!(r.status, 201, "f-{i}: {r:?}");
+        assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+    }
+    Curl::new("DELETE", format!("{}/mvpod/f-7.bin", via.url()))
+        .bearer(&key)
+        .send()
+        .expect(204);
+    let before = pod(via, &key);
+
+    // The move: 202 at once, the new owner at the next epoch, bytes still to copy.
+    let t = Instant::now();
+    let r = Curl::new("POST", format!("{}/.cluster/pods/mvpod/migrate", via.url()))
+        .bearer(&key)
+        .json(&json!({"targetNode": "center-1"}))
+        .send();
+    let took = t.elapsed();
+    assert_eq!(r.status, 202, "{r:?}");
+    let moved = r.json();
+    assert_eq!(moved["nodeId"], "center-1", "{moved}");
+    assert_eq!(moved["epoch"], before["epoch"].as_i64().unwrap() + 1);
+    assert_eq!(moved["migrationStatus"], "syncing");
+    assert_eq!(
+        moved["accessMode"], "public-read",
+        "the edge's access mode moved too"
+    );
+    eprintln!("edge → center: 202 after {took:?}");
+
+    // Reads through center-2: served by center-1, the bytes from the edge for now.
+    let mut from_edge = 0;
+    for i in (0..N).filter(|i| *i != 7) {
+        let r = get(via, &key, &format!("/mvpod/f-{i}.bin"));
+        assert_eq!(r.status, 200, "f-{i}: {r:?}");
+        assert_eq!(r.body, content(i), "f-{i} byte-exact");
+        assert_eq!(r.header("x-xpod-node"), Some("center-1"));
+        if r.header("x-xpod-read-from") == Some("edge:edge-1") {
+            from_edge += 1;
+        }
+        if i == N / 2 {
+            break;
+        }
+    }
+    assert!(from_edge > 90, "read from the edge: {from_edge}");
+    assert_eq!(
+        get(via, &key, "/mvpod/f-7.bin").status,
+        404,
+        "still deleted"
+    );
+    // A write after the 202 is the new owner's; the edge refuses its own.
+    let r = put(via, &key, "/mvpod/after.bin", b"after the move");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("x-xpod-node"), Some("center-1"));
+    let r = put(&edge, &edge.admin_key(), "/mvpod/late.bin", b"too late");
+    assert_eq!(r.status, 503, "a write on the edge after the move: {r:?}");
+    assert_eq!(get(via, &key, "/mvpod/late.bin").status, 404);
+
+    // The edge dies halfway: what was read is served, the rest is a clear 503.
+    std::thread::sleep(Duration::from_secs(2)); // the background copies of those reads
+    edge.kill9();
+    for i in [0usize, 50, 99] {
+        let r = get(via, &key, &format!("/mvpod/f-{i}.bin"));
+        assert_eq!(r.status, 200, "f-{i} was copied: {r:?}");
+        assert_eq!(r.body, content(i));
+    }
+    let r = get(via, &key, "/mvpod/f-150.bin");
+    assert_eq!(r.status, 503, "{r:?}");
+    let e = r.json();
+    assert_eq!(e["code"], "edge_offline", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("edge-1"), "{e}");
+
+    // The sync let go while the edge is away: it waits (still syncing), it does not fail.
+    std::fs::remove_file(&hold).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let p = pod(via, &key);
+    assert_eq!(p["migrationStatus"], "syncing", "{p}");
+    assert!(p["migrationProgress"].as_i64().unwrap() < 100, "{p}");
+    // Back: the sync resumes and finishes; every byte is in the cluster.
+    edge.restart();
+    wait_online(&centers[0], "edge-1");
+    eventually(60, "the move reaches done", || {
+        let p = pod(via, &key);
+        p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    assert!(edge.terminate().success());
+    for c in &centers {
+        for i in (0..N).filter(|i| *i != 7) {
+            let r = get(c, &key, &format!("/mvpod/f-{i}.bin"));
+            assert_eq!(r.status, 200, "f-{i} via {}: {r:?}", c.url());
+            assert_eq!(r.body, content(i), "f-{i} byte-exact");
+        }
+    }
+    assert_eq!(get(via, &key, "/mvpod/after.bin").body, b"after the move");
+    // The audit names the move.
+    let audit = get(
+        &centers[0],
+        &key,
+        "/api/v1/audit?action=pod.migrate&target=mvpod",
+    )
+    .expect(200)
+    .json();
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["details"]["from"], "edge-1", "{audit}");
+    assert_eq!(entry["details"]["fromEdge"], true, "{audit}");
+}
