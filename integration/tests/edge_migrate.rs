@@ -8,6 +8,7 @@
 //! - every object reads back byte-exact through center-2 at once, its bytes read from the edge
 //!   through the tunnel (`x-xpod-read-from: edge:edge-1`); the deleted one stays deleted;
 //! - a write after the 202 lands at the new owner; a write on the edge's own port is refused;
+//!   a client writing through center-2 all along loses no acknowledged write;
 //! - the edge killed halfway: objects already read are still served, the others answer 503
 //!   `edge_offline` naming the edge;
 //! - the sync let go while the edge is away waits (`syncing`, not `failed`); the edge back,
@@ -115,6 +116,34 @@ fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
         .expect(204);
     let before = pod(via, &key);
 
+    // A client writes through center-2 all along the move: every acknowledged write must be
+    // readable afterwards (writes in the instant of the hand-over may be refused, never lost).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, key, stop) = (via.url(), key.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut refused = 0;
+            let mut k = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = Curl::new("PUT", format!("{url}/mvpod/w-{k}.txt"))
+                    .bearer(&key)
+                    .header("Content-Type: text/plain")
+                    .body(format!("write {k}").into_bytes())
+                    .arg("--max-time")
+                    .arg("30")
+                    .send();
+                match r.status {
+                    201 => acked.push(k),
+                    _ => refused += 1,
+                }
+                k += 1;
+            }
+            (acked, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
     // The move: 202 at once, the new owner at the next epoch, bytes still to copy.
     let t = Instant::now();
     let r = Curl::new("POST", format!("{}/.cluster/pods/mvpod/migrate", via.url()))
@@ -160,6 +189,10 @@ fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
     let r = put(&edge, &edge.admin_key(), "/mvpod/late.bin", b"too late");
     assert_eq!(r.status, 503, "a write on the edge after the move: {r:?}");
     assert_eq!(get(via, &key, "/mvpod/late.bin").status, 404);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = writer.join().unwrap();
+    eprintln!("writes during the move: {} acknowledged, {refused} refused", acked.len());
+    assert!(acked.len() > 10, "the writer got through: {}", acked.len());
 
     // The edge dies halfway: what was read is served, the rest is a clear 503.
     std::thread::sleep(Duration::from_secs(2)); // the background copies of those reads
@@ -197,6 +230,11 @@ fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
         }
     }
     assert_eq!(get(via, &key, "/mvpod/after.bin").body, b"after the move");
+    for k in &acked {
+        let r = get(via, &key, &format!("/mvpod/w-{k}.txt"));
+        assert_eq!(r.status, 200, "acknowledged write w-{k} lost: {r:?}");
+        assert_eq!(r.body, format!("write {k}").into_bytes(), "w-{k}");
+    }
     // The audit names the move.
     let audit = get(
         &centers[0],
