@@ -191,7 +191,10 @@ fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
     assert_eq!(get(via, &key, "/mvpod/late.bin").status, 404);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, refused) = writer.join().unwrap();
-    eprintln!("writes during the move: {} acknowledged, {refused} refused", acked.len());
+    eprintln!(
+        "writes during the move: {} acknowledged, {refused} refused",
+        acked.len()
+    );
     assert!(acked.len() > 10, "the writer got through: {}", acked.len());
 
     // The edge dies halfway: what was read is served, the rest is a clear 503.
