@@ -15,7 +15,9 @@
 //!   the move reaches `done` / 100 %, and every object reads byte-exact with the edge stopped
 //!   for good.
 //!
-//! Moving a pod onto an edge is still refused (`mesh_centers.rs`).
+//! A second test moves a pod with a 1 GiB object: read through the other center right after
+//! the 202 (streamed from the edge and copied once), byte-exact, no process past 100 MiB
+//! resident. Moving a pod onto an edge is still refused (`mesh_centers.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -249,4 +251,137 @@ fn a_pod_moves_from_an_edge_to_a_center_at_once_and_its_bytes_follow() {
     let entry = &audit["entries"][0];
     assert_eq!(entry["details"]["from"], "edge-1", "{audit}");
     assert_eq!(entry["details"]["fromEdge"], true, "{audit}");
+}
+
+/// sha256 of a file, read in 1 MiB chunks.
+fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A 1 GiB object written to an edge's pod moves with it: read through the other center right
+/// after the 202 (streamed from the edge and copied once), byte-exact, while no process goes
+/// past 100 MiB resident.
+#[test]
+fn a_one_gib_object_moves_with_its_pod_in_flat_memory() {
+    const SIZE: u64 = 1 << 30;
+    const LIMIT_KIB: u64 = 100 * 1024;
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-migrate-big");
+    let centers = start_centers(&tmp, &pg, 2, |_| Vec::new());
+    let key = centers[0].admin_key();
+    let token = new_token_with(
+        &centers[0],
+        json!({"singleUse": true, "podPrefixes": ["mv"]}),
+    );
+    let edge = start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
+    wait_online(&centers[0], "edge-1");
+    Curl::new("POST", format!("{}/.cluster/pods", edge.url()))
+        .bearer(&edge.admin_key())
+        .json(&json!({"podId": "mvbig"}))
+        .send()
+        .expect(201);
+    eventually(15, "the cluster records edge-1 as mvbig's owner", || {
+        let r = get(&centers[0], &key, "/.cluster/pods/mvbig");
+        r.status == 200 && r.json()["nodeId"] == "edge-1"
+    });
+    // 1 GiB of a pattern that differs in every MiB.
+    let src = tmp.path().join("big.bin");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        for mib in 0..(SIZE >> 20) {
+            let chunk: Vec<u8> = (0..1u32 << 20)
+                .map(|j| (mib as u32).wrapping_mul(131).wrapping_add(j) as u8)
+                .collect();
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {key}"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let url = |c: &NodeProcess| format!("{}/mvbig/big.bin", c.url());
+    // Written through center-1 into the edge's own store.
+    let code = curl(&[
+        "-T",
+        src.to_str().unwrap(),
+        "-H",
+        "Content-Type: application/octet-stream",
+        &url(&centers[0]),
+    ]);
+    assert_eq!(code, "201", "the upload to the edge");
+    let r = Curl::new(
+        "POST",
+        format!("{}/.cluster/pods/mvbig/migrate", centers[0].url()),
+    )
+    .bearer(&key)
+    .json(&json!({"targetNode": "center-2"}))
+    .send();
+    assert_eq!(r.status, 202, "{r:?}");
+    // Read through center-1 at once: center-2 serves it, from the edge through the tunnel.
+    let out = tmp.path().join("back.bin");
+    let out_s = out.to_str().unwrap().to_string();
+    let status = std::process::Command::new("curl")
+        .args(["-sS", "-o", &out_s, "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg(url(&centers[0]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "200");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), SIZE);
+    assert_eq!(sha256_file(&out), sha256_file(&src), "byte-exact");
+    eventually(120, "the move reaches done", || {
+        pod_of(&centers[1], &key, "mvbig")["migrationStatus"] == "done"
+    });
+    for (name, pid) in [
+        ("center-1", centers[0].pid()),
+        ("center-2", centers[1].pid()),
+        ("edge-1", edge.pid()),
+    ] {
+        let peak = xpod_integration::edges::proc_kib(pid, "VmHWM").expect("/proc/PID/status");
+        eprintln!("{name}: peak resident {} MiB", peak / 1024);
+        assert!(
+            peak < LIMIT_KIB,
+            "{name} peaked at {} MiB resident",
+            peak / 1024
+        );
+    }
+    drop(edge);
+    // Now the cluster's own copy.
+    std::fs::remove_file(&out).unwrap();
+    let status = std::process::Command::new("curl")
+        .args(["-sS", "-o", &out_s, "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg(url(&centers[1]))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&status.stdout), "200");
+    assert_eq!(
+        sha256_file(&out),
+        sha256_file(&src),
+        "byte-exact from the cluster's copy"
+    );
+}
+
+fn pod_of(c: &NodeProcess, key: &str, pod: &str) -> Value {
+    get(c, key, &format!("/.cluster/pods/{pod}"))
+        .expect(200)
+        .json()
 }
