@@ -17,7 +17,9 @@
 //!
 //! A second test moves a pod with a 1 GiB object: read through the other center right after
 //! the 202 (streamed from the edge and copied once), byte-exact, no process past 100 MiB
-//! resident. Moving a pod onto an edge is still refused (`mesh_centers.rs`).
+//! resident. A third cuts a move between the edge's release and the adoption (the center
+//! dies): the pod refuses writes, and repeating the call finishes the move. Moving a pod onto
+//! an edge is still refused (`mesh_centers.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -384,4 +386,71 @@ fn pod_of(c: &NodeProcess, key: &str, pod: &str) -> Value {
     get(c, key, &format!("/.cluster/pods/{pod}"))
         .expect(200)
         .json()
+}
+
+/// The center taking a move dies after the edge released the pod and before the adoption: the
+/// pod refuses writes (nothing is acknowledged that could be lost), and repeating the call
+/// through another center finishes the move with every byte.
+#[test]
+fn a_move_cut_between_release_and_adoption_is_finished_by_repeating_it() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-migrate-cut");
+    let centers = start_centers(&tmp, &pg, 2, |i| {
+        if i == 2 {
+            vec![("XPOD_TEST_ABORT_AFTER_RELEASE", "1".to_string())]
+        } else {
+            Vec::new()
+        }
+    });
+    let key = centers[0].admin_key();
+    let token = new_token_with(
+        &centers[0],
+        json!({"singleUse": true, "podPrefixes": ["mv"]}),
+    );
+    let edge = start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
+    wait_online(&centers[0], "edge-1");
+    Curl::new("POST", format!("{}/.cluster/pods", edge.url()))
+        .bearer(&edge.admin_key())
+        .json(&json!({"podId": "mvcut"}))
+        .send()
+        .expect(201);
+    eventually(15, "the cluster records edge-1 as mvcut's owner", || {
+        let r = get(&centers[0], &key, "/.cluster/pods/mvcut");
+        r.status == 200 && r.json()["nodeId"] == "edge-1"
+    });
+    for i in 0..5 {
+        let r = put(&centers[0], &key, &format!("/mvcut/c-{i}.bin"), &content(i));
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    // center-2 takes the call and dies after the release.
+    let r = Curl::new(
+        "POST",
+        format!("{}/.cluster/pods/mvcut/migrate", centers[1].url()),
+    )
+    .bearer(&key)
+    .json(&json!({"targetNode": "center-1"}))
+    .arg("--max-time")
+    .arg("20")
+    .send();
+    assert_ne!(r.status, 202, "the center died before answering: {r:?}");
+    let p = pod_of(&centers[0], &key, "mvcut");
+    assert_eq!(p["nodeId"], "edge-1", "nothing moved in the cluster: {p}");
+    let r = put(&centers[0], &key, "/mvcut/during.bin", b"x");
+    assert_eq!(r.status, 503, "the released pod refuses writes: {r:?}");
+    // The call again, through center-1: the move finishes.
+    let r = Curl::new(
+        "POST",
+        format!("{}/.cluster/pods/mvcut/migrate", centers[0].url()),
+    )
+    .bearer(&key)
+    .json(&json!({"targetNode": "center-1"}))
+    .send();
+    assert_eq!(r.status, 202, "{r:?}");
+    for i in 0..5 {
+        let r = get(&centers[0], &key, &format!("/mvcut/c-{i}.bin"));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, content(i));
+    }
+    assert_eq!(put(&centers[0], &key, "/mvcut/after.bin", b"y").status, 201);
+    drop(edge);
 }
