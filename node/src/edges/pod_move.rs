@@ -12,10 +12,11 @@
 //! 2. The center **adopts** the pod in the shared store: one compare-and-set on the edge's
 //!    ownership at the epoch it read, which imports the rows with their blobs marked as held by
 //!    `edge:<node>`, makes the target the owner (epoch + 1, `syncing`) and notifies every node.
-//!    If that fails (the pod moved meanwhile, the store is down), the edge is told to
-//!    **reclaim** the pod and the call fails: nothing moved. If the center dies between the
-//!    release and the adoption, the pod refuses writes until the call is repeated (a release
-//!    is asked only while the cluster records the edge as the owner, so it may come again).
+//!    If that fails (the pod moved meanwhile, the store is down) or the center dies between
+//!    the release and the adoption, the pod refuses writes until the call is repeated: the
+//!    edge never takes a released pod back by itself (another move may have adopted it, or an
+//!    adoption may have committed with its answer lost), and a release is asked only while
+//!    the cluster records the edge as the owner, so it may come again.
 //! 3. `202` at once. The new owner serves every request; a blob it does not have yet is read
 //!    from the edge through the tunnel (`GET /node/blobs?key=…`, [`EdgeSource`]), streamed to
 //!    the client and copied into the region's bucket once (`xpod_storage::regions`), and the
@@ -42,7 +43,7 @@ use crate::app::App;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 
-/// The edge's routes (runner requests): release, reclaim, a blob.
+/// The edge's routes (runner requests): release, a blob.
 pub const PREFIX: &str = "/node/pods/";
 pub const BLOBS: &str = "/node/blobs";
 
@@ -60,8 +61,8 @@ struct ReleaseRequest {
     to: String,
 }
 
-/// Serves the edge's side of a move: `POST /node/pods/{id}/release` `{"to"}`,
-/// `POST /node/pods/{id}/reclaim`, `GET /node/blobs?key=K[&range=A-B]`.
+/// Serves the edge's side of a move: `POST /node/pods/{id}/release` `{"to"}` and
+/// `GET /node/blobs?key=K[&range=A-B]`.
 pub async fn serve(
     app: &Arc<App>,
     method: &Method,
@@ -87,7 +88,6 @@ pub async fn serve(
                 .map_err(|e| ApiError::bad_request(format!("release: {e}")))?;
             release(app, pod, &req.to).await
         }
-        (Some((pod, "reclaim")), &Method::POST) => reclaim(app, pod).await,
         _ => Err(ApiError::not_found(format!("no pod-move route at {path}"))),
     }
 }
@@ -117,23 +117,6 @@ async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body
             rows,
         },
     ))
-}
-
-/// Takes a released pod back (its adoption failed).
-async fn reclaim(app: &Arc<App>, pod_id: &str) -> Result<Response<Body>, ApiError> {
-    let pod = app
-        .meta
-        .get_pod(pod_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} is not on this edge")))?;
-    if pod.node_id == app.node_id {
-        return Ok(body::json(StatusCode::OK, &pod));
-    }
-    let back = app.meta.release_pod(pod_id, &app.node_id).await?;
-    app.meta.set_migration_state(pod_id, None, None).await?;
-    app.owners.invalidate(pod_id);
-    tracing::warn!(pod = pod_id, "pod reclaimed: the cluster did not take it");
-    Ok(body::json(StatusCode::OK, &back))
 }
 
 fn parse_range(v: &str) -> Option<Range<u64>> {
@@ -304,24 +287,22 @@ pub async fn from_edge(
         rows: released.rows,
         source: format!("edge:{edge}"),
     };
-    let adopted = app.meta.adopt_pod(&adopt).await;
-    match adopted {
+    // The edge refuses writes from now on; if the adoption fails it stays so (it never takes
+    // the pod back by itself: another move may have adopted it, or this adoption may have
+    // committed with its answer lost), and repeating the call finishes the move.
+    match app.meta.adopt_pod(&adopt).await {
         Ok(Some(record)) => Ok(record),
-        other => {
-            // Nothing moved in the cluster: the edge takes its pod back.
-            let path = format!("{PREFIX}{}/reclaim", pod.pod_id);
-            if let Err(e) =
-                crate::sandbox::client::call(app, edge, 0, Method::POST, &path, Bytes::new()).await
-            {
-                tracing::error!(pod = %pod.pod_id, %edge, error = %e.message, "the edge could not take its pod back; it refuses writes until it does");
-            }
-            match other {
-                Ok(_) => Err(ApiError::conflict(format!(
-                    "pod {} changed owner or epoch during the move; nothing moved",
-                    pod.pod_id
-                ))),
-                Err(e) => Err(e.into()),
-            }
+        Ok(None) => Err(ApiError::conflict(format!(
+            "pod {} changed owner or epoch while edge {edge} handed it over; read it again (if the cluster still names {edge} its owner, repeat the call)",
+            pod.pod_id
+        ))),
+        Err(e) => {
+            tracing::error!(pod = %pod.pod_id, %edge, error = %e, "edge released a pod the cluster could not adopt; it refuses writes until the call is repeated");
+            Err(ApiError::unavailable(format!(
+                "edge {edge} handed pod {} over but the cluster could not take it ({e}); the pod refuses writes until this call is repeated",
+                pod.pod_id
+            ))
+            .with_header(http::header::RETRY_AFTER, "2"))
         }
     }
 }
