@@ -307,13 +307,14 @@ pub async fn from_edge(
     }
 }
 
-/// An edge that cannot be asked: the metadata lives on it, so nothing moves.
+/// An edge that cannot be asked, or whose answer was lost: the metadata lives on it, so the
+/// cluster did not move the pod; if the edge did hand it over, repeating the call finishes it.
 fn edge_error(edge: &str, e: ApiError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "edge_offline",
         format!(
-            "edge {edge} holds this pod's metadata and cannot be reached ({}); nothing moved",
+            "edge {edge} holds this pod's metadata and could not be reached or did not answer ({}); the cluster did not move the pod (if the edge handed it over, it refuses writes until this call is repeated)",
             e.message
         ),
     )
