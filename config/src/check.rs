@@ -41,6 +41,7 @@ pub(crate) const KEYS: &[&str] = &[
     "tunnel.relay_idle_secs",
     "tunnel.transport",
     "tunnel.terminal",
+    "tunnel.accept_pods",
     "dns.listen",
     "dns.zone",
     "dns.addresses",
@@ -136,6 +137,11 @@ impl Config {
                 }
                 self.tunnel.centers.iter().try_for_each(|c| v::host_port(c))
             }
+            "tunnel.accept_pods" => self
+                .tunnel
+                .accept_pods
+                .iter()
+                .try_for_each(|a| if a == "*" { Ok(()) } else { v::validate_account(a) }),
             "tunnel.edge_domain" => self
                 .tunnel
                 .edge_domain

@@ -289,6 +289,19 @@ static TABLE: &[EnvKey] = &[
         c.tunnel.terminal = v::parse_bool(s)?;
         Ok(())
     }),
+    k(
+        "XPOD_TUNNEL_ACCEPT_PODS",
+        "tunnel.accept_pods",
+        &[],
+        |c, s| {
+            c.tunnel.accept_pods = s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            Ok(())
+        },
+    ),
     k("XPOD_DNS_LISTEN", "dns.listen", &[], |c, s| {
         c.dns.listen = Some(
             s.trim()

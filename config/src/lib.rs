@@ -45,7 +45,7 @@ pub use model::{
 };
 pub use node_id::NODE_ID_FILE;
 pub use size::ByteSize;
-pub use validate::{validate_node_id, validate_pod_id};
+pub use validate::{validate_account, validate_node_id, validate_pod_id};
 
 use error::one_line;
 

@@ -491,6 +491,11 @@ pub struct TunnelConfig {
     /// and the owners of the pods on it. Off by default: only the device's own configuration
     /// turns it on.
     pub terminal: bool,
+    /// For an edge: the accounts whose pods the cluster may move onto this device
+    /// (`POST /.cluster/pods/{id}/migrate` with this edge as the target, by an admin or the
+    /// pod's owner); `"*"`: any account's. Empty by default: the device takes no pod (unless
+    /// the cluster's grant for it names the account: `xpod nodes set --accept-pods`).
+    pub accept_pods: Vec<String>,
 }
 
 /// `tunnel.transport`. TOML `"auto"`, `"quic"` or `"tcp"`.

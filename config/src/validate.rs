@@ -12,6 +12,29 @@ pub fn validate_pod_id(id: &str) -> Result<(), String> {
     dns_label(id).map_err(|why| format!("expected a pod id ({LABEL_FORM}), got {id:?}: {why}"))
 }
 
+/// An account: an owner name (1–64 letters, digits, `.`, `_` or `-`) or a WebID (`http://` or
+/// `https://` and 1–2040 more characters, no spaces or control characters).
+pub fn validate_account(account: &str) -> Result<(), String> {
+    let owner = (1..=64).contains(&account.len())
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let webid = ["https://", "http://"]
+        .iter()
+        .find_map(|s| account.strip_prefix(s))
+        .is_some_and(|rest| {
+            (1..=2040).contains(&rest.chars().count())
+                && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+    if owner || webid {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected an account: an owner name (1–64 letters, digits, `.`, `_` or `-`) or a WebID (http:// or https://, no spaces), got {account:?}"
+        ))
+    }
+}
+
 const LABEL_FORM: &str = "1-63 of a-z, 0-9, '-', not starting or ending with '-'";
 
 fn dns_label(s: &str) -> Result<(), &'static str> {

@@ -94,7 +94,7 @@ fn example_documents_every_env_var() {
         );
         n += 1;
     }
-    assert_eq!(n, 49);
+    assert_eq!(n, 50);
 }
 
 #[test]

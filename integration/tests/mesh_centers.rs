@@ -634,16 +634,22 @@ fn a_pod_hosted_by_an_edge_is_reached_from_every_center() {
         "a forged authorization header on the edge's port: {r:?}"
     );
 
-    // Moving a pod onto an edge is refused with the reason, and changes nothing (moves from
-    // an edge: edge_migrate.rs).
+    // Moving a pod onto an edge that accepts no pods is refused with the reason, and changes
+    // nothing (moves onto and from edges that do: edge_migrate.rs, edge_adopt.rs).
     create_pod(&centers[0], &key, "central");
     let r = migrate(&centers[0], &key, "central", "edge-1");
-    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["code"], "pods_not_accepted", "{}", r.text());
     assert!(
-        r.json()["message"].as_str().unwrap().contains("onto edges"),
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("accept_pods"),
         "{}",
         r.text()
     );
+    let r = get(&centers[1], &key, "/.cluster/pods/central").expect(200);
+    assert_eq!(r.json()["nodeId"], centers[0].node_id(), "{}", r.text());
     let r = get(&centers[1], &key, "/edgy/from-1.txt").expect(200);
     assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
 

@@ -66,6 +66,8 @@ pub struct App {
     pub max_body: u64,
     /// A center: the edges whose tunnel it holds (for forwarding to their services).
     pub edges: crate::edges::registry::EdgeRegistry,
+    /// An edge: its live tunnels, for its own requests to the cluster (`crate::edges::uplink`).
+    pub uplinks: crate::edges::uplink::Uplinks,
     /// Pod → its row (owner, epoch, access mode, migration), in memory: routing and the pod
     /// handler share this one lookup (kept fresh by the change feed: `mesh::follow_feed`).
     pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
@@ -179,6 +181,7 @@ impl App {
             base_url,
             max_body: 64 * 1024 * 1024 * 1024,
             edges: Default::default(),
+            uplinks: Default::default(),
             runner: Default::default(),
             policies: Default::default(),
             refusals: Default::default(),
@@ -188,7 +191,8 @@ impl App {
             gc,
             config,
         });
-        // Blobs of pods edges handed over are read through their tunnels until copied.
+        // Blobs of pods edges handed over are read through their tunnels until copied (and,
+        // on an edge, blobs of pods it adopted, through a center).
         app.regions
             .set_remotes(crate::edges::pod_move::resolver(&app));
         app.heartbeat(NodeStatus::Online)

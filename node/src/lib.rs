@@ -197,6 +197,8 @@ pub async fn run(
                 meta: app.meta.clone(),
                 regions: app.regions.clone(),
                 node_id: app.node_id.clone(),
+                mirror: (app.config.role == xpod_config::Role::Edge)
+                    .then(|| edges::pod_adopt::mirror(&app)),
             },
             stop_rx.clone(),
         ),

@@ -11,6 +11,8 @@
 //!   (`POST /.cluster/pods {"nodeId": …}`); it never squats a free id.
 //! - `bandwidthBytesPerSec`: what the centers relay to and from an edge, each way, at most
 //!   (`crate::edges::bandwidth`).
+//! - `acceptPods`: accounts whose pods may be moved onto an edge (`*`: any account's), besides
+//!   those the device's own `[tunnel] accept_pods` names (`crate::edges::pod_adopt`).
 //! - `revokedAt`: the node is refused at every center's next handshake (mesh or tunnel), its live
 //!   connections are closed within [`REFRESH`] (+ the close), and it cannot join again under
 //!   that id (the id stays taken).
@@ -51,6 +53,9 @@ pub struct Policy {
     /// (`crate::edges::bandwidth`; `None`: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_bytes_per_sec: Option<u64>,
+    /// Accounts whose pods may be moved onto this edge (`*`: any account's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_pods: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +72,11 @@ impl Policy {
         }
     }
 
+    /// Whether this grant lets a pod of `account` (`None`: no account) be moved onto the edge.
+    pub fn accepts_pods_of(&self, account: Option<&str>) -> bool {
+        accepts(&self.accept_pods, account)
+    }
+
     /// Whether an edge may bring `pod_id` into the cluster by reporting it.
     pub fn may_claim(&self, pod_id: &str) -> bool {
         self.pod_prefixes
@@ -75,9 +85,29 @@ impl Policy {
     }
 }
 
+/// Whether a list of accepted accounts (a grant's or `[tunnel] accept_pods`) takes a pod of
+/// `account`: it names the account, or `*` (the only way a pod without an account is taken).
+pub fn accepts(list: &[String], account: Option<&str>) -> bool {
+    list.iter()
+        .any(|a| a == "*" || account.is_some_and(|acc| acc == a))
+}
+
 /// Checks a grant's values (the API's and the CLI's input): slots 0..=4096, prefixes 1–50 of
-/// `a-z 0-9 -`, not starting with `-`.
-pub fn validate_grant(slots: Option<u32>, prefixes: &[String]) -> Result<(), String> {
+/// `a-z 0-9 -`, not starting with `-`, accepted accounts (`*` or an account, at most 100).
+pub fn validate_grant(
+    slots: Option<u32>,
+    prefixes: &[String],
+    accept_pods: &[String],
+) -> Result<(), String> {
+    if accept_pods.len() > 100 {
+        return Err(format!(
+            "acceptPods: {} accounts: at most 100",
+            accept_pods.len()
+        ));
+    }
+    for a in accept_pods.iter().filter(|a| *a != "*") {
+        xpod_config::validate_account(a).map_err(|e| format!("acceptPods: {e}"))?;
+    }
     if let Some(n) = slots.filter(|n| *n > 4096) {
         return Err(format!("sandboxSlots {n}: expected 0..=4096"));
     }

@@ -86,11 +86,44 @@ pub fn open(config: &Config, meta: Arc<dyn MetaStore>) -> anyhow::Result<Arc<Reg
     )))
 }
 
-/// What the migration sync works with: the metadata, the regions, and this node's id.
+/// Told every migration state the sync records (on an edge: the cluster, which shows the
+/// progress of a pod moved onto it, `crate::edges::pod_adopt::mirror`).
+pub type Mirror = Arc<
+    dyn Fn(String, MigrationStatus, Option<i32>) -> futures_util::future::BoxFuture<'static, ()>
+        + Send
+        + Sync,
+>;
+
+/// What the migration sync works with: the metadata, the regions, this node's id, and who
+/// else hears of its progress.
 pub struct SyncJob {
     pub meta: Arc<dyn MetaStore>,
     pub regions: Arc<Regions>,
     pub node_id: String,
+    pub mirror: Option<Mirror>,
+}
+
+impl SyncJob {
+    async fn record(
+        &self,
+        pod_id: &str,
+        status: MigrationStatus,
+        progress: Option<i32>,
+    ) -> Result<(), meta::MetaError> {
+        self.meta
+            .set_migration_state(pod_id, Some(status), progress)
+            .await?;
+        if let Some(m) = &self.mirror {
+            m(pod_id.to_string(), status, progress).await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a holder that cannot be read now is worth waiting for (the move is not failing):
+/// an edge a pod moved from, or, on an edge, the cluster it reads an adopted pod from.
+fn waits_for(holder: &str) -> bool {
+    holder.starts_with("edge:") || holder == crate::edges::pod_adopt::CLUSTER
 }
 
 /// Finishes the migrations to this node: see the module docs.
@@ -134,20 +167,20 @@ pub async fn sync_loop(job: SyncJob, mut shutdown: tokio::sync::watch::Receiver<
 }
 
 async fn report(job: &SyncJob, pod_id: &str, result: anyhow::Result<(usize, usize)>) {
-    // Bytes still only on an edge that is offline: the move is not failing, it waits for the
-    // edge (it stays `syncing` at its progress, and the next round goes on).
+    // Bytes still only on an edge that is offline (or, on an edge, only in the cluster it
+    // cannot reach now): the move is not failing, it waits (it stays `syncing` at its
+    // progress, and the next round goes on).
     if let Err(e) = &result {
-        let edge = e
+        let holder = e
             .chain()
             .find_map(|c| match c.downcast_ref::<RegionError>() {
-                Some(RegionError::Unavailable { regions, .. }) => regions
-                    .iter()
-                    .find_map(|r| r.strip_prefix("edge:"))
-                    .map(str::to_string),
+                Some(RegionError::Unavailable { regions, .. }) => {
+                    regions.iter().find(|r| waits_for(r)).cloned()
+                }
                 _ => None,
             });
-        if let Some(edge) = edge {
-            tracing::info!(pod = pod_id, %edge, "migration sync waits for the edge to come back");
+        if let Some(holder) = holder {
+            tracing::info!(pod = pod_id, %holder, "migration sync waits for the holder to come back");
             return;
         }
     }
@@ -161,11 +194,7 @@ async fn report(job: &SyncJob, pod_id: &str, result: anyhow::Result<(usize, usiz
             (MigrationStatus::Failed, None)
         }
     };
-    if let Err(e) = job
-        .meta
-        .set_migration_state(pod_id, Some(status), progress)
-        .await
-    {
+    if let Err(e) = job.record(pod_id, status, progress).await {
         tracing::warn!(pod = pod_id, error = %e, "recording the migration state failed");
     }
 }
@@ -209,8 +238,7 @@ async fn sync_pod(job: &SyncJob, pod_id: &str) -> anyhow::Result<(usize, usize)>
         // Progress is written at most once per percent (and never 100 before the end).
         if pct != last_pct && pct < 100 {
             last_pct = pct;
-            job.meta
-                .set_migration_state(pod_id, Some(MigrationStatus::Syncing), Some(pct))
+            job.record(pod_id, MigrationStatus::Syncing, Some(pct))
                 .await?;
         }
     }

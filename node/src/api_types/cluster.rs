@@ -101,6 +101,9 @@ pub struct SetPolicy {
     )]
     #[schema(value_type = Option<u64>, minimum = 1024, maximum = 1099511627776_u64)]
     pub bandwidth_bytes_per_sec: Option<Option<u64>>,
+    /// Accounts whose pods may be moved onto the edge (replaces the list; `*`: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_pods: Option<Vec<String>>,
 }
 
 /// A pod-id prefix a node may claim: 1–50 of `a-z 0-9 -`, not starting with `-`.
@@ -139,6 +142,9 @@ pub struct CreateToken {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<PodPrefix>)]
     pub pod_prefixes: Vec<String>,
+    /// Accounts whose pods may be moved onto the joining edge (`*`: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_pods: Vec<String>,
 }
 
 /// `GET /.cluster/tokens`: every join token, never a secret.
@@ -265,19 +271,7 @@ pub struct RenewRequested {
 /// `A-Z a-z 0-9 . _ -`) or a WebID (`http://` or `https://` and 1–2040 characters without
 /// spaces or control characters).
 pub fn check_account(account: &str) -> Result<(), String> {
-    let webid = ["https://", "http://"]
-        .iter()
-        .find_map(|s| account.strip_prefix(s))
-        .is_some_and(|rest| {
-            (1..=2040).contains(&rest.chars().count())
-                && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
-        });
-    if webid || crate::auth::validate_owner(account).is_ok() {
-        return Ok(());
-    }
-    Err(format!(
-        "accountId {account:?}: expected an owner name (1–64 letters, digits, `.`, `_` or `-`) or a WebID (http:// or https://, no spaces)"
-    ))
+    xpod_config::validate_account(account).map_err(|e| format!("accountId: {e}"))
 }
 
 #[cfg(test)]

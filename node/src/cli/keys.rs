@@ -63,6 +63,9 @@ pub(crate) enum TokensCmd {
         /// A pod-id prefix the joining edge may claim for pods it creates (repeatable).
         #[arg(long = "pod-prefix")]
         pod_prefixes: Vec<String>,
+        /// An account whose pods may be moved onto the joining edge (repeatable; `*`: any).
+        #[arg(long = "accept-pods", value_name = "ACCOUNT")]
+        accept_pods: Vec<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -157,6 +160,7 @@ pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
             description,
             sandbox_slots,
             pod_prefixes,
+            accept_pods,
             remote,
         } => {
             let body = CreateToken {
@@ -165,6 +169,7 @@ pub(crate) async fn tokens(cmd: TokensCmd) -> anyhow::Result<()> {
                 single_use: Some(!multi_use),
                 sandbox_slots,
                 pod_prefixes,
+                accept_pods,
             };
             let a: Answer<CreatedToken> = client(&remote)?
                 .send(Method::POST, "/.cluster/tokens", Some(&body))

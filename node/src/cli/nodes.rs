@@ -40,6 +40,13 @@ pub(crate) enum NodesCmd {
         /// Remove every pod-id prefix.
         #[arg(long, conflicts_with = "pod_prefixes")]
         clear_pod_prefixes: bool,
+        /// An account whose pods may be moved onto this edge (repeatable; replaces the list;
+        /// `*` for any account's). The device's own `[tunnel] accept_pods` counts as well.
+        #[arg(long = "accept-pods", value_name = "ACCOUNT")]
+        accept_pods: Vec<String>,
+        /// Remove every account from the grant's `acceptPods`.
+        #[arg(long, conflicts_with = "accept_pods")]
+        clear_accept_pods: bool,
         /// Bytes per second the centers relay to and from this edge, each way (`10MB`,
         /// `512KiB`); `none` removes the limit.
         #[arg(long, value_name = "RATE")]
@@ -97,6 +104,9 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
                     .map_or("no grant".to_string(), |n| n.to_string());
                 println!("sandbox slots granted: {slots}");
                 println!("pod prefixes: {:?}", p.pod_prefixes);
+                if !p.accept_pods.is_empty() {
+                    println!("accepts pods of: {:?}", p.accept_pods);
+                }
                 if let Some(rate) = p.bandwidth_bytes_per_sec {
                     println!(
                         "bandwidth: {} per second each way",
@@ -114,6 +124,8 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
             sandbox_slots,
             pod_prefixes,
             clear_pod_prefixes,
+            accept_pods,
+            clear_accept_pods,
             bandwidth,
             remote,
         } => {
@@ -144,12 +156,18 @@ pub(crate) async fn run(cmd: NodesCmd) -> anyhow::Result<()> {
             } else if !pod_prefixes.is_empty() {
                 body.pod_prefixes = Some(pod_prefixes);
             }
+            if clear_accept_pods {
+                body.accept_pods = Some(Vec::new());
+            } else if !accept_pods.is_empty() {
+                body.accept_pods = Some(accept_pods);
+            }
             if body.sandbox_slots.is_none()
                 && body.bandwidth_bytes_per_sec.is_none()
                 && body.pod_prefixes.is_none()
+                && body.accept_pods.is_none()
             {
                 anyhow::bail!(
-                    "nothing to set: give --sandbox-slots, --pod-prefix, --clear-pod-prefixes or --bandwidth"
+                    "nothing to set: give --sandbox-slots, --pod-prefix, --clear-pod-prefixes, --accept-pods, --clear-accept-pods or --bandwidth"
                 );
             }
             let a: Answer<Policy> = client(&remote)?

@@ -46,6 +46,7 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
     let refresh = timers.inactive_after.saturating_sub(timers.heartbeat_interval) / 2;
     let mut written: Option<(std::time::Instant, Option<String>)> = None;
     let mut goodbye = false;
+    let mut serving_uplink = false;
     while let Some(event) = rx.recv().await {
         match *event {
             Event::PeerRegistered(reg) => {
@@ -59,6 +60,16 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 .await;
                 hosted = reg.pods.clone();
                 claim_pods(&app, &peer.node_id, &hosted).await;
+                // The edge's own requests to the cluster (its control stream was accepted
+                // before the registration, so only its later streams come here).
+                if !serving_uplink {
+                    serving_uplink = true;
+                    tokio::spawn(super::uplink::serve_edge(
+                        app.clone(),
+                        tunnel.clone(),
+                        peer.node_id.clone(),
+                    ));
+                }
                 // From now on requests for this edge's services go through this connection.
                 app.edges.insert(&peer.node_id, tunnel.clone());
                 // So it can reach another center if this one dies.

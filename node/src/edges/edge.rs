@@ -304,6 +304,7 @@ pub async fn run(
                     .set_capacity(pods_report(&app, &pods, &services))
                     .await;
                 if let Some(conn) = dialer.connection(ev.center) {
+                    app.uplinks.add(conn.clone());
                     let id = conn.stable_id();
                     let same = loops
                         .get(&ev.center)

@@ -27,6 +27,10 @@
 //!   own pods, served on the data streams its centers open.
 //! - [`pod_move`]: a pod moves from an edge to the cluster (released and exported by the
 //!   edge, adopted by the shared store, its blobs read through the tunnel until copied).
+//! - [`pod_adopt`]: a pod moves onto an edge (offered, fenced in the cluster, its rows pulled
+//!   by the edge, its blobs read through a center until copied).
+//! - [`uplink`]: requests an edge opens to the cluster on its own tunnels, answered by the
+//!   center for that edge's identity only.
 //! - [`terminal`]: a terminal on an edge device (`xpod nodes shell`, `/{pod}/-/terminal`),
 //!   only when the edge's own configuration allows it.
 //!
@@ -40,12 +44,14 @@ pub mod center;
 pub mod edge;
 pub mod forward;
 pub mod learned;
+pub mod pod_adopt;
 pub mod pod_move;
 pub mod registry;
 pub mod relay;
 pub mod services;
 pub mod tcp_forward;
 pub mod terminal;
+pub mod uplink;
 
 use std::path::Path;
 

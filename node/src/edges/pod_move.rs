@@ -88,6 +88,9 @@ pub async fn serve(
                 .map_err(|e| ApiError::bad_request(format!("release: {e}")))?;
             release(app, pod, &req.to).await
         }
+        (Some((pod, action @ ("accept" | "adopt"))), &Method::POST) => {
+            super::pod_adopt::serve_node(app, pod, action, body).await
+        }
         _ => Err(ApiError::not_found(format!("no pod-move route at {path}"))),
     }
 }
@@ -96,10 +99,20 @@ pub async fn serve(
 /// adopted (the center that asked died before its adoption): a center asks only while the
 /// cluster still records this edge as the owner, so the migrate call can simply be repeated.
 async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body>, ApiError> {
-    if app.meta.get_pod(pod_id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "pod {pod_id} is not on this edge"
-        )));
+    let _one = super::pod_adopt::MOVES.lock().await;
+    match app.meta.get_pod(pod_id).await? {
+        None => {
+            return Err(ApiError::not_found(format!(
+                "pod {pod_id} is not on this edge"
+            )))
+        }
+        // Offered to this edge but never adopted: nothing here to hand over.
+        Some(p) if p.node_id == super::pod_adopt::CLUSTER => {
+            return Err(ApiError::conflict(format!(
+                "pod {pod_id} was offered to this edge but never adopted; its rows are in the cluster"
+            )))
+        }
+        Some(_) => {}
     }
     let released = app.meta.release_pod(pod_id, to).await?;
     app.owners.invalidate(pod_id);
@@ -125,8 +138,8 @@ fn parse_range(v: &str) -> Option<Range<u64>> {
     (a < b).then_some(a..b)
 }
 
-/// One blob of a pod this edge released, and only one its rows name.
-async fn blob(app: &Arc<App>, query: &str) -> Result<Response<Body>, ApiError> {
+/// `key=K[&range=A-B]` of a blob request: the key, the pod its key names, the range.
+pub(super) fn blob_query(query: &str) -> Result<(String, String, Option<Range<u64>>), ApiError> {
     let mut key = None;
     let mut range = None;
     for pair in query.split('&') {
@@ -150,8 +163,15 @@ async fn blob(app: &Arc<App>, query: &str) -> Result<Response<Body>, ApiError> {
     let pod_id = key
         .strip_prefix("blobs/")
         .and_then(|k| k.split_once('/'))
-        .map(|(pod, _)| pod)
+        .map(|(pod, _)| pod.to_string())
         .ok_or_else(|| ApiError::bad_request(format!("{key:?} is not a blob key")))?;
+    Ok((key, pod_id, range))
+}
+
+/// One blob of a pod this edge released, and only one its rows name.
+async fn blob(app: &Arc<App>, query: &str) -> Result<Response<Body>, ApiError> {
+    let (key, pod_id, range) = blob_query(query)?;
+    let pod_id = pod_id.as_str();
     let released = app
         .meta
         .get_pod(pod_id)
@@ -191,10 +211,17 @@ pub struct EdgeSource {
     edge: String,
 }
 
-/// Resolves `edge:<node>` holders for this node's regions.
+/// Resolves the holders of this node's regions that are not regions: `edge:<node>` (a pod
+/// that moved from an edge) and, on an edge, [`super::pod_adopt::CLUSTER`] (a pod it adopted).
 pub fn resolver(app: &Arc<App>) -> xpod_storage::regions::RemoteResolver {
+    let edge_node = app.config.role == xpod_config::Role::Edge;
     let app = Arc::downgrade(app);
     Arc::new(move |name: &str| {
+        if name == super::pod_adopt::CLUSTER && edge_node {
+            let app = app.upgrade()?;
+            return Some(Arc::new(super::pod_adopt::ClusterSource::new(&app))
+                as Arc<dyn xpod_storage::blobs::RemoteSource>);
+        }
         let edge = name.strip_prefix("edge:")?;
         Some(Arc::new(EdgeSource {
             app: app.clone(),

@@ -33,18 +33,19 @@ pub async fn handle(
     rest: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(&ctx.principal)?;
     let method = req.method().clone();
+    // A pod's owner may move it onto and off their edges: that call checks who may itself.
+    if let (["pods", pod_id, "migrate"], &Method::POST) = (segments(rest).as_slice(), &method) {
+        let pod_id = pod_id.to_string();
+        return migrate_pod(ctx, &pod_id, req).await;
+    }
+    require_admin(&ctx.principal)?;
     match (segments(rest).as_slice(), &method) {
         (["pods"], &Method::GET) => list_pods(ctx).await,
         (["pods"], &Method::POST) => create_pod(ctx, req).await,
         (["pods"], _) => Err(ApiError::method_not_allowed("GET, POST")),
         (["pods", pod_id], &Method::GET) => get_pod(ctx, pod_id).await,
         (["pods", _], _) => Err(ApiError::method_not_allowed("GET")),
-        (["pods", pod_id, "migrate"], &Method::POST) => {
-            let pod_id = pod_id.to_string();
-            migrate_pod(ctx, &pod_id, req).await
-        }
         (["pods", _, "migrate"], _) => Err(ApiError::method_not_allowed("POST")),
         (["routes", pod_id], &Method::GET) => Ok(route(ctx, pod_id)),
         (["routes", _], _) => Err(ApiError::method_not_allowed("GET")),
@@ -172,23 +173,32 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
 /// with epoch + 1 and notifies every node; routing follows at once (owners check their own
 /// ownership, so a node with a stale table forwards to the old owner, which passes it on).
 /// 404: unknown pod or node; 409: target not online, or already the owner. Within a region
-/// (one store) the status is `done` at once; to another region it stays `syncing` until the
-/// new owner's sync job has copied the pod's blobs (`crate::regions::sync_loop`) — reads work
-/// meanwhile through the fallback chain.
+/// (one store) the status is `done` at once; to another region, from an edge or onto one it
+/// stays `syncing` until the new owner's sync job has copied the pod's blobs
+/// (`crate::regions::sync_loop`) — reads work meanwhile through the fallback chain.
+///
+/// Who: an admin; a move onto or off an edge also the pod's owner (a key of the pod's account
+/// that may write the pod). From an edge: `crate::edges::pod_move`; onto one:
+/// `crate::edges::pod_adopt` (the edge must accept the account's pods).
 #[utoipa::path(post, path = "/.cluster/pods/{podId}/migrate", operation_id = "migratePod", tag = "cluster",
     params(("podId" = String, Path)),
     request_body = MigratePod,
     responses(
         (status = 202, description = "Moved: the new owner and epoch; `migrationStatus` says whether bytes still sync", body = PodRecord),
+        (status = 401, description = "No API key", body = ErrorBody),
+        (status = 403, description = "Neither an admin nor (for a move onto or off an edge) the pod's owner; or `pods_not_accepted`: the target edge does not accept the pod's account (its `[tunnel] accept_pods` and the cluster's grant for it)", body = ErrorBody),
         (status = 404, description = "No such pod or node", body = ErrorBody),
-        (status = 409, description = "The target is offline, already the owner, or an edge (moves onto edges are not supported yet)", body = ErrorBody),
-        (status = 503, description = "`edge_offline`: the pod's edge holds its metadata and cannot be reached; nothing moved", body = ErrorBody),
+        (status = 409, description = "The target is offline or already the owner", body = ErrorBody),
+        (status = 503, description = "`edge_offline`: an edge the move needs cannot be reached (a repeated call finishes a move that was cut)", body = ErrorBody),
     ))]
 async fn migrate_pod(
     ctx: &Ctx,
     pod_id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    if matches!(ctx.principal, crate::auth::Principal::Anonymous) {
+        return Err(ApiError::unauthorized("an API key is required"));
+    }
     let input: MigratePod = read_json(req).await?;
     xpod_config::validate_node_id(&input.target_node)
         .map_err(|e| ApiError::bad_request(format!("targetNode: {e}")))?;
@@ -198,22 +208,53 @@ async fn migrate_pod(
         Some(p) => ctx.app.meta.get_node(&p.node_id).await?,
         None => None,
     };
-    // Onto an edge: the edge would have to pull the pod's bytes through its center, which
-    // does not exist yet; refused rather than left half-done.
-    if let Some(n) = target
-        .as_ref()
-        .filter(|n| n.node_type == meta::NodeType::Edge)
-    {
-        return Err(ApiError::conflict(format!(
-            "the target {} is an edge: moving pods onto edges is not supported yet (only from an edge to a center)",
-            n.node_id
+    let is_edge = |n: &Option<meta::NodeRecord>| {
+        n.as_ref()
+            .is_some_and(|n| n.node_type == meta::NodeType::Edge)
+    };
+    let (from_edge, to_edge) = (is_edge(&source), is_edge(&target));
+    may_migrate(ctx, before.as_ref(), from_edge || to_edge)?;
+    let Some(pod) = &before else {
+        return Err(ApiError::not_found(format!("pod {pod_id} not found")));
+    };
+    let Some(t) = &target else {
+        return Err(ApiError::not_found(format!(
+            "node {} not found",
+            input.target_node
         )));
+    };
+    if to_edge {
+        if t.status != meta::NodeStatus::Online {
+            return Err(ApiError::conflict(format!(
+                "the target {} is not online",
+                t.node_id
+            )));
+        }
+        if pod.node_id == t.node_id {
+            // Already the edge's in the cluster: a move cut before the edge took the rows
+            // (or a repeated call) is finished by handing them over again.
+            crate::edges::pod_adopt::hand_over(&ctx.app, pod_id, &t.node_id)
+                .await
+                .map_err(|e| cut(&t.node_id, e))?;
+            let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(pod.clone());
+            return Ok(body::json(StatusCode::ACCEPTED, &pod));
+        }
+        if let Err(e) = crate::edges::pod_adopt::prepare(&ctx.app, pod, &t.node_id).await {
+            if e.status == StatusCode::FORBIDDEN {
+                ctx.app.refusal(
+                    Some(ctx.peer.ip()),
+                    ctx.principal.actor(),
+                    "refused.pod_migrate",
+                    pod_id.to_string(),
+                    json!({"to": t.node_id, "reason": e.message}),
+                    ctx.trace_id.clone(),
+                );
+            }
+            return Err(e);
+        }
     }
-    let from_edge = source
-        .as_ref()
-        .filter(|n| n.node_type == meta::NodeType::Edge);
-    let moved = match (from_edge, &before, &target) {
-        (Some(edge), Some(pod), Some(t)) => {
+    let moved = match (&source, from_edge) {
+        (Some(edge), true) => {
             if t.status != meta::NodeStatus::Online {
                 return Err(ApiError::conflict(format!(
                     "the target {} is not online",
@@ -241,16 +282,60 @@ async fn migrate_pod(
         "pod.migrate",
         pod_id,
         json!({
-            "from": before.map(|p| p.node_id),
+            "from": pod.node_id,
             "to": moved.node_id,
             "epoch": moved.epoch,
-            "fromEdge": from_edge.is_some(),
+            "fromEdge": from_edge,
+            "toEdge": to_edge,
         }),
     )
     .await;
     tracing::info!(pod = pod_id, to = %moved.node_id, epoch = moved.epoch, "pod migrated");
+    if to_edge {
+        // The cluster names the edge the owner (every write elsewhere is fenced); the edge
+        // now takes the rows.
+        crate::edges::pod_adopt::hand_over(&ctx.app, pod_id, &t.node_id)
+            .await
+            .map_err(|e| cut(&t.node_id, e))?;
+    }
     let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(moved);
     Ok(body::json(StatusCode::ACCEPTED, &pod))
+}
+
+/// An admin may move any pod; the pod's owner (a key of its account that may write it) only
+/// onto or off an edge (`edge_move`). Other keys: 403.
+fn may_migrate(ctx: &Ctx, pod: Option<&PodRecord>, edge_move: bool) -> Result<(), ApiError> {
+    if ctx.principal.is_admin() {
+        return Ok(());
+    }
+    let owner = pod.is_some_and(|p| {
+        p.account_id.is_some()
+            && ctx.principal.owner() == p.account_id.as_deref()
+            && ctx.principal.pod_access(&p.pod_id) == Some(crate::auth::Access::Write)
+    });
+    match (owner, edge_move) {
+        (true, true) => Ok(()),
+        (true, false) => Err(ApiError::forbidden(
+            "a pod's owner may move it onto or off an edge; moves between centers need an admin API key",
+        )),
+        (false, _) => Err(ApiError::forbidden(
+            "moving a pod needs an admin API key, or (onto or off an edge) a key of the pod's owner that may write it",
+        )),
+    }
+}
+
+/// The cluster names the edge the owner but the edge has not taken the pod's rows: the pod
+/// refuses requests until the call is repeated.
+fn cut(edge: &str, e: ApiError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "edge_offline",
+        format!(
+            "the cluster made edge {edge} the owner, but the edge did not take the pod's rows ({}); the pod answers 503 until this call is repeated",
+            e.message
+        ),
+    )
+    .with_header(http::header::RETRY_AFTER, "5")
 }
 
 /// Longest join-token lifetime (30 days) and the default (24 h).
@@ -272,8 +357,12 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
             "ttlSeconds {ttl}: expected 60..={MAX_TOKEN_TTL}"
         )));
     }
-    crate::node_policy::validate_grant(input.sandbox_slots, &input.pod_prefixes)
-        .map_err(ApiError::bad_request)?;
+    crate::node_policy::validate_grant(
+        input.sandbox_slots,
+        &input.pod_prefixes,
+        &input.accept_pods,
+    )
+    .map_err(ApiError::bad_request)?;
     let description = input.description.unwrap_or_default();
     crate::api_types::printable("description", &description, 200).map_err(ApiError::bad_request)?;
     let fingerprint = crate::cluster_ca::fingerprint(&ctx.app.config.data_dir)
@@ -302,6 +391,7 @@ async fn create_token(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body
     let grant = crate::node_policy::Policy {
         sandbox_slots: input.sandbox_slots,
         pod_prefixes: input.pod_prefixes,
+        accept_pods: input.accept_pods,
         ..Default::default()
     };
     let granted = grant != crate::node_policy::Policy::default();

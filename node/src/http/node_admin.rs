@@ -58,7 +58,8 @@ async fn change_policy(
 
 /// Sets what the cluster grants a node: `sandboxSlots` (caps what it reports; an edge offers
 /// none without a grant), `podPrefixes` (pod ids an edge may claim by reporting them),
-/// `bandwidthBytesPerSec` (what the centers relay to and from an edge, each way).
+/// `bandwidthBytesPerSec` (what the centers relay to and from an edge, each way), `acceptPods`
+/// (accounts whose pods may be moved onto an edge).
 #[utoipa::path(patch, path = "/.cluster/nodes/{nodeId}", operation_id = "setNodePolicy", tag = "cluster",
     params(("nodeId" = String, Path)),
     request_body = SetPolicy,
@@ -75,6 +76,7 @@ pub(super) async fn set_policy(
     crate::node_policy::validate_grant(
         input.sandbox_slots.flatten(),
         input.pod_prefixes.as_deref().unwrap_or_default(),
+        input.accept_pods.as_deref().unwrap_or_default(),
     )
     .map_err(ApiError::bad_request)?;
     if let Some(Some(rate)) = input.bandwidth_bytes_per_sec {
@@ -93,6 +95,9 @@ pub(super) async fn set_policy(
         }
         if let Some(prefixes) = &input.pod_prefixes {
             p.pod_prefixes = prefixes.clone();
+        }
+        if let Some(accounts) = &input.accept_pods {
+            p.accept_pods = accounts.clone();
         }
     })
     .await?;

@@ -172,6 +172,21 @@ impl From<xpod_storage::regions::RegionError> for ApiError {
                     .with_details(serde_json::json!({"edge": edge, "regions": regions}))
                     .with_header(http::header::RETRY_AFTER, "5");
                 }
+                if regions
+                    .iter()
+                    .any(|r| r == crate::edges::pod_adopt::CLUSTER)
+                {
+                    // On an edge: a pod moved onto it whose bytes are not all here yet.
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cluster_unreachable",
+                        format!(
+                            "the resource's bytes are not on this edge yet and the cluster cannot give them now ({why}); retry later"
+                        ),
+                    )
+                    .with_details(serde_json::json!({"regions": regions}))
+                    .with_header(http::header::RETRY_AFTER, "5");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "region_unavailable",

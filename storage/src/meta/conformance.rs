@@ -1092,6 +1092,28 @@ pub async fn check_pod_moves(store: &Arc<dyn MetaStore>) {
         "a tombstone stays one"
     );
     assert_eq!(list(store, &dest, "/notes/").await, ["/notes/b.txt"]);
+    let key = b.blob_key.clone().expect("b has a blob");
+    let found = ok(store.blob_record(&dest, &key).await, "blob_record").expect("found");
+    assert_eq!(
+        (found.path.as_str(), found.size, found.regions.clone()),
+        ("/notes/b.txt", b.size, vec![format!("edge:{edge}")]),
+        "a blob's row: its size and holders"
+    );
+    assert_eq!(
+        ok(
+            store.blob_record(&dest, "blobs/nobody/none").await,
+            "blob_record of an unknown key"
+        ),
+        None
+    );
+    assert_eq!(
+        ok(
+            store.blob_record(&uid("cf-move-other"), &key).await,
+            "blob_record of another pod"
+        ),
+        None,
+        "only the named pod's rows answer"
+    );
     assert!(
         must_get(store, &dest, "/").await.regions.is_empty(),
         "containers hold no blob"

@@ -612,6 +612,10 @@ pub trait PodStore: Send + Sync {
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
 
+    /// A live document of pod `pod_id` whose blob is `key` (its size and where it is held), if
+    /// there is one.
+    async fn blob_record(&self, pod_id: &str, key: &str) -> MetaResult<Option<ResourceRecord>>;
+
     /// Failover of a dead center's pod: in one compare-and-set, if the pod is still owned by
     /// `from` at `epoch`, owner := `to`, epoch += 1, migration syncing to `to` (its bytes may
     /// be in another region), and the change feed is notified. `None` if the pod is gone or

@@ -1444,6 +1444,18 @@ impl PodStore for PgStore {
         rows.iter().map(|r| col::<String>(r, "blob_key")).collect()
     }
 
+    async fn blob_record(&self, pod_id: &str, key: &str) -> MetaResult<Option<ResourceRecord>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {RES_COLS} FROM resources \
+             WHERE blob_key = $1 AND pod_id = $2 AND deleted_at IS NULL LIMIT 1"
+        );
+        let rows = query(&client, &sql, &[&key, &pod_id]).await?;
+        rows.first()
+            .map(|r| resource_from_row(r).map(|(rec, _)| rec))
+            .transpose()
+    }
+
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
         let client = self.client().await?;
         let sql = format!(

@@ -1244,6 +1244,22 @@ impl PodStore for SqliteStore {
         .await
     }
 
+    async fn blob_record(&self, pod_id: &str, key: &str) -> MetaResult<Option<ResourceRecord>> {
+        let (pod_id, key) = (pod_id.to_string(), key.to_string());
+        self.call(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {RESOURCE_COLS} FROM resources
+                 WHERE blob_key = ?1 AND pod_id = ?2 AND deleted_at IS NULL LIMIT 1"
+            ))
+            .db()?
+            .query_row([&key, &pod_id], resource_from_row)
+            .optional()
+            .db()
+            .map(|r| r.map(|s| s.record))
+        })
+        .await
+    }
+
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>> {
         let pod_id = pod_id.to_string();
         self.call(move |c| {

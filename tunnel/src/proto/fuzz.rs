@@ -209,6 +209,7 @@ mod tests {
                 sandbox_id: "sb".into(),
             },
             Target::NodeTerminal { node: "e1".into() },
+            Target::Cluster,
         ];
         let addrs = [
             None,

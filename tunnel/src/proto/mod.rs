@@ -32,7 +32,7 @@
 //! |------------|--------------------------------------------------------------------------|
 //! | `a1`       | magic and version (`a` = xpod stream header, `1` = version 1)            |
 //! | `u16` BE   | length of the rest, at most [`MAX_STREAM_HEADER`] − 3                    |
-//! | `u8`       | target tag, `01` Http … `09` NodeTerminal (table in `stream_header.rs`)    |
+//! | `u8`       | target tag, `01` Http … `0a` Cluster (table in `stream_header.rs`)       |
 //! | fields     | the target's fields                                                      |
 //! | `u8` …     | client address: `00` none, `04` + 4-byte IP + u16 port, `06` + 16 + u16  |
 //!

@@ -24,6 +24,7 @@
 //! | `07` | PodRequests     | (none)                                   |
 //! | `08` | SandboxTerminal | sandbox_id                               |
 //! | `09` | NodeTerminal    | node                                     |
+//! | `0a` | Cluster         | (none)                                   |
 //!
 //! Strings are a `u16` length then UTF-8: 1..=255 bytes, no control characters. IPv6 flow info
 //! and scope id are not carried (they mean nothing on another host).
@@ -102,6 +103,10 @@ pub enum Target {
         /// The edge.
         node: String,
     },
+    /// Opened by an edge on its tunnel: a keep-alive HTTP/1.1 connection of requests from the
+    /// edge to the cluster (the rows and blobs of pods it adopts), served by the center that
+    /// accepts it for that edge's identity only.
+    Cluster,
 }
 
 /// The header of one data stream.
@@ -202,6 +207,7 @@ impl StreamHeader {
             0x09 => Target::NodeTerminal {
                 node: r.str(Str::Name, "node")?,
             },
+            0x0a => Target::Cluster,
             tag => {
                 return Err(ProtoError::UnknownType {
                     what: "stream target",
@@ -315,6 +321,7 @@ impl StreamHeader {
                 w.u8(0x09);
                 w.str(Str::Name, "node", node)?;
             }
+            Target::Cluster => w.u8(0x0a),
         }
         match self.client_addr {
             None => w.u8(0x00),
@@ -473,6 +480,17 @@ mod tests {
     }
 
     #[test]
+    fn golden_cluster() {
+        golden(
+            StreamHeader {
+                target: Target::Cluster,
+                client_addr: None,
+            },
+            "a1 0002  0a  00",
+        );
+    }
+
+    #[test]
     fn incremental_decode_leaves_the_payload() {
         let header = StreamHeader {
             target: Target::Pod {
@@ -521,7 +539,7 @@ mod tests {
     fn bad_input_is_an_error_naming_the_problem() {
         let cases: &[(&str, &str)] = &[
             ("16030100", "first byte is 0x16, expected 0xa1"),
-            ("a1 0001 0a", "unknown stream target 0x0a"),
+            ("a1 0001 0b", "unknown stream target 0x0b"),
             ("a1 0005 01 0000 00 00", "field `service` is empty"),
             (
                 "a1 0005 01 0001 07 00",

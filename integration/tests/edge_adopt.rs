@@ -1,0 +1,438 @@
+//! Issue 21: a pod moves onto an edge with one call, and back, and from one edge to another
+//! (real processes: two centers on PostgreSQL sharing one object store, edges joined to them).
+//!
+//! First test (center → edge → center), with edge-1 accepting alice's pods by its own config
+//! (`[tunnel] accept_pods`) and its sync held back:
+//! - refused with the reason: onto an edge that does not accept the account (403
+//!   `pods_not_accepted`, nothing moves), by a key that is not the owner's, and between centers
+//!   by the owner (moves between centers stay an admin's);
+//! - alice's own key moves her pod through center-2: 202 `syncing` with the new epoch, the
+//!   edge the owner; a client writing through center-2 all along loses no acknowledged write;
+//! - every object reads back byte-exact through center-1 at once, served by the edge, which
+//!   reads what it lacks from the cluster (`x-xpod-read-from: cluster`);
+//! - the edge killed and restarted midway: the pod keeps working; the sync let go, the
+//!   cluster's record reaches `done` / 100 % (the edge reports its progress);
+//! - a write on the edge, then the pod moves back to center-1: every object, old and new,
+//!   byte-exact; the audit names both moves.
+//!
+//! Second test (edge → edge): two edges granted `acceptPods: ["*"]` at join; a pod moves
+//! center → edge-1 → edge-2 (the calls made on the center that holds neither tunnel) and every
+//! byte follows through the cluster, including after edge-1 is gone for good.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use xpod_integration::curl::{Curl, Resp};
+use xpod_integration::edges::{new_token, new_token_with, start_edge_with_token, wait_online};
+use xpod_integration::mesh::start_centers;
+use xpod_integration::node::{NodeProcess, TempDir};
+use xpod_integration::pg::PgServer;
+
+const N: usize = 100;
+
+fn content(i: usize) -> Vec<u8> {
+    // 1 KiB to 61 KiB, different bytes for every object.
+    let len = 1024 + (i * 7919) % (60 * 1024);
+    (0..len).map(|j| ((i * 37 + j * 11) % 253) as u8).collect()
+}
+
+fn put(c: &NodeProcess, key: &str, path: &str, body: &[u8]) -> Resp {
+    Curl::new("PUT", format!("{}{path}", c.url()))
+        .bearer(key)
+        .header("Content-Type: application/octet-stream")
+        .body(body.to_vec())
+        .arg("--max-time")
+        .arg("30")
+        .send()
+}
+
+fn get(c: &NodeProcess, key: &str, path: &str) -> Resp {
+    Curl::get(format!("{}{path}", c.url()))
+        .bearer(key)
+        .arg("--max-time")
+        .arg("30")
+        .send()
+}
+
+fn migrate(c: &NodeProcess, key: &str, pod: &str, to: &str) -> Resp {
+    Curl::new("POST", format!("{}/.cluster/pods/{pod}/migrate", c.url()))
+        .bearer(key)
+        .json(&json!({ "targetNode": to }))
+        .arg("--max-time")
+        .arg("60")
+        .send()
+}
+
+fn pod(c: &NodeProcess, key: &str, id: &str) -> Value {
+    get(c, key, &format!("/.cluster/pods/{id}"))
+        .expect(200)
+        .json()
+}
+
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn new_key(c: &NodeProcess, admin: &str, owner: &str, scopes: &[&str]) -> String {
+    Curl::new("POST", format!("{}/api/v1/auth/api-keys", c.url()))
+        .bearer(admin)
+        .json(&json!({"name": owner, "owner": owner, "scopes": scopes}))
+        .send()
+        .expect(201)
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every object `f-i` (but `skip`) reads back byte-exact through `c`.
+fn all_exact(c: &NodeProcess, key: &str, pod: &str, skip: usize) -> usize {
+    let mut from_cluster = 0;
+    for i in (0..N).filter(|i| *i != skip) {
+        let r = get(c, key, &format!("/{pod}/f-{i}.bin"));
+        assert_eq!(r.status, 200, "f-{i} through {}: {r:?}", c.url());
+        assert!(r.body == content(i), "f-{i}: bytes differ");
+        if r.header("x-xpod-read-from") == Some("cluster") {
+            from_cluster += 1;
+        }
+    }
+    from_cluster
+}
+
+/// A client writing `w-k.txt` through `via` until `stop`: (acknowledged k, refused count).
+fn writer(
+    via: &NodeProcess,
+    key: &str,
+    pod: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<usize>, usize)> {
+    let (url, key, pod) = (via.url(), key.to_string(), pod.to_string());
+    std::thread::spawn(move || {
+        let (mut acked, mut refused, mut k) = (Vec::new(), 0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = Curl::new("PUT", format!("{url}/{pod}/w-{k}.txt"))
+                .bearer(&key)
+                .header("Content-Type: text/plain")
+                .body(format!("write {k}").into_bytes())
+                .arg("--max-time")
+                .arg("30")
+                .send();
+            match r.status {
+                201 | 205 | 204 => acked.push(k),
+                503 => refused += 1,
+                other => panic!("write {k}: unexpected {other}: {r:?}"),
+            }
+            k += 1;
+        }
+        (acked, refused)
+    })
+}
+
+#[test]
+fn a_pod_moves_onto_an_edge_and_back_with_every_byte() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-adopt");
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(&presence, "[tunnel.presence]\nheartbeat_secs = 1\n").unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![("XPOD_CONFIG", presence.display().to_string())]
+    });
+    let admin = centers[0].admin_key();
+    // edge-1 takes alice's pods by its own configuration; its sync waits for the test.
+    let hold = tmp.path().join("hold-edge-sync");
+    std::fs::write(&hold, "").unwrap();
+    let token = new_token(&centers[0]);
+    let edge_config =
+        "[tunnel]\naccept_pods = [\"alice\"]\n\n[tunnel.presence]\nheartbeat_secs = 1\n";
+    let file = tmp.path().join("edge-1.toml");
+    std::fs::write(&file, format!("role = \"edge\"\n\n{edge_config}")).unwrap();
+    let mut edge = NodeProcess::builder()
+        .data_dir(tmp.path().join("edge-1"))
+        .env("XPOD_NODE_ID", "edge-1")
+        .env("XPOD_TEST_SYNC_HOLD", hold.display().to_string())
+        .arg("--config")
+        .arg(&file)
+        .arg("--join")
+        .arg(format!("127.0.0.1:{}", centers[0].port()))
+        .arg("--token")
+        .arg(&token)
+        .start();
+    wait_online(&centers[0], "edge-1");
+    // edge-2 accepts nobody's pods.
+    let edge2 = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-2",
+        "[tunnel.presence]\nheartbeat_secs = 1\n",
+        &new_token(&centers[0]),
+    );
+    wait_online(&centers[0], "edge-2");
+
+    // alice's pod on center-1, with N objects written through center-2.
+    Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "homepod", "accountId": "alice", "accessMode": "private"}))
+        .send()
+        .expect(201);
+    let alice = new_key(&centers[0], &admin, "alice", &["pod:homepod"]);
+    let bob = new_key(&centers[0], &admin, "bob", &["pod:homepod"]);
+    let via = &centers[1];
+    for i in 0..N {
+        let r = put(via, &alice, &format!("/homepod/f-{i}.bin"), &content(i));
+        assert_eq!(r.status, 201, "f-{i}: {r:?}");
+    }
+    Curl::new("DELETE", format!("{}/homepod/f-3.bin", via.url()))
+        .bearer(&alice)
+        .send()
+        .expect(204);
+    let before = pod(via, &admin, "homepod");
+    assert_eq!(before["nodeId"], "center-1");
+
+    // Refusals, each with its reason, and nothing moves.
+    let r = migrate(via, &alice, "homepod", "edge-2");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["code"], "pods_not_accepted", "{}", r.text());
+    let why = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        why.contains("edge-2") && why.contains("alice") && why.contains("accept_pods"),
+        "{why}"
+    );
+    let r = migrate(via, &bob, "homepod", "edge-1");
+    assert_eq!(
+        r.status, 403,
+        "bob may write the pod but is not its owner: {r:?}"
+    );
+    let r = migrate(via, &alice, "homepod", "center-2");
+    assert_eq!(r.status, 403, "moves between centers are an admin's: {r:?}");
+    assert!(r.text().contains("admin"), "{}", r.text());
+    let r = Curl::new(
+        "POST",
+        format!("{}/.cluster/pods/homepod/migrate", via.url()),
+    )
+    .json(&json!({"targetNode": "edge-1"}))
+    .send();
+    assert_eq!(r.status, 401, "{r:?}");
+    let now = pod(via, &admin, "homepod");
+    assert_eq!(
+        (&now["nodeId"], &now["epoch"]),
+        (&before["nodeId"], &before["epoch"]),
+        "refused moves change nothing"
+    );
+
+    // alice moves her pod onto her device, while a client writes through center-2.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = writer(via, &alice, "homepod", stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let r = migrate(via, &alice, "homepod", "edge-1");
+    let took = started.elapsed();
+    assert_eq!(r.status, 202, "{r:?}");
+    let moved = r.json();
+    assert_eq!(moved["nodeId"], "edge-1", "{moved}");
+    assert_eq!(
+        moved["epoch"].as_i64().unwrap(),
+        before["epoch"].as_i64().unwrap() + 1
+    );
+    assert_eq!(moved["migrationStatus"], "syncing", "{moved}");
+    eprintln!("center → edge: 202 in {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = w.join().unwrap();
+    eprintln!(
+        "writes during the move: {} acknowledged, {refused} refused",
+        acked.len()
+    );
+    assert!(acked.len() > 5, "the writer made progress: {}", acked.len());
+
+    // Every object at once, through the other center, from the edge.
+    let r = get(&centers[0], &alice, "/homepod/f-0.bin").expect(200);
+    assert_eq!(r.header("x-xpod-node"), Some("edge-1"), "{r:?}");
+    let from_cluster = all_exact(&centers[0], &alice, "homepod", 3);
+    assert!(
+        from_cluster > N / 2,
+        "the edge read most objects from the cluster at first: {from_cluster}"
+    );
+    assert_eq!(get(&centers[0], &alice, "/homepod/f-3.bin").status, 404);
+    for k in &acked {
+        let r = get(&centers[0], &alice, &format!("/homepod/w-{k}.txt"));
+        assert_eq!(r.status, 200, "acknowledged write {k}: {r:?}");
+        assert_eq!(r.text(), format!("write {k}"));
+    }
+    // A write now lands on the edge.
+    let r = put(
+        &centers[0],
+        &alice,
+        "/homepod/on-edge.txt",
+        b"written on the edge",
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+    // The edge's own sync has not run: the cluster shows the move still syncing.
+    assert_eq!(
+        pod(&centers[0], &admin, "homepod")["migrationStatus"],
+        "syncing"
+    );
+
+    // The edge restarts midway: the pod keeps working, and the sync, let go, finishes.
+    edge.kill9();
+    let r = get(&centers[1], &alice, "/homepod/f-1.bin");
+    assert_eq!(r.status, 503, "the edge is down: {r:?}");
+    edge.restart();
+    eventually(20, "the pod works again after the edge's restart", || {
+        get(&centers[1], &alice, "/homepod/f-1.bin").status == 200
+    });
+    std::fs::remove_file(&hold).unwrap();
+    eventually(60, "the cluster records the edge's sync done", || {
+        let p = pod(&centers[1], &admin, "homepod");
+        p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    // Everything is on the edge now: no object comes from the cluster any more.
+    assert_eq!(all_exact(&centers[1], &alice, "homepod", 3), 0);
+
+    // And back to center-1, by alice again.
+    let r = migrate(&centers[1], &alice, "homepod", "center-1");
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json()["nodeId"], "center-1");
+    all_exact(&centers[1], &alice, "homepod", 3);
+    let r = get(&centers[1], &alice, "/homepod/on-edge.txt").expect(200);
+    assert_eq!(r.text(), "written on the edge");
+    assert_eq!(r.header("x-xpod-node"), Some("center-1"));
+    for k in &acked {
+        assert_eq!(
+            get(&centers[1], &alice, &format!("/homepod/w-{k}.txt")).text(),
+            format!("write {k}")
+        );
+    }
+    let r = put(&centers[0], &alice, "/homepod/back.txt", b"back home");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("x-xpod-node"), Some("center-1"));
+
+    // The audit names both moves, the refusal, and who asked.
+    let audit = get(
+        &centers[0],
+        &admin,
+        "/api/v1/audit?action=pod.migrate&target=homepod",
+    )
+    .expect(200)
+    .json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["details"]["toEdge"] == true && e["details"]["to"] == "edge-1"),
+        "{audit}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["details"]["fromEdge"] == true && e["details"]["to"] == "center-1"),
+        "{audit}"
+    );
+    let refused = get(
+        &centers[0],
+        &admin,
+        "/api/v1/audit?action=refused.pod_migrate&target=homepod",
+    )
+    .expect(200)
+    .json();
+    assert!(
+        refused["entries"][0]["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("accept_pods")),
+        "{refused}"
+    );
+    drop(edge2);
+}
+
+#[test]
+fn a_pod_moves_from_one_edge_to_another_through_the_cluster() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-to-edge");
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(&presence, "[tunnel.presence]\nheartbeat_secs = 1\n").unwrap();
+    let centers = start_centers(&tmp, &pg, 2, |_| {
+        vec![("XPOD_CONFIG", presence.display().to_string())]
+    });
+    let admin = centers[0].admin_key();
+    // Both edges are granted any account's pods at join (no config of their own).
+    let grant = json!({"singleUse": true, "acceptPods": ["*"]});
+    let mut edge1 = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[tunnel.presence]\nheartbeat_secs = 1\n",
+        &new_token_with(&centers[0], grant.clone()),
+    );
+    let edge2 = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-2",
+        "[tunnel.presence]\nheartbeat_secs = 1\n",
+        &new_token_with(&centers[0], grant),
+    );
+    wait_online(&centers[0], "edge-1");
+    wait_online(&centers[0], "edge-2");
+    let policy = get(&centers[1], &admin, "/.cluster/nodes/edge-2")
+        .expect(200)
+        .json();
+    assert_eq!(policy["policy"]["acceptPods"], json!(["*"]), "{policy}");
+
+    Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "roamer", "accessMode": "public-read"}))
+        .send()
+        .expect(201);
+    for i in 0..N {
+        let r = put(
+            &centers[1],
+            &admin,
+            &format!("/roamer/f-{i}.bin"),
+            &content(i),
+        );
+        assert_eq!(r.status, 201, "f-{i}: {r:?}");
+    }
+    // Onto edge-1, and its sync done.
+    let r = migrate(&centers[1], &admin, "roamer", "edge-1");
+    assert_eq!(r.status, 202, "{r:?}");
+    eventually(60, "edge-1's sync done", || {
+        let p = pod(&centers[0], &admin, "roamer");
+        p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    let r = put(
+        &centers[0],
+        &admin,
+        "/roamer/made-on-1.txt",
+        b"made on edge-1",
+    );
+    assert_eq!(r.header("x-xpod-node"), Some("edge-1"), "{r:?}");
+
+    // From edge-1 to edge-2: one call, on the center that holds neither tunnel.
+    let r = migrate(&centers[1], &admin, "roamer", "edge-2");
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_eq!(r.json()["nodeId"], "edge-2");
+    // A write on edge-1's own port is refused now (its store fenced the pod).
+    let r = put(&edge1, &edge1.admin_key(), "/roamer/late.txt", b"late");
+    assert_ne!(
+        r.status, 201,
+        "edge-1 must not take writes after the move: {r:?}"
+    );
+    let r = get(&centers[1], &admin, "/roamer/made-on-1.txt").expect(200);
+    assert_eq!(r.text(), "made on edge-1");
+    assert_eq!(r.header("x-xpod-node"), Some("edge-2"));
+    eventually(60, "edge-2's sync done", || {
+        let p = pod(&centers[1], &admin, "roamer");
+        p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    // edge-1 gone for good: every byte is on edge-2.
+    assert!(edge1.terminate().success());
+    all_exact(&centers[0], &admin, "roamer", N);
+    assert_eq!(
+        get(&centers[0], &admin, "/roamer/made-on-1.txt").text(),
+        "made on edge-1"
+    );
+    drop(edge2);
+}
