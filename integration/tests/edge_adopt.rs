@@ -18,6 +18,10 @@
 //! Second test (edge → edge): two edges granted `acceptPods: ["*"]` at join; a pod moves
 //! center → edge-1 → edge-2 (the calls made on the center that holds neither tunnel) and every
 //! byte follows through the cluster, including after edge-1 is gone for good.
+//!
+//! Third test: a move cut between the fence and the hand-over (the center dies) leaves the pod
+//! answering 503 (never 404, no write anywhere), and heals when the edge registers again, or
+//! when the call is repeated.
 
 use std::time::{Duration, Instant};
 
@@ -435,4 +439,82 @@ fn a_pod_moves_from_one_edge_to_another_through_the_cluster() {
         "made on edge-1"
     );
     drop(edge2);
+}
+
+#[test]
+fn a_move_onto_an_edge_cut_before_the_hand_over_heals() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-adopt-cut");
+    let presence = tmp.path().join("presence.toml");
+    std::fs::write(&presence, "[tunnel.presence]\nheartbeat_secs = 1\n").unwrap();
+    // center-2 dies between making the edge the owner and handing it the rows.
+    let centers = start_centers(&tmp, &pg, 2, |i| {
+        let mut env = vec![("XPOD_CONFIG", presence.display().to_string())];
+        if i == 2 {
+            env.push(("XPOD_TEST_ABORT_BEFORE_HAND_OVER", "1".to_string()));
+        }
+        env
+    });
+    let admin = centers[0].admin_key();
+    let mut edge = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[tunnel]\naccept_pods = [\"*\"]\n\n[tunnel.presence]\nheartbeat_secs = 1\n",
+        &new_token(&centers[0]),
+    );
+    wait_online(&centers[0], "edge-1");
+    for pod_id in ["cutpod", "cutpod2"] {
+        Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+            .bearer(&admin)
+            .json(&json!({"podId": pod_id}))
+            .send()
+            .expect(201);
+        for i in 0..5 {
+            let r = put(
+                &centers[0],
+                &admin,
+                &format!("/{pod_id}/f-{i}.bin"),
+                &content(i),
+            );
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+    }
+
+    // The call dies with center-2: the cluster names the edge, which has no rows yet.
+    let r = migrate(&centers[1], &admin, "cutpod", "edge-1");
+    assert_ne!(r.status, 202, "center-2 aborts before answering: {r:?}");
+    assert_eq!(pod(&centers[0], &admin, "cutpod")["nodeId"], "edge-1");
+    let r = get(&centers[0], &admin, "/cutpod/f-1.bin");
+    assert_eq!(r.status, 503, "refused (retryable), never a 404: {r:?}");
+    let r = put(&centers[0], &admin, "/cutpod/lost.txt", b"x");
+    assert_eq!(r.status, 503, "no write lands anywhere meanwhile: {r:?}");
+
+    // Healed when the edge registers again.
+    edge.restart();
+    eventually(30, "the cut move finishes when the edge comes back", || {
+        get(&centers[0], &admin, "/cutpod/f-1.bin").status == 200
+    });
+    for i in 0..5 {
+        let r = get(&centers[0], &admin, &format!("/cutpod/f-{i}.bin")).expect(200);
+        assert!(r.body == content(i), "f-{i}");
+        assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+    }
+
+    // Or by repeating the call: center-2 is back (and dies the same way again), the call is
+    // repeated on center-1.
+    let mut centers = centers;
+    centers[1].restart();
+    let r = migrate(&centers[1], &admin, "cutpod2", "edge-1");
+    assert_ne!(r.status, 202, "{r:?}");
+    assert_eq!(get(&centers[0], &admin, "/cutpod2/f-1.bin").status, 503);
+    let r = migrate(&centers[0], &admin, "cutpod2", "edge-1");
+    assert_eq!(r.status, 202, "the repeated call finishes the move: {r:?}");
+    for i in 0..5 {
+        let r = get(&centers[0], &admin, &format!("/cutpod2/f-{i}.bin")).expect(200);
+        assert!(r.body == content(i), "f-{i}");
+    }
+    let r = put(&centers[0], &admin, "/cutpod2/after.txt", b"after");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
 }

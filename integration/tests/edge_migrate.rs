@@ -18,8 +18,8 @@
 //! A second test moves a pod with a 1 GiB object: read through the other center right after
 //! the 202 (streamed from the edge and copied once), byte-exact, no process past 100 MiB
 //! resident. A third cuts a move between the edge's release and the adoption (the center
-//! dies): the pod refuses writes, and repeating the call finishes the move. Moving a pod onto
-//! an edge is still refused (`mesh_centers.rs`).
+//! dies): the pod refuses writes, and repeating the call finishes the move. Moves onto edges:
+//! `edge_adopt.rs`.
 
 use std::time::{Duration, Instant};
 

@@ -103,6 +103,7 @@ pub struct SetPolicy {
     pub bandwidth_bytes_per_sec: Option<Option<u64>>,
     /// Accounts whose pods may be moved onto the edge (replaces the list; `*`: any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<AcceptedAccount>>, max_items = 100)]
     pub accept_pods: Option<Vec<String>>,
 }
 
@@ -110,6 +111,11 @@ pub struct SetPolicy {
 #[derive(ToSchema)]
 #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,49}$")]
 pub struct PodPrefix(pub String);
+
+/// An account whose pods an edge accepts: `*` (any), an owner name, or a WebID.
+#[derive(ToSchema)]
+#[schema(pattern = r"^(\*|[A-Za-z0-9._-]{1,64}|https?://[^\s\x00-\x1f\x7f-\x9f]{1,2040})$")]
+pub struct AcceptedAccount(pub String);
 
 /// `POST /.cluster/tokens`: a join token for an edge.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -144,6 +150,7 @@ pub struct CreateToken {
     pub pod_prefixes: Vec<String>,
     /// Accounts whose pods may be moved onto the joining edge (`*`: any).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<AcceptedAccount>, max_items = 100)]
     pub accept_pods: Vec<String>,
 }
 

@@ -60,6 +60,7 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 .await;
                 hosted = reg.pods.clone();
                 claim_pods(&app, &peer.node_id, &hosted).await;
+                super::pod_adopt::resume(&app, &peer.node_id, &hosted);
                 // The edge's own requests to the cluster (its control stream was accepted
                 // before the registration, so only its later streams come here).
                 if !serving_uplink {

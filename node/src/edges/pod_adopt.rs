@@ -21,7 +21,8 @@
 //!    and imports them into its own store in one compare-and-set on the placeholder, its blobs
 //!    held by [`CLUSTER`]. A repeated hand-over of a pod the edge already owns is a no-op, so
 //!    if the edge was unreachable at this step (the pod then answers 503), repeating the call
-//!    finishes the move. The metadata moves before the `202`, as from an edge.
+//!    finishes the move, and so does the edge's next registration ([`resume`]). The metadata
+//!    moves before the `202`, as from an edge.
 //! 4. **Bytes after.** The edge reads a blob it lacks through a center (`GET /cluster/blobs`,
 //!    [`ClusterSource`]): the center reads it through its own region chain — its buckets, or
 //!    the old edge's tunnel — and streams it; the edge copies it into its own store once. The
@@ -131,6 +132,36 @@ pub async fn hand_over(app: &Arc<App>, pod_id: &str, edge: &str) -> Result<(), A
     let resp =
         crate::sandbox::client::call(app, edge, 0, Method::POST, &path, Bytes::new()).await?;
     edge_answer(edge, resp).await.map(drop)
+}
+
+/// Center, when edge `edge` registers: hands over again every pod the cluster records as moved
+/// onto it (`syncing`) that it does not report hosting — a move cut after the fence (the
+/// center died, or the edge was unreachable) finishes when the edge comes back.
+pub fn resume(app: &Arc<App>, edge: &str, hosted: &[String]) {
+    let (app, edge, hosted) = (app.clone(), edge.to_string(), hosted.to_vec());
+    tokio::spawn(async move {
+        let pods = match app.meta.list_pods().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%edge, error = %e, "cannot look for moves onto this edge to finish");
+                return;
+            }
+        };
+        for p in pods.into_iter().filter(|p| {
+            p.node_id == edge
+                && p.migration_status == Some(MigrationStatus::Syncing)
+                && !hosted.contains(&p.pod_id)
+        }) {
+            match hand_over(&app, &p.pod_id, &edge).await {
+                Ok(()) => {
+                    tracing::info!(pod = %p.pod_id, %edge, "a move onto this edge that was cut is finished")
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %p.pod_id, %edge, error = %e.message, "a move onto this edge that was cut could not be finished; repeat the migrate call")
+                }
+            }
+        }
+    });
 }
 
 /// The edge's side of an offer and a hand-over (runner requests from a center).

@@ -34,17 +34,21 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
-    // A pod's owner may move it onto and off their edges: that call checks who may itself.
-    if let (["pods", pod_id, "migrate"], &Method::POST) = (segments(rest).as_slice(), &method) {
-        let pod_id = pod_id.to_string();
-        return migrate_pod(ctx, &pod_id, req).await;
+    // A pod's owner may move it onto and off their edges, and follow the move: those two
+    // check who may themselves.
+    match (segments(rest).as_slice(), &method) {
+        (["pods", pod_id, "migrate"], &Method::POST) => {
+            let pod_id = pod_id.to_string();
+            return migrate_pod(ctx, &pod_id, req).await;
+        }
+        (["pods", pod_id], &Method::GET) => return get_pod(ctx, pod_id).await,
+        _ => {}
     }
     require_admin(&ctx.principal)?;
     match (segments(rest).as_slice(), &method) {
         (["pods"], &Method::GET) => list_pods(ctx).await,
         (["pods"], &Method::POST) => create_pod(ctx, req).await,
         (["pods"], _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (["pods", pod_id], &Method::GET) => get_pod(ctx, pod_id).await,
         (["pods", _], _) => Err(ApiError::method_not_allowed("GET")),
         (["pods", _, "migrate"], _) => Err(ApiError::method_not_allowed("POST")),
         (["routes", pod_id], &Method::GET) => Ok(route(ctx, pod_id)),
@@ -292,6 +296,11 @@ async fn migrate_pod(
     .await;
     tracing::info!(pod = pod_id, to = %moved.node_id, epoch = moved.epoch, "pod migrated");
     if to_edge {
+        // Test hook: this center dies between the fence and the hand-over.
+        if std::env::var_os("XPOD_TEST_ABORT_BEFORE_HAND_OVER").is_some() {
+            tracing::error!("XPOD_TEST_ABORT_BEFORE_HAND_OVER: aborting before the hand-over");
+            std::process::abort();
+        }
         // The cluster names the edge the owner (every write elsewhere is fenced); the edge
         // now takes the rows.
         crate::edges::pod_adopt::hand_over(&ctx.app, pod_id, &t.node_id)
@@ -584,17 +593,36 @@ async fn list_pods(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     Ok(body::json(StatusCode::OK, &PodList { pods }))
 }
 
-/// A pod: its owner node, epoch, access mode and migration state.
+/// A pod: its owner node, epoch, access mode and migration state. For an admin, or the pod's
+/// owner (a key of its account with access to it: `xpod pods migrate --wait` follows a move).
 #[utoipa::path(get, path = "/.cluster/pods/{podId}", operation_id = "getPod", tag = "cluster",
     params(("podId" = String, Path)),
     responses(
         (status = 200, description = "The pod", body = PodRecord),
+        (status = 401, description = "No API key", body = ErrorBody),
+        (status = 403, description = "Neither an admin key nor one of the pod's owner", body = ErrorBody),
         (status = 404, description = "No such pod", body = ErrorBody),
     ))]
 async fn get_pod(ctx: &Ctx, pod_id: &str) -> Result<Response<Body>, ApiError> {
+    if ctx.principal.is_admin() {
+        return match ctx.app.meta.get_pod(pod_id).await? {
+            Some(pod) => Ok(body::json(StatusCode::OK, &pod)),
+            None => Err(ApiError::not_found(format!("pod {pod_id} not found"))),
+        };
+    }
+    require_admin(&ctx.principal).or_else(|e| match ctx.principal.pod_access(pod_id) {
+        Some(_) => Ok(()),
+        None => Err(e),
+    })?;
     match ctx.app.meta.get_pod(pod_id).await? {
-        Some(pod) => Ok(body::json(StatusCode::OK, &pod)),
-        None => Err(ApiError::not_found(format!("pod {pod_id} not found"))),
+        Some(pod)
+            if pod.account_id.is_some() && ctx.principal.owner() == pod.account_id.as_deref() =>
+        {
+            Ok(body::json(StatusCode::OK, &pod))
+        }
+        _ => Err(ApiError::forbidden(format!(
+            "pod {pod_id}: only an admin key or a key of the pod's owner may read its record"
+        ))),
     }
 }
 
