@@ -22,6 +22,10 @@
 //! Third test: a move cut between the fence and the hand-over (the center dies) leaves the pod
 //! answering 503 (never 404, no write anywhere), and heals when the edge registers again, or
 //! when the call is repeated.
+//!
+//! Fourth test: a program holding a joined edge's identity asks the cluster, on its tunnel, for
+//! another edge's pod (rows, a blob, its sync state): refused every time, while the same asks
+//! for a pod the cluster gives it are answered; other stream targets are reset.
 
 use std::time::{Duration, Instant};
 
@@ -517,4 +521,155 @@ fn a_move_onto_an_edge_cut_before_the_hand_over_heals() {
     let r = put(&centers[0], &admin, "/cutpod2/after.txt", b"after");
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.header("x-xpod-node"), Some("edge-1"));
+}
+
+/// One request on a `Cluster` stream an edge opens on its tunnel: (status, body).
+async fn ask(conn: &quinn::Connection, method: &str, path: &str) -> (u16, String) {
+    let header = xpod_tunnel::proto::StreamHeader {
+        target: xpod_tunnel::proto::Target::Cluster,
+        client_addr: None,
+    };
+    let (mut send, mut recv) = xpod_tunnel::stream::open(conn, &header).await.unwrap();
+    let body = r#"{"status":"done","progress":100}"#;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: cluster\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Not finished: a half-closed request is a client gone (the server does not answer it).
+    send.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut recv, &mut out),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn an_edge_gets_nothing_of_a_pod_it_does_not_own() {
+    let pg = PgServer::start().expect("PostgreSQL is required for this test");
+    let tmp = TempDir::new("xpod-edge-uplink");
+    let centers = start_centers(&tmp, &pg, 1, |_| Vec::new());
+    let admin = centers[0].admin_key();
+    let edge1 = start_edge_with_token(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[tunnel]\naccept_pods = [\"*\"]\n",
+        &new_token(&centers[0]),
+    );
+    wait_online(&centers[0], "edge-1");
+    Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "victim"}))
+        .send()
+        .expect(201);
+    put(&centers[0], &admin, "/victim/secret.txt", b"not for edge-2").expect(201);
+    migrate(&centers[0], &admin, "victim", "edge-1").expect(202);
+    // edge-2 joins honestly, then a program holding its identity speaks for it.
+    let mut edge2 = start_edge_with_token(&tmp, &centers[0], "edge-2", "", &new_token(&centers[0]));
+    wait_online(&centers[0], "edge-2");
+    Curl::new("POST", format!("{}/.cluster/pods", centers[0].url()))
+        .bearer(&admin)
+        .json(&json!({"podId": "mine", "nodeId": "edge-2"}))
+        .send()
+        .expect(201);
+    assert!(edge2.terminate().success());
+    let dir = tmp.path().join("edge-2");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let identity = xpod_tunnel::identity::NodeIdentity::from_pem(
+        &read("node.crt"),
+        &read("node.key"),
+        &read("ca.crt"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let register = xpod_tunnel::proto::Register {
+            node_id: "edge-2".into(),
+            role: xpod_tunnel::proto::Role::Edge,
+            version: "hostile".into(),
+            os: String::new(),
+            arch: String::new(),
+            addresses: Vec::new(),
+            services: Vec::new(),
+            pods: Vec::new(),
+        };
+        let center = centers[0].addr();
+        let config = xpod_tunnel::endpoint::DialerConfig::new(
+            vec![center],
+            "127.0.0.1",
+            identity,
+            register,
+            xpod_tunnel::proto::Timers::default(),
+        );
+        let mut dialer = xpod_tunnel::endpoint::EdgeDialer::spawn_with(config).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ev = tokio::time::timeout_at(deadline.into(), dialer.events().recv())
+                .await
+                .expect("registered within 15 s")
+                .expect("dialer events");
+            if matches!(ev.event, xpod_tunnel::proto::Event::Registered(_)) {
+                break;
+            }
+        }
+        let conn = dialer.connection(center).expect("a connection");
+
+        // A pod the cluster gives this edge: answered (so the refusals below are about
+        // ownership, not a path that never works).
+        let (status, body) = ask(&conn, "GET", "/cluster/pods/mine").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"rows\""), "{body}");
+        // Another edge's pod: its rows, a blob, its state — all refused, nothing leaks.
+        let (status, body) = ask(&conn, "GET", "/cluster/pods/victim").await;
+        assert_eq!(status, 409, "{body}");
+        assert!(!body.contains("secret.txt"), "{body}");
+        let (status, body) =
+            ask(&conn, "GET", "/cluster/blobs?key=blobs%2Fvictim%2Fanything").await;
+        assert_eq!(status, 409, "{body}");
+        let (status, body) = ask(&conn, "POST", "/cluster/pods/victim/state").await;
+        assert_eq!(status, 409, "{body}");
+        // Malformed asks are named.
+        let (status, body) = ask(&conn, "GET", "/cluster/blobs?key=nothing").await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = ask(&conn, "GET", "/cluster/pods/..%2F..").await;
+        assert_eq!(status, 404, "{body}");
+        // Any other stream target an edge opens is reset.
+        let header = xpod_tunnel::proto::StreamHeader {
+            target: xpod_tunnel::proto::Target::Runner {
+                node: "center-1".into(),
+                hops: 1,
+            },
+            client_addr: None,
+        };
+        let (mut send, mut recv) = xpod_tunnel::stream::open(&conn, &header).await.unwrap();
+        let _ = send
+            .write_all(b"POST /sandboxes HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut recv, &mut out),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Err(_))) || out.is_empty(),
+            "a runner stream from an edge must be refused: {}",
+            String::from_utf8_lossy(&out)
+        );
+        dialer.shutdown().await;
+    });
+    // The victim pod is untouched.
+    let p = pod(&centers[0], &admin, "victim");
+    assert_eq!(p["nodeId"], "edge-1");
+    assert_ne!(p["migrationStatus"], "failed");
+    drop(edge1);
 }

@@ -204,11 +204,15 @@ async fn request(
         .collect()
         .await
         .map_err(|e| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("a request body from edge {edge}: {e} (at most {MAX_BODY} bytes)"),
-            )
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("a request body from edge {edge} is larger than {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("a request body from edge {edge}: {e}"))
+            }
         })?
         .to_bytes();
     super::pod_adopt::serve_cluster(app, edge, &method, &path, &query, &body).await
