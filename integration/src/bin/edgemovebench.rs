@@ -11,6 +11,15 @@
 //!    port before the move (the direct path); median and p90 of M reads each;
 //! 3. time to `done` / 100 % once the sync is let go.
 //!
+//! Then the other way, onto the edge (center → edge, the edge's own sync held back), with a
+//! second pod `cbench` of N objects of 64 KiB created on center-2 (the edge has none of its
+//! bytes: moving `mvbench` back would find its old copies on the edge, by design):
+//! 4. time to `202` (the edge pulls every row from the cluster before it);
+//! 5. first reads through center-1, served by the edge with the bytes it pulls from the
+//!    cluster through its tunnel, against the same GET on center-2 before the move (the owner,
+//!    the direct path);
+//! 6. time to `done` / 100 % in the cluster's record once the edge's sync is let go.
+//!
 //! Usage: `cargo build --release -p xpod-node -p xpod-integration --bin xpod --bin edgemovebench`
 //! then `XPOD_BIN=target/release/xpod target/release/edgemovebench [N] [M]`.
 
@@ -19,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use xpod_integration::curl::Curl;
-use xpod_integration::edges::{new_token_with, start_edge_with_token, wait_online};
+use xpod_integration::edges::{new_token_with, wait_online};
 use xpod_integration::mesh::start_centers;
-use xpod_integration::node::TempDir;
+use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
 
 /// curl's `time_total` of a GET, in ms (and its status).
@@ -64,9 +73,23 @@ fn main() {
     let key = centers[0].admin_key();
     let token = new_token_with(
         &centers[0],
-        json!({"singleUse": true, "podPrefixes": ["mv"]}),
+        json!({"singleUse": true, "podPrefixes": ["mv"], "acceptPods": ["*"]}),
     );
-    let edge = start_edge_with_token(&tmp, &centers[0], "edge-1", "", &token);
+    let edge_hold = tmp.path().join("hold-edge-sync");
+    std::fs::write(&edge_hold, "").unwrap();
+    let file = tmp.path().join("edge-1.toml");
+    std::fs::write(&file, "role = \"edge\"\n").unwrap();
+    let edge = NodeProcess::builder()
+        .data_dir(tmp.path().join("edge-1"))
+        .env("XPOD_NODE_ID", "edge-1")
+        .env("XPOD_TEST_SYNC_HOLD", edge_hold.display().to_string())
+        .arg("--config")
+        .arg(&file)
+        .arg("--join")
+        .arg(format!("127.0.0.1:{}", centers[0].port()))
+        .arg("--token")
+        .arg(&token)
+        .start();
     wait_online(&centers[0], "edge-1");
     Curl::new("POST", format!("{}/.cluster/pods", edge.url()))
         .bearer(&edge.admin_key())
@@ -146,6 +169,63 @@ fn main() {
     }
     let to_done = t.elapsed().as_secs_f64();
 
+    // Onto the edge: a pod of the cluster's. The direct path first: GET on center-2, the owner.
+    Curl::new("POST", format!("{}/.cluster/pods", centers[1].url()))
+        .bearer(&key)
+        .json(&json!({"podId": "cbench"}))
+        .send()
+        .expect(201);
+    for i in 0..n {
+        let r = Curl::new("PUT", format!("{}/cbench/o-{i}.bin", centers[1].url()))
+            .bearer(&key)
+            .header("Content-Type: application/octet-stream")
+            .body(body.clone())
+            .send();
+        assert_eq!(r.status, 201, "o-{i}: {r:?}");
+    }
+    let owner_direct: Vec<f64> = (0..m)
+        .map(|i| {
+            let (code, ms) = timed_get(&format!("{}/cbench/o-{i}.bin", centers[1].url()), &key);
+            assert_eq!(code, 200);
+            ms
+        })
+        .collect();
+    let t = Instant::now();
+    let r = Curl::new(
+        "POST",
+        format!("{}/.cluster/pods/cbench/migrate", centers[0].url()),
+    )
+    .bearer(&key)
+    .json(&json!({"targetNode": "edge-1"}))
+    .send();
+    let back_202 = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(r.status, 202, "{r:?}");
+    let on_edge: Vec<f64> = (0..m)
+        .map(|i| {
+            let (code, ms) = timed_get(&format!("{}/cbench/o-{i}.bin", centers[0].url()), &key);
+            assert_eq!(code, 200);
+            ms
+        })
+        .collect();
+    let t = Instant::now();
+    std::fs::remove_file(&edge_hold).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let p: Value = Curl::get(format!("{}/.cluster/pods/cbench", centers[1].url()))
+            .bearer(&key)
+            .send()
+            .json();
+        if p["migrationStatus"] == "done" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge's sync never finished: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back_done = t.elapsed().as_secs_f64();
+
     let (d50, d90) = stats(direct);
     let (f50, f90) = stats(first.clone());
     println!("\ntime to 202 (edge -> center, {n} rows moved): {to_202:.1} ms");
@@ -159,11 +239,26 @@ fn main() {
         "first read via the tunnel    {f50:>8.2} {f90:>8.2}   ({:.1}x)",
         f50 / d50
     );
+    let (o50, o90) = stats(owner_direct);
+    let (e50, e90) = stats(on_edge.clone());
+    println!("\ntime to 202 (center -> edge, {n} rows pulled): {back_202:.1} ms");
+    println!(
+        "time to 100 % after the edge's sync starts ({} objects left): {back_done:.2} s",
+        n - on_edge.len()
+    );
+    println!("\nGET 64 KiB                     p50 ms   p90 ms");
+    println!("direct on the owning center  {o50:>8.2} {o90:>8.2}");
+    println!(
+        "first read on the edge       {e50:>8.2} {e90:>8.2}   ({:.1}x)",
+        e50 / o50
+    );
     println!(
         "{}",
         json!({
             "objects": n, "to_202_ms": to_202, "to_done_s": to_done,
             "direct_ms": {"p50": d50, "p90": d90}, "first_read_ms": {"p50": f50, "p90": f90},
+            "onto_edge": {"to_202_ms": back_202, "to_done_s": back_done,
+                "owner_direct_ms": {"p50": o50, "p90": o90}, "first_read_ms": {"p50": e50, "p90": e90}},
         })
     );
     drop(edge);
