@@ -82,11 +82,26 @@ pub fn start_edge_with_token(
     config: &str,
     token: &str,
 ) -> NodeProcess {
+    start_edge_env(tmp, center, node_id, config, token, &[])
+}
+
+/// [`start_edge_with_token`] with environment variables (test hooks) for the edge.
+pub fn start_edge_env(
+    tmp: &TempDir,
+    center: &NodeProcess,
+    node_id: &str,
+    config: &str,
+    token: &str,
+    env: &[(&str, String)],
+) -> NodeProcess {
     let file = tmp.path().join(format!("{node_id}.toml"));
     std::fs::write(&file, format!("role = \"edge\"\n\n{config}"))
         .expect("writing the edge's config");
-    NodeProcess::builder()
-        .data_dir(tmp.path().join(node_id))
+    let mut b = NodeProcess::builder();
+    for (k, v) in env {
+        b = b.env(*k, v);
+    }
+    b.data_dir(tmp.path().join(node_id))
         .env("XPOD_NODE_ID", node_id)
         .arg("--config")
         .arg(&file)

@@ -17,7 +17,9 @@
 //!
 //! Second test (edge → edge): two edges granted `acceptPods: ["*"]` at join; a pod moves
 //! center → edge-1 → edge-2 (the calls made on the center that holds neither tunnel) and every
-//! byte follows through the cluster, including after edge-1 is gone for good.
+//! byte follows through the cluster, including after edge-1 is gone for good. A move is not a
+//! copy: once the new owner has every byte, the cluster's copy and the old edge's are dropped
+//! (their blob files deleted by the GC).
 //!
 //! Third test: a move cut between the fence and the hand-over (the center dies) leaves the pod
 //! answering 503 (never 404, no write anywhere), and heals when the edge registers again, or
@@ -31,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use xpod_integration::curl::{Curl, Resp};
-use xpod_integration::edges::{new_token, new_token_with, start_edge_with_token, wait_online};
+use xpod_integration::edges::{
+    new_token, new_token_with, start_edge_env, start_edge_with_token, wait_online,
+};
 use xpod_integration::mesh::start_centers;
 use xpod_integration::node::{NodeProcess, TempDir};
 use xpod_integration::pg::PgServer;
@@ -97,6 +101,23 @@ fn new_key(c: &NodeProcess, admin: &str, owner: &str, scopes: &[&str]) -> String
         .to_string()
 }
 
+/// Files under `<objects>/blobs/<pod>/` (the blobs of a pod in a file object store).
+fn blob_files(objects: &std::path::Path, pod: &str) -> usize {
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => count(&e.path()),
+                    Ok(t) if t.is_file() => 1,
+                    _ => 0,
+                })
+                .sum()
+        })
+    }
+    count(&objects.join("blobs").join(pod))
+}
+
 /// Every object `f-i` (but `skip`) reads back byte-exact through `c`.
 fn all_exact(c: &NodeProcess, key: &str, pod: &str, skip: usize) -> usize {
     let mut from_cluster = 0;
@@ -153,22 +174,14 @@ fn a_pod_moves_onto_an_edge_and_back_with_every_byte() {
     // edge-1 takes alice's pods by its own configuration; its sync waits for the test.
     let hold = tmp.path().join("hold-edge-sync");
     std::fs::write(&hold, "").unwrap();
-    let token = new_token(&centers[0]);
-    let edge_config =
-        "[tunnel]\naccept_pods = [\"alice\"]\n\n[tunnel.presence]\nheartbeat_secs = 1\n";
-    let file = tmp.path().join("edge-1.toml");
-    std::fs::write(&file, format!("role = \"edge\"\n\n{edge_config}")).unwrap();
-    let mut edge = NodeProcess::builder()
-        .data_dir(tmp.path().join("edge-1"))
-        .env("XPOD_NODE_ID", "edge-1")
-        .env("XPOD_TEST_SYNC_HOLD", hold.display().to_string())
-        .arg("--config")
-        .arg(&file)
-        .arg("--join")
-        .arg(format!("127.0.0.1:{}", centers[0].port()))
-        .arg("--token")
-        .arg(&token)
-        .start();
+    let mut edge = start_edge_env(
+        &tmp,
+        &centers[0],
+        "edge-1",
+        "[tunnel]\naccept_pods = [\"alice\"]\n\n[tunnel.presence]\nheartbeat_secs = 1\n",
+        &new_token(&centers[0]),
+        &[("XPOD_TEST_SYNC_HOLD", hold.display().to_string())],
+    );
     wait_online(&centers[0], "edge-1");
     // edge-2 accepts nobody's pods.
     let edge2 = start_edge_with_token(
@@ -362,18 +375,21 @@ fn a_pod_moves_from_one_edge_to_another_through_the_cluster() {
     let tmp = TempDir::new("xpod-edge-to-edge");
     let presence = tmp.path().join("presence.toml");
     std::fs::write(&presence, "[tunnel.presence]\nheartbeat_secs = 1\n").unwrap();
+    // The blob GC runs often, so dropped copies are seen to go.
+    let gc = ("XPOD_TEST_GC", "200,0,0".to_string());
     let centers = start_centers(&tmp, &pg, 2, |_| {
-        vec![("XPOD_CONFIG", presence.display().to_string())]
+        vec![("XPOD_CONFIG", presence.display().to_string()), gc.clone()]
     });
     let admin = centers[0].admin_key();
     // Both edges are granted any account's pods at join (no config of their own).
     let grant = json!({"singleUse": true, "acceptPods": ["*"]});
-    let mut edge1 = start_edge_with_token(
+    let mut edge1 = start_edge_env(
         &tmp,
         &centers[0],
         "edge-1",
         "[tunnel.presence]\nheartbeat_secs = 1\n",
         &new_token_with(&centers[0], grant.clone()),
+        std::slice::from_ref(&gc),
     );
     let edge2 = start_edge_with_token(
         &tmp,
@@ -403,12 +419,19 @@ fn a_pod_moves_from_one_edge_to_another_through_the_cluster() {
         );
         assert_eq!(r.status, 201, "f-{i}: {r:?}");
     }
-    // Onto edge-1, and its sync done.
+    let shared = tmp.path().join("objects");
+    assert_eq!(blob_files(&shared, "roamer"), N, "the cluster's copy");
+    // Onto edge-1, and its sync done: the cluster's copy goes (a move, not a copy).
     let r = migrate(&centers[1], &admin, "roamer", "edge-1");
     assert_eq!(r.status, 202, "{r:?}");
     eventually(60, "edge-1's sync done", || {
         let p = pod(&centers[0], &admin, "roamer");
         p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    let on_edge1 = tmp.path().join("edge-1").join("objects");
+    assert_eq!(blob_files(&on_edge1, "roamer"), N, "edge-1 has every byte");
+    eventually(30, "the cluster's copy is dropped", || {
+        blob_files(&shared, "roamer") == 0
     });
     let r = put(
         &centers[0],
@@ -434,6 +457,19 @@ fn a_pod_moves_from_one_edge_to_another_through_the_cluster() {
     eventually(60, "edge-2's sync done", || {
         let p = pod(&centers[1], &admin, "roamer");
         p["migrationStatus"] == "done" && p["migrationProgress"] == 100
+    });
+    let on_edge2 = tmp.path().join("edge-2").join("objects");
+    assert_eq!(
+        blob_files(&on_edge2, "roamer"),
+        N + 1,
+        "edge-2 has every byte"
+    );
+    // edge-1's copy and the copies the cluster made on the way are dropped.
+    eventually(30, "edge-1's copy is dropped", || {
+        blob_files(&on_edge1, "roamer") == 0
+    });
+    eventually(30, "the cluster keeps no copy", || {
+        blob_files(&shared, "roamer") == 0
     });
     // edge-1 gone for good: every byte is on edge-2.
     assert!(edge1.terminate().success());

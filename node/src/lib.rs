@@ -197,8 +197,11 @@ pub async fn run(
                 meta: app.meta.clone(),
                 regions: app.regions.clone(),
                 node_id: app.node_id.clone(),
-                mirror: (app.config.role == xpod_config::Role::Edge)
-                    .then(|| edges::pod_adopt::mirror(&app)),
+                mirror: Some(if app.config.role == xpod_config::Role::Edge {
+                    edges::pod_adopt::mirror(&app)
+                } else {
+                    edges::pod_move::purge_hook(&app)
+                }),
             },
             stop_rx.clone(),
         ),

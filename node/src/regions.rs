@@ -86,8 +86,9 @@ pub fn open(config: &Config, meta: Arc<dyn MetaStore>) -> anyhow::Result<Arc<Reg
     )))
 }
 
-/// Told every migration state the sync records (on an edge: the cluster, which shows the
-/// progress of a pod moved onto it, `crate::edges::pod_adopt::mirror`).
+/// Told every migration state the sync records: on an edge, the cluster, which shows the
+/// progress of a pod moved onto it (`crate::edges::pod_adopt::mirror`); on a center, the edges
+/// a finished pod's bytes came from, which drop their copy (`crate::edges::pod_move::purge_hook`).
 pub type Mirror = Arc<
     dyn Fn(String, MigrationStatus, Option<i32>) -> futures_util::future::BoxFuture<'static, ()>
         + Send

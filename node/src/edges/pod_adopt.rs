@@ -30,6 +30,9 @@
 //!    the rest and reports each percent to the cluster ([`mirror`]: `POST
 //!    /cluster/pods/{id}/state`), so `migrationProgress` and `xpod pods migrate --wait` follow.
 //!    It survives a restart of the edge: the rows are in its store, the sync starts again.
+//! 5. **Purge.** When the edge reports `done`, the cluster drops its copy of the pod (rows at
+//!    once, blobs with the GC: a move to a device is not a copy in the cloud), and an edge the
+//!    pod came from drops its own (`super::pod_move::purge_on`).
 //!
 //! An edge's moves (release, accept, adopt) run one at a time ([`MOVES`]).
 
@@ -345,6 +348,14 @@ pub async fn serve_cluster(
             app.meta
                 .set_migration_state(pod_id, Some(state.status), state.progress)
                 .await?;
+            if state.status == MigrationStatus::Done {
+                // The edge has every byte: the cluster's copy goes (a move is not a copy), and
+                // so does that of an edge the pod came from.
+                let sources = super::pod_move::edge_sources(app, pod_id, edge).await;
+                let dropped = app.meta.drop_pod_rows(pod_id, edge).await?;
+                tracing::info!(pod = pod_id, %edge, dropped, "a pod moved onto an edge is all there: the cluster's copy is dropped");
+                super::pod_move::purge_on(app, pod_id, sources);
+            }
             Ok(body::json(
                 StatusCode::OK,
                 &serde_json::json!({"recorded": true}),

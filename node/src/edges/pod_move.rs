@@ -22,11 +22,17 @@
 //!    the client and copied into the region's bucket once (`xpod_storage::regions`), and the
 //!    region sync (`crate::regions::sync_loop`) copies the rest with its progress. If the edge
 //!    is offline, a blob not yet copied answers 503 naming `edge:<node>`; the sync goes on
-//!    when it is back. The edge keeps the pod's rows and blobs (it serves the blobs only of
-//!    pods it released, and only blobs its rows name).
+//!    when it is back. The edge keeps the pod's rows and blobs meanwhile (it serves the blobs
+//!    only of pods it released, and only blobs its rows name).
+//! 4. **Purge.** A move is not a copy: when the new owner has every byte (its sync is `done`,
+//!    [`purge_hook`]; or, for a pod moved on to another edge, that edge reports `done`), the
+//!    cluster tells the edges the bytes came from (`edge:<node>` holders, [`edge_sources`]) to
+//!    drop their copy (`POST /node/pods/{id}/purge`): the rows go at once, the blobs with the
+//!    GC. Best effort: an edge that is away then keeps its copy until a later move of the pod
+//!    replaces it.
 //!
 //! Only centers reach the edge's routes (runner requests come from the mTLS mesh or the edge's
-//! own tunnel). Center → edge moves are refused for now (409, naming the reason).
+//! own tunnel). Moves onto an edge: `super::pod_adopt`.
 
 use std::ops::Range;
 use std::sync::{Arc, Weak};
@@ -37,7 +43,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 use xpod_storage::blobs::BlobError;
-use xpod_storage::meta::{AdoptPod, MovedRow, PodRecord};
+use xpod_storage::meta::{AdoptPod, MigrationStatus, MovedRow, PodRecord};
 
 use crate::app::App;
 use crate::reply::body::{self, Body};
@@ -91,6 +97,7 @@ pub async fn serve(
         (Some((pod, action @ ("accept" | "adopt"))), &Method::POST) => {
             super::pod_adopt::serve_node(app, pod, action, body).await
         }
+        (Some((pod, "purge")), &Method::POST) => purge(app, pod).await,
         _ => Err(ApiError::not_found(format!("no pod-move route at {path}"))),
     }
 }
@@ -130,6 +137,98 @@ async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body
             rows,
         },
     ))
+}
+
+/// Drops this edge's copy of a pod it handed over (rows now, blobs by the GC), once the
+/// cluster has every byte: only of a pod another node owns here (never one it owns or was
+/// offered).
+async fn purge(app: &Arc<App>, pod_id: &str) -> Result<Response<Body>, ApiError> {
+    let _one = super::pod_adopt::MOVES.lock().await;
+    let local = app
+        .meta
+        .get_pod(pod_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} is not on this edge")))?;
+    if local.node_id == app.node_id || local.node_id == super::pod_adopt::CLUSTER {
+        return Err(ApiError::conflict(format!(
+            "pod {pod_id} is this edge's (or being moved onto it): its copy is not dropped"
+        )));
+    }
+    let dropped = app.meta.drop_pod_rows(pod_id, &local.node_id).await?;
+    tracing::info!(
+        pod = pod_id,
+        dropped,
+        "the cluster has every byte of a pod this edge handed over: its copy here is dropped"
+    );
+    Ok(body::json(
+        StatusCode::OK,
+        &serde_json::json!({ "dropped": dropped }),
+    ))
+}
+
+/// The edges holding bytes of `pod_id` for the cluster (`edge:<node>` holders of its rows),
+/// but `except`.
+pub async fn edge_sources(app: &App, pod_id: &str, except: &str) -> Vec<String> {
+    let mut edges: Vec<String> = match app.meta.list_pod_blobs(pod_id).await {
+        Ok(rows) => rows
+            .iter()
+            .flat_map(|r| r.regions.iter())
+            .filter_map(|h| h.strip_prefix("edge:"))
+            .filter(|e| *e != except)
+            .map(str::to_string)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(pod = pod_id, error = %e, "cannot list the edges holding a pod's bytes");
+            Vec::new()
+        }
+    };
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+/// Tells `edges` to drop their copies of `pod_id` (best effort: an edge that is away keeps its
+/// copy, which a later move of the pod replaces).
+pub fn purge_on(app: &Arc<App>, pod_id: &str, edges: Vec<String>) {
+    if edges.is_empty() {
+        return;
+    }
+    let (app, pod_id) = (app.clone(), pod_id.to_string());
+    tokio::spawn(async move {
+        for edge in edges {
+            let path = format!("{PREFIX}{pod_id}/purge");
+            match crate::sandbox::client::call(&app, &edge, 0, Method::POST, &path, Bytes::new())
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(pod = %pod_id, %edge, "the edge dropped its copy of the pod")
+                }
+                Ok(r) => {
+                    tracing::info!(pod = %pod_id, %edge, status = %r.status(), "the edge kept its copy of the pod")
+                }
+                Err(e) => {
+                    tracing::info!(pod = %pod_id, %edge, error = %e.message, "cannot tell the edge to drop its copy of the pod; it keeps it")
+                }
+            }
+        }
+    });
+}
+
+/// On a center: once its sync has every byte of a pod, the edges it came from drop theirs.
+pub fn purge_hook(app: &Arc<App>) -> crate::regions::Mirror {
+    let app = Arc::downgrade(app);
+    Arc::new(
+        move |pod_id: String, status: MigrationStatus, _progress: Option<i32>| {
+            let app = app.clone();
+            Box::pin(async move {
+                let Some(app) = app.upgrade() else { return };
+                if status == MigrationStatus::Done {
+                    let edges = edge_sources(&app, &pod_id, "").await;
+                    purge_on(&app, &pod_id, edges);
+                }
+            })
+        },
+    )
 }
 
 fn parse_range(v: &str) -> Option<Range<u64>> {

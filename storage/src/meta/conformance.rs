@@ -1136,6 +1136,35 @@ pub async fn check_pod_moves(store: &Arc<dyn MetaStore>) {
         "write after the adoption",
     );
     assert_eq!(next.record.version, 3);
+
+    // A copy of a pod that moved away is dropped once the new owner has every byte; only the
+    // owner named may be dropped, and the blobs are retired for the GC.
+    assert_eq!(
+        ok(
+            store.drop_pod_rows(&dest, &edge).await,
+            "drop under another owner"
+        ),
+        0,
+        "the owner differs: nothing dropped"
+    );
+    assert_eq!(
+        ok(
+            store.drop_pod_rows(&uid("cf-move-none"), &cluster).await,
+            "drop unknown"
+        ),
+        0
+    );
+    let rows = ok(store.export_pod(&dest).await, "export").len() as u64;
+    assert_eq!(ok(store.drop_pod_rows(&dest, &cluster).await, "drop"), rows);
+    assert!(ok(store.export_pod(&dest).await, "export after the drop").is_empty());
+    assert!(
+        ok(store.get_pod(&dest).await, "pod after the drop").is_some(),
+        "the pod record stays"
+    );
+    assert!(
+        ok(store.get_doc(RETIRED_BLOB, "blobs/b3").await, "retired").is_some(),
+        "the dropped rows' blobs are retired"
+    );
 }
 
 pub async fn check_transfer(store: &Arc<dyn MetaStore>) {

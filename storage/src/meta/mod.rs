@@ -292,7 +292,8 @@ pub struct AdoptPod {
     /// Every row of the pod in the source store ([`PodStore::export_pod`]).
     pub rows: Vec<MovedRow>,
     /// Where the rows' blobs are until they are copied: each row's `regions` becomes
-    /// `[source]` (e.g. `edge:<node>`).
+    /// `[source]` (e.g. `edge:<node>`). Rows the store had for the pod are replaced, their
+    /// blobs retired (the GC keeps those the new rows name).
     pub source: String,
 }
 
@@ -611,6 +612,12 @@ pub trait PodStore: Send + Sync {
 
     /// Live documents of a pod that have a blob, ordered by path (for the migration sync).
     async fn list_pod_blobs(&self, pod_id: &str) -> MetaResult<Vec<ResourceRecord>>;
+
+    /// Drops every row of `pod_id` (tombstones too) if its owner is `if_owner`, in one
+    /// transaction that retires their blobs (the GC deletes those no row names any more); the
+    /// pod record stays. The rows dropped (0 when the owner differs or the pod is unknown). A
+    /// copy a node keeps of a pod that moved away, once the new owner has every byte.
+    async fn drop_pod_rows(&self, pod_id: &str, if_owner: &str) -> MetaResult<u64>;
 
     /// A live document of pod `pod_id` whose blob is `key` (its size and where it is held), if
     /// there is one.

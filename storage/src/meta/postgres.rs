@@ -503,6 +503,23 @@ async fn retire_blob<C: GenericClient>(
     Ok(())
 }
 
+/// Retires the blob of every row of `pod_id` ([`retire_blob`]) in one statement, before the
+/// rows are dropped.
+async fn retire_pod_blobs<C: GenericClient>(tx: &C, pod_id: &str, now: Millis) -> MetaResult<()> {
+    execute(
+        tx,
+        "INSERT INTO docs (kind, id, owner, version, created_at, updated_at, doc) \
+         SELECT DISTINCT ON (blob_key) $1, blob_key, pod_id, 1, $3, $3, \
+             jsonb_build_object('path', path) \
+         FROM resources WHERE pod_id = $2 AND blob_key IS NOT NULL \
+         ON CONFLICT (kind, id) DO UPDATE SET owner = EXCLUDED.owner, \
+             version = docs.version + 1, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc",
+        &[&RETIRED_BLOB, &pod_id, &now],
+    )
+    .await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- migrations
 
 /// Applies the missing [`MIGRATIONS`] on `client`'s session under the advisory lock.
@@ -1444,6 +1461,25 @@ impl PodStore for PgStore {
         rows.iter().map(|r| col::<String>(r, "blob_key")).collect()
     }
 
+    async fn drop_pod_rows(&self, pod_id: &str, if_owner: &str) -> MetaResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let owner = query_opt(
+            &tx,
+            "SELECT node_id FROM pods WHERE pod_id = $1 FOR UPDATE",
+            &[&pod_id],
+        )
+        .await?;
+        match owner {
+            Some(r) if col::<String>(&r, "node_id")? == if_owner => {}
+            _ => return Ok(0),
+        }
+        retire_pod_blobs(&tx, pod_id, now_millis()).await?;
+        let n = execute(&tx, "DELETE FROM resources WHERE pod_id = $1", &[&pod_id]).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(n)
+    }
+
     async fn blob_record(&self, pod_id: &str, key: &str) -> MetaResult<Option<ResourceRecord>> {
         let client = self.client().await?;
         let sql = format!(
@@ -1547,6 +1583,7 @@ impl PodStore for PgStore {
             return Ok(None);
         };
         let record = pod_from_row(&row)?;
+        retire_pod_blobs(&tx, &adopt.pod_id, now_millis()).await?;
         execute(
             &tx,
             "DELETE FROM resources WHERE pod_id = $1",

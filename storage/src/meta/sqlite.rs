@@ -750,6 +750,23 @@ fn delete_tx(
     Ok(plan.retired_blob)
 }
 
+/// Retires the blob of every row of `pod_id` ([`retire_blob`]), before the rows are dropped.
+fn retire_pod_blobs(tx: &Transaction<'_>, pod_id: &str, now: i64) -> MetaResult<()> {
+    let old: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT path, blob_key FROM resources WHERE pod_id = ?1 AND blob_key IS NOT NULL",
+        )
+        .db()?
+        .query_map([pod_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
+    for (path, key) in old {
+        retire_blob(tx, pod_id, &path, &key, now)?;
+    }
+    Ok(())
+}
+
 /// Records that `key` is no longer referenced (a [`RETIRED_BLOB`] document), in the transaction
 /// that unreferenced it, so the blob GC waits out the grace period from now.
 fn retire_blob(
@@ -1244,6 +1261,26 @@ impl PodStore for SqliteStore {
         .await
     }
 
+    async fn drop_pod_rows(&self, pod_id: &str, if_owner: &str) -> MetaResult<u64> {
+        let (pod_id, if_owner) = (pod_id.to_string(), if_owner.to_string());
+        self.call(move |c| {
+            let tx = immediate(c)?;
+            match load_pod(&tx, &pod_id)? {
+                Some(p) if p.node_id == if_owner => {}
+                _ => return Ok(0),
+            }
+            retire_pod_blobs(&tx, &pod_id, now_millis())?;
+            let n = tx
+                .prepare_cached("DELETE FROM resources WHERE pod_id = ?1")
+                .db()?
+                .execute([&pod_id])
+                .db()?;
+            tx.commit().db()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn blob_record(&self, pod_id: &str, key: &str) -> MetaResult<Option<ResourceRecord>> {
         let (pod_id, key) = (pod_id.to_string(), key.to_string());
         self.call(move |c| {
@@ -1375,6 +1412,7 @@ impl PodStore for SqliteStore {
                 if n == 0 {
                     return Ok(None);
                 }
+                retire_pod_blobs(&tx, &adopt.pod_id, now_millis())?;
                 tx.prepare_cached("DELETE FROM resources WHERE pod_id = ?1")
                     .db()?
                     .execute([&adopt.pod_id])
