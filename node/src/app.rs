@@ -67,7 +67,7 @@ pub struct App {
     /// A center: the edges whose tunnel it holds (for forwarding to their services).
     pub edges: crate::edges::registry::EdgeRegistry,
     /// An edge: its live tunnels, for its own requests to the cluster (`crate::edges::uplink`).
-    pub uplinks: crate::edges::uplink::Uplinks,
+    pub uplinks: crate::edges::registry::Uplinks,
     /// Pod → its row (owner, epoch, access mode, migration), in memory: routing and the pod
     /// handler share this one lookup (kept fresh by the change feed: `mesh::follow_feed`).
     pub owners: Arc<xpod_routing::OwnerTable<Arc<PodRecord>>>,
@@ -191,10 +191,6 @@ impl App {
             gc,
             config,
         });
-        // Blobs of pods edges handed over are read through their tunnels until copied (and,
-        // on an edge, blobs of pods it adopted, through a center).
-        app.regions
-            .set_remotes(crate::edges::pod_move::resolver(&app));
         app.heartbeat(NodeStatus::Online)
             .await
             .context("registering this node in the metadata store")?;

@@ -124,6 +124,9 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| format!("http://{}", netio::reachable(addr)));
     let app = App::open(config, base_url).await?;
+    // Blobs of pods edges handed over are read through their tunnels until copied (and, on an
+    // edge, blobs of pods it adopted, through a center).
+    app.regions.set_remotes(edges::pod_adopt::resolver(&app));
     if let Some(key) = app::ensure_admin_key(&app).await? {
         // Deliberately on stdout and not in the log: the secret is shown once, here.
         println!(

@@ -27,6 +27,10 @@ use xpod_storage::cache::DiskCache;
 use xpod_storage::meta::{self, MetaStore, MigrationStatus};
 use xpod_storage::regions::{Region, RegionError, Regions};
 
+/// On an edge, the holder of an adopted pod's blobs until they are copied: the cluster, read
+/// through a center (`crate::edges::pod_adopt`).
+pub const CLUSTER: &str = "cluster";
+
 /// How often the sync job looks for pods to finish.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Blobs copied at the same time by the sync job.
@@ -124,7 +128,7 @@ impl SyncJob {
 /// Whether a holder that cannot be read now is worth waiting for (the move is not failing):
 /// an edge a pod moved from, or, on an edge, the cluster it reads an adopted pod from.
 fn waits_for(holder: &str) -> bool {
-    holder.starts_with("edge:") || holder == crate::edges::pod_adopt::CLUSTER
+    holder.starts_with("edge:") || holder == CLUSTER
 }
 
 /// Finishes the migrations to this node: see the module docs.

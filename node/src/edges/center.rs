@@ -65,7 +65,7 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 // before the registration, so only its later streams come here).
                 if !serving_uplink {
                     serving_uplink = true;
-                    tokio::spawn(super::uplink::serve_edge(
+                    tokio::spawn(super::cluster_api::serve_edge(
                         app.clone(),
                         tunnel.clone(),
                         peer.node_id.clone(),

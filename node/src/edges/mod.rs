@@ -29,8 +29,8 @@
 //!   edge, adopted by the shared store, its blobs read through the tunnel until copied).
 //! - [`pod_adopt`]: a pod moves onto an edge (offered, fenced in the cluster, its rows pulled
 //!   by the edge, its blobs read through a center until copied).
-//! - [`uplink`]: requests an edge opens to the cluster on its own tunnels, answered by the
-//!   center for that edge's identity only.
+//! - [`uplink`]: requests an edge opens to the cluster on its own tunnels;
+//!   [`cluster_api`]: the center's answers, for that edge's identity and its pods only.
 //! - [`terminal`]: a terminal on an edge device (`xpod nodes shell`, `/{pod}/-/terminal`),
 //!   only when the edge's own configuration allows it.
 //!
@@ -41,6 +41,7 @@
 pub mod authority;
 pub mod bandwidth;
 pub mod center;
+pub mod cluster_api;
 pub mod edge;
 pub mod forward;
 pub mod learned;

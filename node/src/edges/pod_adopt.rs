@@ -34,7 +34,7 @@
 //!    once, blobs with the GC: a move to a device is not a copy in the cloud), and an edge the
 //!    pod came from drops its own (`super::pod_move::purge_on`).
 //!
-//! An edge's moves (release, accept, adopt) run one at a time ([`MOVES`]).
+//! An edge's moves (release, accept, adopt, purge) run one at a time (`super::pod_move::MOVES`).
 
 use std::ops::Range;
 use std::sync::{Arc, Weak};
@@ -47,18 +47,16 @@ use serde::{Deserialize, Serialize};
 use xpod_storage::blobs::BlobError;
 use xpod_storage::meta::{AccessMode, AdoptPod, MigrationStatus, NewPod, PodRecord};
 
-use super::pod_move::{blob_query, Released, PREFIX};
+use super::pod_move::{Released, PREFIX};
 use crate::app::App;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 
-/// The holder of an adopted pod's blobs on an edge until they are copied: the cluster,
-/// through a center.
-pub const CLUSTER: &str = "cluster";
+/// The holder of an adopted pod's blobs on an edge until they are copied (the cluster, through
+/// a center), and the owner an edge records for a pod offered to it.
+pub use crate::regions::CLUSTER;
 
-/// An edge's pod moves run one at a time: a release waits for an adoption under way (so it
-/// exports what was imported), an adoption for a release.
-pub static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use super::pod_move::MOVES;
 
 /// The largest answer with a pod's rows an edge reads (about a million rows).
 const MAX_EXPORT: usize = 256 << 20;
@@ -72,14 +70,6 @@ struct Offer {
     granted: bool,
     access_mode: AccessMode,
     base_url: String,
-}
-
-/// The sync's state, reported by the edge (`POST /cluster/pods/{id}/state`).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct State {
-    status: MigrationStatus,
-    progress: Option<i32>,
 }
 
 /// A runner request's answer as an error the migrate call passes on (the edge's own message).
@@ -167,8 +157,32 @@ pub fn resume(app: &Arc<App>, edge: &str, hosted: &[String]) {
     });
 }
 
-/// The edge's side of an offer and a hand-over (runner requests from a center).
-pub async fn serve_node(
+/// An edge's pod-move routes (runner requests from a center): an offer and a hand-over here,
+/// the rest (release, purge, a blob) in `super::pod_move`.
+pub async fn serve(
+    app: &Arc<App>,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let action = path
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(_, action)| matches!(*action, "accept" | "adopt"));
+    match action {
+        Some((pod_id, action)) if app.config.role == xpod_config::Role::Edge => {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed("POST"));
+            }
+            serve_node(app, pod_id, action, body).await
+        }
+        _ => super::pod_move::serve(app, method, path, query, body).await,
+    }
+}
+
+/// The edge's side of an offer and a hand-over.
+async fn serve_node(
     app: &Arc<App>,
     pod_id: &str,
     action: &str,
@@ -309,95 +323,24 @@ async fn adopt(app: &Arc<App>, pod_id: &str) -> Result<Response<Body>, ApiError>
     Ok(body::json(StatusCode::OK, &record))
 }
 
-/// The cluster's answers to an edge (`super::uplink`), for the pods the cluster records it as
-/// the owner of: `GET /cluster/pods/{id}` (every row), `GET /cluster/blobs?key=K[&range=A-B]`
-/// (one blob of such a pod), `POST /cluster/pods/{id}/state` (the sync's progress).
-pub async fn serve_cluster(
-    app: &Arc<App>,
-    edge: &str,
-    method: &Method,
-    path: &str,
-    query: &str,
-    body: &[u8],
-) -> Result<Response<Body>, ApiError> {
-    if path == "/cluster/blobs" {
-        if method != Method::GET {
-            return Err(ApiError::method_not_allowed("GET"));
+/// Resolves the holders of this node's regions that are not regions: `edge:<node>` (a pod
+/// that moved from an edge) and, on an edge, [`CLUSTER`] (a pod it adopted).
+pub fn resolver(app: &Arc<App>) -> xpod_storage::regions::RemoteResolver {
+    let edge_node = app.config.role == xpod_config::Role::Edge;
+    let app = Arc::downgrade(app);
+    Arc::new(move |name: &str| {
+        if name == CLUSTER && edge_node {
+            let app = app.upgrade()?;
+            return Some(
+                Arc::new(ClusterSource::new(&app)) as Arc<dyn xpod_storage::blobs::RemoteSource>
+            );
         }
-        let (key, pod_id, range) = blob_query(query)?;
-        owned_by(app, &pod_id, edge).await?;
-        return blob(app, &pod_id, &key, range).await;
-    }
-    let rest = path.strip_prefix("/cluster/pods/").unwrap_or_default();
-    let (pod_id, action) = rest.split_once('/').unwrap_or((rest, ""));
-    xpod_routing::target::validate_pod_id(pod_id)
-        .map_err(|e| ApiError::not_found(format!("{path}: {e}")))?;
-    match (action, method) {
-        ("", &Method::GET) => {
-            let pod = owned_by(app, pod_id, edge).await?;
-            let rows = app.meta.export_pod(pod_id).await?;
-            Ok(body::json(StatusCode::OK, &Released { pod, rows }))
-        }
-        ("state", &Method::POST) => {
-            let state: State = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
-            if state.progress.is_some_and(|p| !(0..=100).contains(&p)) {
-                return Err(ApiError::bad_request("progress: expected 0..=100"));
-            }
-            owned_by(app, pod_id, edge).await?;
-            app.meta
-                .set_migration_state(pod_id, Some(state.status), state.progress)
-                .await?;
-            if state.status == MigrationStatus::Done {
-                // The edge has every byte: the cluster's copy goes (a move is not a copy), and
-                // so does that of an edge the pod came from.
-                let sources = super::pod_move::edge_sources(app, pod_id, edge).await;
-                let dropped = app.meta.drop_pod_rows(pod_id, edge).await?;
-                tracing::info!(pod = pod_id, %edge, dropped, "a pod moved onto an edge is all there: the cluster's copy is dropped");
-                super::pod_move::purge_on(app, pod_id, sources);
-            }
-            Ok(body::json(
-                StatusCode::OK,
-                &serde_json::json!({"recorded": true}),
-            ))
-        }
-        _ => Err(ApiError::not_found(format!(
-            "no cluster route at {method} {path}"
-        ))),
-    }
-}
-
-/// The pod, if the cluster records `edge` as its owner; else 409 (an edge asks only about pods
-/// it adopts).
-async fn owned_by(app: &App, pod_id: &str, edge: &str) -> Result<PodRecord, ApiError> {
-    match app.meta.get_pod(pod_id).await? {
-        Some(p) if p.node_id == edge => Ok(p),
-        _ => Err(ApiError::conflict(format!(
-            "the cluster does not record edge {edge} as the owner of pod {pod_id}"
-        ))),
-    }
-}
-
-async fn blob(
-    app: &Arc<App>,
-    pod_id: &str,
-    key: &str,
-    range: Option<Range<u64>>,
-) -> Result<Response<Body>, ApiError> {
-    let row = app.meta.blob_record(pod_id, key).await?.ok_or_else(|| {
-        ApiError::not_found(format!("no document of pod {pod_id} has blob {key}"))
-    })?;
-    let read = app
-        .regions
-        .read(key, row.size.max(0) as u64, &row.regions, range)
-        .await?;
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/octet-stream")
-        .body(body::stream(
-            read.stream.map(|r| r.map_err(std::io::Error::other)),
-        ))
-        .unwrap_or_default())
+        let edge = name.strip_prefix("edge:")?;
+        Some(
+            Arc::new(super::pod_move::EdgeSource::new(app.clone(), edge))
+                as Arc<dyn xpod_storage::blobs::RemoteSource>,
+        )
+    })
 }
 
 /// On an edge: the blobs of adopted pods, read from the cluster through a center (the holder
@@ -466,7 +409,9 @@ pub fn mirror(app: &Arc<App>) -> crate::regions::Mirror {
             let app = app.clone();
             Box::pin(async move {
                 let Some(app) = app.upgrade() else { return };
-                let Ok(payload) = serde_json::to_vec(&State { status, progress }) else {
+                let Ok(payload) =
+                    serde_json::to_vec(&super::cluster_api::State { status, progress })
+                else {
                     return;
                 };
                 let path = format!("/cluster/pods/{pod_id}/state");

@@ -49,7 +49,11 @@ use crate::app::App;
 use crate::reply::body::{self, Body};
 use crate::reply::error::ApiError;
 
-/// The edge's routes (runner requests): release, a blob.
+/// An edge's pod moves run one at a time: a release waits for an adoption under way (so it
+/// exports what was imported), an adoption for a release (`super::pod_adopt`).
+pub static MOVES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The edge's routes (runner requests): release, purge, a blob.
 pub const PREFIX: &str = "/node/pods/";
 pub const BLOBS: &str = "/node/blobs";
 
@@ -94,9 +98,6 @@ pub async fn serve(
                 .map_err(|e| ApiError::bad_request(format!("release: {e}")))?;
             release(app, pod, &req.to).await
         }
-        (Some((pod, action @ ("accept" | "adopt"))), &Method::POST) => {
-            super::pod_adopt::serve_node(app, pod, action, body).await
-        }
         (Some((pod, "purge")), &Method::POST) => purge(app, pod).await,
         _ => Err(ApiError::not_found(format!("no pod-move route at {path}"))),
     }
@@ -106,7 +107,7 @@ pub async fn serve(
 /// adopted (the center that asked died before its adoption): a center asks only while the
 /// cluster still records this edge as the owner, so the migrate call can simply be repeated.
 async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body>, ApiError> {
-    let _one = super::pod_adopt::MOVES.lock().await;
+    let _one = MOVES.lock().await;
     match app.meta.get_pod(pod_id).await? {
         None => {
             return Err(ApiError::not_found(format!(
@@ -114,7 +115,7 @@ async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body
             )))
         }
         // Offered to this edge but never adopted: nothing here to hand over.
-        Some(p) if p.node_id == super::pod_adopt::CLUSTER => {
+        Some(p) if p.node_id == crate::regions::CLUSTER => {
             return Err(ApiError::conflict(format!(
                 "pod {pod_id} was offered to this edge but never adopted; its rows are in the cluster"
             )))
@@ -143,13 +144,13 @@ async fn release(app: &Arc<App>, pod_id: &str, to: &str) -> Result<Response<Body
 /// cluster has every byte: only of a pod another node owns here (never one it owns or was
 /// offered).
 async fn purge(app: &Arc<App>, pod_id: &str) -> Result<Response<Body>, ApiError> {
-    let _one = super::pod_adopt::MOVES.lock().await;
+    let _one = MOVES.lock().await;
     let local = app
         .meta
         .get_pod(pod_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("pod {pod_id} is not on this edge")))?;
-    if local.node_id == app.node_id || local.node_id == super::pod_adopt::CLUSTER {
+    if local.node_id == app.node_id || local.node_id == crate::regions::CLUSTER {
         return Err(ApiError::conflict(format!(
             "pod {pod_id} is this edge's (or being moved onto it): its copy is not dropped"
         )));
@@ -310,23 +311,13 @@ pub struct EdgeSource {
     edge: String,
 }
 
-/// Resolves the holders of this node's regions that are not regions: `edge:<node>` (a pod
-/// that moved from an edge) and, on an edge, [`super::pod_adopt::CLUSTER`] (a pod it adopted).
-pub fn resolver(app: &Arc<App>) -> xpod_storage::regions::RemoteResolver {
-    let edge_node = app.config.role == xpod_config::Role::Edge;
-    let app = Arc::downgrade(app);
-    Arc::new(move |name: &str| {
-        if name == super::pod_adopt::CLUSTER && edge_node {
-            let app = app.upgrade()?;
-            return Some(Arc::new(super::pod_adopt::ClusterSource::new(&app))
-                as Arc<dyn xpod_storage::blobs::RemoteSource>);
-        }
-        let edge = name.strip_prefix("edge:")?;
-        Some(Arc::new(EdgeSource {
-            app: app.clone(),
+impl EdgeSource {
+    pub fn new(app: Weak<App>, edge: &str) -> Self {
+        EdgeSource {
+            app,
             edge: edge.to_string(),
-        }) as Arc<dyn xpod_storage::blobs::RemoteSource>)
-    })
+        }
+    }
 }
 
 #[async_trait::async_trait]

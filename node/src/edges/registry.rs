@@ -1,5 +1,6 @@
 //! The edges whose tunnel a center holds: node id → the QUIC connection, each edge's budget of
-//! relayed connections, and the pool of idle HTTP exchanges to edges' services.
+//! relayed connections, and the pool of idle HTTP exchanges to edges' services; and, on an
+//! edge, its own tunnels to the centers ([`Uplinks`], for `super::uplink`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -169,5 +170,26 @@ impl EdgeRegistry {
     /// Whether this center holds no edge's tunnel.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// An edge's live tunnel connections, one per center it dialed.
+#[derive(Default)]
+pub struct Uplinks {
+    conns: Mutex<Vec<quinn::Connection>>,
+}
+
+impl Uplinks {
+    /// Records a connection whose tunnel just came up (closed ones are dropped).
+    pub fn add(&self, conn: quinn::Connection) {
+        let mut v = self.conns.lock().expect("poisoned");
+        v.retain(|c| c.close_reason().is_none() && c.stable_id() != conn.stable_id());
+        v.push(conn);
+    }
+
+    pub fn live(&self) -> Vec<quinn::Connection> {
+        let mut v = self.conns.lock().expect("poisoned");
+        v.retain(|c| c.close_reason().is_none());
+        v.clone()
     }
 }

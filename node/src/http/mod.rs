@@ -379,7 +379,7 @@ async fn runner_request(
         }
         if path.starts_with(crate::edges::pod_move::PREFIX) || path == crate::edges::pod_move::BLOBS
         {
-            return crate::edges::pod_move::serve(app, &method, path, query, &body).await;
+            return crate::edges::pod_adopt::serve(app, &method, path, query, &body).await;
         }
         return crate::sandbox::internal::serve(app, &method, path, query, body).await;
     }

@@ -172,10 +172,7 @@ impl From<xpod_storage::regions::RegionError> for ApiError {
                     .with_details(serde_json::json!({"edge": edge, "regions": regions}))
                     .with_header(http::header::RETRY_AFTER, "5");
                 }
-                if regions
-                    .iter()
-                    .any(|r| r == crate::edges::pod_adopt::CLUSTER)
-                {
+                if regions.iter().any(|r| r == crate::regions::CLUSTER) {
                     // On an edge: a pod moved onto it whose bytes are not all here yet.
                     return ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
