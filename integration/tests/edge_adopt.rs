@@ -332,6 +332,25 @@ fn a_pod_moves_onto_an_edge_and_back_with_every_byte() {
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(r.header("x-xpod-node"), Some("center-1"));
 
+    // center-2 answered every call: it counts them.
+    let metrics = get(&centers[1], &admin, "/metrics").expect(200).text();
+    let count = |from: &str, to: &str, result: &str| -> u64 {
+        let want = [
+            format!("from=\"{from}\""),
+            format!("to=\"{to}\""),
+            format!("result=\"{result}\""),
+        ];
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("xpod_pod_migrations_total{"))
+            .filter(|l| want.iter().all(|w| l.contains(w.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(count("center", "edge", "moved"), 1, "{metrics}");
+    assert_eq!(count("center", "edge", "refused"), 2, "{metrics}");
+    assert_eq!(count("edge", "center", "moved"), 1, "{metrics}");
+
     // The audit names both moves, the refusal, and who asked.
     let audit = get(
         &centers[0],

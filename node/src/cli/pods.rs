@@ -31,8 +31,11 @@ pub(crate) enum PodsCmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Move a pod to another node. Routing follows at once (every center forwards requests for
-    /// the pod to its new owner); writes racing the move fail with a retryable 503.
+    /// Move a pod to another node: a center, or an edge device (onto an edge only if it accepts
+    /// the pod's account: its `[tunnel] accept_pods`, or `xpod nodes set EDGE --accept-pods`).
+    /// Routing follows at once (every center forwards requests for the pod to its new owner);
+    /// writes racing the move fail with a retryable 503. An admin key moves any pod; the pod's
+    /// owner may move it onto and off edges.
     Migrate {
         pod: String,
         /// The node that will own the pod (must be online).

@@ -1,5 +1,6 @@
-//! The cluster API under `/.cluster` (admin key on every route):
-//! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate`,
+//! The cluster API under `/.cluster` (admin key on every route, but a pod's owner may read its
+//! record and move it onto and off edges):
+//! `GET/POST /pods`, `GET /pods/{podId}`, `POST /pods/{podId}/migrate` (in [`super::migrate`]),
 //! `GET /routes/{podId}` (this node's owner-table entry, for diagnosing routing), `GET /nodes`,
 //! `GET /nodes/{nodeId}` (with its policy), `PATCH /nodes/{nodeId}` and
 //! `POST /nodes/{nodeId}/revoke` (in [`super::node_admin`]), `GET /nodes/{nodeId}/terminal`
@@ -19,9 +20,8 @@ use xpod_tunnel::identity::JoinToken;
 
 use super::{read_json, segments, Ctx};
 use crate::api_types::cluster::{
-    Certs, CreatePod, CreateToken, CreatedToken, DnsRecord, DnsRecords, MigratePod, NodeList,
-    NodeView, PodList, RenewRequested, RouteView, ServedCert, StoredCert, TokenList, TxtRecord,
-    TxtValues,
+    Certs, CreatePod, CreateToken, CreatedToken, DnsRecord, DnsRecords, NodeList, NodeView,
+    PodList, RenewRequested, RouteView, ServedCert, StoredCert, TokenList, TxtRecord, TxtValues,
 };
 use crate::api_types::ErrorBody;
 use crate::auth::require_admin;
@@ -39,7 +39,7 @@ pub async fn handle(
     match (segments(rest).as_slice(), &method) {
         (["pods", pod_id, "migrate"], &Method::POST) => {
             let pod_id = pod_id.to_string();
-            return migrate_pod(ctx, &pod_id, req).await;
+            return super::migrate::migrate_pod(ctx, &pod_id, req).await;
         }
         (["pods", pod_id], &Method::GET) => return get_pod(ctx, pod_id).await,
         _ => {}
@@ -171,180 +171,6 @@ async fn create_pod(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>,
         resp.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(resp)
-}
-
-/// Moves a pod to another node (ARCHITECTURE §6): one transaction makes the target the owner
-/// with epoch + 1 and notifies every node; routing follows at once (owners check their own
-/// ownership, so a node with a stale table forwards to the old owner, which passes it on).
-/// 404: unknown pod or node; 409: target not online, or already the owner. Within a region
-/// (one store) the status is `done` at once; to another region, from an edge or onto one it
-/// stays `syncing` until the new owner's sync job has copied the pod's blobs
-/// (`crate::regions::sync_loop`) — reads work meanwhile through the fallback chain.
-///
-/// Who: an admin; a move onto or off an edge also the pod's owner (a key of the pod's account
-/// that may write the pod). From an edge: `crate::edges::pod_move`; onto one:
-/// `crate::edges::pod_adopt` (the edge must accept the account's pods).
-#[utoipa::path(post, path = "/.cluster/pods/{podId}/migrate", operation_id = "migratePod", tag = "cluster",
-    params(("podId" = String, Path)),
-    request_body = MigratePod,
-    responses(
-        (status = 202, description = "Moved: the new owner and epoch; `migrationStatus` says whether bytes still sync", body = PodRecord),
-        (status = 401, description = "No API key", body = ErrorBody),
-        (status = 403, description = "Neither an admin nor (for a move onto or off an edge) the pod's owner; or `pods_not_accepted`: the target edge does not accept the pod's account (its `[tunnel] accept_pods` and the cluster's grant for it)", body = ErrorBody),
-        (status = 404, description = "No such pod or node", body = ErrorBody),
-        (status = 409, description = "The target is offline or already the owner", body = ErrorBody),
-        (status = 503, description = "`edge_offline`: an edge the move needs cannot be reached (a repeated call finishes a move that was cut)", body = ErrorBody),
-    ))]
-async fn migrate_pod(
-    ctx: &Ctx,
-    pod_id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    if matches!(ctx.principal, crate::auth::Principal::Anonymous) {
-        return Err(ApiError::unauthorized("an API key is required"));
-    }
-    let input: MigratePod = read_json(req).await?;
-    xpod_config::validate_node_id(&input.target_node)
-        .map_err(|e| ApiError::bad_request(format!("targetNode: {e}")))?;
-    let before = ctx.app.meta.get_pod(pod_id).await?;
-    let target = ctx.app.meta.get_node(&input.target_node).await?;
-    let source = match &before {
-        Some(p) => ctx.app.meta.get_node(&p.node_id).await?,
-        None => None,
-    };
-    let is_edge = |n: &Option<meta::NodeRecord>| {
-        n.as_ref()
-            .is_some_and(|n| n.node_type == meta::NodeType::Edge)
-    };
-    let (from_edge, to_edge) = (is_edge(&source), is_edge(&target));
-    may_migrate(ctx, before.as_ref(), from_edge || to_edge)?;
-    let Some(pod) = &before else {
-        return Err(ApiError::not_found(format!("pod {pod_id} not found")));
-    };
-    let Some(t) = &target else {
-        return Err(ApiError::not_found(format!(
-            "node {} not found",
-            input.target_node
-        )));
-    };
-    if to_edge {
-        if t.status != meta::NodeStatus::Online {
-            return Err(ApiError::conflict(format!(
-                "the target {} is not online",
-                t.node_id
-            )));
-        }
-        if pod.node_id == t.node_id {
-            // Already the edge's in the cluster: a move cut before the edge took the rows
-            // (or a repeated call) is finished by handing them over again.
-            crate::edges::pod_adopt::hand_over(&ctx.app, pod_id, &t.node_id)
-                .await
-                .map_err(|e| cut(&t.node_id, e))?;
-            let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(pod.clone());
-            return Ok(body::json(StatusCode::ACCEPTED, &pod));
-        }
-        if let Err(e) = crate::edges::pod_adopt::prepare(&ctx.app, pod, &t.node_id).await {
-            if e.status == StatusCode::FORBIDDEN {
-                ctx.app.refusal(
-                    Some(ctx.peer.ip()),
-                    ctx.principal.actor(),
-                    "refused.pod_migrate",
-                    pod_id.to_string(),
-                    json!({"to": t.node_id, "reason": e.message}),
-                    ctx.trace_id.clone(),
-                );
-            }
-            return Err(e);
-        }
-    }
-    let moved = match (&source, from_edge) {
-        (Some(edge), true) => {
-            if t.status != meta::NodeStatus::Online {
-                return Err(ApiError::conflict(format!(
-                    "the target {} is not online",
-                    t.node_id
-                )));
-            }
-            // The pod's metadata lives on the edge: it moves into the shared store first.
-            crate::edges::pod_move::from_edge(&ctx.app, pod, &edge.node_id, &t.node_id).await?
-        }
-        _ => {
-            ctx.app
-                .meta
-                .transfer_pod(pod_id, &input.target_node)
-                .await?
-        }
-    };
-    ctx.app.owners.invalidate(pod_id);
-    if !crate::regions::needs_sync(source.as_ref(), target.as_ref()) {
-        ctx.app
-            .meta
-            .set_migration_state(pod_id, Some(meta::MigrationStatus::Done), Some(100))
-            .await?;
-    }
-    ctx.audit(
-        "pod.migrate",
-        pod_id,
-        json!({
-            "from": pod.node_id,
-            "to": moved.node_id,
-            "epoch": moved.epoch,
-            "fromEdge": from_edge,
-            "toEdge": to_edge,
-        }),
-    )
-    .await;
-    tracing::info!(pod = pod_id, to = %moved.node_id, epoch = moved.epoch, "pod migrated");
-    if to_edge {
-        // Test hook: this center dies between the fence and the hand-over.
-        if std::env::var_os("XPOD_TEST_ABORT_BEFORE_HAND_OVER").is_some() {
-            tracing::error!("XPOD_TEST_ABORT_BEFORE_HAND_OVER: aborting before the hand-over");
-            std::process::abort();
-        }
-        // The cluster names the edge the owner (every write elsewhere is fenced); the edge
-        // now takes the rows.
-        crate::edges::pod_adopt::hand_over(&ctx.app, pod_id, &t.node_id)
-            .await
-            .map_err(|e| cut(&t.node_id, e))?;
-    }
-    let pod = ctx.app.meta.get_pod(pod_id).await?.unwrap_or(moved);
-    Ok(body::json(StatusCode::ACCEPTED, &pod))
-}
-
-/// An admin may move any pod; the pod's owner (a key of its account that may write it) only
-/// onto or off an edge (`edge_move`). Other keys: 403.
-fn may_migrate(ctx: &Ctx, pod: Option<&PodRecord>, edge_move: bool) -> Result<(), ApiError> {
-    if ctx.principal.is_admin() {
-        return Ok(());
-    }
-    let owner = pod.is_some_and(|p| {
-        p.account_id.is_some()
-            && ctx.principal.owner() == p.account_id.as_deref()
-            && ctx.principal.pod_access(&p.pod_id) == Some(crate::auth::Access::Write)
-    });
-    match (owner, edge_move) {
-        (true, true) => Ok(()),
-        (true, false) => Err(ApiError::forbidden(
-            "a pod's owner may move it onto or off an edge; moves between centers need an admin API key",
-        )),
-        (false, _) => Err(ApiError::forbidden(
-            "moving a pod needs an admin API key, or (onto or off an edge) a key of the pod's owner that may write it",
-        )),
-    }
-}
-
-/// The cluster names the edge the owner but the edge has not taken the pod's rows: the pod
-/// refuses requests until the call is repeated.
-fn cut(edge: &str, e: ApiError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "edge_offline",
-        format!(
-            "the cluster made edge {edge} the owner, but the edge did not take the pod's rows ({}); the pod answers 503 until this call is repeated",
-            e.message
-        ),
-    )
-    .with_header(http::header::RETRY_AFTER, "5")
 }
 
 /// Longest join-token lifetime (30 days) and the default (24 h).

@@ -34,7 +34,7 @@ use crate::reply::error::ApiError;
         super::cluster::list_pods,
         super::cluster::create_pod,
         super::cluster::get_pod,
-        super::cluster::migrate_pod,
+        super::migrate::migrate_pod,
         super::cluster::route,
         super::cluster::list_nodes,
         super::cluster::get_node,

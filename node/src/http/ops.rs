@@ -111,6 +111,7 @@ fn metrics(app: &App) -> Result<Response<Body>, ApiError> {
     figures.extend(app.tls.figures());
     figures.extend(app.runner.figures(&app.config.sandbox));
     figures.extend(super::terminal::figures());
+    figures.extend(super::migrate::figures());
     if app.config.role == xpod_config::Role::Edge {
         figures.extend(crate::edges::terminal::figures());
     }
