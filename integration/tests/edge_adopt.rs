@@ -243,6 +243,10 @@ fn a_pod_moves_onto_an_edge_and_back_with_every_byte() {
         (&before["nodeId"], &before["epoch"]),
         "refused moves change nothing"
     );
+    // The owner may follow a move (`xpod pods migrate --wait`); another account may not.
+    assert_eq!(pod(via, &alice, "homepod")["nodeId"], "center-1");
+    let r = get(via, &bob, "/.cluster/pods/homepod");
+    assert_eq!(r.status, 403, "{r:?}");
 
     // alice moves her pod onto her device, while a client writes through center-2.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

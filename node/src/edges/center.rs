@@ -60,7 +60,6 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 .await;
                 hosted = reg.pods.clone();
                 claim_pods(&app, &peer.node_id, &hosted).await;
-                super::pod_adopt::resume(&app, &peer.node_id, &hosted);
                 // The edge's own requests to the cluster (its control stream was accepted
                 // before the registration, so only its later streams come here).
                 if !serving_uplink {
@@ -73,6 +72,8 @@ pub async fn edge_session(app: Arc<App>, conn: quinn::Connection, peer: PeerIden
                 }
                 // From now on requests for this edge's services go through this connection.
                 app.edges.insert(&peer.node_id, tunnel.clone());
+                // Moves onto this edge that were cut finish now (through this tunnel).
+                super::pod_adopt::resume(&app, &peer.node_id, &hosted);
                 // So it can reach another center if this one dies.
                 super::learned::tell(&app, &peer.node_id);
             }
